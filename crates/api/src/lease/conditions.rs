@@ -1,0 +1,163 @@
+//! Conditions, computed in one place from the phase and the facts a decision gathered.
+
+use chrono::{DateTime, Utc};
+
+use super::decide::phase_reason;
+use crate::v1alpha1::{AccessGrantStatus, Condition, ConditionStatus, GrantPhase};
+
+/// `Ready` is True exactly while the access is usable.
+pub const READY: &str = "Ready";
+/// Whether an AccessPolicy allows the grant.
+pub const POLICY_ALLOWED: &str = "PolicyAllowed";
+/// The access already existed as an assignment lapse does not own.
+pub const STANDING_ACCESS: &str = "StandingAccess";
+/// The lease ended but its Azure objects are not all deleted yet.
+pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
+/// A requested extension (or a spec edit) was refused; the recorded lease stands.
+pub const EXTENSION_DENIED: &str = "ExtensionDenied";
+
+/// What one decision learned that conditions report.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Facts {
+    /// (allowed, reason, message) when the policy was evaluated this step.
+    pub policy: Option<(bool, &'static str, String)>,
+    /// (reason, message) of a refused extension or spec edit.
+    pub extension_denied: Option<(&'static str, String)>,
+    /// Why the revocation is overdue.
+    pub overdue: Option<String>,
+    /// Standing assignments the lease uses.
+    pub standing: Vec<String>,
+    /// The last failed Azure call, for messages.
+    pub last_failure: Option<String>,
+}
+
+pub(crate) fn apply_conditions(
+    st: &mut AccessGrantStatus,
+    facts: &Facts,
+    now: DateTime<Utc>,
+    generation: Option<i64>,
+) {
+    let message = st.message.clone().unwrap_or_default();
+    let ready = if st.phase == GrantPhase::Active {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    set(
+        st,
+        READY,
+        ready,
+        phase_reason(st.phase),
+        &message,
+        now,
+        generation,
+    );
+    if let Some((allowed, reason, msg)) = &facts.policy {
+        let status = if *allowed {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        set(st, POLICY_ALLOWED, status, reason, msg, now, generation);
+    }
+    match &facts.extension_denied {
+        Some((reason, msg)) => set(
+            st,
+            EXTENSION_DENIED,
+            ConditionStatus::True,
+            reason,
+            msg,
+            now,
+            generation,
+        ),
+        None => clear(st, EXTENSION_DENIED, "Accepted", now, generation),
+    }
+    match &facts.overdue {
+        Some(msg) => set(
+            st,
+            REVOCATION_OVERDUE,
+            ConditionStatus::True,
+            "DeletesPending",
+            msg,
+            now,
+            generation,
+        ),
+        None => clear(st, REVOCATION_OVERDUE, "Revoked", now, generation),
+    }
+    if !facts.standing.is_empty() {
+        let msg = format!(
+            "access already existed and is left untouched: {}",
+            facts.standing.join("; ")
+        );
+        set(
+            st,
+            STANDING_ACCESS,
+            ConditionStatus::True,
+            "StandingAssignment",
+            &msg,
+            now,
+            generation,
+        );
+    }
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status does not change.
+fn set(
+    st: &mut AccessGrantStatus,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+    generation: Option<i64>,
+) {
+    match st.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+            c.observed_generation = generation;
+        }
+        None => st.conditions.push(Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now,
+            observed_generation: generation,
+        }),
+    }
+}
+
+/// Turns a True condition False; an absent one stays absent.
+fn clear(
+    st: &mut AccessGrantStatus,
+    type_: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+    generation: Option<i64>,
+) {
+    if st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == ConditionStatus::True)
+    {
+        set(
+            st,
+            type_,
+            ConditionStatus::False,
+            reason,
+            "",
+            now,
+            generation,
+        );
+    }
+}
+
+/// The condition of a type, if set.
+pub fn find<'s>(st: &'s AccessGrantStatus, type_: &str) -> Option<&'s Condition> {
+    st.conditions.iter().find(|c| c.type_ == type_)
+}

@@ -1,0 +1,18 @@
+//! The lease decision core: a pure function from (grant, policies, Azure observations, now) to
+//! (actions, status). See [`decide`].
+
+mod conditions;
+mod decide;
+mod model;
+mod plan;
+
+#[cfg(test)]
+mod tests;
+
+pub use conditions::{
+    EXTENSION_DENIED, POLICY_ALLOWED, READY, REVOCATION_OVERDUE, STANDING_ACCESS,
+    find as find_condition,
+};
+pub use decide::{decide, phase_reason};
+pub use model::*;
+pub use plan::{LeasePlan, definition_id_for, plan, recorded_fic, recorded_role_assignment};

@@ -1,0 +1,258 @@
+//! What the lease decision core reads and returns.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::arm::ArmId;
+use crate::policy::PolicyContext;
+use crate::v1alpha1::{AccessGrantSpec, AccessGrantStatus};
+
+/// Operator-wide settings the core needs.
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    /// Seeds every derived name and marks every object this operator owns.
+    pub cluster: String,
+    /// The OIDC issuer of this cluster's ServiceAccount tokens (operator configuration, never
+    /// user input).
+    pub oidc_issuer: String,
+    /// How long after the lease end an unfinished revocation is reported overdue.
+    pub overdue_after: TimeDelta,
+    /// How soon to look again when something could not be observed or a call failed.
+    pub retry_after: Duration,
+}
+
+/// One grant as the core sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct GrantView<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    /// `metadata.deletionTimestamp` is set: revoke, then let the object go.
+    pub deleting: bool,
+    pub spec: &'a AccessGrantSpec,
+    pub status: &'a AccessGrantStatus,
+}
+
+/// Identity of one Azure object: the tuple Azure itself keeps unique, not the grant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKey {
+    RoleAssignment {
+        principal_id: Uuid,
+        role_guid: Uuid,
+        scope: String,
+    },
+    Fic {
+        target: String,
+        issuer: String,
+        subject: String,
+    },
+}
+
+/// Where a FIC lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FicTarget {
+    /// A user-assigned managed identity (ARM).
+    ManagedIdentity(ArmId),
+    /// An app registration by object ID (Microsoft Graph).
+    Application(Uuid),
+}
+
+impl FicTarget {
+    /// Lowercase form used in [`ObjectKey::Fic`] and as the naming seed.
+    pub fn key(&self) -> String {
+        match self {
+            Self::ManagedIdentity(id) => id.key().to_owned(),
+            Self::Application(id) => format!("/applications/{id}"),
+        }
+    }
+
+    /// The FIC's resource path: an ARM ID, or a Graph path relative to `v1.0`.
+    pub fn credential_id(&self, name: &str) -> String {
+        match self {
+            Self::ManagedIdentity(id) => format!("{id}/federatedIdentityCredentials/{name}"),
+            Self::Application(id) => {
+                format!("/applications/{id}/federatedIdentityCredentials/{name}")
+            }
+        }
+    }
+}
+
+/// A role assignment to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignmentPlan {
+    pub key: ObjectKey,
+    /// The UUIDv5 name.
+    pub name: Uuid,
+    pub scope: ArmId,
+    pub role_guid: Uuid,
+    /// Full role definition ID to send in the PUT.
+    pub role_definition_id: String,
+    pub principal_id: Uuid,
+    pub condition: Option<String>,
+    /// Description starting with the ownership marker.
+    pub description: String,
+    /// The role as the user wrote it.
+    pub written_role: String,
+    /// The role assignment's resource ID.
+    pub id: String,
+}
+
+/// A federated identity credential to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FicPlan {
+    pub key: ObjectKey,
+    pub target: FicTarget,
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub audience: String,
+    /// Description with the ownership marker (Graph FICs carry one; ARM FICs are owned by name).
+    pub description: String,
+    pub id: String,
+}
+
+/// A call the controller makes on the core's behalf. Deletes always come first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    DeleteRoleAssignment {
+        key: ObjectKey,
+        scope: String,
+        name: Uuid,
+        id: String,
+    },
+    DeleteFic {
+        key: ObjectKey,
+        target: FicTarget,
+        name: String,
+    },
+    CreateRoleAssignment(RoleAssignmentPlan),
+    CreateFic(FicPlan),
+}
+
+impl Action {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Self::DeleteRoleAssignment { key, .. } | Self::DeleteFic { key, .. } => key,
+            Self::CreateRoleAssignment(p) => &p.key,
+            Self::CreateFic(p) => &p.key,
+        }
+    }
+
+    pub fn is_create(&self) -> bool {
+        matches!(self, Self::CreateRoleAssignment(_) | Self::CreateFic(_))
+    }
+}
+
+/// How an Azure call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Try again (5xx, network, a conflict that clears).
+    Retryable { message: String },
+    /// Azure asked us to wait.
+    Throttled {
+        retry_after: Duration,
+        message: String,
+    },
+    /// Azure refused for good: its error code and message.
+    Terminal { code: String, message: String },
+}
+
+/// What the controller knows of one Azure object.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Observed {
+    /// Not looked at, or the look failed: the core neither creates nor trusts it.
+    #[default]
+    Unknown,
+    Absent,
+    /// Exists; `owned` when it carries this cluster's marker. `id` names a standing assignment.
+    Present {
+        owned: bool,
+        id: Option<String>,
+    },
+    /// This reconcile's create failed.
+    CreateFailed(Failure),
+    /// This reconcile's delete failed.
+    DeleteFailed(Failure),
+}
+
+/// One object's observation plus what the other leases need.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ObjectObservation {
+    pub observed: Observed,
+    /// Another live lease (not this grant) needs this object: ending this lease must not delete it.
+    pub needed_by_other_lease: bool,
+}
+
+/// The Azure objects observed for one grant.
+#[derive(Clone, Debug, Default)]
+pub struct AzureView {
+    pub objects: HashMap<ObjectKey, ObjectObservation>,
+    /// The controller's inventory is complete and fresh: a key it does not hold is absent.
+    /// Otherwise a missing key is unknown.
+    pub complete: bool,
+}
+
+impl AzureView {
+    pub fn get(&self, key: &ObjectKey) -> ObjectObservation {
+        match self.objects.get(key) {
+            Some(o) => o.clone(),
+            None if self.complete => ObjectObservation {
+                observed: Observed::Absent,
+                needed_by_other_lease: false,
+            },
+            None => ObjectObservation::default(),
+        }
+    }
+
+    pub fn set(&mut self, key: ObjectKey, observed: Observed) {
+        self.objects.entry(key).or_default().observed = observed;
+    }
+}
+
+/// What is known of the identity's principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityObservation {
+    /// The principal (object) ID that role assignments go to.
+    Resolved { principal_id: Uuid },
+    /// Azure says the identity does not exist.
+    NotFound { code: String, message: String },
+    /// Not resolved yet (not looked up, or the look-up failed transiently).
+    Unknown,
+}
+
+/// Everything one decision reads.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseInput<'a> {
+    pub now: DateTime<Utc>,
+    pub settings: &'a CoreSettings,
+    pub grant: GrantView<'a>,
+    pub policy: PolicyContext<'a>,
+    pub identity: &'a IdentityObservation,
+    pub azure: &'a AzureView,
+}
+
+/// An Event to record on the grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What one decision returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: AccessGrantStatus,
+    /// Calls to make, deletes first. Persist `status` before making them.
+    pub actions: Vec<Action>,
+    pub events: Vec<LeaseEvent>,
+    /// Wake up at this instant (`notBefore`, `expiresAt`).
+    pub requeue_at: Option<DateTime<Utc>>,
+    /// Wake up after this delay (a failure to retry, something unobserved, a throttle).
+    pub retry_after: Option<Duration>,
+    /// The object is being deleted and nothing of this lease remains: drop the finalizer.
+    pub finalized: bool,
+}

@@ -1,0 +1,1037 @@
+//! Scenario tests and property tests of the lease decision core.
+//!
+//! The property tests drive the core the way the controller does (decide, persist, act, observe,
+//! decide again) against a model of Azure with injected failures, and check the invariants of
+//! DESIGN.md §3 that the core owns after every single decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::policy::{NamedPolicy, PolicyContext};
+use crate::role::RoleCatalogue;
+use crate::v1alpha1::*;
+use crate::validate::validate_policy;
+
+const SUB: &str = "00000000-0000-0000-0000-0000000000aa";
+const PRINCIPAL: &str = "11111111-2222-3333-4444-555555555555";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 2, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn settings() -> CoreSettings {
+    CoreSettings {
+        cluster: "prod-west".into(),
+        oidc_issuer: "https://oidc.example.test/cluster".into(),
+        overdue_after: TimeDelta::seconds(30),
+        retry_after: Duration::from_secs(5),
+    }
+}
+
+fn mi() -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/payments-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/backup"
+    )
+}
+
+fn storage_scope() -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/payments-rg/providers/Microsoft.Storage/storageAccounts/acct"
+    )
+}
+
+fn policy(max: &str) -> Vec<NamedPolicy> {
+    let spec = AccessPolicySpec {
+        namespaces: vec!["payments".into(), "team-*".into()],
+        identities: vec![format!(
+            "/subscriptions/{SUB}/resourceGroups/payments-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/*"
+        )],
+        roles: vec!["Reader".into(), "Storage Blob Data Reader".into()],
+        scopes: vec![format!("/subscriptions/{SUB}/resourceGroups/payments-rg")],
+        service_accounts: vec!["backup-*".into()],
+        max_duration: max.into(),
+        justification_pattern: Some("^[A-Z]+-[0-9]+".into()),
+        ..Default::default()
+    };
+    vec![NamedPolicy {
+        name: "payments".into(),
+        rules: validate_policy(&spec).map_err(|e| e.to_string()),
+    }]
+}
+
+fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
+    AccessGrantSpec {
+        identity: IdentityRef {
+            managed_identity: Some(mi()),
+            ..Default::default()
+        },
+        roles: vec![
+            RoleRequest {
+                role: "Storage Blob Data Reader".into(),
+                scope: storage_scope(),
+                condition: None,
+            },
+            RoleRequest {
+                role: "Reader".into(),
+                scope: format!("/subscriptions/{SUB}/resourceGroups/payments-rg"),
+                condition: None,
+            },
+        ],
+        federation: Some(Federation {
+            service_account: "backup-runner".into(),
+            audience: DEFAULT_AUDIENCE.into(),
+        }),
+        duration: duration.map(Into::into),
+        window,
+        justification: Some("OPS-1234 nightly backup".into()),
+        revoked: false,
+    }
+}
+
+/// A model of Azure: objects by key, whether they carry our marker, and call counts.
+#[derive(Clone, Debug, Default)]
+struct World {
+    objects: HashMap<ObjectKey, bool>,
+    puts: HashMap<ObjectKey, u32>,
+    deletes: HashMap<ObjectKey, u32>,
+    /// Keys other leases hold.
+    shared: Vec<ObjectKey>,
+}
+
+impl World {
+    fn view(&self) -> AzureView {
+        let objects = self
+            .objects
+            .iter()
+            .map(|(k, owned)| {
+                let obs = ObjectObservation {
+                    observed: Observed::Present {
+                        owned: *owned,
+                        id: Some("standing".into()),
+                    },
+                    needed_by_other_lease: self.shared.contains(k),
+                };
+                (k.clone(), obs)
+            })
+            .collect();
+        AzureView {
+            objects,
+            complete: true,
+        }
+    }
+}
+
+/// One injected outcome for an Azure call.
+#[derive(Clone, Debug)]
+enum Fault {
+    Ok,
+    Retryable,
+    Throttled,
+    /// A create refused for good (deletes treat it as retryable: Azure never refuses a delete
+    /// of ours for good in this model).
+    Terminal,
+    /// The call took effect but the answer was lost.
+    LostAnswer,
+}
+
+struct Harness {
+    max_duration: TimeDelta,
+    settings: CoreSettings,
+    policies: Vec<NamedPolicy>,
+    catalogue: RoleCatalogue,
+    labels: BTreeMap<String, String>,
+    identity: IdentityObservation,
+}
+
+impl Harness {
+    fn new(max: &str) -> Self {
+        Self {
+            max_duration: crate::duration::LeaseDuration::parse(max)
+                .unwrap()
+                .to_chrono(),
+            settings: settings(),
+            policies: policy(max),
+            catalogue: RoleCatalogue::builtin(),
+            labels: BTreeMap::new(),
+            identity: IdentityObservation::Resolved {
+                principal_id: Uuid::parse_str(PRINCIPAL).unwrap(),
+            },
+        }
+    }
+
+    fn decide(
+        &self,
+        spec: &AccessGrantSpec,
+        status: &AccessGrantStatus,
+        deleting: bool,
+        now: DateTime<Utc>,
+        azure: &AzureView,
+    ) -> Decision {
+        let input = LeaseInput {
+            now,
+            settings: &self.settings,
+            grant: GrantView {
+                namespace: "payments",
+                name: "nightly",
+                generation: Some(1),
+                deleting,
+                spec,
+                status,
+            },
+            policy: PolicyContext {
+                namespace: "payments",
+                namespace_labels: &self.labels,
+                policies: &self.policies,
+                catalogue: &self.catalogue,
+            },
+            identity: &self.identity,
+            azure,
+        };
+        decide(&input)
+    }
+
+    /// One reconcile as the controller runs it: decide, act, observe, until no call is left.
+    /// Every decision is checked against the invariants.
+    fn reconcile(
+        &self,
+        world: &mut World,
+        spec: &AccessGrantSpec,
+        status: &mut AccessGrantStatus,
+        deleting: bool,
+        now: DateTime<Utc>,
+        faults: &mut impl Iterator<Item = Fault>,
+    ) -> Decision {
+        let mut view = world.view();
+        let mut last = None;
+        for _ in 0..8 {
+            let d = self.decide(spec, status, deleting, now, &view);
+            check_invariants(self, spec, status, deleting, now, &view, &d, world);
+            *status = d.status.clone();
+            let actions = d.actions.clone();
+            last = Some(d);
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                let fault = faults.next().unwrap_or(Fault::Ok);
+                let key = a.key().clone();
+                let create = a.is_create();
+                let outcome = match (&fault, create) {
+                    (Fault::Ok | Fault::LostAnswer, true) => {
+                        world.objects.entry(key.clone()).or_insert(true);
+                        *world.puts.entry(key.clone()).or_default() += 1;
+                        if matches!(fault, Fault::Ok) {
+                            Observed::Present {
+                                owned: true,
+                                id: None,
+                            }
+                        } else {
+                            Observed::CreateFailed(Failure::Retryable {
+                                message: "connection reset".into(),
+                            })
+                        }
+                    }
+                    (Fault::Ok | Fault::LostAnswer, false) => {
+                        assert_ne!(
+                            world.objects.get(&key),
+                            Some(&false),
+                            "deleted an object that is not ours: {key:?}"
+                        );
+                        if world.objects.remove(&key).is_some() {
+                            *world.deletes.entry(key.clone()).or_default() += 1;
+                        }
+                        if matches!(fault, Fault::Ok) {
+                            Observed::Absent
+                        } else {
+                            Observed::DeleteFailed(Failure::Retryable {
+                                message: "connection reset".into(),
+                            })
+                        }
+                    }
+                    (Fault::Terminal, true) => Observed::CreateFailed(Failure::Terminal {
+                        code: "RoleAssignmentLimitExceeded".into(),
+                        message: "No more role assignments can be created.".into(),
+                    }),
+                    (Fault::Retryable | Fault::Terminal, c) => {
+                        let f = Failure::Retryable {
+                            message: "500 Internal Server Error".into(),
+                        };
+                        if c {
+                            Observed::CreateFailed(f)
+                        } else {
+                            Observed::DeleteFailed(f)
+                        }
+                    }
+                    (Fault::Throttled, c) => {
+                        let f = Failure::Throttled {
+                            retry_after: Duration::from_secs(3),
+                            message: "429".into(),
+                        };
+                        if c {
+                            Observed::CreateFailed(f)
+                        } else {
+                            Observed::DeleteFailed(f)
+                        }
+                    }
+                };
+                view.set(key, outcome);
+            }
+        }
+        last.unwrap()
+    }
+}
+
+/// Keys the status records for this lease.
+fn recorded_keys(status: &AccessGrantStatus) -> Vec<ObjectKey> {
+    let mut keys = Vec::new();
+    if let Some(p) = status
+        .principal_id
+        .as_deref()
+        .and_then(|p| Uuid::try_parse(p).ok())
+    {
+        keys.extend(
+            status
+                .role_assignments
+                .iter()
+                .filter_map(|e| recorded_role_assignment(p, e))
+                .map(|(k, _)| k),
+        );
+    }
+    keys.extend(
+        status
+            .federated_credential
+            .as_ref()
+            .and_then(recorded_fic)
+            .map(|(k, _)| k),
+    );
+    keys
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_invariants(
+    h: &Harness,
+    spec: &AccessGrantSpec,
+    before: &AccessGrantStatus,
+    deleting: bool,
+    now: DateTime<Utc>,
+    view: &AzureView,
+    d: &Decision,
+    world: &World,
+) {
+    let after = &d.status;
+    // Never a create at or after expiry.
+    for _create in d.actions.iter().filter(|a| a.is_create()) {
+        let exp = after.expires_at.expect("a create needs a recorded expiry");
+        assert!(now < exp, "create at {now} with expiry {exp}");
+        assert_eq!(
+            after.phase,
+            GrantPhase::Activating,
+            "creates only while activating"
+        );
+    }
+    // Terminal phases absorb.
+    if before.phase.is_terminal() {
+        assert_eq!(after.phase, before.phase, "terminal phase left");
+    }
+    // A revoked, expired, ended or deleted lease only ever deletes.
+    let ending = before.phase.is_terminal()
+        || before.phase == GrantPhase::Revoking
+        || after.phase == GrantPhase::Revoking
+        || after.phase.is_terminal()
+        || spec.revoked
+        || deleting;
+    if ending {
+        assert!(
+            d.actions.iter().all(|a| !a.is_create()),
+            "an ending lease created something: {:?}",
+            d.actions
+        );
+    }
+    // Deletes come first.
+    if let Some(first_create) = d.actions.iter().position(Action::is_create) {
+        assert!(
+            d.actions[first_create..].iter().all(Action::is_create),
+            "a delete queued behind a create"
+        );
+    }
+    // Never Active unless every object is present.
+    if after.phase == GrantPhase::Active {
+        let keys = recorded_keys(after);
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(
+                matches!(view.get(&k).observed, Observed::Present { .. }),
+                "Active with {k:?} not present"
+            );
+        }
+        assert!(d.actions.is_empty());
+    }
+    // Ready=True exactly while Active.
+    let ready = find_condition(after, READY).map(|c| c.status);
+    assert_eq!(
+        ready == Some(ConditionStatus::True),
+        after.phase == GrantPhase::Active
+    );
+    // Extensions never exceed the policy's maxDuration.
+    if let (Some(a), Some(e)) = (after.activated_at, after.expires_at) {
+        assert!(
+            e - a <= h.max_duration,
+            "lease {} exceeds maxDuration",
+            e - a
+        );
+        // expiresAt only moves by an extension or shortening the spec asked for.
+        if let (Some(b), Some(be)) = (before.activated_at, before.expires_at) {
+            assert_eq!(a, b, "activatedAt moved");
+            if e != be {
+                assert!(spec.duration.is_some() || spec.window.is_some());
+            }
+        }
+    }
+    // Never touch what is not ours.
+    for a in d.actions.iter().filter(|a| !a.is_create()) {
+        assert_ne!(
+            world.objects.get(a.key()),
+            Some(&false),
+            "delete planned for a standing object"
+        );
+        assert!(
+            !world.shared.contains(a.key()) || !view.get(a.key()).needed_by_other_lease,
+            "deleted a shared object"
+        );
+    }
+}
+
+fn run_to(
+    h: &Harness,
+    world: &mut World,
+    spec: &AccessGrantSpec,
+    status: &mut AccessGrantStatus,
+    now: DateTime<Utc>,
+) -> Decision {
+    h.reconcile(world, spec, status, false, now, &mut std::iter::empty())
+}
+
+#[test]
+fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(1)));
+    assert_eq!(d.requeue_at, Some(t0() + TimeDelta::hours(1)));
+    assert_eq!(world.objects.len(), 3, "two role assignments and one FIC");
+    assert_eq!(st.policy.as_deref(), Some("payments"));
+    assert_eq!(
+        st.role_summary.as_deref(),
+        Some("Storage Blob Data Reader,Reader")
+    );
+    assert_eq!(st.identity_name.as_deref(), Some("mi/backup"));
+    // Steady state: nothing to do.
+    let d = run_to(
+        &h,
+        &mut world,
+        &spec,
+        &mut st,
+        t0() + TimeDelta::minutes(30),
+    );
+    assert!(d.actions.is_empty());
+    assert_eq!(st.phase, GrantPhase::Active);
+    // Lapse.
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(1));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert_eq!(st.ended_at, Some(t0() + TimeDelta::hours(1)));
+    assert!(world.objects.is_empty());
+    assert!(world.puts.values().all(|n| *n == 1) && world.puts.len() == 3);
+    assert!(world.deletes.values().all(|n| *n == 1) && world.deletes.len() == 3);
+    assert!(
+        st.role_assignments
+            .iter()
+            .all(|r| r.state == ObjectState::Deleted)
+    );
+}
+
+#[test]
+fn a_passed_window_never_activates() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let window = Window {
+        not_before: Some((t0() - TimeDelta::hours(3)).to_rfc3339()),
+        not_after: Some((t0() - TimeDelta::hours(1)).to_rfc3339()),
+    };
+    let spec = spec(None, Some(window));
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert!(world.puts.is_empty());
+    assert!(d.actions.is_empty());
+    assert!(st.message.unwrap().contains("spec.window.notAfter"));
+}
+
+#[test]
+fn a_future_window_is_scheduled_and_activates_on_time() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let window = Window {
+        not_before: Some((t0() + TimeDelta::hours(2)).to_rfc3339()),
+        not_after: Some((t0() + TimeDelta::hours(4)).to_rfc3339()),
+    };
+    let spec = spec(None, Some(window));
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Scheduled);
+    assert_eq!(d.requeue_at, Some(t0() + TimeDelta::hours(2)));
+    assert!(world.puts.is_empty());
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(2));
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(4)));
+}
+
+#[test]
+fn denial_names_the_field_and_the_policy() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let mut spec = spec(Some("1h"), None);
+    spec.roles[0].role = "Owner".into();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    let msg = st.message.clone().unwrap();
+    assert!(
+        msg.contains("spec.roles[0].role") && msg.contains("payments"),
+        "{msg}"
+    );
+    let c = find_condition(&st, POLICY_ALLOWED).unwrap();
+    assert_eq!(c.status, ConditionStatus::False);
+    assert!(world.puts.is_empty());
+}
+
+#[test]
+fn invalid_input_is_denied_with_the_field() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let mut spec = spec(Some("1h"), None);
+    spec.roles[1].scope = format!("/subscriptions/{SUB}//resourceGroups/payments-rg");
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(st.message.unwrap().contains("spec.roles[1].scope"));
+}
+
+#[test]
+fn duration_over_policy_is_denied_and_extension_beyond_it_refused() {
+    let h = Harness::new("2h");
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec(Some("3h"), None), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(st.message.unwrap().contains("maxDuration"));
+
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec(Some("1h"), None), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    // Within policy: extended.
+    let d = run_to(
+        &h,
+        &mut world,
+        &spec(Some("2h"), None),
+        &mut st,
+        t0() + TimeDelta::minutes(30),
+    );
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(2)));
+    assert!(d.events.iter().any(|e| e.reason == "Extended"));
+    // Beyond: refused, the lease stands.
+    run_to(
+        &h,
+        &mut world,
+        &spec(Some("5h"), None),
+        &mut st,
+        t0() + TimeDelta::minutes(40),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(2)));
+    assert_eq!(
+        find_condition(&st, EXTENSION_DENIED).unwrap().status,
+        ConditionStatus::True
+    );
+}
+
+#[test]
+fn revoke_and_delete_end_the_lease_early() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let mut spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    spec.revoked = true;
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(5));
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert!(world.objects.is_empty());
+
+    let spec = super::tests::spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    let d = h.reconcile(
+        &mut world,
+        &spec,
+        &mut st,
+        true,
+        t0() + TimeDelta::minutes(1),
+        &mut std::iter::empty(),
+    );
+    assert!(d.finalized);
+    assert!(world.objects.is_empty());
+}
+
+#[test]
+fn policy_deletion_revokes_active_grants() {
+    let mut h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    h.policies.clear();
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(1));
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert!(st.message.unwrap().contains("no AccessPolicy allows"));
+    assert!(world.objects.is_empty());
+}
+
+#[test]
+fn terminal_refusal_rolls_back_everything_this_lease_created() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    // First role assignment succeeds, the second is refused for good, the FIC succeeds.
+    let mut faults = vec![Fault::Ok, Fault::Terminal, Fault::Ok].into_iter();
+    h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut faults);
+    assert_eq!(st.phase, GrantPhase::Failed);
+    assert!(
+        world.objects.is_empty(),
+        "rollback left {:?}",
+        world.objects
+    );
+    let msg = st.message.unwrap();
+    assert!(msg.contains("RoleAssignmentLimitExceeded"), "{msg}");
+}
+
+#[test]
+fn standing_access_is_used_and_never_touched() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    // Plant the Reader assignment without our marker.
+    let mut st = AccessGrantStatus::default();
+    let probe = h.decide(
+        &spec,
+        &st,
+        false,
+        t0(),
+        &AzureView {
+            complete: true,
+            ..Default::default()
+        },
+    );
+    let reader_key = probe.actions.iter().find_map(|a| match a {
+        Action::CreateRoleAssignment(p) if p.written_role == "Reader" => Some(p.key.clone()),
+        _ => None,
+    });
+    world.objects.insert(reader_key.clone().unwrap(), false);
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(
+        find_condition(&st, STANDING_ACCESS).unwrap().status,
+        ConditionStatus::True
+    );
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(2));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert_eq!(
+        world.objects.get(&reader_key.unwrap()),
+        Some(&false),
+        "standing assignment must survive"
+    );
+    assert_eq!(world.objects.len(), 1);
+}
+
+#[test]
+fn a_shared_object_outlives_the_first_lease() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    // Another live lease needs every object.
+    world.shared = world.objects.keys().cloned().collect();
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(1));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert_eq!(world.objects.len(), 3);
+    assert!(
+        st.role_assignments
+            .iter()
+            .all(|r| r.state == ObjectState::Released)
+    );
+}
+
+#[test]
+fn drift_is_repaired_with_an_event() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    let gone = world.objects.keys().next().cloned().unwrap();
+    world.objects.remove(&gone);
+    let mut faults = std::iter::empty();
+    // The decision that sees the hole is not Active; the one after the repair is.
+    let d = h.decide(
+        &spec,
+        &st,
+        false,
+        t0() + TimeDelta::minutes(10),
+        &world.view(),
+    );
+    assert_eq!(d.status.phase, GrantPhase::Activating);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == "DriftRepaired" && e.warning)
+    );
+    h.reconcile(
+        &mut world,
+        &spec,
+        &mut st,
+        false,
+        t0() + TimeDelta::minutes(10),
+        &mut faults,
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(world.objects.len(), 3);
+}
+
+#[test]
+fn failing_deletes_never_give_up_and_become_overdue() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    let end = t0() + TimeDelta::hours(1);
+    let mut faults = std::iter::repeat(Fault::Retryable);
+    let d = h.reconcile(&mut world, &spec, &mut st, false, end, &mut faults);
+    assert_eq!(st.phase, GrantPhase::Revoking);
+    assert!(d.retry_after.is_some());
+    let d = h.reconcile(
+        &mut world,
+        &spec,
+        &mut st,
+        false,
+        end + TimeDelta::minutes(5),
+        &mut faults,
+    );
+    assert_eq!(st.phase, GrantPhase::Revoking);
+    assert!(!d.actions.is_empty() || d.retry_after.is_some());
+    assert_eq!(
+        find_condition(&st, REVOCATION_OVERDUE).unwrap().status,
+        ConditionStatus::True
+    );
+    // Azure recovers: the deletes go through and the condition clears.
+    run_to(&h, &mut world, &spec, &mut st, end + TimeDelta::minutes(6));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert!(world.objects.is_empty());
+    assert_eq!(
+        find_condition(&st, REVOCATION_OVERDUE).unwrap().status,
+        ConditionStatus::False
+    );
+}
+
+#[test]
+fn immutable_fields_changed_after_activation_revoke_the_lease() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let mut spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    spec.roles.pop();
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(1));
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert!(
+        world.objects.is_empty(),
+        "the recorded objects, not the edited spec, decide what is deleted"
+    );
+}
+
+#[test]
+fn unknown_observations_never_create_and_never_claim_active() {
+    let h = Harness::new("8h");
+    let spec = spec(Some("1h"), None);
+    let st = AccessGrantStatus::default();
+    let d = h.decide(&spec, &st, false, t0(), &AzureView::default());
+    assert_eq!(d.status.phase, GrantPhase::Activating);
+    assert!(d.actions.is_empty());
+    assert!(d.retry_after.is_some());
+}
+
+// ---- property tests ----
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    duration_mins: Option<i64>,
+    not_before_mins: Option<i64>,
+    not_after_mins: Option<i64>,
+    extend_to_mins: Option<(usize, i64)>,
+    revoke_at: Option<usize>,
+    delete_at: Option<usize>,
+    drop_policy_at: Option<usize>,
+    drift_at: Option<usize>,
+    plant_standing: bool,
+    share: bool,
+    steps: Vec<i64>,
+    faults: Vec<u8>,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        (
+            prop::option::of(1i64..600),
+            prop::option::of(-120i64..240),
+            prop::option::of(-120i64..600),
+        ),
+        (
+            prop::option::of((0usize..12, 1i64..900)),
+            prop::option::of(0usize..12),
+            prop::option::of(0usize..12),
+            prop::option::of(0usize..12),
+            prop::option::of(0usize..12),
+        ),
+        (any::<bool>(), any::<bool>()),
+        prop::collection::vec(0i64..90, 1..12),
+        prop::collection::vec(0u8..10, 0..40),
+    )
+        .prop_filter("duration or notAfter", |((d, _, a), ..)| {
+            d.is_some() || a.is_some()
+        })
+        .prop_map(
+            |((d, b, a), (ext, rev, del, drop, drift), (plant, share), steps, faults)| Scenario {
+                duration_mins: d,
+                not_before_mins: b,
+                not_after_mins: a.map(|a| b.map_or(a, |b| a.max(b + 1))),
+                extend_to_mins: ext,
+                revoke_at: rev,
+                delete_at: del,
+                drop_policy_at: drop,
+                drift_at: drift,
+                plant_standing: plant,
+                share,
+                steps,
+                faults,
+            },
+        )
+}
+
+fn fault_of(n: u8) -> Fault {
+    match n {
+        0 => Fault::Retryable,
+        1 => Fault::Throttled,
+        2 => Fault::Terminal,
+        3 => Fault::LostAnswer,
+        _ => Fault::Ok,
+    }
+}
+
+fn mins(m: i64) -> TimeDelta {
+    TimeDelta::minutes(m)
+}
+
+/// Runs a scenario through the harness; every decision is checked by `check_invariants`.
+/// Returns the world and the final status after Azure recovers and time passes the lease.
+fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
+    let mut h = Harness::new("8h");
+    let window = (s.not_before_mins.is_some() || s.not_after_mins.is_some()).then(|| Window {
+        not_before: s.not_before_mins.map(|m| (t0() + mins(m)).to_rfc3339()),
+        not_after: s.not_after_mins.map(|m| (t0() + mins(m)).to_rfc3339()),
+    });
+    let duration = s.duration_mins.map(|m| format!("{m}m"));
+    let mut spec = spec(duration.as_deref(), window);
+    let mut world = World::default();
+    let mut planted = false;
+    if s.plant_standing {
+        let probe = h.decide(
+            &spec,
+            &AccessGrantStatus::default(),
+            false,
+            t0() + mins(300),
+            &AzureView {
+                complete: true,
+                ..Default::default()
+            },
+        );
+        if let Some(k) = probe
+            .actions
+            .iter()
+            .find(|a| a.is_create())
+            .map(|a| a.key().clone())
+        {
+            world.objects.insert(k, false);
+            planted = true;
+        }
+    }
+    let mut st = AccessGrantStatus::default();
+    let mut faults = s
+        .faults
+        .iter()
+        .map(|n| fault_of(*n))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut now = t0();
+    let mut deleting = false;
+    let passed_window_at_start = s.not_after_mins.is_some_and(|a| a <= 0);
+    let mut ever_created = false;
+    for (i, step) in s.steps.iter().enumerate() {
+        if s.revoke_at == Some(i) {
+            spec.revoked = true;
+        }
+        if s.delete_at == Some(i) {
+            deleting = true;
+        }
+        if s.drop_policy_at == Some(i) {
+            h.policies.clear();
+        }
+        if let Some((at, m)) = s.extend_to_mins
+            && at == i
+            && !spec.revoked
+        {
+            spec.duration = Some(format!("{m}m"));
+        }
+        if s.drift_at == Some(i) {
+            let ours: Vec<_> = world
+                .objects
+                .iter()
+                .filter(|(_, o)| **o)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if let Some(k) = ours.first() {
+                world.objects.remove(k);
+            }
+        }
+        if s.share && i == 1 {
+            world.shared = world
+                .objects
+                .iter()
+                .filter(|(_, o)| **o)
+                .map(|(k, _)| k.clone())
+                .collect();
+        }
+        let puts_before: u32 = world.puts.values().sum();
+        let d = h.reconcile(&mut world, &spec, &mut st, deleting, now, &mut faults);
+        ever_created |= world.puts.values().sum::<u32>() > puts_before;
+        if d.finalized {
+            break;
+        }
+        now += mins(*step);
+    }
+    if passed_window_at_start {
+        assert!(!ever_created, "a passed window activated");
+        assert!(
+            matches!(
+                st.phase,
+                GrantPhase::Expired | GrantPhase::Denied | GrantPhase::Revoked
+            ),
+            "{:?}",
+            st.phase
+        );
+    }
+    // Azure recovers; time passes every possible end. The lease must wind down completely.
+    let later = t0() + TimeDelta::hours(24);
+    for k in 0..3 {
+        h.reconcile(
+            &mut world,
+            &spec,
+            &mut st,
+            deleting,
+            later + mins(k),
+            &mut std::iter::empty(),
+        );
+    }
+    (world, st, deleting, planted)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Every decision of every run keeps the per-step invariants (checked inside), and once
+    /// Azure recovers and the lease is over, nothing this lease alone held is left.
+    #[test]
+    fn leases_keep_the_invariants_and_leave_nothing_behind(s in scenario()) {
+        let (world, st, deleting, planted) = simulate(&s);
+        prop_assert!(st.phase.is_terminal() || deleting, "phase {:?} after the lease", st.phase);
+        for (k, owned) in &world.objects {
+            prop_assert!(!*owned || world.shared.contains(k), "orphan {k:?}");
+        }
+        // Standing access survives everything.
+        if planted {
+            prop_assert!(world.objects.values().any(|o| !*o));
+        }
+    }
+
+    /// Exactly the minimum writes: with a healthy Azure, one PUT and one DELETE per object.
+    #[test]
+    fn healthy_azure_sees_one_put_and_one_delete_per_object(
+        dur in 1i64..480, step in 1i64..60, steps in 1usize..20,
+    ) {
+        let s = Scenario {
+            duration_mins: Some(dur), not_before_mins: None, not_after_mins: None,
+            extend_to_mins: None, revoke_at: None, delete_at: None, drop_policy_at: None,
+            drift_at: None, plant_standing: false, share: false,
+            steps: vec![step; steps], faults: vec![],
+        };
+        let (world, st, _, _) = simulate(&s);
+        prop_assert_eq!(st.phase, GrantPhase::Expired);
+        prop_assert!(world.puts.values().all(|n| *n == 1));
+        prop_assert!(world.deletes.values().all(|n| *n == 1));
+        prop_assert_eq!(world.puts.len(), 3);
+        prop_assert_eq!(world.deletes.len(), 3);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// An old manifest applied (or re-applied, with its status lost) after its window has
+    /// passed never activates, whatever the failures and however often it is reconciled.
+    #[test]
+    fn an_old_manifest_never_activates(
+        nb in prop::option::of(-2000i64..-1), len in 1i64..600, use_not_after in any::<bool>(),
+        faults in prop::collection::vec(0u8..10, 0..10), steps in prop::collection::vec(0i64..120, 1..6),
+    ) {
+        let h = Harness::new("8h");
+        // The window ends at or before t0: either notAfter, or notBefore + duration.
+        let end = nb.map_or(-len, |b| (b + len).min(0));
+        let window = Window {
+            not_before: nb.map(|b| (t0() + mins(b)).to_rfc3339()),
+            not_after: (use_not_after || nb.is_none()).then(|| (t0() + mins(end)).to_rfc3339()),
+        };
+        let duration = if nb.is_some() && !use_not_after { Some(format!("{}m", end - nb.unwrap_or(0))) } else { None };
+        let spec = spec(duration.as_deref(), Some(window));
+        let mut world = World::default();
+        let mut st = AccessGrantStatus::default();
+        let mut faults = faults.into_iter().map(fault_of);
+        let mut now = t0();
+        for step in steps {
+            h.reconcile(&mut world, &spec, &mut st, false, now, &mut faults);
+            prop_assert!(world.puts.is_empty(), "an old manifest created {:?}", world.puts);
+            prop_assert_eq!(st.phase, GrantPhase::Expired);
+            prop_assert!(st.activated_at.is_none());
+            now += mins(step);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The lapse.dev API and the pure lease logic: CRD types, domain types (durations, ARM IDs,
+//! roles, derived names), policy evaluation and the lease decision core. Nothing here does I/O.
+#![forbid(unsafe_code)]
+
+pub mod arm;
+pub mod duration;
+pub mod field;
+pub mod lease;
+pub mod naming;
+pub mod policy;
+pub mod role;
+pub mod v1alpha1;
+pub mod validate;

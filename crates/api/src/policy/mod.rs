@@ -1,0 +1,332 @@
+//! Policy evaluation: default deny, and one policy must allow the whole grant.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::TimeDelta;
+use uuid::Uuid;
+
+use crate::duration::LeaseDuration;
+use crate::role::RoleCatalogue;
+use crate::validate::{GrantRequest, IdMatcher, Identity, PolicyRules, selector_matches};
+
+/// A named, validated policy, or one whose spec is invalid (which allows nothing).
+#[derive(Clone, Debug)]
+pub struct NamedPolicy {
+    pub name: String,
+    pub rules: Result<PolicyRules, String>,
+}
+
+/// What a policy refused: the grant field, the policy and the constraint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The policy that refused, or `None` when no policy applies at all.
+    pub policy: Option<String>,
+    pub kind: DenialKind,
+    /// The grant field refused (`spec.roles[0].scope`).
+    pub field: String,
+    pub reason: String,
+}
+
+/// Which constraint refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenialKind {
+    NoPolicy,
+    InvalidPolicy,
+    Namespace,
+    Identity,
+    Role,
+    Scope,
+    Federation,
+    Duration,
+    Justification,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.policy {
+            Some(p) => write!(f, "{}: {} (policy {p})", self.field, self.reason),
+            None => write!(f, "{}: {}", self.field, self.reason),
+        }
+    }
+}
+
+/// The outcome of evaluating a grant against every policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed {
+        policy: String,
+        max_duration: LeaseDuration,
+    },
+    Denied {
+        reasons: Vec<Denial>,
+    },
+}
+
+impl Verdict {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allowed { .. })
+    }
+
+    /// True when every denial is about the lease length only: the rest of the grant is allowed.
+    pub fn denied_only_for_duration(&self) -> bool {
+        match self {
+            Self::Denied { reasons } => {
+                !reasons.is_empty() && reasons.iter().all(|r| r.kind == DenialKind::Duration)
+            }
+            Self::Allowed { .. } => false,
+        }
+    }
+
+    /// One line for status messages and Events.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Allowed { policy, .. } => format!("allowed by AccessPolicy {policy}"),
+            Self::Denied { reasons } => reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+/// Everything evaluation reads besides the grant.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyContext<'a> {
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    pub policies: &'a [NamedPolicy],
+    pub catalogue: &'a RoleCatalogue,
+}
+
+/// Evaluates a grant whose total lease length (extensions included) is `lease`.
+///
+/// Allowed when one policy allows all of it. When several do, the one with the largest
+/// `maxDuration` is reported (ties: the first by name), so an extension is judged against
+/// the most generous policy that covers the grant.
+pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>) -> Verdict {
+    let mut allowed: Option<(&str, LeaseDuration)> = None;
+    let mut reasons = Vec::new();
+    let mut policies: Vec<&NamedPolicy> = ctx.policies.iter().collect();
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    for policy in policies {
+        let rules = match &policy.rules {
+            Ok(r) => r,
+            Err(e) => {
+                reasons.push(Denial {
+                    policy: Some(policy.name.clone()),
+                    kind: DenialKind::InvalidPolicy,
+                    field: "spec".into(),
+                    reason: format!("the policy is invalid and allows nothing: {e}"),
+                });
+                continue;
+            }
+        };
+        let denials = check(grant, lease, ctx, &policy.name, rules);
+        if denials.is_empty() {
+            if allowed.is_none_or(|(_, max)| rules.max_duration > max) {
+                allowed = Some((&policy.name, rules.max_duration));
+            }
+        } else {
+            reasons.extend(denials);
+        }
+    }
+    if let Some((policy, max_duration)) = allowed {
+        return Verdict::Allowed {
+            policy: policy.to_owned(),
+            max_duration,
+        };
+    }
+    // Policies that do not cover the namespace say nothing useful about the grant itself;
+    // report them only when no policy covers the namespace at all.
+    let relevant: Vec<Denial> = reasons
+        .iter()
+        .filter(|r| !matches!(r.kind, DenialKind::Namespace | DenialKind::InvalidPolicy))
+        .cloned()
+        .collect();
+    let reasons = if !relevant.is_empty() {
+        relevant
+    } else if !reasons.is_empty() {
+        reasons
+    } else {
+        vec![Denial {
+            policy: None,
+            kind: DenialKind::NoPolicy,
+            field: "metadata.namespace".into(),
+            reason: format!(
+                "no AccessPolicy allows grants in namespace {:?} (default deny)",
+                ctx.namespace
+            ),
+        }]
+    };
+    Verdict::Denied { reasons }
+}
+
+fn deny(
+    policy: &str,
+    kind: DenialKind,
+    field: impl Into<String>,
+    reason: impl Into<String>,
+) -> Denial {
+    Denial {
+        policy: Some(policy.to_owned()),
+        kind,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn id_allowed(list: &[IdMatcher], id: &Uuid) -> bool {
+    list.iter().any(|m| match m {
+        IdMatcher::Any => true,
+        IdMatcher::Exact(x) => x == id,
+    })
+}
+
+fn check(
+    grant: &GrantRequest,
+    lease: TimeDelta,
+    ctx: &PolicyContext<'_>,
+    name: &str,
+    rules: &PolicyRules,
+) -> Vec<Denial> {
+    let mut out = Vec::new();
+    let ns_ok = rules.namespaces.iter().any(|g| g.matches(ctx.namespace))
+        || rules
+            .namespace_selector
+            .as_ref()
+            .is_some_and(|s| selector_matches(s, ctx.namespace_labels));
+    if !ns_ok {
+        out.push(deny(
+            name,
+            DenialKind::Namespace,
+            "metadata.namespace",
+            format!("namespace {:?} is not covered", ctx.namespace),
+        ));
+        // Nothing else matters for a policy that does not cover the namespace.
+        return out;
+    }
+    match &grant.identity {
+        Identity::ManagedIdentity(id) => {
+            if !rules.identities.iter().any(|g| g.matches(id.as_str())) {
+                out.push(deny(
+                    name,
+                    DenialKind::Identity,
+                    "spec.identity.managedIdentity",
+                    format!("{id} is not an allowed identity"),
+                ));
+            }
+        }
+        Identity::ServicePrincipal(id) => {
+            if !id_allowed(&rules.service_principals, id) {
+                out.push(deny(
+                    name,
+                    DenialKind::Identity,
+                    "spec.identity.servicePrincipal.objectId",
+                    format!("{id} is not an allowed service principal"),
+                ));
+            }
+        }
+        Identity::Application(id) => {
+            if !id_allowed(&rules.applications, id) {
+                out.push(deny(
+                    name,
+                    DenialKind::Identity,
+                    "spec.identity.application.objectId",
+                    format!("{id} is not an allowed application"),
+                ));
+            }
+        }
+    }
+    // Roles compare by role definition GUID after resolution, so a role allowed by name is not
+    // reachable through another role's GUID, and a GUID allows exactly that role.
+    let allowed_roles: Vec<Uuid> = rules
+        .roles
+        .iter()
+        .filter_map(|(_, r)| ctx.catalogue.resolve(r).ok().map(|r| r.guid))
+        .collect();
+    for (i, r) in grant.roles.iter().enumerate() {
+        match ctx.catalogue.resolve(&r.role) {
+            Ok(resolved) if allowed_roles.contains(&resolved.guid) => {}
+            Ok(resolved) => out.push(deny(
+                name,
+                DenialKind::Role,
+                format!("spec.roles[{i}].role"),
+                format!("role {:?} ({}) is not allowed", r.written, resolved.guid),
+            )),
+            Err(e) => out.push(deny(
+                name,
+                DenialKind::Role,
+                format!("spec.roles[{i}].role"),
+                e.to_string(),
+            )),
+        }
+        if !rules.scopes.iter().any(|s| r.scope.is_at_or_below(s)) {
+            out.push(deny(
+                name,
+                DenialKind::Scope,
+                format!("spec.roles[{i}].scope"),
+                format!("{} is not at or below an allowed scope", r.scope),
+            ));
+        }
+    }
+    if let Some(f) = &grant.federation
+        && !rules
+            .service_accounts
+            .iter()
+            .any(|g| g.matches(&f.service_account))
+    {
+        out.push(deny(
+            name,
+            DenialKind::Federation,
+            "spec.federation.serviceAccount",
+            format!(
+                "ServiceAccount {:?} may not be federated",
+                f.service_account
+            ),
+        ));
+    }
+    if lease > rules.max_duration.to_chrono() {
+        out.push(deny(
+            name,
+            DenialKind::Duration,
+            if grant.duration.is_some() {
+                "spec.duration"
+            } else {
+                "spec.window.notAfter"
+            },
+            format!(
+                "a lease of {} exceeds maxDuration {}",
+                human(lease),
+                rules.max_duration
+            ),
+        ));
+    }
+    if let Some(re) = &rules.justification_pattern {
+        let j = grant.justification.as_deref().unwrap_or("");
+        if !re.is_match(j) {
+            out.push(deny(
+                name,
+                DenialKind::Justification,
+                "spec.justification",
+                format!("must match {:?}", re.as_str()),
+            ));
+        }
+    }
+    out
+}
+
+/// A lease length for messages, in whole seconds in Go style.
+fn human(d: TimeDelta) -> String {
+    match u64::try_from(d.num_seconds())
+        .ok()
+        .and_then(|s| LeaseDuration::from_secs(s).ok())
+    {
+        Some(ld) => ld.to_string(),
+        None => format!("{}s", d.num_seconds()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

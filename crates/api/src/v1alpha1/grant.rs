@@ -1,0 +1,295 @@
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use super::patterns::*;
+
+/// The token audience Entra expects for workload identity federation.
+pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// Time-bound Azure access for one workload identity.
+///
+/// The operator creates the Azure role assignments (and, with `federation`, a federated identity
+/// credential) when the lease starts and deletes them when it lapses, is revoked or the object is
+/// deleted. Terminal objects stay as the audit record.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "lapse.dev",
+    version = "v1alpha1",
+    kind = "AccessGrant",
+    doc = "Time-bound Azure access for one workload identity: role assignments (and optionally a federated identity credential) that exist only while the lease lasts.",
+    namespaced,
+    status = "AccessGrantStatus",
+    shortname = "ag",
+    shortname = "grant",
+    category = "lapse",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the lease"),
+    printcolumn(name = "Identity", type_ = "string", json_path = ".status.identityName", description = "The workload identity receiving access"),
+    printcolumn(name = "Roles", type_ = "string", json_path = ".status.roleSummary", description = "Granted roles"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt", description = "When the lease lapses (RFC 3339)"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scopeSummary", priority = 1, description = "Scopes of the role assignments"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.policy", priority = 1, description = "The AccessPolicy that allowed the grant"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || self.spec.identity == oldSelf.spec.identity").message("spec.identity is immutable once the grant has activated").field_path(".spec.identity"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || self.spec.roles == oldSelf.spec.roles").message("spec.roles is immutable once the grant has activated").field_path(".spec.roles"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || (has(self.spec.federation) == has(oldSelf.spec.federation) && (!has(self.spec.federation) || self.spec.federation == oldSelf.spec.federation))").message("spec.federation is immutable once the grant has activated").field_path(".spec.federation"),
+)]
+#[x_kube(
+    validation = Rule::new("has(self.duration) || (has(self.window) && has(self.window.notAfter))").message("either spec.duration or spec.window.notAfter is required").field_path(".duration"),
+    validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("spec.revoked cannot be undone once set").field_path(".revoked"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessGrantSpec {
+    /// The workload identity that receives access: exactly one kind.
+    pub identity: IdentityRef,
+    /// The role assignments to create, 1 to 16.
+    #[schemars(length(min = 1, max = MAX_ROLES))]
+    pub roles: Vec<RoleRequest>,
+    /// Lets a ServiceAccount of this namespace act as the identity through a federated identity
+    /// credential (managed identities and applications only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<Federation>,
+    /// Lease length from activation, as a Go duration (`90m`, `1h30m`). Required unless
+    /// `window.notAfter` is set; with both, the lease ends at whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub duration: Option<String>,
+    /// An absolute window for the lease. A grant whose `notAfter` has passed never activates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// Why the access is needed; policies may require a pattern (a ticket reference, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_JUSTIFICATION_LEN))]
+    pub justification: Option<String>,
+    /// Set to `true` to end the lease early and keep the record. Cannot be undone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// Exactly one identity kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("[has(self.managedIdentity), has(self.servicePrincipal), has(self.application)].filter(x, x).size() == 1").message("spec.identity must set exactly one of managedIdentity, servicePrincipal or application"))]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityRef {
+    /// Resource ID of a user-assigned managed identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MANAGED_IDENTITY_PATTERN), length(max = MAX_ARM_ID_LEN))]
+    pub managed_identity: Option<String>,
+    /// A service principal (enterprise application) by object ID: role assignments only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal: Option<ObjectIdRef>,
+    /// An app registration by object ID: federation goes on the application (Microsoft Graph),
+    /// role assignments go to its service principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ObjectIdRef>,
+}
+
+/// An Entra directory object by ID.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectIdRef {
+    /// The object ID (a GUID).
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub object_id: String,
+}
+
+/// One Azure role at one scope.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRequest {
+    /// A built-in or custom role name, a role definition GUID, or a full role definition ID.
+    #[schemars(length(min = 1, max = MAX_ROLE_LEN))]
+    pub role: String,
+    /// The ARM scope: a subscription, resource group or resource ID.
+    #[schemars(regex(pattern = ARM_ID_PATTERN), length(min = 1, max = MAX_ARM_ID_LEN))]
+    pub scope: String,
+    /// Optional ABAC condition (condition version 2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_CONDITION_LEN))]
+    pub condition: Option<String>,
+}
+
+/// Workload identity federation for a ServiceAccount of the grant's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Federation {
+    /// The ServiceAccount name (in the grant's namespace; other namespaces cannot be named).
+    #[schemars(regex(pattern = SERVICE_ACCOUNT_PATTERN), length(min = 1, max = 253))]
+    pub service_account: String,
+    /// The token audience; defaults to `api://AzureADTokenExchange`.
+    #[serde(default = "default_audience")]
+    #[schemars(length(min = 1, max = MAX_AUDIENCE_LEN))]
+    pub audience: String,
+}
+
+fn default_audience() -> String {
+    DEFAULT_AUDIENCE.to_owned()
+}
+
+/// An absolute lease window (RFC 3339 timestamps).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("!has(self.notBefore) || !has(self.notAfter) || timestamp(self.notBefore) < timestamp(self.notAfter)").message("spec.window.notBefore must be before spec.window.notAfter").field_path(".notBefore"))]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// The lease does not start before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TIMESTAMP_PATTERN), length(max = 64))]
+    pub not_before: Option<String>,
+    /// The lease ends at this instant at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TIMESTAMP_PATTERN), length(max = 64))]
+    pub not_after: Option<String>,
+}
+
+/// Lifecycle phase of a grant.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum GrantPhase {
+    /// Seen, not yet decided.
+    #[default]
+    Pending,
+    /// Allowed, waiting for `window.notBefore`.
+    Scheduled,
+    /// Creating the Azure objects (or repairing one that vanished).
+    Activating,
+    /// Every Azure object exists: the access is usable.
+    Active,
+    /// The lease ended; deleting the Azure objects.
+    Revoking,
+    /// Terminal: the lease lapsed by time.
+    Expired,
+    /// Terminal: ended early (`spec.revoked`, deletion, or no policy allows it any more).
+    Revoked,
+    /// Terminal: no policy allows the grant, or the spec is invalid.
+    Denied,
+    /// Terminal: Azure refused an object for a non-retryable reason; nothing was left behind.
+    Failed,
+}
+
+impl GrantPhase {
+    /// Terminal phases absorb: nothing moves a grant out of them.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Expired | Self::Revoked | Self::Denied | Self::Failed
+        )
+    }
+}
+
+/// Why a lease ended: the terminal phase a `Revoking` grant moves to.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    Expired,
+    Revoked,
+    Failed,
+}
+
+impl EndReason {
+    pub fn terminal_phase(self) -> GrantPhase {
+        match self {
+            Self::Expired => GrantPhase::Expired,
+            Self::Revoked => GrantPhase::Revoked,
+            Self::Failed => GrantPhase::Failed,
+        }
+    }
+}
+
+/// Where one Azure object of a grant stands.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum ObjectState {
+    /// Not created yet.
+    #[default]
+    Pending,
+    /// Exists and carries this cluster's marker.
+    Present,
+    /// The access already existed without our marker: used, never touched.
+    Standing,
+    /// The lease ended and the object is being deleted.
+    Deleting,
+    /// Deleted (or found already gone).
+    Deleted,
+    /// The lease ended but another live lease still needs the shared object: left in place.
+    Released,
+    /// Azure refused to create it.
+    Failed,
+}
+
+/// Status of one role assignment of a grant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAssignmentStatus {
+    /// The role as written in the spec.
+    pub role: String,
+    /// The resolved role definition ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_definition_id: Option<String>,
+    /// The normalised scope.
+    pub scope: String,
+    /// The role assignment's resource ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub state: ObjectState,
+}
+
+/// Status of the grant's federated identity credential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FederatedCredentialStatus {
+    /// ARM resource ID (managed identity) or Graph ID (application) of the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub state: ObjectState,
+}
+
+/// Observed state of an AccessGrant, written by the operator only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessGrantStatus {
+    #[serde(default)]
+    pub phase: GrantPhase,
+    /// When activation started; the lease is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<DateTime<Utc>>,
+    /// When the lease lapses. Fixed at activation; moves only by an allowed extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the lease ended (lapsed, revoked, denied or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why the lease ended; while `Revoking`, the terminal phase that follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// Short display name of the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_name: Option<String>,
+    /// Short display list of the roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_summary: Option<String>,
+    /// Short display list of the scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_summary: Option<String>,
+    /// The AccessPolicy that allowed the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Principal (object) ID the role assignments are made to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_assignments: Vec<RoleAssignmentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_credential: Option<FederatedCredentialStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The latest human-readable explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,24 @@
+//! `lapse.dev/v1alpha1`: the AccessGrant and AccessPolicy custom resources.
+//!
+//! The spec types are deliberately string-typed at the edges: a value the operator cannot parse
+//! must still deserialize, so the operator can answer it with `Denied` and a message naming the
+//! field instead of failing to read the object at all. Typed forms come from [`crate::validate`].
+
+mod condition;
+mod grant;
+mod patterns;
+mod policy;
+
+pub use condition::{Condition, ConditionStatus};
+pub use grant::{
+    AccessGrant, AccessGrantSpec, AccessGrantStatus, DEFAULT_AUDIENCE, EndReason,
+    FederatedCredentialStatus, Federation, GrantPhase, IdentityRef, ObjectIdRef, ObjectState,
+    RoleAssignmentStatus, RoleRequest, Window,
+};
+pub use patterns::*;
+pub use policy::{AccessPolicy, AccessPolicySpec, LabelSelector, LabelSelectorRequirement};
+
+/// The API group of every lapse kind.
+pub const GROUP: &str = "lapse.dev";
+/// The API version of this module's kinds.
+pub const VERSION: &str = "v1alpha1";

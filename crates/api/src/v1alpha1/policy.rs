@@ -1,0 +1,98 @@
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::patterns::*;
+
+/// Who may be granted what, where, for how long. Cluster-scoped; default deny: a grant is
+/// activated only if one AccessPolicy allows all of it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "lapse.dev",
+    version = "v1alpha1",
+    kind = "AccessPolicy",
+    doc = "Who may be granted which Azure roles, where and for how long. Cluster-scoped; default deny: a grant activates only if one AccessPolicy allows all of it.",
+    shortname = "apol",
+    category = "lapse",
+    printcolumn(
+        name = "Max Duration",
+        type_ = "string",
+        json_path = ".spec.maxDuration",
+        description = "Longest total lease, extensions included"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("size(self.identities) + size(self.servicePrincipals) + size(self.applications) > 0").message("at least one of identities, servicePrincipals or applications must be listed"),
+    validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("namespaces or namespaceSelector must be set"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// Namespaces whose grants this policy covers, as globs (`payments`, `team-*`). A grant's
+    /// namespace must match one of these or `namespaceSelector`.
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(regex(pattern = NAME_GLOB_PATTERN), length(min = 1, max = 253)))]
+    pub namespaces: Vec<String>,
+    /// Namespaces by label, as a Kubernetes label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Managed identity resource IDs, as globs (`*` matches within one path segment).
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(regex(pattern = ARM_ID_PATTERN), length(min = 1, max = MAX_ARM_ID_LEN)))]
+    pub identities: Vec<String>,
+    /// Service principal object IDs (or `*`).
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = 36)))]
+    pub service_principals: Vec<String>,
+    /// App registration object IDs (or `*`).
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = 36)))]
+    pub applications: Vec<String>,
+    /// Roles that may be granted: names, GUIDs or role definition IDs, compared after resolution
+    /// to role definition GUIDs.
+    #[schemars(length(min = 1, max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = MAX_ROLE_LEN)))]
+    pub roles: Vec<String>,
+    /// Scopes under which roles may be granted: a grant's scope must be at or below one of these.
+    #[schemars(length(min = 1, max = MAX_POLICY_ENTRIES), inner(regex(pattern = ARM_ID_PATTERN), length(min = 1, max = MAX_ARM_ID_LEN)))]
+    pub scopes: Vec<String>,
+    /// ServiceAccounts that may be federated, as globs. Empty: no federation allowed.
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(regex(pattern = NAME_GLOB_PATTERN), length(min = 1, max = 253)))]
+    pub service_accounts: Vec<String>,
+    /// Longest total lease, extensions included, as a Go duration.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub max_duration: String,
+    /// A regular expression (RE2) every grant's justification must match. Unset: none required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub justification_pattern: Option<String>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("(self.operator in ['In', 'NotIn']) == (size(self.values) > 0)").message("values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"))]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    #[schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"]))]
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}

@@ -1,0 +1,163 @@
+//! Azure Resource Manager front door: bearer authentication, throttling, routing to the
+//! resource providers the simulator serves, and RBAC on every operation.
+
+mod identities;
+mod resources;
+mod role_assignments;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::StatusCode;
+
+use crate::api_error::ApiError;
+use crate::http::{Reply, Req, lock};
+use crate::ids::{self, split_at_ci};
+use crate::server::Shared;
+use crate::throttle::{Draw, OpKind};
+use crate::tokens::AccessClaims;
+use crate::world::World;
+
+/// Audiences ARM accepts: Azure's own plus the simulator's URL (the operator may ask for
+/// `{LAPSE_ARM_ENDPOINT}/.default`).
+fn arm_audiences(base: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "https://management.azure.com",
+        "https://management.core.windows.net",
+    ]
+    .iter()
+    .flat_map(|a| [(*a).to_owned(), format!("{a}/")])
+    .collect();
+    v.push(base.to_owned());
+    v.push(format!("{base}/"));
+    v
+}
+
+fn unauthorized(shared: &Shared, tenant: &str, code: &str, message: String) -> ApiError {
+    let _ = (shared, tenant);
+    ApiError::arm(StatusCode::UNAUTHORIZED, code, message)
+}
+
+fn authenticate(shared: &Shared, req: &Req) -> Result<AccessClaims, ApiError> {
+    let tenant = lock(&shared.world).tenant_id.clone();
+    let header = req.header("authorization").ok_or_else(|| {
+        unauthorized(shared, &tenant, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.".into())
+    })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            unauthorized(shared, &tenant, "AuthenticationFailedInvalidHeader", "Authentication failed. The 'Authorization' header is provided in an invalid format.".into())
+        })?;
+    let claims: AccessClaims = shared.signer.verify(token).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized(
+            shared,
+            &tenant,
+            "ExpiredAuthenticationToken",
+            "The access token expiry UTC time is earlier than current UTC time.".into(),
+        ),
+        _ => unauthorized(shared, &tenant, "InvalidAuthenticationToken", "The access token is invalid.".into()),
+    })?;
+    let allowed = arm_audiences(&shared.base_url);
+    if !allowed.contains(&claims.aud) {
+        return Err(unauthorized(
+            shared,
+            &tenant,
+            "InvalidAuthenticationTokenAudience",
+            format!(
+                "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences '{}'.",
+                claims.aud,
+                allowed.join("','")
+            ),
+        ));
+    }
+    if !claims.tid.eq_ignore_ascii_case(&tenant) {
+        return Err(unauthorized(
+            shared,
+            &tenant,
+            "InvalidAuthenticationTokenTenant",
+            format!("The access token is from the wrong issuer. It must match the tenant '{tenant}'."),
+        ));
+    }
+    Ok(claims)
+}
+
+/// RBAC check of `action` at `scope` for the caller.
+pub(crate) fn authorize(shared: &Shared, world: &World, claims: &AccessClaims, action: &str, scope: &str) -> Result<(), ApiError> {
+    let delay = shared.faults.propagation_delay();
+    if world.authorized(&claims.oid, action, scope, Instant::now(), delay) {
+        Ok(())
+    } else {
+        Err(ApiError::authorization_failed(&claims.oid, action, scope))
+    }
+}
+
+pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, request_id: &str, principal: &mut Option<String>) -> Reply {
+    let claims = match authenticate(shared, req) {
+        Ok(c) => c,
+        Err(e) => {
+            let tenant = lock(&shared.world).tenant_id.clone();
+            return Reply::error(&e, request_id).header(
+                "www-authenticate",
+                format!(
+                    "Bearer authorization_uri=\"{}/{tenant}\", error=\"invalid_token\", error_description=\"{}\"",
+                    shared.base_url, e.code
+                ),
+            );
+        }
+    };
+    *principal = Some(claims.oid.clone());
+    let kind = OpKind::of(&req.method);
+    let mut rate_header = None;
+    if shared.throttle.enabled()
+        && let Some(sub) = ids::subscription_of(&req.path)
+    {
+        match shared.throttle.draw(sub, &claims.oid, kind, Instant::now()) {
+            Draw::Allowed(left) => rate_header = Some((kind.header().to_owned(), left.to_string())),
+            Draw::Throttled(secs) => {
+                let err = ApiError::arm(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "SubscriptionRequestsThrottled",
+                    format!(
+                        "Number of '{}' requests for subscription '{sub}' actor '{}' exceeded. Please try again after '{secs}' seconds after the additional tokens are available. Refer to https://aka.ms/arm-throttling for additional information.",
+                        kind.word(),
+                        claims.oid
+                    ),
+                )
+                .with_retry_after(secs);
+                return Reply::error(&err, request_id).header(kind.header(), "0");
+            }
+        }
+    }
+    let mut reply = match dispatch(shared, req, &claims).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, request_id),
+    };
+    if let Some((name, value)) = rate_header {
+        reply.headers.push((name, value));
+    }
+    reply
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims) -> Result<Reply, ApiError> {
+    let path = req.path.trim_end_matches('/');
+    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/roleAssignments") {
+        return role_assignments::handle(shared, req, claims, scope, rest.trim_start_matches('/'));
+    }
+    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/roleDefinitions") {
+        return role_assignments::role_definitions(shared, req, claims, scope, rest.trim_start_matches('/'));
+    }
+    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.ManagedIdentity/userAssignedIdentities") {
+        return identities::handle(shared, req, claims, scope, rest.trim_start_matches('/')).await;
+    }
+    resources::handle(shared, req, claims, path)
+}
+
+/// Renders an `{"value": [...], "nextLink"}` page.
+pub(crate) fn page(items: Vec<serde_json::Value>, next_link: Option<String>) -> serde_json::Value {
+    let mut body = serde_json::json!({ "value": items });
+    if let Some(link) = next_link {
+        body["nextLink"] = serde_json::Value::String(link);
+    }
+    body
+}

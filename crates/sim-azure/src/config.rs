@@ -1,0 +1,90 @@
+//! Simulator configuration: limits, delays, token lifetime and throttling, with Azure's defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One token bucket: `capacity` requests, refilled at `refill_per_sec`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleLimit {
+    /// Bucket size (requests that can be made at once).
+    pub capacity: u32,
+    /// Tokens added back per second.
+    pub refill_per_sec: f64,
+}
+
+/// ARM throttling per (subscription, principal). Defaults are Azure's token-bucket sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleConfig {
+    /// Whether throttling is applied at all.
+    pub enabled: bool,
+    /// GET and HEAD.
+    pub reads: ThrottleLimit,
+    /// PUT, PATCH and POST.
+    pub writes: ThrottleLimit,
+    /// DELETE.
+    pub deletes: ThrottleLimit,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads: ThrottleLimit {
+                capacity: 250,
+                refill_per_sec: 25.0,
+            },
+            writes: ThrottleLimit {
+                capacity: 200,
+                refill_per_sec: 10.0,
+            },
+            deletes: ThrottleLimit {
+                capacity: 200,
+                refill_per_sec: 10.0,
+            },
+        }
+    }
+}
+
+/// How the simulator behaves. `Config::default()` is Azure's behaviour with no delays.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime: Duration,
+    /// After a principal is created, role assignment PUTs without `principalType` fail with
+    /// `PrincipalNotFound` for this long (Entra replication).
+    pub replication_window: Duration,
+    /// How long a role assignment change takes to affect RBAC decisions.
+    pub propagation_delay: Duration,
+    /// Role assignments per subscription (`RoleAssignmentLimitExceeded` beyond).
+    pub role_assignment_limit: usize,
+    /// Federated identity credentials per identity or application.
+    pub fic_limit: usize,
+    /// How long one FIC write holds its identity; a second write that overlaps gets 409.
+    pub fic_write_duration: Duration,
+    /// Items per page in role assignment lists before a `nextLink` is returned.
+    pub page_size: usize,
+    /// ARM throttling.
+    pub throttle: ThrottleConfig,
+    /// Extra CA certificates (PEM) trusted when fetching an OIDC issuer's discovery document
+    /// and JWKS (e.g. sim-kube's CA). The simulator's own CA is always trusted.
+    pub trusted_ca_pems: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_lifetime: Duration::from_secs(3600),
+            replication_window: Duration::ZERO,
+            propagation_delay: Duration::ZERO,
+            role_assignment_limit: 4000,
+            fic_limit: 20,
+            fic_write_duration: Duration::ZERO,
+            page_size: 1000,
+            throttle: ThrottleConfig::default(),
+            trusted_ca_pems: Vec::new(),
+        }
+    }
+}

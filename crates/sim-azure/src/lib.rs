@@ -1,0 +1,44 @@
+//! Azure Resource Manager, Entra token and Microsoft Graph test server over HTTPS (library).
+//!
+//! `SimAzure::start(config, seed)` serves, on loopback with its own CA, the Azure surfaces lapse
+//! touches: the Entra token endpoint (client secret and workload identity federation), role
+//! definitions and assignments, user-assigned identities and their federated identity
+//! credentials, with Azure's status codes, error bodies, limits, throttling and RBAC evaluation.
+//! See `docs/sim-azure.md` for what is simulated and the Azure behaviour each part follows.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod api_error;
+mod arm;
+mod audit;
+mod config;
+mod entra;
+mod env;
+mod error;
+mod faults;
+mod federation;
+mod http;
+mod ids;
+mod issuer;
+mod rbac;
+mod roles;
+mod seed;
+mod server;
+mod throttle;
+mod tls;
+mod tokens;
+mod world;
+
+pub use audit::{AuditEntry, AuditLog};
+pub use config::{Config, ThrottleConfig, ThrottleLimit};
+pub use error::SimAzureError;
+pub use faults::{FaultAction, FaultRule, Faults};
+pub use issuer::TestIssuer;
+pub use roles::{BuiltInRole, built_in_roles};
+pub use seed::{
+    Seed, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup, SeedRoleAssignment,
+    SeedRoleDefinition, SeedSubscription,
+};
+pub use server::{ClientCredentials, SimAzure, SimAzureHandle};
+pub use world::{PrincipalKind, RoleAssignmentView};

@@ -1,0 +1,264 @@
+//! The seed: the tenant the simulator starts with, as Rust values or YAML.
+//!
+//! ```yaml
+//! tenantId: 72f988bf-0000-4000-8000-000000000001
+//! subscriptions:
+//!   - id: 00000000-0000-4000-8000-000000000001
+//!     displayName: sandbox
+//!     resourceGroups:
+//!       - name: app-rg
+//!         location: eastus
+//!         resources:
+//!           - { type: Microsoft.Storage/storageAccounts, name: appdata }
+//!         identities:
+//!           - { name: backup-runner }
+//! principals:
+//!   - { displayName: lapse-operator, kind: ServicePrincipal, clientSecret: s3cret }
+//! roleAssignments:
+//!   - { principal: lapse-operator, role: User Access Administrator,
+//!       scope: /subscriptions/00000000-0000-4000-8000-000000000001 }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SimAzureError;
+use crate::world::PrincipalKind;
+
+/// The whole seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seed {
+    /// Tenant (directory) ID; a fixed default when absent.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Subscriptions with their resource groups, resources and identities.
+    #[serde(default)]
+    pub subscriptions: Vec<SeedSubscription>,
+    /// Service principals, users and groups of the directory.
+    #[serde(default)]
+    pub principals: Vec<SeedPrincipal>,
+    /// Custom role definitions.
+    #[serde(default)]
+    pub role_definitions: Vec<SeedRoleDefinition>,
+    /// Standing role assignments.
+    #[serde(default)]
+    pub role_assignments: Vec<SeedRoleAssignment>,
+}
+
+/// A subscription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedSubscription {
+    /// Subscription ID (a GUID in Azure; any string is accepted so examples can be replayed).
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Resource groups.
+    #[serde(default)]
+    pub resource_groups: Vec<SeedResourceGroup>,
+}
+
+/// A resource group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedResourceGroup {
+    /// Name.
+    pub name: String,
+    /// Location; `eastus` when absent.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Generic resources (storage accounts, key vaults, ...), used as scopes.
+    #[serde(default)]
+    pub resources: Vec<SeedResource>,
+    /// User-assigned managed identities.
+    #[serde(default)]
+    pub identities: Vec<SeedIdentity>,
+}
+
+/// A generic resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedResource {
+    /// Full type, e.g. `Microsoft.Storage/storageAccounts`.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A user-assigned managed identity (also a service principal of the directory).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedIdentity {
+    /// Resource name.
+    pub name: String,
+    /// Service principal object ID; derived from the name when absent.
+    #[serde(default)]
+    pub principal_id: Option<String>,
+    /// Client (application) ID; derived from the name when absent.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// A directory principal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedPrincipal {
+    /// Display name (also how role assignments in the seed refer to it).
+    pub display_name: String,
+    /// `ServicePrincipal` (default), `User` or `Group`.
+    #[serde(default)]
+    pub kind: PrincipalKind,
+    /// Object ID; derived from the display name when absent.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Application (client) ID for service principals; derived when absent.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// Client secret accepted by the token endpoint.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+/// A custom role definition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedRoleDefinition {
+    /// Role definition GUID.
+    pub id: String,
+    /// `roleName`.
+    pub role_name: String,
+    /// `description`.
+    #[serde(default)]
+    pub description: String,
+    /// Allowed control-plane actions.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Excluded control-plane actions.
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+    /// Allowed data-plane actions.
+    #[serde(default)]
+    pub data_actions: Vec<String>,
+    /// Excluded data-plane actions.
+    #[serde(default)]
+    pub not_data_actions: Vec<String>,
+    /// Where it can be assigned.
+    #[serde(default)]
+    pub assignable_scopes: Vec<String>,
+}
+
+/// A standing role assignment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedRoleAssignment {
+    /// Principal display name, object ID, or identity name.
+    pub principal: String,
+    /// Role name or role definition GUID.
+    pub role: String,
+    /// Scope (ARM ID).
+    pub scope: String,
+    /// Assignment name (GUID); derived when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Namespace for IDs derived from names, so the same seed always yields the same IDs.
+const SEED_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c61_7073_652d_5349_4d2d_415a_5552_4531);
+
+/// A stable GUID for `kind` + `name`.
+pub(crate) fn derived_guid(kind: &str, name: &str) -> String {
+    uuid::Uuid::new_v5(&SEED_NAMESPACE, format!("{kind}:{name}").as_bytes()).to_string()
+}
+
+impl Seed {
+    /// Parses a YAML seed.
+    pub fn from_yaml(text: &str) -> Result<Self, SimAzureError> {
+        Ok(serde_yaml_ng::from_str(text)?)
+    }
+
+    /// Renders the seed as YAML.
+    pub fn to_yaml(&self) -> Result<String, SimAzureError> {
+        Ok(serde_yaml_ng::to_string(self)?)
+    }
+
+    /// The sandbox's default tenant: one subscription, a resource group with a storage account
+    /// and a key vault, two user-assigned identities, and the operator's service principal
+    /// (`lapse-operator`) holding User Access Administrator and Managed Identity Contributor
+    /// on the subscription (the second lets it write FICs).
+    pub fn sandbox_default() -> Self {
+        let sub = "00000000-0000-4000-8000-00000000a001".to_owned();
+        let scope = format!("/subscriptions/{sub}");
+        Seed {
+            tenant_id: Some("00000000-0000-4000-8000-00000000e001".to_owned()),
+            subscriptions: vec![SeedSubscription {
+                id: sub,
+                display_name: Some("lapse-sandbox".to_owned()),
+                resource_groups: vec![SeedResourceGroup {
+                    name: "lapse-demo-rg".to_owned(),
+                    location: Some("eastus".to_owned()),
+                    resources: vec![
+                        SeedResource {
+                            resource_type: "Microsoft.Storage/storageAccounts".to_owned(),
+                            name: "lapsedemodata".to_owned(),
+                        },
+                        SeedResource {
+                            resource_type: "Microsoft.KeyVault/vaults".to_owned(),
+                            name: "lapse-demo-kv".to_owned(),
+                        },
+                    ],
+                    identities: vec![
+                        SeedIdentity {
+                            name: "backup-runner".to_owned(),
+                            ..SeedIdentity::default()
+                        },
+                        SeedIdentity {
+                            name: "report-agent".to_owned(),
+                            ..SeedIdentity::default()
+                        },
+                    ],
+                }],
+            }],
+            principals: vec![SeedPrincipal {
+                display_name: "lapse-operator".to_owned(),
+                kind: PrincipalKind::ServicePrincipal,
+                client_secret: Some("lapse-sandbox-operator-secret".to_owned()),
+                ..SeedPrincipal::default()
+            }],
+            role_definitions: Vec::new(),
+            role_assignments: vec![
+                SeedRoleAssignment {
+                    principal: "lapse-operator".to_owned(),
+                    role: "User Access Administrator".to_owned(),
+                    scope: scope.clone(),
+                    name: None,
+                },
+                SeedRoleAssignment {
+                    principal: "lapse-operator".to_owned(),
+                    role: "Managed Identity Contributor".to_owned(),
+                    scope,
+                    name: None,
+                },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_seed_round_trips_through_yaml() {
+        let seed = Seed::sandbox_default();
+        let yaml = seed.to_yaml().unwrap();
+        assert_eq!(Seed::from_yaml(&yaml).unwrap(), seed);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = Seed::from_yaml("subscriptionz: []").unwrap_err().to_string();
+        assert!(err.contains("subscriptionz"), "{err}");
+    }
+}

@@ -1,0 +1,449 @@
+//! The HTTPS server: TLS accept loop, the request pipeline (faults, routing, common headers,
+//! audit) and the library handle tests and the sandbox drive.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api_error::ApiError;
+use crate::audit::{AuditEntry, AuditLog};
+use crate::config::Config;
+use crate::error::SimAzureError;
+use crate::faults::{FaultAction, Faults};
+use crate::federation::Federation;
+use crate::http::{Reply, Req, lock};
+use crate::seed::{Seed, derived_guid};
+use crate::throttle::Throttle;
+use crate::tokens::{AccessClaims, RsaSigner};
+use crate::world::{Principal, PrincipalKind, RoleAssignmentView, World};
+use crate::{admin, arm, entra, env, ids, tls};
+
+/// Returned by a request handler to close the connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by fault injection")]
+pub(crate) struct Dropped;
+
+/// Everything the request handlers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub world: Mutex<World>,
+    pub signer: RsaSigner,
+    pub federation: Federation,
+    pub throttle: Throttle,
+    pub audit: AuditLog,
+    pub faults: Faults,
+    pub base_url: String,
+}
+
+impl Shared {
+    /// Signs an access token for `principal` with audience `resource`.
+    pub fn issue_token(&self, principal: &Principal, tenant: &str, resource: &str) -> Result<(String, i64), SimAzureError> {
+        let now = Utc::now().timestamp();
+        let lifetime = i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(3600);
+        let app_id = principal.app_id.clone().unwrap_or_default();
+        let claims = AccessClaims {
+            aud: resource.to_owned(),
+            iss: format!("{}/{tenant}/v2.0", self.base_url),
+            iat: now,
+            nbf: now,
+            exp: now + lifetime,
+            oid: principal.object_id.clone(),
+            sub: principal.object_id.clone(),
+            tid: tenant.to_owned(),
+            appid: app_id.clone(),
+            azp: app_id,
+            idtyp: "app".to_owned(),
+            ver: "2.0".to_owned(),
+            uti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let token = self
+            .signer
+            .sign(&claims)
+            .map_err(|e| SimAzureError::SigningKey(format!("signing an access token: {e}")))?;
+        Ok((token, lifetime))
+    }
+}
+
+/// Client credentials of a directory principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// Tenant (directory) ID.
+    pub tenant_id: String,
+    /// Application (client) ID.
+    pub client_id: String,
+    /// Client secret, when the principal has one.
+    pub client_secret: Option<String>,
+    /// Object ID of the service principal.
+    pub object_id: String,
+}
+
+/// Entry point: `SimAzure::start(config, seed)`.
+#[derive(Debug)]
+pub struct SimAzure;
+
+impl SimAzure {
+    /// Seeds the tenant, generates the CA and signing key, and starts serving on `config.bind`.
+    pub async fn start(config: Config, seed: Seed) -> Result<SimAzureHandle, SimAzureError> {
+        let world = World::from_seed(&seed)?;
+        let pki = tls::generate("lapse sim-azure")?;
+        let signer = RsaSigner::generate()?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| SimAzureError::Bind { addr: config.bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimAzureError::Bind { addr: config.bind, source })?;
+        let base_url = format!("https://127.0.0.1:{}", addr.port());
+        let federation = Federation::new(&pki.ca_pem, &config.trusted_ca_pems)?;
+        let shared = Arc::new(Shared {
+            throttle: Throttle::new(config.throttle),
+            faults: Faults::new(config.replication_window, config.propagation_delay),
+            config,
+            world: Mutex::new(world),
+            signer,
+            federation,
+            audit: AuditLog::default(),
+            base_url,
+        });
+        let handler_shared = shared.clone();
+        let (stop, task) = spawn_https(listener, pki.server_config, move |req| {
+            let shared = handler_shared.clone();
+            async move { handle(shared, req).await }
+        });
+        tracing::info!(url = %shared.base_url, "sim-azure listening");
+        Ok(SimAzureHandle {
+            shared,
+            addr,
+            ca_pem: pki.ca_pem,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// Serves HTTPS on `listener` with `handler` until the returned sender fires or is dropped.
+pub(crate) fn spawn_https<F, Fut>(
+    listener: TcpListener,
+    server_config: Arc<rustls::ServerConfig>,
+    handler: F,
+) -> (oneshot::Sender<()>, JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Dropped>> + Send + 'static,
+{
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let acceptor = TlsAcceptor::from(server_config);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            continue;
+                        }
+                    };
+                    let acceptor = acceptor.clone();
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        let tls = match acceptor.accept(tcp).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        };
+                        let service = service_fn(move |req| (handler.clone())(req));
+                        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (tx, task)
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+    let started = Instant::now();
+    let time = Utc::now();
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let raw_query = parts.uri.query().map(str::to_owned);
+    let query = raw_query
+        .as_deref()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        raw_query,
+        query,
+        headers: parts.headers,
+        body,
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let correlation_id = req
+        .header("x-ms-correlation-request-id")
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+
+    let (latency, actions) = shared.faults.take(req.method.as_str(), &req.path);
+    let extra: Duration = actions
+        .iter()
+        .map(|a| match a {
+            FaultAction::Latency { millis } => Duration::from_millis(*millis),
+            _ => Duration::ZERO,
+        })
+        .sum();
+    if !(latency + extra).is_zero() {
+        tokio::time::sleep(latency + extra).await;
+    }
+    let mut principal = None;
+    let injected = actions.iter().find(|a| !matches!(a, FaultAction::Latency { .. }));
+    let reply = match injected {
+        Some(FaultAction::Drop) => {
+            record(&shared, &req, time, started, None, 0, Some("ConnectionDropped".into()), &request_id);
+            return Err(Dropped);
+        }
+        Some(FaultAction::Status { status, code, message }) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Reply::error(&ApiError::arm(status, code, message.clone()), &request_id)
+        }
+        Some(FaultAction::Throttle { retry_after_secs }) => Reply::error(
+            &ApiError::arm(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("The request is being throttled. Please try again after '{retry_after_secs}' seconds."),
+            )
+            .with_retry_after(*retry_after_secs),
+            &request_id,
+        ),
+        _ => route(&shared, &req, &request_id, &mut principal).await,
+    };
+
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("x-ms-request-id", &request_id)
+        .header("x-ms-correlation-request-id", &correlation_id)
+        .header("cache-control", "no-cache");
+    if reply.body.is_some() {
+        builder = builder.header("content-type", reply.content_type);
+    }
+    for (name, value) in &reply.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    record(&shared, &req, time, started, principal, reply.status.as_u16(), reply.error_code.clone(), &request_id);
+    let response = builder
+        .body(Full::new(reply.body.unwrap_or_default()))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "invalid response header");
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        });
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    shared: &Shared,
+    req: &Req,
+    time: chrono::DateTime<Utc>,
+    started: Instant,
+    principal: Option<String>,
+    status: u16,
+    error_code: Option<String>,
+    request_id: &str,
+) {
+    tracing::debug!(method = %req.method, path = %req.path, status, "sim-azure request");
+    shared.audit.push(AuditEntry {
+        time,
+        principal,
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: req.raw_query.clone(),
+        status,
+        error_code,
+        latency: started.elapsed(),
+        request_id: request_id.to_owned(),
+    });
+}
+
+async fn route(shared: &Arc<Shared>, req: &Req, request_id: &str, principal: &mut Option<String>) -> Reply {
+    let segs = ids::segments(&req.path);
+    match segs.as_slice() {
+        ["admin", rest @ ..] => admin::handle(shared, req, rest, request_id),
+        [tenant, "oauth2", "v2.0", "token"] => entra::token(shared, req, tenant, request_id, principal).await,
+        [tenant, "v2.0", ".well-known", "openid-configuration"] => entra::discovery(shared, tenant, request_id),
+        [tenant, "discovery", "v2.0", "keys"] => entra::keys(shared, tenant, request_id),
+        [_, "discovery", "instance"] => entra::instance_discovery(shared, req),
+        _ => arm::handle(shared, req, request_id, principal).await,
+    }
+}
+
+/// A running simulator. Dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct SimAzureHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ca_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimAzureHandle {
+    /// Base URL (`https://127.0.0.1:PORT`): authority host, ARM endpoint and Graph endpoint.
+    pub fn url(&self) -> &str {
+        &self.shared.base_url
+    }
+
+    /// Socket address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// PEM of the CA that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The tenant ID.
+    pub fn tenant_id(&self) -> String {
+        lock(&self.shared.world).tenant_id.clone()
+    }
+
+    /// The first seeded subscription's ID.
+    pub fn subscription_id(&self) -> Option<String> {
+        lock(&self.shared.world).subscriptions.values().next().map(|s| s.id.clone())
+    }
+
+    /// Credentials of the principal with this display name, object ID or client ID.
+    pub fn credentials(&self, principal: &str) -> Option<ClientCredentials> {
+        let world = lock(&self.shared.world);
+        let p = world.find_principal(principal)?;
+        Some(ClientCredentials {
+            tenant_id: world.tenant_id.clone(),
+            client_id: p.app_id.clone()?,
+            client_secret: p.client_secret.clone(),
+            object_id: p.object_id.clone(),
+        })
+    }
+
+    /// Credentials of the first seeded principal with a client secret (the operator's).
+    pub fn operator_credentials(&self) -> Option<ClientCredentials> {
+        let name = {
+            let world = lock(&self.shared.world);
+            world.principals.values().find(|p| p.client_secret.is_some())?.object_id.clone()
+        };
+        self.credentials(&name)
+    }
+
+    /// ARM ID, principal ID and client ID of the user-assigned identity named `name`.
+    pub fn identity(&self, name: &str) -> Option<(String, String, String)> {
+        let world = lock(&self.shared.world);
+        world
+            .identities
+            .values()
+            .find(|i| i.name.eq_ignore_ascii_case(name))
+            .map(|i| (i.id(), i.principal_id.clone(), i.client_id.clone()))
+    }
+
+    /// Adds a directory principal now (subject to the replication window) and returns its
+    /// credentials; service principals get a fresh client secret.
+    pub fn create_principal(&self, display_name: &str, kind: PrincipalKind) -> ClientCredentials {
+        let mut world = lock(&self.shared.world);
+        let object_id = uuid::Uuid::new_v4().to_string();
+        let app_id = (kind == PrincipalKind::ServicePrincipal).then(|| uuid::Uuid::new_v4().to_string());
+        let secret = app_id.as_ref().map(|_| derived_guid("secret", &object_id));
+        world.principals.insert(
+            ids::key(&object_id),
+            Principal {
+                object_id: object_id.clone(),
+                app_id: app_id.clone(),
+                display_name: display_name.to_owned(),
+                kind,
+                client_secret: secret.clone(),
+                created: Some(Instant::now()),
+                identity_id: None,
+            },
+        );
+        ClientCredentials {
+            tenant_id: world.tenant_id.clone(),
+            client_id: app_id.unwrap_or_default(),
+            client_secret: secret,
+            object_id,
+        }
+    }
+
+    /// Signs an access token for the principal with this object ID, as the token endpoint would.
+    pub fn mint_access_token(&self, object_id: &str, audience: &str) -> Result<String, SimAzureError> {
+        let (principal, tenant) = {
+            let world = lock(&self.shared.world);
+            let p = world
+                .find_principal(object_id)
+                .cloned()
+                .ok_or_else(|| SimAzureError::seed("objectId", format!("no principal `{object_id}`")))?;
+            (p, world.tenant_id.clone())
+        };
+        Ok(self.shared.issue_token(&principal, &tenant, audience)?.0)
+    }
+
+    /// All live role assignments.
+    pub fn role_assignments(&self) -> Vec<RoleAssignmentView> {
+        lock(&self.shared.world).assignment_views()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> AuditLog {
+        self.shared.audit.clone()
+    }
+
+    /// Fault injection and runtime delays.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Writes `dir/azure.env` (shell-sourceable) and `dir/azure-ca.pem`. `oidc_issuer` is the
+    /// issuer the operator puts in FICs (sim-kube's).
+    pub fn write_env(&self, dir: &Path, oidc_issuer: &str) -> Result<(), SimAzureError> {
+        env::write(self, dir, oidc_issuer)
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ignored = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ignored = task.await;
+        }
+    }
+}
+
+impl Drop for SimAzureHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ignored = stop.send(());
+        }
+    }
+}
