@@ -1,3 +1,29 @@
 //! ARM and Microsoft Graph client on azure_core/azure_identity: typed calls, error taxonomy, per-subscription rate limiter that serves revocations first.
+//!
+//! See `docs/azure-client.md` for the calls, their status codes and how errors are classified.
 
 #![forbid(unsafe_code)]
+
+mod arm;
+mod client;
+mod config;
+mod error;
+mod graph;
+mod limiter;
+mod models;
+mod rest;
+
+pub use arm::{MSI_API_VERSION, ROLE_API_VERSION};
+pub use client::AzureClient;
+pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
+pub use error::{AzureError, ErrorClass, Operation};
+pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
+pub use models::{
+    Application, Fic, FicRequest, ManagedIdentity, RoleAssignment, RoleAssignmentRequest,
+    RoleDefinition, ServicePrincipal,
+};
+
+/// Re-exported so callers can build credentials and custom transports without naming the crates.
+pub use azure_core::http::HttpClient;
+pub use secrecy::SecretString;
+pub use url::Url;

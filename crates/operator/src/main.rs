@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod crd;
+mod run;
+mod serve;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,6 +21,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator: reconcile AccessGrants into Azure and end every lease on time.
+    ///
+    /// Every option also reads an environment variable (shown with each), so against the
+    /// sandbox `set -a; . DIR/azure.env; KUBECONFIG=DIR/kubeconfig LAPSE_CLUSTER_NAME=dev
+    /// lapse-operator run` needs no flags. Start-up fails fast, naming the setting, on bad
+    /// configuration or missing CRDs.
+    Run(Box<run::RunArgs>),
     /// Print the lapse CustomResourceDefinitions (AccessPolicy, AccessGrant) as YAML.
     ///
     /// Without options, writes one multi-document YAML stream to stdout, policies first, ready
@@ -35,6 +44,16 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            // Both rustls crypto providers are linked in (kube uses ring, the Azure SDK's HTTP
+            // stack aws-lc); pick one process-wide so no TLS config has to guess.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(run::run(*args))?;
+        }
         Command::Crd { output_dir: None } => {
             let text = crd::render(&crd::crds())?;
             let mut stdout = std::io::stdout().lock();

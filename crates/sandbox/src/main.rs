@@ -2,7 +2,205 @@
 
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("not built yet: see the open issues");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lapse_sim_azure::{Seed, SimAzure, SimAzureHandle};
+use lapse_sim_kube::{Config, SimKube, SimKubeHandle};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lapse-sandbox",
+    about = "Simulated Kubernetes and Azure on loopback for tests and demos: no cluster, no Azure account"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start both simulators; write DIR/kubeconfig, DIR/kube-ca.pem, DIR/azure.env,
+    /// DIR/azure-ca.pem and, last, DIR/ready; run until SIGINT/SIGTERM.
+    Up {
+        /// Directory for the kubeconfig, CA files and the ready marker.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Port for the Kubernetes API (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        kube_port: u16,
+        /// Port for the Azure simulator: ARM, Entra and Graph (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        azure_port: u16,
+        /// Seed file (YAML) for the Azure tenant; the built-in sandbox tenant when absent
+        /// (see docs/sim-azure.md).
+        #[arg(long)]
+        azure_seed: Option<PathBuf>,
+        /// YAML manifests (files or directories of `*.yaml`) to create at start, CRDs first,
+        /// e.g. `--apply config/crd`. Repeatable.
+        #[arg(long)]
+        apply: Vec<PathBuf>,
+    },
+}
+
+/// The namespaces every sandbox starts with.
+const SEED_NAMESPACES: &[&str] = &["default", "kube-system", "demo"];
+
+/// Everything the sandbox runs: sim-kube, and sim-azure trusting sim-kube's ServiceAccount
+/// token issuer so workloads can exchange their tokens.
+#[derive(Debug)]
+struct Sandbox {
+    kube: SimKubeHandle,
+    azure: SimAzureHandle,
+}
+
+impl Sandbox {
+    async fn start(
+        kube_port: u16,
+        azure_port: u16,
+        azure_seed: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let kube = SimKube::start(Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], kube_port)),
+            namespaces: SEED_NAMESPACES.iter().map(|s| (*s).to_owned()).collect(),
+            ..Config::default()
+        })
+        .await
+        .context("starting sim-kube")?;
+        let seed = match azure_seed {
+            Some(path) => Seed::from_file(path)
+                .with_context(|| format!("reading the Azure seed {}", path.display()))?,
+            None => Seed::sandbox_default(),
+        };
+        let azure = SimAzure::start(
+            lapse_sim_azure::Config {
+                bind: SocketAddr::from(([127, 0, 0, 1], azure_port)),
+                // sim-azure fetches the issuer's JWKS over HTTPS from sim-kube.
+                trusted_ca_pems: vec![kube.ca_pem().to_owned()],
+                ..lapse_sim_azure::Config::default()
+            },
+            seed,
+        )
+        .await
+        .context("starting sim-azure")?;
+        Ok(Self { kube, azure })
+    }
+
+    /// Creates every object in the manifests, CustomResourceDefinitions first so that their
+    /// custom resources can follow.
+    fn apply(&self, paths: &[PathBuf]) -> anyhow::Result<()> {
+        let mut objects = Vec::new();
+        for path in paths {
+            for file in manifest_files(path)? {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                    let v: serde_json::Value = serde::Deserialize::deserialize(doc)
+                        .with_context(|| format!("parsing {}", file.display()))?;
+                    if v.is_object() {
+                        objects.push((file.clone(), v));
+                    }
+                }
+            }
+        }
+        objects.sort_by_key(|(_, v)| v["kind"] != "CustomResourceDefinition");
+        for (file, obj) in objects {
+            self.kube
+                .create(obj)
+                .with_context(|| format!("applying {}", file.display()))?;
+        }
+        Ok(())
+    }
+
+    fn write_state(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(&dir.join("kube-ca.pem"), self.kube.ca_pem())?;
+        write_atomic(&dir.join("kubeconfig"), &self.kube.kubeconfig())?;
+        self.azure
+            .write_env(dir, self.kube.issuer())
+            .context("writing azure.env and azure-ca.pem")?;
+        // Last: readers wait for this file, so everything above is complete when it appears.
+        write_atomic(
+            &dir.join("ready"),
+            &format!("kube={}\nazure={}\n", self.kube.url(), self.azure.url()),
+        )?;
+        Ok(())
+    }
+
+    async fn stop(self) {
+        self.azure.shutdown().await;
+        self.kube.shutdown().await;
+    }
+}
+
+/// A manifest file, or the `*.yaml`/`*.yml` files of a directory in name order.
+fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading directory {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Up {
+            state_dir,
+            kube_port,
+            azure_port,
+            azure_seed,
+            apply,
+        } => {
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+            // A stale marker from an earlier run must not make readers think we are up.
+            let ready = state_dir.join("ready");
+            if ready.exists() {
+                std::fs::remove_file(&ready)
+                    .with_context(|| format!("removing stale {}", ready.display()))?;
+            }
+            let sandbox = Sandbox::start(kube_port, azure_port, azure_seed.as_deref()).await?;
+            sandbox.apply(&apply)?;
+            sandbox.write_state(&state_dir)?;
+            tracing::info!(kube = %sandbox.kube.url(), azure = %sandbox.azure.url(), state_dir = %state_dir.display(), "sandbox ready");
+            wait_for_signal().await?;
+            tracing::info!("stopping");
+            let _ = std::fs::remove_file(&ready);
+            sandbox.stop().await;
+        }
+    }
+    Ok(())
 }

@@ -61,12 +61,16 @@ pub struct Config {
     pub role_assignment_limit: usize,
     /// Federated identity credentials per identity or application.
     pub fic_limit: usize,
+    /// How long a written FIC takes before token exchanges can use it (Azure: seconds).
+    pub fic_propagation_delay: Duration,
     /// How long one FIC write holds its identity; a second write that overlaps gets 409.
     pub fic_write_duration: Duration,
     /// Items per page in role assignment lists before a `nextLink` is returned.
     pub page_size: usize,
     /// ARM throttling.
     pub throttle: ThrottleConfig,
+    /// Audit log entries kept (the oldest are discarded beyond this).
+    pub audit_capacity: usize,
     /// Extra CA certificates (PEM) trusted when fetching an OIDC issuer's discovery document
     /// and JWKS (e.g. sim-kube's CA). The simulator's own CA is always trusted.
     pub trusted_ca_pems: Vec<String>,
@@ -82,8 +86,10 @@ impl Default for Config {
             role_assignment_limit: 4000,
             fic_limit: 20,
             fic_write_duration: Duration::ZERO,
+            fic_propagation_delay: Duration::ZERO,
             page_size: 1000,
             throttle: ThrottleConfig::default(),
+            audit_capacity: 100_000,
             trusted_ca_pems: Vec::new(),
         }
     }

@@ -26,7 +26,12 @@ struct EntraError {
 }
 
 impl EntraError {
-    fn new(status: StatusCode, error: &'static str, code: u32, description: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error,
@@ -65,7 +70,9 @@ fn tenant_not_found(tenant: &str) -> EntraError {
         StatusCode::BAD_REQUEST,
         "invalid_request",
         90002,
-        format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+        ),
     )
 }
 
@@ -102,7 +109,11 @@ async fn token_inner(
         return Err(tenant_not_found(tenant));
     }
     let form = req.form();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let missing = |name: &str| {
         EntraError::new(
             StatusCode::BAD_REQUEST,
@@ -146,7 +157,9 @@ async fn token_inner(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 7000215,
-                format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+                format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                ),
             ));
         }
     } else if let Some(assertion) = field("client_assertion") {
@@ -168,9 +181,16 @@ async fn token_inner(
         ));
     }
 
-    let (access_token, expires_in) = shared.issue_token(&principal, &tenant_id, resource).map_err(|e| {
-        EntraError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, e.to_string())
-    })?;
+    let (access_token, expires_in) = shared
+        .issue_token(&principal, &tenant_id, resource)
+        .map_err(|e| {
+            EntraError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                90033,
+                e.to_string(),
+            )
+        })?;
     *principal_out = Some(principal.object_id.clone());
     Ok(Reply::json(
         StatusCode::OK,
@@ -186,7 +206,10 @@ async fn token_inner(
 fn string_or_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -198,7 +221,9 @@ fn fic_matches(fic: &Fic, iss: &str, sub: &str, auds: &[String]) -> bool {
             .get("value")
             .and_then(Value::as_str)
             .and_then(|v| v.split_once(" matches "))
-            .is_some_and(|(lhs, pattern)| lhs.trim() == "claims['sub']" && rbac::action_matches(pattern.trim(), sub)),
+            .is_some_and(|(lhs, pattern)| {
+                lhs.trim() == "claims['sub']" && rbac::action_matches(pattern.trim(), sub)
+            }),
         (None, None) => false,
     };
     fic.issuer == iss && subject_ok && fic.audiences.iter().any(|a| auds.contains(a))
@@ -206,25 +231,73 @@ fn fic_matches(fic: &Fic, iss: &str, sub: &str, auds: &[String]) -> bool {
 
 /// Entra's checks for a federated client assertion: well-formed, a FIC on the identity matching
 /// issuer, subject and audience exactly, signed by the issuer's published key, unexpired.
-async fn verify_assertion(shared: &Arc<Shared>, principal: &Principal, assertion: &str) -> Result<(), EntraError> {
-    let malformed = |why: String| EntraError::new(StatusCode::BAD_REQUEST, "invalid_request", 50027, format!("JWT token is invalid or malformed: {why}."));
-    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion).map_err(|e| malformed(e.to_string()))?;
-    let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(|| malformed("no iss claim".into()))?;
-    let sub = claims.get("sub").and_then(Value::as_str).ok_or_else(|| malformed("no sub claim".into()))?;
+async fn verify_assertion(
+    shared: &Arc<Shared>,
+    principal: &Principal,
+    assertion: &str,
+) -> Result<(), EntraError> {
+    let malformed = |why: String| {
+        EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            50027,
+            format!("JWT token is invalid or malformed: {why}."),
+        )
+    };
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
+        .map_err(|e| malformed(e.to_string()))?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("no iss claim".into()))?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("no sub claim".into()))?;
     let auds = string_or_list(claims.get("aud"));
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| malformed("no exp claim".into()))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| malformed("no exp claim".into()))?;
     let nbf = claims.get("nbf").and_then(Value::as_i64);
 
     let fics: Vec<Fic> = {
         let world = lock(&shared.world);
-        principal
+        let identity_fics = principal
             .identity_id
             .as_deref()
             .and_then(|id| world.identities.get(&key(id)))
-            .map(|i| i.fics.values().cloned().collect())
-            .unwrap_or_default()
+            .map(|i| i.fics.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let application_fics = principal
+            .application_id
+            .as_deref()
+            .and_then(|id| world.applications.get(&key(id)))
+            .map(|a| {
+                a.fics
+                    .values()
+                    .map(|f| Fic {
+                        name: f.name.clone(),
+                        written: f.written,
+                        issuer: f.issuer.clone(),
+                        subject: Some(f.subject.clone()),
+                        audiences: f.audiences.clone(),
+                        claims_matching_expression: None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        identity_fics.into_iter().chain(application_fics).collect()
     };
-    if !fics.iter().any(|f| fic_matches(f, iss, sub, &auds)) {
+    // A FIC written less than the propagation delay ago is not yet known to Entra.
+    let delay = shared.faults.fic_propagation_delay();
+    let now = std::time::Instant::now();
+    let effective = |f: &&Fic| now.saturating_duration_since(f.written) >= delay;
+    if !fics
+        .iter()
+        .filter(effective)
+        .any(|f| fic_matches(f, iss, sub, &auds))
+    {
         return Err(EntraError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -316,7 +389,12 @@ pub(crate) fn instance_discovery(shared: &Shared, req: &Req) -> Reply {
     let host = shared.base_url.trim_start_matches("https://").to_owned();
     let tenant = req
         .query("authorization_endpoint")
-        .and_then(|e| e.trim_start_matches(shared.base_url.as_str()).split('/').find(|s| !s.is_empty()).map(str::to_owned))
+        .and_then(|e| {
+            e.trim_start_matches(shared.base_url.as_str())
+                .split('/')
+                .find(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "common".to_owned());
     Reply::json(
         StatusCode::OK,

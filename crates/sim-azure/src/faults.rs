@@ -13,7 +13,11 @@ use crate::http::lock;
 
 /// What happens to a matching request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 pub enum FaultAction {
     /// Answer late by this many milliseconds (then handle normally).
     Latency {
@@ -60,6 +64,7 @@ struct State {
     latency: Duration,
     replication_window: Duration,
     propagation_delay: Duration,
+    fic_propagation_delay: Duration,
 }
 
 /// Handle to the simulator's fault injection; cheap to clone.
@@ -67,20 +72,27 @@ struct State {
 pub struct Faults(Arc<Mutex<State>>);
 
 impl Faults {
-    pub(crate) fn new(replication_window: Duration, propagation_delay: Duration) -> Self {
+    pub(crate) fn new(
+        replication_window: Duration,
+        propagation_delay: Duration,
+        fic_propagation_delay: Duration,
+    ) -> Self {
         Self(Arc::new(Mutex::new(State {
             rules: Vec::new(),
             latency: Duration::ZERO,
             replication_window,
             propagation_delay,
+            fic_propagation_delay,
         })))
     }
 
     /// Adds a rule; rules are applied in the order added.
     pub fn add(&self, rule: FaultRule) -> Result<(), SimAzureError> {
-        let re = Regex::new(&format!("(?i){}", rule.path_pattern)).map_err(|e| SimAzureError::FaultPattern {
-            pattern: rule.path_pattern.clone(),
-            reason: e.to_string(),
+        let re = Regex::new(&format!("(?i){}", rule.path_pattern)).map_err(|e| {
+            SimAzureError::FaultPattern {
+                pattern: rule.path_pattern.clone(),
+                reason: e.to_string(),
+            }
         })?;
         lock(&self.0).rules.push((rule, re));
         Ok(())
@@ -108,6 +120,15 @@ impl Faults {
         lock(&self.0).propagation_delay = delay;
     }
 
+    /// Sets how long a written FIC takes before token exchanges can use it.
+    pub fn set_fic_propagation_delay(&self, delay: Duration) {
+        lock(&self.0).fic_propagation_delay = delay;
+    }
+
+    pub(crate) fn fic_propagation_delay(&self) -> Duration {
+        lock(&self.0).fic_propagation_delay
+    }
+
     pub(crate) fn replication_window(&self) -> Duration {
         lock(&self.0).replication_window
     }
@@ -120,9 +141,17 @@ impl Faults {
     pub(crate) fn take(&self, method: &str, path: &str) -> (Duration, Vec<FaultAction>) {
         let mut s = lock(&self.0);
         let mut actions = Vec::new();
+        let mut answered = false;
         for (rule, re) in s.rules.iter_mut() {
-            let method_ok = rule.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method));
-            if method_ok && re.is_match(path) && rule.times != Some(0) {
+            let method_ok = rule
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method));
+            let is_latency = matches!(rule.action, FaultAction::Latency { .. });
+            // Latency rules add up; of the rules that answer instead, only the first one fires.
+            if method_ok && re.is_match(path) && rule.times != Some(0) && (is_latency || !answered)
+            {
+                answered |= !is_latency;
                 if let Some(t) = rule.times.as_mut() {
                     *t -= 1;
                 }
@@ -140,7 +169,7 @@ mod tests {
 
     #[test]
     fn one_shot_rules_fire_once_and_patterns_are_checked() {
-        let f = Faults::new(Duration::ZERO, Duration::ZERO);
+        let f = Faults::new(Duration::ZERO, Duration::ZERO, Duration::ZERO);
         f.add(FaultRule {
             method: Some("PUT".into()),
             path_pattern: "roleAssignments/".into(),
@@ -149,7 +178,10 @@ mod tests {
         })
         .unwrap();
         assert!(f.take("GET", "/x/roleassignments/1").1.is_empty());
-        assert_eq!(f.take("put", "/x/roleassignments/1").1, vec![FaultAction::Drop]);
+        assert_eq!(
+            f.take("put", "/x/roleassignments/1").1,
+            vec![FaultAction::Drop]
+        );
         assert!(f.take("PUT", "/x/roleassignments/1").1.is_empty());
         let err = f
             .add(FaultRule {
@@ -160,5 +192,21 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("path pattern"), "{err}");
+    }
+
+    #[test]
+    fn rules_read_from_admin_json() {
+        let rule: FaultRule = serde_json::from_str(
+            r#"{"pathPattern":"roleAssignments","action":{"type":"throttle","retryAfterSecs":5},"times":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rule.action,
+            FaultAction::Throttle {
+                retry_after_secs: 5
+            }
+        );
+        assert_eq!(rule.times, Some(3));
+        assert_eq!(rule.method, None);
     }
 }

@@ -29,8 +29,9 @@ impl Federation {
     pub fn new(own_ca_pem: &str, extra_ca_pems: &[String]) -> Result<Self, SimAzureError> {
         let mut certs = Vec::new();
         for pem in std::iter::once(own_ca_pem).chain(extra_ca_pems.iter().map(String::as_str)) {
-            let bundle = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| SimAzureError::Tls(format!("trusted CA bundle for OIDC issuers: {e}")))?;
+            let bundle = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                SimAzureError::Tls(format!("trusted CA bundle for OIDC issuers: {e}"))
+            })?;
             certs.extend(bundle);
         }
         let client = reqwest::Client::builder()
@@ -45,7 +46,10 @@ impl Federation {
     }
 
     async fn fetch_jwks(&self, issuer: &str) -> Result<JwkSet, SignatureError> {
-        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let discovery: Value = self
             .client
             .get(&discovery_url)
@@ -74,7 +78,8 @@ impl Federation {
     /// Verifies `token`'s signature with `issuer`'s published keys (refetched once when the
     /// token's `kid` is unknown, as keys rotate). Claims are checked by the caller.
     pub async fn verify_signature(&self, token: &str, issuer: &str) -> Result<(), SignatureError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| SignatureError::Invalid(format!("header: {e}")))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| SignatureError::Invalid(format!("header: {e}")))?;
         let kid = header.kid.clone().unwrap_or_default();
         let mut cache = self.cache.lock().await;
         let cached_has_kid = cache.get(issuer).is_some_and(|s| s.find(&kid).is_some());
@@ -82,7 +87,10 @@ impl Federation {
             let fresh = self.fetch_jwks(issuer).await?;
             cache.insert(issuer.to_owned(), fresh);
         }
-        let set = cache.get(issuer).cloned().unwrap_or(JwkSet { keys: Vec::new() });
+        let set = cache
+            .get(issuer)
+            .cloned()
+            .unwrap_or(JwkSet { keys: Vec::new() });
         drop(cache);
         let candidates: Vec<_> = match set.find(&kid) {
             Some(k) => vec![k.clone()],

@@ -42,13 +42,17 @@ impl Req {
     /// The JSON body, or ARM's 400 for an unreadable one.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            ApiError::invalid_body(format!("The request content was invalid and could not be deserialized: '{e}'."))
+            ApiError::invalid_body(format!(
+                "The request content was invalid and could not be deserialized: '{e}'."
+            ))
         })
     }
 
     /// The form-encoded body as pairs.
     pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 
     /// Checks `api-version` against the versions a resource type serves.
@@ -95,9 +99,13 @@ impl Reply {
     pub fn error(err: &ApiError, request_id: &str) -> Self {
         let mut reply = Self::json(err.status, &err.body(request_id));
         reply.error_code = Some(err.code.clone());
-        reply.headers.push(("x-ms-error-code".to_owned(), err.code.clone()));
+        reply
+            .headers
+            .push(("x-ms-error-code".to_owned(), err.code.clone()));
         if let Some(secs) = err.retry_after {
-            reply.headers.push(("retry-after".to_owned(), secs.to_string()));
+            reply
+                .headers
+                .push(("retry-after".to_owned(), secs.to_string()));
         }
         reply
     }

@@ -4,14 +4,30 @@
 pub(crate) fn key(id: &str) -> String {
     let trimmed = id.trim_end_matches('/');
     let lower = trimmed.to_ascii_lowercase();
-    if lower.is_empty() { "/".to_owned() } else { lower }
+    if lower.is_empty() {
+        "/".to_owned()
+    } else {
+        lower
+    }
 }
 
 /// Whether `ancestor` is `scope` or one of its parents (segment-wise, case-insensitive).
+/// Allocation-free: it runs for every assignment on every RBAC decision and list.
 pub(crate) fn is_at_or_above(ancestor: &str, scope: &str) -> bool {
-    let a = key(ancestor);
-    let s = key(scope);
-    a == "/" || s == a || s.starts_with(&format!("{a}/"))
+    let a = ancestor.trim_end_matches('/').as_bytes();
+    let s = scope.trim_end_matches('/').as_bytes();
+    if a.is_empty() {
+        return true;
+    }
+    s.len() >= a.len()
+        && s[..a.len()].eq_ignore_ascii_case(a)
+        && (s.len() == a.len() || s[a.len()] == b'/')
+}
+
+/// Whether two ARM IDs are the same (case-insensitive, trailing slash ignored).
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 /// Path segments without empty ones.
@@ -26,9 +42,9 @@ pub(crate) fn is_guid(s: &str) -> bool {
 
 /// Subscription ID of a subscription-rooted scope.
 pub(crate) fn subscription_of(scope: &str) -> Option<&str> {
-    let segs = segments(scope);
-    match segs.as_slice() {
-        [first, sub, ..] if first.eq_ignore_ascii_case("subscriptions") => Some(sub),
+    let mut parts = scope.split('/').filter(|s| !s.is_empty());
+    match (parts.next(), parts.next()) {
+        (Some(first), Some(sub)) if first.eq_ignore_ascii_case("subscriptions") => Some(sub),
         _ => None,
     }
 }
@@ -46,10 +62,16 @@ mod tests {
 
     #[test]
     fn ancestry_is_segment_wise_and_case_insensitive() {
-        assert!(is_at_or_above("/subscriptions/S1", "/subscriptions/s1/resourceGroups/rg"));
+        assert!(is_at_or_above(
+            "/subscriptions/S1",
+            "/subscriptions/s1/resourceGroups/rg"
+        ));
         assert!(is_at_or_above("/subscriptions/s1/", "/subscriptions/s1"));
         assert!(!is_at_or_above("/subscriptions/s1", "/subscriptions/s10"));
-        assert!(!is_at_or_above("/subscriptions/s1/resourceGroups/rg", "/subscriptions/s1"));
+        assert!(!is_at_or_above(
+            "/subscriptions/s1/resourceGroups/rg",
+            "/subscriptions/s1"
+        ));
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod env;
 mod error;
 mod faults;
 mod federation;
+mod graph;
+mod handle;
 mod http;
 mod ids;
 mod issuer;
@@ -34,11 +36,12 @@ pub use audit::{AuditEntry, AuditLog};
 pub use config::{Config, ThrottleConfig, ThrottleLimit};
 pub use error::SimAzureError;
 pub use faults::{FaultAction, FaultRule, Faults};
+pub use handle::{ClientCredentials, SimAzureHandle};
 pub use issuer::TestIssuer;
 pub use roles::{BuiltInRole, built_in_roles};
 pub use seed::{
-    Seed, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup, SeedRoleAssignment,
-    SeedRoleDefinition, SeedSubscription,
+    Seed, SeedApplication, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup,
+    SeedRoleAssignment, SeedRoleDefinition, SeedSubscription,
 };
-pub use server::{ClientCredentials, SimAzure, SimAzureHandle};
+pub use server::SimAzure;
 pub use world::{PrincipalKind, RoleAssignmentView};

@@ -35,9 +35,15 @@ fn glob(p: &[u8], a: &[u8]) -> bool {
 }
 
 /// Whether a permission (actions minus notActions) allows `action`.
-pub(crate) fn permits<A: AsRef<str>, N: AsRef<str>>(actions: &[A], not_actions: &[N], action: &str) -> bool {
+pub(crate) fn permits<A: AsRef<str>, N: AsRef<str>>(
+    actions: &[A],
+    not_actions: &[N],
+    action: &str,
+) -> bool {
     actions.iter().any(|p| action_matches(p.as_ref(), action))
-        && !not_actions.iter().any(|p| action_matches(p.as_ref(), action))
+        && !not_actions
+            .iter()
+            .any(|p| action_matches(p.as_ref(), action))
 }
 
 #[cfg(test)]
@@ -46,9 +52,18 @@ mod tests {
 
     #[test]
     fn wildcards_match_like_azure() {
-        assert!(action_matches("*", "Microsoft.Storage/storageAccounts/read"));
-        assert!(action_matches("*/read", "Microsoft.Storage/storageAccounts/read"));
-        assert!(!action_matches("*/read", "Microsoft.Storage/storageAccounts/write"));
+        assert!(action_matches(
+            "*",
+            "Microsoft.Storage/storageAccounts/read"
+        ));
+        assert!(action_matches(
+            "*/read",
+            "Microsoft.Storage/storageAccounts/read"
+        ));
+        assert!(!action_matches(
+            "*/read",
+            "Microsoft.Storage/storageAccounts/write"
+        ));
         assert!(action_matches(
             "Microsoft.Authorization/*",
             "microsoft.authorization/roleAssignments/write"
@@ -69,7 +84,11 @@ mod tests {
             .iter()
             .find(|r| r.name == "Contributor")
             .unwrap();
-        assert!(permits(contributor.actions, contributor.not_actions, "Microsoft.Storage/storageAccounts/write"));
+        assert!(permits(
+            contributor.actions,
+            contributor.not_actions,
+            "Microsoft.Storage/storageAccounts/write"
+        ));
         assert!(!permits(
             contributor.actions,
             contributor.not_actions,

@@ -1,23 +1,5 @@
-//! The seed: the tenant the simulator starts with, as Rust values or YAML.
-//!
-//! ```yaml
-//! tenantId: 72f988bf-0000-4000-8000-000000000001
-//! subscriptions:
-//!   - id: 00000000-0000-4000-8000-000000000001
-//!     displayName: sandbox
-//!     resourceGroups:
-//!       - name: app-rg
-//!         location: eastus
-//!         resources:
-//!           - { type: Microsoft.Storage/storageAccounts, name: appdata }
-//!         identities:
-//!           - { name: backup-runner }
-//! principals:
-//!   - { displayName: lapse-operator, kind: ServicePrincipal, clientSecret: s3cret }
-//! roleAssignments:
-//!   - { principal: lapse-operator, role: User Access Administrator,
-//!       scope: /subscriptions/00000000-0000-4000-8000-000000000001 }
-//! ```
+//! The seed: the tenant the simulator starts with, as Rust values or YAML (see
+//! `EXAMPLE_YAML` in the tests for a complete document).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +19,9 @@ pub struct Seed {
     /// Service principals, users and groups of the directory.
     #[serde(default)]
     pub principals: Vec<SeedPrincipal>,
+    /// Applications (app registrations), each with its service principal.
+    #[serde(default)]
+    pub applications: Vec<SeedApplication>,
     /// Custom role definitions.
     #[serde(default)]
     pub role_definitions: Vec<SeedRoleDefinition>,
@@ -119,6 +104,34 @@ pub struct SeedPrincipal {
     /// Client secret accepted by the token endpoint.
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// Microsoft Graph application permissions (`roles` of its Graph tokens), e.g.
+    /// `Application.ReadWrite.OwnedBy`.
+    #[serde(default)]
+    pub graph_roles: Vec<String>,
+}
+
+/// An application (app registration) and its service principal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedApplication {
+    /// Display name.
+    pub display_name: String,
+    /// Application object ID; derived when absent.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Application (client) ID; derived when absent.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// Object ID of its service principal; derived when absent.
+    #[serde(default)]
+    pub service_principal_id: Option<String>,
+    /// Client secret of the application, if any.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Owners (principal display names or object IDs), who may manage its FICs with
+    /// `Application.ReadWrite.OwnedBy`.
+    #[serde(default)]
+    pub owners: Vec<String>,
 }
 
 /// A custom role definition.
@@ -178,6 +191,17 @@ impl Seed {
         Ok(serde_yaml_ng::from_str(text)?)
     }
 
+    /// Reads a YAML seed file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, SimAzureError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SimAzureError::seed(
+                path.display().to_string(),
+                format!("cannot read the seed file: {e}"),
+            )
+        })?;
+        Self::from_yaml(&text)
+    }
+
     /// Renders the seed as YAML.
     pub fn to_yaml(&self) -> Result<String, SimAzureError> {
         Ok(serde_yaml_ng::to_string(self)?)
@@ -186,7 +210,8 @@ impl Seed {
     /// The sandbox's default tenant: one subscription, a resource group with a storage account
     /// and a key vault, two user-assigned identities, and the operator's service principal
     /// (`lapse-operator`) holding User Access Administrator and Managed Identity Contributor
-    /// on the subscription (the second lets it write FICs).
+    /// on the subscription (the second lets it write FICs), and an application
+    /// (`lapse-demo-app`) the operator owns, with Graph `Application.ReadWrite.OwnedBy`.
     pub fn sandbox_default() -> Self {
         let sub = "00000000-0000-4000-8000-00000000a001".to_owned();
         let scope = format!("/subscriptions/{sub}");
@@ -224,7 +249,13 @@ impl Seed {
                 display_name: "lapse-operator".to_owned(),
                 kind: PrincipalKind::ServicePrincipal,
                 client_secret: Some("lapse-sandbox-operator-secret".to_owned()),
+                graph_roles: vec!["Application.ReadWrite.OwnedBy".to_owned()],
                 ..SeedPrincipal::default()
+            }],
+            applications: vec![SeedApplication {
+                display_name: "lapse-demo-app".to_owned(),
+                owners: vec!["lapse-operator".to_owned()],
+                ..SeedApplication::default()
             }],
             role_definitions: Vec::new(),
             role_assignments: vec![
@@ -249,6 +280,55 @@ impl Seed {
 mod tests {
     use super::*;
 
+    const EXAMPLE_YAML: &str = r#"
+tenantId: 72f988bf-0000-4000-8000-000000000001
+subscriptions:
+  - id: 00000000-0000-4000-8000-000000000001
+    displayName: sandbox
+    resourceGroups:
+      - name: app-rg
+        location: eastus
+        resources:
+          - { type: Microsoft.Storage/storageAccounts, name: appdata }
+          - { type: Microsoft.KeyVault/vaults, name: app-kv }
+        identities:
+          - { name: backup-runner }
+principals:
+  - { displayName: lapse-operator, kind: ServicePrincipal, clientSecret: s3cret,
+      graphRoles: [Application.ReadWrite.OwnedBy] }
+  - { displayName: alice, kind: User }
+applications:
+  - { displayName: reports-app, owners: [lapse-operator] }
+roleDefinitions:
+  - id: 11111111-2222-4333-8444-555555555555
+    roleName: Blob lister
+    actions: [Microsoft.Storage/storageAccounts/blobServices/containers/read]
+    assignableScopes: [/subscriptions/00000000-0000-4000-8000-000000000001]
+roleAssignments:
+  - { principal: lapse-operator, role: User Access Administrator,
+      scope: /subscriptions/00000000-0000-4000-8000-000000000001 }
+  - { principal: backup-runner, role: Blob lister,
+      scope: /subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/app-rg }
+"#;
+
+    #[test]
+    fn example_yaml_builds_a_world() {
+        let seed = Seed::from_yaml(EXAMPLE_YAML).unwrap();
+        let world = crate::world::World::from_seed(&seed).unwrap();
+        assert_eq!(world.tenant_id, "72f988bf-0000-4000-8000-000000000001");
+        assert_eq!(world.assignments.len(), 2);
+        assert_eq!(world.applications.len(), 1);
+        assert!(world.find_principal("alice").is_some());
+        assert!(world.find_role("blob lister").is_some());
+        // Derived IDs are stable: the same seed yields the same world.
+        let again =
+            crate::world::World::from_seed(&Seed::from_yaml(EXAMPLE_YAML).unwrap()).unwrap();
+        assert_eq!(
+            world.assignments.keys().collect::<Vec<_>>(),
+            again.assignments.keys().collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn sandbox_seed_round_trips_through_yaml() {
         let seed = Seed::sandbox_default();
@@ -258,7 +338,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_with_their_name() {
-        let err = Seed::from_yaml("subscriptionz: []").unwrap_err().to_string();
+        let err = Seed::from_yaml("subscriptionz: []")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("subscriptionz"), "{err}");
     }
 }

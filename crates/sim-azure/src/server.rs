@@ -1,9 +1,7 @@
-//! The HTTPS server: TLS accept loop, the request pipeline (faults, routing, common headers,
-//! audit) and the library handle tests and the sandbox drive.
+//! The HTTPS server: start-up, TLS accept loop and the request pipeline (faults, routing,
+//! common headers, audit).
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,12 +24,13 @@ use crate::config::Config;
 use crate::error::SimAzureError;
 use crate::faults::{FaultAction, Faults};
 use crate::federation::Federation;
-use crate::http::{Reply, Req, lock};
-use crate::seed::{Seed, derived_guid};
+use crate::handle::SimAzureHandle;
+use crate::http::{Reply, Req};
+use crate::seed::Seed;
 use crate::throttle::Throttle;
 use crate::tokens::{AccessClaims, RsaSigner};
-use crate::world::{Principal, PrincipalKind, RoleAssignmentView, World};
-use crate::{admin, arm, entra, env, ids, tls};
+use crate::world::{Principal, World};
+use crate::{admin, arm, entra, graph, ids, tls};
 
 /// Returned by a request handler to close the connection without answering.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +52,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Signs an access token for `principal` with audience `resource`.
-    pub fn issue_token(&self, principal: &Principal, tenant: &str, resource: &str) -> Result<(String, i64), SimAzureError> {
+    pub fn issue_token(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<(String, i64), SimAzureError> {
         let now = Utc::now().timestamp();
         let lifetime = i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(3600);
         let app_id = principal.app_id.clone().unwrap_or_default();
@@ -71,6 +75,11 @@ impl Shared {
             idtyp: "app".to_owned(),
             ver: "2.0".to_owned(),
             uti: uuid::Uuid::new_v4().simple().to_string(),
+            roles: if crate::graph::is_graph_audience(resource, &self.base_url) {
+                principal.graph_roles.clone()
+            } else {
+                Vec::new()
+            },
         };
         let token = self
             .signer
@@ -78,19 +87,6 @@ impl Shared {
             .map_err(|e| SimAzureError::SigningKey(format!("signing an access token: {e}")))?;
         Ok((token, lifetime))
     }
-}
-
-/// Client credentials of a directory principal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCredentials {
-    /// Tenant (directory) ID.
-    pub tenant_id: String,
-    /// Application (client) ID.
-    pub client_id: String,
-    /// Client secret, when the principal has one.
-    pub client_secret: Option<String>,
-    /// Object ID of the service principal.
-    pub object_id: String,
 }
 
 /// Entry point: `SimAzure::start(config, seed)`.
@@ -103,22 +99,33 @@ impl SimAzure {
         let world = World::from_seed(&seed)?;
         let pki = tls::generate("lapse sim-azure")?;
         let signer = RsaSigner::generate()?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| SimAzureError::Bind { addr: config.bind, source })?;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| SimAzureError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
         let addr = listener
             .local_addr()
-            .map_err(|source| SimAzureError::Bind { addr: config.bind, source })?;
+            .map_err(|source| SimAzureError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         let base_url = format!("https://127.0.0.1:{}", addr.port());
         let federation = Federation::new(&pki.ca_pem, &config.trusted_ca_pems)?;
         let shared = Arc::new(Shared {
             throttle: Throttle::new(config.throttle),
-            faults: Faults::new(config.replication_window, config.propagation_delay),
+            audit: AuditLog::new(config.audit_capacity),
+            faults: Faults::new(
+                config.replication_window,
+                config.propagation_delay,
+                config.fic_propagation_delay,
+            ),
             config,
             world: Mutex::new(world),
             signer,
             federation,
-            audit: AuditLog::default(),
             base_url,
         });
         let handler_shared = shared.clone();
@@ -183,15 +190,26 @@ where
     (tx, task)
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let started = Instant::now();
     let time = Utc::now();
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let raw_query = parts.uri.query().map(str::to_owned);
     let query = raw_query
         .as_deref()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let req = Req {
         method: parts.method,
@@ -219,7 +237,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         tokio::time::sleep(latency + extra).await;
     }
     let mut principal = None;
-    let injected = actions.iter().find(|a| !matches!(a, FaultAction::Latency { .. }));
+    let injected = actions
+        .iter()
+        .find(|a| !matches!(a, FaultAction::Latency { .. }));
     let reply = match injected {
         Some(FaultAction::Drop) => {
             record(&shared, &req, time, started, None, 0, Some("ConnectionDropped".into()), &request_id);
@@ -252,7 +272,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     for (name, value) in &reply.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    record(&shared, &req, time, started, principal, reply.status.as_u16(), reply.error_code.clone(), &request_id);
+    record(
+        &shared,
+        &req,
+        time,
+        started,
+        principal,
+        reply.status.as_u16(),
+        reply.error_code.clone(),
+        &request_id,
+    );
     let response = builder
         .body(Full::new(reply.body.unwrap_or_default()))
         .unwrap_or_else(|e| {
@@ -289,161 +318,24 @@ fn record(
     });
 }
 
-async fn route(shared: &Arc<Shared>, req: &Req, request_id: &str, principal: &mut Option<String>) -> Reply {
+async fn route(
+    shared: &Arc<Shared>,
+    req: &Req,
+    request_id: &str,
+    principal: &mut Option<String>,
+) -> Reply {
     let segs = ids::segments(&req.path);
     match segs.as_slice() {
         ["admin", rest @ ..] => admin::handle(shared, req, rest, request_id),
-        [tenant, "oauth2", "v2.0", "token"] => entra::token(shared, req, tenant, request_id, principal).await,
-        [tenant, "v2.0", ".well-known", "openid-configuration"] => entra::discovery(shared, tenant, request_id),
+        [tenant, "oauth2", "v2.0", "token"] => {
+            entra::token(shared, req, tenant, request_id, principal).await
+        }
+        [tenant, "v2.0", ".well-known", "openid-configuration"] => {
+            entra::discovery(shared, tenant, request_id)
+        }
         [tenant, "discovery", "v2.0", "keys"] => entra::keys(shared, tenant, request_id),
         [_, "discovery", "instance"] => entra::instance_discovery(shared, req),
+        ["v1.0", rest @ ..] => graph::handle(shared, req, rest, request_id, principal),
         _ => arm::handle(shared, req, request_id, principal).await,
-    }
-}
-
-/// A running simulator. Dropping it stops accepting connections.
-#[derive(Debug)]
-pub struct SimAzureHandle {
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-    ca_pem: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl SimAzureHandle {
-    /// Base URL (`https://127.0.0.1:PORT`): authority host, ARM endpoint and Graph endpoint.
-    pub fn url(&self) -> &str {
-        &self.shared.base_url
-    }
-
-    /// Socket address served.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// PEM of the CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// The tenant ID.
-    pub fn tenant_id(&self) -> String {
-        lock(&self.shared.world).tenant_id.clone()
-    }
-
-    /// The first seeded subscription's ID.
-    pub fn subscription_id(&self) -> Option<String> {
-        lock(&self.shared.world).subscriptions.values().next().map(|s| s.id.clone())
-    }
-
-    /// Credentials of the principal with this display name, object ID or client ID.
-    pub fn credentials(&self, principal: &str) -> Option<ClientCredentials> {
-        let world = lock(&self.shared.world);
-        let p = world.find_principal(principal)?;
-        Some(ClientCredentials {
-            tenant_id: world.tenant_id.clone(),
-            client_id: p.app_id.clone()?,
-            client_secret: p.client_secret.clone(),
-            object_id: p.object_id.clone(),
-        })
-    }
-
-    /// Credentials of the first seeded principal with a client secret (the operator's).
-    pub fn operator_credentials(&self) -> Option<ClientCredentials> {
-        let name = {
-            let world = lock(&self.shared.world);
-            world.principals.values().find(|p| p.client_secret.is_some())?.object_id.clone()
-        };
-        self.credentials(&name)
-    }
-
-    /// ARM ID, principal ID and client ID of the user-assigned identity named `name`.
-    pub fn identity(&self, name: &str) -> Option<(String, String, String)> {
-        let world = lock(&self.shared.world);
-        world
-            .identities
-            .values()
-            .find(|i| i.name.eq_ignore_ascii_case(name))
-            .map(|i| (i.id(), i.principal_id.clone(), i.client_id.clone()))
-    }
-
-    /// Adds a directory principal now (subject to the replication window) and returns its
-    /// credentials; service principals get a fresh client secret.
-    pub fn create_principal(&self, display_name: &str, kind: PrincipalKind) -> ClientCredentials {
-        let mut world = lock(&self.shared.world);
-        let object_id = uuid::Uuid::new_v4().to_string();
-        let app_id = (kind == PrincipalKind::ServicePrincipal).then(|| uuid::Uuid::new_v4().to_string());
-        let secret = app_id.as_ref().map(|_| derived_guid("secret", &object_id));
-        world.principals.insert(
-            ids::key(&object_id),
-            Principal {
-                object_id: object_id.clone(),
-                app_id: app_id.clone(),
-                display_name: display_name.to_owned(),
-                kind,
-                client_secret: secret.clone(),
-                created: Some(Instant::now()),
-                identity_id: None,
-            },
-        );
-        ClientCredentials {
-            tenant_id: world.tenant_id.clone(),
-            client_id: app_id.unwrap_or_default(),
-            client_secret: secret,
-            object_id,
-        }
-    }
-
-    /// Signs an access token for the principal with this object ID, as the token endpoint would.
-    pub fn mint_access_token(&self, object_id: &str, audience: &str) -> Result<String, SimAzureError> {
-        let (principal, tenant) = {
-            let world = lock(&self.shared.world);
-            let p = world
-                .find_principal(object_id)
-                .cloned()
-                .ok_or_else(|| SimAzureError::seed("objectId", format!("no principal `{object_id}`")))?;
-            (p, world.tenant_id.clone())
-        };
-        Ok(self.shared.issue_token(&principal, &tenant, audience)?.0)
-    }
-
-    /// All live role assignments.
-    pub fn role_assignments(&self) -> Vec<RoleAssignmentView> {
-        lock(&self.shared.world).assignment_views()
-    }
-
-    /// The audit log.
-    pub fn audit(&self) -> AuditLog {
-        self.shared.audit.clone()
-    }
-
-    /// Fault injection and runtime delays.
-    pub fn faults(&self) -> Faults {
-        self.shared.faults.clone()
-    }
-
-    /// Writes `dir/azure.env` (shell-sourceable) and `dir/azure-ca.pem`. `oidc_issuer` is the
-    /// issuer the operator puts in FICs (sim-kube's).
-    pub fn write_env(&self, dir: &Path, oidc_issuer: &str) -> Result<(), SimAzureError> {
-        env::write(self, dir, oidc_issuer)
-    }
-
-    /// Stops accepting connections and waits for the accept loop to end.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ignored = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ignored = task.await;
-        }
-    }
-}
-
-impl Drop for SimAzureHandle {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ignored = stop.send(());
-        }
     }
 }

@@ -90,7 +90,11 @@ impl Throttle {
         let capacity = f64::from(limit.capacity);
         let mut buckets = lock(&self.buckets);
         let bucket = buckets
-            .entry((subscription.to_ascii_lowercase(), principal.to_ascii_lowercase(), kind))
+            .entry((
+                subscription.to_ascii_lowercase(),
+                principal.to_ascii_lowercase(),
+                kind,
+            ))
             .or_insert(Bucket {
                 tokens: capacity,
                 last: now,
@@ -104,7 +108,11 @@ impl Throttle {
             Draw::Allowed(bucket.tokens.floor() as u32)
         } else {
             let missing = 1.0 - bucket.tokens;
-            let secs = if limit.refill_per_sec > 0.0 { (missing / limit.refill_per_sec).ceil() } else { 3600.0 };
+            let secs = if limit.refill_per_sec > 0.0 {
+                (missing / limit.refill_per_sec).ceil()
+            } else {
+                3600.0
+            };
             Draw::Throttled((secs as u64).max(1))
         }
     }
@@ -117,10 +125,12 @@ mod tests {
 
     #[test]
     fn bucket_counts_down_then_refills() {
-        let mut cfg = ThrottleConfig::default();
-        cfg.writes = ThrottleLimit {
-            capacity: 3,
-            refill_per_sec: 1.0,
+        let cfg = ThrottleConfig {
+            writes: ThrottleLimit {
+                capacity: 3,
+                refill_per_sec: 1.0,
+            },
+            ..ThrottleConfig::default()
         };
         let t = Throttle::new(cfg);
         let now = Instant::now();
@@ -131,6 +141,9 @@ mod tests {
         // Other principals and kinds have their own buckets.
         assert_eq!(t.draw("s", "q", OpKind::Write, now), Draw::Allowed(2));
         assert_eq!(t.draw("s", "p", OpKind::Read, now), Draw::Allowed(249));
-        assert_eq!(t.draw("s", "p", OpKind::Write, now + Duration::from_secs(1)), Draw::Allowed(0));
+        assert_eq!(
+            t.draw("s", "p", OpKind::Write, now + Duration::from_secs(1)),
+            Draw::Allowed(0)
+        );
     }
 }

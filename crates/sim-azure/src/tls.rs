@@ -25,15 +25,20 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> SimAzureError {
 /// Generates a CA named `name` and a server certificate for loopback.
 pub(crate) fn generate(name: &str) -> Result<Pki, SimAzureError> {
     let ca_key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA params", e))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA params", e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("{name} CA"));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| tls_err("CA certificate", e))?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| tls_err("CA certificate", e))?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let leaf_key = KeyPair::generate().map_err(|e| tls_err("server key", e))?;
@@ -41,8 +46,13 @@ pub(crate) fn generate(name: &str) -> Result<Pki, SimAzureError> {
         .map_err(|e| tls_err("server params", e))?;
     leaf.distinguished_name.push(DnType::CommonName, name);
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(|e| tls_err("server certificate", e))?;
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .map_err(|e| tls_err("server certificate", e))?;
 
     // Explicit provider: the workspace enables both ring and aws-lc-rs in rustls, so the
     // process default cannot be inferred from features.

@@ -25,7 +25,9 @@ pub(crate) struct RsaSigner {
 
 impl std::fmt::Debug for RsaSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RsaSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("RsaSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,7 +68,10 @@ impl RsaSigner {
     }
 
     /// Verifies signature and expiry (no audience check: callers check it).
-    pub fn verify<T: for<'de> Deserialize<'de>>(&self, token: &str) -> Result<T, jsonwebtoken::errors::Error> {
+    pub fn verify<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+    ) -> Result<T, jsonwebtoken::errors::Error> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.validate_aud = false;
         validation.leeway = 0;
@@ -90,4 +95,7 @@ pub(crate) struct AccessClaims {
     pub idtyp: String,
     pub ver: String,
     pub uti: String,
+    /// Application permissions for the resource (Microsoft Graph tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }

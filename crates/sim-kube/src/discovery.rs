@@ -71,7 +71,10 @@ pub fn api_group_doc(types: &[ResourceType], group: &str) -> Option<Value> {
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for t in types.iter().filter(|t| t.group == group && t.version == version) {
+    for t in types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
         let mut r = json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
             "kind": t.kind, "verbs": t.verbs(),
@@ -84,8 +87,10 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
         }
         resources.push(r);
         if t.has_status {
-            resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "",
-                "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/status", t.plural), "singularName": "",
+                "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
         if t.group.is_empty() && t.plural == "serviceaccounts" {
             resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
@@ -95,8 +100,14 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn discovery_resource(t: &ResourceType) -> Value {
@@ -167,4 +178,48 @@ pub fn aggregated(types: &[ResourceType], legacy: bool, api_version: &str) -> Va
         })
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::builtins;
+
+    #[test]
+    fn resource_lists_carry_what_kubectl_needs() {
+        let types = builtins();
+        let core = resource_list(&types, "", "v1").unwrap();
+        let ns = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "namespaces")
+            .unwrap();
+        assert_eq!(
+            (ns["namespaced"].clone(), ns["kind"].clone()),
+            (json!(false), json!("Namespace"))
+        );
+        assert_eq!(ns["shortNames"], json!(["ns"]));
+        assert!(
+            core["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "namespaces/status")
+        );
+        let agg = aggregated(&types, false, "apidiscovery.k8s.io/v2");
+        let apps = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = &apps["versions"][0]["resources"][0];
+        assert_eq!(
+            (deploy["resource"].clone(), deploy["scope"].clone()),
+            (json!("deployments"), json!("Namespaced"))
+        );
+        assert_eq!(deploy["categories"], json!(["all"]));
+        assert!(resource_list(&types, "nope.dev", "v1").is_none());
+    }
 }

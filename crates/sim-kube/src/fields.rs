@@ -51,7 +51,11 @@ impl Shape<'_> {
             Some("map") => ListType::Map(
                 s["x-kubernetes-list-map-keys"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
             _ => ListType::Atomic,
@@ -72,7 +76,7 @@ fn tracked(path: &[String]) -> bool {
     match path {
         [] => true,
         [first, ..] if first == "f:apiVersion" || first == "f:kind" => false,
-        [first] if first == "f:metadata" => true,
+        [first] if first == "f:metadata" => false,
         [first, second, ..] if first == "f:metadata" => matches!(
             second.as_str(),
             "f:labels" | "f:annotations" | "f:finalizers" | "f:ownerReferences"
@@ -101,9 +105,7 @@ fn walk<'a>(
             for (k, child) in m {
                 names.push(k);
                 path.push(format!("f:{k}"));
-                if tracked(path) {
-                    walk(child, shape, names, path, out);
-                }
+                walk(child, shape, names, path, out);
                 path.pop();
                 names.pop();
             }
@@ -238,7 +240,9 @@ pub fn apply_merge(target: &mut Value, applied: &Value, shape: Shape<'_>, names:
                     if let Value::Array(cur) = t {
                         for i in items {
                             let key = item_key(i, &keys);
-                            let pos = cur.iter().position(|c| key.is_some() && item_key(c, &keys) == key);
+                            let pos = cur
+                                .iter()
+                                .position(|c| key.is_some() && item_key(c, &keys) == key);
                             match pos {
                                 Some(p) => apply_merge(&mut cur[p], i, shape, names),
                                 None => cur.push(i.clone()),
@@ -335,6 +339,9 @@ pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
             v
         })
         .collect();
+    if obj.is_object() && !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if list.is_empty() {
             meta.remove("managedFields");
@@ -364,7 +371,8 @@ pub fn record_update(
         .cloned()
         .collect();
     for e in &mut entries {
-        e.fields.retain(|p| new_leaves.contains(p) && !changed.contains(p));
+        e.fields
+            .retain(|p| new_leaves.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
         let idx = entries.iter().position(|e| {
@@ -441,7 +449,8 @@ pub fn server_side_apply(
 ) -> Result<Value, Vec<Conflict>> {
     let mut entries = read_entries(current);
     let applied_set = leaves(applied, shape);
-    let is_me = |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
+    let is_me =
+        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
 
     let mut conflicts = Vec::new();
     for e in entries.iter().filter(|e| !is_me(e)) {
@@ -481,7 +490,8 @@ pub fn server_side_apply(
         .map(|p| (p.clone(), value_at(current, p) != value_at(applied, p)))
         .collect();
     for e in entries.iter_mut().filter(|e| !is_me(e)) {
-        e.fields.retain(|p| !changed.get(p).copied().unwrap_or(false));
+        e.fields
+            .retain(|p| !changed.get(p).copied().unwrap_or(false));
     }
     entries.retain(|e| !is_me(e));
     entries.push(Entry {
@@ -502,14 +512,34 @@ mod tests {
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
-    fn apply(cur: &Value, applied: Value, manager: &str, force: bool) -> Result<Value, Vec<Conflict>> {
-        server_side_apply(cur, &applied, manager, "", "v1", NOW, force, Shape { schema: None })
+    fn apply(
+        cur: &Value,
+        applied: Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value, Vec<Conflict>> {
+        server_side_apply(
+            cur,
+            &applied,
+            manager,
+            "",
+            "v1",
+            NOW,
+            force,
+            Shape { schema: None },
+        )
     }
 
     #[test]
     fn apply_conflicts_with_other_manager_unless_same_value_or_forced() {
         let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
-        let a = apply(&base, json!({"metadata": {"name": "c"}, "data": {"k": "1"}}), "alice", false).unwrap();
+        let a = apply(
+            &base,
+            json!({"metadata": {"name": "c"}, "data": {"k": "1"}}),
+            "alice",
+            false,
+        )
+        .unwrap();
         // Same value: shared ownership, no conflict.
         let b = apply(&a, json!({"data": {"k": "1"}}), "bob", false).unwrap();
         let owners: Vec<_> = read_entries(&b).into_iter().map(|e| e.manager).collect();
@@ -539,7 +569,15 @@ mod tests {
         let old = apply(&json!({}), json!({"data": {"k": "1"}}), "alice", false).unwrap();
         let mut new = old.clone();
         new["data"]["k"] = json!("9");
-        record_update(&old, &mut new, "kubectl-edit", "", "v1", NOW, Shape { schema: None });
+        record_update(
+            &old,
+            &mut new,
+            "kubectl-edit",
+            "",
+            "v1",
+            NOW,
+            Shape { schema: None },
+        );
         let err = apply(&new, json!({"data": {"k": "1"}}), "alice", false).unwrap_err();
         assert_eq!(err[0].manager, "kubectl-edit");
     }
@@ -550,9 +588,28 @@ mod tests {
             "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
                 "items": {"type": "object"}}}}}});
         let v = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        let set = leaves(&v, Shape { schema: Some(&schema) });
-        let want: FieldSet = [vec!["f:status".to_owned(), "f:conditions".to_owned(), "k:{\"type\":\"Ready\"}".to_owned(), "f:status".to_owned()],
-            vec!["f:status".to_owned(), "f:conditions".to_owned(), "k:{\"type\":\"Ready\"}".to_owned(), "f:type".to_owned()]].into_iter().collect();
+        let set = leaves(
+            &v,
+            Shape {
+                schema: Some(&schema),
+            },
+        );
+        let want: FieldSet = [
+            vec![
+                "f:status".to_owned(),
+                "f:conditions".to_owned(),
+                "k:{\"type\":\"Ready\"}".to_owned(),
+                "f:status".to_owned(),
+            ],
+            vec![
+                "f:status".to_owned(),
+                "f:conditions".to_owned(),
+                "k:{\"type\":\"Ready\"}".to_owned(),
+                "f:type".to_owned(),
+            ],
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(set, want);
         assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
     }

@@ -22,28 +22,32 @@ fn gv_path(t: &ResourceType) -> String {
 
 /// Reverse-DNS schema name, as the real server names CRD schemas (`dev.lapse.v1alpha1.AccessGrant`).
 fn schema_name(t: &ResourceType) -> String {
-    let group: Vec<&str> = if t.group.is_empty() { vec!["io", "k8s", "api", "core"] } else { t.group.split('.').rev().collect() };
+    let group: Vec<&str> = if t.group.is_empty() {
+        vec!["io", "k8s", "api", "core"]
+    } else {
+        t.group.split('.').rev().collect()
+    };
     format!("{}.{}.{}", group.join("."), t.version, t.kind)
 }
 
 fn object_meta_schema() -> Value {
     let s = |d: &str| json!({"type": "string", "description": d});
     json!({"type": "object", "description": "ObjectMeta is metadata that all persisted resources must have.",
-        "properties": {
-            "name": s("Name must be unique within a namespace."),
-            "generateName": s("An optional prefix used by the server to generate a unique name."),
-            "namespace": s("Namespace defines the space within which each name must be unique."),
-            "uid": s("UID is the unique in time and space value for this object."),
-            "resourceVersion": s("An opaque value that represents the internal version of this object."),
-            "generation": {"type": "integer", "format": "int64", "description": "A sequence number representing a specific generation of the desired state."},
-            "creationTimestamp": s("CreationTimestamp is a timestamp representing the server time when this object was created."),
-            "deletionTimestamp": s("DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted."),
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Map of string keys and values that can be used to organize and categorize objects."},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations is an unstructured key value map."},
-            "finalizers": {"type": "array", "items": {"type": "string"}, "description": "Must be empty before the object is deleted from the registry."},
-            "ownerReferences": {"type": "array", "items": {"type": "object"}, "description": "List of objects depended by this object."},
-            "managedFields": {"type": "array", "items": {"type": "object"}, "description": "ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow."},
-        }})
+    "properties": {
+        "name": s("Name must be unique within a namespace."),
+        "generateName": s("An optional prefix used by the server to generate a unique name."),
+        "namespace": s("Namespace defines the space within which each name must be unique."),
+        "uid": s("UID is the unique in time and space value for this object."),
+        "resourceVersion": s("An opaque value that represents the internal version of this object."),
+        "generation": {"type": "integer", "format": "int64", "description": "A sequence number representing a specific generation of the desired state."},
+        "creationTimestamp": s("CreationTimestamp is a timestamp representing the server time when this object was created."),
+        "deletionTimestamp": s("DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted."),
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Map of string keys and values that can be used to organize and categorize objects."},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations is an unstructured key value map."},
+        "finalizers": {"type": "array", "items": {"type": "string"}, "description": "Must be empty before the object is deleted from the registry."},
+        "ownerReferences": {"type": "array", "items": {"type": "object"}, "description": "List of objects depended by this object."},
+        "managedFields": {"type": "array", "items": {"type": "object"}, "description": "ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow."},
+    }})
 }
 
 fn gvk(t: &ResourceType) -> Value {
@@ -52,13 +56,19 @@ fn gvk(t: &ResourceType) -> Value {
 
 /// The OpenAPI v3 document of one group-version.
 pub fn gv_doc(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
-    let ts: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).collect();
+    let ts: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
     if ts.is_empty() {
         return None;
     }
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".to_owned(), object_meta_schema());
+    schemas.insert(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".to_owned(),
+        object_meta_schema(),
+    );
     let params = json!([
         {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
         {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
@@ -74,10 +84,12 @@ pub fn gv_doc(types: &[ResourceType], group: &str, version: &str) -> Option<Valu
         };
         let name = schema_name(t);
         let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}}});
-        let op = |action: &str| json!({
-            "operationId": format!("{action}{}", t.kind), "parameters": params,
-            "responses": ok, "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk(t)[0],
-        });
+        let op = |action: &str| {
+            json!({
+                "operationId": format!("{action}{}", t.kind), "parameters": params,
+                "responses": ok, "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk(t)[0],
+            })
+        };
         paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
         if let Some(schema) = &t.schema {
             let mut s = schema.clone();
@@ -115,7 +127,10 @@ pub fn v3_root(state: &State) -> Response<Body> {
         }
         seen.push(p.clone());
         if let Some(doc) = gv_doc(&store.types, &t.group, &t.version) {
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+            );
         }
     }
     json_response(200, &json!({"paths": paths}))
@@ -159,12 +174,19 @@ pub fn v2(_state: &State, req: &Req) -> Response<Body> {
         let mut doc = Vec::new();
         pb_field(0x0a, b"2.0", &mut doc);
         pb_field(0x12, &info, &mut doc);
-        let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(http_body_util::Full::new(bytes::Bytes::from(doc))));
+        let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
+            http_body_util::Full::new(bytes::Bytes::from(doc)),
+        ));
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+            hyper::header::HeaderValue::from_static(
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            ),
         );
         return resp;
     }
-    json_response(200, &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}}))
+    json_response(
+        200,
+        &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}}),
+    )
 }

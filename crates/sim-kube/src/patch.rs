@@ -25,12 +25,26 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// RFC 6902.
+/// RFC 6902. As in the real server, a `test` for `null` passes when the path is absent
+/// (kube-rs's finalizer helper relies on this).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let p: json_patch::Patch = serde_json::from_value(patch.clone())
+    let mut ops = patch.as_array().cloned().unwrap_or_default();
+    ops.retain(|op| {
+        let absent_null_test = op["op"] == "test"
+            && op["value"].is_null()
+            && op["path"]
+                .as_str()
+                .is_some_and(|p| target.pointer(p).is_none());
+        !absent_null_test
+    });
+    let p: json_patch::Patch = serde_json::from_value(Value::Array(ops))
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     json_patch::patch(target, &p).map_err(|e| {
-        ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
     })
 }
 
@@ -38,8 +52,13 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
 /// (from the Kubernetes Go types' `patchMergeKey` tags).
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "secrets" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "secrets" => "name",
         "ports" => "containerPort",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
@@ -156,18 +175,37 @@ mod tests {
     fn strategic_merge_merges_containers_by_name_and_finalizers_as_set() {
         let mut t = json!({"metadata": {"finalizers": ["a"]},
             "spec": {"containers": [{"name": "x", "image": "1"}, {"name": "y", "image": "1"}]}});
-        strategic_merge_patch(&mut t, &json!({
+        strategic_merge_patch(
+            &mut t,
+            &json!({
             "metadata": {"finalizers": ["b"]},
             "spec": {"$setElementOrder/containers": [{"name": "x"}],
-                     "containers": [{"name": "x", "image": "2"}, {"name": "y", "$patch": "delete"}]}}));
-        assert_eq!(t, json!({"metadata": {"finalizers": ["a", "b"]},
-            "spec": {"containers": [{"name": "x", "image": "2"}]}}));
+                     "containers": [{"name": "x", "image": "2"}, {"name": "y", "$patch": "delete"}]}}),
+        );
+        assert_eq!(
+            t,
+            json!({"metadata": {"finalizers": ["a", "b"]},
+            "spec": {"containers": [{"name": "x", "image": "2"}]}})
+        );
+    }
+
+    #[test]
+    fn json_patch_test_null_passes_for_absent_path() {
+        let mut t = json!({"metadata": {}});
+        json_patch(
+            &mut t,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]),
+        )
+        .unwrap();
+        assert_eq!(t, json!({"metadata": {"finalizers": ["f"]}}));
     }
 
     #[test]
     fn json_patch_test_failure_is_rejected() {
         let mut t = json!({"a": 1});
-        let err = json_patch(&mut t, &json!([{"op": "test", "path": "/a", "value": 2}])).unwrap_err();
+        let err =
+            json_patch(&mut t, &json!([{"op": "test", "path": "/a", "value": 2}])).unwrap_err();
         assert_eq!(err.code, 422);
     }
 }

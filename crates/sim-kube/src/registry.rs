@@ -49,6 +49,10 @@ pub struct ResourceType {
     pub crd: Option<String>,
     /// The version objects are stored in (CRDs: the `storage: true` version).
     pub storage_version: String,
+    /// Review-style resources (TokenReview, SubjectAccessReview) that only accept `create`.
+    pub create_only: bool,
+    /// The group whose storage holds the objects (events.k8s.io Events live with core Events).
+    pub storage_group: String,
 }
 
 impl ResourceType {
@@ -59,10 +63,10 @@ impl ResourceType {
             format!("{}/{}", self.group, self.version)
         }
     }
-    pub fn group_version(&self) -> String {
-        self.api_version()
-    }
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -104,42 +108,240 @@ fn builtin(
         schema: None,
         crd: None,
         storage_version: version.to_owned(),
+        create_only: false,
+        storage_group: group.to_owned(),
     }
 }
 
 /// The built-in kinds, with the printer columns kubectl shows for them.
 pub fn builtins() -> Vec<ResourceType> {
     let c = Column::new;
-    vec![
-        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], &[], true, false,
-            vec![c("Status", "string", ".status.phase", 0)]),
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &[], false, false, vec![]),
-        builtin("", "v1", "Secret", "secrets", true, &[], &[], false, false,
-            vec![c("Type", "string", ".type", 0)]),
-        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], false, false, vec![]),
-        builtin("", "v1", "Event", "events", true, &["ev"], &[], false, false,
-            vec![c("Type", "string", ".type", 0), c("Reason", "string", ".reason", 0),
-                 c("Object", "string", ".involvedObject.name", 0), c("Message", "string", ".message", 0)]),
-        builtin("", "v1", "Service", "services", true, &["svc"], &["all"], true, false,
-            vec![c("Type", "string", ".spec.type", 0), c("Cluster-IP", "string", ".spec.clusterIP", 0)]),
-        builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[], false, false,
-            vec![c("Type", "string", ".type", 0), c("Reason", "string", ".reason", 0),
-                 c("Object", "string", ".regarding.name", 0), c("Note", "string", ".note", 0)]),
-        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[], false, false,
-            vec![c("Holder", "string", ".spec.holderIdentity", 0)]),
-        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["all"], true, true,
-            vec![c("Up-to-date", "integer", ".status.updatedReplicas", 0),
-                 c("Available", "integer", ".status.availableReplicas", 0)]),
-        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], &[], false, false, vec![]),
-        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], &[], false, false,
-            vec![c("Role", "string", ".roleRef.name", 0)]),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], &[], false, false, vec![]),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], &[], false, false,
-            vec![c("Role", "string", ".roleRef.name", 0)]),
-        builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false,
-            &["crd", "crds"], &["api-extensions"], true, true,
-            vec![c("Created At", "date", ".metadata.creationTimestamp", 0)]),
-    ]
+    let review = |group: &str, kind: &str, plural: &str| ResourceType {
+        create_only: true,
+        ..builtin(
+            group,
+            "v1",
+            kind,
+            plural,
+            false,
+            &[],
+            &[],
+            false,
+            false,
+            vec![],
+        )
+    };
+    let mut types = vec![
+        builtin(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            false,
+            &["ns"],
+            &[],
+            true,
+            false,
+            vec![c("Status", "string", ".status.phase", 0)],
+        ),
+        builtin(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            &["sa"],
+            &[],
+            false,
+            false,
+            vec![c("Secrets", "string", "#secrets", 0)],
+        ),
+        builtin(
+            "",
+            "v1",
+            "Secret",
+            "secrets",
+            true,
+            &[],
+            &[],
+            false,
+            false,
+            vec![
+                c("Type", "string", ".type", 0),
+                c("Data", "string", "#data", 0),
+            ],
+        ),
+        builtin(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            true,
+            &["cm"],
+            &[],
+            false,
+            false,
+            vec![c("Data", "string", "#data", 0)],
+        ),
+        builtin(
+            "",
+            "v1",
+            "Event",
+            "events",
+            true,
+            &["ev"],
+            &[],
+            false,
+            false,
+            vec![
+                c("Type", "string", ".type", 0),
+                c("Reason", "string", ".reason", 0),
+                c("Object", "string", ".involvedObject.name", 0),
+                c("Message", "string", ".message", 0),
+            ],
+        ),
+        builtin(
+            "",
+            "v1",
+            "Service",
+            "services",
+            true,
+            &["svc"],
+            &["all"],
+            true,
+            false,
+            vec![
+                c("Type", "string", ".spec.type", 0),
+                c("Cluster-IP", "string", ".spec.clusterIP", 0),
+                c("Port(s)", "string", "#ports", 0),
+            ],
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            true,
+            &["ev"],
+            &[],
+            false,
+            false,
+            vec![
+                c("Type", "string", ".type", 0),
+                c("Reason", "string", ".reason", 0),
+                c("Object", "string", ".regarding.name", 0),
+                c("Note", "string", ".note", 0),
+            ],
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            &[],
+            &[],
+            false,
+            false,
+            vec![c("Holder", "string", ".spec.holderIdentity", 0)],
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            true,
+            &["deploy"],
+            &["all"],
+            true,
+            true,
+            vec![
+                c("Ready", "string", "#ready", 0),
+                c("Up-to-date", "integer", ".status.updatedReplicas", 0),
+                c("Available", "integer", ".status.availableReplicas", 0),
+            ],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            &[],
+            &[],
+            false,
+            false,
+            vec![],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[],
+            &[],
+            false,
+            false,
+            vec![c("Role", "string", "#roleref", 0)],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[],
+            &[],
+            false,
+            false,
+            vec![],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[],
+            &[],
+            false,
+            false,
+            vec![c("Role", "string", "#roleref", 0)],
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            &["crd", "crds"],
+            &["api-extensions"],
+            true,
+            true,
+            vec![c("Created At", "date", ".metadata.creationTimestamp", 0)],
+        ),
+    ];
+    // events.k8s.io/v1 Events are the core Events, in another shape (see `events`).
+    for t in types.iter_mut().filter(|t| t.group == "events.k8s.io") {
+        t.storage_group = String::new();
+    }
+    types.push(review(
+        "authentication.k8s.io",
+        "TokenReview",
+        "tokenreviews",
+    ));
+    types.push(review(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+    ));
+    types.push(review(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+    ));
+    types
 }
 
 /// Builds the served types of a CRD object (one per served version).
@@ -150,7 +352,11 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let names = &spec["names"];
     let strs = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let kind = names["kind"].as_str().unwrap_or_default();
@@ -202,6 +408,8 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                     .then(|| v["schema"]["openAPIV3Schema"].clone()),
                 crd: Some(name.to_owned()),
                 storage_version: storage_version.clone(),
+                create_only: false,
+                storage_group: group.to_owned(),
             }
         })
         .collect()

@@ -1,14 +1,32 @@
 //! Custom resource admission: pruning, defaulting, structural-schema validation and CEL rules,
 //! in the order the real API server applies them (prune, default, validate).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
+
+use kube::core::cel::CompiledSchema;
 use serde_json::{Map, Value};
 
 use crate::status::Cause;
 
 const OBJECT_META_FIELDS: &[&str] = &[
-    "name", "generateName", "namespace", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
-    "annotations", "ownerReferences", "finalizers", "managedFields", "selfLink",
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+    "selfLink",
 ];
 
 /// Removes fields the schema does not know (and nulls of non-nullable fields); returns the
@@ -81,10 +99,13 @@ fn prune(schema: &Value, v: &mut Value, path: &str, pruned: &mut Vec<String>) {
                     }
                 } else if let Some(s) = addl {
                     prune(s, child, &child_path, pruned);
-                } else if !preserve
-                    && !(schema["x-kubernetes-embedded-resource"] == Value::Bool(true)
-                        && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                {
+                } else {
+                    let embedded_meta = schema["x-kubernetes-embedded-resource"]
+                        == Value::Bool(true)
+                        && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
+                    if preserve || embedded_meta {
+                        continue;
+                    }
                     remove.push(k.clone());
                     pruned.push(child_path);
                 }
@@ -145,11 +166,15 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
     if let Some(want) = schema["type"].as_str() {
         let have = type_name(v);
         let ok = have == want || (want == "number" && have == "integer");
-        if !ok && !(int_or_string && matches!(have, "integer" | "string")) {
+        let int_or_string_ok = int_or_string && matches!(have, "integer" | "string");
+        if !ok && !int_or_string_ok {
             out.push(cause(
                 "FieldValueTypeInvalid",
                 path,
-                format!("Invalid value: {}: {path} in body must be of type {want}: \"{have}\"", shown(v)),
+                format!(
+                    "Invalid value: {}: {path} in body must be of type {want}: \"{have}\"",
+                    shown(v)
+                ),
             ));
             return;
         }
@@ -161,7 +186,11 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         out.push(cause(
             "FieldValueNotSupported",
             path,
-            format!("Unsupported value: {}: supported values: {}", shown(v), list.join(", ")),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                shown(v),
+                list.join(", ")
+            ),
         ));
     }
     match v {
@@ -170,20 +199,40 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             if let Some(max) = schema["maxLength"].as_u64()
                 && len > max
             {
-                out.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+                out.push(cause(
+                    "FieldValueTooLong",
+                    path,
+                    format!("Too long: may not be more than {max} bytes"),
+                ));
             }
             if let Some(min) = schema["minLength"].as_u64()
                 && len < min
             {
-                out.push(cause("FieldValueInvalid", path,
-                    format!("Invalid value: {}: {path} in body should be at least {min} chars long", shown(v))));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should be at least {min} chars long",
+                        shown(v)
+                    ),
+                ));
             }
             if let Some(p) = schema["pattern"].as_str() {
-                match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(s) => out.push(cause("FieldValueInvalid", path,
-                        format!("Invalid value: {}: {path} in body should match '{p}'", shown(v)))),
+                match pattern(p) {
+                    Ok(re) if !re.is_match(s) => out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should match '{p}'",
+                            shown(v)
+                        ),
+                    )),
                     Ok(_) => {}
-                    Err(e) => out.push(cause("FieldValueInvalid", path, format!("schema pattern {p:?} does not compile: {e}"))),
+                    Err(e) => out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("schema pattern {p:?} does not compile: {e}"),
+                    )),
                 }
             }
         }
@@ -194,16 +243,38 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             if let Some(min) = schema["minimum"].as_f64()
                 && (x < min || (excl_min && x == min))
             {
-                let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                out.push(cause("FieldValueInvalid", path,
-                    format!("Invalid value: {}: {path} in body should be {rel} {}", shown(v), schema["minimum"])));
+                let rel = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should be {rel} {}",
+                        shown(v),
+                        schema["minimum"]
+                    ),
+                ));
             }
             if let Some(max) = schema["maximum"].as_f64()
                 && (x > max || (excl_max && x == max))
             {
-                let rel = if excl_max { "less than" } else { "less than or equal to" };
-                out.push(cause("FieldValueInvalid", path,
-                    format!("Invalid value: {}: {path} in body should be {rel} {}", shown(v), schema["maximum"])));
+                let rel = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should be {rel} {}",
+                        shown(v),
+                        schema["maximum"]
+                    ),
+                ));
             }
         }
         Value::Array(items) => {
@@ -211,18 +282,29 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             if let Some(max) = schema["maxItems"].as_u64()
                 && n > max
             {
-                out.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
+                out.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
             if let Some(min) = schema["minItems"].as_u64()
                 && n < min
             {
-                out.push(cause("FieldValueInvalid", path,
-                    format!("Invalid value: {n}: {path} in body should have at least {min} items")));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+                ));
             }
             if schema["x-kubernetes-list-type"] == "set" {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {
-                        out.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", shown(item))));
+                        out.push(cause(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!("Duplicate value: {}", shown(item)),
+                        ));
                     }
                 }
             }
@@ -234,7 +316,11 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             if let Some(req) = schema["required"].as_array() {
                 for r in req.iter().filter_map(Value::as_str) {
                     if m.get(r).is_none_or(Value::is_null) {
-                        out.push(cause("FieldValueRequired", &join(path, r), "Required value".to_owned()));
+                        out.push(cause(
+                            "FieldValueRequired",
+                            &join(path, r),
+                            "Required value".to_owned(),
+                        ));
                     }
                 }
             }
@@ -242,13 +328,22 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             if let Some(max) = schema["maxProperties"].as_u64()
                 && n > max
             {
-                out.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
+                out.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
             if let Some(min) = schema["minProperties"].as_u64()
                 && n < min
             {
-                out.push(cause("FieldValueInvalid", path,
-                    format!("Invalid value: {n}: {path} in body should have at least {min} properties")));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {n}: {path} in body should have at least {min} properties"
+                    ),
+                ));
             }
             let props = schema["properties"].as_object();
             for (k, child) in m {
@@ -265,7 +360,11 @@ pub fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
 }
 
 fn join(path: &str, k: &str) -> String {
-    if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") }
+    if path.is_empty() {
+        k.to_owned()
+    } else {
+        format!("{path}.{k}")
+    }
 }
 
 /// `allOf`, `anyOf`, `oneOf` and `not` (in structural schemas these carry only value checks).
@@ -283,39 +382,113 @@ fn validate_combinators(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cau
     if let Some(any) = schema["anyOf"].as_array()
         && !any.iter().any(passes)
     {
-        out.push(cause("FieldValueInvalid", path,
-            format!("Invalid value: {}: {path} in body must match at least one schema in anyOf", shown(v))));
+        out.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must match at least one schema in anyOf",
+                shown(v)
+            ),
+        ));
     }
     if let Some(one) = schema["oneOf"].as_array() {
         let n = one.iter().filter(|s| passes(s)).count();
         if n != 1 {
-            out.push(cause("FieldValueInvalid", path,
-                format!("Invalid value: {}: {path} in body must match exactly one schema in oneOf", shown(v))));
+            out.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {}: {path} in body must match exactly one schema in oneOf",
+                    shown(v)
+                ),
+            ));
         }
     }
     if schema["not"].is_object() && passes(&schema["not"]) {
-        out.push(cause("FieldValueInvalid", path,
-            format!("Invalid value: {}: {path} in body must not match the schema in not", shown(v))));
+        out.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must not match the schema in not",
+                shown(v)
+            ),
+        ));
     }
+}
+
+thread_local! {
+    static PATTERNS: RefCell<HashMap<String, Result<regex::Regex, String>>> = RefCell::new(HashMap::new());
+}
+
+/// Compiled schema `pattern`s, cached: compiling a regex costs far more than matching it.
+fn pattern(p: &str) -> Result<regex::Regex, String> {
+    PATTERNS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 1024 {
+            c.clear();
+        }
+        c.entry(p.to_owned())
+            .or_insert_with(|| regex::Regex::new(p).map_err(|e| e.to_string()))
+            .clone()
+    })
+}
+
+thread_local! {
+    /// Compiled CEL programs per schema: compiling on every request dominated admission time.
+    static COMPILED: RefCell<HashMap<u64, Rc<CompiledSchema>>> = RefCell::new(HashMap::new());
+}
+
+fn compiled(schema: &Value) -> Rc<CompiledSchema> {
+    let mut h = DefaultHasher::new();
+    schema.to_string().hash(&mut h);
+    let key = h.finish();
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 256 {
+            c.clear();
+        }
+        c.entry(key)
+            .or_insert_with(|| Rc::new(kube::core::cel::compile_schema(schema)))
+            .clone()
+    })
 }
 
 /// Runs the CEL `x-kubernetes-validations` rules; transition rules see `old` on updates.
 pub fn validate_cel(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let validator = kube::core::cel::Validator::new();
-    match validator.validate(schema, obj, old) {
+    let program = compiled(schema);
+    match kube::core::cel::validate_compiled(&program, obj, old) {
         Ok(()) => Vec::new(),
         Err(errors) => errors
             .iter()
             .map(|e| {
                 let field = e.field_path.trim_start_matches('.').to_owned();
-                let at = if field.is_empty() { Value::Null } else { cel_value_at(obj, &field) };
-                let (reason, message) = match e.reason.as_deref() {
-                    Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {}", e.message)),
-                    Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {}", e.message)),
-                    Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {}", e.message)),
-                    _ => ("FieldValueInvalid", format!("Invalid value: {}: {}", shown(&at), e.message)),
+                let at = if field.is_empty() {
+                    Value::Null
+                } else {
+                    cel_value_at(obj, &field)
                 };
-                Cause { reason: reason.to_owned(), message, field }
+                let (reason, message) = match e.reason.as_deref() {
+                    Some("FieldValueForbidden") => {
+                        ("FieldValueForbidden", format!("Forbidden: {}", e.message))
+                    }
+                    Some("FieldValueRequired") => (
+                        "FieldValueRequired",
+                        format!("Required value: {}", e.message),
+                    ),
+                    Some("FieldValueDuplicate") => (
+                        "FieldValueDuplicate",
+                        format!("Duplicate value: {}", e.message),
+                    ),
+                    _ => (
+                        "FieldValueInvalid",
+                        format!("Invalid value: {}: {}", shown(&at), e.message),
+                    ),
+                };
+                Cause {
+                    reason: reason.to_owned(),
+                    message,
+                    field,
+                }
             })
             .collect(),
     }
@@ -333,12 +506,20 @@ fn cel_value_at(obj: &Value, dotted: &str) -> Value {
             cur = &cur[i];
         }
     }
-    if cur.is_null() { Value::Object(Map::new()) } else { cur.clone() }
+    if cur.is_null() {
+        Value::Object(Map::new())
+    } else {
+        cur.clone()
+    }
 }
 
 /// Full admission of a custom resource: prune, default, validate (schema, then CEL).
 /// Returns the admitted object and the pruned field paths, or the validation causes.
-pub fn admit(schema: &Value, mut obj: Value, old: Option<&Value>) -> Result<(Value, Vec<String>), Vec<Cause>> {
+pub fn admit(
+    schema: &Value,
+    mut obj: Value,
+    old: Option<&Value>,
+) -> Result<(Value, Vec<String>), Vec<Cause>> {
     let pruned = prune_root(schema, &mut obj);
     let obj = default(schema, &obj);
     let mut causes = Vec::new();
@@ -361,7 +542,11 @@ pub fn admit(schema: &Value, mut obj: Value, old: Option<&Value>) -> Result<(Val
     if causes.is_empty() {
         causes = validate_cel(schema, &obj, old);
     }
-    if causes.is_empty() { Ok((obj, pruned)) } else { Err(causes) }
+    if causes.is_empty() {
+        Ok((obj, pruned))
+    } else {
+        Err(causes)
+    }
 }
 
 #[cfg(test)]
@@ -385,7 +570,10 @@ mod tests {
     fn errors(obj: Value, old: Option<&Value>) -> Vec<String> {
         match admit(&schema(), obj, old) {
             Ok(_) => vec![],
-            Err(c) => c.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect(),
+            Err(c) => c
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect(),
         }
     }
 
@@ -400,26 +588,58 @@ mod tests {
 
     #[test]
     fn schema_violations_name_the_field() {
-        assert_eq!(errors(json!({"spec": {}}), None), ["spec.name: Required value"]);
-        assert_eq!(errors(json!({"spec": {"name": "A"}}), None), ["spec.name: Invalid value: \"A\": spec.name in body should match '^[a-z]+$'"]);
-        assert_eq!(errors(json!({"spec": {"name": "a", "replicas": "x"}}), None),
-            ["spec.replicas: Invalid value: \"x\": spec.replicas in body must be of type integer: \"string\""]);
-        assert_eq!(errors(json!({"spec": {"name": "a", "mode": "c"}}), None), ["spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\""]);
-        assert_eq!(errors(json!({"spec": {"name": "a", "tags": ["1", "2", "3"]}}), None), ["spec.tags: Too many: 3: must have at most 2 items"]);
-        assert_eq!(errors(json!({"spec": {"name": "a", "replicas": 0}}), None),
-            ["spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"]);
-        assert_eq!(errors(json!({"spec": {"name": "abcdefghi"}}), None), ["spec.name: Too long: may not be more than 8 bytes"]);
+        assert_eq!(
+            errors(json!({"spec": {}}), None),
+            ["spec.name: Required value"]
+        );
+        assert_eq!(
+            errors(json!({"spec": {"name": "A"}}), None),
+            ["spec.name: Invalid value: \"A\": spec.name in body should match '^[a-z]+$'"]
+        );
+        assert_eq!(
+            errors(json!({"spec": {"name": "a", "replicas": "x"}}), None),
+            [
+                "spec.replicas: Invalid value: \"x\": spec.replicas in body must be of type integer: \"string\""
+            ]
+        );
+        assert_eq!(
+            errors(json!({"spec": {"name": "a", "mode": "c"}}), None),
+            ["spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\""]
+        );
+        assert_eq!(
+            errors(
+                json!({"spec": {"name": "a", "tags": ["1", "2", "3"]}}),
+                None
+            ),
+            ["spec.tags: Too many: 3: must have at most 2 items"]
+        );
+        assert_eq!(
+            errors(json!({"spec": {"name": "a", "replicas": 0}}), None),
+            [
+                "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"
+            ]
+        );
+        assert_eq!(
+            errors(json!({"spec": {"name": "abcdefghi"}}), None),
+            ["spec.name: Too long: may not be more than 8 bytes"]
+        );
     }
 
     #[test]
     fn cel_rules_and_transition_rules_reject_with_their_message() {
         let e = errors(json!({"spec": {"name": "a", "replicas": 9}}), None);
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("spec: Invalid value: \"object\": replicas above 5 need the name big"), "{e:?}");
+        assert!(
+            e[0].starts_with("spec: Invalid value: \"object\": replicas above 5 need the name big"),
+            "{e:?}"
+        );
         let old = json!({"spec": {"name": "a", "frozen": "x"}});
         assert!(errors(json!({"spec": {"name": "a", "frozen": "x"}}), Some(&old)).is_empty());
         let e = errors(json!({"spec": {"name": "a", "frozen": "y"}}), Some(&old));
         assert_eq!(e.len(), 1);
-        assert!(e[0].contains("spec.frozen") && e[0].contains("frozen is immutable"), "{e:?}");
+        assert!(
+            e[0].contains("spec.frozen") && e[0].contains("frozen is immutable"),
+            "{e:?}"
+        );
     }
 }

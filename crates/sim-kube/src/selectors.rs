@@ -52,7 +52,11 @@ fn set_values(s: &str) -> Option<Vec<String>> {
 
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {s:?}"));
+        let bad = || {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: invalid label selector: {s:?}"
+            ))
+        };
         let mut reqs = Vec::new();
         for part in split_top(s) {
             let req = if let Some(k) = part.strip_prefix('!') {
@@ -150,11 +154,27 @@ mod tests {
     #[test]
     fn label_selector_operators() {
         let o = obj(json!({"app": "web", "tier": "front"}));
-        let yes = ["app=web", "app==web", "app!=db", "app in (web,db)", "env notin (prod)", "app", "!env", "app=web,tier in (front)"];
+        let yes = [
+            "app=web",
+            "app==web",
+            "app!=db",
+            "app in (web,db)",
+            "env notin (prod)",
+            "app",
+            "!env",
+            "app=web,tier in (front)",
+        ];
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(&o), "{s}");
         }
-        let no = ["app=db", "app!=web", "app in (db)", "tier notin (front)", "env", "!app"];
+        let no = [
+            "app=db",
+            "app!=web",
+            "app in (db)",
+            "tier notin (front)",
+            "env",
+            "!app",
+        ];
         for s in no {
             assert!(!LabelSelector::parse(s).unwrap().matches(&o), "{s}");
         }

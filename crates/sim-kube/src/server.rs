@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -19,9 +19,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::faults::{FaultRequest, Faults};
+use crate::rbac::{self, Attrs, User};
 use crate::status::ApiError;
 use crate::store::Store;
-use crate::{Config, api, discovery, openapi};
+use crate::tokens::Signer;
+use crate::{Config, api, discovery, openapi, review};
 
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -34,10 +37,21 @@ pub(crate) struct State {
     pub addr: SocketAddr,
     /// Bumped to end every open watch (fault injection and restarts).
     pub watch_epoch: watch::Sender<u64>,
+    pub faults: Mutex<Faults>,
+    /// Bumped to close every open connection (a simulated API server restart).
+    pub restarts: watch::Sender<u64>,
+    /// The ServiceAccount token issuer (`https://127.0.0.1:PORT` unless configured).
+    pub issuer: String,
+    /// Generated on first use: RSA key generation is the slowest part of starting.
+    signer: OnceLock<Result<Signer, String>>,
 }
 
 impl State {
     pub fn new(config: Config, admin_token: String, addr: SocketAddr, store: Store) -> Self {
+        let issuer = config
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://127.0.0.1:{}", addr.port()));
         let (watch_epoch, _) = watch::channel(0);
         Self {
             store: Mutex::new(store),
@@ -45,7 +59,22 @@ impl State {
             config,
             addr,
             watch_epoch,
+            faults: Mutex::new(Faults::default()),
+            restarts: watch::channel(0).0,
+            issuer,
+            signer: OnceLock::new(),
         }
+    }
+
+    pub fn signer(&self) -> Result<&Signer, ApiError> {
+        self.signer
+            .get_or_init(|| Signer::generate(self.issuer.clone()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ApiError::internal(e.clone()))
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store lock; a poisoned lock is still usable since every write is all-or-nothing.
@@ -64,11 +93,15 @@ pub(crate) struct Req {
     pub content_type: String,
     pub user_agent: String,
     pub body: Bytes,
+    pub user: User,
 }
 
 impl Req {
     pub fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str).filter(|s| !s.is_empty())
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.q(k), Some("true" | "1"))
@@ -115,8 +148,10 @@ pub(crate) async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut conns = JoinSet::new();
+    let mut restarts = state.restarts.subscribe();
     loop {
         tokio::select! {
+            _ = restarts.changed() => conns.abort_all(),
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
                 let acceptor = acceptor.clone();
@@ -156,13 +191,25 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .to_owned()
     };
     let path = parts.uri.path().to_owned();
-    let authorized = header(hyper::header::AUTHORIZATION)
-        .strip_prefix("Bearer ")
-        .is_some_and(|t| t.trim() == state.admin_token);
-    let public = matches!(path.as_str(), "/version" | "/healthz" | "/livez" | "/readyz");
-    if !authorized && !public {
-        return error_response(&ApiError::unauthorized());
-    }
+    let public = matches!(
+        path.as_str(),
+        "/version"
+            | "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/.well-known/openid-configuration"
+            | "/openid/v1/jwks"
+    );
+    let user = match authenticate(&state, &parts.headers) {
+        Ok(Some(u)) => u,
+        Ok(None) if public => User::named(
+            "system:anonymous",
+            "",
+            vec!["system:unauthenticated".to_owned()],
+        ),
+        Ok(None) => return error_response(&ApiError::unauthorized()),
+        Err(e) => return error_response(&e),
+    };
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error_response(&ApiError::bad_request(format!("reading body: {e}"))),
@@ -184,12 +231,64 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         content_type: header(hyper::header::CONTENT_TYPE),
         user_agent: header(hyper::header::USER_AGENT),
         body,
+        user,
     };
     tracing::debug!(method = %req.method, path = %req.path, query = ?req.query, "request");
+    let latency = state.faults().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     route(&state, req).await
 }
 
+/// Who is calling: the admin token (optionally impersonating), or a ServiceAccount token.
+fn authenticate(state: &State, headers: &hyper::HeaderMap) -> Result<Option<User>, ApiError> {
+    let Some(token) = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return Ok(None);
+    };
+    if token == state.admin_token {
+        let Some(name) = headers
+            .get("impersonate-user")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(Some(User::admin()));
+        };
+        let groups = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        return Ok(Some(User::named(name, "", groups)));
+    }
+    match review::user_for_token(state, token, &[]) {
+        Some((user, _)) => Ok(Some(user)),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
 async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
+    // Resource URLs are authorized per resource (in `api`); everything else is a non-resource URL.
+    let is_api = req.path.starts_with("/api/") || req.path.starts_with("/apis/");
+    let resource_path = req.path.starts_with("/api/v1/")
+        || (is_api && req.path.split('/').filter(|s| !s.is_empty()).count() > 3);
+    if !resource_path && !req.user.is_superuser() {
+        let attrs = Attrs::NonResource {
+            verb: req.method.as_str().to_lowercase(),
+            path: req.path.clone(),
+        };
+        let public = matches!(
+            req.path.as_str(),
+            "/.well-known/openid-configuration" | "/openid/v1/jwks"
+        );
+        if !public && !rbac::allowed(&state.store(), &req.user, &attrs) {
+            return error_response(&rbac::forbidden(&req.user, &attrs));
+        }
+    }
     let segs: Vec<String> = req
         .path
         .split('/')
@@ -227,6 +326,41 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
             let store = state.store();
             opt(discovery::resource_list(&store.types, group, version))
         }
+        ["sim-kube", "faults"] if req.method == Method::POST => fault(state, &req),
+        [".well-known", "openid-configuration"] => match state.signer() {
+            Ok(s) => json_response(
+                200,
+                &s.openid_configuration(&format!("https://{}/openid/v1/jwks", state.addr)),
+            ),
+            Err(e) => error_response(&e),
+        },
+        ["openid", "v1", "jwks"] => match state.signer() {
+            Ok(s) => json_response_typed(200, &s.jwks(), "application/jwk-set+json"),
+            Err(e) => error_response(&e),
+        },
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "serviceaccounts",
+            name,
+            "token",
+        ] if req.method == Method::POST => reply(review::token_request(state, &req, ns, name)),
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if req.method == Method::POST => {
+            reply(review::token_review(state, &req))
+        }
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] if req.method == Method::POST => reply(review::self_subject_access_review(state, &req)),
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"]
+            if req.method == Method::POST =>
+        {
+            reply(review::subject_access_review(state, &req))
+        }
         ["openapi", "v2"] => openapi::v2(state, &req),
         ["openapi", "v3"] => openapi::v3_root(state),
         ["openapi", "v3", rest @ ..] => openapi::v3_group_version(state, rest),
@@ -235,6 +369,36 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
             api::resource(state, req, group, version, rest).await
         }
         _ => error_response(&ApiError::path_not_found()),
+    }
+}
+
+fn fault(state: &State, req: &Req) -> Response<Body> {
+    let parsed: FaultRequest = match serde_json::from_slice(&req.body) {
+        Ok(f) => f,
+        Err(e) => return error_response(&ApiError::bad_request(format!("fault request: {e}"))),
+    };
+    match parsed {
+        FaultRequest::Fail(rule) => state.faults().add(rule),
+        FaultRequest::Latency { millis } => {
+            state.faults().latency = std::time::Duration::from_millis(millis)
+        }
+        FaultRequest::DropWatches => state.watch_epoch.send_modify(|e| *e += 1),
+        FaultRequest::Compact => state.store().compact(),
+        FaultRequest::Restart => {
+            state.watch_epoch.send_modify(|e| *e += 1);
+            state.restarts.send_modify(|e| *e += 1);
+        }
+    }
+    json_response(
+        200,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    )
+}
+
+fn reply(r: Result<(u16, Value), ApiError>) -> Response<Body> {
+    match r {
+        Ok((code, v)) => json_response(code, &v),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -279,4 +443,18 @@ fn version() -> Value {
         "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
         "platform": "linux/amd64",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_is_negotiated_from_accept() {
+        let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        let beta = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(v2), Some("v2"));
+        assert_eq!(aggregated_version(beta), Some("v2beta1"));
+        assert_eq!(aggregated_version("application/json, */*"), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! In-memory object storage with one global, monotonically increasing resourceVersion and a
 //! bounded event history that watches replay from.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -19,16 +19,6 @@ pub enum EventType {
     Added,
     Modified,
     Deleted,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Added => "ADDED",
-            Self::Modified => "MODIFIED",
-            Self::Deleted => "DELETED",
-        }
-    }
 }
 
 /// One change, as watches see it.
@@ -55,6 +45,27 @@ pub struct Store {
     compacted_below: u64,
     pub tx: broadcast::Sender<Arc<Change>>,
     pub types: Vec<ResourceType>,
+    /// UIDs of stored objects, and owner UID → dependents (for garbage collection).
+    uids: HashSet<String>,
+    dependents: HashMap<String, BTreeSet<ObjectKey>>,
+}
+
+/// (group, plural, namespace, name).
+pub type ObjectKey = (String, String, String, String);
+
+fn uid_of(obj: &Value) -> Option<&str> {
+    obj["metadata"]["uid"].as_str()
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -68,6 +79,8 @@ impl Store {
             compacted_below: 1,
             tx,
             types,
+            uids: HashSet::new(),
+            dependents: HashMap::new(),
         }
     }
 
@@ -101,7 +114,14 @@ impl Store {
     }
 
     /// Stores `obj` under a new resourceVersion and records the change; returns the stored object.
-    pub fn put(&mut self, group: &str, plural: &str, ns: &str, name: &str, mut obj: Value) -> Value {
+    pub fn put(
+        &mut self,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+    ) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let bucket = self
@@ -109,6 +129,16 @@ impl Store {
             .entry((group.to_owned(), plural.to_owned()))
             .or_default();
         let prev = bucket.insert((ns.to_owned(), name.to_owned()), obj.clone());
+        let key: ObjectKey = (
+            group.to_owned(),
+            plural.to_owned(),
+            ns.to_owned(),
+            name.to_owned(),
+        );
+        if let Some(p) = &prev {
+            self.unindex(&key, p);
+        }
+        self.index(&key, &obj);
         let type_ = if prev.is_some() {
             EventType::Modified
         } else {
@@ -124,10 +154,57 @@ impl Store {
             .buckets
             .get_mut(&(group.to_owned(), plural.to_owned()))?;
         let mut obj = bucket.remove(&(ns.to_owned(), name.to_owned()))?;
+        let key: ObjectKey = (
+            group.to_owned(),
+            plural.to_owned(),
+            ns.to_owned(),
+            name.to_owned(),
+        );
+        self.unindex(&key, &obj);
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         self.record(group, plural, ns, EventType::Deleted, obj.clone(), None);
         Some(obj)
+    }
+
+    fn index(&mut self, key: &ObjectKey, obj: &Value) {
+        if let Some(uid) = uid_of(obj) {
+            self.uids.insert(uid.to_owned());
+        }
+        for owner in owner_uids(obj) {
+            self.dependents
+                .entry(owner)
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    fn unindex(&mut self, key: &ObjectKey, obj: &Value) {
+        if let Some(uid) = uid_of(obj) {
+            self.uids.remove(uid);
+        }
+        for owner in owner_uids(obj) {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Objects that name `owner_uid` as an owner and have no other owner left.
+    pub fn orphans_of(&self, owner_uid: &str) -> Vec<ObjectKey> {
+        let Some(keys) = self.dependents.get(owner_uid) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|(g, p, ns, n)| {
+                self.get(g, p, ns, n)
+                    .is_some_and(|o| owner_uids(o).iter().all(|u| !self.uids.contains(u)))
+            })
+            .cloned()
+            .collect()
     }
 
     fn record(
@@ -163,13 +240,7 @@ impl Store {
         if rv + 1 < self.compacted_below {
             return None;
         }
-        Some(
-            self.history
-                .iter()
-                .filter(|c| c.rv > rv)
-                .cloned()
-                .collect(),
-        )
+        Some(self.history.iter().filter(|c| c.rv > rv).cloned().collect())
     }
 
     /// Every stored object of all resources (for namespace and CRD cleanup).

@@ -49,7 +49,11 @@ pub fn json_path(obj: &Value, path: &str) -> Vec<Value> {
         };
         let mut next = Vec::new();
         for v in cur {
-            let field = if name.is_empty() { v } else { v.get(name).cloned().unwrap_or(Value::Null) };
+            let field = if name.is_empty() {
+                v
+            } else {
+                v.get(name).cloned().unwrap_or(Value::Null)
+            };
             match index {
                 None => next.push(field),
                 Some("*") => next.extend(field.as_array().cloned().unwrap_or_default()),
@@ -79,7 +83,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -87,32 +95,87 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
 
+/// Cells the real server computes rather than reads (`#` paths in built-in columns).
+fn computed(path: &str, obj: &Value) -> Option<Value> {
+    let count = |v: &Value| v.as_object().map_or(0, |m| m.len()) + v.as_array().map_or(0, Vec::len);
+    Some(match path {
+        "#data" => json!(count(&obj["data"]) + count(&obj["binaryData"])),
+        "#secrets" => json!(count(&obj["secrets"])),
+        "#ready" => json!(format!(
+            "{}/{}",
+            obj["status"]["readyReplicas"].as_i64().unwrap_or(0),
+            obj["spec"]["replicas"].as_i64().unwrap_or(1)
+        )),
+        "#roleref" => json!(format!(
+            "{}/{}",
+            obj["roleRef"]["kind"].as_str().unwrap_or_default(),
+            obj["roleRef"]["name"].as_str().unwrap_or_default()
+        )),
+        "#ports" => {
+            let ports: Vec<String> = obj["spec"]["ports"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!(if ports.is_empty() {
+                "<none>".to_owned()
+            } else {
+                ports.join(",")
+            })
+        }
+        _ => return None,
+    })
+}
+
 fn cell(col: &Column, obj: &Value, now: DateTime<Utc>) -> Value {
+    if let Some(v) = computed(&col.json_path, obj) {
+        return v;
+    }
     let found = json_path(obj, &col.json_path);
     if found.is_empty() {
         return Value::Null;
     }
     if col.type_ == "date" {
-        return match found[0].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
+        return match found[0]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        {
             Some(t) => json!(human_duration((now - t.with_timezone(&Utc)).num_seconds())),
             None => json!("<unknown>"),
         };
@@ -125,7 +188,11 @@ fn cell(col: &Column, obj: &Value, now: DateTime<Utc>) -> Value {
     }
     let parts: Vec<String> = found
         .iter()
-        .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        })
         .collect();
     json!(parts.join(","))
 }
@@ -155,7 +222,8 @@ pub fn table(rt: &ResourceType, objects: &[Value], list_meta: Value, include: In
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
-            let mut row = json!({"cells": cols.iter().map(|c| cell(c, o, now)).collect::<Vec<_>>()});
+            let mut row =
+                json!({"cells": cols.iter().map(|c| cell(c, o, now)).collect::<Vec<_>>()});
             let obj = row_object(o, include);
             if !obj.is_null() {
                 row["object"] = obj;
@@ -183,7 +251,10 @@ mod tests {
     #[test]
     fn json_path_handles_wildcards_and_indexes() {
         let o = json!({"spec": {"roles": [{"scope": "a"}, {"scope": "b"}]}});
-        assert_eq!(json_path(&o, ".spec.roles[*].scope"), vec![json!("a"), json!("b")]);
+        assert_eq!(
+            json_path(&o, ".spec.roles[*].scope"),
+            vec![json!("a"), json!("b")]
+        );
         assert_eq!(json_path(&o, ".spec.roles[1].scope"), vec![json!("b")]);
         assert!(json_path(&o, ".status.phase").is_empty());
     }

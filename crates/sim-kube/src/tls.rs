@@ -25,7 +25,8 @@ fn tls_err(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
 /// Generates a CA and a server certificate for 127.0.0.1, ::1 and localhost.
 pub(crate) fn generate() -> Result<Pki, Error> {
     let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA params"))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA params"))?;
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "lapse sim-kube CA");
@@ -41,7 +42,9 @@ pub(crate) fn generate() -> Result<Pki, Error> {
     let server_key = KeyPair::generate().map_err(tls_err("server key"))?;
     let mut params =
         CertificateParams::new(vec!["localhost".to_owned()]).map_err(tls_err("server params"))?;
-    params.distinguished_name.push(DnType::CommonName, "sim-kube");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "sim-kube");
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));

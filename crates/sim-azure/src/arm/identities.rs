@@ -23,11 +23,15 @@ const VERSIONS: &[&str] = &["2023-01-31", "2024-11-30", "2025-01-31-preview"];
 const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
 const IDENTITY_WRITE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/write";
 const IDENTITY_DELETE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/delete";
-const FIC_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read";
-const FIC_WRITE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write";
-const FIC_DELETE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete";
+const FIC_READ: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read";
+const FIC_WRITE: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write";
+const FIC_DELETE: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete";
 
-static FIC_NAME: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$").ok());
+static FIC_NAME: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new("^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$").ok());
 
 fn fic_name_ok(name: &str) -> bool {
     FIC_NAME.as_ref().is_some_and(|re| re.is_match(name))
@@ -37,20 +41,25 @@ fn method_not_allowed(req: &Req) -> ApiError {
     ApiError::arm(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        format!("The requested method '{}' is not supported for this resource.", req.method),
+        format!(
+            "The requested method '{}' is not supported for this resource.",
+            req.method
+        ),
     )
 }
 
 fn identity_not_found(rg: &str, name: &str) -> ApiError {
     ApiError::not_found(
         "ResourceNotFound",
-        format!("The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+        format!(
+            "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+        ),
     )
 }
 
-pub(crate) fn identity_json(i: &Identity, api_version: &str) -> Value {
+fn identity_json(i: &Identity, api_version: &str, tenant: &str) -> Value {
     let mut props = json!({
-        "tenantId": "",
+        "tenantId": tenant,
         "principalId": i.principal_id,
         "clientId": i.client_id,
     });
@@ -114,28 +123,62 @@ pub(crate) async fn handle(
     req.require_api_version(VERSIONS)?;
     let api_version = req.query("api-version").unwrap_or_default().to_owned();
     let scope_segs = segments(scope);
-    let is = |i: usize, lit: &str| scope_segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
+    let is = |i: usize, lit: &str| {
+        scope_segs
+            .get(i)
+            .is_some_and(|s| s.eq_ignore_ascii_case(lit))
+    };
     let rest_segs = segments(rest);
     match (scope_segs.len(), rest_segs.as_slice()) {
-        (2, []) if is(0, "subscriptions") => list(shared, req, claims, scope_segs[1], None, &api_version),
-        (4, []) if is(0, "subscriptions") && is(2, "resourceGroups") => {
-            list(shared, req, claims, scope_segs[1], Some(scope_segs[3]), &api_version)
+        (2, []) if is(0, "subscriptions") => {
+            list(shared, req, claims, scope_segs[1], None, &api_version)
         }
-        (4, [name]) if is(0, "subscriptions") && is(2, "resourceGroups") => {
-            identity(shared, req, claims, scope_segs[1], scope_segs[3], name, &api_version)
-        }
-        (4, [name, fics, tail @ ..]) if is(0, "subscriptions") && is(2, "resourceGroups") && fics.eq_ignore_ascii_case("federatedIdentityCredentials") => {
+        (4, []) if is(0, "subscriptions") && is(2, "resourceGroups") => list(
+            shared,
+            req,
+            claims,
+            scope_segs[1],
+            Some(scope_segs[3]),
+            &api_version,
+        ),
+        (4, [name]) if is(0, "subscriptions") && is(2, "resourceGroups") => identity(
+            shared,
+            req,
+            claims,
+            scope_segs[1],
+            scope_segs[3],
+            name,
+            &api_version,
+        ),
+        (4, [name, fics, tail @ ..])
+            if is(0, "subscriptions")
+                && is(2, "resourceGroups")
+                && fics.eq_ignore_ascii_case("federatedIdentityCredentials") =>
+        {
             match tail {
                 [] => list_fics(shared, req, claims, scope_segs[1], scope_segs[3], name),
                 [fic] => fic_op(shared, req, claims, scope_segs[1], scope_segs[3], name, fic).await,
-                _ => Err(ApiError::bad_request("InvalidResourceType", format!("The resource path '{}' is not valid.", req.path))),
+                _ => Err(ApiError::bad_request(
+                    "InvalidResourceType",
+                    format!("The resource path '{}' is not valid.", req.path),
+                )),
             }
         }
-        _ => Err(ApiError::bad_request("InvalidResourceType", format!("The resource path '{}' is not valid.", req.path))),
+        _ => Err(ApiError::bad_request(
+            "InvalidResourceType",
+            format!("The resource path '{}' is not valid.", req.path),
+        )),
     }
 }
 
-fn list(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &str, rg: Option<&str>, api_version: &str) -> Result<Reply, ApiError> {
+fn list(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    sub: &str,
+    rg: Option<&str>,
+    api_version: &str,
+) -> Result<Reply, ApiError> {
     if req.method != Method::GET {
         return Err(method_not_allowed(req));
     }
@@ -148,40 +191,50 @@ fn list(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &str, rg: O
     let items = world
         .identities
         .values()
-        .filter(|i| i.subscription.eq_ignore_ascii_case(sub) && rg.is_none_or(|rg| i.resource_group.eq_ignore_ascii_case(rg)))
-        .filter(|i| super::authorize(shared, &world, claims, IDENTITY_READ, &i.id()).is_ok())
-        .map(|i| {
-            let mut v = identity_json(i, api_version);
-            v["properties"]["tenantId"] = json!(world.tenant_id);
-            v
+        .filter(|i| {
+            i.subscription.eq_ignore_ascii_case(sub)
+                && rg.is_none_or(|rg| i.resource_group.eq_ignore_ascii_case(rg))
         })
+        .filter(|i| super::authorize(shared, &world, claims, IDENTITY_READ, &i.id()).is_ok())
+        .map(|i| identity_json(i, api_version, &world.tenant_id))
         .collect();
     Ok(Reply::json(StatusCode::OK, &super::page(items, None)))
 }
 
-fn identity(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &str, rg: &str, name: &str, api_version: &str) -> Result<Reply, ApiError> {
-    let id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}");
+fn identity(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    api_version: &str,
+) -> Result<Reply, ApiError> {
+    let id = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    );
     let mut world = lock(&shared.world);
     let tenant = world.tenant_id.clone();
-    let render = |i: &Identity| {
-        let mut v = identity_json(i, api_version);
-        v["properties"]["tenantId"] = json!(tenant);
-        v
-    };
+    let render = |i: &Identity| identity_json(i, api_version, &tenant);
     match req.method {
         Method::GET => {
             super::authorize(shared, &world, claims, IDENTITY_READ, &id)?;
             world.check_scope_exists(&format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
-            let i = world.identity(sub, rg, name).ok_or_else(|| identity_not_found(rg, name))?;
+            let i = world
+                .identity(sub, rg, name)
+                .ok_or_else(|| identity_not_found(rg, name))?;
             Ok(Reply::json(StatusCode::OK, &render(i)))
         }
         Method::PUT => {
             super::authorize(shared, &world, claims, IDENTITY_WRITE, &id)?;
             world.check_scope_exists(&format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
             let body: IdentityBody = req.json()?;
-            let location = body
-                .location
-                .ok_or_else(|| ApiError::bad_request("LocationRequired", "The location property is required for this definition."))?;
+            let location = body.location.ok_or_else(|| {
+                ApiError::bad_request(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                )
+            })?;
             let tags = body.tags.unwrap_or_else(|| json!({}));
             if let Some(existing) = world.identity_mut(sub, rg, name) {
                 existing.tags = tags;
@@ -225,25 +278,45 @@ fn canonical_names(world: &crate::world::World, sub: &str, rg: &str) -> (String,
     (sub_name, rg_name)
 }
 
-fn list_fics(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &str, rg: &str, name: &str) -> Result<Reply, ApiError> {
+fn list_fics(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    sub: &str,
+    rg: &str,
+    name: &str,
+) -> Result<Reply, ApiError> {
     if req.method != Method::GET {
         return Err(method_not_allowed(req));
     }
     let world = lock(&shared.world);
-    let i = world.identity(sub, rg, name).ok_or_else(|| identity_not_found(rg, name))?;
+    let i = world
+        .identity(sub, rg, name)
+        .ok_or_else(|| identity_not_found(rg, name))?;
     super::authorize(shared, &world, claims, FIC_READ, &i.id())?;
     let top: usize = match req.query("$top") {
         None => usize::MAX,
-        Some(t) => t
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::bad_request("InvalidParameter", format!("The value '{t}' of $top is not valid: it must be an integer of at least 1.")))?,
+        Some(t) => t.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            ApiError::bad_request(
+                "InvalidParameter",
+                format!(
+                    "The value '{t}' of $top is not valid: it must be an integer of at least 1."
+                ),
+            )
+        })?,
     };
-    let skip: usize = req.query("$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let skip: usize = req
+        .query("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let id = i.id();
     let all: Vec<&Fic> = i.fics.values().collect();
-    let items = all.iter().skip(skip).take(top).map(|f| fic_json(&id, f)).collect();
+    let items = all
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|f| fic_json(&id, f))
+        .collect();
     let next = (top != usize::MAX && skip + top < all.len()).then(|| {
         format!(
             "{}{}?api-version={}&$top={top}&$skiptoken={}",
@@ -268,17 +341,29 @@ fn concurrent_write(identity_id: &str) -> ApiError {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn fic_op(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &str, rg: &str, name: &str, fic: &str) -> Result<Reply, ApiError> {
+async fn fic_op(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    fic: &str,
+) -> Result<Reply, ApiError> {
     let identity_id = {
         let world = lock(&shared.world);
-        let i = world.identity(sub, rg, name).ok_or_else(|| identity_not_found(rg, name))?;
+        let i = world
+            .identity(sub, rg, name)
+            .ok_or_else(|| identity_not_found(rg, name))?;
         i.id()
     };
     match req.method {
         Method::GET => {
             let world = lock(&shared.world);
             super::authorize(shared, &world, claims, FIC_READ, &identity_id)?;
-            let i = world.identity(sub, rg, name).ok_or_else(|| identity_not_found(rg, name))?;
+            let i = world
+                .identity(sub, rg, name)
+                .ok_or_else(|| identity_not_found(rg, name))?;
             let f = i.fics.get(&key(fic)).ok_or_else(|| {
                 ApiError::not_found(
                     "ResourceNotFound",
@@ -293,7 +378,9 @@ async fn fic_op(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &st
                 if !fic_name_ok(fic) {
                     return Err(ApiError::bad_request(
                         "BadRequest",
-                        format!("The federated identity credential name '{fic}' is invalid. It must match ^[a-zA-Z0-9][a-zA-Z0-9-_]{{2,119}}$: start with a letter or digit, then 2 to 119 letters, digits, '-' or '_'."),
+                        format!(
+                            "The federated identity credential name '{fic}' is invalid. It must match ^[a-zA-Z0-9][a-zA-Z0-9-_]{{2,119}}$: start with a letter or digit, then 2 to 119 letters, digits, '-' or '_'."
+                        ),
                     ));
                 }
                 Some(validate_fic(req, fic)?)
@@ -302,8 +389,16 @@ async fn fic_op(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &st
             };
             {
                 let mut world = lock(&shared.world);
-                super::authorize(shared, &world, claims, if is_put { FIC_WRITE } else { FIC_DELETE }, &identity_id)?;
-                let i = world.identity_mut(sub, rg, name).ok_or_else(|| identity_not_found(rg, name))?;
+                super::authorize(
+                    shared,
+                    &world,
+                    claims,
+                    if is_put { FIC_WRITE } else { FIC_DELETE },
+                    &identity_id,
+                )?;
+                let i = world
+                    .identity_mut(sub, rg, name)
+                    .ok_or_else(|| identity_not_found(rg, name))?;
                 if i.fic_write_in_progress {
                     return Err(concurrent_write(&identity_id));
                 }
@@ -334,52 +429,87 @@ async fn fic_op(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, sub: &st
 
 fn validate_fic(req: &Req, name: &str) -> Result<Fic, ApiError> {
     let body: FicBody = req.json()?;
-    let p = body
-        .properties
-        .ok_or_else(|| ApiError::invalid_body("The request is missing the required property 'properties'."))?;
-    let issuer = p.issuer.ok_or_else(|| ApiError::bad_request("BadRequest", "The property 'properties.issuer' is required."))?;
-    let issuer_ok = url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+    let p = body.properties.ok_or_else(|| {
+        ApiError::invalid_body("The request is missing the required property 'properties'.")
+    })?;
+    let issuer = p.issuer.ok_or_else(|| {
+        ApiError::bad_request(
+            "BadRequest",
+            "The property 'properties.issuer' is required.",
+        )
+    })?;
+    let issuer_ok =
+        url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
     if !issuer_ok {
-        return Err(ApiError::bad_request("BadRequest", format!("The issuer '{issuer}' is not a valid https URL.")));
+        return Err(ApiError::bad_request(
+            "BadRequest",
+            format!("The issuer '{issuer}' is not a valid https URL."),
+        ));
     }
     let audiences = p.audiences.unwrap_or_default();
     if audiences.len() != 1 || audiences[0].is_empty() {
         return Err(ApiError::bad_request(
             "BadRequest",
-            format!("The property 'properties.audiences' must hold exactly one audience; it holds {}.", audiences.len()),
+            format!(
+                "The property 'properties.audiences' must hold exactly one audience; it holds {}.",
+                audiences.len()
+            ),
         ));
     }
-    let flexible = req.query("api-version") == Some("2025-01-31-preview") && p.claims_matching_expression.is_some();
+    let flexible = req.query("api-version") == Some("2025-01-31-preview")
+        && p.claims_matching_expression.is_some();
     match (&p.subject, flexible) {
-        (Some(s), _) if s.is_empty() => Err(ApiError::bad_request("BadRequest", "The property 'properties.subject' must not be empty.")),
-        (None, false) => Err(ApiError::bad_request("BadRequest", "The property 'properties.subject' is required.")),
+        (Some(s), _) if s.is_empty() => Err(ApiError::bad_request(
+            "BadRequest",
+            "The property 'properties.subject' must not be empty.",
+        )),
+        (None, false) => Err(ApiError::bad_request(
+            "BadRequest",
+            "The property 'properties.subject' is required.",
+        )),
         _ => Ok(Fic {
             name: name.to_owned(),
+            written: std::time::Instant::now(),
             issuer,
             subject: p.subject,
             audiences,
-            claims_matching_expression: if flexible { p.claims_matching_expression } else { None },
+            claims_matching_expression: if flexible {
+                p.claims_matching_expression
+            } else {
+                None
+            },
         }),
     }
 }
 
 fn put_fic(i: &mut Identity, new: Fic, limit: usize, identity_id: &str) -> Result<Reply, ApiError> {
     let k = key(&new.name);
-    let clash = i
-        .fics
-        .iter()
-        .any(|(other, f)| *other != k && f.issuer == new.issuer && new.subject.is_some() && f.subject == new.subject);
+    let clash = i.fics.iter().any(|(other, f)| {
+        *other != k && f.issuer == new.issuer && new.subject.is_some() && f.subject == new.subject
+    });
     if clash {
-        return Err(ApiError::bad_request("BadRequest", "Issuer and subject combination already exists for this Managed Identity."));
+        return Err(ApiError::bad_request(
+            "BadRequest",
+            "Issuer and subject combination already exists for this Managed Identity.",
+        ));
     }
     let existed = i.fics.contains_key(&k);
     if !existed && i.fics.len() >= limit {
         return Err(ApiError::bad_request(
             "BadRequest",
-            format!("The managed identity '{identity_id}' already has the maximum of {limit} federated identity credentials."),
+            format!(
+                "The managed identity '{identity_id}' already has the maximum of {limit} federated identity credentials."
+            ),
         ));
     }
     let body = fic_json(identity_id, &new);
     i.fics.insert(k, new);
-    Ok(Reply::json(if existed { StatusCode::OK } else { StatusCode::CREATED }, &body))
+    Ok(Reply::json(
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        &body,
+    ))
 }

@@ -33,36 +33,37 @@ fn arm_audiences(base: &str) -> Vec<String> {
     v
 }
 
-fn unauthorized(shared: &Shared, tenant: &str, code: &str, message: String) -> ApiError {
-    let _ = (shared, tenant);
+fn unauthorized(code: &str, message: String) -> ApiError {
     ApiError::arm(StatusCode::UNAUTHORIZED, code, message)
 }
 
 fn authenticate(shared: &Shared, req: &Req) -> Result<AccessClaims, ApiError> {
     let tenant = lock(&shared.world).tenant_id.clone();
     let header = req.header("authorization").ok_or_else(|| {
-        unauthorized(shared, &tenant, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.".into())
+        unauthorized(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.".into(),
+        )
     })?;
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| {
-            unauthorized(shared, &tenant, "AuthenticationFailedInvalidHeader", "Authentication failed. The 'Authorization' header is provided in an invalid format.".into())
+            unauthorized("AuthenticationFailedInvalidHeader", "Authentication failed. The 'Authorization' header is provided in an invalid format.".into())
         })?;
     let claims: AccessClaims = shared.signer.verify(token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized(
-            shared,
-            &tenant,
             "ExpiredAuthenticationToken",
             "The access token expiry UTC time is earlier than current UTC time.".into(),
         ),
-        _ => unauthorized(shared, &tenant, "InvalidAuthenticationToken", "The access token is invalid.".into()),
+        _ => unauthorized(
+            "InvalidAuthenticationToken",
+            "The access token is invalid.".into(),
+        ),
     })?;
     let allowed = arm_audiences(&shared.base_url);
     if !allowed.contains(&claims.aud) {
         return Err(unauthorized(
-            shared,
-            &tenant,
             "InvalidAuthenticationTokenAudience",
             format!(
                 "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences '{}'.",
@@ -73,17 +74,23 @@ fn authenticate(shared: &Shared, req: &Req) -> Result<AccessClaims, ApiError> {
     }
     if !claims.tid.eq_ignore_ascii_case(&tenant) {
         return Err(unauthorized(
-            shared,
-            &tenant,
             "InvalidAuthenticationTokenTenant",
-            format!("The access token is from the wrong issuer. It must match the tenant '{tenant}'."),
+            format!(
+                "The access token is from the wrong issuer. It must match the tenant '{tenant}'."
+            ),
         ));
     }
     Ok(claims)
 }
 
 /// RBAC check of `action` at `scope` for the caller.
-pub(crate) fn authorize(shared: &Shared, world: &World, claims: &AccessClaims, action: &str, scope: &str) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    shared: &Shared,
+    world: &World,
+    claims: &AccessClaims,
+    action: &str,
+    scope: &str,
+) -> Result<(), ApiError> {
     let delay = shared.faults.propagation_delay();
     if world.authorized(&claims.oid, action, scope, Instant::now(), delay) {
         Ok(())
@@ -92,7 +99,12 @@ pub(crate) fn authorize(shared: &Shared, world: &World, claims: &AccessClaims, a
     }
 }
 
-pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, request_id: &str, principal: &mut Option<String>) -> Reply {
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    req: &Req,
+    request_id: &str,
+    principal: &mut Option<String>,
+) -> Reply {
     let claims = match authenticate(shared, req) {
         Ok(c) => c,
         Err(e) => {
@@ -139,15 +151,32 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, request_id: &str, pr
     reply
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims) -> Result<Reply, ApiError> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+) -> Result<Reply, ApiError> {
     let path = req.path.trim_end_matches('/');
-    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/roleAssignments") {
+    if let Some((scope, rest)) =
+        split_at_ci(path, "/providers/Microsoft.Authorization/roleAssignments")
+    {
         return role_assignments::handle(shared, req, claims, scope, rest.trim_start_matches('/'));
     }
-    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/roleDefinitions") {
-        return role_assignments::role_definitions(shared, req, claims, scope, rest.trim_start_matches('/'));
+    if let Some((scope, rest)) =
+        split_at_ci(path, "/providers/Microsoft.Authorization/roleDefinitions")
+    {
+        return role_assignments::role_definitions(
+            shared,
+            req,
+            claims,
+            scope,
+            rest.trim_start_matches('/'),
+        );
     }
-    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.ManagedIdentity/userAssignedIdentities") {
+    if let Some((scope, rest)) = split_at_ci(
+        path,
+        "/providers/Microsoft.ManagedIdentity/userAssignedIdentities",
+    ) {
         return identities::handle(shared, req, claims, scope, rest.trim_start_matches('/')).await;
     }
     resources::handle(shared, req, claims, path)

@@ -12,8 +12,21 @@ use crate::ids::{key, segments};
 use crate::server::Shared;
 use crate::tokens::AccessClaims;
 
-const SUBSCRIPTION_VERSIONS: &[&str] = &["2016-06-01", "2019-11-01", "2020-01-01", "2021-01-01", "2022-12-01"];
-const RESOURCE_GROUP_VERSIONS: &[&str] = &["2019-10-01", "2020-06-01", "2021-04-01", "2022-09-01", "2024-03-01", "2024-11-01"];
+const SUBSCRIPTION_VERSIONS: &[&str] = &[
+    "2016-06-01",
+    "2019-11-01",
+    "2020-01-01",
+    "2021-01-01",
+    "2022-12-01",
+];
+const RESOURCE_GROUP_VERSIONS: &[&str] = &[
+    "2019-10-01",
+    "2020-06-01",
+    "2021-04-01",
+    "2022-09-01",
+    "2024-03-01",
+    "2024-11-01",
+];
 
 fn require_get(req: &Req) -> Result<(), ApiError> {
     if req.method == Method::GET {
@@ -22,7 +35,10 @@ fn require_get(req: &Req) -> Result<(), ApiError> {
         Err(ApiError::arm(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            format!("The requested method '{}' is not supported by sim-azure for this resource.", req.method),
+            format!(
+                "The requested method '{}' is not supported by sim-azure for this resource.",
+                req.method
+            ),
         ))
     }
 }
@@ -30,13 +46,27 @@ fn require_get(req: &Req) -> Result<(), ApiError> {
 /// Any `YYYY-MM-DD` or `YYYY-MM-DD-preview` version: generic resource providers are not modelled
 /// per type.
 fn require_dated_api_version(req: &Req) -> Result<(), ApiError> {
-    let v = req.query("api-version").ok_or_else(ApiError::missing_api_version)?;
+    let v = req
+        .query("api-version")
+        .ok_or_else(ApiError::missing_api_version)?;
     let date = v.strip_suffix("-preview").unwrap_or(v);
     let ok = date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok();
-    if ok { Ok(()) } else { Err(ApiError::invalid_api_version(v, &["YYYY-MM-DD", "YYYY-MM-DD-preview"])) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_api_version(
+            v,
+            &["YYYY-MM-DD", "YYYY-MM-DD-preview"],
+        ))
+    }
 }
 
-pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, path: &str) -> Result<Reply, ApiError> {
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    path: &str,
+) -> Result<Reply, ApiError> {
     let segs = segments(path);
     let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
     let world = lock(&shared.world);
@@ -48,7 +78,14 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, pat
                 .subscriptions
                 .values()
                 .filter(|s| {
-                    super::authorize(shared, &world, claims, "Microsoft.Resources/subscriptions/read", &format!("/subscriptions/{}", s.id)).is_ok()
+                    super::authorize(
+                        shared,
+                        &world,
+                        claims,
+                        "Microsoft.Resources/subscriptions/read",
+                        &format!("/subscriptions/{}", s.id),
+                    )
+                    .is_ok()
                 })
                 .map(|s| subscription_json(&s.id, &s.display_name, &world.tenant_id))
                 .collect();
@@ -58,10 +95,24 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, pat
             require_get(req)?;
             req.require_api_version(SUBSCRIPTION_VERSIONS)?;
             let scope = format!("/subscriptions/{}", segs[1]);
-            super::authorize(shared, &world, claims, "Microsoft.Resources/subscriptions/read", &scope)?;
+            super::authorize(
+                shared,
+                &world,
+                claims,
+                "Microsoft.Resources/subscriptions/read",
+                &scope,
+            )?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| ApiError::not_found("SubscriptionNotFound", format!("The subscription '{}' could not be found.", segs[1])))?;
-            Ok(Reply::json(StatusCode::OK, &subscription_json(&sub.id, &sub.display_name, &world.tenant_id)))
+            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
+                ApiError::not_found(
+                    "SubscriptionNotFound",
+                    format!("The subscription '{}' could not be found.", segs[1]),
+                )
+            })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &subscription_json(&sub.id, &sub.display_name, &world.tenant_id),
+            ))
         }
         3 if is(0, "subscriptions") && is(2, "resourceGroups") => {
             require_get(req)?;
@@ -76,7 +127,14 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, pat
                         .values()
                         .filter(|rg| {
                             let rg_scope = format!("{scope}/resourceGroups/{}", rg.name);
-                            super::authorize(shared, &world, claims, "Microsoft.Resources/subscriptions/resourceGroups/read", &rg_scope).is_ok()
+                            super::authorize(
+                                shared,
+                                &world,
+                                claims,
+                                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                                &rg_scope,
+                            )
+                            .is_ok()
                         })
                         .map(|rg| resource_group_json(&s.id, &rg.name, &rg.location))
                         .collect()
@@ -88,11 +146,30 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, pat
             require_get(req)?;
             req.require_api_version(RESOURCE_GROUP_VERSIONS)?;
             let scope = format!("/subscriptions/{}/resourceGroups/{}", segs[1], segs[3]);
-            super::authorize(shared, &world, claims, "Microsoft.Resources/subscriptions/resourceGroups/read", &scope)?;
+            super::authorize(
+                shared,
+                &world,
+                claims,
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                &scope,
+            )?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| ApiError::not_found("SubscriptionNotFound", "The subscription could not be found."))?;
-            let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| ApiError::not_found("ResourceGroupNotFound", format!("Resource group '{}' could not be found.", segs[3])))?;
-            Ok(Reply::json(StatusCode::OK, &resource_group_json(&sub.id, &rg.name, &rg.location)))
+            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
+                ApiError::not_found(
+                    "SubscriptionNotFound",
+                    "The subscription could not be found.",
+                )
+            })?;
+            let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| {
+                ApiError::not_found(
+                    "ResourceGroupNotFound",
+                    format!("Resource group '{}' could not be found.", segs[3]),
+                )
+            })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &resource_group_json(&sub.id, &rg.name, &rg.location),
+            ))
         }
         8 if is(0, "subscriptions") && is(2, "resourceGroups") && is(4, "providers") => {
             require_get(req)?;
@@ -101,12 +178,30 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, pat
             let action = format!("{}/{}/read", segs[5], segs[6]);
             super::authorize(shared, &world, claims, &action, &scope)?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| ApiError::not_found("SubscriptionNotFound", "The subscription could not be found."))?;
-            let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| ApiError::not_found("ResourceGroupNotFound", format!("Resource group '{}' could not be found.", segs[3])))?;
+            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
+                ApiError::not_found(
+                    "SubscriptionNotFound",
+                    "The subscription could not be found.",
+                )
+            })?;
+            let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| {
+                ApiError::not_found(
+                    "ResourceGroupNotFound",
+                    format!("Resource group '{}' could not be found.", segs[3]),
+                )
+            })?;
             let r = rg
                 .resources
                 .get(&key(&format!("{}/{}/{}", segs[5], segs[6], segs[7])))
-                .ok_or_else(|| ApiError::not_found("ResourceNotFound", format!("The Resource '{}/{}/{}' under resource group '{}' was not found.", segs[5], segs[6], segs[7], segs[3])))?;
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "ResourceNotFound",
+                        format!(
+                            "The Resource '{}/{}/{}' under resource group '{}' was not found.",
+                            segs[5], segs[6], segs[7], segs[3]
+                        ),
+                    )
+                })?;
             Ok(Reply::json(
                 StatusCode::OK,
                 &json!({

@@ -11,7 +11,9 @@ use crate::http::{Reply, Req, lock};
 use crate::ids;
 use crate::server::Shared;
 use crate::tokens::AccessClaims;
-use crate::world::{AssignmentFilter, AssignmentInput, assignment_json, role_definition_json};
+use crate::world::{
+    AssignmentFilter, AssignmentInput, AssignmentLimits, assignment_json, role_definition_json,
+};
 
 /// 2022-04-01 is the contract; 2020-10-01-preview has the same shapes (an upstream example
 /// still carries it).
@@ -48,7 +50,10 @@ pub(crate) fn handle(
         };
     }
     if name.contains('/') {
-        return Err(ApiError::bad_request("InvalidResourceType", format!("The resource path '{}' is not valid.", req.path)));
+        return Err(ApiError::bad_request(
+            "InvalidResourceType",
+            format!("The resource path '{}' is not valid.", req.path),
+        ));
     }
     let now = Instant::now();
     let mut world = lock(&shared.world);
@@ -58,26 +63,35 @@ pub(crate) fn handle(
             let a = world
                 .assignments
                 .get(&ids::key(name))
-                .filter(|a| ids::key(&a.scope) == ids::key(scope))
-                .ok_or_else(|| ApiError::not_found("RoleAssignmentNotFound", format!("The role assignment '{name}' is not found.")))?;
+                .filter(|a| ids::same(&a.scope, scope))
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "RoleAssignmentNotFound",
+                        format!("The role assignment '{name}' is not found."),
+                    )
+                })?;
             Ok(Reply::json(StatusCode::OK, &assignment_json(a)))
         }
         Method::PUT => {
             if !ids::is_guid(name) {
                 return Err(ApiError::bad_request(
                     "InvalidRoleAssignmentId",
-                    format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
+                    format!(
+                        "The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."
+                    ),
                 ));
             }
             let body: CreateBody = req.json()?;
-            let input = body
-                .properties
-                .ok_or_else(|| ApiError::invalid_body("The request is missing the required property 'properties'."))?;
+            let input = body.properties.ok_or_else(|| {
+                ApiError::invalid_body("The request is missing the required property 'properties'.")
+            })?;
             world.check_scope_exists(scope)?;
             super::authorize(shared, &world, claims, WRITE, scope)?;
-            let mut limits = shared.config.clone();
-            limits.replication_window = shared.faults.replication_window();
-            let (status, a) = world.put_assignment(scope, name, input, &claims.oid, now, &limits)?;
+            let limits = AssignmentLimits {
+                replication_window: shared.faults.replication_window(),
+                per_subscription: shared.config.role_assignment_limit,
+            };
+            let (status, a) = world.put_assignment(scope, name, input, &claims.oid, now, limits)?;
             Ok(Reply::json(status, &assignment_json(&a)))
         }
         Method::DELETE => {
@@ -97,27 +111,46 @@ fn method_not_allowed(req: &Req) -> ApiError {
     ApiError::arm(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        format!("The requested method '{}' is not supported for this resource.", req.method),
+        format!(
+            "The requested method '{}' is not supported for this resource.",
+            req.method
+        ),
     )
 }
 
-fn list(shared: &Arc<Shared>, req: &Req, claims: &AccessClaims, scope: &str) -> Result<Reply, ApiError> {
+fn list(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    scope: &str,
+) -> Result<Reply, ApiError> {
     let filter = AssignmentFilter::parse(req.query("$filter"))?;
     let world = lock(&shared.world);
     world.check_scope_exists(scope)?;
     super::authorize(shared, &world, claims, READ, scope)?;
     let skip: usize = match req.query("$skipToken") {
         None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::bad_request("InvalidSkipToken", format!("The skip token '{t}' is not valid.")))?,
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::bad_request(
+                "InvalidSkipToken",
+                format!("The skip token '{t}' is not valid."),
+            )
+        })?,
     };
     let all = world.list_assignments(scope, &filter);
     let size = shared.config.page_size.max(1);
-    let items = all.iter().skip(skip).take(size).map(|a| assignment_json(a)).collect();
+    let items = all
+        .iter()
+        .skip(skip)
+        .take(size)
+        .map(|a| assignment_json(a))
+        .collect();
     let next = (skip + size < all.len()).then(|| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("api-version", req.query("api-version").unwrap_or("2022-04-01"));
+        q.append_pair(
+            "api-version",
+            req.query("api-version").unwrap_or("2022-04-01"),
+        );
         if let Some(f) = req.query("$filter") {
             q.append_pair("$filter", f);
         }
@@ -144,9 +177,19 @@ pub(crate) fn role_definitions(
     world.check_scope_exists(scope)?;
     // Tenant-level reads (scope "/") are open to any authenticated caller, as in Azure.
     if scope != "/" {
-        super::authorize(shared, &world, claims, "Microsoft.Authorization/roleDefinitions/read", scope)?;
+        super::authorize(
+            shared,
+            &world,
+            claims,
+            "Microsoft.Authorization/roleDefinitions/read",
+            scope,
+        )?;
     }
-    let visible = |r: &&crate::world::RoleDef| r.assignable_scopes.iter().any(|s| ids::is_at_or_above(s, scope) || ids::is_at_or_above(scope, s));
+    let visible = |r: &&crate::world::RoleDef| {
+        r.assignable_scopes
+            .iter()
+            .any(|s| ids::is_at_or_above(s, scope) || ids::is_at_or_above(scope, s))
+    };
     if !id.is_empty() {
         let r = world
             .role_defs
@@ -154,7 +197,10 @@ pub(crate) fn role_definitions(
             .filter(visible)
             .find(|r| r.id.eq_ignore_ascii_case(id))
             .ok_or_else(|| {
-                ApiError::not_found("RoleDefinitionDoesNotExist", format!("The specified role definition with ID '{id}' does not exist."))
+                ApiError::not_found(
+                    "RoleDefinitionDoesNotExist",
+                    format!("The specified role definition with ID '{id}' does not exist."),
+                )
             })?;
         return Ok(Reply::json(StatusCode::OK, &role_definition_json(scope, r)));
     }
@@ -163,8 +209,19 @@ pub(crate) fn role_definitions(
         .role_defs
         .iter()
         .filter(visible)
-        .filter(|r| name.as_deref().is_none_or(|n| r.name.eq_ignore_ascii_case(n)))
-        .filter(|r| kind.as_deref().is_none_or(|k| k.eq_ignore_ascii_case(if r.built_in { "BuiltInRole" } else { "CustomRole" })))
+        .filter(|r| {
+            name.as_deref()
+                .is_none_or(|n| r.name.eq_ignore_ascii_case(n))
+        })
+        .filter(|r| {
+            kind.as_deref().is_none_or(|k| {
+                k.eq_ignore_ascii_case(if r.built_in {
+                    "BuiltInRole"
+                } else {
+                    "CustomRole"
+                })
+            })
+        })
         .map(|r| role_definition_json(scope, r))
         .collect();
     Ok(Reply::json(StatusCode::OK, &super::page(items, None)))
@@ -173,18 +230,29 @@ pub(crate) fn role_definitions(
 type DefinitionFilter = (Option<String>, Option<String>);
 
 fn parse_definition_filter(filter: Option<&str>) -> Result<DefinitionFilter, ApiError> {
-    let Some(f) = filter else { return Ok((None, None)) };
+    let Some(f) = filter else {
+        return Ok((None, None));
+    };
     let f = f.trim();
-    let value = |rest: &str| rest.trim().trim_matches(|c| c == '\'' || c == '"').to_owned();
+    let value = |rest: &str| {
+        rest.trim()
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_owned()
+    };
     let lower = f.to_ascii_lowercase();
-    if let Some(i) = lower.strip_prefix("rolename eq ").map(|_| "rolename eq ".len()) {
+    if let Some(i) = lower
+        .strip_prefix("rolename eq ")
+        .map(|_| "rolename eq ".len())
+    {
         Ok((Some(value(&f[i..])), None))
     } else if let Some(i) = lower.strip_prefix("type eq ").map(|_| "type eq ".len()) {
         Ok((None, Some(value(&f[i..]))))
     } else {
         Err(ApiError::bad_request(
             "UnsupportedQuery",
-            format!("The filter '{f}' is not supported. Supported filters are 'roleName eq {{name}}' and 'type eq {{type}}'."),
+            format!(
+                "The filter '{f}' is not supported. Supported filters are 'roleName eq {{name}}' and 'type eq {{type}}'."
+            ),
         ))
     }
 }

@@ -1,0 +1,373 @@
+//! The typed objects the client returns and accepts, and their wire shapes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A role definition (`Microsoft.Authorization/roleDefinitions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinition {
+    /// Full ID, e.g. `/subscriptions/<s>/providers/Microsoft.Authorization/roleDefinitions/<guid>`.
+    pub id: String,
+    pub guid: Uuid,
+    /// Display name, e.g. `Storage Blob Data Reader`.
+    pub role_name: String,
+    /// `BuiltInRole` or `CustomRole`.
+    pub role_type: Option<String>,
+    pub description: Option<String>,
+}
+
+/// A role assignment (`Microsoft.Authorization/roleAssignments`, api-version 2022-04-01).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignment {
+    pub id: String,
+    pub name: Uuid,
+    pub scope: String,
+    pub role_definition_id: String,
+    pub principal_id: Uuid,
+    pub principal_type: Option<String>,
+    pub description: Option<String>,
+    pub condition: Option<String>,
+    pub condition_version: Option<String>,
+}
+
+impl RoleAssignment {
+    /// The role definition GUID, whatever the form of `role_definition_id` (ARM answers with the
+    /// tenant-level `/providers/...` form even when the subscription form was sent).
+    pub fn role_definition_guid(&self) -> Option<Uuid> {
+        self.role_definition_id
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .and_then(|g| Uuid::try_parse(g).ok())
+    }
+}
+
+/// What to create. `principalType: ServicePrincipal` is always sent: it lets ARM skip the
+/// directory lookup that fails with `PrincipalNotFound` while a new principal replicates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignmentRequest {
+    pub scope: String,
+    pub name: Uuid,
+    /// `/subscriptions/<s>/providers/Microsoft.Authorization/roleDefinitions/<guid>`.
+    pub role_definition_id: String,
+    pub principal_id: Uuid,
+    /// Carries the ownership marker (`lapse:<cluster> ...`).
+    pub description: Option<String>,
+    /// An ABAC condition; sent with `conditionVersion: "2.0"`.
+    pub condition: Option<String>,
+}
+
+/// A user-assigned managed identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedIdentity {
+    pub id: String,
+    pub name: String,
+    /// The object ID of its service principal: what role assignments name.
+    pub principal_id: Uuid,
+    pub client_id: Uuid,
+    pub tenant_id: Uuid,
+}
+
+/// A federated identity credential, on a managed identity (ARM) or an application (Graph).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fic {
+    /// ARM: the full resource ID. Graph: the credential's object ID.
+    pub id: String,
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub audiences: Vec<String>,
+    /// Graph only: managed identity FICs have no description.
+    pub description: Option<String>,
+}
+
+impl Fic {
+    /// True if this credential trusts exactly what `req` asks for (audiences in any order).
+    pub fn matches(&self, req: &FicRequest) -> bool {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        self.issuer == req.issuer
+            && self.subject == req.subject
+            && sorted(&self.audiences) == sorted(&req.audiences)
+    }
+}
+
+/// A federated identity credential to create or update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FicRequest {
+    /// Must match `^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$` (see `lapse_api::naming::fic_name`).
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub audiences: Vec<String>,
+    /// Sent to Graph (application FICs) only.
+    pub description: Option<String>,
+}
+
+/// An app registration (Microsoft Graph `application`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Application {
+    /// The object ID.
+    pub id: Uuid,
+    /// The application (client) ID.
+    pub app_id: Uuid,
+    pub display_name: Option<String>,
+}
+
+/// The service principal of an application in this tenant: what its role assignments name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePrincipal {
+    /// The object ID.
+    pub id: Uuid,
+    pub app_id: Uuid,
+    pub display_name: Option<String>,
+}
+
+// ---- wire shapes ----
+
+#[derive(Deserialize)]
+pub(crate) struct ArmPage<T> {
+    #[serde(default = "Vec::new")]
+    pub value: Vec<T>,
+    #[serde(rename = "nextLink")]
+    pub next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GraphPage<T> {
+    #[serde(default = "Vec::new")]
+    pub value: Vec<T>,
+    #[serde(rename = "@odata.nextLink")]
+    pub next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireRoleDefinition {
+    id: String,
+    name: Uuid,
+    properties: WireRoleDefinitionProperties,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRoleDefinitionProperties {
+    role_name: String,
+    #[serde(rename = "type")]
+    role_type: Option<String>,
+    description: Option<String>,
+}
+
+impl From<WireRoleDefinition> for RoleDefinition {
+    fn from(w: WireRoleDefinition) -> Self {
+        RoleDefinition {
+            id: w.id,
+            guid: w.name,
+            role_name: w.properties.role_name,
+            role_type: w.properties.role_type,
+            description: w.properties.description,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireRoleAssignment {
+    id: String,
+    name: Uuid,
+    properties: WireRoleAssignmentProperties,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireRoleAssignmentProperties {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub role_definition_id: String,
+    pub principal_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition_version: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct WireRoleAssignmentCreate {
+    pub properties: WireRoleAssignmentProperties,
+}
+
+impl From<&RoleAssignmentRequest> for WireRoleAssignmentCreate {
+    fn from(r: &RoleAssignmentRequest) -> Self {
+        WireRoleAssignmentCreate {
+            properties: WireRoleAssignmentProperties {
+                scope: None,
+                role_definition_id: r.role_definition_id.clone(),
+                principal_id: r.principal_id,
+                principal_type: Some("ServicePrincipal".to_owned()),
+                description: r.description.clone(),
+                condition: r.condition.clone(),
+                condition_version: r.condition.as_ref().map(|_| "2.0".to_owned()),
+            },
+        }
+    }
+}
+
+impl WireRoleAssignment {
+    /// `fallback_scope` fills in the scope when ARM leaves it out.
+    pub(crate) fn into_model(self, fallback_scope: &str) -> RoleAssignment {
+        let p = self.properties;
+        RoleAssignment {
+            id: self.id,
+            name: self.name,
+            scope: p.scope.unwrap_or_else(|| fallback_scope.to_owned()),
+            role_definition_id: p.role_definition_id,
+            principal_id: p.principal_id,
+            principal_type: p.principal_type,
+            description: p.description,
+            condition: p.condition,
+            condition_version: p.condition_version,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireIdentity {
+    id: String,
+    name: String,
+    properties: WireIdentityProperties,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireIdentityProperties {
+    tenant_id: Uuid,
+    principal_id: Uuid,
+    client_id: Uuid,
+}
+
+impl From<WireIdentity> for ManagedIdentity {
+    fn from(w: WireIdentity) -> Self {
+        ManagedIdentity {
+            id: w.id,
+            name: w.name,
+            principal_id: w.properties.principal_id,
+            client_id: w.properties.client_id,
+            tenant_id: w.properties.tenant_id,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+pub(crate) struct WireArmFic {
+    #[serde(skip_serializing)]
+    pub id: Option<String>,
+    #[serde(skip_serializing)]
+    pub name: Option<String>,
+    pub properties: WireArmFicProperties,
+}
+
+#[derive(Deserialize, Serialize)]
+pub(crate) struct WireArmFicProperties {
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+impl WireArmFic {
+    pub(crate) fn request(fic: &FicRequest) -> WireArmFic {
+        WireArmFic {
+            id: None,
+            name: None,
+            properties: WireArmFicProperties {
+                issuer: fic.issuer.clone(),
+                subject: fic.subject.clone(),
+                audiences: fic.audiences.clone(),
+            },
+        }
+    }
+
+    /// `fallback_id`/`fallback_name` fill in what ARM leaves out.
+    pub(crate) fn into_model(self, fallback_id: &str, fallback_name: &str) -> Fic {
+        Fic {
+            id: self.id.unwrap_or_else(|| fallback_id.to_owned()),
+            name: self.name.unwrap_or_else(|| fallback_name.to_owned()),
+            issuer: self.properties.issuer,
+            subject: self.properties.subject,
+            audiences: self.properties.audiences,
+            description: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+pub(crate) struct WireGraphFic {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl WireGraphFic {
+    pub(crate) fn request(fic: &FicRequest) -> WireGraphFic {
+        WireGraphFic {
+            id: None,
+            name: fic.name.clone(),
+            issuer: fic.issuer.clone(),
+            subject: fic.subject.clone(),
+            audiences: fic.audiences.clone(),
+            description: fic.description.clone(),
+        }
+    }
+}
+
+impl From<WireGraphFic> for Fic {
+    fn from(w: WireGraphFic) -> Self {
+        Fic {
+            id: w.id.unwrap_or_default(),
+            name: w.name,
+            issuer: w.issuer,
+            subject: w.subject,
+            audiences: w.audiences,
+            description: w.description,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireGraphPrincipal {
+    id: Uuid,
+    app_id: Uuid,
+    display_name: Option<String>,
+}
+
+impl From<WireGraphPrincipal> for Application {
+    fn from(w: WireGraphPrincipal) -> Self {
+        Application {
+            id: w.id,
+            app_id: w.app_id,
+            display_name: w.display_name,
+        }
+    }
+}
+
+impl From<WireGraphPrincipal> for ServicePrincipal {
+    fn from(w: WireGraphPrincipal) -> Self {
+        ServicePrincipal {
+            id: w.id,
+            app_id: w.app_id,
+            display_name: w.display_name,
+        }
+    }
+}

@@ -1,0 +1,485 @@
+use std::time::Duration;
+
+use lapse_api::arm::ArmId;
+use lapse_azure::{AzureError, ErrorClass, FicRequest, RoleAssignmentRequest};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::fake::{SUB, arm_error, client, reply};
+
+const RG: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/payments-rg";
+const MI: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/payments-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/backup";
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const CONCURRENT: &str = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity";
+
+fn name() -> Uuid {
+    Uuid::parse_str("05c5a614-a7d6-4502-b150-c2fb455033ff").unwrap()
+}
+
+fn principal() -> Uuid {
+    Uuid::parse_str("ce2ce14e-85d7-4629-bdbc-454d0519d987").unwrap()
+}
+
+fn request(condition: Option<&str>) -> RoleAssignmentRequest {
+    RoleAssignmentRequest {
+        scope: RG.to_owned(),
+        name: name(),
+        role_definition_id: format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+        ),
+        principal_id: principal(),
+        description: Some("lapse:dev payments/backup until 2026-12-01T04:00:00Z".into()),
+        condition: condition.map(str::to_owned),
+    }
+}
+
+fn assignment_body() -> String {
+    json!({
+        "id": format!("{RG}/providers/Microsoft.Authorization/roleAssignments/{}", name()),
+        "name": name(),
+        "type": "Microsoft.Authorization/roleAssignments",
+        "properties": {
+            "roleDefinitionId": format!("/providers/Microsoft.Authorization/roleDefinitions/{READER}"),
+            "principalId": principal(),
+            "principalType": "ServicePrincipal",
+            "scope": RG,
+            "description": "lapse:dev payments/backup until 2026-12-01T04:00:00Z"
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn put_role_assignment_sends_principal_type_and_the_arm_shape() {
+    let (client, fake) = client();
+    fake.push(reply(201, &assignment_body()));
+    let ra = client.put_role_assignment(&request(None)).await.unwrap();
+    assert_eq!(ra.name, name());
+    assert_eq!(ra.principal_id, principal());
+    assert_eq!(ra.scope, RG);
+    assert_eq!(
+        ra.role_definition_guid(),
+        Some(Uuid::parse_str(READER).unwrap())
+    );
+
+    let sent = fake.last();
+    assert_eq!(sent.method, "PUT");
+    assert_eq!(sent.url.host_str(), Some("arm.test"));
+    assert_eq!(
+        sent.url.path(),
+        format!(
+            "{RG}/providers/Microsoft.Authorization/roleAssignments/{}",
+            name()
+        )
+    );
+    assert_eq!(sent.query("api-version").as_deref(), Some("2022-04-01"));
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert_eq!(
+        sent.json(),
+        json!({"properties": {
+            "roleDefinitionId": format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{READER}"),
+            "principalId": principal(),
+            "principalType": "ServicePrincipal",
+            "description": "lapse:dev payments/backup until 2026-12-01T04:00:00Z"
+        }})
+    );
+}
+
+#[tokio::test]
+async fn a_condition_goes_with_condition_version_2() {
+    let (client, fake) = client();
+    fake.push(reply(200, &assignment_body()));
+    let cond = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringEquals 'backups'";
+    client
+        .put_role_assignment(&request(Some(cond)))
+        .await
+        .unwrap();
+    let props = fake.last().json()["properties"].clone();
+    assert_eq!(props["condition"], cond);
+    assert_eq!(props["conditionVersion"], "2.0");
+    assert_eq!(props["principalType"], "ServicePrincipal");
+}
+
+#[tokio::test]
+async fn get_role_assignment_is_none_on_404() {
+    let (client, fake) = client();
+    fake.push(reply(200, &assignment_body()));
+    fake.push(reply(404, &arm_error("RoleAssignmentNotFound", "gone")));
+    let found = client.get_role_assignment(RG, &name()).await.unwrap();
+    assert_eq!(found.map(|r| r.name), Some(name()));
+    assert_eq!(client.get_role_assignment(RG, &name()).await.unwrap(), None);
+    assert_eq!(fake.last().method, "GET");
+}
+
+#[tokio::test]
+async fn delete_role_assignment_tells_200_from_204() {
+    let (client, fake) = client();
+    fake.push(reply(200, &assignment_body()));
+    fake.push(reply(204, ""));
+    assert!(client.delete_role_assignment(RG, &name()).await.unwrap());
+    assert!(!client.delete_role_assignment(RG, &name()).await.unwrap());
+    let sent = fake.last();
+    assert_eq!(sent.method, "DELETE");
+    assert_eq!(sent.query("api-version").as_deref(), Some("2022-04-01"));
+}
+
+#[tokio::test]
+async fn list_role_assignments_filters_by_principal_and_follows_next_link() {
+    let (client, fake) = client();
+    let page = |next: Option<&str>| {
+        let mut v = json!({"value": [serde_json::from_str::<serde_json::Value>(&assignment_body()).unwrap()]});
+        if let Some(n) = next {
+            v["nextLink"] = json!(n);
+        }
+        v.to_string()
+    };
+    // ARM's link names the public host: the client must stay on the configured endpoint.
+    fake.push(reply(200, &page(Some(&format!(
+        "https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$skiptoken=abc"
+    )))));
+    fake.push(reply(200, &page(None)));
+    let all = client
+        .list_role_assignments(SUB, Some(&principal()))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0].url.path(),
+        format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments")
+    );
+    assert_eq!(
+        sent[0].query("$filter"),
+        Some(format!("principalId eq '{}'", principal()))
+    );
+    assert!(
+        sent[0].url.as_str().contains("principalId%20eq"),
+        "{}",
+        sent[0].url
+    );
+    assert_eq!(sent[1].url.host_str(), Some("arm.test"));
+    assert_eq!(sent[1].query("$skiptoken").as_deref(), Some("abc"));
+}
+
+fn role_definition(name: &str, guid: &str) -> serde_json::Value {
+    json!({
+        "id": format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}"),
+        "name": guid,
+        "type": "Microsoft.Authorization/roleDefinitions",
+        "properties": {"roleName": name, "type": "CustomRole", "description": "d", "assignableScopes": ["/"]}
+    })
+}
+
+fn role_definitions(names: &[(&str, &str)]) -> String {
+    let value: Vec<_> = names.iter().map(|(n, g)| role_definition(n, g)).collect();
+    json!({ "value": value }).to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn role_definitions_resolve_case_insensitively_and_are_cached_by_name_and_guid() {
+    let (client, fake) = client();
+    let guid = "11111111-0000-0000-0000-00000000000a";
+    fake.push(reply(
+        200,
+        &role_definitions(&[("Blob Backup Operator", guid)]),
+    ));
+    let def = client
+        .role_definition_by_name(SUB, "blob backup operator")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(def.role_name, "Blob Backup Operator");
+    assert_eq!(def.guid.to_string(), guid);
+    let sent = fake.last();
+    assert_eq!(
+        sent.url.path(),
+        format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions")
+    );
+    assert_eq!(
+        sent.query("$filter").as_deref(),
+        Some("roleName eq 'blob backup operator'")
+    );
+    // Another spelling, and the GUID, are answered from the cache.
+    let again = client
+        .role_definition_by_name(SUB, "Blob Backup OPERATOR ")
+        .await
+        .unwrap();
+    assert_eq!(again, Some(def.clone()));
+    let by_id = client.role_definition_by_id(SUB, &def.guid).await.unwrap();
+    assert_eq!(by_id, Some(def));
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_lookups_of_one_role_cost_one_read() {
+    let (client, fake) = client();
+    fake.push(
+        reply(
+            200,
+            &role_definitions(&[(
+                "Blob Backup Operator",
+                "11111111-0000-0000-0000-00000000000a",
+            )]),
+        )
+        .delayed(Duration::from_millis(200)),
+    );
+    let lookups = (0..20).map(|_| client.role_definition_by_name(SUB, "Blob Backup Operator"));
+    let results = futures::future::join_all(lookups).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(Some(_)))));
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_role_is_asked_again_after_a_minute() {
+    let (client, fake) = client();
+    let guid = Uuid::parse_str(READER).unwrap();
+    fake.push(reply(
+        404,
+        &arm_error("RoleDefinitionDoesNotExist", "no such role"),
+    ));
+    assert_eq!(
+        client.role_definition_by_id(SUB, &guid).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        client.role_definition_by_id(SUB, &guid).await.unwrap(),
+        None
+    );
+    assert_eq!(fake.requests().len(), 1);
+    let sent = fake.last();
+    assert_eq!(
+        sent.url.path(),
+        format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{READER}")
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    fake.push(reply(200, &role_definition("Reader", READER).to_string()));
+    let found = client.role_definition_by_id(SUB, &guid).await.unwrap();
+    assert_eq!(found.map(|d| d.role_name).as_deref(), Some("Reader"));
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn get_managed_identity_reads_its_ids() {
+    let (client, fake) = client();
+    fake.push(reply(
+        200,
+        &json!({
+            "id": MI, "name": "backup", "location": "eastus",
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "properties": {
+                "clientId": "4024ab25-56a8-4370-aea6-6389221caf29",
+                "principalId": "25cc773c-7f05-40fc-a104-32d2300754ad",
+                "tenantId": "b6c948ef-f6b5-4384-8354-da3a15eca969"
+            }
+        })
+        .to_string(),
+    ));
+    fake.push(reply(404, &arm_error("ResourceNotFound", "not found")));
+    let id = ArmId::parse(MI).unwrap();
+    let mi = client.get_managed_identity(&id).await.unwrap().unwrap();
+    assert_eq!(
+        mi.principal_id.to_string(),
+        "25cc773c-7f05-40fc-a104-32d2300754ad"
+    );
+    assert_eq!(
+        mi.client_id.to_string(),
+        "4024ab25-56a8-4370-aea6-6389221caf29"
+    );
+    let sent = fake.last();
+    assert_eq!(sent.url.path(), MI);
+    assert_eq!(sent.query("api-version").as_deref(), Some("2023-01-31"));
+    assert_eq!(client.get_managed_identity(&id).await.unwrap(), None);
+}
+
+fn fic(name: &str) -> FicRequest {
+    FicRequest {
+        name: name.to_owned(),
+        issuer: "https://oidc.example/cluster".into(),
+        subject: "system:serviceaccount:payments:backup-runner".into(),
+        audiences: vec!["api://AzureADTokenExchange".into()],
+        description: Some("only for Graph".into()),
+    }
+}
+
+fn fic_body(name: &str) -> String {
+    json!({
+        "id": format!("{MI}/federatedIdentityCredentials/{name}"),
+        "name": name,
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        "properties": {
+            "issuer": "https://oidc.example/cluster",
+            "subject": "system:serviceaccount:payments:backup-runner",
+            "audiences": ["api://AzureADTokenExchange"]
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn put_fic_sends_issuer_subject_audiences() {
+    let (client, fake) = client();
+    fake.push(reply(201, &fic_body("lapse-dev-abc")));
+    let id = ArmId::parse(MI).unwrap();
+    let created = client.put_fic(&id, &fic("lapse-dev-abc")).await.unwrap();
+    assert!(created.matches(&fic("lapse-dev-abc")));
+    let sent = fake.last();
+    assert_eq!(sent.method, "PUT");
+    assert_eq!(
+        sent.url.path(),
+        format!("{MI}/federatedIdentityCredentials/lapse-dev-abc")
+    );
+    assert_eq!(sent.query("api-version").as_deref(), Some("2023-01-31"));
+    // ARM FICs have no description.
+    assert_eq!(
+        sent.json(),
+        json!({"properties": {
+            "issuer": "https://oidc.example/cluster",
+            "subject": "system:serviceaccount:payments:backup-runner",
+            "audiences": ["api://AzureADTokenExchange"]
+        }})
+    );
+}
+
+#[tokio::test]
+async fn a_bad_fic_name_is_refused_before_sending() {
+    let (client, fake) = client();
+    let id = ArmId::parse(MI).unwrap();
+    let err = client.put_fic(&id, &fic("-bad")).await.unwrap_err();
+    assert!(matches!(err, AzureError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains("-bad"), "{err}");
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrent_fic_write_409_is_retried_with_backoff() {
+    let (client, fake) = client();
+    let id = ArmId::parse(MI).unwrap();
+    fake.push(reply(
+        409,
+        &arm_error(CONCURRENT, "Too many concurrent writes"),
+    ));
+    fake.push(reply(
+        409,
+        &arm_error(CONCURRENT, "Too many concurrent writes"),
+    ));
+    fake.push(reply(200, &fic_body("lapse-dev-abc")));
+    let start = tokio::time::Instant::now();
+    client.put_fic(&id, &fic("lapse-dev-abc")).await.unwrap();
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrent_fic_write_409_surfaces_as_retryable_after_a_few_tries() {
+    let (client, fake) = client();
+    let id = ArmId::parse(MI).unwrap();
+    for _ in 0..5 {
+        fake.push(reply(
+            409,
+            &arm_error(CONCURRENT, "Too many concurrent writes"),
+        ));
+    }
+    let err = client.delete_fic(&id, "lapse-dev-abc").await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Retryable);
+    assert_eq!(err.code(), Some(CONCURRENT));
+    assert_eq!(err.status(), Some(409));
+    assert_eq!(fake.requests().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fic_writes_to_one_identity_never_overlap() {
+    let (client, fake) = client();
+    let one = ArmId::parse(MI).unwrap();
+    let other = ArmId::parse(&MI.replace("/backup", "/restore")).unwrap();
+    for _ in 0..3 {
+        fake.push(reply(200, &fic_body("lapse-dev-abc")).delayed(Duration::from_secs(1)));
+    }
+    let (aaa, ccc) = (fic("lapse-dev-aaa"), fic("lapse-dev-ccc"));
+    let start = tokio::time::Instant::now();
+    let (a, b, c) = tokio::join!(
+        client.put_fic(&one, &aaa),
+        client.delete_fic(&one, "lapse-dev-bbb"),
+        client.put_fic(&other, &ccc),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let sent: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .map(|r| {
+            (
+                r.url.path().rsplit('/').next().unwrap().to_owned(),
+                r.at - start,
+            )
+        })
+        .collect();
+    let at = |n: &str| sent.iter().find(|(name, _)| name == n).unwrap().1;
+    assert_eq!(at("lapse-dev-aaa"), Duration::ZERO);
+    assert_eq!(at("lapse-dev-ccc"), Duration::ZERO);
+    assert_eq!(at("lapse-dev-bbb"), Duration::from_secs(1));
+}
+
+/// A create waiting for write budget must not hold the identity's lock: the revocation of
+/// another credential on the same identity goes first.
+#[tokio::test(start_paused = true)]
+async fn a_fic_delete_is_not_stuck_behind_a_create_waiting_for_budget() {
+    let mut cfg = crate::fake::config();
+    cfg.limits.writes = lapse_azure::BucketConfig {
+        capacity: 1,
+        refill_per_second: 0.5,
+    };
+    let (client, fake) = crate::fake::client_with(cfg);
+    let id = ArmId::parse(MI).unwrap();
+    let (aaa, bbb) = (fic("lapse-dev-aaa"), fic("lapse-dev-bbb"));
+    fake.push(reply(200, &fic_body("lapse-dev-aaa")));
+    client.put_fic(&id, &aaa).await.unwrap();
+    // Replies in expected arrival order: the delete, then the paced create.
+    fake.push(reply(200, ""));
+    fake.push(reply(200, &fic_body("lapse-dev-bbb")));
+    let start = tokio::time::Instant::now();
+    let create = client.put_fic(&id, &bbb);
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client.delete_fic(&id, "lapse-dev-ccc").await
+    };
+    let (created, deleted) = tokio::join!(create, delete);
+    created.unwrap();
+    assert!(deleted.unwrap());
+    let sent: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .skip(1)
+        .map(|r| (r.method, r.at - start))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("DELETE".to_owned(), Duration::from_millis(10)),
+            ("PUT".to_owned(), Duration::from_secs(2)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn delete_fic_tells_200_from_204_and_list_fics_pages() {
+    let (client, fake) = client();
+    let id = ArmId::parse(MI).unwrap();
+    fake.push(reply(200, ""));
+    fake.push(reply(204, ""));
+    assert!(client.delete_fic(&id, "lapse-dev-abc").await.unwrap());
+    assert!(!client.delete_fic(&id, "lapse-dev-abc").await.unwrap());
+    let item = serde_json::from_str::<serde_json::Value>(&fic_body("lapse-dev-abc")).unwrap();
+    fake.push(reply(200, &json!({"value": [item.clone()], "nextLink": format!("https://arm.test{MI}/federatedIdentityCredentials?api-version=2023-01-31&$skipToken=X'12345'")}).to_string()));
+    fake.push(reply(200, &json!({"value": [item]}).to_string()));
+    let fics = client.list_fics(&id).await.unwrap();
+    assert_eq!(fics.len(), 2);
+    assert_eq!(fics[0].name, "lapse-dev-abc");
+    let sent = fake.requests();
+    assert_eq!(
+        sent[2].url.path(),
+        format!("{MI}/federatedIdentityCredentials")
+    );
+    assert_eq!(sent[3].query("$skipToken").as_deref(), Some("X'12345'"));
+}

@@ -1,0 +1,98 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use lapse_api::lease::CoreSettings;
+use lapse_api::v1alpha1::AccessGrant;
+use lapse_azure::AzureClient;
+
+use crate::inventory::Inventory;
+use crate::locks::KeyLocks;
+use crate::metrics::Metrics;
+use crate::observe::{PolicyCache, Resolver};
+
+/// Controller settings (the operator binary fills them from flags and environment).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Seeds derived names and marks owned objects.
+    pub cluster: String,
+    /// This cluster's ServiceAccount token issuer.
+    pub oidc_issuer: String,
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// How often the orphan sweep lists Azure.
+    pub sweep_interval: Duration,
+    /// Subscriptions the sweep always lists, grants or not.
+    pub sweep_subscriptions: Vec<String>,
+    /// When an unfinished revocation is reported overdue.
+    pub overdue_after: Duration,
+    /// Base delay before retrying a failed Azure call or an unobserved object.
+    pub retry_after: Duration,
+    /// Grants reconciled at once.
+    pub concurrency: u16,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub azure: AzureClient,
+    pub settings: Settings,
+    pub core: CoreSettings,
+    pub inventory: Inventory,
+    pub locks: KeyLocks,
+    pub policies: PolicyCache,
+    pub namespaces: Store<Namespace>,
+    pub grants: GrantStores,
+    /// True once every cache is loaded and claims are complete.
+    pub ready: tokio::sync::watch::Sender<bool>,
+    pub resolver: Resolver,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The grant caches: one per watched namespace, or one for all.
+#[derive(Clone, Debug, Default)]
+pub struct GrantStores(pub Vec<Store<AccessGrant>>);
+
+impl GrantStores {
+    pub fn state(&self) -> Vec<Arc<AccessGrant>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    /// Waits until every cache holds a complete initial list.
+    pub async fn wait_until_ready(&self) {
+        for s in &self.0 {
+            wait_ready(s).await;
+        }
+    }
+}
+
+/// Waits until a reflector store is loaded.
+///
+/// `Store::wait_until_ready` keeps only the waker of its latest poller (a oneshot receiver
+/// behind a mutex), so with the controller also waiting on the same store one waiter may never
+/// be woken. Polling again now and then sidesteps that: once any poller has seen the value, it
+/// is memoised and every later poll returns at once.
+pub async fn wait_ready<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            // Err(WriterDropped) only happens on shutdown: nothing to wait for any more.
+            Ok(_) => return,
+            Err(_elapsed) => {}
+        }
+    }
+}

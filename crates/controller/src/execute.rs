@@ -1,0 +1,236 @@
+//! Makes the calls the decision core asked for and reports what happened, in the core's terms.
+
+use lapse_api::arm::ArmId;
+use lapse_api::lease::{Action, Failure, FicTarget, ObjectKey, Observed};
+use lapse_api::naming;
+use lapse_azure::{AzureError, ErrorClass, FicRequest, RoleAssignmentRequest};
+
+use crate::context::Context;
+use crate::inventory::Known;
+
+/// The core's view of an Azure failure.
+pub fn failure(e: &AzureError) -> Failure {
+    match e {
+        AzureError::Throttled { retry_after, .. } => Failure::Throttled {
+            retry_after: *retry_after,
+            message: e.to_string(),
+        },
+        _ => match e.class() {
+            ErrorClass::Terminal => Failure::Terminal {
+                code: e.code().unwrap_or("Unknown").to_owned(),
+                message: e.to_string(),
+            },
+            _ => Failure::Retryable {
+                message: e.to_string(),
+            },
+        },
+    }
+}
+
+/// Executes one action. Deletes are idempotent; a create that finds the access already there
+/// under another name reports it as standing (or ours, by its marker) instead of failing.
+pub async fn execute(ctx: &Context, action: &Action) -> Observed {
+    let cluster = &ctx.core.cluster;
+    match action {
+        Action::CreateRoleAssignment(p) => {
+            let req = RoleAssignmentRequest {
+                scope: p.scope.to_string(),
+                name: p.name,
+                role_definition_id: p.role_definition_id.clone(),
+                principal_id: p.principal_id,
+                description: Some(p.description.clone()),
+                condition: p.condition.clone(),
+            };
+            match ctx.azure.put_role_assignment(&req).await {
+                Ok(ra) => {
+                    ctx.metrics.azure_call("PutRoleAssignment", "ok");
+                    ctx.inventory.record(
+                        &p.key,
+                        Some(Known {
+                            id: ra.id.clone(),
+                            owned: true,
+                        }),
+                    );
+                    Observed::Present {
+                        owned: true,
+                        id: Some(ra.id),
+                    }
+                }
+                Err(e) if e.code() == Some("RoleAssignmentExists") => {
+                    ctx.metrics.azure_call("PutRoleAssignment", "exists");
+                    standing_assignment(ctx, &p.key, &p.scope, &e).await
+                }
+                Err(e) => {
+                    ctx.metrics
+                        .azure_call("PutRoleAssignment", e.metric_label());
+                    tracing::warn!(scope = %p.scope, name = %p.name, error = %e, "creating a role assignment");
+                    Observed::CreateFailed(failure(&e))
+                }
+            }
+        }
+        Action::DeleteRoleAssignment {
+            key, scope, name, ..
+        } => match ctx.azure.delete_role_assignment(scope, name).await {
+            Ok(_) => {
+                ctx.metrics.azure_call("DeleteRoleAssignment", "ok");
+                ctx.inventory.record(key, None);
+                Observed::Absent
+            }
+            Err(e) => {
+                ctx.metrics
+                    .azure_call("DeleteRoleAssignment", e.metric_label());
+                tracing::warn!(%scope, %name, error = %e, "deleting a role assignment");
+                Observed::DeleteFailed(failure(&e))
+            }
+        },
+        Action::CreateFic(p) => {
+            let req = FicRequest {
+                name: p.name.clone(),
+                issuer: p.issuer.clone(),
+                subject: p.subject.clone(),
+                audiences: vec![p.audience.clone()],
+                description: Some(p.description.clone()),
+            };
+            let (op, result) = match &p.target {
+                FicTarget::ManagedIdentity(id) => ("PutFic", ctx.azure.put_fic(id, &req).await),
+                FicTarget::Application(app) => {
+                    ("PutAppFic", ctx.azure.put_app_fic(app, &req).await)
+                }
+            };
+            match result {
+                Ok(f) => {
+                    ctx.metrics.azure_call(op, "ok");
+                    ctx.inventory.record(
+                        &p.key,
+                        Some(Known {
+                            id: f.id.clone(),
+                            owned: true,
+                        }),
+                    );
+                    Observed::Present {
+                        owned: true,
+                        id: Some(f.id),
+                    }
+                }
+                Err(e) => {
+                    ctx.metrics.azure_call(op, e.metric_label());
+                    tracing::warn!(fic = %p.name, error = %e, "creating a federated identity credential");
+                    // Issuer and subject already federated under another name: look before failing.
+                    if e.class() == ErrorClass::Terminal
+                        && let Some(obs) = existing_fic(ctx, &p.key, &p.target, cluster).await
+                    {
+                        return obs;
+                    }
+                    Observed::CreateFailed(failure(&e))
+                }
+            }
+        }
+        Action::DeleteFic { key, target, name } => {
+            let (op, result) = match target {
+                FicTarget::ManagedIdentity(id) => {
+                    ("DeleteFic", ctx.azure.delete_fic(id, name).await)
+                }
+                FicTarget::Application(app) => {
+                    ("DeleteAppFic", ctx.azure.delete_app_fic(app, name).await)
+                }
+            };
+            match result {
+                Ok(_) => {
+                    ctx.metrics.azure_call(op, "ok");
+                    ctx.inventory.record(key, None);
+                    Observed::Absent
+                }
+                Err(e) => {
+                    ctx.metrics.azure_call(op, e.metric_label());
+                    tracing::warn!(fic = %name, error = %e, "deleting a federated identity credential");
+                    Observed::DeleteFailed(failure(&e))
+                }
+            }
+        }
+    }
+}
+
+/// After `RoleAssignmentExists`: find the assignment that holds the tuple.
+async fn standing_assignment(
+    ctx: &Context,
+    key: &ObjectKey,
+    scope: &ArmId,
+    e: &AzureError,
+) -> Observed {
+    let ObjectKey::RoleAssignment { principal_id, .. } = key else {
+        return Observed::CreateFailed(failure(e));
+    };
+    let Some(sub) = scope.subscription() else {
+        return Observed::CreateFailed(failure(e));
+    };
+    match ctx
+        .azure
+        .list_role_assignments(sub, Some(principal_id))
+        .await
+    {
+        Ok(list) => {
+            ctx.metrics.azure_call("ListRoleAssignments", "ok");
+            for ra in list {
+                if crate::sweep::assignment_key(&ra).as_ref() == Some(key) {
+                    let owned = naming::is_owned_by(ra.description.as_deref(), &ctx.core.cluster);
+                    ctx.inventory.record(
+                        key,
+                        Some(Known {
+                            id: ra.id.clone(),
+                            owned,
+                        }),
+                    );
+                    return Observed::Present {
+                        owned,
+                        id: Some(ra.id),
+                    };
+                }
+            }
+            // Azure says it exists but cannot show it (replication): try again later.
+            Observed::CreateFailed(Failure::Retryable {
+                message: e.to_string(),
+            })
+        }
+        Err(le) => {
+            ctx.metrics
+                .azure_call("ListRoleAssignments", le.metric_label());
+            Observed::CreateFailed(failure(&le))
+        }
+    }
+}
+
+/// After a refused FIC create: is the (issuer, subject) already federated on the target?
+async fn existing_fic(
+    ctx: &Context,
+    key: &ObjectKey,
+    target: &FicTarget,
+    cluster: &str,
+) -> Option<Observed> {
+    let list = match target {
+        FicTarget::ManagedIdentity(id) => ctx.azure.list_fics(id).await,
+        FicTarget::Application(app) => ctx.azure.list_app_fics(app).await,
+    }
+    .ok()?;
+    let target_key = target.key();
+    list.into_iter().find_map(|f| {
+        let k = ObjectKey::Fic {
+            target: target_key.clone(),
+            issuer: f.issuer.clone(),
+            subject: f.subject.clone(),
+        };
+        (&k == key).then(|| {
+            let owned = naming::fic_cluster(&f.name) == Some(cluster);
+            ctx.inventory.record(
+                key,
+                Some(Known {
+                    id: f.id.clone(),
+                    owned,
+                }),
+            );
+            Observed::Present {
+                owned,
+                id: Some(f.id),
+            }
+        })
+    })
+}

@@ -1,0 +1,289 @@
+//! What the operator knows of Azure and of its own leases, kept in memory so steady state costs
+//! no ARM reads: role assignments listed once per subscription per sweep, FICs per identity,
+//! updated by every write the operator makes; and which grants claim which Azure object.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use lapse_api::lease::{
+    AzureView, ObjectKey, ObjectObservation, Observed, recorded_fic, recorded_role_assignment,
+};
+use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
+
+/// A grant by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for GrantRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How a grant holds an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A live lease needs it: nobody else may delete it.
+    Live,
+    /// An ending lease is deleting it: the sweep leaves it to that lease.
+    Ending,
+}
+
+/// One Azure object the inventory knows of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// Resource ID (role assignments, ARM FICs) or Graph path (application FICs).
+    pub id: String,
+    /// Carries this cluster's marker.
+    pub owned: bool,
+}
+
+/// Which part of Azure a key lives in: the unit the inventory lists at once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Partition {
+    /// Role assignments of one subscription (lowercase ID) or management group scope.
+    RoleAssignments(String),
+    /// FICs of one identity or application (the target key).
+    Fics(String),
+}
+
+impl Partition {
+    pub fn of(key: &ObjectKey) -> Self {
+        match key {
+            ObjectKey::RoleAssignment { scope, .. } => {
+                Self::RoleAssignments(assignment_partition(scope))
+            }
+            ObjectKey::Fic { target, .. } => Self::Fics(target.clone()),
+        }
+    }
+}
+
+/// The listing unit of a role assignment scope (lowercase): its subscription, or the management
+/// group for management group scopes.
+pub fn assignment_partition(scope_key: &str) -> String {
+    let mut parts = scope_key.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next()) {
+        (Some("subscriptions"), Some(sub)) => format!("/subscriptions/{sub}"),
+        _ => scope_key.to_owned(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    loaded_at: Option<Instant>,
+    objects: HashMap<ObjectKey, Known>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    partitions: HashMap<Partition, PartitionState>,
+    /// key -> grants claiming it.
+    claims: HashMap<ObjectKey, HashMap<GrantRef, Claim>>,
+    /// grant -> keys it claims (to replace a grant's claims in one go).
+    by_grant: HashMap<GrantRef, Vec<ObjectKey>>,
+}
+
+/// Shared, synchronous, short critical sections only (never held across an await).
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    state: Arc<Mutex<State>>,
+}
+
+impl Inventory {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update of plain maps; the
+        // data is still usable and the next listing replaces it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn is_loaded(&self, p: &Partition) -> bool {
+        self.lock()
+            .partitions
+            .get(p)
+            .is_some_and(|s| s.loaded_at.is_some())
+    }
+
+    pub fn loaded_at(&self, p: &Partition) -> Option<Instant> {
+        self.lock().partitions.get(p).and_then(|s| s.loaded_at)
+    }
+
+    /// Replaces a partition with a fresh listing.
+    pub fn replace(&self, p: Partition, objects: HashMap<ObjectKey, Known>, listed_at: Instant) {
+        let mut st = self.lock();
+        st.partitions.insert(
+            p,
+            PartitionState {
+                loaded_at: Some(listed_at),
+                objects,
+            },
+        );
+    }
+
+    /// Records the outcome of one of our own writes.
+    pub fn record(&self, key: &ObjectKey, known: Option<Known>) {
+        let mut st = self.lock();
+        let part = st.partitions.entry(Partition::of(key)).or_default();
+        match known {
+            Some(k) => {
+                part.objects.insert(key.clone(), k);
+            }
+            None => {
+                part.objects.remove(key);
+            }
+        }
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<Known> {
+        self.lock()
+            .partitions
+            .get(&Partition::of(key))
+            .and_then(|p| p.objects.get(key).cloned())
+    }
+
+    /// Builds the core's view of these keys for one grant. Keys in unloaded partitions stay
+    /// unknown, so the core neither creates nor trusts them.
+    pub fn view(&self, keys: &[ObjectKey], grant: &GrantRef) -> AzureView {
+        let st = self.lock();
+        let mut view = AzureView::default();
+        for key in keys {
+            let needed_by_other_lease = st.claims.get(key).is_some_and(|c| {
+                c.iter()
+                    .any(|(g, claim)| g != grant && *claim == Claim::Live)
+            });
+            let observed = match st.partitions.get(&Partition::of(key)) {
+                Some(p) if p.loaded_at.is_some() => match p.objects.get(key) {
+                    Some(k) => Observed::Present {
+                        owned: k.owned,
+                        id: Some(k.id.clone()),
+                    },
+                    None => Observed::Absent,
+                },
+                _ => Observed::Unknown,
+            };
+            view.objects.insert(
+                key.clone(),
+                ObjectObservation {
+                    observed,
+                    needed_by_other_lease,
+                },
+            );
+        }
+        view
+    }
+
+    /// Replaces the claims of one grant with those its status implies.
+    pub fn set_claims(&self, grant: &GrantRef, status: Option<&AccessGrantStatus>) {
+        let claims = status.map(claims_of).unwrap_or_default();
+        let mut st = self.lock();
+        if let Some(old) = st.by_grant.remove(grant) {
+            for k in old {
+                if let Some(c) = st.claims.get_mut(&k) {
+                    c.remove(grant);
+                    if c.is_empty() {
+                        st.claims.remove(&k);
+                    }
+                }
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
+        let keys: Vec<ObjectKey> = claims.iter().map(|(k, _)| k.clone()).collect();
+        for (k, claim) in claims {
+            st.claims.entry(k).or_default().insert(grant.clone(), claim);
+        }
+        st.by_grant.insert(grant.clone(), keys);
+    }
+
+    /// Owned objects of a partition that no grant claims: the sweep's candidates.
+    pub fn unclaimed_owned(&self, p: &Partition) -> Vec<(ObjectKey, Known)> {
+        let st = self.lock();
+        let Some(part) = st.partitions.get(p) else {
+            return Vec::new();
+        };
+        part.objects
+            .iter()
+            .filter(|(k, v)| v.owned && !st.claims.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Drops the claims of grants not in `live` (deleted without our finalizer).
+    pub fn retain_grants(&self, live: &HashSet<GrantRef>) {
+        let gone: Vec<GrantRef> = {
+            let st = self.lock();
+            st.by_grant
+                .keys()
+                .filter(|g| !live.contains(g))
+                .cloned()
+                .collect()
+        };
+        for g in gone {
+            self.set_claims(&g, None);
+        }
+    }
+
+    pub fn is_claimed(&self, key: &ObjectKey) -> bool {
+        self.lock().claims.contains_key(key)
+    }
+
+    /// Every partition some grant claims an object in, plus every loaded one.
+    pub fn partitions(&self) -> HashSet<Partition> {
+        let st = self.lock();
+        st.partitions
+            .keys()
+            .cloned()
+            .chain(st.claims.keys().map(Partition::of))
+            .collect()
+    }
+}
+
+/// The claims a grant's status implies.
+pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
+    let claim = match status.phase {
+        GrantPhase::Activating | GrantPhase::Active => Claim::Live,
+        // A terminal lease may still owe a delete (an object that reappeared): it claims it as
+        // ending so the sweep does not delete it twice.
+        GrantPhase::Revoking | GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Failed => {
+            Claim::Ending
+        }
+        GrantPhase::Pending | GrantPhase::Scheduled | GrantPhase::Denied => return Vec::new(),
+    };
+    let holds = |s: ObjectState| match claim {
+        Claim::Live => matches!(s, ObjectState::Pending | ObjectState::Present),
+        Claim::Ending => matches!(
+            s,
+            ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
+        ),
+    };
+    let mut out = Vec::new();
+    if let Some(p) = status
+        .principal_id
+        .as_deref()
+        .and_then(|p| uuid::Uuid::try_parse(p).ok())
+    {
+        for e in status.role_assignments.iter().filter(|e| holds(e.state)) {
+            if let Some((k, _)) = recorded_role_assignment(p, e) {
+                out.push((k, claim));
+            }
+        }
+    }
+    if let Some(f) = status
+        .federated_credential
+        .as_ref()
+        .filter(|f| holds(f.state))
+        && let Some((k, _)) = recorded_fic(f)
+    {
+        out.push((k, claim));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

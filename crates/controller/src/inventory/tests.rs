@@ -1,0 +1,119 @@
+use super::*;
+use lapse_api::v1alpha1::{FederatedCredentialStatus, RoleAssignmentStatus};
+
+const P: &str = "11111111-2222-3333-4444-555555555555";
+const SCOPE: &str = "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg";
+const ROLE: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const NAME: &str = "6f1d0f0e-0000-5000-8000-000000000001";
+
+fn status(phase: GrantPhase, state: ObjectState) -> AccessGrantStatus {
+    AccessGrantStatus {
+        phase,
+        principal_id: Some(P.into()),
+        role_assignments: vec![RoleAssignmentStatus {
+            role: "Reader".into(),
+            role_definition_id: Some(format!("/subscriptions/00000000-0000-0000-0000-0000000000aa/providers/Microsoft.Authorization/roleDefinitions/{ROLE}")),
+            scope: SCOPE.into(),
+            id: Some(format!("{SCOPE}/providers/Microsoft.Authorization/roleAssignments/{NAME}")),
+            state,
+        }],
+        federated_credential: Some(FederatedCredentialStatus {
+            id: Some("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi/federatedIdentityCredentials/lapse-dev-0123456789abcdef0123456789abcdef".into()),
+            name: "lapse-dev-0123456789abcdef0123456789abcdef".into(),
+            issuer: "https://issuer".into(),
+            subject: "system:serviceaccount:a:b".into(),
+            state,
+        }),
+        ..Default::default()
+    }
+}
+
+fn grant(n: &str) -> GrantRef {
+    GrantRef {
+        namespace: "ns".into(),
+        name: n.into(),
+    }
+}
+
+#[test]
+fn live_claims_make_objects_needed_by_other_leases() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let keys: Vec<ObjectKey> = claims_of(&st).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2);
+    inv.set_claims(&grant("a"), Some(&st));
+    inv.set_claims(&grant("b"), Some(&st));
+    let view = inv.view(&keys, &grant("a"));
+    assert!(keys.iter().all(|k| view.get(k).needed_by_other_lease));
+    // b ends: nobody but a needs them.
+    inv.set_claims(
+        &grant("b"),
+        Some(&status(GrantPhase::Revoking, ObjectState::Deleting)),
+    );
+    let view = inv.view(&keys, &grant("a"));
+    assert!(keys.iter().all(|k| !view.get(k).needed_by_other_lease));
+    // Unloaded partitions are unknown, never absent.
+    assert!(
+        keys.iter()
+            .all(|k| view.get(k).observed == Observed::Unknown)
+    );
+}
+
+#[test]
+fn the_sweep_only_sees_owned_unclaimed_objects() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let keys: Vec<ObjectKey> = claims_of(&st).into_iter().map(|(k, _)| k).collect();
+    let part = Partition::of(&keys[0]);
+    let mut objects = HashMap::new();
+    objects.insert(
+        keys[0].clone(),
+        Known {
+            id: "ours".into(),
+            owned: true,
+        },
+    );
+    let standing = ObjectKey::RoleAssignment {
+        principal_id: uuid::Uuid::nil(),
+        role_guid: uuid::Uuid::nil(),
+        scope: SCOPE.to_lowercase(),
+    };
+    objects.insert(
+        standing,
+        Known {
+            id: "theirs".into(),
+            owned: false,
+        },
+    );
+    inv.replace(part.clone(), objects, Instant::now());
+    assert_eq!(inv.unclaimed_owned(&part).len(), 1);
+    inv.set_claims(&grant("a"), Some(&st));
+    assert!(inv.unclaimed_owned(&part).is_empty());
+    // Terminal grants whose objects are all deleted claim nothing.
+    inv.set_claims(
+        &grant("a"),
+        Some(&status(GrantPhase::Expired, ObjectState::Deleted)),
+    );
+    assert_eq!(inv.unclaimed_owned(&part).len(), 1);
+    // A grant that disappears loses its claims.
+    inv.set_claims(&grant("a"), Some(&st));
+    inv.retain_grants(&HashSet::new());
+    assert_eq!(inv.unclaimed_owned(&part).len(), 1);
+    let view = inv.view(&keys[..1], &grant("x"));
+    assert!(matches!(
+        view.get(&keys[0]).observed,
+        Observed::Present { owned: true, .. }
+    ));
+}
+
+#[test]
+fn partitions_group_by_subscription() {
+    assert_eq!(
+        assignment_partition("/subscriptions/abc/resourcegroups/rg/providers/x/y/z"),
+        "/subscriptions/abc"
+    );
+    assert_eq!(
+        assignment_partition("/providers/microsoft.management/managementgroups/mg"),
+        "/providers/microsoft.management/managementgroups/mg"
+    );
+}

@@ -1,0 +1,190 @@
+//! Prometheus metrics. Never carries a token, secret or assertion: labels are phases,
+//! operations, outcomes and error classes only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use lapse_api::v1alpha1::GrantPhase;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::inventory::GrantRef;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub operation: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweepLabels {
+    pub kind: String,
+}
+
+/// All of the operator's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    pub grants: Family<PhaseLabels, Gauge>,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub azure_calls: Family<CallLabels, Counter>,
+    pub throttle_waits: Counter,
+    pub throttle_wait_seconds: Counter<f64>,
+    pub throttled_responses: Counter,
+    /// Lease end to delete acknowledged, for leases that lapsed by time.
+    pub overstay_seconds: Histogram,
+    pub overdue_revocations: Gauge,
+    pub orphans_deleted: Family<SweepLabels, Counter>,
+    phases: Mutex<HashMap<GrantRef, (GrantPhase, bool)>>,
+    limiter_seen: Mutex<(u64, f64, u64)>,
+}
+
+fn phase_label(p: GrantPhase) -> String {
+    lapse_api::lease::phase_reason(p).to_owned()
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            grants: Family::default(),
+            reconciles: Family::default(),
+            reconcile_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            azure_calls: Family::default(),
+            throttle_waits: Counter::default(),
+            throttle_wait_seconds: Counter::default(),
+            throttled_responses: Counter::default(),
+            overstay_seconds: Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            overdue_revocations: Gauge::default(),
+            orphans_deleted: Family::default(),
+            phases: Mutex::default(),
+            limiter_seen: Mutex::default(),
+        };
+        let r = registry.sub_registry_with_prefix("lapse");
+        r.register("grants", "AccessGrants by phase", m.grants.clone());
+        r.register(
+            "reconciles",
+            "Grant reconciles by result",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one grant",
+            m.reconcile_seconds.clone(),
+        );
+        r.register(
+            "azure_calls",
+            "Azure calls by operation and outcome",
+            m.azure_calls.clone(),
+        );
+        r.register(
+            "throttle_waits",
+            "Azure calls that waited for ARM budget",
+            m.throttle_waits.clone(),
+        );
+        r.register(
+            "throttle_wait_seconds",
+            "Time spent waiting for ARM budget",
+            m.throttle_wait_seconds.clone(),
+        );
+        r.register(
+            "azure_throttled_responses",
+            "429 responses from Azure",
+            m.throttled_responses.clone(),
+        );
+        r.register(
+            "overstay_seconds",
+            "Lease end to delete acknowledged by Azure",
+            m.overstay_seconds.clone(),
+        );
+        r.register(
+            "revocations_overdue",
+            "Grants whose revocation is overdue",
+            m.overdue_revocations.clone(),
+        );
+        r.register(
+            "orphans_deleted",
+            "Orphaned Azure objects deleted by the sweep",
+            m.orphans_deleted.clone(),
+        );
+        m
+    }
+
+    /// Records a grant's phase and overdue flag (for the per-phase gauges).
+    pub fn observe_grant(&self, grant: &GrantRef, phase: Option<GrantPhase>, overdue: bool) {
+        let mut phases = self
+            .phases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = match phase {
+            Some(p) => phases.insert(grant.clone(), (p, overdue)),
+            None => phases.remove(grant),
+        };
+        if let Some((p, o)) = old {
+            self.grants
+                .get_or_create(&PhaseLabels {
+                    phase: phase_label(p),
+                })
+                .dec();
+            if o {
+                self.overdue_revocations.dec();
+            }
+        }
+        if let Some(p) = phase {
+            self.grants
+                .get_or_create(&PhaseLabels {
+                    phase: phase_label(p),
+                })
+                .inc();
+            if overdue {
+                self.overdue_revocations.inc();
+            }
+        }
+    }
+
+    pub fn azure_call(&self, operation: &str, outcome: &str) {
+        self.azure_calls
+            .get_or_create(&CallLabels {
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Folds the Azure client's cumulative limiter counters into the counters.
+    pub fn limiter_totals(&self, waits: u64, wait_seconds: f64, throttled: u64) {
+        let mut seen = self
+            .limiter_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.throttle_waits.inc_by(waits.saturating_sub(seen.0));
+        let dw = wait_seconds - seen.1;
+        if dw > 0.0 {
+            self.throttle_wait_seconds.inc_by(dw);
+        }
+        self.throttled_responses
+            .inc_by(throttled.saturating_sub(seen.2));
+        *seen = (
+            waits.max(seen.0),
+            wait_seconds.max(seen.1),
+            throttled.max(seen.2),
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The inventory's loading and the orphan sweep: anything carrying this cluster's marker that
+//! no grant claims is deleted, at start-up and every sweep interval.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::ResourceExt;
+use lapse_api::arm::ArmId;
+use lapse_api::lease::{Action, FicTarget, ObjectKey};
+use lapse_api::naming;
+use lapse_azure::{AzureError, RoleAssignment};
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::inventory::{GrantRef, Known, Partition};
+use crate::metrics::SweepLabels;
+
+/// The key of a listed role assignment.
+pub fn assignment_key(ra: &RoleAssignment) -> Option<ObjectKey> {
+    let role_guid = Uuid::try_parse(ra.role_definition_id.rsplit('/').next()?).ok()?;
+    let scope = ArmId::parse(&ra.scope).ok()?;
+    Some(ObjectKey::RoleAssignment {
+        principal_id: ra.principal_id,
+        role_guid,
+        scope: scope.key().to_owned(),
+    })
+}
+
+fn fic_target(target_key: &str) -> Option<FicTarget> {
+    match target_key.strip_prefix("/applications/") {
+        Some(app) => Uuid::try_parse(app).ok().map(FicTarget::Application),
+        None => ArmId::parse(target_key)
+            .ok()
+            .map(FicTarget::ManagedIdentity),
+    }
+}
+
+/// Lists one partition and replaces it in the inventory.
+pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
+    let started = Instant::now();
+    let cluster = &ctx.core.cluster;
+    let mut objects = HashMap::new();
+    match p {
+        Partition::RoleAssignments(part) => {
+            let Some(sub) = part.strip_prefix("/subscriptions/") else {
+                // Management group scopes are not listed: their keys stay unknown, so nothing
+                // is created there (see docs/operator.md).
+                return Ok(());
+            };
+            let list = ctx.azure.list_role_assignments(sub, None).await;
+            ctx.metrics.azure_call(
+                "ListRoleAssignments",
+                list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+            );
+            for ra in list? {
+                if let Some(k) = assignment_key(&ra) {
+                    let owned = naming::is_owned_by(ra.description.as_deref(), cluster);
+                    objects.insert(k, Known { id: ra.id, owned });
+                }
+            }
+        }
+        Partition::Fics(target_key) => {
+            let Some(target) = fic_target(target_key) else {
+                return Ok(());
+            };
+            let (op, list) = match &target {
+                FicTarget::ManagedIdentity(id) => ("ListFics", ctx.azure.list_fics(id).await),
+                FicTarget::Application(app) => ("ListAppFics", ctx.azure.list_app_fics(app).await),
+            };
+            ctx.metrics.azure_call(
+                op,
+                list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+            );
+            for f in list? {
+                let k = ObjectKey::Fic {
+                    target: target_key.clone(),
+                    issuer: f.issuer.clone(),
+                    subject: f.subject.clone(),
+                };
+                let owned = naming::fic_cluster(&f.name) == Some(cluster.as_str());
+                objects.insert(k, Known { id: f.id, owned });
+            }
+        }
+    }
+    ctx.inventory.replace(p.clone(), objects, started);
+    Ok(())
+}
+
+/// Loads the partitions of these keys that are not loaded yet. Failures leave them unknown.
+pub async fn ensure_loaded(ctx: &Context, keys: &[ObjectKey]) {
+    let mut parts: Vec<Partition> = keys.iter().map(Partition::of).collect();
+    parts.dedup();
+    for p in parts {
+        if !ctx.inventory.is_loaded(&p)
+            && let Err(e) = load(ctx, &p).await
+        {
+            tracing::warn!(partition = ?p, error = %e, "listing Azure objects");
+        }
+    }
+}
+
+/// Rebuilds every grant's claims from the grant store (grants gone without our finalizer lose
+/// theirs here).
+pub fn rebuild_claims(ctx: &Context) {
+    let grants = ctx.grants.state();
+    let refs: Vec<GrantRef> = grants
+        .iter()
+        .filter_map(|g| {
+            Some(GrantRef {
+                namespace: g.namespace()?,
+                name: g.name_any(),
+            })
+        })
+        .collect();
+    let live: std::collections::HashSet<GrantRef> = refs.iter().cloned().collect();
+    ctx.inventory.retain_grants(&live);
+    for (g, r) in grants.iter().zip(refs.iter()) {
+        ctx.inventory.set_claims(r, g.status.as_ref());
+    }
+}
+
+/// One sweep: refresh every partition, delete owned objects no grant claims.
+pub async fn sweep_once(ctx: &Arc<Context>) -> usize {
+    rebuild_claims(ctx);
+    let mut parts: Vec<Partition> = ctx.inventory.partitions().into_iter().collect();
+    for sub in &ctx.settings.sweep_subscriptions {
+        parts.push(Partition::RoleAssignments(format!(
+            "/subscriptions/{}",
+            sub.to_ascii_lowercase()
+        )));
+    }
+    parts.sort_by_key(|p| format!("{p:?}"));
+    parts.dedup();
+    let mut deleted = 0;
+    for p in parts {
+        if let Err(e) = load(ctx, &p).await {
+            tracing::warn!(partition = ?p, error = %e, "sweep: listing Azure objects");
+            continue;
+        }
+        for (key, known) in ctx.inventory.unclaimed_owned(&p) {
+            let _guard = ctx.locks.lock(std::slice::from_ref(&key)).await;
+            // A grant may have claimed it while we waited for the lock.
+            if ctx.inventory.is_claimed(&key) {
+                continue;
+            }
+            let Some(action) = delete_action(&key, &known) else {
+                continue;
+            };
+            let outcome = crate::execute::execute(ctx, &action).await;
+            if outcome == lapse_api::lease::Observed::Absent {
+                deleted += 1;
+                let kind = if matches!(key, ObjectKey::Fic { .. }) {
+                    "fic"
+                } else {
+                    "role_assignment"
+                };
+                ctx.metrics
+                    .orphans_deleted
+                    .get_or_create(&SweepLabels { kind: kind.into() })
+                    .inc();
+                tracing::info!(id = %known.id, "sweep: deleted an orphaned object");
+            }
+        }
+    }
+    deleted
+}
+
+fn delete_action(key: &ObjectKey, known: &Known) -> Option<Action> {
+    match key {
+        ObjectKey::RoleAssignment { .. } => {
+            let at = known
+                .id
+                .to_ascii_lowercase()
+                .rfind("/providers/microsoft.authorization/roleassignments/")?;
+            let scope = known.id[..at].to_owned();
+            let name = Uuid::try_parse(known.id.rsplit('/').next()?).ok()?;
+            Some(Action::DeleteRoleAssignment {
+                key: key.clone(),
+                scope,
+                name,
+                id: known.id.clone(),
+            })
+        }
+        ObjectKey::Fic { target, .. } => {
+            let name = known.id.rsplit('/').next()?.to_owned();
+            Some(Action::DeleteFic {
+                key: key.clone(),
+                target: fic_target(target)?,
+                name,
+            })
+        }
+    }
+}
+
+/// Sweeps now and then every interval, until the process ends.
+pub async fn run(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(ctx.settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = sweep_once(&ctx).await;
+        tracing::debug!(deleted = n, "sweep finished");
+    }
+}

@@ -1,0 +1,358 @@
+//! `lapse-operator run`: configuration, start-up checks, leader election, serving health and
+//! metrics, and the controllers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use lapse_api::duration::LeaseDuration;
+use lapse_api::naming::validate_cluster_name;
+use lapse_azure::{AzureClient, AzureConfig, Cloud, CredentialConfig, LimitsConfig};
+use lapse_controller::Settings;
+use lapse_controller::leader::{LeaderConfig, LeaderElector};
+use prometheus_client::registry::Registry;
+
+/// Every setting has an environment variable; the sandbox's `azure.env` names are used as
+/// they are, so `set -a; . DIR/azure.env` is enough to point the operator at it.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name of this cluster: seeds every derived Azure name and marks every object this
+    /// operator owns. DNS label, at most 63 characters. Never change it while grants are live.
+    #[arg(long, env = "LAPSE_CLUSTER_NAME")]
+    pub cluster_name: String,
+
+    /// This cluster's ServiceAccount token issuer (the FIC issuer). Operator configuration,
+    /// never user input.
+    #[arg(long, env = "LAPSE_OIDC_ISSUER")]
+    pub oidc_issuer: String,
+
+    /// Azure cloud whose default endpoints to use.
+    #[arg(long, env = "LAPSE_AZURE_CLOUD", value_enum, default_value_t = CloudName::Public)]
+    pub azure_cloud: CloudName,
+
+    /// Azure Resource Manager endpoint (overrides the cloud's).
+    #[arg(long, env = "LAPSE_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<url::Url>,
+
+    /// Microsoft Graph endpoint (overrides the cloud's).
+    #[arg(long, env = "LAPSE_GRAPH_ENDPOINT")]
+    pub graph_endpoint: Option<url::Url>,
+
+    /// Entra authority host (overrides the cloud's).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub authority_host: Option<url::Url>,
+
+    /// Extra PEM CA certificates trusted for ARM, Graph and the token endpoint.
+    #[arg(long, env = "LAPSE_AZURE_CA_BUNDLE")]
+    pub azure_ca_bundle: Option<PathBuf>,
+
+    /// Entra tenant of the operator's identity.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: String,
+
+    /// Client (application) ID of the operator's identity.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: String,
+
+    /// Client secret (development). Prefer workload identity in clusters.
+    #[arg(
+        long,
+        env = "AZURE_CLIENT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "federated_token_file"
+    )]
+    pub client_secret: Option<String>,
+
+    /// Projected ServiceAccount token for workload identity (set by the AKS webhook).
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// Subscriptions the orphan sweep always lists, comma-separated.
+    #[arg(long, env = "LAPSE_SWEEP_SUBSCRIPTIONS", value_delimiter = ',')]
+    pub sweep_subscriptions: Vec<String>,
+
+    /// The default subscription (from the Azure environment); swept too.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    pub subscription_id: Option<String>,
+
+    /// Namespaces to watch, comma-separated; all when empty.
+    #[arg(long, env = "LAPSE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// How often the orphan sweep lists Azure (Go duration).
+    #[arg(long, env = "LAPSE_SWEEP_INTERVAL", default_value = "5m")]
+    pub sweep_interval: LeaseDuration,
+
+    /// When an unfinished revocation is reported overdue (Go duration).
+    #[arg(long, env = "LAPSE_OVERDUE_AFTER", default_value = "30s")]
+    pub overdue_after: LeaseDuration,
+
+    /// Base retry delay for failed Azure calls (Go duration).
+    #[arg(long, env = "LAPSE_RETRY_AFTER", default_value = "2s")]
+    pub retry_after: LeaseDuration,
+
+    /// Grants reconciled concurrently.
+    #[arg(long, env = "LAPSE_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Address serving Prometheus metrics at /metrics.
+    #[arg(long, env = "LAPSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Address serving /healthz and /readyz.
+    #[arg(long, env = "LAPSE_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+
+    /// Elect a leader on a coordination.k8s.io Lease so only one replica acts.
+    #[arg(long, env = "LAPSE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lapse-system")]
+    pub leader_election_namespace: String,
+
+    /// This replica's identity in the Lease (defaults to the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LAPSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CloudName {
+    Public,
+    UsGovernment,
+    China,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAPSE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Checks every setting before touching anything; each error names the setting.
+fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
+    validate_cluster_name(&args.cluster_name)
+        .map_err(|e| anyhow::anyhow!("--cluster-name (LAPSE_CLUSTER_NAME): {e}"))?;
+    let issuer = url::Url::parse(&args.oidc_issuer).map_err(|e| {
+        anyhow::anyhow!(
+            "--oidc-issuer (LAPSE_OIDC_ISSUER): {:?} is not a URL: {e}",
+            args.oidc_issuer
+        )
+    })?;
+    if issuer.scheme() != "https" {
+        bail!(
+            "--oidc-issuer (LAPSE_OIDC_ISSUER): must be an https URL, got {:?}",
+            args.oidc_issuer
+        );
+    }
+    if let Some(ca) = &args.azure_ca_bundle
+        && !ca.is_file()
+    {
+        bail!(
+            "--azure-ca-bundle (LAPSE_AZURE_CA_BUNDLE): {} is not a readable file",
+            ca.display()
+        );
+    }
+    let credential = match (&args.client_secret, &args.federated_token_file) {
+        (Some(secret), None) => CredentialConfig::ClientSecret {
+            tenant_id: args.tenant_id.clone(),
+            client_id: args.client_id.clone(),
+            secret: secret.clone().into(),
+        },
+        (None, Some(file)) => CredentialConfig::WorkloadIdentity {
+            tenant_id: args.tenant_id.clone(),
+            client_id: args.client_id.clone(),
+            token_file: file.clone(),
+        },
+        _ => bail!(
+            "Azure credentials: set exactly one of --client-secret (AZURE_CLIENT_SECRET) or --federated-token-file (AZURE_FEDERATED_TOKEN_FILE)"
+        ),
+    };
+    let cloud = match args.azure_cloud {
+        CloudName::Public => Cloud::Public,
+        CloudName::UsGovernment => Cloud::UsGovernment,
+        CloudName::China => Cloud::China,
+    };
+    let azure = AzureConfig {
+        cloud,
+        arm_endpoint: args.arm_endpoint.clone(),
+        graph_endpoint: args.graph_endpoint.clone(),
+        authority_host: args.authority_host.clone(),
+        credential,
+        ca_bundle: args.azure_ca_bundle.clone(),
+        limits: LimitsConfig::default(),
+        timeout: Duration::from_secs(30),
+    };
+    let mut sweep_subscriptions = args.sweep_subscriptions.clone();
+    sweep_subscriptions.extend(args.subscription_id.clone());
+    sweep_subscriptions.retain(|s| !s.trim().is_empty());
+    let settings = Settings {
+        cluster: args.cluster_name.clone(),
+        oidc_issuer: args.oidc_issuer.clone(),
+        namespaces: args
+            .namespaces
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+            .collect(),
+        sweep_interval: args.sweep_interval.to_std(),
+        sweep_subscriptions,
+        overdue_after: args.overdue_after.to_std(),
+        retry_after: args.retry_after.to_std(),
+        concurrency: args.concurrency.max(1),
+    };
+    Ok((settings, azure))
+}
+
+/// Fails fast, with the fix, when the CRDs are not installed.
+async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["accessgrants.lapse.dev", "accesspolicies.lapse.dev"] {
+        match api.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => bail!(
+                "the CustomResourceDefinition {name} is not installed: run `lapse-operator crd | kubectl apply --server-side -f -` (or install the Helm chart) first"
+            ),
+            // Without permission to read CRDs, the watches below will say what is wrong.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::warn!(crd = name, "cannot read CRDs to check them (403)")
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("checking that the CRD {name} is installed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let (settings, azure_cfg) = settings(&args)?;
+    let client = kube::Client::try_default().await.context(
+        "connecting to Kubernetes (in a pod: the ServiceAccount; otherwise KUBECONFIG or ~/.kube/config)",
+    )?;
+    check_crds(&client).await?;
+    let azure = AzureClient::new(azure_cfg).context("configuring the Azure client")?;
+    let mut registry = Registry::default();
+    let (ctx, wiring) =
+        lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry);
+    let registry = Arc::new(registry);
+
+    let health = crate::serve::serve(
+        args.health_addr,
+        crate::serve::Routes::Health {
+            ready: ctx.ready.subscribe(),
+        },
+    )
+    .await
+    .with_context(|| format!("serving health on --health-addr {}", args.health_addr))?;
+    let metrics = crate::serve::serve(
+        args.metrics_addr,
+        crate::serve::Routes::Metrics {
+            registry: registry.clone(),
+            ctx: ctx.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("serving metrics on --metrics-addr {}", args.metrics_addr))?;
+
+    let elector = args.leader_elect.then(|| {
+        let identity = args
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("lapse-operator-{}", std::process::id()));
+        LeaderElector::new(
+            client.clone(),
+            LeaderConfig {
+                namespace: args.leader_election_namespace.clone(),
+                lease_name: "lapse-operator".into(),
+                identity,
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            },
+        )
+    });
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    if let Some(e) = &elector {
+        tracing::info!("waiting for leadership");
+        tokio::select! {
+            () = e.acquire() => tracing::info!("leading"),
+            () = shutdown.clone() => return Ok(()),
+        }
+    }
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tracing::info!(cluster = %ctx.settings.cluster, "lapse-operator running");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(lapse_controller::run(ctx.clone(), wiring, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut lost_leadership = false;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        () = lost => { lost_leadership = true; tracing::error!("lost leadership; stopping"); }
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), controllers).await;
+    if let Some(e) = &elector {
+        e.release().await;
+    }
+    health.abort();
+    metrics.abort();
+    if lost_leadership {
+        bail!(
+            "lost leadership of Lease {}/lapse-operator",
+            args.leader_election_namespace
+        );
+    }
+    Ok(())
+}

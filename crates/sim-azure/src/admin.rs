@@ -1,0 +1,123 @@
+//! A small unauthenticated admin endpoint (loopback only) mirroring the Rust API:
+//! `GET|DELETE /admin/audit`, `POST|DELETE /admin/faults`, `PUT /admin/delays`,
+//! `POST /admin/principals`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api_error::ApiError;
+use crate::faults::FaultRule;
+use crate::http::{Reply, Req, lock};
+use crate::ids;
+use crate::server::Shared;
+use crate::world::{Principal, PrincipalKind};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Delays {
+    latency_ms: Option<u64>,
+    replication_window_ms: Option<u64>,
+    propagation_delay_ms: Option<u64>,
+    fic_propagation_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewPrincipal {
+    display_name: String,
+    #[serde(default)]
+    kind: PrincipalKind,
+}
+
+pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, rest: &[&str], request_id: &str) -> Reply {
+    match handle_inner(shared, req, rest) {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, request_id),
+    }
+}
+
+fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply, ApiError> {
+    match (&req.method, rest) {
+        (&Method::GET, ["audit"]) => {
+            Ok(Reply::json(StatusCode::OK, &json!(shared.audit.entries())))
+        }
+        (&Method::DELETE, ["audit"]) => {
+            shared.audit.clear();
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["faults"]) => {
+            let rule: FaultRule = req.json()?;
+            shared
+                .faults
+                .add(rule)
+                .map_err(|e| ApiError::bad_request("InvalidFaultRule", e.to_string()))?;
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::DELETE, ["faults"]) => {
+            shared.faults.clear();
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::PUT, ["delays"]) => {
+            let d: Delays = req.json()?;
+            if let Some(ms) = d.latency_ms {
+                shared.faults.set_latency(Duration::from_millis(ms));
+            }
+            if let Some(ms) = d.replication_window_ms {
+                shared
+                    .faults
+                    .set_replication_window(Duration::from_millis(ms));
+            }
+            if let Some(ms) = d.propagation_delay_ms {
+                shared
+                    .faults
+                    .set_propagation_delay(Duration::from_millis(ms));
+            }
+            if let Some(ms) = d.fic_propagation_delay_ms {
+                shared
+                    .faults
+                    .set_fic_propagation_delay(Duration::from_millis(ms));
+            }
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["principals"]) => {
+            let p: NewPrincipal = req.json()?;
+            let mut world = lock(&shared.world);
+            let object_id = uuid::Uuid::new_v4().to_string();
+            let app_id = (p.kind == PrincipalKind::ServicePrincipal)
+                .then(|| uuid::Uuid::new_v4().to_string());
+            let secret = app_id
+                .as_ref()
+                .map(|_| uuid::Uuid::new_v4().simple().to_string());
+            world.principals.insert(
+                ids::key(&object_id),
+                Principal {
+                    object_id: object_id.clone(),
+                    app_id: app_id.clone(),
+                    display_name: p.display_name,
+                    kind: p.kind,
+                    client_secret: secret.clone(),
+                    created: Some(std::time::Instant::now()),
+                    identity_id: None,
+                    application_id: None,
+                    graph_roles: Vec::new(),
+                },
+            );
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                &json!({ "objectId": object_id, "appId": app_id, "clientSecret": secret, "tenantId": world.tenant_id }),
+            ))
+        }
+        _ => Err(ApiError::not_found(
+            "NotFound",
+            format!(
+                "No admin operation {} /admin/{}.",
+                req.method,
+                rest.join("/")
+            ),
+        )),
+    }
+}

@@ -1,0 +1,449 @@
+//! Microsoft Graph v1.0, the part lapse uses: applications and service principals (read) and
+//! application federated identity credentials (create, list, get, update, delete by id or
+//! name), with Graph's error shape, app-role authorization and the limit of 20.
+
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api_error::ApiError;
+use crate::http::{Reply, Req, lock};
+use crate::ids::key;
+use crate::server::Shared;
+use crate::tokens::AccessClaims;
+use crate::world::{Application, GraphFic, Principal, World};
+
+const READ_ALL: &str = "Application.Read.All";
+const WRITE_ALL: &str = "Application.ReadWrite.All";
+const WRITE_OWNED: &str = "Application.ReadWrite.OwnedBy";
+
+/// Audiences Graph accepts: Graph's own plus the simulator's URL.
+pub(crate) fn is_graph_audience(aud: &str, base: &str) -> bool {
+    let aud = aud.trim_end_matches('/');
+    aud == "https://graph.microsoft.com"
+        || aud == "00000003-0000-0000-c000-000000000000"
+        || aud == base.trim_end_matches('/')
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::graph(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        format!(
+            "Resource '{what}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+fn denied() -> ApiError {
+    ApiError::graph(
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::graph(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn authenticate(shared: &Shared, req: &Req) -> Result<AccessClaims, ApiError> {
+    let unauthorized =
+        |m: &str| ApiError::graph(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", m);
+    let token = req
+        .header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| unauthorized("Access token is empty."))?;
+    let claims: AccessClaims = shared.signer.verify(token).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            unauthorized("Lifetime validation failed, the token is expired.")
+        }
+        _ => unauthorized("Access token validation failure."),
+    })?;
+    if !is_graph_audience(&claims.aud, &shared.base_url) {
+        return Err(unauthorized(
+            "Access token validation failure. Invalid audience.",
+        ));
+    }
+    Ok(claims)
+}
+
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    req: &Req,
+    rest: &[&str],
+    request_id: &str,
+    principal: &mut Option<String>,
+) -> Reply {
+    let result = authenticate(shared, req).and_then(|claims| {
+        *principal = Some(claims.oid.clone());
+        route(shared, req, rest, &claims)
+    });
+    match result {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, request_id),
+    }
+}
+
+/// `applications/{id}` or `applications(appId='{appId}')` → the application's object ID.
+fn find_application<'w>(
+    world: &'w World,
+    collection: &str,
+    id: Option<&str>,
+) -> Result<&'w Application, ApiError> {
+    if let Some(app_id) = collection
+        .strip_prefix("applications(appId='")
+        .and_then(|r| r.strip_suffix("')"))
+    {
+        return world
+            .applications
+            .values()
+            .find(|a| a.app_id.eq_ignore_ascii_case(app_id))
+            .ok_or_else(|| not_found(app_id));
+    }
+    let id = id.unwrap_or_default();
+    world
+        .applications
+        .get(&key(id))
+        .ok_or_else(|| not_found(id))
+}
+
+fn can_read(claims: &AccessClaims, app: &Application) -> bool {
+    claims.roles.iter().any(|r| r == READ_ALL || r == WRITE_ALL) || can_write(claims, app)
+}
+
+fn can_write(claims: &AccessClaims, app: &Application) -> bool {
+    claims.roles.iter().any(|r| r == WRITE_ALL)
+        || (claims.roles.iter().any(|r| r == WRITE_OWNED)
+            && app
+                .owners
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(&claims.oid)))
+}
+
+fn route(
+    shared: &Arc<Shared>,
+    req: &Req,
+    rest: &[&str],
+    claims: &AccessClaims,
+) -> Result<Reply, ApiError> {
+    let base = format!("{}/v1.0", shared.base_url);
+    // Split "applications(appId='x')" addressing into collection + optional id.
+    let (collection, id, tail): (&str, Option<&str>, &[&str]) = match rest {
+        [c, tail @ ..] if c.starts_with("applications(") || c.starts_with("servicePrincipals(") => {
+            (c, None, tail)
+        }
+        [c, id, tail @ ..] => (c, Some(id), tail),
+        [c] => (c, None, &[]),
+        [] => return Err(not_found("/v1.0")),
+    };
+    if collection.starts_with("servicePrincipals") {
+        if req.method != Method::GET || !tail.is_empty() {
+            return Err(bad_request(
+                "Request_BadRequest",
+                "Only GET of service principals is served.",
+            ));
+        }
+        let world = lock(&shared.world);
+        let sp_json = |p: &Principal| selected(sp_json(&base, p, &world), req.query("$select"));
+        if let Some(app_id) = collection
+            .strip_prefix("servicePrincipals(appId='")
+            .and_then(|r| r.strip_suffix("')"))
+        {
+            let p = world
+                .principal_by_app_id(app_id)
+                .ok_or_else(|| not_found(app_id))?;
+            return Ok(Reply::json(StatusCode::OK, &sp_json(p)));
+        }
+        return match id {
+            Some(id) => {
+                let p = world
+                    .principals
+                    .get(&key(id))
+                    .filter(|p| p.app_id.is_some())
+                    .ok_or_else(|| not_found(id))?;
+                Ok(Reply::json(StatusCode::OK, &sp_json(p)))
+            }
+            None => {
+                let filter = app_id_filter(req.query("$filter"))?;
+                let value: Vec<Value> = world
+                    .principals
+                    .values()
+                    .filter(|p| {
+                        p.app_id.as_deref().is_some_and(|a| {
+                            filter.as_deref().is_none_or(|f| a.eq_ignore_ascii_case(f))
+                        })
+                    })
+                    .map(sp_json)
+                    .collect();
+                Ok(Reply::json(
+                    StatusCode::OK,
+                    &json!({ "@odata.context": format!("{base}/$metadata#servicePrincipals"), "value": value }),
+                ))
+            }
+        };
+    }
+    if !collection.starts_with("applications") {
+        return Err(not_found(&format!("/v1.0/{}", rest.join("/"))));
+    }
+    if id.is_none() && !collection.starts_with("applications(") {
+        if req.method != Method::GET {
+            return Err(bad_request(
+                "Request_BadRequest",
+                "Creating applications is not served.",
+            ));
+        }
+        let filter = app_id_filter(req.query("$filter"))?;
+        let world = lock(&shared.world);
+        let value: Vec<Value> = world
+            .applications
+            .values()
+            .filter(|a| can_read(claims, a))
+            .filter(|a| {
+                filter
+                    .as_deref()
+                    .is_none_or(|f| a.app_id.eq_ignore_ascii_case(f))
+            })
+            .map(|a| selected(app_json(&base, a), req.query("$select")))
+            .collect();
+        return Ok(Reply::json(
+            StatusCode::OK,
+            &json!({ "@odata.context": format!("{base}/$metadata#applications"), "value": value }),
+        ));
+    }
+    let mut world = lock(&shared.world);
+    let app_key = key(&find_application(&world, collection, id)?.object_id);
+    let limit = shared.config.fic_limit;
+    let app = world
+        .applications
+        .get_mut(&app_key)
+        .ok_or_else(|| not_found(&app_key))?;
+    if !can_read(claims, app) {
+        return Err(denied());
+    }
+    match (tail, &req.method) {
+        ([], &Method::GET) => Ok(Reply::json(
+            StatusCode::OK,
+            &selected(app_json(&base, app), req.query("$select")),
+        )),
+        (["federatedIdentityCredentials"], &Method::GET) => {
+            let value: Vec<Value> = app.fics.values().map(fic_json).collect();
+            Ok(Reply::json(
+                StatusCode::OK,
+                &json!({ "@odata.context": format!("{base}/$metadata#applications('{}')/federatedIdentityCredentials", app.object_id), "value": value }),
+            ))
+        }
+        (["federatedIdentityCredentials"], &Method::POST) => {
+            if !can_write(claims, app) {
+                return Err(denied());
+            }
+            let fic = parse_fic(req)?;
+            if app.fics.contains_key(&key(&fic.name)) {
+                return Err(ApiError::graph(
+                    StatusCode::CONFLICT,
+                    "Request_MultipleObjectsWithSameKeyValue",
+                    format!(
+                        "FederatedIdentityCredential with name {} already exists.",
+                        fic.name
+                    ),
+                ));
+            }
+            if app
+                .fics
+                .values()
+                .any(|f| f.issuer == fic.issuer && f.subject == fic.subject)
+            {
+                return Err(bad_request(
+                    "InvalidFederatedIdentityCredentialValue",
+                    format!(
+                        "The combination of issuer and subject must be unique for the application. Issuer {} and Subject: {} already exist.",
+                        fic.issuer, fic.subject
+                    ),
+                ));
+            }
+            if app.fics.len() >= limit {
+                return Err(bad_request(
+                    "Request_BadRequest",
+                    format!(
+                        "The application already has the maximum of {limit} federated identity credentials."
+                    ),
+                ));
+            }
+            let body = fic_json(&fic);
+            app.fics.insert(key(&fic.name), fic);
+            Ok(Reply::json(StatusCode::CREATED, &body))
+        }
+        (["federatedIdentityCredentials", which], method) => {
+            let found = app
+                .fics
+                .iter()
+                .find(|(k, f)| **k == key(which) || f.id.eq_ignore_ascii_case(which))
+                .map(|(k, _)| k.clone());
+            match *method {
+                Method::GET => {
+                    let f = found
+                        .and_then(|k| app.fics.get(&k))
+                        .ok_or_else(|| not_found(which))?;
+                    Ok(Reply::json(StatusCode::OK, &fic_json(f)))
+                }
+                Method::DELETE => {
+                    if !can_write(claims, app) {
+                        return Err(denied());
+                    }
+                    let k = found.ok_or_else(|| not_found(which))?;
+                    app.fics.remove(&k);
+                    Ok(Reply::empty(StatusCode::NO_CONTENT))
+                }
+                Method::PATCH => {
+                    if !can_write(claims, app) {
+                        return Err(denied());
+                    }
+                    let k = found.ok_or_else(|| not_found(which))?;
+                    let patch: FicPatch = req
+                        .json()
+                        .map_err(|e| bad_request("Request_BadRequest", e.message))?;
+                    let f = app.fics.get_mut(&k).ok_or_else(|| not_found(which))?;
+                    if let Some(d) = patch.description {
+                        f.description = Some(d);
+                    }
+                    if let Some(a) = patch.audiences {
+                        f.audiences = a;
+                    }
+                    f.written = std::time::Instant::now();
+                    Ok(Reply::empty(StatusCode::NO_CONTENT))
+                }
+                _ => Err(bad_request(
+                    "Request_BadRequest",
+                    format!("Method {method} is not served here."),
+                )),
+            }
+        }
+        _ => Err(not_found(&req.path)),
+    }
+}
+
+fn app_id_filter(filter: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(f) = filter else { return Ok(None) };
+    let lower = f.to_ascii_lowercase();
+    match lower.strip_prefix("appid eq ") {
+        Some(rest) => Ok(Some(rest.trim().trim_matches('\'').to_owned())),
+        None => Err(bad_request(
+            "Request_UnsupportedQuery",
+            format!("Unsupported query '{f}': only appId eq '…' is served."),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FicInput {
+    name: Option<String>,
+    issuer: Option<String>,
+    subject: Option<String>,
+    audiences: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FicPatch {
+    description: Option<String>,
+    audiences: Option<Vec<String>>,
+}
+
+fn parse_fic(req: &Req) -> Result<GraphFic, ApiError> {
+    let input: FicInput = req
+        .json()
+        .map_err(|e| bad_request("Request_BadRequest", e.message))?;
+    let missing =
+        |f: &str| bad_request("Request_BadRequest", format!("Property '{f}' is required."));
+    let name = input.name.ok_or_else(|| missing("name"))?;
+    if name.len() < 3
+        || name.len() > 120
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad_request(
+            "Request_BadRequest",
+            format!("The name '{name}' is invalid: 3 to 120 letters, digits, '-' or '_'."),
+        ));
+    }
+    let issuer = input.issuer.ok_or_else(|| missing("issuer"))?;
+    if !url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https") {
+        return Err(bad_request(
+            "InvalidFederatedIdentityCredentialValue",
+            format!("The issuer '{issuer}' must be an https URL."),
+        ));
+    }
+    let subject = input
+        .subject
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("subject"))?;
+    let audiences = input.audiences.unwrap_or_default();
+    if audiences.len() != 1 {
+        return Err(bad_request(
+            "InvalidFederatedIdentityCredentialValue",
+            format!(
+                "Exactly one audience is required; {} given.",
+                audiences.len()
+            ),
+        ));
+    }
+    Ok(GraphFic {
+        id: uuid::Uuid::new_v4().to_string(),
+        written: std::time::Instant::now(),
+        name,
+        issuer,
+        subject,
+        audiences,
+        description: input.description,
+    })
+}
+
+/// Graph's `$select`: only the listed properties (and OData annotations) are returned.
+fn selected(mut v: Value, select: Option<&str>) -> Value {
+    if let (Some(fields), Some(obj)) = (select, v.as_object_mut()) {
+        let keep: Vec<&str> = fields.split(',').map(str::trim).collect();
+        obj.retain(|k, _| k.starts_with('@') || keep.contains(&k.as_str()));
+    }
+    v
+}
+
+fn app_json(base: &str, a: &Application) -> Value {
+    json!({
+        "@odata.context": format!("{base}/$metadata#applications/$entity"),
+        "id": a.object_id,
+        "appId": a.app_id,
+        "displayName": a.display_name,
+        "signInAudience": "AzureADMyOrg",
+    })
+}
+
+fn sp_json(base: &str, p: &Principal, world: &World) -> Value {
+    json!({
+        "@odata.context": format!("{base}/$metadata#servicePrincipals/$entity"),
+        "id": p.object_id,
+        "appId": p.app_id,
+        "displayName": p.display_name,
+        "accountEnabled": true,
+        "appOwnerOrganizationId": world.tenant_id,
+        "servicePrincipalType": if p.identity_id.is_some() { "ManagedIdentity" } else { "Application" },
+    })
+}
+
+fn fic_json(f: &GraphFic) -> Value {
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "issuer": f.issuer,
+        "subject": f.subject,
+        "description": f.description,
+        "audiences": f.audiences,
+    })
+}

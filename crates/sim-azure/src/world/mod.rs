@@ -1,0 +1,410 @@
+//! The simulated tenant: directory principals, subscriptions, resource groups, resources,
+//! user-assigned identities with their FICs, applications, role definitions and role
+//! assignments. Everything here is synchronous and guarded by one mutex in the server.
+
+mod assignments;
+mod seeding;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api_error::ApiError;
+use crate::ids::{self, key};
+use crate::rbac;
+
+pub(crate) use assignments::{
+    AssignmentFilter, AssignmentInput, AssignmentLimits, assignment_json, role_definition_json,
+};
+
+/// Kind of directory principal (the `principalType` of role assignments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PrincipalKind {
+    /// An application's or managed identity's service principal.
+    #[default]
+    ServicePrincipal,
+    /// A user.
+    User,
+    /// A security group.
+    Group,
+}
+
+impl PrincipalKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::ServicePrincipal => "ServicePrincipal",
+            Self::User => "User",
+            Self::Group => "Group",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Principal {
+    pub object_id: String,
+    pub app_id: Option<String>,
+    pub display_name: String,
+    pub kind: PrincipalKind,
+    pub client_secret: Option<String>,
+    /// When it was created; `None` for seeded principals (fully replicated).
+    pub created: Option<Instant>,
+    /// ARM ID of the user-assigned identity this principal belongs to.
+    pub identity_id: Option<String>,
+    /// Object ID of the application (app registration) this service principal instantiates.
+    pub application_id: Option<String>,
+    /// Microsoft Graph application permissions granted to it (e.g. `Application.ReadWrite.All`).
+    pub graph_roles: Vec<String>,
+}
+
+/// A federated identity credential on an application (Microsoft Graph).
+#[derive(Debug, Clone)]
+pub(crate) struct GraphFic {
+    pub id: String,
+    /// When it was last written (see `Fic::written`).
+    pub written: Instant,
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub audiences: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// An application (app registration).
+#[derive(Debug, Clone)]
+pub(crate) struct Application {
+    pub object_id: String,
+    pub app_id: String,
+    pub display_name: String,
+    /// Object IDs of its owners.
+    pub owners: Vec<String>,
+    pub fics: BTreeMap<String, GraphFic>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RoleDef {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub built_in: bool,
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    pub data_actions: Vec<String>,
+    pub not_data_actions: Vec<String>,
+    pub assignable_scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Assignment {
+    pub name: String,
+    pub scope: String,
+    pub role_definition_guid: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub description: Option<String>,
+    pub condition: Option<String>,
+    pub condition_version: Option<String>,
+    pub created_on: DateTime<Utc>,
+    pub updated_on: DateTime<Utc>,
+    pub created_by: Option<String>,
+    /// When it was created (for propagation); `None` when seeded.
+    pub created: Option<Instant>,
+}
+
+/// A role assignment as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleAssignmentView {
+    /// Assignment name (GUID).
+    pub name: String,
+    /// Scope it was created at.
+    pub scope: String,
+    /// Role definition GUID.
+    pub role_definition_guid: String,
+    /// Principal object ID.
+    pub principal_id: String,
+    /// `principalType`.
+    pub principal_type: String,
+    /// `description`, if any.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Fic {
+    pub name: String,
+    /// When it was last written: token exchange honours it after the FIC propagation delay.
+    pub written: Instant,
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub audiences: Vec<String>,
+    pub claims_matching_expression: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+    pub location: String,
+    pub tags: Value,
+    pub principal_id: String,
+    pub client_id: String,
+    pub fics: BTreeMap<String, Fic>,
+    /// A FIC write is in progress (Azure refuses overlapping writes on one identity).
+    pub fic_write_in_progress: bool,
+}
+
+impl Identity {
+    pub fn id(&self) -> String {
+        // ARM's managed identity RP answers with a lower-case `resourcegroups` segment.
+        format!(
+            "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    pub resource_type: String,
+    pub name: String,
+    pub location: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResourceGroup {
+    pub name: String,
+    pub location: String,
+    pub resources: BTreeMap<String, Resource>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub id: String,
+    pub display_name: String,
+    pub resource_groups: BTreeMap<String, ResourceGroup>,
+}
+
+/// The tenant.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub tenant_id: String,
+    pub subscriptions: BTreeMap<String, Subscription>,
+    pub identities: BTreeMap<String, Identity>,
+    pub principals: BTreeMap<String, Principal>,
+    pub applications: BTreeMap<String, Application>,
+    pub role_defs: Vec<RoleDef>,
+    pub assignments: BTreeMap<String, Assignment>,
+    /// (principal, role, scope) keys of live assignments → assignment name key: Azure allows
+    /// one assignment per tuple, and PUTs check it without scanning.
+    tuples: HashMap<(String, String, String), String>,
+    /// Live assignments per subscription (lower-cased ID), for the limit.
+    per_subscription: HashMap<String, usize>,
+    /// Deleted assignments and when: RBAC keeps honouring them for the propagation delay.
+    pub tombstones: Vec<(Assignment, Instant)>,
+}
+
+const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";
+
+impl World {
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_identity(
+        &mut self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        location: &str,
+        tags: Value,
+        principal_id: String,
+        client_id: String,
+        created: Option<Instant>,
+    ) -> &Identity {
+        let identity = Identity {
+            subscription: subscription.to_owned(),
+            resource_group: resource_group.to_owned(),
+            name: name.to_owned(),
+            location: location.to_owned(),
+            tags,
+            principal_id: principal_id.clone(),
+            client_id: client_id.clone(),
+            fics: BTreeMap::new(),
+            fic_write_in_progress: false,
+        };
+        let id = identity.id();
+        self.principals.insert(
+            key(&principal_id),
+            Principal {
+                object_id: principal_id,
+                app_id: Some(client_id),
+                display_name: name.to_owned(),
+                kind: PrincipalKind::ServicePrincipal,
+                client_secret: None,
+                created,
+                identity_id: Some(id.clone()),
+                application_id: None,
+                graph_roles: Vec::new(),
+            },
+        );
+        self.identities.entry(key(&id)).or_insert(identity)
+    }
+
+    /// A principal by object ID, app ID or display name.
+    pub fn find_principal(&self, needle: &str) -> Option<&Principal> {
+        self.principals.get(&key(needle)).or_else(|| {
+            self.principals.values().find(|p| {
+                p.display_name == needle
+                    || p.app_id
+                        .as_deref()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(needle))
+            })
+        })
+    }
+
+    pub fn principal_by_app_id(&self, app_id: &str) -> Option<&Principal> {
+        self.principals.values().find(|p| {
+            p.app_id
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(app_id))
+        })
+    }
+
+    /// A role by name (case-insensitive), GUID, or full role definition ID.
+    pub fn find_role(&self, needle: &str) -> Option<&RoleDef> {
+        let guid = needle.rsplit('/').next().unwrap_or(needle);
+        self.role_defs
+            .iter()
+            .find(|r| r.id.eq_ignore_ascii_case(guid))
+            .or_else(|| {
+                self.role_defs
+                    .iter()
+                    .find(|r| r.name.eq_ignore_ascii_case(needle))
+            })
+    }
+
+    /// 404 in ARM's words when a scope names a subscription, group or resource that does not exist.
+    pub fn check_scope_exists(&self, scope: &str) -> Result<(), ApiError> {
+        let segs = ids::segments(scope);
+        if segs.is_empty() {
+            return Ok(());
+        }
+        if !segs[0].eq_ignore_ascii_case("subscriptions") || segs.len() < 2 {
+            if segs[0].eq_ignore_ascii_case("providers") {
+                return Ok(()); // tenant-level provider scopes (e.g. management groups): not modelled
+            }
+            return Err(ApiError::bad_request(
+                "InvalidScope",
+                format!("The scope '{scope}' is not valid."),
+            ));
+        }
+        let sub = self.subscriptions.get(&key(segs[1])).ok_or_else(|| {
+            ApiError::not_found(
+                "SubscriptionNotFound",
+                format!("The subscription '{}' could not be found.", segs[1]),
+            )
+        })?;
+        if segs.len() == 2 {
+            return Ok(());
+        }
+        if !segs[2].eq_ignore_ascii_case("resourceGroups") || segs.len() < 4 {
+            return Err(ApiError::bad_request(
+                "InvalidScope",
+                format!("The scope '{scope}' is not valid."),
+            ));
+        }
+        let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| {
+            ApiError::not_found(
+                "ResourceGroupNotFound",
+                format!("Resource group '{}' could not be found.", segs[3]),
+            )
+        })?;
+        if segs.len() == 4 {
+            return Ok(());
+        }
+        if !segs[4].eq_ignore_ascii_case("providers") || segs.len() < 8 {
+            return Err(ApiError::bad_request(
+                "InvalidScope",
+                format!("The scope '{scope}' is not valid."),
+            ));
+        }
+        let (ns, rtype, name) = (segs[5], segs[6], segs[7]);
+        let full_type = format!("{ns}/{rtype}");
+        let exists = rg
+            .resources
+            .contains_key(&key(&format!("{full_type}/{name}")))
+            || (full_type.eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities")
+                && self.identity(segs[1], segs[3], name).is_some());
+        if exists {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(
+                "ResourceNotFound",
+                format!(
+                    "The Resource '{full_type}/{name}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                    segs[3]
+                ),
+            ))
+        }
+    }
+
+    pub fn identity(&self, sub: &str, rg: &str, name: &str) -> Option<&Identity> {
+        self.identities.get(&key(&format!(
+            "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+        )))
+    }
+
+    pub fn identity_mut(&mut self, sub: &str, rg: &str, name: &str) -> Option<&mut Identity> {
+        self.identities.get_mut(&key(&format!(
+            "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+        )))
+    }
+
+    /// Whether `object_id` may perform `action` at `scope`, counting only assignments that have
+    /// propagated (created at least `delay` ago) and deletions that have not yet propagated.
+    pub fn authorized(
+        &self,
+        object_id: &str,
+        action: &str,
+        scope: &str,
+        now: Instant,
+        delay: Duration,
+    ) -> bool {
+        let propagated = |a: &Assignment| {
+            a.created
+                .is_none_or(|c| now.saturating_duration_since(c) >= delay)
+        };
+        let live = self.assignments.values().filter(|a| propagated(a));
+        let lingering = self
+            .tombstones
+            .iter()
+            .filter(|(a, deleted)| propagated(a) && now.saturating_duration_since(*deleted) < delay)
+            .map(|(a, _)| a);
+        live.chain(lingering).any(|a| {
+            a.principal_id.eq_ignore_ascii_case(object_id)
+                && ids::is_at_or_above(&a.scope, scope)
+                && self
+                    .find_role(&a.role_definition_guid)
+                    .is_some_and(|r| rbac::permits(&r.actions, &r.not_actions, action))
+        })
+    }
+
+    /// Forgets tombstones older than `delay`.
+    pub fn prune_tombstones(&mut self, now: Instant, delay: Duration) {
+        self.tombstones
+            .retain(|(_, deleted)| now.saturating_duration_since(*deleted) < delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::Seed;
+
+    #[test]
+    fn seed_errors_name_the_field() {
+        let mut seed = Seed::sandbox_default();
+        seed.role_assignments[0].role = "No Such Role".into();
+        let err = World::from_seed(&seed).unwrap_err().to_string();
+        assert!(err.contains("roleAssignments[0].role"), "{err}");
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of sim-azure over HTTPS (one binary: faster to build and link).
+
+// Test helpers outside `#[test]` functions fail loudly too; clippy's test allowance does not
+// reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod contract;
+mod federation;
+mod graph;
+mod identities;
+mod operations;
+mod role_assignments;
+mod sdk;
+mod sim_kube;

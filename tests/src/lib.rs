@@ -1,0 +1,669 @@
+//! The end-to-end harness: starts `lapse-sandbox` and `lapse-operator` as real processes, and
+//! talks to them the way users and workloads do: kubectl, the Kubernetes API, the Entra token
+//! endpoint and ARM.
+//!
+//! Against a real cluster and tenant the same suites need `KUBECONFIG` and the Azure settings of
+//! `docs/testing.md`; by default everything runs on the sandbox.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use lapse_api::v1alpha1::{AccessGrant, GrantPhase};
+use serde_json::Value;
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds (once per process) and locates the workspace binaries the suites run.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "lapse-operator",
+                    "-p",
+                    "lapse-sandbox",
+                ])
+                .current_dir(workspace_root())
+                .status()
+                .map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err("cargo build of lapse-operator and lapse-sandbox failed".into());
+            }
+            // target/<profile>/deps/<test binary> -> target/<profile>
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            exe.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| "no target dir".into())
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!("{} not found after building", path.display());
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A unique scratch directory under the system temp dir.
+fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Parses a shell-sourceable `KEY=value` file (values optionally single- or double-quoted).
+pub fn parse_env_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            if l.is_empty() || l.starts_with('#') {
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(v);
+            Some((k.trim().to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// A running `lapse-sandbox up`.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub dir: PathBuf,
+    child: Child,
+    /// `azure.env`, parsed.
+    pub azure: HashMap<String, String>,
+    pub kubeconfig: PathBuf,
+}
+
+impl Sandbox {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = scratch_dir("lapse-e2e")?;
+        let log = std::fs::File::create(dir.join("sandbox.log"))?;
+        let child = Command::new(binary("lapse-sandbox")?)
+            .args(["up", "--state-dir"])
+            .arg(&dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting lapse-sandbox")?;
+        let mut sb = Self {
+            azure: HashMap::new(),
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !sb.dir.join("ready").exists() {
+            if let Some(status) = sb.child.try_wait()? {
+                bail!(
+                    "lapse-sandbox exited with {status}: {}",
+                    std::fs::read_to_string(sb.dir.join("sandbox.log")).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("lapse-sandbox not ready after 60s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sb.azure = parse_env_file(
+            &std::fs::read_to_string(sb.dir.join("azure.env")).context("reading azure.env")?,
+        );
+        Ok(sb)
+    }
+
+    pub fn env(&self, key: &str) -> anyhow::Result<&str> {
+        self.azure
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("azure.env has no {key}"))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("LAPSE_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A running `lapse-operator run`.
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    pub health_port: u16,
+}
+
+impl Operator {
+    /// Starts the operator exactly as a user would against the sandbox: the sandbox's
+    /// `azure.env` and kubeconfig, a cluster name, nothing else but ports.
+    pub fn start(sb: &Sandbox, cluster: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = sb.dir.join(format!("operator-{n}.log"));
+        let file = std::fs::File::create(&log)?;
+        let (metrics_port, health_port) = (free_port()?, free_port()?);
+        let mut cmd = Command::new(binary("lapse-operator")?);
+        cmd.arg("run")
+            .envs(&sb.azure)
+            .env("KUBECONFIG", &sb.kubeconfig)
+            .env("LAPSE_CLUSTER_NAME", cluster)
+            .env("POD_NAMESPACE", "kube-system")
+            .env("LAPSE_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+            .env("LAPSE_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+            .env("LAPSE_SWEEP_INTERVAL", "10s")
+            .env("LAPSE_LOG", "info,lapse_controller=debug")
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting lapse-operator")?;
+        Ok(Self {
+            child,
+            log,
+            metrics_port,
+            health_port,
+        })
+    }
+
+    /// Waits for /readyz.
+    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("lapse-operator exited with {status}:\n{}", self.logs());
+            }
+            let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("lapse-operator not ready after 60s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Everything a suite needs.
+pub struct World {
+    pub sandbox: Sandbox,
+    pub operator: Option<Operator>,
+    pub kube: kube::Client,
+    /// Trusts the sandbox's Azure CA.
+    pub http: reqwest::Client,
+    pub cluster: String,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("sandbox", &self.sandbox)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl World {
+    /// Sandbox up, CRDs applied, operator running and ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut w = Self::sandbox_only().await?;
+        w.start_operator(&[]).await?;
+        Ok(w)
+    }
+
+    /// Sandbox up and CRDs applied; no operator.
+    pub async fn sandbox_only() -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sandbox = Sandbox::start()?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(&sandbox.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let kube = kube::Client::try_from(config)?;
+        let ca = std::fs::read(sandbox.dir.join("azure-ca.pem")).context("reading azure-ca.pem")?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let w = Self {
+            sandbox,
+            operator: None,
+            kube,
+            http,
+            cluster: "e2e".into(),
+        };
+        let crds = workspace_root().join("config/crd");
+        w.kubectl_ok(&["apply", "--server-side", "-f", &crds.to_string_lossy()])?;
+        w.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/accessgrants.lapse.dev",
+            "crd/accesspolicies.lapse.dev",
+        ])?;
+        Ok(w)
+    }
+
+    pub async fn start_operator(&mut self, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut op = Operator::start(&self.sandbox, &self.cluster, extra_env)?;
+        op.wait_ready(&self.http).await?;
+        self.operator = Some(op);
+        Ok(())
+    }
+
+    pub fn operator_logs(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(Operator::logs)
+            .unwrap_or_default()
+    }
+
+    /// Runs kubectl against the sandbox.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.sandbox.kubeconfig)
+            .output()?)
+    }
+
+    /// Runs kubectl and fails with its stderr unless it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` with this YAML; returns the output (Ok or the refusal).
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<Output> {
+        let mut child = Command::new("kubectl")
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", &self.sandbox.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(yaml.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    pub fn apply_ok(&self, yaml: &str) -> anyhow::Result<()> {
+        let out = self.apply(yaml)?;
+        if !out.status.success() {
+            bail!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    pub fn grants(&self, ns: &str) -> Api<AccessGrant> {
+        Api::namespaced(self.kube.clone(), ns)
+    }
+
+    /// Polls a grant until `pred` holds; fails with the grant and the operator's log otherwise.
+    pub async fn wait_grant(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&AccessGrant) -> bool,
+    ) -> anyhow::Result<AccessGrant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let g = self.grants(ns).get_opt(name).await?;
+            if let Some(g) = &g
+                && pred(g)
+            {
+                return Ok(g.clone());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "grant {ns}/{name} did not reach the expected state in {timeout:?}; last seen: {}\n--- operator log ---\n{}",
+                    serde_json::to_string_pretty(&g).unwrap_or_default(),
+                    tail(&self.operator_logs(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_phase(
+        &self,
+        ns: &str,
+        name: &str,
+        phase: GrantPhase,
+        timeout: Duration,
+    ) -> anyhow::Result<AccessGrant> {
+        self.wait_grant(ns, name, timeout, |g| {
+            g.status.as_ref().is_some_and(|s| s.phase == phase)
+        })
+        .await
+    }
+
+    fn arm_url(&self, path: &str, api_version: &str) -> anyhow::Result<url::Url> {
+        let mut url = self.azure_url()?.join(path.trim_start_matches('/'))?;
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
+        Ok(url)
+    }
+
+    fn azure_url(&self) -> anyhow::Result<url::Url> {
+        Ok(url::Url::parse(self.sandbox.env("LAPSE_ARM_ENDPOINT")?)?)
+    }
+
+    /// The sim-azure admin endpoint (the simulator's, not Azure's).
+    pub async fn azure_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = self.azure_url()?.join(path)?;
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("sim-azure admin {path}: {status}: {text}");
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    /// Every request Azure saw, oldest first.
+    pub async fn audit(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .azure_admin(reqwest::Method::GET, "/admin/audit", None)
+            .await?;
+        Ok(match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => match o.remove("entries") {
+                Some(Value::Array(a)) => a,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        })
+    }
+
+    /// Adds a sim-azure fault rule.
+    pub async fn azure_fault(&self, rule: Value) -> anyhow::Result<()> {
+        self.azure_admin(reqwest::Method::POST, "/admin/faults", Some(rule))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn clear_azure_faults(&self) -> anyhow::Result<()> {
+        self.azure_admin(reqwest::Method::DELETE, "/admin/faults", None)
+            .await
+            .map(|_| ())
+    }
+
+    /// A ServiceAccount token for the workload, as the kubelet would project it.
+    pub async fn service_account_token(&self, ns: &str, sa: &str) -> anyhow::Result<String> {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.kube.clone(), ns);
+        let req = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec!["api://AzureADTokenExchange".into()],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let tr: TokenRequest = sas
+            .create_token_request(sa, &PostParams::default(), &req)
+            .await?;
+        tr.status
+            .map(|s| s.token)
+            .ok_or_else(|| anyhow!("TokenRequest returned no token"))
+    }
+
+    /// Exchanges a ServiceAccount token for an ARM access token of `client_id` (workload
+    /// identity federation). Err carries Entra's error body.
+    pub async fn exchange(
+        &self,
+        assertion: &str,
+        client_id: &str,
+    ) -> anyhow::Result<Result<String, String>> {
+        let authority = self
+            .sandbox
+            .env("AZURE_AUTHORITY_HOST")?
+            .trim_end_matches('/')
+            .to_owned();
+        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
+        let arm = self.azure_url()?;
+        let scope = format!("{}/.default", arm.as_str().trim_end_matches('/'));
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", scope.as_str()),
+        ];
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let resp = self
+            .http
+            .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
+        let ok = resp.status().is_success();
+        let v: Value = resp.json().await?;
+        Ok(if ok {
+            Ok(v.get("access_token")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned())
+        } else {
+            Err(v.to_string())
+        })
+    }
+
+    /// An ARM GET with a bearer token; returns the HTTP status.
+    pub async fn arm_get(&self, token: &str, path: &str, api_version: &str) -> anyhow::Result<u16> {
+        let resp = self
+            .http
+            .get(self.arm_url(path, api_version)?)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// The workload's view: SA token → FIC exchange → ARM read of `resource`. `None` when the
+    /// exchange itself is refused (no FIC), else the read's HTTP status.
+    pub async fn workload_read(
+        &self,
+        ns: &str,
+        sa: &str,
+        client_id: &str,
+        resource: &str,
+        api_version: &str,
+    ) -> anyhow::Result<Option<u16>> {
+        let assertion = self.service_account_token(ns, sa).await?;
+        match self.exchange(&assertion, client_id).await? {
+            Ok(token) => Ok(Some(self.arm_get(&token, resource, api_version).await?)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The last `n` lines of a log.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl World {
+    /// An ARM token for the operator's own service principal (client secret from azure.env).
+    pub async fn operator_token(&self) -> anyhow::Result<String> {
+        let authority = self
+            .sandbox
+            .env("AZURE_AUTHORITY_HOST")?
+            .trim_end_matches('/')
+            .to_owned();
+        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
+        let scope = format!(
+            "{}/.default",
+            self.azure_url()?.as_str().trim_end_matches('/')
+        );
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
+            ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
+            ("scope", scope.as_str()),
+        ];
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let resp = self
+            .http
+            .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
+        let v: Value = resp.json().await?;
+        v.get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no token: {v}"))
+    }
+
+    /// An ARM GET as the operator, parsed.
+    pub async fn arm_json(&self, path: &str, api_version: &str) -> anyhow::Result<(u16, Value)> {
+        let token = self.operator_token().await?;
+        let resp = self
+            .http
+            .get(self.arm_url(path, api_version)?)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// The sandbox's subscription ID.
+    pub fn subscription(&self) -> anyhow::Result<&str> {
+        self.sandbox.env("AZURE_SUBSCRIPTION_ID")
+    }
+
+    /// Resource ID and client ID of one of the sandbox's user-assigned identities.
+    pub async fn identity(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let id = format!(
+            "/subscriptions/{}/resourceGroups/lapse-demo-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+            self.subscription()?
+        );
+        let (status, v) = self.arm_json(&id, "2023-01-31").await?;
+        if status != 200 {
+            bail!("GET {id}: {status} {v}");
+        }
+        let client_id = v
+            .pointer("/properties/clientId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("no clientId in {v}"))?;
+        Ok((id, client_id.to_owned()))
+    }
+
+    /// Role assignments in the sandbox subscription, as ARM lists them.
+    pub async fn role_assignments(&self) -> anyhow::Result<Vec<Value>> {
+        let path = format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments",
+            self.subscription()?
+        );
+        let (status, v) = self.arm_json(&path, "2022-04-01").await?;
+        if status != 200 {
+            bail!("listing role assignments: {status} {v}");
+        }
+        Ok(v.get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
