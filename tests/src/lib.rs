@@ -667,3 +667,230 @@ impl World {
             .unwrap_or_default())
     }
 }
+
+/// Requests Azure saw, grouped by lower-cased path: for `method` and paths containing `part`.
+pub fn requests_by_path<'a>(
+    audit: &'a [Value],
+    method: &str,
+    part: &str,
+) -> std::collections::BTreeMap<String, Vec<&'a Value>> {
+    let part = part.to_ascii_lowercase();
+    let mut out: std::collections::BTreeMap<String, Vec<&'a Value>> = Default::default();
+    for e in audit {
+        let path = e
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if e.get("method").and_then(Value::as_str) == Some(method) && path.contains(&part) {
+            out.entry(path).or_default().push(e);
+        }
+    }
+    out
+}
+
+/// Whether an audit entry was answered with a 2xx.
+pub fn succeeded(entry: &Value) -> bool {
+    entry
+        .get("status")
+        .and_then(Value::as_u64)
+        .is_some_and(|s| (200..300).contains(&s))
+}
+
+/// The sandbox's user-assigned identities (the ones the suites grant to).
+pub const SANDBOX_IDENTITIES: [&str; 2] = ["backup-runner", "report-agent"];
+
+impl World {
+    /// SIGKILLs the operator, if one runs; returns it so its log stays readable.
+    pub fn kill_operator(&mut self) -> Option<Operator> {
+        let mut op = self.operator.take()?;
+        op.kill();
+        Some(op)
+    }
+
+    /// The operator's Prometheus exposition.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let op = self
+            .operator
+            .as_ref()
+            .ok_or_else(|| anyhow!("no operator running"))?;
+        let url = format!("http://127.0.0.1:{}/metrics", op.metrics_port);
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// Adds a sim-kube fault (`POST /sim-kube/faults` with the kubeconfig's admin token), e.g.
+    /// `{"action":"drop-watches"}`, `{"action":"compact"}`, `{"action":"restart"}`.
+    pub async fn kube_fault(&self, rule: Value) -> anyhow::Result<()> {
+        let server = self.kubectl_ok(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])?;
+        let token = self.kubectl_ok(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.users[0].user.token}",
+        ])?;
+        let ca = std::fs::read(self.sandbox.dir.join("kube-ca.pem")).context("kube-ca.pem")?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let resp = http
+            .post(format!("{}/sim-kube/faults", server.trim_end_matches('/')))
+            .bearer_auth(token.trim())
+            .json(&rule)
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("sim-kube fault {rule}: {status}: {}", resp.text().await?);
+        }
+        Ok(())
+    }
+
+    /// FICs on a user-assigned identity, as ARM lists them.
+    pub async fn fics(&self, identity_id: &str) -> anyhow::Result<Vec<Value>> {
+        let path = format!("{identity_id}/federatedIdentityCredentials");
+        let (status, v) = self.arm_json(&path, "2023-01-31").await?;
+        if status != 200 {
+            bail!("listing FICs of {identity_id}: {status} {v}");
+        }
+        Ok(v.get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// IDs (lower-cased) of every Azure object carrying this cluster's marker: role
+    /// assignments by description, FICs on the sandbox identities by name.
+    pub async fn owned_objects(&self) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for ra in self.role_assignments().await? {
+            let desc = ra
+                .pointer("/properties/description")
+                .and_then(Value::as_str);
+            if lapse_api::naming::is_owned_by(desc, &self.cluster)
+                && let Some(id) = ra.get("id").and_then(Value::as_str)
+            {
+                out.insert(id.to_ascii_lowercase());
+            }
+        }
+        for name in SANDBOX_IDENTITIES {
+            let (identity, _) = self.identity(name).await?;
+            for f in self.fics(&identity).await? {
+                let fic_name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+                if lapse_api::naming::fic_cluster(fic_name) == Some(self.cluster.as_str())
+                    && let Some(id) = f.get("id").and_then(Value::as_str)
+                {
+                    out.insert(id.to_ascii_lowercase());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Polls every grant of `ns` until all of `names` satisfy `pred`; fails naming the ones
+    /// that do not, with the operator's log.
+    pub async fn wait_all(
+        &self,
+        ns: &str,
+        names: &[String],
+        timeout: Duration,
+        pred: impl Fn(&AccessGrant) -> bool,
+    ) -> anyhow::Result<Vec<AccessGrant>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let list = self.grants(ns).list(&Default::default()).await?;
+            let found: Vec<AccessGrant> = list
+                .items
+                .into_iter()
+                .filter(|g| g.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
+                .collect();
+            let lagging: Vec<String> = names
+                .iter()
+                .filter(|n| {
+                    !found
+                        .iter()
+                        .any(|g| g.metadata.name.as_ref() == Some(n) && pred(g))
+                })
+                .cloned()
+                .collect();
+            if lagging.is_empty() {
+                return Ok(found);
+            }
+            if Instant::now() > deadline {
+                let states: Vec<String> = found
+                    .iter()
+                    .filter(|g| {
+                        g.metadata
+                            .name
+                            .as_ref()
+                            .is_some_and(|n| lagging.contains(n))
+                    })
+                    .map(|g| {
+                        format!(
+                            "{}: {}",
+                            g.metadata.name.as_deref().unwrap_or_default(),
+                            serde_json::to_string(&g.status).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                bail!(
+                    "grants {lagging:?} in {ns} not in the expected state after {timeout:?}:\n{}\n--- operator log ---\n{}",
+                    states.join("\n"),
+                    tail(&self.operator_logs(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `pred` holds for the Azure objects carrying this cluster's marker.
+    pub async fn wait_owned(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let owned = self.owned_objects().await?;
+            if pred(&owned) {
+                return Ok(owned);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Azure objects not as expected after {timeout:?}: {owned:#?}\n--- operator log ---\n{}",
+                    tail(&self.operator_logs(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// IDs (lower-cased) of the Azure objects a grant's status records.
+pub fn recorded_ids(g: &AccessGrant) -> Vec<String> {
+    let Some(s) = &g.status else {
+        return Vec::new();
+    };
+    s.role_assignments
+        .iter()
+        .filter_map(|r| r.id.clone())
+        .chain(s.federated_credential.iter().filter_map(|f| f.id.clone()))
+        .map(|id| id.to_ascii_lowercase())
+        .collect()
+}

@@ -1,6 +1,11 @@
-//! Binary: `lapse-sandbox up` runs the Kubernetes and Azure simulators on loopback with a seeded tenant.
+//! Binary: `lapse-sandbox up` runs the Kubernetes and Azure simulators on loopback with a seeded tenant;
+//! `probe` acts as a workload against a running sandbox and `audit` prints what Azure saw.
 
 #![forbid(unsafe_code)]
+
+mod audit;
+mod probe;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,39 @@ enum Command {
         /// e.g. `--apply config/crd`. Repeatable.
         #[arg(long)]
         apply: Vec<PathBuf>,
+    },
+    /// Act as a workload of a running sandbox: a ServiceAccount token (audience
+    /// api://AzureADTokenExchange), exchanged at Entra for the identity, then one ARM read.
+    /// Prints one line; exits 0 when the read answers 200 OK, 1 otherwise.
+    Probe {
+        /// State directory of a running `lapse-sandbox up`.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Namespace of the ServiceAccount.
+        #[arg(long)]
+        namespace: String,
+        /// The ServiceAccount the workload runs as.
+        #[arg(long)]
+        service_account: String,
+        /// User-assigned identity: a name in lapse-demo-rg, or its full ARM ID.
+        #[arg(long)]
+        identity: String,
+        /// ARM ID of the resource to read.
+        #[arg(long)]
+        resource: String,
+        /// api-version of the read.
+        #[arg(long, default_value = "2023-01-01")]
+        api_version: String,
+    },
+    /// Print the Azure simulator's audit log of a running sandbox, oldest first: time,
+    /// principal, method, shortened path, status.
+    Audit {
+        /// State directory of a running `lapse-sandbox up`.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only changes (PUT, PATCH, DELETE, and POSTs other than token requests).
+        #[arg(long)]
+        writes: bool,
     },
 }
 
@@ -167,7 +205,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -175,6 +213,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // kube and reqwest both use rustls; with more than one crypto provider linked in, one
+    // must be chosen process-wide.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Cli { command } = Cli::parse();
     match command {
         Command::Up {
@@ -201,6 +242,41 @@ async fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&ready);
             sandbox.stop().await;
         }
+        Command::Probe {
+            state_dir,
+            namespace,
+            service_account,
+            identity,
+            resource,
+            api_version,
+        } => {
+            let state = state::SandboxState::load(&state_dir)?;
+            let outcome = probe::probe(
+                &state,
+                &probe::ProbeArgs {
+                    namespace: &namespace,
+                    service_account: &service_account,
+                    identity: &identity,
+                    resource: &resource,
+                    api_version: &api_version,
+                },
+            )
+            .await?;
+            println!("{}", outcome.line(&resource));
+            if !outcome.allowed() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Audit { state_dir, writes } => {
+            let state = state::SandboxState::load(&state_dir)?;
+            let lines = audit::audit(&state, writes).await?;
+            if lines.is_empty() {
+                eprintln!("(the audit log has no matching entries)");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

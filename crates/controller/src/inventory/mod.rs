@@ -78,9 +78,14 @@ struct PartitionState {
     objects: HashMap<ObjectKey, Known>,
 }
 
+/// How long our own writes are remembered, to overrule listings that started before them.
+const WRITE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug, Default)]
 struct State {
     partitions: HashMap<Partition, PartitionState>,
+    /// Our own recent writes: a listing that started before one of them is older news.
+    writes: HashMap<ObjectKey, (Instant, Option<Known>)>,
     /// key -> grants claiming it.
     claims: HashMap<ObjectKey, HashMap<GrantRef, Claim>>,
     /// grant -> keys it claims (to replace a grant's claims in one go).
@@ -113,9 +118,25 @@ impl Inventory {
         self.lock().partitions.get(p).and_then(|s| s.loaded_at)
     }
 
-    /// Replaces a partition with a fresh listing.
-    pub fn replace(&self, p: Partition, objects: HashMap<ObjectKey, Known>, listed_at: Instant) {
+    /// Replaces a partition with a listing that started at `listed_at`. Our own writes made
+    /// after that instant win over it: the listing cannot have seen them, and believing it
+    /// would look like drift (and cost a second PUT).
+    pub fn replace(
+        &self,
+        p: Partition,
+        mut objects: HashMap<ObjectKey, Known>,
+        listed_at: Instant,
+    ) {
         let mut st = self.lock();
+        st.writes.retain(|_, (t, _)| t.elapsed() < WRITE_MEMORY);
+        for (key, (at, known)) in &st.writes {
+            if *at >= listed_at && Partition::of(key) == p {
+                match known {
+                    Some(k) => objects.insert(key.clone(), k.clone()),
+                    None => objects.remove(key),
+                };
+            }
+        }
         st.partitions.insert(
             p,
             PartitionState {
@@ -128,6 +149,8 @@ impl Inventory {
     /// Records the outcome of one of our own writes.
     pub fn record(&self, key: &ObjectKey, known: Option<Known>) {
         let mut st = self.lock();
+        st.writes
+            .insert(key.clone(), (Instant::now(), known.clone()));
         let part = st.partitions.entry(Partition::of(key)).or_default();
         match known {
             Some(k) => {

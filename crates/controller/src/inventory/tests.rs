@@ -117,3 +117,35 @@ fn partitions_group_by_subscription() {
         "/providers/microsoft.management/managementgroups/mg"
     );
 }
+
+#[test]
+fn a_listing_older_than_our_write_does_not_undo_it() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let key = claims_of(&st).remove(0).0;
+    let part = Partition::of(&key);
+    let listing_started = Instant::now();
+    // We create the object while the listing is in flight; the listing does not show it.
+    inv.record(
+        &key,
+        Some(Known {
+            id: "ours".into(),
+            owned: true,
+        }),
+    );
+    inv.replace(part.clone(), HashMap::new(), listing_started);
+    assert!(matches!(
+        inv.view(std::slice::from_ref(&key), &grant("a"))
+            .get(&key)
+            .observed,
+        Observed::Present { owned: true, .. }
+    ));
+    // A listing that started after the write is believed (the object vanished: drift).
+    inv.replace(part, HashMap::new(), Instant::now());
+    assert_eq!(
+        inv.view(std::slice::from_ref(&key), &grant("a"))
+            .get(&key)
+            .observed,
+        Observed::Absent
+    );
+}

@@ -41,6 +41,9 @@ pub struct WidgetStatus {
 }
 
 pub async fn start() -> SimKubeHandle {
+    // In a workspace build rustls has both crypto providers (ring via kube, aws-lc via the
+    // Azure SDK's reqwest); kube's TLS config needs a process-wide choice.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     SimKube::start(Config {
         namespaces: vec!["default".into(), "kube-system".into(), "demo".into()],
         bookmark_interval: Duration::from_millis(200),

@@ -1,0 +1,657 @@
+//! Resilience end to end: the operator killed with SIGKILL while it activates and while it
+//! revokes, grants deleted behind its back while it is down, watches dropped and compacted,
+//! ARM throttling and 5xx; and no secret in anything the operator emits. Each scenario runs its
+//! own sandbox and operator processes and asserts through kubectl, ARM and the Azure audit log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lapse_api::v1alpha1::{AccessGrant, ConditionStatus, GrantPhase};
+use lapse_e2e::{World, recorded_ids, requests_by_path, succeeded};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const NS: &str = "ops";
+/// The paths of the Azure objects the operator writes.
+const OBJECTS: &str = "/roleassignments/|/federatedidentitycredentials/";
+
+const ROLES: [&str; 5] = [
+    "Reader",
+    "Storage Blob Data Reader",
+    "Storage Blob Data Contributor",
+    "Key Vault Secrets User",
+    "Key Vault Reader",
+];
+
+fn rg(sub: &str) -> String {
+    format!("/subscriptions/{sub}/resourceGroups/lapse-demo-rg")
+}
+
+/// The scopes grants use: the resource group and two resources in it.
+fn scopes(sub: &str) -> [String; 3] {
+    let rg = rg(sub);
+    [
+        rg.clone(),
+        format!("{rg}/providers/Microsoft.Storage/storageAccounts/lapsedemodata"),
+        format!("{rg}/providers/Microsoft.KeyVault/vaults/lapse-demo-kv"),
+    ]
+}
+
+/// One policy allowing everything the scenarios ask for in namespace `ops`.
+fn policy(sub: &str) -> String {
+    let roles = ROLES.map(|r| format!("{r:?}")).join(", ");
+    format!(
+        r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessPolicy
+metadata:
+  name: ops
+spec:
+  namespaces: ["{NS}"]
+  identities: ["{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/*"]
+  roles: [{roles}]
+  scopes: ["{rg}"]
+  serviceAccounts: ["runner-*"]
+  maxDuration: 1h
+"#,
+        rg = rg(sub)
+    )
+}
+
+/// When a lease ends.
+enum Lease<'a> {
+    /// `spec.duration`, from activation.
+    Duration(&'a str),
+    /// `spec.window.notAfter`: every grant with the same instant lapses together.
+    NotAfter(DateTime<Utc>),
+}
+
+struct GrantSpec<'a> {
+    name: String,
+    identity: &'a str,
+    role: &'a str,
+    scope: &'a str,
+    service_account: Option<String>,
+    lease: Lease<'a>,
+}
+
+impl GrantSpec<'_> {
+    fn yaml(&self) -> String {
+        let federation = self
+            .service_account
+            .as_ref()
+            .map(|sa| format!("  federation:\n    serviceAccount: {sa}\n"))
+            .unwrap_or_default();
+        let lease = match &self.lease {
+            Lease::Duration(d) => format!("  duration: {d}\n"),
+            Lease::NotAfter(t) => format!(
+                "  window:\n    notAfter: \"{}\"\n",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        };
+        format!(
+            r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessGrant
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  identity:
+    managedIdentity: {identity}
+  roles:
+  - role: {role}
+    scope: {scope}
+{federation}{lease}  justification: "OPS-5 resilience"
+"#,
+            name = self.name,
+            identity = self.identity,
+            role = self.role,
+            scope = self.scope,
+        )
+    }
+}
+
+/// What every scenario starts from: namespace `ops`, ServiceAccounts `runner-0..n`, the policy,
+/// and the sandbox identities' resource IDs.
+struct Setup {
+    sub: String,
+    identities: Vec<String>,
+}
+
+async fn setup(w: &World, service_accounts: usize) -> anyhow::Result<Setup> {
+    let sub = w.subscription()?.to_owned();
+    w.kubectl_ok(&["create", "namespace", NS])?;
+    for i in 0..service_accounts {
+        w.kubectl_ok(&["-n", NS, "create", "serviceaccount", &format!("runner-{i}")])?;
+    }
+    w.apply_ok(&policy(&sub))?;
+    let mut identities = Vec::new();
+    for name in lapse_e2e::SANDBOX_IDENTITIES {
+        identities.push(w.identity(name).await?.0);
+    }
+    Ok(Setup { sub, identities })
+}
+
+/// `n` grants whose Azure objects all differ: distinct (identity, role, scope) triples, and
+/// the first `federated` with a FIC for their own ServiceAccount.
+fn distinct_grants<'a>(
+    s: &'a Setup,
+    scopes: &'a [String; 3],
+    prefix: &str,
+    n: usize,
+    federated: usize,
+    lease: impl Fn() -> Lease<'a>,
+) -> Vec<GrantSpec<'a>> {
+    let mut out = Vec::new();
+    'all: for identity in &s.identities {
+        for role in ROLES {
+            for scope in scopes {
+                if out.len() == n {
+                    break 'all;
+                }
+                let i = out.len();
+                out.push(GrantSpec {
+                    name: format!("{prefix}-{i}"),
+                    identity,
+                    role,
+                    scope,
+                    service_account: (i < federated).then(|| format!("runner-{i}")),
+                    lease: lease(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn names(grants: &[GrantSpec<'_>]) -> Vec<String> {
+    grants.iter().map(|g| g.name.clone()).collect()
+}
+
+fn phase_is(p: GrantPhase) -> impl Fn(&AccessGrant) -> bool {
+    move |g| g.status.as_ref().is_some_and(|s| s.phase == p)
+}
+
+fn condition(g: &AccessGrant, type_: &str) -> Option<ConditionStatus> {
+    g.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status)
+}
+
+/// Every object was written exactly once successfully, with at most one retry of a failure.
+/// Returns the number of objects written.
+fn assert_no_duplicate_puts(audit: &[Value]) -> usize {
+    let puts = requests_by_path(audit, "PUT", "/providers/");
+    let objects: BTreeMap<&String, &Vec<&Value>> = puts
+        .iter()
+        .filter(|(p, _)| OBJECTS.split('|').any(|o| p.contains(o)))
+        .collect();
+    for (path, entries) in &objects {
+        let ok = entries.iter().filter(|e| succeeded(e)).count();
+        let statuses: Vec<&Value> = entries.iter().map(|e| &e["status"]).collect();
+        assert_eq!(ok, 1, "successful PUTs of {path}: {statuses:?}");
+        assert!(entries.len() <= 2, "PUTs of {path}: {statuses:?}");
+    }
+    objects.len()
+}
+
+/// Every object was deleted exactly once successfully.
+fn assert_one_delete_each(audit: &[Value]) {
+    for part in OBJECTS.split('|') {
+        for (path, entries) in requests_by_path(audit, "DELETE", part) {
+            let ok = entries.iter().filter(|e| succeeded(e)).count();
+            assert_eq!(ok, 1, "successful DELETEs of {path}");
+        }
+    }
+}
+
+/// Lease end → DELETE acknowledged, in milliseconds, for every object deleted.
+fn overstays(audit: &[Value], expires: DateTime<Utc>) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for part in OBJECTS.split('|') {
+        for entries in requests_by_path(audit, "DELETE", part).values() {
+            for e in entries.iter().filter(|e| succeeded(e)) {
+                let at: DateTime<Utc> = serde_json::from_value(e["time"].clone())?;
+                out.push((at - expires).num_milliseconds());
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Objects the grants' statuses record, lower-cased.
+fn recorded(grants: &[AccessGrant]) -> BTreeSet<String> {
+    grants.iter().flat_map(recorded_ids).collect()
+}
+
+/// Polls the audit log until `pred` holds (a trigger for killing the operator mid-flight).
+async fn wait_audit(w: &World, pred: impl Fn(&[Value]) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !pred(&w.audit().await?) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Azure never saw the expected requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn count(audit: &[Value], method: &str) -> usize {
+    OBJECTS
+        .split('|')
+        .map(|part| {
+            requests_by_path(audit, method, part)
+                .values()
+                .flatten()
+                .count()
+        })
+        .sum()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_activations_then_restart_activates_everything_once() -> anyhow::Result<()> {
+    let mut w = World::start().await?;
+    let s = setup(&w, 6).await?;
+    let scopes = scopes(&s.sub);
+    let grants = distinct_grants(&s, &scopes, "act", 20, 6, || Lease::Duration("1h"));
+    // Slow writes keep several in flight when the operator dies.
+    w.azure_fault(
+        json!({"method": "PUT", "pathPattern": "roleAssignments/|federatedIdentityCredentials/",
+        "action": {"type": "latency", "millis": 300}}),
+    )
+    .await?;
+    for g in &grants[..14] {
+        w.apply_ok(&g.yaml())?;
+    }
+    wait_audit(&w, |a| {
+        requests_by_path(a, "PUT", "/roleassignments/")
+            .values()
+            .flatten()
+            .any(|e| succeeded(e))
+    })
+    .await?;
+    let old = w.kill_operator();
+    let before = w.audit().await?;
+    let active_at_kill = w
+        .grants(NS)
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|g| phase_is(GrantPhase::Active)(g))
+        .count();
+    println!(
+        "killed with {active_at_kill} of 14 grants Active, {} object PUTs seen",
+        count(&before, "PUT")
+    );
+    // Grants applied while no operator runs.
+    for g in &grants[14..] {
+        w.apply_ok(&g.yaml())?;
+    }
+    drop(old);
+
+    let restarted = Instant::now();
+    w.start_operator(&[]).await?;
+    let ready = restarted.elapsed();
+    let all = w
+        .wait_all(NS, &names(&grants), TIMEOUT, phase_is(GrantPhase::Active))
+        .await?;
+    println!(
+        "restart recovery: ready {} ms, all 20 Active {} ms after restart",
+        ready.as_millis(),
+        restarted.elapsed().as_millis()
+    );
+
+    let audit = w.audit().await?;
+    let written = assert_no_duplicate_puts(&audit);
+    assert_eq!(written, 26, "20 role assignments and 6 FICs");
+    // No orphan: what Azure holds is exactly what the grants record.
+    let recorded = recorded(&all);
+    assert_eq!(recorded.len(), 26, "objects recorded in the grants' status");
+    assert_eq!(w.owned_objects().await?, recorded);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_revocations_then_restart_deletes_everything() -> anyhow::Result<()> {
+    let mut w = World::start().await?;
+    let s = setup(&w, 4).await?;
+    let scopes = scopes(&s.sub);
+    // Whole seconds: notAfter is written to the second.
+    let expires = DateTime::from_timestamp(Utc::now().timestamp() + 15, 0)
+        .ok_or_else(|| anyhow::anyhow!("time out of range"))?;
+    let grants = distinct_grants(&s, &scopes, "rev", 12, 4, || Lease::NotAfter(expires));
+    for g in &grants {
+        w.apply_ok(&g.yaml())?;
+    }
+    w.wait_all(NS, &names(&grants), TIMEOUT, phase_is(GrantPhase::Active))
+        .await?;
+    assert_eq!(w.owned_objects().await?.len(), 16);
+    // Slow deletes keep several in flight when the operator dies.
+    w.azure_fault(
+        json!({"method": "DELETE", "pathPattern": "roleAssignments/|federatedIdentityCredentials/",
+        "action": {"type": "latency", "millis": 400}}),
+    )
+    .await?;
+    wait_audit(&w, |a| {
+        OBJECTS.split('|').any(|p| {
+            requests_by_path(a, "DELETE", p)
+                .values()
+                .flatten()
+                .any(|e| succeeded(e))
+        })
+    })
+    .await?;
+    let old = w.kill_operator();
+    let deleted_at_kill = w.audit().await?;
+    println!(
+        "killed after {} object DELETEs answered of 16 objects",
+        count(&deleted_at_kill, "DELETE")
+    );
+    drop(old);
+
+    let restarted = Instant::now();
+    w.start_operator(&[]).await?;
+    w.wait_all(NS, &names(&grants), TIMEOUT, phase_is(GrantPhase::Expired))
+        .await?;
+    println!(
+        "restart recovery: all 12 Expired {} ms after restart",
+        restarted.elapsed().as_millis()
+    );
+    assert_eq!(w.owned_objects().await?, BTreeSet::new(), "orphans left");
+
+    let audit = w.audit().await?;
+    assert_one_delete_each(&audit);
+    let overstay = overstays(&audit, expires)?;
+    assert_eq!(overstay.len(), 16, "one acknowledged DELETE per object");
+    assert!(overstay[0] >= 0, "deleted before the lease ended");
+    println!(
+        "overstay (lease end -> DELETE acknowledged) ms: min {} median {} max {}",
+        overstay[0],
+        overstay[overstay.len() / 2],
+        overstay[overstay.len() - 1]
+    );
+    // The new operator reports the overstay of what it deleted.
+    let m = w.metrics().await?;
+    let observed = metric(&m, "lapse_overstay_seconds_count");
+    let sum = metric(&m, "lapse_overstay_seconds_sum");
+    println!("operator-reported overstay: {observed} objects, {sum:.1} s in total");
+    assert!(observed >= 1.0, "no overstay reported:\n{m}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_sweep_deletes_objects_of_grants_deleted_while_down() -> anyhow::Result<()> {
+    let mut w = World::start().await?;
+    let s = setup(&w, 2).await?;
+    let scopes = scopes(&s.sub);
+    let grants = distinct_grants(&s, &scopes, "sweep", 2, 2, || Lease::Duration("1h"));
+    // Different identities, so neither shares an object with the other.
+    let (gone, kept) = (&grants[0], &grants[1]);
+    let kept = GrantSpec {
+        identity: &s.identities[1],
+        name: kept.name.clone(),
+        role: kept.role,
+        scope: kept.scope,
+        service_account: kept.service_account.clone(),
+        lease: Lease::Duration("1h"),
+    };
+    w.apply_ok(&gone.yaml())?;
+    w.apply_ok(&kept.yaml())?;
+    let active = w
+        .wait_all(
+            NS,
+            &[gone.name.clone(), kept.name.clone()],
+            TIMEOUT,
+            phase_is(GrantPhase::Active),
+        )
+        .await?;
+    let of = |name: &str| -> BTreeSet<String> {
+        active
+            .iter()
+            .filter(|g| g.metadata.name.as_deref() == Some(name))
+            .flat_map(recorded_ids)
+            .collect()
+    };
+    let (orphans, live) = (of(&gone.name), of(&kept.name));
+    assert_eq!((orphans.len(), live.len()), (2, 2), "RA and FIC each");
+
+    let old = w.kill_operator();
+    w.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "accessgrant",
+        &gone.name,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])?;
+    w.kubectl_ok(&["-n", NS, "delete", "accessgrant", &gone.name, "--wait=true"])?;
+    drop(old);
+    assert!(w.grants(NS).get_opt(&gone.name).await?.is_none());
+    assert!(w.owned_objects().await?.is_superset(&orphans));
+
+    let restarted = Instant::now();
+    w.start_operator(&[]).await?;
+    let left = w
+        .wait_owned(TIMEOUT, |owned| owned.is_disjoint(&orphans))
+        .await?;
+    println!(
+        "start-up sweep removed the orphans {} ms after restart",
+        restarted.elapsed().as_millis()
+    );
+    assert_eq!(left, live, "the live grant's objects stay");
+    let m = w.metrics().await?;
+    assert_eq!(metric(&m, "lapse_orphans_deleted_total"), 2.0, "{m}");
+    w.wait_phase(NS, &kept.name, GrantPhase::Active, TIMEOUT)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_compacted_watches_do_not_lose_activations_or_lapses() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let s = setup(&w, 3).await?;
+    let scopes = scopes(&s.sub);
+    let grants = distinct_grants(&s, &scopes, "watch", 9, 3, || Lease::Duration("12s"));
+    let faults = [
+        json!({"action": "drop-watches"}),
+        json!({"action": "compact"}),
+        json!({"action": "restart"}),
+    ];
+    for (g, fault) in grants.iter().zip(faults.iter().cycle()) {
+        w.apply_ok(&g.yaml())?;
+        w.kube_fault(fault.clone()).await?;
+    }
+    w.wait_all(NS, &names(&grants), TIMEOUT, phase_is(GrantPhase::Active))
+        .await?;
+    // And again while the leases lapse.
+    for fault in &faults {
+        w.kube_fault(fault.clone()).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let ended = w
+        .wait_all(NS, &names(&grants), TIMEOUT, phase_is(GrantPhase::Expired))
+        .await?;
+    assert_eq!(w.owned_objects().await?, BTreeSet::new(), "orphans left");
+    let audit = w.audit().await?;
+    assert_eq!(assert_no_duplicate_puts(&audit), 12);
+    assert_one_delete_each(&audit);
+    let mut worst = 0;
+    for g in &ended {
+        let st = g.status.clone().unwrap_or_default();
+        if let (Some(exp), Some(end)) = (st.expires_at, st.ended_at) {
+            worst = worst.max((end - exp).num_milliseconds());
+        }
+    }
+    println!("with watch faults: worst lease end -> Expired {worst} ms");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_throttling_and_5xx_delay_but_never_duplicate_or_orphan() -> anyhow::Result<()> {
+    let mut w = World::sandbox_only().await?;
+    w.start_operator(&[("LAPSE_OVERDUE_AFTER", "3s"), ("LAPSE_RETRY_AFTER", "1s")])
+        .await?;
+    let s = setup(&w, 2).await?;
+    let scopes = scopes(&s.sub);
+    let grants = distinct_grants(&s, &scopes, "storm", 6, 2, || Lease::Duration("15s"));
+    let all = names(&grants);
+
+    // Activation through a 429 storm on role assignment writes and 5xx on FIC writes.
+    w.azure_fault(json!({"method": "PUT", "pathPattern": "roleAssignments/",
+        "action": {"type": "throttle", "retryAfterSecs": 1}}))
+        .await?;
+    w.azure_fault(json!({"method": "PUT", "pathPattern": "federatedIdentityCredentials/",
+        "action": {"type": "status", "status": 503, "code": "ServiceUnavailable", "message": "injected"}}))
+        .await?;
+    let applied = Instant::now();
+    for g in &grants {
+        w.apply_ok(&g.yaml())?;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let storm = w.audit().await?;
+    w.clear_azure_faults().await?;
+    w.wait_all(NS, &all, TIMEOUT, phase_is(GrantPhase::Active))
+        .await?;
+    let refused = storm
+        .iter()
+        .filter(|e| e["method"] == "PUT" && !succeeded(e))
+        .count();
+    assert!(refused > 0, "the storm refused nothing");
+    println!(
+        "activation through 4 s of 429/503 ({refused} refused writes): all Active {} ms after apply",
+        applied.elapsed().as_millis()
+    );
+
+    // Revocation: a 429 burst, then 5xx on every DELETE until the leases are reported overdue.
+    w.azure_fault(
+        json!({"method": "DELETE", "pathPattern": "roleAssignments/|federatedIdentityCredentials/",
+        "action": {"type": "throttle", "retryAfterSecs": 1}, "times": 4}),
+    )
+    .await?;
+    w.azure_fault(json!({"method": "DELETE", "pathPattern": "roleAssignments/|federatedIdentityCredentials/",
+        "action": {"type": "status", "status": 500, "code": "InternalServerError", "message": "injected"}}))
+        .await?;
+    let overdue = w
+        .wait_all(NS, &all, TIMEOUT, |g| {
+            condition(g, "RevocationOverdue") == Some(ConditionStatus::True)
+        })
+        .await?;
+    for g in &overdue {
+        let phase = g.status.as_ref().map(|s| s.phase);
+        assert_eq!(phase, Some(GrantPhase::Revoking), "overdue but {phase:?}");
+    }
+    let m = w.metrics().await?;
+    assert_eq!(metric(&m, "lapse_revocations_overdue"), 6.0, "{m}");
+    let events = w.kubectl_ok(&["-n", NS, "get", "events", "-o", "json"])?;
+    assert!(
+        events.contains("RevocationOverdue"),
+        "no RevocationOverdue Event"
+    );
+    // Nothing was deleted yet, nothing given up on.
+    assert_eq!(w.owned_objects().await?.len(), 8);
+
+    let cleared = Instant::now();
+    w.clear_azure_faults().await?;
+    let ended = w
+        .wait_all(NS, &all, TIMEOUT, |g| {
+            phase_is(GrantPhase::Expired)(g)
+                && condition(g, "RevocationOverdue") != Some(ConditionStatus::True)
+        })
+        .await?;
+    println!(
+        "after the 5xx cleared: all Expired and overdue cleared in {} ms",
+        cleared.elapsed().as_millis()
+    );
+    assert_eq!(ended.len(), 6);
+    assert_eq!(w.owned_objects().await?, BTreeSet::new(), "orphans left");
+    let audit = w.audit().await?;
+    let puts = requests_by_path(&audit, "PUT", "/providers/");
+    for part in OBJECTS.split('|') {
+        for (path, entries) in puts.iter().filter(|(p, _)| p.contains(part)) {
+            assert_eq!(
+                entries.iter().filter(|e| succeeded(e)).count(),
+                1,
+                "successful PUTs of {path}"
+            );
+        }
+    }
+    assert_one_delete_each(&audit);
+    let m = w.metrics().await?;
+    assert_eq!(metric(&m, "lapse_revocations_overdue"), 0.0, "{m}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_appears_in_anything_the_operator_emits() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let s = setup(&w, 1).await?;
+    let scopes = scopes(&s.sub);
+    let grant = distinct_grants(&s, &scopes, "secret", 1, 1, || Lease::Duration("6s"));
+    let (_, client_id) = w.identity("backup-runner").await?;
+    w.apply_ok(&grant[0].yaml())?;
+    w.wait_phase(NS, &grant[0].name, GrantPhase::Active, TIMEOUT)
+        .await?;
+    // The workload uses the access: an SA token exchanged for an ARM token.
+    let sa_token = w.service_account_token(NS, "runner-0").await?;
+    let access_token = w
+        .exchange(&sa_token, &client_id)
+        .await?
+        .map_err(|e| anyhow::anyhow!("exchange refused while active: {e}"))?;
+    assert_eq!(
+        w.arm_get(&access_token, &scopes[0], "2022-09-01").await?,
+        200
+    );
+    w.wait_phase(NS, &grant[0].name, GrantPhase::Expired, TIMEOUT)
+        .await?;
+
+    let emitted = [
+        ("operator log", w.operator_logs()),
+        (
+            "Events",
+            w.kubectl_ok(&["get", "events", "-A", "-o", "yaml"])?,
+        ),
+        (
+            "grant status",
+            w.kubectl_ok(&["get", "accessgrants", "-A", "-o", "yaml"])?,
+        ),
+        ("metrics", w.metrics().await?),
+    ];
+    assert!(
+        emitted[1].1.contains(&grant[0].name),
+        "no Events about the grant"
+    );
+    let secret = w.sandbox.env("AZURE_CLIENT_SECRET")?.to_owned();
+    let needles = [
+        ("the operator's client secret", secret.as_str()),
+        ("the ServiceAccount token", sa_token.as_str()),
+        ("the workload's access token", access_token.as_str()),
+        ("a JWT", "eyJ"),
+    ];
+    for (what, text) in &emitted {
+        assert!(!text.is_empty(), "{what} is empty");
+        for (needle_name, needle) in needles {
+            assert!(!needle.is_empty());
+            assert!(
+                !text.contains(needle),
+                "{needle_name} appears in the {what}"
+            );
+        }
+    }
+    Ok(())
+}
