@@ -6,6 +6,8 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/lapse-target
 export CARGO_TARGET_DIR
 
 CRD_DIR := config/crd
+# The chart's copy, rendered by charts/lapse/templates/crds.yaml; kept identical to CRD_DIR.
+CHART_CRD_DIR := charts/lapse/files/crds
 # The generator, built once per invocation; `--quiet` keeps cargo's progress out of diffs.
 LAPSE_OPERATOR := $(CARGO) run --quiet -p lapse-operator --
 
@@ -42,24 +44,27 @@ unit-tests:
 		echo "$(CARGO) test --workspace"; $(CARGO) test --workspace; \
 	fi
 
-crds: ## Regenerate config/crd/ from the Rust types
+crds: ## Regenerate config/crd/ and the Helm chart's CRDs from the Rust types
 	$(LAPSE_OPERATOR) crd --output-dir $(CRD_DIR)
+	$(LAPSE_OPERATOR) crd --output-dir $(CHART_CRD_DIR)
 
-crd-check: ## Fail if config/crd/ differs from what the Rust types generate
+crd-check: ## Fail if config/crd/ or the chart's CRDs differ from what the Rust types generate
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(LAPSE_OPERATOR) crd --output-dir "$$tmp" >/dev/null && \
 	stale=0 && \
-	for f in "$$tmp"/*.yaml; do \
-		diff -u "$(CRD_DIR)/$$(basename "$$f")" "$$f" || stale=1; \
-	done && \
-	for f in $(CRD_DIR)/lapse.dev_*.yaml; do \
-		[ -e "$$f" ] || continue; \
-		[ -e "$$tmp/$$(basename "$$f")" ] || { echo "$$f: no longer generated" >&2; stale=1; }; \
+	for dir in $(CRD_DIR) $(CHART_CRD_DIR); do \
+		for f in "$$tmp"/*.yaml; do \
+			diff -u "$$dir/$$(basename "$$f")" "$$f" || stale=1; \
+		done; \
+		for f in "$$dir"/lapse.dev_*.yaml; do \
+			[ -e "$$f" ] || continue; \
+			[ -e "$$tmp/$$(basename "$$f")" ] || { echo "$$f: no longer generated" >&2; stale=1; }; \
+		done; \
 	done && \
 	if [ "$$stale" -ne 0 ]; then \
-		echo "error: $(CRD_DIR)/ is out of date with crates/api: run 'make crds' and commit the result" >&2; \
+		echo "error: $(CRD_DIR)/ or $(CHART_CRD_DIR)/ is out of date with crates/api: run 'make crds' and commit the result" >&2; \
 		exit 1; \
-	fi && echo "crd-check: $(CRD_DIR)/ is up to date"
+	fi && echo "crd-check: $(CRD_DIR)/ and $(CHART_CRD_DIR)/ are up to date"
 
 build: ## Build every crate
 	$(CARGO) build --workspace

@@ -64,6 +64,14 @@ ready() {
   [[ $line == *" 200 "* ]]
 }
 
+# GET /metrics over bash's /dev/tcp; prints the body.
+metrics() {
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+  sed '1,/^\r*$/d' <&3
+  exec 3<&-
+}
+
 probe() {
   printf '%s$ lapse-sandbox probe --namespace %s --service-account %s --identity %s --resource …/storageAccounts/lapsedemodata%s\n' \
     "$D" "$GRANT_NS" "$SA" "$IDENTITY" "$N"
@@ -133,6 +141,13 @@ say "After the lapse, the same workload is refused again"
 if probe; then die "the workload still had access after the lease lapsed"; fi
 
 say "What Azure saw: every write the operator made (lapse-sandbox audit --writes)"
-"$BIN/lapse-sandbox" audit --state-dir "$STATE" --writes
+"$BIN/lapse-sandbox" audit --state-dir "$STATE" --writes | tee "$STATE/writes"
+puts=$(grep -c ' PUT ' "$STATE/writes" || true)
+deletes=$(grep -c ' DELETE .* 200$' "$STATE/writes" || true)
+[[ $puts -eq 2 && $deletes -eq 2 ]] ||
+  die "expected one PUT and one DELETE for each of the 2 Azure objects, saw $puts PUTs and $deletes DELETEs"
+
+say "The operator's own measure of the lapse (lease end → Azure DELETE acknowledged)"
+metrics "$METRICS_PORT" | grep -E '^lapse_(overstay_seconds_(count|sum)|grants\{phase="Expired"\}) '
 
 say "Done: one PUT and one DELETE per Azure object; stopping the operator and the sandbox"

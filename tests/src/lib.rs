@@ -34,7 +34,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let out = Command::new(cargo)
                 .args([
                     "build",
                     "--quiet",
@@ -44,10 +44,13 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
                     "lapse-sandbox",
                 ])
                 .current_dir(workspace_root())
-                .status()
+                .output()
                 .map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                return Err("cargo build of lapse-operator and lapse-sandbox failed".into());
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build of lapse-operator and lapse-sandbox failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
             // target/<profile>/deps/<test binary> -> target/<profile>
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -893,4 +896,293 @@ pub fn recorded_ids(g: &AccessGrant) -> Vec<String> {
         .chain(s.federated_credential.iter().filter_map(|f| f.id.clone()))
         .map(|id| id.to_ascii_lowercase())
         .collect()
+}
+
+/// When Azure acknowledged a request: its arrival plus the time it took to answer.
+pub fn acknowledged_at(entry: &Value) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let arrived: chrono::DateTime<chrono::Utc> = serde_json::from_value(
+        entry
+            .get("time")
+            .cloned()
+            .ok_or_else(|| anyhow!("audit entry without time: {entry}"))?,
+    )?;
+    let latency_us = entry.get("latency").and_then(Value::as_f64).unwrap_or(0.0) * 1000.0;
+    Ok(arrived + chrono::TimeDelta::microseconds(latency_us as i64))
+}
+
+/// One Event recorded on an object, as `kubectl get events` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeEvent {
+    /// `Normal` or `Warning`.
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl World {
+    /// The PHASE column of `kubectl get accessgrant NAME`.
+    pub fn phase_column(&self, ns: &str, name: &str) -> anyhow::Result<String> {
+        let out = self.kubectl_ok(&["-n", ns, "get", "accessgrant", name])?;
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let row: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let col = header
+            .iter()
+            .position(|h| *h == "PHASE")
+            .ok_or_else(|| anyhow!("no PHASE column in:\n{out}"))?;
+        row.get(col)
+            .map(|s| (*s).to_owned())
+            .ok_or_else(|| anyhow!("no PHASE value in:\n{out}"))
+    }
+
+    /// One field of a grant through `kubectl get -o jsonpath` (e.g. `{.status.message}`).
+    pub fn grant_jsonpath(&self, ns: &str, name: &str, path: &str) -> anyhow::Result<String> {
+        self.kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "accessgrant",
+            name,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    }
+
+    /// The Events recorded on a grant, oldest first, as `kubectl get events` lists them.
+    pub fn events(&self, ns: &str, name: &str) -> anyhow::Result<Vec<KubeEvent>> {
+        let out = self.kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=AccessGrant,involvedObject.name={name}"),
+            "-o",
+            "json",
+        ])?;
+        let v: Value = serde_json::from_str(&out)?;
+        let text = |e: &Value, k: &str| {
+            e.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(v.get("items")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| KubeEvent {
+                        type_: text(e, "type"),
+                        reason: text(e, "reason"),
+                        message: text(e, "message"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Waits for an Event with this reason on a grant (Events are published after the status).
+    pub async fn wait_event(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<KubeEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events(ns, name)?;
+            if let Some(e) = events.iter().find(|e| e.reason == reason) {
+                return Ok(e.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("no {reason} Event on {ns}/{name} after {timeout:?}; seen: {events:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kubectl patch --type merge` of a grant; returns the output (Ok or the refusal).
+    pub fn patch_grant(&self, ns: &str, name: &str, patch: &str) -> anyhow::Result<Output> {
+        self.kubectl(&[
+            "-n",
+            ns,
+            "patch",
+            "accessgrant",
+            name,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ])
+    }
+
+    /// A namespace with these ServiceAccounts.
+    pub fn namespace_with(&self, ns: &str, service_accounts: &[&str]) -> anyhow::Result<()> {
+        self.kubectl_ok(&["create", "namespace", ns])?;
+        for sa in service_accounts {
+            self.kubectl_ok(&["-n", ns, "create", "serviceaccount", sa])?;
+        }
+        Ok(())
+    }
+
+    /// An access token of the operator's service principal for `resource`
+    /// (`https://graph.microsoft.com`, or ARM).
+    async fn operator_token_for(&self, resource: &str) -> anyhow::Result<String> {
+        let authority = self
+            .sandbox
+            .env("AZURE_AUTHORITY_HOST")?
+            .trim_end_matches('/')
+            .to_owned();
+        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("grant_type", "client_credentials"),
+                ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
+                ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
+                ("scope", scope.as_str()),
+            ])
+            .finish();
+        let v: Value = self
+            .http
+            .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v.get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no token for {resource}: {v}"))
+    }
+
+    /// A Microsoft Graph GET (path under `/v1.0`) as the operator, parsed.
+    pub async fn graph_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let token = self
+            .operator_token_for("https://graph.microsoft.com")
+            .await?;
+        let base = self
+            .sandbox
+            .env("LAPSE_GRAPH_ENDPOINT")?
+            .trim_end_matches('/');
+        let resp = self
+            .http
+            .get(format!("{base}/v1.0/{}", path.trim_start_matches('/')))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// Object ID, client (app) ID and service principal object ID of an app registration the
+    /// operator owns, found by display name through Graph.
+    pub async fn application(
+        &self,
+        display_name: &str,
+    ) -> anyhow::Result<(String, String, String)> {
+        let (status, v) = self.graph_json("/applications").await?;
+        if status != 200 {
+            bail!("listing applications: {status} {v}");
+        }
+        let app = v
+            .get("value")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("displayName").and_then(Value::as_str) == Some(display_name))
+            })
+            .ok_or_else(|| anyhow!("no application {display_name:?} in {v}"))?;
+        let field = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("no {k} in {v}"))
+        };
+        let (object_id, app_id) = (field(app, "id")?, field(app, "appId")?);
+        let (status, sp) = self
+            .graph_json(&format!("/servicePrincipals(appId='{app_id}')"))
+            .await?;
+        if status != 200 {
+            bail!("service principal of {app_id}: {status} {sp}");
+        }
+        Ok((object_id, app_id, field(&sp, "id")?))
+    }
+
+    /// An ARM PUT as the operator's service principal (what a human with its rights could do).
+    pub async fn arm_put(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let token = self.operator_token().await?;
+        let resp = self
+            .http
+            .put(self.arm_url(path, api_version)?)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// The full role definition ID of a role, by name, as ARM resolves it in the subscription.
+    pub async fn role_definition_id(&self, role_name: &str) -> anyhow::Result<String> {
+        let path = format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions",
+            self.subscription()?
+        );
+        let token = self.operator_token().await?;
+        let mut url = self.arm_url(&path, "2022-04-01")?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &format!("roleName eq '{role_name}'"));
+        let v: Value = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v.pointer("/value/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no role definition {role_name:?}: {v}"))
+    }
+
+    /// Role assignments of one principal (ARM's list, filtered here).
+    pub async fn assignments_of(&self, principal_id: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .role_assignments()
+            .await?
+            .into_iter()
+            .filter(|ra| {
+                ra.pointer("/properties/principalId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
+            })
+            .collect())
+    }
 }

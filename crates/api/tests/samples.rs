@@ -23,7 +23,10 @@ fn the_sample_policy_allows_the_sample_grant() {
     let grant: AccessGrant = serde_yaml_ng::from_str(&sample("grant.yaml")).unwrap();
     let rules = validate_policy(&policy.spec).unwrap_or_else(|e| panic!("policy.yaml: {e}"));
     let request = validate_grant(&grant.spec).unwrap_or_else(|e| panic!("grant.yaml: {e}"));
-    let federation = request.federation.as_ref().expect("the sample grant federates");
+    let federation = request
+        .federation
+        .as_ref()
+        .expect("the sample grant federates");
     assert_eq!(federation.service_account, "backup-runner");
     let lease = request.duration.expect("the sample grant has a duration");
     assert!(
@@ -63,6 +66,10 @@ fn the_sample_service_account_is_the_one_the_grant_federates() {
     );
     assert_eq!(
         sa["metadata"]["name"].as_str(),
-        grant.spec.federation.as_ref().map(|f| f.service_account.as_str())
+        grant
+            .spec
+            .federation
+            .as_ref()
+            .map(|f| f.service_account.as_str())
     );
 }

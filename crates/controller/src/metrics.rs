@@ -77,6 +77,26 @@ impl Metrics {
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
         };
+        // Every phase and the common outcome exist from the start, so dashboards read 0, not
+        // "no data".
+        for p in [
+            GrantPhase::Pending,
+            GrantPhase::Scheduled,
+            GrantPhase::Activating,
+            GrantPhase::Active,
+            GrantPhase::Revoking,
+            GrantPhase::Expired,
+            GrantPhase::Revoked,
+            GrantPhase::Denied,
+            GrantPhase::Failed,
+        ] {
+            drop(m.grants.get_or_create(&PhaseLabels {
+                phase: phase_label(p),
+            }));
+        }
+        drop(m.reconciles.get_or_create(&ResultLabels {
+            result: "ok".into(),
+        }));
         let r = registry.sub_registry_with_prefix("lapse");
         r.register("grants", "AccessGrants by phase", m.grants.clone());
         r.register(

@@ -112,8 +112,11 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
+/// Path segments longer than this are cut.
+const LONG_SEGMENT: usize = 28;
+
 /// Drops what every line would repeat: the subscription, `resourceGroups`, `providers/<ns>`;
-/// GUIDs are cut to their first 8 characters.
+/// GUIDs are cut to their first 8 characters, other long names to their start.
 /// `/subscriptions/S/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a/providers/
 /// Microsoft.Authorization/roleAssignments/G` → `rg/storageAccounts/a/roleAssignments/G8…`.
 pub fn shorten_path(path: &str) -> String {
@@ -133,6 +136,12 @@ pub fn shorten_path(path: &str) -> String {
         }
         if is_guid(seg) {
             out.push(format!("{}…", &seg[..8]));
+        } else if seg.chars().count() > LONG_SEGMENT {
+            // Derived names (FICs) are long hashes; their start identifies them.
+            out.push(format!(
+                "{}…",
+                seg.chars().take(LONG_SEGMENT - 4).collect::<String>()
+            ));
         } else {
             out.push(seg.to_owned());
         }
@@ -233,6 +242,10 @@ mod tests {
                 "/subscriptions/00000000-0000-4000-8000-00000000a001/resourcegroups/lapse-demo-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/backup-runner/federatedIdentityCredentials/lapse-demo-x"
             ),
             "lapse-demo-rg/userAssignedIdentities/backup-runner/federatedIdentityCredentials/lapse-demo-x"
+        );
+        assert_eq!(
+            shorten_path("/a/lapse-demo-6f9754e677f65298a8c98bbf97a2936f"),
+            "a/lapse-demo-6f9754e677f65…"
         );
         assert_eq!(
             shorten_path("/00000000-0000-4000-8000-00000000e001/oauth2/v2.0/token"),

@@ -1,0 +1,571 @@
+//! The Helm chart `charts/lapse`, driven by Helm's own library (Python `helm-sdkpy`, which embeds
+//! Helm's Go code) against the sandbox's sim-kube: what it renders must be what the operator
+//! needs (the RBAC of `config/rbac/`, settings `lapse-operator run` knows, the generated CRDs,
+//! a restricted pod), its required values fail with clear messages, and the CRDs outlive an
+//! uninstall. Needs `pip install --ignore-requires-python helm-sdkpy` (`.ci/run` does it).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+use lapse_e2e::{Sandbox, binary, workspace_root};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+/// One Helm action per call; prints `{"ok": ..., "result" | "error": ...}` as JSON.
+const HELM: &str = r#"
+import asyncio, json, sys
+import helm_sdkpy as h
+
+async def main(req):
+    cfg = h.Configuration(namespace=req["namespace"], kubeconfig=req["kubeconfig"])
+    action = req["action"]
+    if action == "lint":
+        return await h.Lint(cfg).run(req["chart"])
+    if action == "install":
+        # No wait: sim-kube serves no ReplicaSets, which Helm's readiness check reads.
+        return await h.Install(cfg).run(req["release"], req["chart"], values=req["values"],
+                                        create_namespace=True, wait=False, timeout=60)
+    if action == "uninstall":
+        return await h.Uninstall(cfg).run(req["release"], wait=True, timeout=60)
+    raise ValueError(f"unknown action {action}")
+
+req = json.loads(sys.argv[1])
+try:
+    print(json.dumps({"ok": True, "result": asyncio.run(main(req))}, default=str))
+except h.HelmError as e:
+    print(json.dumps({"ok": False, "error": str(e)}))
+"#;
+
+const NAMESPACE: &str = "lapse-system";
+
+fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/lapse")
+}
+
+/// Helm's library against one sandbox.
+struct Helm {
+    kubeconfig: PathBuf,
+}
+
+impl Helm {
+    /// Ok(result) when Helm succeeded, Err(Helm's message) when it refused.
+    fn run(
+        &self,
+        action: &str,
+        release: &str,
+        values: &Value,
+    ) -> anyhow::Result<Result<Value, String>> {
+        let request = json!({
+            "action": action,
+            "namespace": NAMESPACE,
+            "kubeconfig": self.kubeconfig,
+            "chart": chart_dir(),
+            "release": release,
+            "values": values,
+        });
+        let out = Command::new("python3")
+            .args(["-c", HELM, &request.to_string()])
+            .output()
+            .context("running python3")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No module named 'helm_sdkpy'") {
+            bail!("helm-sdkpy is missing: pip install --ignore-requires-python helm-sdkpy");
+        }
+        if !out.status.success() {
+            bail!("helm {action} crashed: {stderr}");
+        }
+        let reply: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("helm {action} printed no JSON: {stderr}"))?;
+        Ok(if reply["ok"] == true {
+            Ok(reply["result"].clone())
+        } else {
+            Err(reply["error"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+
+    fn install(&self, release: &str, values: &Value) -> anyhow::Result<Manifest> {
+        match self.run("install", release, values)? {
+            Ok(release) => Manifest::parse(release["manifest"].as_str().unwrap_or_default()),
+            Err(e) => bail!("helm install {release} failed: {e}"),
+        }
+    }
+
+    /// Helm's refusal of these values.
+    fn install_error(&self, release: &str, values: &Value) -> anyhow::Result<String> {
+        match self.run("install", release, values)? {
+            Ok(_) => bail!("helm install {release} succeeded with {values}"),
+            Err(e) => Ok(e),
+        }
+    }
+}
+
+/// The objects a release rendered.
+struct Manifest(Vec<Value>);
+
+impl Manifest {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let docs = parse_yaml_docs(text)?;
+        if docs.is_empty() {
+            bail!("the release rendered nothing");
+        }
+        Ok(Self(docs))
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.0.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str) -> anyhow::Result<&Value> {
+        match self.of_kind(kind).as_slice() {
+            [one] => Ok(one),
+            other => bail!("expected one {kind}, the chart rendered {}", other.len()),
+        }
+    }
+
+    fn container(&self) -> anyhow::Result<&Value> {
+        let deploy = self.one("Deployment")?;
+        match deploy["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .map(Vec::as_slice)
+        {
+            Some([c]) => Ok(c),
+            _ => bail!("the Deployment should run exactly one container: {deploy}"),
+        }
+    }
+
+    fn env(&self, name: &str) -> anyhow::Result<&Value> {
+        self.container()?["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == name))
+            .ok_or_else(|| anyhow!("the Deployment sets no {name}"))
+    }
+
+    fn env_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.container()?["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+/// Every document of a multi-document YAML stream, empty ones dropped.
+fn parse_yaml_docs(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn yaml_files(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    paths.sort();
+    let mut docs = Vec::new();
+    for p in paths {
+        docs.extend(parse_yaml_docs(&std::fs::read_to_string(&p)?)?);
+    }
+    Ok(docs)
+}
+
+/// The rules of the one object of `kind` in `config/rbac/`.
+fn shipped_rules(kind: &str) -> anyhow::Result<Value> {
+    let docs = yaml_files(&workspace_root().join("config/rbac"))?;
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .map(|d| d["rules"].clone())
+        .ok_or_else(|| anyhow!("config/rbac/ has no {kind}"))
+}
+
+/// The environment variables `lapse-operator run --help` documents (`[env: NAME=]`).
+fn operator_settings() -> anyhow::Result<BTreeSet<String>> {
+    let out = Command::new(binary("lapse-operator")?)
+        .args(["run", "--help"])
+        .output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    let names: BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    if names.len() < 10 {
+        bail!("`lapse-operator run --help` lists too few environment variables: {help}");
+    }
+    Ok(names)
+}
+
+fn kubectl(sb: &Sandbox, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &sb.kubeconfig)
+        .output()?)
+}
+
+fn kubectl_ok(sb: &Sandbox, args: &[&str]) -> anyhow::Result<String> {
+    let out = kubectl(sb, args)?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn exists(sb: &Sandbox, args: &[&str]) -> anyhow::Result<bool> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    let out = kubectl(sb, &all)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(true)
+    } else if stderr.contains("NotFound") || stderr.contains("not found") {
+        Ok(false)
+    } else {
+        bail!("kubectl get {}: {stderr}", args.join(" "))
+    }
+}
+
+/// The values a user must give, taken from the sandbox's own settings.
+fn required_values(sb: &Sandbox) -> anyhow::Result<Value> {
+    Ok(json!({
+        "clusterName": "chart-e2e",
+        "oidcIssuer": sb.env("LAPSE_OIDC_ISSUER")?,
+        "azure": {
+            "tenantId": sb.env("AZURE_TENANT_ID")?,
+            "clientId": sb.env("AZURE_CLIENT_ID")?,
+        },
+    }))
+}
+
+/// Merges `b` into `a` (objects recursively, everything else replaced).
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn port_of(addr: &Value) -> Option<u64> {
+    addr.as_str()?.rsplit_once(':')?.1.parse().ok()
+}
+
+fn named_port(container: &Value, name: &str) -> Option<u64> {
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["containerPort"]
+        .as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninstall()
+-> anyhow::Result<()> {
+    let sb = Sandbox::start()?;
+    let helm = Helm {
+        kubeconfig: sb.kubeconfig.clone(),
+    };
+
+    // With its defaults the chart lints clean: missing required values are only warnings there.
+    let lint = helm
+        .run("lint", "", &Value::Null)?
+        .map_err(|e| anyhow!("helm lint: {e}"))?;
+    assert!(
+        lint["Errors"].as_array().is_none_or(Vec::is_empty),
+        "helm lint found errors: {lint}"
+    );
+
+    // Every optional setting on, so every environment variable the chart can set is rendered.
+    kubectl_ok(&sb, &["create", "namespace", NAMESPACE])?;
+    kubectl_ok(
+        &sb,
+        &[
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "lapse-azure",
+            &format!(
+                "--from-literal=client-secret={}",
+                sb.env("AZURE_CLIENT_SECRET")?
+            ),
+        ],
+    )?;
+    kubectl_ok(
+        &sb,
+        &[
+            "-n",
+            NAMESPACE,
+            "create",
+            "configmap",
+            "lapse-azure-ca",
+            &format!("--from-file=ca.crt={}", sb.env("LAPSE_AZURE_CA_BUNDLE")?),
+        ],
+    )?;
+    let mut values = required_values(&sb)?;
+    merge(
+        &mut values,
+        json!({
+            "azure": {
+                "subscriptionId": sb.env("AZURE_SUBSCRIPTION_ID")?,
+                "sweepSubscriptions": ["00000000-0000-4000-8000-00000000a002"],
+                "armEndpoint": sb.env("LAPSE_ARM_ENDPOINT")?,
+                "graphEndpoint": sb.env("LAPSE_GRAPH_ENDPOINT")?,
+                "authorityHost": sb.env("AZURE_AUTHORITY_HOST")?,
+                "workloadIdentity": false,
+                "clientSecret": {"existingSecret": "lapse-azure"},
+                "caBundle": {"configMap": "lapse-azure-ca"},
+            },
+            "namespaces": ["payments", "team-a"],
+        }),
+    );
+    let m = helm.install("lapse", &values)?;
+
+    // RBAC: exactly the rules the RBAC suite proves sufficient.
+    assert_eq!(
+        m.one("ClusterRole")?["rules"],
+        shipped_rules("ClusterRole")?
+    );
+    assert_eq!(m.one("Role")?["rules"], shipped_rules("Role")?);
+    let sa = m.one("ServiceAccount")?["metadata"]["name"].clone();
+    for binding in [m.one("ClusterRoleBinding")?, m.one("RoleBinding")?] {
+        assert_eq!(binding["subjects"][0]["name"], sa, "{binding}");
+        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE, "{binding}");
+    }
+
+    // Configuration: only settings the operator knows, and the ones it cannot start without.
+    let known = operator_settings()?;
+    let names = m.env_names()?;
+    let unknown: Vec<&String> = names.iter().filter(|n| !known.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the Deployment sets variables `lapse-operator run` ignores: {unknown:?}"
+    );
+    assert_eq!(
+        names.len(),
+        names.iter().collect::<BTreeSet<_>>().len(),
+        "duplicate env: {names:?}"
+    );
+    for required in [
+        "LAPSE_CLUSTER_NAME",
+        "LAPSE_OIDC_ISSUER",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+    ] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "{required} missing from {names:?}"
+        );
+    }
+    assert_eq!(m.env("LAPSE_CLUSTER_NAME")?["value"], "chart-e2e");
+    assert_eq!(m.env("LAPSE_NAMESPACES")?["value"], "payments,team-a");
+    assert_eq!(
+        m.env("AZURE_CLIENT_SECRET")?["valueFrom"]["secretKeyRef"],
+        json!({"name": "lapse-azure", "key": "client-secret"})
+    );
+    assert_eq!(
+        m.env("POD_NAMESPACE")?["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    // The CA bundle path must be where the ConfigMap is mounted.
+    let ca_path = m.env("LAPSE_AZURE_CA_BUNDLE")?["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let c = m.container()?;
+    let mounted = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|vm| {
+            vm["name"] == "azure-ca"
+                && vm["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| ca_path == format!("{p}/ca.crt"))
+        });
+    assert!(
+        mounted,
+        "{ca_path} is not where the CA ConfigMap is mounted: {c}"
+    );
+
+    // Probes and ports agree with the addresses the operator is told to listen on.
+    let health = named_port(c, "health");
+    assert_eq!(port_of(&m.env("LAPSE_HEALTH_ADDR")?["value"]), health);
+    assert_eq!(
+        port_of(&m.env("LAPSE_METRICS_ADDR")?["value"]),
+        named_port(c, "metrics")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "health"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "health"})
+    );
+    assert_eq!(
+        m.one("Service")?["spec"]["ports"][0]["targetPort"],
+        "metrics"
+    );
+    assert_eq!(m.one("Deployment")?["spec"]["replicas"], 2);
+
+    // Restricted pod security.
+    let pod = &m.one("Deployment")?["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{sc}");
+    assert_eq!(sc["runAsNonRoot"], true, "{sc}");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{sc}");
+
+    // The CRDs are the generated ones, marked to survive an uninstall.
+    let generated = yaml_files(&workspace_root().join("config/crd"))?;
+    let rendered = m.of_kind("CustomResourceDefinition");
+    assert_eq!(rendered.len(), generated.len());
+    for g in &generated {
+        let name = &g["metadata"]["name"];
+        let r = rendered
+            .iter()
+            .find(|r| r["metadata"]["name"] == *name)
+            .ok_or_else(|| anyhow!("the chart does not render CRD {name}"))?;
+        assert_eq!(
+            r["spec"], g["spec"],
+            "the chart's CRD {name} differs from config/crd/"
+        );
+        assert_eq!(
+            r["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+
+    // Installed for real: the API server took every object.
+    for obj in [
+        vec!["crd", "accessgrants.lapse.dev"],
+        vec!["crd", "accesspolicies.lapse.dev"],
+        vec!["clusterrole", "lapse"],
+        vec!["-n", NAMESPACE, "deployment", "lapse"],
+        vec!["-n", NAMESPACE, "serviceaccount", "lapse"],
+        vec!["-n", NAMESPACE, "role", "lapse-leader-election"],
+        vec!["-n", NAMESPACE, "service", "lapse-metrics"],
+    ] {
+        assert!(exists(&sb, &obj)?, "{obj:?} was not created");
+    }
+    // An AccessGrant stored now must survive the uninstall with its CRD.
+    kubectl_ok(&sb, &["create", "namespace", "payments"])?;
+    let grant = r#"{"apiVersion":"lapse.dev/v1alpha1","kind":"AccessGrant",
+        "metadata":{"name":"kept","namespace":"payments"},
+        "spec":{"identity":{"servicePrincipal":{"objectId":"00000000-0000-4000-8000-000000000042"}},
+        "roles":[{"role":"Reader","scope":"/subscriptions/00000000-0000-4000-8000-00000000a001"}],
+        "duration":"1h","justification":"chart test"}}"#;
+    let grant_file = sb.dir.join("grant.json");
+    std::fs::write(&grant_file, grant)?;
+    kubectl_ok(&sb, &["apply", "-f", &grant_file.to_string_lossy()])?;
+
+    let out = helm
+        .run("uninstall", "lapse", &Value::Null)?
+        .map_err(|e| anyhow!("helm uninstall: {e}"))?;
+    assert_eq!(out["release"]["info"]["status"], "uninstalled", "{out}");
+    assert!(
+        !exists(&sb, &["-n", NAMESPACE, "deployment", "lapse"])?,
+        "the Deployment outlived the release"
+    );
+    assert!(
+        !exists(&sb, &["clusterrole", "lapse"])?,
+        "the ClusterRole outlived the release"
+    );
+    assert!(
+        exists(&sb, &["crd", "accessgrants.lapse.dev"])?,
+        "crds.keep did not keep the CRD"
+    );
+    assert!(
+        exists(&sb, &["crd", "accesspolicies.lapse.dev"])?,
+        "crds.keep did not keep the CRD"
+    );
+    assert!(
+        exists(&sb, &["-n", "payments", "accessgrant", "kept"])?,
+        "the grant went with the release"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_names_missing_values_and_can_leave_the_crds_out() -> anyhow::Result<()> {
+    let sb = Sandbox::start()?;
+    let helm = Helm {
+        kubeconfig: sb.kubeconfig.clone(),
+    };
+
+    for (field, message) in [
+        ("clusterName", "clusterName is required"),
+        ("oidcIssuer", "oidcIssuer is required"),
+    ] {
+        let mut values = required_values(&sb)?;
+        merge(&mut values, json!({ field: "" }));
+        let err = helm.install_error("missing", &values)?;
+        assert!(
+            err.contains(message),
+            "expected {message:?}, Helm said: {err}"
+        );
+    }
+    for field in ["tenantId", "clientId"] {
+        let mut values = required_values(&sb)?;
+        merge(&mut values, json!({"azure": { field: "" }}));
+        let err = helm.install_error("missing", &values)?;
+        let message = format!("azure.{field} is required");
+        assert!(
+            err.contains(&message),
+            "expected {message:?}, Helm said: {err}"
+        );
+    }
+
+    // crds.install=false with the default credential, workload identity.
+    let mut values = required_values(&sb)?;
+    merge(&mut values, json!({"crds": {"install": false}}));
+    let m = helm.install("lapse", &values)?;
+    assert!(
+        m.of_kind("CustomResourceDefinition").is_empty(),
+        "crds.install=false rendered CRDs"
+    );
+    assert!(!exists(&sb, &["crd", "accessgrants.lapse.dev"])?);
+    let client_id = sb.env("AZURE_CLIENT_ID")?;
+    assert_eq!(
+        m.one("ServiceAccount")?["metadata"]["annotations"]["azure.workload.identity/client-id"],
+        client_id
+    );
+    assert_eq!(
+        m.one("Deployment")?["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    // The webhook provides the token file; a secret must not be asked for as well.
+    assert!(
+        m.env("AZURE_CLIENT_SECRET").is_err(),
+        "workload identity also set a client secret"
+    );
+    Ok(())
+}

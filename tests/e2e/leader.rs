@@ -1,0 +1,108 @@
+//! Two replicas never both act: the second waits on the Lease, and takes over when the leader
+//! dies.
+
+use std::time::{Duration, Instant};
+
+use lapse_api::v1alpha1::GrantPhase;
+use lapse_e2e::{Operator, World};
+
+async fn lease_holder(w: &World) -> anyhow::Result<Option<String>> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(w.kube.clone(), "kube-system");
+    Ok(leases
+        .get_opt("lapse-operator")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_acts_and_a_standby_takes_over() -> anyhow::Result<()> {
+    let mut w = World::sandbox_only().await?;
+    w.start_operator(&[("POD_NAME", "replica-a")]).await?;
+    // The standby: up and healthy, but not leading, so it does nothing.
+    let mut standby = Operator::start(&w.sandbox, &w.cluster, &[("POD_NAME", "replica-b")])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(standby.is_running());
+    assert_eq!(lease_holder(&w).await?.as_deref(), Some("replica-a"));
+    assert!(
+        standby.logs().contains("waiting for leadership"),
+        "{}",
+        standby.logs()
+    );
+
+    let sub = w.subscription()?.to_owned();
+    let (mi, _) = w.identity("report-agent").await?;
+    w.kubectl_ok(&["create", "namespace", "payments"])?;
+    w.apply_ok(&format!(
+        r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessPolicy
+metadata:
+  name: payments
+spec:
+  namespaces: ["payments"]
+  identities: ["{mi}"]
+  roles: ["Reader"]
+  scopes: ["/subscriptions/{sub}"]
+  maxDuration: 1h
+---
+apiVersion: lapse.dev/v1alpha1
+kind: AccessGrant
+metadata:
+  name: leader
+  namespace: payments
+spec:
+  identity:
+    managedIdentity: {mi}
+  roles:
+  - role: Reader
+    scope: /subscriptions/{sub}/resourceGroups/lapse-demo-rg
+  duration: 30s
+"#
+    ))?;
+    w.wait_phase(
+        "payments",
+        "leader",
+        GrantPhase::Active,
+        Duration::from_secs(45),
+    )
+    .await?;
+    // The standby never started its controllers, so the grant's writes all came from replica-a.
+    assert!(
+        !standby.logs().contains("lapse-operator running"),
+        "the standby acted:\n{}",
+        standby.logs()
+    );
+
+    // The leader dies without releasing the Lease; the standby takes over once it expires
+    // (15 s) and the lease still ends on time.
+    let killed = Instant::now();
+    if let Some(op) = w.operator.as_mut() {
+        op.kill();
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while lease_holder(&w).await?.as_deref() != Some("replica-b") {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never took over:\n{}",
+            standby.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("failover after {} ms", killed.elapsed().as_millis());
+    w.operator = Some(standby);
+    w.wait_phase(
+        "payments",
+        "leader",
+        GrantPhase::Expired,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let leftovers = w.role_assignments().await?.into_iter().filter(|ra| {
+        ra.pointer("/properties/description")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|d| d.starts_with("lapse:e2e"))
+    });
+    assert_eq!(leftovers.count(), 0, "an object outlived its lease");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `lapse-operator run` fails fast, naming the setting, on bad configuration or missing CRDs,
+//! and serves health and metrics once running.
+
+use std::process::Command;
+use std::time::Duration;
+
+use lapse_e2e::{Sandbox, World, binary};
+
+fn run_with(env: &[(&str, &str)]) -> anyhow::Result<(i32, String)> {
+    let mut cmd = Command::new(binary("lapse-operator")?);
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+const GOOD: &[(&str, &str)] = &[
+    ("LAPSE_CLUSTER_NAME", "dev"),
+    ("LAPSE_OIDC_ISSUER", "https://issuer.example"),
+    ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+    ("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002"),
+    ("AZURE_CLIENT_SECRET", "s3cr3t-value"),
+    ("KUBECONFIG", "/nonexistent/kubeconfig"),
+];
+
+fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env: Vec<(&str, &str)> = GOOD
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .copied()
+        .collect();
+    env.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
+    env
+}
+
+#[test]
+fn bad_settings_fail_fast_naming_the_setting() -> anyhow::Result<()> {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("LAPSE_CLUSTER_NAME", "Prod_West")],
+            "--cluster-name (LAPSE_CLUSTER_NAME)",
+        ),
+        (
+            &[("LAPSE_OIDC_ISSUER", "http://issuer.example")],
+            "--oidc-issuer (LAPSE_OIDC_ISSUER): must be an https URL",
+        ),
+        (&[("LAPSE_SWEEP_INTERVAL", "0s")], "--sweep-interval"),
+        (&[("AZURE_CLIENT_SECRET", "")], "AZURE_CLIENT_SECRET"),
+        (
+            &[("LAPSE_AZURE_CA_BUNDLE", "/nonexistent/ca.pem")],
+            "--azure-ca-bundle (LAPSE_AZURE_CA_BUNDLE)",
+        ),
+        (&[("LAPSE_CLUSTER_NAME", "")], "--cluster-name"),
+    ];
+    for (overrides, expect) in cases {
+        let (code, stderr) = run_with(&with(overrides))?;
+        assert_ne!(code, 0, "{overrides:?} should fail");
+        assert!(
+            stderr.contains(expect),
+            "{overrides:?}: expected {expect:?} in:\n{stderr}"
+        );
+        // A secret given on the command line or environment is never echoed back.
+        assert!(
+            !stderr.contains("s3cr3t-value"),
+            "the client secret leaked into:\n{stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crds_fail_fast_with_the_fix() -> anyhow::Result<()> {
+    let sb = Sandbox::start()?;
+    let mut env: Vec<(String, String)> = sb
+        .azure
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push((
+        "KUBECONFIG".into(),
+        sb.kubeconfig.to_string_lossy().into_owned(),
+    ));
+    env.push(("LAPSE_CLUSTER_NAME".into(), "dev".into()));
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_with(&refs)
+    })
+    .await??;
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("accessgrants.lapse.dev is not installed")
+            && stderr.contains("lapse-operator crd"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_are_served() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let op = w
+        .operator
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no operator"))?;
+    let health = format!("http://127.0.0.1:{}", op.health_port);
+    assert_eq!(
+        w.http
+            .get(format!("{health}/healthz"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        w.http
+            .get(format!("{health}/readyz"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    // The sweep runs at start-up and lists the sandbox subscription once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = w
+        .http
+        .get(format!("http://127.0.0.1:{}/metrics", op.metrics_port))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "lapse_grants",
+        "lapse_reconciles",
+        "lapse_reconcile_duration_seconds",
+        "lapse_azure_calls_total",
+        "lapse_throttle_waits",
+        "lapse_overstay_seconds",
+        "lapse_revocations_overdue",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"operation="ListRoleAssignments",outcome="ok""#),
+        "{metrics}"
+    );
+    Ok(())
+}
