@@ -58,6 +58,10 @@ fn bad_settings_fail_fast_naming_the_setting() -> anyhow::Result<()> {
             "--azure-ca-bundle (LAPSE_AZURE_CA_BUNDLE)",
         ),
         (&[("LAPSE_CLUSTER_NAME", "")], "--cluster-name"),
+        (
+            &[("LAPSE_AZURE_CLOUD", "custom")],
+            "--azure-cloud custom (LAPSE_AZURE_CLOUD): also set --arm-endpoint",
+        ),
     ];
     for (overrides, expect) in cases {
         let (code, stderr) = run_with(&with(overrides))?;

@@ -169,6 +169,10 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Requeue
     let labels = namespace_labels(&ctx.namespaces, &gref.namespace);
     let catalogue = ctx.resolver.catalogue();
 
+    // Each object gets one attempt per reconcile: after a failure the core's retry delay (or
+    // the throttle's) applies instead of hammering Azure in a tight loop.
+    let mut failed: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
+    let mut persisted = g.status.is_some();
     for _ in 0..MAX_ROUNDS {
         let now = Utc::now();
         let input = LeaseInput {
@@ -192,19 +196,31 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Requeue
             azure: &view,
         };
         let d = lease::decide(&input);
-        if d.status != status || g.status.is_none() {
+        if d.status != status || !persisted {
             // Status first: a crash after this point leaves a record of every object we create.
             patch_status(ctx, &gref, &d.status).await?;
             ctx.inventory.set_claims(&gref, Some(&d.status));
+            persisted = true;
         }
         observe_metrics(ctx, &gref, &status, &d, now);
         publish(ctx, g, &d).await;
         status = d.status.clone();
-        if d.actions.is_empty() {
+        let actions: Vec<&lease::Action> = d
+            .actions
+            .iter()
+            .filter(|a| !failed.contains(a.key()))
+            .collect();
+        if actions.is_empty() {
             return finish(ctx, &gref, &d, deleting);
         }
-        for action in &d.actions {
+        for action in actions {
             let outcome = crate::execute::execute(ctx, action).await;
+            if matches!(
+                outcome,
+                lease::Observed::CreateFailed(_) | lease::Observed::DeleteFailed(_)
+            ) {
+                failed.insert(action.key().clone());
+            }
             view.set(action.key().clone(), outcome);
         }
     }

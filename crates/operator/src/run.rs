@@ -130,6 +130,9 @@ pub enum CloudName {
     Public,
     UsGovernment,
     China,
+    /// Azure Stack or another cloud: --arm-endpoint, --graph-endpoint and --authority-host
+    /// are all required.
+    Custom,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -194,6 +197,20 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         CloudName::Public => Cloud::Public,
         CloudName::UsGovernment => Cloud::UsGovernment,
         CloudName::China => Cloud::China,
+        CloudName::Custom => match (
+            &args.arm_endpoint,
+            &args.graph_endpoint,
+            &args.authority_host,
+        ) {
+            (Some(arm), Some(graph), Some(authority)) => Cloud::Custom {
+                arm: arm.clone(),
+                graph: graph.clone(),
+                authority: authority.clone(),
+            },
+            _ => bail!(
+                "--azure-cloud custom (LAPSE_AZURE_CLOUD): also set --arm-endpoint (LAPSE_ARM_ENDPOINT), --graph-endpoint (LAPSE_GRAPH_ENDPOINT) and --authority-host (AZURE_AUTHORITY_HOST)"
+            ),
+        },
     };
     let azure = AzureConfig {
         cloud,

@@ -383,7 +383,13 @@ impl<'a> Step<'a> {
                 Observed::CreateFailed(f) | Observed::DeleteFailed(f) => {
                     all_present = false;
                     self.retry(Some(&f));
-                    self.facts.last_failure = Some(failure_message(&f));
+                    let msg = failure_message(&f);
+                    self.event(
+                        true,
+                        "AzureCallFailed",
+                        format!("creating {what}: {msg}; retrying"),
+                    );
+                    self.facts.last_failure = Some(msg);
                     ObjectState::Pending
                 }
             };
@@ -463,7 +469,13 @@ impl<'a> Step<'a> {
                 _ if obs.needed_by_other_lease => ObjectState::Released,
                 Observed::DeleteFailed(f) => {
                     self.retry(Some(&f));
-                    outstanding_failure = Some(failure_message(&f));
+                    let msg = failure_message(&f);
+                    self.event(
+                        true,
+                        "RevocationRetrying",
+                        format!("deleting an Azure object failed: {msg}; retrying"),
+                    );
+                    outstanding_failure = Some(msg);
                     self.actions.push(delete);
                     ObjectState::Deleting
                 }
@@ -485,10 +497,19 @@ impl<'a> Step<'a> {
             }
             if self.now - ended_at >= self.input.settings.overdue_after {
                 let detail = outstanding_failure.unwrap_or_else(|| "deletes pending".into());
-                self.facts.overdue = Some(format!(
+                let msg = format!(
                     "lease ended at {} and its Azure objects are not all deleted yet: {detail}",
                     ended_at.to_rfc3339()
-                ));
+                );
+                let was_overdue = super::conditions::find(
+                    self.input.grant.status,
+                    super::conditions::REVOCATION_OVERDUE,
+                )
+                .is_some_and(|c| c.status == crate::v1alpha1::ConditionStatus::True);
+                if !was_overdue {
+                    self.event(true, "RevocationOverdue", msg.clone());
+                }
+                self.facts.overdue = Some(msg);
             }
             self.retry(None);
         } else if !self.st.phase.is_terminal() {

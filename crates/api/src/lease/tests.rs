@@ -744,6 +744,11 @@ fn failing_deletes_never_give_up_and_become_overdue() {
         find_condition(&st, REVOCATION_OVERDUE).unwrap().status,
         ConditionStatus::True
     );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == "RevocationRetrying" && e.warning)
+    );
     // Azure recovers: the deletes go through and the condition clears.
     run_to(&h, &mut world, &spec, &mut st, end + TimeDelta::minutes(6));
     assert_eq!(st.phase, GrantPhase::Expired);
