@@ -4,7 +4,7 @@
 //! records their outcomes in the [`AzureView`](super::AzureView) and calls [`decide`] again, until
 //! no call is left. Everything the invariants of DESIGN.md §3 need is decided here.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use super::conditions::{Facts, apply_conditions};
 use super::model::{
@@ -138,7 +138,7 @@ impl<'a> Step<'a> {
             self.end_without_objects(
                 GrantPhase::Expired,
                 "WindowPassed",
-                format!("the lease window ended at {} ({field}) before activation; the grant never activates", expiry.to_rfc3339()),
+                format!("the lease window ended at {} ({field}) before activation; the grant never activates", expiry.to_rfc3339_opts(SecondsFormat::Secs, true)),
             );
             return;
         }
@@ -161,7 +161,10 @@ impl<'a> Step<'a> {
                 GrantPhase::Scheduled,
                 false,
                 "Scheduled",
-                format!("activates at {}", start.to_rfc3339()),
+                format!(
+                    "activates at {}",
+                    start.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
             );
             return;
         }
@@ -181,12 +184,16 @@ impl<'a> Step<'a> {
                 return;
             }
         };
+        // Whole seconds in the record (and so in kubectl's EXPIRES column); rounding the start
+        // down only ever shortens the lease.
+        let activated_at = self.now.trunc_subsecs(0);
+        let expiry = req.expiry_from(activated_at);
         let plan = match self.plan(&req, principal_id, expiry, &catalogue) {
             Some(p) => p,
             None => return,
         };
         // Record the lease before any create, so a crash can never leave an unrecorded object.
-        self.st.activated_at = Some(self.now);
+        self.st.activated_at = Some(activated_at);
         self.st.expires_at = Some(expiry);
         self.st.principal_id = Some(principal_id.to_string());
         let (ras, fic) = plan.status_entries();
@@ -196,7 +203,10 @@ impl<'a> Step<'a> {
             GrantPhase::Activating,
             false,
             "Activating",
-            format!("lease until {}", expiry.to_rfc3339()),
+            format!(
+                "lease until {}",
+                expiry.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
         );
         self.reconcile_objects(&plan);
     }
@@ -222,7 +232,10 @@ impl<'a> Step<'a> {
                     self.wind_down(
                         EndReason::Expired,
                         "Expired",
-                        format!("the lease lapsed at {}", expires_at.to_rfc3339()),
+                        format!(
+                            "the lease lapsed at {}",
+                            expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                        ),
                     );
                 } else {
                     self.observe_recorded();
@@ -270,7 +283,10 @@ impl<'a> Step<'a> {
                 self.event(
                     false,
                     "Extended",
-                    format!("lease extended to {}", wanted.to_rfc3339()),
+                    format!(
+                        "lease extended to {}",
+                        wanted.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
                 );
             } else if verdict.denied_only_for_duration() {
                 self.facts.extension_denied = Some(("ExceedsMaxDuration", verdict.message()));
@@ -281,7 +297,10 @@ impl<'a> Step<'a> {
             self.event(
                 false,
                 "Shortened",
-                format!("lease now ends at {}", wanted.to_rfc3339()),
+                format!(
+                    "lease now ends at {}",
+                    wanted.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
             );
         }
         // Continuous verification: the lease as it stands must still be allowed.
@@ -311,7 +330,10 @@ impl<'a> Step<'a> {
             self.wind_down(
                 EndReason::Expired,
                 "Expired",
-                format!("the lease lapsed at {}", expires_at.to_rfc3339()),
+                format!(
+                    "the lease lapsed at {}",
+                    expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
             );
             return;
         }
@@ -409,7 +431,10 @@ impl<'a> Step<'a> {
                 GrantPhase::Active,
                 false,
                 "Activated",
-                format!("access is active until {}", expires_at.to_rfc3339()),
+                format!(
+                    "access is active until {}",
+                    expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
             );
         } else {
             let msg = match &self.facts.last_failure {
@@ -499,7 +524,7 @@ impl<'a> Step<'a> {
                 let detail = outstanding_failure.unwrap_or_else(|| "deletes pending".into());
                 let msg = format!(
                     "lease ended at {} and its Azure objects are not all deleted yet: {detail}",
-                    ended_at.to_rfc3339()
+                    ended_at.to_rfc3339_opts(SecondsFormat::Secs, true)
                 );
                 let was_overdue = super::conditions::find(
                     self.input.grant.status,

@@ -1040,3 +1040,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_recorded_lease_is_in_whole_seconds_and_never_longer_than_asked() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    let now = t0() + TimeDelta::milliseconds(1_750);
+    run_to(&h, &mut world, &spec, &mut st, now);
+    let (a, e) = (st.activated_at.unwrap(), st.expires_at.unwrap());
+    assert_eq!(a.timestamp_subsec_nanos(), 0);
+    assert_eq!(e - a, TimeDelta::hours(1));
+    assert!(e <= now + TimeDelta::hours(1));
+    // A second reconcile sees no extension or shortening in it.
+    let d = run_to(&h, &mut world, &spec, &mut st, now + TimeDelta::seconds(5));
+    assert!(d.events.is_empty(), "{:?}", d.events);
+    assert_eq!(
+        serde_json::to_value(&st).unwrap()["expiresAt"],
+        "2026-12-01T03:00:01Z"
+    );
+}
