@@ -33,7 +33,12 @@ struct Fx {
 
 impl Fx {
     async fn start() -> anyhow::Result<Self> {
+        let t = Instant::now();
         let w = World::start().await?;
+        eprintln!(
+            "[setup] sandbox and operator ready in {} ms",
+            t.elapsed().as_millis()
+        );
         let sub = w.subscription()?.to_owned();
         let (mi, client_id) = w.identity("backup-runner").await?;
         let rg = format!("/subscriptions/{sub}/resourceGroups/lapse-demo-rg");

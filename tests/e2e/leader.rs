@@ -24,6 +24,15 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> anyhow::Result<()> {
     let mut standby = Operator::start(&w.sandbox, &w.cluster, &[("POD_NAME", "replica-b")])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(standby.is_running());
+    // The standby is ready (it can take over), and says why it is idle.
+    let body = w
+        .http
+        .get(format!("http://127.0.0.1:{}/readyz", standby.health_port))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(body.starts_with("standby"), "{body}");
     assert_eq!(lease_holder(&w).await?.as_deref(), Some("replica-a"));
     assert!(
         standby.logs().contains("waiting for leadership"),

@@ -219,8 +219,10 @@ impl Operator {
                 bail!("lapse-operator exited with {status}:\n{}", self.logs());
             }
             let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
+            // "ok" means leading with caches loaded; a standby answers 200 "standby: …".
             if let Ok(r) = http.get(&url).send().await
                 && r.status().is_success()
+                && r.text().await.is_ok_and(|body| body.trim() == "ok")
             {
                 return Ok(());
             }

@@ -298,11 +298,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (ctx, wiring) =
         lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry);
     let registry = Arc::new(registry);
+    let standby = Arc::new(std::sync::atomic::AtomicBool::new(args.leader_elect));
 
     let health = crate::serve::serve(
         args.health_addr,
         crate::serve::Routes::Health {
             ready: ctx.ready.subscribe(),
+            standby: standby.clone(),
         },
     )
     .await
@@ -338,7 +340,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(e) = &elector {
         tracing::info!("waiting for leadership");
         tokio::select! {
-            () = e.acquire() => tracing::info!("leading"),
+            () = e.acquire() => {
+                standby.store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("leading");
+            }
             () = shutdown.clone() => return Ok(()),
         }
     }

@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 pub enum Routes {
     Health {
         ready: tokio::sync::watch::Receiver<bool>,
+        /// Waiting for leadership: ready to take over, so ready for rollouts.
+        standby: Arc<std::sync::atomic::AtomicBool>,
     },
     Metrics {
         registry: Arc<Registry>,
@@ -49,8 +51,16 @@ fn handle(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         (Routes::Health { .. }, "/healthz" | "/livez") => {
             text(StatusCode::OK, "ok\n".into(), PLAIN)
         }
-        (Routes::Health { ready }, "/readyz") => {
-            if *ready.borrow() {
+        (Routes::Health { ready, standby }, "/readyz") => {
+            if standby.load(std::sync::atomic::Ordering::Relaxed) {
+                // A standby is healthy and able to take over: counting it ready keeps rolling
+                // updates moving (only the leader acts either way).
+                text(
+                    StatusCode::OK,
+                    "standby: waiting for leadership\n".into(),
+                    PLAIN,
+                )
+            } else if *ready.borrow() {
                 text(StatusCode::OK, "ok\n".into(), PLAIN)
             } else {
                 text(
