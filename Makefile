@@ -35,7 +35,10 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # nextest runs test binaries in parallel processes but skips doctests, so those run separately.
+# The end-to-end suites run the real binaries; building them first keeps every test's own
+# `cargo build` check a no-op instead of a race between parallel test processes.
 unit-tests:
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "$(CARGO) nextest run --workspace"; $(CARGO) nextest run --workspace && \
 		echo "$(CARGO) test --workspace --doc"; $(CARGO) test --workspace --doc; \
