@@ -233,6 +233,36 @@ impl AzureClient {
         }
     }
 
+    /// Every user-assigned managed identity of a subscription (the start-up sweep looks for
+    /// orphaned FICs on each).
+    pub async fn list_managed_identities(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<ManagedIdentity>, AzureError> {
+        let op = Operation::ListManagedIdentities;
+        let budget = subscription_budget(op, subscription)?;
+        let target = format!("managed identities in subscription {subscription}");
+        let url = self.arm_url(
+            op,
+            [
+                "subscriptions",
+                subscription,
+                "providers",
+                "Microsoft.ManagedIdentity",
+                "userAssignedIdentities",
+            ],
+            &[("api-version", MSI_API_VERSION)],
+        )?;
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WireIdentity>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
     /// Creates or updates a FIC on a managed identity. Writes to one identity are serialised, and
     /// ARM's concurrent-write 409 is retried a few times before it is returned as retryable.
     pub async fn put_fic(&self, identity: &ArmId, fic: &FicRequest) -> Result<Fic, AzureError> {

@@ -16,6 +16,7 @@ pub enum Operation {
     DeleteRoleAssignment,
     ListRoleAssignments,
     GetManagedIdentity,
+    ListManagedIdentities,
     PutFic,
     DeleteFic,
     ListFics,
@@ -27,13 +28,14 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 14] = [
+    pub const ALL: [Operation; 15] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
         Operation::DeleteRoleAssignment,
         Operation::ListRoleAssignments,
         Operation::GetManagedIdentity,
+        Operation::ListManagedIdentities,
         Operation::PutFic,
         Operation::DeleteFic,
         Operation::ListFics,
@@ -53,6 +55,7 @@ impl Operation {
             Operation::DeleteRoleAssignment => "delete_role_assignment",
             Operation::ListRoleAssignments => "list_role_assignments",
             Operation::GetManagedIdentity => "get_managed_identity",
+            Operation::ListManagedIdentities => "list_managed_identities",
             Operation::PutFic => "put_fic",
             Operation::DeleteFic => "delete_fic",
             Operation::ListFics => "list_fics",

@@ -120,8 +120,35 @@ pub fn rebuild_claims(ctx: &Context) {
     }
 }
 
-/// One sweep: refresh every partition, delete owned objects no grant claims.
-pub async fn sweep_once(ctx: &Arc<Context>) -> usize {
+/// The FIC partitions of every managed identity in the sweep subscriptions: after a restart
+/// nothing else remembers an identity whose only grant was deleted while the operator was down.
+async fn identity_partitions(ctx: &Context) -> Vec<Partition> {
+    let mut out = Vec::new();
+    for sub in &ctx.settings.sweep_subscriptions {
+        let list = ctx.azure.list_managed_identities(sub).await;
+        ctx.metrics.azure_call(
+            "ListManagedIdentities",
+            list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+        );
+        match list {
+            Ok(identities) => out.extend(
+                identities
+                    .iter()
+                    .filter_map(|mi| ArmId::parse(&mi.id).ok())
+                    .map(|id| Partition::Fics(id.key().to_owned())),
+            ),
+            Err(e) => {
+                tracing::warn!(subscription = %sub, error = %e, "sweep: listing managed identities")
+            }
+        }
+    }
+    out
+}
+
+/// One sweep: refresh every partition, delete owned objects no grant claims. `full` also lists
+/// the FICs of every identity of the sweep subscriptions (done at start-up; later sweeps cover
+/// the identities grants use, so steady state costs one list per partition in use).
+pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
     rebuild_claims(ctx);
     let mut parts: Vec<Partition> = ctx.inventory.partitions().into_iter().collect();
     for sub in &ctx.settings.sweep_subscriptions {
@@ -129,6 +156,9 @@ pub async fn sweep_once(ctx: &Arc<Context>) -> usize {
             "/subscriptions/{}",
             sub.to_ascii_lowercase()
         )));
+    }
+    if full {
+        parts.extend(identity_partitions(ctx).await);
     }
     parts.sort_by_key(|p| format!("{p:?}"));
     parts.dedup();
@@ -197,9 +227,11 @@ fn delete_action(key: &ObjectKey, known: &Known) -> Option<Action> {
 pub async fn run(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(ctx.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut full = true;
     loop {
         tick.tick().await;
-        let n = sweep_once(&ctx).await;
+        let n = sweep_once(&ctx, full).await;
+        full = false;
         tracing::debug!(deleted = n, "sweep finished");
     }
 }

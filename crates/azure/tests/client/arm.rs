@@ -483,3 +483,35 @@ async fn delete_fic_tells_200_from_204_and_list_fics_pages() {
     );
     assert_eq!(sent[3].query("$skipToken").as_deref(), Some("X'12345'"));
 }
+
+#[tokio::test]
+async fn list_managed_identities_lists_a_subscription_across_pages() {
+    let (client, fake) = client();
+    let item = json!({
+        "id": MI, "name": "backup", "location": "eastus",
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "properties": {
+            "clientId": "4024ab25-56a8-4370-aea6-6389221caf29",
+            "principalId": "25cc773c-7f05-40fc-a104-32d2300754ad",
+            "tenantId": "b6c948ef-f6b5-4384-8354-da3a15eca969"
+        }
+    });
+    let next = format!(
+        "https://arm.test/subscriptions/{SUB}/providers/Microsoft.ManagedIdentity/userAssignedIdentities?api-version=2023-01-31&$skipToken=2"
+    );
+    fake.push(reply(
+        200,
+        &json!({"value": [item.clone()], "nextLink": next}).to_string(),
+    ));
+    fake.push(reply(200, &json!({"value": [item]}).to_string()));
+    let list = client.list_managed_identities(SUB).await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].id, MI);
+    let sent = fake.requests();
+    assert_eq!(
+        sent[0].url.path(),
+        format!("/subscriptions/{SUB}/providers/Microsoft.ManagedIdentity/userAssignedIdentities")
+    );
+    assert_eq!(sent[1].query("$skipToken").as_deref(), Some("2"));
+    assert!(client.list_managed_identities("not a sub").await.is_err());
+}

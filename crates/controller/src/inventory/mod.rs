@@ -256,12 +256,15 @@ impl Inventory {
         self.lock().claims.contains_key(key)
     }
 
-    /// Every partition some grant claims an object in, plus every loaded one.
+    /// The partitions worth sweeping: those a grant claims an object in, and those holding an
+    /// object of ours. A partition that has neither (an identity no grant uses) is not listed
+    /// again, which keeps the steady-state cost of the sweep to the partitions in use.
     pub fn partitions(&self) -> HashSet<Partition> {
         let st = self.lock();
         st.partitions
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, ps)| ps.objects.values().any(|k| k.owned))
+            .map(|(p, _)| p.clone())
             .chain(st.claims.keys().map(Partition::of))
             .collect()
     }

@@ -149,3 +149,27 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
         Observed::Absent
     );
 }
+
+#[test]
+fn only_partitions_in_use_are_swept_again() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let key = claims_of(&st).remove(0).0;
+    let part = Partition::of(&key);
+    // Loaded, nothing of ours, nobody claims it: not worth listing again.
+    inv.replace(part.clone(), HashMap::new(), Instant::now());
+    assert!(inv.partitions().is_empty());
+    // Something of ours in it: swept.
+    inv.record(
+        &key,
+        Some(Known {
+            id: "ours".into(),
+            owned: true,
+        }),
+    );
+    assert!(inv.partitions().contains(&part));
+    // Or claimed by a grant.
+    inv.record(&key, None);
+    inv.set_claims(&grant("a"), Some(&st));
+    assert!(inv.partitions().contains(&part));
+}
