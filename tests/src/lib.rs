@@ -506,26 +506,39 @@ impl World {
         assertion: &str,
         client_id: &str,
     ) -> anyhow::Result<Result<String, String>> {
-        let authority = self
-            .sandbox
-            .env("AZURE_AUTHORITY_HOST")?
-            .trim_end_matches('/')
-            .to_owned();
-        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
-        let arm = self.azure_url()?;
-        let scope = format!("{}/.default", arm.as_str().trim_end_matches('/'));
-        let form = [
-            ("grant_type", "client_credentials"),
+        self.token_request(&[
             ("client_id", client_id),
             (
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
             ("client_assertion", assertion),
-            ("scope", scope.as_str()),
-        ];
+        ])
+        .await
+    }
+
+    /// A client-credentials request for an ARM token at the sandbox's Entra endpoint, with these
+    /// credential fields. Err carries Entra's error body.
+    async fn token_request(
+        &self,
+        credential: &[(&str, &str)],
+    ) -> anyhow::Result<Result<String, String>> {
+        let authority = self
+            .sandbox
+            .env("AZURE_AUTHORITY_HOST")?
+            .trim_end_matches('/')
+            .to_owned();
+        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
+        let scope = format!(
+            "{}/.default",
+            self.azure_url()?.as_str().trim_end_matches('/')
+        );
         let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
+            .extend_pairs([
+                ("grant_type", "client_credentials"),
+                ("scope", scope.as_str()),
+            ])
+            .extend_pairs(credential.iter().copied())
             .finish();
         let resp = self
             .http
@@ -536,13 +549,9 @@ impl World {
             .await?;
         let ok = resp.status().is_success();
         let v: Value = resp.json().await?;
-        Ok(if ok {
-            Ok(v.get("access_token")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned())
-        } else {
-            Err(v.to_string())
+        Ok(match v.get("access_token").and_then(Value::as_str) {
+            Some(token) if ok => Ok(token.to_owned()),
+            _ => Err(v.to_string()),
         })
     }
 
@@ -584,37 +593,12 @@ pub fn tail(s: &str, n: usize) -> String {
 impl World {
     /// An ARM token for the operator's own service principal (client secret from azure.env).
     pub async fn operator_token(&self) -> anyhow::Result<String> {
-        let authority = self
-            .sandbox
-            .env("AZURE_AUTHORITY_HOST")?
-            .trim_end_matches('/')
-            .to_owned();
-        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
-        let scope = format!(
-            "{}/.default",
-            self.azure_url()?.as_str().trim_end_matches('/')
-        );
-        let form = [
-            ("grant_type", "client_credentials"),
+        self.token_request(&[
             ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
             ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
-            ("scope", scope.as_str()),
-        ];
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let resp = self
-            .http
-            .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await?;
-        let v: Value = resp.json().await?;
-        v.get("access_token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no token: {v}"))
+        ])
+        .await?
+        .map_err(|e| anyhow!("the operator's token request was refused: {e}"))
     }
 
     /// An ARM GET as the operator, parsed.
