@@ -77,6 +77,17 @@ impl Fx {
         )
     }
 
+    /// `backup-runner` as Reader of the storage account, federated with `sa`.
+    fn reader_grant(&self, name: &str, sa: Option<&str>, lease: Value) -> String {
+        grant(
+            name,
+            self.mi_identity(),
+            &[("Reader", &self.storage)],
+            sa,
+            lease,
+        )
+    }
+
     /// `backup-runner` as the grant's identity.
     fn mi_identity(&self) -> Value {
         json!({"managedIdentity": self.mi})
@@ -92,12 +103,8 @@ impl Fx {
             .ok_or_else(|| anyhow::anyhow!("no principalId in {v}"))
     }
 
-    /// Applies a grant and waits until it is `Active`; returns it and the activation time.
-    async fn activate(
-        &self,
-        name: &str,
-        manifest: &str,
-    ) -> anyhow::Result<(AccessGrant, Duration)> {
+    /// Applies a grant, waits until it is `Active` and prints how long that took.
+    async fn activate(&self, name: &str, manifest: &str) -> anyhow::Result<AccessGrant> {
         let applied = Instant::now();
         self.w.apply_ok(manifest)?;
         let g = self.wait(name, GrantPhase::Active).await?;
@@ -107,7 +114,7 @@ impl Fx {
             took.as_millis()
         );
         assert_eq!(self.w.phase_column(NS, name)?, "Active");
-        Ok((g, took))
+        Ok(g)
     }
 
     async fn wait(&self, name: &str, phase: GrantPhase) -> anyhow::Result<AccessGrant> {
@@ -280,16 +287,10 @@ async fn early_revoke_ends_access_at_once_and_cannot_be_undone() -> anyhow::Resu
     let w = &fx.w;
     fx.apply_policy("1h", &[])?;
     let principal = fx.mi_principal().await?;
-    let (g, _) = fx
+    let g = fx
         .activate(
             "nightly",
-            &grant(
-                "nightly",
-                fx.mi_identity(),
-                &[("Reader", &fx.storage)],
-                Some(SA),
-                duration("10m"),
-            ),
+            &fx.reader_grant("nightly", Some(SA), duration("10m")),
         )
         .await?;
     let token = fx.workload_token(&fx.client_id).await?;
@@ -358,13 +359,7 @@ async fn deleting_an_active_grant_returns_only_after_its_azure_objects_are_gone(
     let principal = fx.mi_principal().await?;
     fx.activate(
         "nightly",
-        &grant(
-            "nightly",
-            fx.mi_identity(),
-            &[("Reader", &fx.storage)],
-            Some(SA),
-            duration("10m"),
-        ),
+        &fx.reader_grant("nightly", Some(SA), duration("10m")),
     )
     .await?;
     assert_eq!(w.assignments_of(&principal).await?.len(), 1);
@@ -415,13 +410,7 @@ async fn deleting_the_namespace_revokes_its_grants_and_the_namespace_goes() -> a
     let principal = fx.mi_principal().await?;
     fx.activate(
         "nightly",
-        &grant(
-            "nightly",
-            fx.mi_identity(),
-            &[("Reader", &fx.storage)],
-            Some(SA),
-            duration("10m"),
-        ),
+        &fx.reader_grant("nightly", Some(SA), duration("10m")),
     )
     .await?;
 
@@ -452,16 +441,10 @@ async fn extension_within_policy_moves_the_expiry_and_beyond_it_is_refused() -> 
     let fx = Fx::start().await?;
     let w = &fx.w;
     fx.apply_policy("40s", &[])?;
-    let (g, _) = fx
+    let g = fx
         .activate(
             "nightly",
-            &grant(
-                "nightly",
-                fx.mi_identity(),
-                &[("Reader", &fx.storage)],
-                None,
-                duration("15s"),
-            ),
+            &fx.reader_grant("nightly", None, duration("15s")),
         )
         .await?;
     let activated = g
@@ -521,6 +504,24 @@ async fn extension_within_policy_moves_the_expiry_and_beyond_it_is_refused() -> 
         Some(ConditionStatus::True)
     );
 
+    // Asking again within policy is granted and clears the refusal.
+    let out = w.patch_grant(NS, "nightly", r#"{"spec":{"duration":"30s"}}"#)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extended = activated + TimeDelta::seconds(30);
+    let g = w
+        .wait_grant(NS, "nightly", TIMEOUT, |g| {
+            expires_at(g).ok() == Some(extended)
+        })
+        .await?;
+    assert_eq!(
+        condition(&g, "ExtensionDenied").map(|c| c.status),
+        Some(ConditionStatus::False)
+    );
+
     let g = fx.wait("nightly", GrantPhase::Expired).await?;
     assert_eq!(expires_at(&g)?, extended);
     let audit = w.audit().await?;
@@ -546,13 +547,7 @@ async fn a_future_window_is_scheduled_and_activates_at_not_before() -> anyhow::R
     let not_after = not_before + TimeDelta::seconds(8);
     let window =
         json!({"window": {"notBefore": rfc3339(not_before), "notAfter": rfc3339(not_after)}});
-    w.apply_ok(&grant(
-        "later",
-        fx.mi_identity(),
-        &[("Reader", &fx.storage)],
-        Some(SA),
-        window,
-    ))?;
+    w.apply_ok(&fx.reader_grant("later", Some(SA), window))?;
 
     let g = fx.wait("later", GrantPhase::Scheduled).await?;
     assert_eq!(w.phase_column(NS, "later")?, "Scheduled");
@@ -620,13 +615,7 @@ async fn a_window_already_past_never_activates_even_when_reapplied() -> anyhow::
         "notBefore": rfc3339(now - TimeDelta::hours(2)),
         "notAfter": rfc3339(now - TimeDelta::hours(1)),
     }});
-    let manifest = grant(
-        "old",
-        fx.mi_identity(),
-        &[("Reader", &fx.storage)],
-        Some(SA),
-        window,
-    );
+    let manifest = fx.reader_grant("old", Some(SA), window);
     for round in 0..2 {
         // A GitOps tool re-creating the object from the same old manifest.
         if round > 0 {
@@ -688,13 +677,7 @@ async fn a_grant_no_policy_allows_is_denied_naming_the_field_and_the_policy() ->
     };
 
     // No policy at all: default deny.
-    w.apply_ok(&grant(
-        "no-policy",
-        fx.mi_identity(),
-        &[("Reader", &fx.storage)],
-        Some(SA),
-        duration("10m"),
-    ))?;
+    w.apply_ok(&fx.reader_grant("no-policy", Some(SA), duration("10m")))?;
     check(
         "no-policy",
         vec![
@@ -720,13 +703,7 @@ async fn a_grant_no_policy_allows_is_denied_naming_the_field_and_the_policy() ->
         None,
         duration("10m"),
     ))?;
-    w.apply_ok(&grant(
-        "wrong-sa",
-        fx.mi_identity(),
-        &[("Reader", &fx.storage)],
-        Some("report-agent"),
-        duration("10m"),
-    ))?;
+    w.apply_ok(&fx.reader_grant("wrong-sa", Some("report-agent"), duration("10m")))?;
     check(
         "wrong-role",
         vec![
@@ -755,6 +732,12 @@ async fn a_grant_no_policy_allows_is_denied_naming_the_field_and_the_policy() ->
     )
     .await?;
 
+    // What a user sees first: `kubectl describe` shows the reason and the Event.
+    let described = w.kubectl_ok(&["-n", NS, "describe", "accessgrant", "wrong-role"])?;
+    for part in ["Denied", "spec.roles[0].role", "policy payments", "Warning"] {
+        assert!(described.contains(part), "{part:?} not in:\n{described}");
+    }
+
     // Denied is final: the policy that appeared later does not revive the first grant.
     let g = fx.wait("no-policy", GrantPhase::Denied).await?;
     assert!(g.status.and_then(|s| s.activated_at).is_none());
@@ -774,13 +757,7 @@ async fn deleting_the_policy_revokes_active_grants_at_once() -> anyhow::Result<(
     let principal = fx.mi_principal().await?;
     fx.activate(
         "nightly",
-        &grant(
-            "nightly",
-            fx.mi_identity(),
-            &[("Reader", &fx.storage)],
-            Some(SA),
-            duration("10m"),
-        ),
+        &fx.reader_grant("nightly", Some(SA), duration("10m")),
     )
     .await?;
     let token = fx.workload_token(&fx.client_id).await?;
@@ -903,21 +880,11 @@ async fn two_grants_share_one_assignment_that_goes_with_the_last_lease() -> anyh
     let w = &fx.w;
     fx.apply_policy("1h", &[])?;
     let principal = fx.mi_principal().await?;
-    let roles = [("Reader", fx.storage.as_str())];
-    fx.activate(
-        "first",
-        &grant("first", fx.mi_identity(), &roles, Some(SA), duration("8s")),
-    )
-    .await?;
+    fx.activate("first", &fx.reader_grant("first", Some(SA), duration("8s")))
+        .await?;
     fx.activate(
         "second",
-        &grant(
-            "second",
-            fx.mi_identity(),
-            &roles,
-            Some(SA),
-            duration("15s"),
-        ),
+        &fx.reader_grant("second", Some(SA), duration("15s")),
     )
     .await?;
     assert_eq!(w.assignments_of(&principal).await?.len(), 1);
@@ -996,16 +963,10 @@ async fn a_standing_assignment_is_used_but_never_touched() -> anyhow::Result<()>
         .await?;
     assert_eq!(status, 201, "{v}");
 
-    let (g, _) = fx
+    let g = fx
         .activate(
             "nightly",
-            &grant(
-                "nightly",
-                fx.mi_identity(),
-                &[("Reader", &fx.storage)],
-                Some(SA),
-                duration("10s"),
-            ),
+            &fx.reader_grant("nightly", Some(SA), duration("10s")),
         )
         .await?;
     let c = required_condition(&g, "StandingAccess")?;
@@ -1114,7 +1075,7 @@ async fn an_application_gets_a_graph_credential_and_roles_on_its_service_princip
     )?;
     assert_eq!(fx.workload_read(&app_id).await?, None);
 
-    let (g, _) = fx
+    let g = fx
         .activate(
             "app",
             &grant(
