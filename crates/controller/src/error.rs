@@ -17,12 +17,6 @@ pub enum Error {
 
     #[error("the AccessGrant has no namespace")]
     NoNamespace,
-
-    #[error("listing {what}: {source}")]
-    Azure {
-        what: String,
-        source: lapse_azure::AzureError,
-    },
 }
 
 impl Error {
@@ -33,7 +27,6 @@ impl Error {
             Self::RevocationPending { .. } => "revocation_pending",
             Self::Finalizer(_) => "finalizer",
             Self::NoNamespace => "no_namespace",
-            Self::Azure { .. } => "azure",
         }
     }
 
