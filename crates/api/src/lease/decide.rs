@@ -717,7 +717,9 @@ impl<'a> Step<'a> {
         let changed = self.st.phase != phase;
         self.st.phase = phase;
         self.st.message = Some(message.clone());
-        if changed {
+        // One Event per reason per decision: ending a lease names its cause, and the terminal
+        // transition that follows in the same step would only repeat it.
+        if changed && !self.events.iter().any(|e| e.reason == why) {
             self.event(warning, why, message);
         }
     }
