@@ -34,21 +34,16 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            // Exactly the command `make test` runs first: the same package selection means the
+            // same feature unification, so this is a no-op there instead of a second full build.
             let out = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "lapse-operator",
-                    "-p",
-                    "lapse-sandbox",
-                ])
+                .args(["build", "--quiet", "--workspace", "--bins"])
                 .current_dir(workspace_root())
                 .output()
                 .map_err(|e| format!("running cargo build: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
-                    "cargo build of lapse-operator and lapse-sandbox failed:\n{}",
+                    "cargo build --workspace --bins failed:\n{}",
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
