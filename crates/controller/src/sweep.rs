@@ -116,7 +116,7 @@ pub fn rebuild_claims(ctx: &Context) {
     let live: std::collections::HashSet<GrantRef> = refs.iter().cloned().collect();
     ctx.inventory.retain_grants(&live);
     for (g, r) in grants.iter().zip(refs.iter()) {
-        ctx.inventory.set_claims(r, g.status.as_ref());
+        ctx.inventory.seed_claims(r, g.status.as_ref());
     }
 }
 

@@ -90,6 +90,9 @@ struct State {
     claims: HashMap<ObjectKey, HashMap<GrantRef, Claim>>,
     /// grant -> keys it claims (to replace a grant's claims in one go).
     by_grant: HashMap<GrantRef, Vec<ObjectKey>>,
+    /// Grants whose claims this process set from a status it wrote itself: fresher than the
+    /// watch cache, which may lag behind our own status writes.
+    reconciled: HashSet<GrantRef>,
 }
 
 /// Shared, synchronous, short critical sections only (never held across an await).
@@ -202,8 +205,26 @@ impl Inventory {
 
     /// Replaces the claims of one grant with those its status implies.
     pub fn set_claims(&self, grant: &GrantRef, status: Option<&AccessGrantStatus>) {
-        let claims = status.map(claims_of).unwrap_or_default();
         let mut st = self.lock();
+        match status {
+            Some(_) => st.reconciled.insert(grant.clone()),
+            None => st.reconciled.remove(grant),
+        };
+        Self::replace_claims(&mut st, grant, status);
+    }
+
+    /// Claims from the watch cache, for grants no reconcile of this process has written yet (at
+    /// start-up, before the first reconcile). A grant we reconciled keeps the claims of the
+    /// status we wrote: the cache may not have seen that write yet.
+    pub fn seed_claims(&self, grant: &GrantRef, status: Option<&AccessGrantStatus>) {
+        let mut st = self.lock();
+        if !st.reconciled.contains(grant) {
+            Self::replace_claims(&mut st, grant, status);
+        }
+    }
+
+    fn replace_claims(st: &mut State, grant: &GrantRef, status: Option<&AccessGrantStatus>) {
+        let claims = status.map(claims_of).unwrap_or_default();
         if let Some(old) = st.by_grant.remove(grant) {
             for k in old {
                 if let Some(c) = st.claims.get_mut(&k) {
@@ -243,6 +264,7 @@ impl Inventory {
             let st = self.lock();
             st.by_grant
                 .keys()
+                .chain(st.reconciled.iter())
                 .filter(|g| !live.contains(g))
                 .cloned()
                 .collect()

@@ -173,3 +173,25 @@ fn only_partitions_in_use_are_swept_again() {
     inv.set_claims(&grant("a"), Some(&st));
     assert!(inv.partitions().contains(&part));
 }
+
+#[test]
+fn a_lagging_watch_cache_never_overrides_claims_we_wrote() {
+    let inv = Inventory::default();
+    let active = status(GrantPhase::Active, ObjectState::Present);
+    let key = claims_of(&active).remove(0).0;
+    // We just wrote Active; the cache still shows the grant as Pending (no claims).
+    inv.set_claims(&grant("a"), Some(&active));
+    inv.seed_claims(&grant("a"), Some(&AccessGrantStatus::default()));
+    assert!(
+        inv.is_claimed(&key),
+        "the sweep would delete an object a live lease needs"
+    );
+    // Grants this process never reconciled take the cache's word (start-up).
+    inv.seed_claims(&grant("b"), Some(&active));
+    inv.set_claims(&grant("a"), None);
+    assert!(inv.is_claimed(&key));
+    // A grant gone from the cache loses its claims, reconciled or not.
+    inv.set_claims(&grant("c"), Some(&active));
+    inv.retain_grants(&HashSet::new());
+    assert!(!inv.is_claimed(&key));
+}
