@@ -75,5 +75,6 @@ build: ## Build every crate
 demo: ## Sandbox + operator: one short grant from apply to lapse, narrated (about 1 minute once built)
 	@CARGO="$(CARGO)" scripts/demo.sh
 
-bench: ## Run the benchmark against the design targets
-	@echo "make bench arrives with issue 5 (the operator)" >&2; exit 1
+bench: ## Measure the design targets against the sandbox (LAPSE_BENCH_GRANTS, LAPSE_BENCH_LATENCY_MS)
+	$(CARGO) build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/lapse-bench

@@ -36,8 +36,15 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             // Exactly the command `make test` runs first: the same package selection means the
             // same feature unification, so this is a no-op there instead of a second full build.
+            // A release bench runs release binaries.
+            let release = std::env::current_exe()
+                .is_ok_and(|e| e.components().any(|c| c.as_os_str() == "release"));
+            let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
+            if release {
+                args.push("--release");
+            }
             let out = Command::new(cargo)
-                .args(["build", "--quiet", "--workspace", "--bins"])
+                .args(&args)
                 .current_dir(workspace_root())
                 .output()
                 .map_err(|e| format!("running cargo build: {e}"))?;
@@ -47,12 +54,14 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
-            // target/<profile>/deps/<test binary> -> target/<profile>
+            // target/<profile>/deps/<test binary>, or target/<profile>/<bench binary>.
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            exe.parent()
-                .and_then(Path::parent)
+            exe.ancestors()
+                .skip(1)
+                .take(2)
+                .find(|d| d.join("lapse-operator").is_file())
                 .map(Path::to_path_buf)
-                .ok_or_else(|| "no target dir".into())
+                .ok_or_else(|| "no target dir holding lapse-operator".into())
         })
         .clone()
         .map_err(|e| anyhow!(e))?;
@@ -230,6 +239,11 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's process ID (for RSS and the like).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no graceful anything.
