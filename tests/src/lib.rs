@@ -515,21 +515,25 @@ impl World {
         assertion: &str,
         client_id: &str,
     ) -> anyhow::Result<Result<String, String>> {
-        self.token_request(&[
-            ("client_id", client_id),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", assertion),
-        ])
+        self.token_request(
+            self.azure_url()?.as_str(),
+            &[
+                ("client_id", client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+            ],
+        )
         .await
     }
 
-    /// A client-credentials request for an ARM token at the sandbox's Entra endpoint, with these
-    /// credential fields. Err carries Entra's error body.
+    /// A client-credentials request at the sandbox's Entra endpoint for a token to `resource`,
+    /// with these credential fields. Err carries Entra's error body.
     async fn token_request(
         &self,
+        resource: &str,
         credential: &[(&str, &str)],
     ) -> anyhow::Result<Result<String, String>> {
         let authority = self
@@ -538,10 +542,7 @@ impl World {
             .trim_end_matches('/')
             .to_owned();
         let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
-        let scope = format!(
-            "{}/.default",
-            self.azure_url()?.as_str().trim_end_matches('/')
-        );
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
                 ("grant_type", "client_credentials"),
@@ -602,12 +603,7 @@ pub fn tail(s: &str, n: usize) -> String {
 impl World {
     /// An ARM token for the operator's own service principal (client secret from azure.env).
     pub async fn operator_token(&self) -> anyhow::Result<String> {
-        self.token_request(&[
-            ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
-            ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
-        ])
-        .await?
-        .map_err(|e| anyhow!("the operator's token request was refused: {e}"))
+        self.operator_token_for(self.azure_url()?.as_str()).await
     }
 
     /// An ARM GET as the operator, parsed.
@@ -1033,34 +1029,15 @@ impl World {
     /// An access token of the operator's service principal for `resource`
     /// (`https://graph.microsoft.com`, or ARM).
     async fn operator_token_for(&self, resource: &str) -> anyhow::Result<String> {
-        let authority = self
-            .sandbox
-            .env("AZURE_AUTHORITY_HOST")?
-            .trim_end_matches('/')
-            .to_owned();
-        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
-        let scope = format!("{}/.default", resource.trim_end_matches('/'));
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([
-                ("grant_type", "client_credentials"),
+        self.token_request(
+            resource,
+            &[
                 ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
                 ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
-                ("scope", scope.as_str()),
-            ])
-            .finish();
-        let v: Value = self
-            .http
-            .post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await?
-            .json()
-            .await?;
-        v.get("access_token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no token for {resource}: {v}"))
+            ],
+        )
+        .await?
+        .map_err(|e| anyhow!("the operator's token request for {resource} was refused: {e}"))
     }
 
     /// A Microsoft Graph GET (path under `/v1.0`) as the operator, parsed.
