@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kube::ResourceExt;
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{Action, FicTarget, ObjectKey};
+use lapse_api::lease::{Action, FicTarget, ObjectKey, fic_target, split_role_assignment_id};
 use lapse_api::naming;
 use lapse_azure::{AzureError, RoleAssignment};
 use uuid::Uuid;
@@ -25,15 +25,6 @@ pub fn assignment_key(ra: &RoleAssignment) -> Option<ObjectKey> {
         role_guid,
         scope: scope.key().to_owned(),
     })
-}
-
-fn fic_target(target_key: &str) -> Option<FicTarget> {
-    match target_key.strip_prefix("/applications/") {
-        Some(app) => Uuid::try_parse(app).ok().map(FicTarget::Application),
-        None => ArmId::parse(target_key)
-            .ok()
-            .map(FicTarget::ManagedIdentity),
-    }
 }
 
 /// Lists one partition and replaces it in the inventory.
@@ -199,15 +190,10 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
 fn delete_action(key: &ObjectKey, known: &Known) -> Option<Action> {
     match key {
         ObjectKey::RoleAssignment { .. } => {
-            let at = known
-                .id
-                .to_ascii_lowercase()
-                .rfind("/providers/microsoft.authorization/roleassignments/")?;
-            let scope = known.id[..at].to_owned();
-            let name = Uuid::try_parse(known.id.rsplit('/').next()?).ok()?;
+            let (scope, name) = split_role_assignment_id(&known.id)?;
             Some(Action::DeleteRoleAssignment {
                 key: key.clone(),
-                scope,
+                scope: scope.to_string(),
                 name,
                 id: known.id.clone(),
             })

@@ -15,4 +15,7 @@ pub use conditions::{
 };
 pub use decide::{decide, phase_reason};
 pub use model::*;
-pub use plan::{LeasePlan, definition_id_for, plan, recorded_fic, recorded_role_assignment};
+pub use plan::{
+    LeasePlan, definition_id_for, fic_target, plan, recorded_fic, recorded_role_assignment,
+    split_role_assignment_id,
+};

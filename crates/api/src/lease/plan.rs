@@ -133,12 +133,7 @@ pub fn recorded_role_assignment(
     entry: &RoleAssignmentStatus,
 ) -> Option<(ObjectKey, Action)> {
     let id = entry.id.as_deref()?;
-    let at = id
-        .to_ascii_lowercase()
-        .rfind(&ROLE_ASSIGNMENTS.to_ascii_lowercase())?;
-    let (scope, name) = (&id[..at], &id[at + ROLE_ASSIGNMENTS.len()..]);
-    let name = Uuid::try_parse(name).ok()?;
-    let scope = ArmId::parse(scope).ok()?;
+    let (scope, name) = split_role_assignment_id(id)?;
     let def = entry.role_definition_id.as_deref()?;
     let role_guid = Uuid::try_parse(def.rsplit('/').next()?).ok()?;
     let key = ObjectKey::RoleAssignment {
@@ -157,15 +152,30 @@ pub fn recorded_role_assignment(
     ))
 }
 
+/// `<scope>/providers/Microsoft.Authorization/roleAssignments/<name>` → (scope, name); the
+/// provider segment compares case-insensitively, as ARM's do.
+pub fn split_role_assignment_id(id: &str) -> Option<(ArmId, Uuid)> {
+    let at = id
+        .to_ascii_lowercase()
+        .rfind(&ROLE_ASSIGNMENTS.to_ascii_lowercase())?;
+    let name = Uuid::try_parse(&id[at + ROLE_ASSIGNMENTS.len()..]).ok()?;
+    Some((ArmId::parse(&id[..at]).ok()?, name))
+}
+
+/// The FIC target a key or a credential's parent path names: `/applications/<id>` (Graph) or a
+/// managed identity's ARM ID.
+pub fn fic_target(parent: &str) -> Option<FicTarget> {
+    match parent.strip_prefix("/applications/") {
+        Some(app) => Uuid::try_parse(app).ok().map(FicTarget::Application),
+        None => ArmId::parse(parent).ok().map(FicTarget::ManagedIdentity),
+    }
+}
+
 /// Rebuilds the key and the delete call of a recorded FIC.
 pub fn recorded_fic(entry: &FederatedCredentialStatus) -> Option<(ObjectKey, Action)> {
     let id = entry.id.as_deref()?;
     let at = id.rfind(FICS)?;
-    let parent = &id[..at];
-    let target = match parent.strip_prefix("/applications/") {
-        Some(app) => FicTarget::Application(Uuid::try_parse(app).ok()?),
-        None => FicTarget::ManagedIdentity(ArmId::parse(parent).ok()?),
-    };
+    let target = fic_target(&id[..at])?;
     let key = ObjectKey::Fic {
         target: target.key(),
         issuer: entry.issuer.clone(),
