@@ -12,10 +12,10 @@ CHART_CRD_DIR := charts/lapse/files/crds
 LAPSE_OPERATOR := $(CARGO) run --quiet -p lapse-operator --
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench
+.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench e2e-external e2e-rehearse
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 test: ## Everything CI checks: format, lints, CRD drift, then all tests
 	$(CARGO) fmt --all -- --check
@@ -74,6 +74,13 @@ build: ## Build every crate
 
 demo: ## Sandbox + operator: one short grant from apply to lapse, narrated (about 1 minute once built)
 	@CARGO="$(CARGO)" scripts/demo.sh
+
+e2e-external: ## The end-to-end suites on your cluster and Azure tenant (settings: docs/testing.md)
+	$(CARGO) build --workspace --bins
+	LAPSE_E2E_TARGET=external $(CARGO) nextest run -p lapse-e2e --profile external --no-fail-fast
+
+e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and tenant
+	@CARGO="$(CARGO)" scripts/e2e-rehearse.sh
 
 bench: ## Measure the design targets against the sandbox (LAPSE_BENCH_GRANTS, LAPSE_BENCH_LATENCY_MS)
 	$(CARGO) build --release --workspace --bins

@@ -4,7 +4,8 @@
 //! at steady state, and the operator's memory. Prints numbers; asserts nothing.
 //!
 //! `LAPSE_BENCH_GRANTS` (default 400) grants, each for its own service principal so no Azure
-//! object is shared; `LAPSE_BENCH_LATENCY_MS` (default 50) of ARM latency.
+//! object is shared; `LAPSE_BENCH_LATENCY_MS` (default 50) of ARM latency. Sandbox only: it
+//! refuses `LAPSE_E2E_TARGET=external`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -54,12 +55,21 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // The bench needs the sandbox's powers: it makes principals and sets ARM latency through
+    // sim-azure's admin API, and reads Azure's request log. A real tenant has none of them.
+    if lapse_e2e::external_selected() {
+        bail!(
+            "lapse-bench runs against the sandbox only (it creates principals, injects ARM \
+             latency and reads the request log); unset {} to run it on a sandbox of its own",
+            lapse_e2e::TARGET_VAR
+        );
+    }
     let n = env_num("LAPSE_BENCH_GRANTS", 400) as usize;
     let latency = env_num("LAPSE_BENCH_LATENCY_MS", 50);
     println!(
         "lapse bench: {n} grants, {latency} ms ARM latency, sandbox throttling (writes 200 + 10/s, deletes 200 + 10/s)"
     );
-    let mut w = World::sandbox_only().await?;
+    let mut w = World::without_operator().await?;
     w.start_operator(&[("LAPSE_CONCURRENCY", "64"), ("LAPSE_LOG", "warn")])
         .await?;
     let pid = w

@@ -1,16 +1,24 @@
-//! The end-to-end harness: starts `lapse-sandbox` and `lapse-operator` as real processes, and
-//! talks to them the way users and workloads do: kubectl, the Kubernetes API, the Entra token
-//! endpoint and ARM.
+//! The end-to-end harness: starts `lapse-operator` (and, by default, `lapse-sandbox`) as real
+//! processes, and talks to them the way users and workloads do: kubectl, the Kubernetes API, the
+//! Entra token endpoint and ARM.
 //!
-//! Against a real cluster and tenant the same suites need `KUBECONFIG` and the Azure settings of
-//! `docs/testing.md`; by default everything runs on the sandbox.
+//! With `LAPSE_E2E_TARGET=external` the same suites run on the cluster in `KUBECONFIG` and the
+//! Azure tenant of the settings in `docs/testing.md` ([`target`]); by default everything runs
+//! on a fresh sandbox per test.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+mod operator;
+pub mod target;
+
+pub use operator::{Operator, binary};
+pub use target::{
+    Capability, External, ExternalSettings, Fixtures, Sandbox, TARGET_VAR, Target, Timing,
+    external_selected, parse_env_file, sandbox_fixtures, skip_on_external,
+};
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -28,289 +36,153 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds (once per process) and locates the workspace binaries the suites run.
-pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            // Exactly the command `make test` runs first: the same package selection means the
-            // same feature unification, so this is a no-op there instead of a second full build.
-            // A release bench runs release binaries.
-            let release = std::env::current_exe()
-                .is_ok_and(|e| e.components().any(|c| c.as_os_str() == "release"));
-            let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
-            if release {
-                args.push("--release");
-            }
-            let out = Command::new(cargo)
-                .args(&args)
-                .current_dir(workspace_root())
-                .output()
-                .map_err(|e| format!("running cargo build: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo build --workspace --bins failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            // target/<profile>/deps/<test binary>, or target/<profile>/<bench binary>.
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            exe.ancestors()
-                .skip(1)
-                .take(2)
-                .find(|d| d.join("lapse-operator").is_file())
-                .map(Path::to_path_buf)
-                .ok_or_else(|| "no target dir holding lapse-operator".into())
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))?;
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!("{} not found after building", path.display());
-    }
-    Ok(path)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A unique scratch directory under the system temp dir.
-fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Parses a shell-sourceable `KEY=value` file (values optionally single- or double-quoted).
-pub fn parse_env_file(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            if l.is_empty() || l.starts_with('#') {
-                return None;
-            }
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-                .unwrap_or(v);
-            Some((k.trim().to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
-/// A running `lapse-sandbox up`.
-#[derive(Debug)]
-pub struct Sandbox {
-    pub dir: PathBuf,
-    child: Child,
-    /// `azure.env`, parsed.
-    pub azure: HashMap<String, String>,
-    pub kubeconfig: PathBuf,
-}
-
-impl Sandbox {
-    pub fn start() -> anyhow::Result<Self> {
-        let dir = scratch_dir("lapse-e2e")?;
-        let log = std::fs::File::create(dir.join("sandbox.log"))?;
-        let child = Command::new(binary("lapse-sandbox")?)
-            .args(["up", "--state-dir"])
-            .arg(&dir)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting lapse-sandbox")?;
-        let mut sb = Self {
-            azure: HashMap::new(),
-            kubeconfig: dir.join("kubeconfig"),
-            dir,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !sb.dir.join("ready").exists() {
-            if let Some(status) = sb.child.try_wait()? {
-                bail!(
-                    "lapse-sandbox exited with {status}: {}",
-                    std::fs::read_to_string(sb.dir.join("sandbox.log")).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("lapse-sandbox not ready after 60s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sb.azure = parse_env_file(
-            &std::fs::read_to_string(sb.dir.join("azure.env")).context("reading azure.env")?,
-        );
-        Ok(sb)
-    }
-
-    pub fn env(&self, key: &str) -> anyhow::Result<&str> {
-        self.azure
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| anyhow!("azure.env has no {key}"))
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::env::var_os("LAPSE_E2E_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A running `lapse-operator run`.
-#[derive(Debug)]
-pub struct Operator {
-    child: Child,
-    pub log: PathBuf,
-    pub metrics_port: u16,
-    pub health_port: u16,
-}
-
-impl Operator {
-    /// Starts the operator exactly as a user would against the sandbox: the sandbox's
-    /// `azure.env` and kubeconfig, a cluster name, nothing else but ports.
-    pub fn start(sb: &Sandbox, cluster: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = sb.dir.join(format!("operator-{n}.log"));
-        let file = std::fs::File::create(&log)?;
-        let (metrics_port, health_port) = (free_port()?, free_port()?);
-        let mut cmd = Command::new(binary("lapse-operator")?);
-        cmd.arg("run")
-            .envs(&sb.azure)
-            .env("KUBECONFIG", &sb.kubeconfig)
-            .env("LAPSE_CLUSTER_NAME", cluster)
-            .env("POD_NAMESPACE", "kube-system")
-            .env("LAPSE_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("LAPSE_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
-            .env("LAPSE_SWEEP_INTERVAL", "10s")
-            .env("LAPSE_LOG", "info,lapse_controller=debug")
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting lapse-operator")?;
-        Ok(Self {
-            child,
-            log,
-            metrics_port,
-            health_port,
-        })
-    }
-
-    /// Waits for /readyz.
-    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("lapse-operator exited with {status}:\n{}", self.logs());
-            }
-            let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
-            // "ok" means leading with caches loaded; a standby answers 200 "standby: …".
-            if let Ok(r) = http.get(&url).send().await
-                && r.status().is_success()
-                && r.text().await.is_ok_and(|body| body.trim() == "ok")
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("lapse-operator not ready after 60s:\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The operator's process ID (for RSS and the like).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL: no graceful anything.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Everything a suite needs.
+/// Everything a suite needs: the target, the operator, clients, and the names and clocks of
+/// the target.
 pub struct World {
-    pub sandbox: Sandbox,
+    pub target: Target,
     pub operator: Option<Operator>,
     pub kube: kube::Client,
-    /// Trusts the sandbox's Azure CA.
+    /// Trusts the target's Azure CA bundle, when it has one.
     pub http: reqwest::Client,
+    /// The operator's `LAPSE_CLUSTER_NAME`.
     pub cluster: String,
+    /// Where the operator keeps its leader-election Lease.
+    pub operator_namespace: String,
+    pub fixtures: Fixtures,
+    pub timing: Timing,
+    /// What the suite made on an external cluster, deleted when the World goes.
+    created: std::sync::Mutex<Created>,
+}
+
+#[derive(Debug, Default)]
+struct Created {
+    namespaces: Vec<String>,
+    policies: Vec<String>,
 }
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("World")
-            .field("sandbox", &self.sandbox)
+            .field("target", &self.target)
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for World {
+    /// On an external cluster, deletes what the suite made while the operator still runs, so
+    /// that its finalizers revoke the grants' Azure objects; the sandbox simply goes.
+    fn drop(&mut self) {
+        if !matches!(self.target, Target::External(_)) {
+            return;
+        }
+        let created = self
+            .created
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        let timeout = format!(
+            "--timeout={}s",
+            self.scaled(Duration::from_secs(60)).as_secs()
+        );
+        let operator_running = self.operator.as_mut().is_some_and(Operator::is_running);
+        for ns in &created.namespaces {
+            let out = self.kubectl(&["delete", "namespace", ns, "--ignore-not-found", &timeout]);
+            if !out.as_ref().is_ok_and(|o| o.status.success()) {
+                eprintln!(
+                    "cleanup: namespace {ns} did not go{}; its grants' Azure objects go with the \
+                     next start-up sweep of cluster name {:?}",
+                    if operator_running {
+                        ""
+                    } else {
+                        " (no operator running)"
+                    },
+                    self.cluster
+                );
+            }
+        }
+        for policy in &created.policies {
+            let _ = self.kubectl(&["delete", "accesspolicy", policy, "--ignore-not-found"]);
+        }
+        // The next suite's operator need not wait for this one's Lease to expire.
+        if let Some(op) = self.operator.as_mut() {
+            op.stop();
+        }
+    }
+}
+
+/// The target the environment selects: a fresh sandbox, or the external cluster and tenant.
+fn target_from_env() -> anyhow::Result<Target> {
+    if external_selected() {
+        Ok(Target::External(External::acquire(
+            ExternalSettings::from_env()?,
+        )?))
+    } else {
+        Ok(Target::Sandbox(Sandbox::start()?))
+    }
+}
+
 impl World {
-    /// Sandbox up, CRDs applied, operator running and ready.
+    /// The target up, CRDs applied, operator running and ready.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut w = Self::sandbox_only().await?;
+        let mut w = Self::without_operator().await?;
         w.start_operator(&[]).await?;
         Ok(w)
     }
 
-    /// Sandbox up and CRDs applied; no operator.
-    pub async fn sandbox_only() -> anyhow::Result<Self> {
+    /// The target up and CRDs applied; no operator.
+    pub async fn without_operator() -> anyhow::Result<Self> {
+        Self::on(target_from_env()?).await
+    }
+
+    /// A World on this target, CRDs applied; no operator.
+    pub async fn on(target: Target) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let sandbox = Sandbox::start()?;
-        let kubeconfig = kube::config::Kubeconfig::read_from(&sandbox.kubeconfig)?;
+        let (fixtures, timing, cluster, operator_namespace) = match &target {
+            Target::Sandbox(sb) => (
+                sandbox_fixtures(sb.env("AZURE_SUBSCRIPTION_ID")?),
+                Timing::SANDBOX,
+                "e2e".to_owned(),
+                "kube-system".to_owned(),
+            ),
+            Target::External(x) => (
+                x.settings.fixtures.clone(),
+                x.settings.timing,
+                x.settings.cluster.clone(),
+                x.settings.operator_namespace.clone(),
+            ),
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(target.kubeconfig())
+            .with_context(|| format!("reading {}", target.kubeconfig().display()))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
         let kube = kube::Client::try_from(config)?;
-        let ca = std::fs::read(sandbox.dir.join("azure-ca.pem")).context("reading azure-ca.pem")?;
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(bundle) = target.azure().get("LAPSE_AZURE_CA_BUNDLE") {
+            let pem = std::fs::read(bundle)
+                .with_context(|| format!("reading LAPSE_AZURE_CA_BUNDLE {bundle}"))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
         let w = Self {
-            sandbox,
+            target,
             operator: None,
             kube,
-            http,
-            cluster: "e2e".into(),
+            http: http.build()?,
+            cluster,
+            operator_namespace,
+            fixtures,
+            timing,
+            created: Default::default(),
         };
         let crds = workspace_root().join("config/crd");
-        w.kubectl_ok(&["apply", "--server-side", "-f", &crds.to_string_lossy()])?;
+        w.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crds.to_string_lossy(),
+        ])?;
         w.kubectl_ok(&[
             "wait",
             "--for=condition=Established",
@@ -322,10 +194,21 @@ impl World {
     }
 
     pub async fn start_operator(&mut self, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let mut op = Operator::start(&self.sandbox, &self.cluster, extra_env)?;
+        let mut op = self.spawn_operator(extra_env)?;
         op.wait_ready(&self.http).await?;
         self.operator = Some(op);
         Ok(())
+    }
+
+    /// Another operator process on this World's target and cluster name (not waited for, not
+    /// kept: a standby replica, say).
+    pub fn spawn_operator(&self, extra_env: &[(&str, &str)]) -> anyhow::Result<Operator> {
+        Operator::start(
+            &self.target,
+            &self.cluster,
+            &self.operator_namespace,
+            extra_env,
+        )
     }
 
     pub fn operator_logs(&self) -> String {
@@ -335,11 +218,105 @@ impl World {
             .unwrap_or_default()
     }
 
-    /// Runs kubectl against the sandbox.
+    /// Whether the target gives the suites this power.
+    pub fn has(&self, cap: Capability) -> bool {
+        self.target.has(cap)
+    }
+
+    /// A lease of `secs` seconds on this target's clock, for a manifest (`"8s"` on the
+    /// sandbox).
+    pub fn lease(&self, secs: u64) -> String {
+        self.timing.lease(secs)
+    }
+
+    /// A wait or timeout on this target's clock.
+    pub fn scaled(&self, d: Duration) -> Duration {
+        self.timing.scaled(d)
+    }
+
+    /// Reads until `read` gives `want`, for as long as Azure may take to make a change visible
+    /// (once, on the sandbox: there it must hold at once). Fails naming `what` and the last
+    /// value seen.
+    pub async fn settle<T: PartialEq + std::fmt::Debug>(
+        &self,
+        what: &str,
+        want: T,
+        mut read: impl AsyncFnMut() -> anyhow::Result<T>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.timing.propagation;
+        loop {
+            let got = read().await?;
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{what}: expected {want:?}, saw {got:?} (after {:?})",
+                    self.timing.propagation
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Azure's request log, where the target has one (the sandbox); `None` on a real tenant.
+    pub async fn audit_log(&self) -> anyhow::Result<Option<Vec<Value>>> {
+        if self.has(Capability::AuditLog) {
+            Ok(Some(self.audit().await?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The Azure settings of the target (`azure.env` on the sandbox).
+    pub fn env(&self, key: &str) -> anyhow::Result<&str> {
+        self.target.env(key)
+    }
+
+    /// The target's kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        self.target.kubeconfig()
+    }
+
+    /// Records what a suite creates on an external cluster, so that it goes with the World.
+    fn remember(&self, kind: &str, name: &str) {
+        let Ok(mut c) = self.created.lock() else {
+            return;
+        };
+        let list = match kind {
+            "Namespace" => &mut c.namespaces,
+            "AccessPolicy" => &mut c.policies,
+            _ => return,
+        };
+        if !list.iter().any(|n| n == name) {
+            list.push(name.to_owned());
+        }
+    }
+
+    /// Records the namespaces and policies of a manifest.
+    fn remember_manifest(&self, yaml: &str) {
+        use serde::Deserialize as _;
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let Ok(v) = Value::deserialize(doc) else {
+                continue;
+            };
+            if let (Some(kind), Some(name)) = (
+                v.get("kind").and_then(Value::as_str),
+                v.pointer("/metadata/name").and_then(Value::as_str),
+            ) {
+                self.remember(kind, name);
+            }
+        }
+    }
+
+    /// Runs kubectl against the target.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        if let ["create", "namespace", name, ..] = args {
+            self.remember("Namespace", name);
+        }
         Ok(Command::new("kubectl")
             .args(args)
-            .env("KUBECONFIG", &self.sandbox.kubeconfig)
+            .env("KUBECONFIG", self.kubeconfig())
             .output()?)
     }
 
@@ -358,9 +335,10 @@ impl World {
 
     /// `kubectl apply -f -` with this YAML; returns the output (Ok or the refusal).
     pub fn apply(&self, yaml: &str) -> anyhow::Result<Output> {
+        self.remember_manifest(yaml);
         let mut child = Command::new("kubectl")
             .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", &self.sandbox.kubeconfig)
+            .env("KUBECONFIG", self.kubeconfig())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -433,7 +411,7 @@ impl World {
     }
 
     fn azure_url(&self) -> anyhow::Result<url::Url> {
-        Ok(url::Url::parse(self.sandbox.env("LAPSE_ARM_ENDPOINT")?)?)
+        Ok(url::Url::parse(self.env("LAPSE_ARM_ENDPOINT")?)?)
     }
 
     /// The sim-azure admin endpoint (the simulator's, not Azure's).
@@ -443,6 +421,7 @@ impl World {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        self.target.sandbox()?;
         let url = self.azure_url()?.join(path)?;
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -529,7 +508,7 @@ impl World {
         .await
     }
 
-    /// A client-credentials request at the sandbox's Entra endpoint for a token to `resource`,
+    /// A client-credentials request at the target's Entra endpoint for a token to `resource`,
     /// with these credential fields. Err carries Entra's error body.
     async fn token_request(
         &self,
@@ -537,11 +516,10 @@ impl World {
         credential: &[(&str, &str)],
     ) -> anyhow::Result<Result<String, String>> {
         let authority = self
-            .sandbox
             .env("AZURE_AUTHORITY_HOST")?
             .trim_end_matches('/')
             .to_owned();
-        let tenant = self.sandbox.env("AZURE_TENANT_ID")?;
+        let tenant = self.env("AZURE_TENANT_ID")?;
         let scope = format!("{}/.default", resource.trim_end_matches('/'));
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
@@ -623,17 +601,14 @@ impl World {
         ))
     }
 
-    /// The sandbox's subscription ID.
+    /// The target's subscription ID.
     pub fn subscription(&self) -> anyhow::Result<&str> {
-        self.sandbox.env("AZURE_SUBSCRIPTION_ID")
+        Ok(&self.fixtures.subscription)
     }
 
-    /// Resource ID and client ID of one of the sandbox's user-assigned identities.
+    /// Resource ID and client ID of one of the target's user-assigned identities.
     pub async fn identity(&self, name: &str) -> anyhow::Result<(String, String)> {
-        let id = format!(
-            "/subscriptions/{}/resourceGroups/lapse-demo-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
-            self.subscription()?
-        );
+        let id = self.fixtures.identity_id(name);
         let (status, v) = self.arm_json(&id, "2023-01-31").await?;
         if status != 200 {
             bail!("GET {id}: {status} {v}");
@@ -645,7 +620,7 @@ impl World {
         Ok((id, client_id.to_owned()))
     }
 
-    /// Role assignments in the sandbox subscription, as ARM lists them.
+    /// Role assignments in the target's subscription, as ARM lists them.
     pub async fn role_assignments(&self) -> anyhow::Result<Vec<Value>> {
         let path = format!(
             "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments",
@@ -691,9 +666,6 @@ pub fn succeeded(entry: &Value) -> bool {
         .is_some_and(|s| (200..300).contains(&s))
 }
 
-/// The sandbox's user-assigned identities (the ones the suites grant to).
-pub const SANDBOX_IDENTITIES: [&str; 2] = ["backup-runner", "report-agent"];
-
 impl World {
     /// SIGKILLs the operator, if one runs; returns it so its log stays readable.
     pub fn kill_operator(&mut self) -> Option<Operator> {
@@ -738,7 +710,8 @@ impl World {
             "-o",
             "jsonpath={.users[0].user.token}",
         ])?;
-        let ca = std::fs::read(self.sandbox.dir.join("kube-ca.pem")).context("kube-ca.pem")?;
+        let ca =
+            std::fs::read(self.target.sandbox()?.dir.join("kube-ca.pem")).context("kube-ca.pem")?;
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
             .timeout(Duration::from_secs(10))
@@ -770,7 +743,7 @@ impl World {
     }
 
     /// IDs (lower-cased) of every Azure object carrying this cluster's marker: role
-    /// assignments by description, FICs on the sandbox identities by name.
+    /// assignments by description, FICs on the target's identities by name.
     pub async fn owned_objects(&self) -> anyhow::Result<std::collections::BTreeSet<String>> {
         let mut out = std::collections::BTreeSet::new();
         for ra in self.role_assignments().await? {
@@ -783,7 +756,7 @@ impl World {
                 out.insert(id.to_ascii_lowercase());
             }
         }
-        for name in SANDBOX_IDENTITIES {
+        for name in &self.fixtures.identities {
             let (identity, _) = self.identity(name).await?;
             for f in self.fics(&identity).await? {
                 let fic_name = f.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -1032,8 +1005,8 @@ impl World {
         self.token_request(
             resource,
             &[
-                ("client_id", self.sandbox.env("AZURE_CLIENT_ID")?),
-                ("client_secret", self.sandbox.env("AZURE_CLIENT_SECRET")?),
+                ("client_id", self.env("AZURE_CLIENT_ID")?),
+                ("client_secret", self.env("AZURE_CLIENT_SECRET")?),
             ],
         )
         .await?
@@ -1042,13 +1015,13 @@ impl World {
 
     /// A Microsoft Graph GET (path under `/v1.0`) as the operator, parsed.
     pub async fn graph_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let token = self
-            .operator_token_for("https://graph.microsoft.com")
-            .await?;
-        let base = self
-            .sandbox
-            .env("LAPSE_GRAPH_ENDPOINT")?
-            .trim_end_matches('/');
+        let base = self.env("LAPSE_GRAPH_ENDPOINT")?.trim_end_matches('/');
+        // Graph's token audience is its public endpoint; sim-azure serves Graph beside ARM.
+        let audience = match &self.target {
+            Target::Sandbox(_) => "https://graph.microsoft.com",
+            Target::External(_) => base,
+        };
+        let token = self.operator_token_for(audience).await?;
         let resp = self
             .http
             .get(format!("{base}/v1.0/{}", path.trim_start_matches('/')))
@@ -1118,6 +1091,18 @@ impl World {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
+    }
+
+    /// An ARM DELETE as the operator's service principal; returns the HTTP status.
+    pub async fn arm_delete(&self, path: &str, api_version: &str) -> anyhow::Result<u16> {
+        let token = self.operator_token().await?;
+        let resp = self
+            .http
+            .delete(self.arm_url(path, api_version)?)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
     }
 
     /// The full role definition ID of a role, by name, as ARM resolves it in the subscription.
