@@ -75,13 +75,17 @@ pub fn namespace_labels(
 
 /// How long a role name Azure does not know is not asked about again.
 const MISS_TTL: Duration = Duration::from_secs(300);
+/// How long a resolved principal ID is trusted. An identity deleted and created again under
+/// the same name gets a new principal; after this long, new role assignments go to it.
+const PRINCIPAL_TTL: Duration = Duration::from_secs(600);
 
 /// Role names and principals learned from Azure.
 #[derive(Debug)]
 pub struct Resolver {
     catalogue: RwLock<RoleCatalogue>,
     misses: Mutex<HashMap<(String, String), Instant>>,
-    principals: Mutex<HashMap<String, Uuid>>,
+    /// Identity key → principal ID and when it was looked up.
+    principals: Mutex<HashMap<String, (Uuid, Instant)>>,
 }
 
 impl Default for Resolver {
@@ -146,6 +150,23 @@ impl Resolver {
         }
     }
 
+    /// A principal ID looked up less than [`PRINCIPAL_TTL`] before `now`.
+    fn cached_principal(&self, key: &str, now: Instant) -> Option<Uuid> {
+        self.principals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < PRINCIPAL_TTL)
+            .map(|(p, _)| *p)
+    }
+
+    fn remember_principal(&self, key: String, principal: Uuid, now: Instant) {
+        self.principals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (principal, now));
+    }
+
     /// The principal (object) ID role assignments go to.
     pub async fn identity(&self, azure: &AzureClient, identity: &Identity) -> IdentityObservation {
         let key = match identity {
@@ -155,13 +176,8 @@ impl Resolver {
             Identity::ManagedIdentity(id) => id.key().to_owned(),
             Identity::Application(id) => format!("/applications/{id}"),
         };
-        if let Some(p) = self
-            .principals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
-            return IdentityObservation::Resolved { principal_id: *p };
+        if let Some(principal_id) = self.cached_principal(&key, Instant::now()) {
+            return IdentityObservation::Resolved { principal_id };
         }
         let found = match identity {
             Identity::ManagedIdentity(id) => match azure.get_managed_identity(id).await {
@@ -182,10 +198,7 @@ impl Resolver {
         };
         match found {
             Ok(Some(p)) => {
-                self.principals
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(key, p);
+                self.remember_principal(key, p, Instant::now());
                 IdentityObservation::Resolved { principal_id: p }
             }
             Ok(None) => IdentityObservation::NotFound {
@@ -200,5 +213,25 @@ impl Resolver {
                 IdentityObservation::Unknown
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resolved_principal_is_looked_up_again_after_its_ttl() {
+        let r = Resolver::default();
+        let (key, p) = ("/subscriptions/s/resourcegroups/rg/x", Uuid::from_u128(7));
+        let t0 = Instant::now();
+        assert_eq!(r.cached_principal(key, t0), None);
+        r.remember_principal(key.to_owned(), p, t0);
+        assert_eq!(
+            r.cached_principal(key, t0 + Duration::from_secs(1)),
+            Some(p)
+        );
+        // An identity re-created under the same name has a new principal: ask Azure again.
+        assert_eq!(r.cached_principal(key, t0 + PRINCIPAL_TTL), None);
     }
 }

@@ -35,8 +35,8 @@ pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
     match p {
         Partition::RoleAssignments(part) => {
             let Some(sub) = part.strip_prefix("/subscriptions/") else {
-                // Management group scopes are not listed: their keys stay unknown, so nothing
-                // is created there (see docs/operator.md).
+                // Never a grant's: validation refuses management group scopes, which the
+                // subscription-wide lists here could not see.
                 return Ok(());
             };
             let list = ctx.azure.list_role_assignments(sub, None).await;

@@ -208,11 +208,21 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
         let role = RoleRef::parse(&r.role)
             .map_err(|e| errs.push(format!("spec.roles[{i}].role"), e.to_string()));
         let scope = match ArmId::parse(&r.scope) {
-            Ok(s) if s.is_scope() => Ok(s),
+            Ok(s) if s.is_scope() && s.subscription().is_some() => Ok(s),
+            // The operator lists, repairs and sweeps role assignments per subscription; one
+            // at a management group would be invisible to all three, so none is ever made.
+            Ok(s) if s.is_scope() => {
+                errs.push(
+                    format!("spec.roles[{i}].scope"),
+                    "management group scopes are not supported: grant at a subscription, \
+                     resource group or resource below it",
+                );
+                Err(())
+            }
             Ok(_) => {
                 errs.push(
                     format!("spec.roles[{i}].scope"),
-                    "must be a subscription, resource group, resource or management group ID",
+                    "must be a subscription, resource group or resource ID",
                 );
                 Err(())
             }

@@ -119,6 +119,17 @@ fn roles_are_bounded_parsed_and_unique() {
     assert_eq!(fields(&s), ["spec.roles[0].scope"]);
     s.roles[0].scope = "/subscriptions/x/résource".into();
     assert_eq!(fields(&s), ["spec.roles[0].scope"]);
+    // A management group is a valid Azure scope, but one the operator could never list,
+    // repair or sweep: refused, saying so.
+    s.roles[0].scope = "/providers/Microsoft.Management/managementGroups/platform".into();
+    let err = validate_grant(&s)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("spec.roles[0].scope: management group scopes are not supported"),
+        "{err}"
+    );
     s.roles[0].scope = SCOPE.into();
     s.roles[0].role = "".into();
     assert_eq!(fields(&s), ["spec.roles[0].role"]);
