@@ -140,6 +140,25 @@ impl Fx {
         Ok(g)
     }
 
+    /// Where Azure's request log exists: the role assignment and the FIC were each deleted
+    /// exactly once, and how long after `since` Azure acknowledged it (printed).
+    async fn deleted_once(
+        &self,
+        test: &str,
+        what: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        if let Some(audit) = self.w.audit_log().await? {
+            assert_eq!(ok_calls(&audit, "DELETE", "/roleAssignments/").len(), 1);
+            assert_eq!(
+                ok_calls(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
+                1
+            );
+            report_deletes(test, what, &audit, since)?;
+        }
+        Ok(())
+    }
+
     async fn wait(&self, name: &str, phase: GrantPhase) -> anyhow::Result<AccessGrant> {
         self.w.wait_phase(NS, name, phase, self.timeout()).await
     }
@@ -391,19 +410,12 @@ async fn early_revoke_ends_access_at_once_and_cannot_be_undone() -> anyhow::Resu
     w.wait_event(NS, "nightly", "Revoked", fx.timeout()).await?;
 
     // Azure: both objects deleted, nothing of the principal left, the workload refused.
-    if let Some(audit) = w.audit_log().await? {
-        assert_eq!(ok_calls(&audit, "DELETE", "/roleAssignments/").len(), 1);
-        assert_eq!(
-            ok_calls(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
-            1
-        );
-        report_deletes(
-            "early_revoke",
-            "revocation (patch -> DELETE acknowledged)",
-            &audit,
-            revoked_at,
-        )?;
-    }
+    fx.deleted_once(
+        "early_revoke",
+        "revocation (patch -> DELETE acknowledged)",
+        revoked_at,
+    )
+    .await?;
     fx.assert_nothing_left(&principal, "early_revoke").await?;
     fx.settle_refused(&token).await?;
     fx.settle_read("the revoked workload's exchange", &fx.client_id, None)
@@ -491,19 +503,12 @@ async fn deleting_the_namespace_revokes_its_grants_and_the_namespace_goes() -> a
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
     fx.assert_nothing_left(&principal, "delete_namespace")
         .await?;
-    if let Some(audit) = w.audit_log().await? {
-        assert_eq!(ok_calls(&audit, "DELETE", "/roleAssignments/").len(), 1);
-        assert_eq!(
-            ok_calls(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
-            1
-        );
-        report_deletes(
-            "delete_namespace",
-            "revocation (kubectl delete namespace -> DELETE acknowledged)",
-            &audit,
-            deleted_at,
-        )?;
-    }
+    fx.deleted_once(
+        "delete_namespace",
+        "revocation (kubectl delete namespace -> DELETE acknowledged)",
+        deleted_at,
+    )
+    .await?;
     Ok(())
 }
 
@@ -880,19 +885,12 @@ async fn deleting_the_policy_revokes_active_grants_at_once() -> anyhow::Result<(
     w.wait_event(NS, "nightly", "PolicyRevoked", fx.timeout())
         .await?;
 
-    if let Some(audit) = w.audit_log().await? {
-        assert_eq!(ok_calls(&audit, "DELETE", "/roleAssignments/").len(), 1);
-        assert_eq!(
-            ok_calls(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
-            1
-        );
-        report_deletes(
-            "policy_deleted",
-            "revocation (policy delete -> DELETE acknowledged)",
-            &audit,
-            deleted_at,
-        )?;
-    }
+    fx.deleted_once(
+        "policy_deleted",
+        "revocation (policy delete -> DELETE acknowledged)",
+        deleted_at,
+    )
+    .await?;
     assert!(w.assignments_of(&principal).await?.is_empty());
     assert!(w.fics(&fx.mi).await?.is_empty());
     fx.settle_refused(&token).await?;
