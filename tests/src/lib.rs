@@ -626,14 +626,34 @@ impl World {
             "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments",
             self.subscription()?
         );
-        let (status, v) = self.arm_json(&path, "2022-04-01").await?;
-        if status != 200 {
-            bail!("listing role assignments: {status} {v}");
+        self.arm_list(&path, "2022-04-01").await
+    }
+
+    /// Every item of an ARM list, as the operator, following `nextLink` (a real subscription's
+    /// lists come in pages).
+    pub async fn arm_list(&self, path: &str, api_version: &str) -> anyhow::Result<Vec<Value>> {
+        let token = self.operator_token().await?;
+        let mut url = Some(self.arm_url(path, api_version)?);
+        let mut items = Vec::new();
+        while let Some(u) = url.take() {
+            let resp = self.http.get(u).bearer_auth(&token).send().await?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            if !status.is_success() {
+                bail!("listing {path}: {status} {text}");
+            }
+            let mut page: Value = serde_json::from_str(&text)
+                .with_context(|| format!("listing {path}: not JSON: {text}"))?;
+            if let Some(Value::Array(value)) = page.get_mut("value").map(Value::take) {
+                items.extend(value);
+            }
+            url = page
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .map(url::Url::parse)
+                .transpose()?;
         }
-        Ok(v.get("value")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+        Ok(items)
     }
 }
 
@@ -732,14 +752,7 @@ impl World {
     /// FICs on a user-assigned identity, as ARM lists them.
     pub async fn fics(&self, identity_id: &str) -> anyhow::Result<Vec<Value>> {
         let path = format!("{identity_id}/federatedIdentityCredentials");
-        let (status, v) = self.arm_json(&path, "2023-01-31").await?;
-        if status != 200 {
-            bail!("listing FICs of {identity_id}: {status} {v}");
-        }
-        Ok(v.get("value")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+        self.arm_list(&path, "2023-01-31").await
     }
 
     /// IDs (lower-cased) of every Azure object carrying this cluster's marker: role
