@@ -1,191 +1,445 @@
-//! `make bench`: the operator against the sandbox at a chosen scale, measuring what DESIGN.md §6
-//! targets: activation of a burst against ARM's write budget, overstay (lease end → DELETE
-//! acknowledged) under real throttling with simulated ARM latency, writes per lease, ARM calls
-//! at steady state, and the operator's memory. Prints numbers; asserts nothing.
+//! `make bench`: the operator against the sandbox at DESIGN.md §6's scale, measuring every
+//! target in one run and printing target against measured. Asserts nothing.
 //!
-//! `LAPSE_BENCH_GRANTS` (default 400) grants, each for its own service principal so no Azure
-//! object is shared; `LAPSE_BENCH_LATENCY_MS` (default 50) of ARM latency. Sandbox only: it
-//! refuses `LAPSE_E2E_TARGET=external`.
+//! One run, in phases (docs/testing.md "## Benchmark"):
+//! 1. burst: `LAPSE_BENCH_BURST` (1,000) grants at once, all in one subscription: activation
+//!    (apply → Ready) and how much of ARM's write budget (200 + 10/s) the PUTs used;
+//! 2. fill: the rest of `LAPSE_BENCH_GRANTS` (10,000), spread over `LAPSE_BENCH_SUBSCRIPTIONS`
+//!    (5) subscriptions so none nears ARM's 4,000 role assignments;
+//! 3. steady state: two sweep intervals with every lease live: ARM writes and lists; RSS;
+//! 4. restart: SIGKILL, restart, time until every grant is decided again by the new process,
+//!    and PUTs after the kill (each one a duplicate);
+//! 5. lapse: every lease ends at its `window.notAfter`, staggered at `LAPSE_BENCH_END_RATE`
+//!    (9) a second per subscription, inside ARM's delete budget: overstay, writes per object;
+//! 6. memory at scale: grants whose window opens in 30 days, up to `LAPSE_BENCH_RSS_GRANTS`
+//!    (10 × grants) in all: held without any Azure call; RSS.
+//!
+//! Sandbox only: it refuses `LAPSE_E2E_TARGET=external`.
+
+mod harness;
+mod report;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, Utc};
-use kube::api::PostParams;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use lapse_api::v1alpha1::{
-    AccessGrant, AccessGrantSpec, GrantPhase, IdentityRef, ObjectIdRef, RoleRequest,
+    AccessGrant, AccessGrantSpec, ConditionStatus, IdentityRef, ObjectIdRef, RoleRequest, Window,
 };
-use lapse_e2e::World;
-use serde_json::{Value, json};
+use serde_json::json;
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use harness::{Bench, Call, Metrics, RESOURCE_GROUP, rss_kib};
+use report::mib;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}: {v:?} is not a whole number")),
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name:<44} n={:<5} p50={:>8.3}{unit} p99={:>8.3}{unit} max={:>8.3}{unit}",
-        v.len(),
-        percentile(&v, 0.5),
-        percentile(&v, 0.99),
-        v.last().copied().unwrap_or(f64::NAN)
-    );
+/// ARM's per-subscription budgets (sim-azure enforces Azure's defaults).
+const WRITE_BURST: f64 = 200.0;
+const WRITE_REFILL: f64 = 10.0;
+/// Role assignments ARM allows per subscription, less the operator's own.
+const PER_SUBSCRIPTION: usize = 4000 - 1;
+
+#[derive(Debug)]
+struct Config {
+    grants: usize,
+    burst: usize,
+    subscriptions: usize,
+    rss_grants: usize,
+    latency_ms: u64,
+    sweep_secs: u64,
+    end_rate: f64,
+    concurrency: u64,
+    parallel: usize,
+    /// Future grants created per batch in phase 6, and how long without progress is a stall.
+    batch: usize,
+    stall_secs: u64,
+    /// Extra environment for the operator only (a profiler's, say).
+    operator_env: Vec<(String, String)>,
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+impl Config {
+    fn from_env() -> anyhow::Result<Self> {
+        let grants = env_num("LAPSE_BENCH_GRANTS", 10_000)? as usize;
+        let c = Self {
+            grants,
+            burst: (env_num("LAPSE_BENCH_BURST", 1000)? as usize).min(grants),
+            subscriptions: env_num("LAPSE_BENCH_SUBSCRIPTIONS", 5)?.max(1) as usize,
+            rss_grants: env_num("LAPSE_BENCH_RSS_GRANTS", 10 * grants as u64)? as usize,
+            latency_ms: env_num("LAPSE_BENCH_LATENCY_MS", 50)?,
+            sweep_secs: env_num("LAPSE_BENCH_SWEEP_SECS", 20)?.max(1),
+            end_rate: env_num("LAPSE_BENCH_END_RATE", 9)?.max(1) as f64,
+            concurrency: env_num("LAPSE_BENCH_CONCURRENCY", 64)?.max(1),
+            parallel: env_num("LAPSE_BENCH_CLIENTS", 32)?.max(1) as usize,
+            batch: env_num("LAPSE_BENCH_BATCH", 5000)? as usize,
+            stall_secs: env_num("LAPSE_BENCH_STALL_SECS", 90)?.max(1),
+            operator_env: std::env::var("LAPSE_BENCH_OPERATOR_ENV")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.trim().to_owned(), v.to_owned()))
+                })
+                .collect(),
+        };
+        if c.grants == 0 {
+            bail!("LAPSE_BENCH_GRANTS must be at least 1");
+        }
+        if c.burst > PER_SUBSCRIPTION || c.grants.div_ceil(c.subscriptions) > PER_SUBSCRIPTION {
+            bail!(
+                "{} grants over {} subscriptions (burst {} in the first) exceed ARM's 4,000 role \
+                 assignments per subscription: raise LAPSE_BENCH_SUBSCRIPTIONS",
+                c.grants,
+                c.subscriptions,
+                c.burst
+            );
+        }
+        Ok(c)
+    }
+}
+
+fn grant(
+    name: &str,
+    principal: &str,
+    scope: String,
+    not_before: Option<DateTime<Utc>>,
+    not_after: DateTime<Utc>,
+) -> AccessGrant {
+    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    AccessGrant::new(
+        name,
+        AccessGrantSpec {
+            identity: IdentityRef {
+                service_principal: Some(ObjectIdRef {
+                    object_id: principal.to_owned(),
+                }),
+                ..Default::default()
+            },
+            roles: vec![RoleRequest {
+                role: "Reader".into(),
+                scope,
+                condition: None,
+            }],
+            window: Some(Window {
+                not_before: not_before.map(ts),
+                not_after: Some(ts(not_after)),
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+fn secs(d: TimeDelta) -> f64 {
+    d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}
+
+/// When the grant's Ready condition last turned True.
+fn ready_at(g: &AccessGrant) -> Option<DateTime<Utc>> {
+    g.status.as_ref()?.conditions.iter().find_map(|c| {
+        (c.type_ == "Ready" && c.status == ConditionStatus::True).then_some(c.last_transition_time)
+    })
+}
+
+/// Waits until `count` grants are in `phase` by the operator's gauge; fails at once if any grant
+/// is Denied or Failed.
+async fn wait_phase(
+    b: &mut Bench,
+    what: &str,
+    phase: &str,
+    count: u64,
+    timeout: Duration,
+    every: Duration,
+) -> anyhow::Result<Metrics> {
+    let m = b
+        .wait_metrics(what, timeout, every, |m| {
+            let bad = m.phase("Denied") + m.phase("Failed");
+            (
+                m.phase(phase) >= count || bad > 0,
+                format!("{} of {count} {phase}", m.phase(phase)),
+            )
+        })
+        .await?;
+    let bad = m.phase("Denied") + m.phase("Failed");
+    if bad > 0 {
+        bail!("{what}: {bad} grants Denied or Failed (see `kubectl get accessgrants -A`)");
+    }
+    Ok(m)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    // The bench needs the sandbox's powers: it makes principals and sets ARM latency through
-    // sim-azure's admin API, and reads Azure's request log. A real tenant has none of them.
     if lapse_e2e::external_selected() {
         bail!(
-            "lapse-bench runs against the sandbox only (it creates principals, injects ARM \
-             latency and reads the request log); unset {} to run it on a sandbox of its own",
+            "lapse-bench runs against the sandbox only (it seeds subscriptions, creates \
+             principals, injects ARM latency and reads the request log); unset {}",
             lapse_e2e::TARGET_VAR
         );
     }
-    let n = env_num("LAPSE_BENCH_GRANTS", 400) as usize;
-    let latency = env_num("LAPSE_BENCH_LATENCY_MS", 50);
+    let cfg = Config::from_env()?;
+    let run_started = Instant::now();
+    let n = cfg.grants;
+    let s = cfg.subscriptions;
     println!(
-        "lapse bench: {n} grants, {latency} ms ARM latency, sandbox throttling (writes 200 + 10/s, deletes 200 + 10/s)"
+        "lapse bench: {n} grants over {s} subscriptions (burst {} in one), {} held for memory, \
+         {} ms ARM latency, ARM throttling (writes 200 + 10/s, deletes 200 + 10/s per \
+         subscription), sweep every {}s, LAPSE_CONCURRENCY={}",
+        cfg.burst,
+        cfg.rss_grants.max(n),
+        cfg.latency_ms,
+        cfg.sweep_secs,
+        cfg.concurrency
     );
-    let mut w = World::without_operator().await?;
-    w.start_operator(&[("LAPSE_CONCURRENCY", "64"), ("LAPSE_LOG", "warn")])
-        .await?;
-    let pid = w
-        .operator
-        .as_ref()
-        .map(lapse_e2e::Operator::pid)
-        .context("no operator")?;
-    let rss_idle = rss_kib(pid);
-    let sub = w.subscription()?.to_owned();
 
-    // One principal per grant: nothing shared, so every grant costs exactly its own writes.
-    let mut principals = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = w
-            .azure_admin(
-                reqwest::Method::POST,
-                "/admin/principals",
-                Some(json!({"displayName": format!("bench-{i}"), "kind": "ServicePrincipal"})),
-            )
-            .await?;
-        principals.push(p["objectId"].as_str().context("objectId")?.to_owned());
-    }
-    w.kubectl_ok(&["create", "namespace", "bench"])?;
-    w.apply_ok(&format!(
-        "apiVersion: lapse.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: bench\nspec:\n  namespaces: [bench]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  scopes: [/subscriptions/{sub}]\n  maxDuration: 2h\n"
+    let mut b = Bench::start(s).await?;
+    let subs = b.subscriptions.clone();
+    b.kubectl(&["create", "namespace", "bench"])?;
+    b.kubectl(&["create", "namespace", "bench-future"])?;
+    let scopes: Vec<String> = subs.iter().map(|s| format!("/subscriptions/{s}")).collect();
+    b.apply(&format!(
+        "apiVersion: lapse.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: bench\nspec:\n  \
+         namespaces: [bench, bench-future]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  \
+         scopes: [{}]\n  maxDuration: 2h\n",
+        scopes.join(", ")
     ))?;
-    w.azure_admin(
+    let t = Instant::now();
+    let principals = b.principals(n, cfg.parallel).await?;
+    println!(
+        "setup: sandbox, {n} service principals in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    b.admin(
         reqwest::Method::PUT,
         "/admin/delays",
-        Some(json!({"latencyMs": latency})),
+        Some(json!({"latencyMs": cfg.latency_ms})),
     )
     .await?;
-    w.azure_admin(reqwest::Method::DELETE, "/admin/audit", None)
-        .await?;
+    let mut env = vec![
+        ("LAPSE_CONCURRENCY".into(), cfg.concurrency.to_string()),
+        (
+            "LAPSE_SWEEP_INTERVAL".into(),
+            format!("{}s", cfg.sweep_secs),
+        ),
+        ("LAPSE_SWEEP_SUBSCRIPTIONS".into(), subs.join(",")),
+    ];
+    env.extend(cfg.operator_env.iter().cloned());
+    b.spawn_operator(env)?;
+    b.wait_ready().await?;
+    let (rss_idle, _) = rss_kib(b.op()?.pid());
 
-    // Leases end staggered, 5 a second, so revocations run inside the delete budget.
-    let burst_at = Instant::now();
-    let base = 90 + n as u64 / 10;
-    let grants = w.grants("bench");
-    let mut applied: HashMap<String, Instant> = HashMap::new();
-    for (i, p) in principals.iter().enumerate() {
-        let name = format!("g{i:05}");
-        let g = AccessGrant::new(
-            &name,
-            AccessGrantSpec {
-                identity: IdentityRef {
-                    service_principal: Some(ObjectIdRef {
-                        object_id: p.clone(),
-                    }),
-                    ..Default::default()
-                },
-                roles: vec![RoleRequest {
-                    role: "Reader".into(),
-                    scope: format!("/subscriptions/{sub}/resourceGroups/lapse-demo-rg"),
-                    condition: None,
-                }],
-                duration: Some(format!("{}ms", base * 1000 + i as u64 * 200)),
-                ..Default::default()
-            },
-        );
-        grants.create(&PostParams::default(), &g).await?;
-        applied.insert(name, Instant::now());
+    // Which subscription each grant goes to: the burst all in the first, the rest evening out.
+    let mut sub_of = vec![0usize; n];
+    let mut per_sub = vec![0usize; s];
+    per_sub[0] = cfg.burst;
+    for slot in sub_of.iter_mut().skip(cfg.burst) {
+        let (i, _) = per_sub
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| **c)
+            .unwrap_or((0, &0));
+        *slot = i;
+        per_sub[i] += 1;
     }
-    let created_in = burst_at.elapsed();
+    // When leases start to end: after the activations the write budget allows (with a margin),
+    // the steady-state window and the restart. Each subscription's leases then end
+    // `end_rate` a second, interleaved across subscriptions.
+    let burst_ideal = (cfg.burst as f64 - WRITE_BURST).max(0.0) / WRITE_REFILL;
+    let fill_ideal = (0..s)
+        .map(|i| {
+            let rest = per_sub[i] - if i == 0 { cfg.burst } else { 0 };
+            let bucket = if i == 0 && cfg.burst > 0 {
+                0.0
+            } else {
+                WRITE_BURST
+            };
+            (rest as f64 - bucket).max(0.0) / WRITE_REFILL
+        })
+        .fold(0.0, f64::max);
+    let steady_window = Duration::from_secs(2 * cfg.sweep_secs);
+    let lead = 1.3 * (burst_ideal + fill_ideal)
+        + n as f64 / 300.0
+        + 30.0
+        + steady_window.as_secs_f64()
+        + 60.0;
+    let t0 = Utc::now();
+    let lapse_start = t0 + TimeDelta::milliseconds((lead * 1000.0) as i64);
+    let mut ends = vec![lapse_start; n];
+    let mut k_of_sub = vec![0usize; s];
+    for (i, end) in ends.iter_mut().enumerate() {
+        let sub = sub_of[i];
+        let k = k_of_sub[sub];
+        k_of_sub[sub] += 1;
+        let offset = (k as f64 + sub as f64 / s as f64) / cfg.end_rate;
+        *end = lapse_start + TimeDelta::milliseconds((offset * 1000.0) as i64);
+    }
+    let lapse_end = ends.iter().max().copied().unwrap_or(lapse_start);
+    println!(
+        "plan: write budget allows the burst in {burst_ideal:.0}s and the rest in \
+         {fill_ideal:.0}s; leases end from +{lead:.0}s for {:.0}s",
+        secs(lapse_end - lapse_start)
+    );
+    let grants: Vec<AccessGrant> = (0..n)
+        .map(|i| {
+            grant(
+                &format!("g{i:05}"),
+                &principals[i],
+                format!(
+                    "/subscriptions/{}/resourceGroups/{RESOURCE_GROUP}",
+                    subs[sub_of[i]]
+                ),
+                None,
+                ends[i],
+            )
+        })
+        .collect();
 
-    // Activation: apply → Active, per grant.
-    let mut activation = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(base.saturating_sub(10));
-    while activation.len() < n {
+    // 1. Burst.
+    let burst_from = Utc::now();
+    let t = Instant::now();
+    let mut applied: HashMap<String, DateTime<Utc>> = b
+        .create_grants("bench", grants[..cfg.burst].to_vec(), cfg.parallel)
+        .await?
+        .into_iter()
+        .collect();
+    let burst_created = t.elapsed();
+    let timeout = Duration::from_secs_f64(burst_ideal * 3.0 + 120.0);
+    wait_phase(
+        &mut b,
+        "burst activation",
+        "Active",
+        cfg.burst as u64,
+        timeout,
+        Duration::from_millis(250),
+    )
+    .await?;
+    let burst_all_active = t.elapsed();
+    let burst_to = Utc::now();
+    println!(
+        "burst: {} created in {:.1}s, all Active after {:.1}s",
+        cfg.burst,
+        burst_created.as_secs_f64(),
+        burst_all_active.as_secs_f64()
+    );
+
+    // 2. Fill.
+    let t = Instant::now();
+    applied.extend(
+        b.create_grants("bench", grants[cfg.burst..].to_vec(), cfg.parallel)
+            .await?,
+    );
+    let fill_created = t.elapsed();
+    let timeout = Duration::from_secs_f64(fill_ideal * 3.0 + 180.0);
+    wait_phase(
+        &mut b,
+        "activation of every grant",
+        "Active",
+        n as u64,
+        timeout,
+        Duration::from_millis(500),
+    )
+    .await?;
+    println!(
+        "fill: {} created in {:.1}s, all {n} Active after {:.1}s",
+        n - cfg.burst,
+        fill_created.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    let listed = b.list_grants("bench").await?;
+    let activation: Vec<f64> = listed
+        .iter()
+        .filter(|g| {
+            g.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n < format!("g{:05}", cfg.burst).as_str())
+        })
+        .filter_map(|g| {
+            let name = g.metadata.name.as_deref()?;
+            Some(secs(ready_at(g)? - *applied.get(name)?))
+        })
+        .collect();
+
+    // 3. Steady state.
+    let steady_from = Utc::now();
+    tokio::time::sleep(steady_window).await;
+    let steady_to = Utc::now();
+    let (rss_active, hwm_active) = rss_kib(b.op()?.pid());
+    println!(
+        "steady: {}s observed, operator RSS {} MiB",
+        steady_window.as_secs(),
+        mib(rss_active)
+    );
+
+    // 4. Restart: SIGKILL, start again, wait until every grant is decided by the new process.
+    let kill_at = Utc::now();
+    b.op()?.kill();
+    let restart = Instant::now();
+    b.spawn_operator(Vec::new())?;
+    let mut ready_after = None;
+    let mut all_after = None;
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while all_after.is_none() {
         if Instant::now() > deadline {
-            bail!(
-                "only {} of {n} grants active before the first lease ends",
-                activation.len()
-            );
+            bail!("restart: not every grant reconciled after 300s ({last})");
         }
-        for g in grants.list(&Default::default()).await? {
-            let name = g.metadata.name.clone().unwrap_or_default();
-            if g.status
-                .as_ref()
-                .is_some_and(|s| s.phase == GrantPhase::Active)
-                && !activation.contains_key(&name)
-            {
-                activation.insert(name.clone(), applied[&name].elapsed().as_secs_f64());
+        b.op()?.check_alive()?;
+        if ready_after.is_none() && b.ready().await.unwrap_or(false) {
+            ready_after = Some(restart.elapsed());
+        }
+        if let Ok(m) = b.metrics().await {
+            last = format!(
+                "{} of {n} Active, {} reconciles",
+                m.phase("Active"),
+                m.reconciles()
+            );
+            if m.phase("Active") >= n as u64 {
+                all_after = Some(restart.elapsed());
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all_active = burst_at.elapsed();
-    let rss_active = rss_kib(pid);
-
-    // Steady state: a quiet window with every lease live.
-    let audit_before = w.audit().await?.len();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let steady: Vec<Value> = w.audit().await?.into_iter().skip(audit_before).collect();
-    let steady_writes = steady.iter().filter(|e| e["method"] != "GET").count();
-
-    // Lapse: wait for every lease to end.
-    let deadline = Instant::now() + Duration::from_secs(base + n as u64 / 5 + 120);
-    loop {
-        let list = grants.list(&Default::default()).await?;
-        if list.items.iter().all(|g| {
-            g.status
-                .as_ref()
-                .is_some_and(|s| s.phase == GrantPhase::Expired)
-        }) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("not every lease ended in time");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let recovered_at = Utc::now();
+    let ready_after = ready_after.unwrap_or_default();
+    let all_after = all_after.unwrap_or_default();
+    println!(
+        "restart: ready after {:.1}s, every grant reconciled after {:.1}s",
+        ready_after.as_secs_f64(),
+        all_after.as_secs_f64()
+    );
+    if recovered_at > lapse_start {
+        println!(
+            "warning: leases began ending {:.1}s before recovery finished",
+            secs(recovered_at - lapse_start)
+        );
     }
-    let expiry: HashMap<String, DateTime<Utc>> = grants
-        .list(&Default::default())
-        .await?
-        .items
+
+    // 5. Lapse.
+    let wait = (lapse_end - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(300);
+    wait_phase(
+        &mut b,
+        "every lease lapsed",
+        "Expired",
+        n as u64,
+        wait,
+        Duration::from_secs(1),
+    )
+    .await?;
+    let lapsed_at = Utc::now();
+    println!(
+        "lapse: all {n} Expired {:.1}s after the last lease end",
+        secs(lapsed_at - lapse_end)
+    );
+    let listed = b.list_grants("bench").await?;
+    // Role assignment ID (lower case) → the lease's end.
+    let expiry: HashMap<String, DateTime<Utc>> = listed
         .into_iter()
         .filter_map(|g| {
             let s = g.status?;
@@ -193,75 +447,161 @@ async fn main() -> anyhow::Result<()> {
             Some((ra.to_ascii_lowercase(), s.expires_at?))
         })
         .collect();
-    let audit = w.audit().await?;
-    let mut puts = 0usize;
-    let mut deletes = 0usize;
-    let mut first_put: Option<DateTime<Utc>> = None;
-    let mut last_put: Option<DateTime<Utc>> = None;
-    let mut overstay = Vec::new();
-    for e in &audit {
-        let path = e["path"].as_str().unwrap_or_default().to_ascii_lowercase();
-        if !path.contains("/roleassignments/") || e["status"].as_u64().is_none_or(|s| s >= 300) {
-            continue;
-        }
-        match e["method"].as_str() {
-            Some("PUT") => {
-                puts += 1;
-                let t = lapse_e2e::acknowledged_at(e).ok();
-                first_put = first_put.min(t).or(t);
-                last_put = last_put.max(t);
+
+    // Azure's view of phases 1 to 5, printed before the memory phase so a stall there loses
+    // nothing.
+    let audit = b.audit().await?;
+    let mut rows = report::numbers(&report::Inputs {
+        cfg: &cfg,
+        subs: &subs,
+        audit: &audit,
+        activation,
+        burst: (burst_from, burst_to, burst_all_active),
+        steady: (steady_from, steady_to),
+        restart: (kill_at, ready_after, all_after),
+        expiry: &expiry,
+        rss: report::Rss {
+            idle: rss_idle,
+            active: rss_active,
+            active_peak: hwm_active,
+        },
+    });
+
+    // 6. Memory at scale.
+    let future = cfg.rss_grants.saturating_sub(n);
+    if future > 0 {
+        let from = Utc::now();
+        let held = hold(&mut b, &cfg, future, &principals[0], &subs[0]).await;
+        let writes = b
+            .audit()
+            .await?
+            .iter()
+            .filter(|c| c.time >= from && c.is_arm() && c.method != "GET")
+            .count();
+        match held {
+            Ok(Held::All { rss, hwm }) => rows.push(report::held_row(n + future, rss, hwm, writes)),
+            Ok(Held::Stalled { held, rss, why }) => {
+                rows.push(report::failed_row(
+                    format!("operator RSS, {} grants", n + future),
+                    "<= 400 MiB",
+                    format!("{why}; {} MiB holding {}", mib(rss), n as u64 + held),
+                ));
             }
-            Some("DELETE") => {
-                deletes += 1;
-                if let (Ok(t), Some(exp)) = (lapse_e2e::acknowledged_at(e), expiry.get(&path)) {
-                    overstay.push((t - *exp).num_milliseconds() as f64 / 1000.0);
-                }
-            }
-            _ => {}
+            Err(e) => rows.push(report::failed_row(
+                format!("operator RSS, {} grants", n + future),
+                "<= 400 MiB",
+                format!("not measured: {e:#}"),
+            )),
         }
     }
-    let throttled = audit.iter().filter(|e| e["status"] == 429).count();
-    // Write budget use: beyond the initial burst of 200, ARM refills 10 writes a second.
-    let span = match (first_put, last_put) {
-        (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
-        _ => 0.0,
-    };
-    let budget = 200.0 + 10.0 * span;
-    println!();
-    summary(
-        "activation (apply -> Active)",
-        activation.into_values().collect(),
-        "s",
-    );
-    println!(
-        "{:<44} {:.1}s to create, {:.1}s until all Active",
-        "burst",
-        created_in.as_secs_f64(),
-        all_active.as_secs_f64()
-    );
-    println!(
-        "{:<44} {puts} PUTs in {span:.1}s; budget {budget:.0}; used {:.0}%",
-        "ARM write budget use",
-        100.0 * puts as f64 / budget.max(1.0)
-    );
-    summary("overstay (expiresAt -> DELETE acknowledged)", overstay, "s");
-    println!(
-        "{:<44} {:.2} PUT, {:.2} DELETE per lease (minimum 1 and 1)",
-        "ARM writes per lease",
-        puts as f64 / n as f64,
-        deletes as f64 / n as f64
-    );
-    println!(
-        "{:<44} {steady_writes} writes, {} calls in 10 s with {n} live leases",
-        "steady state",
-        steady.len()
-    );
-    println!("{:<44} {throttled}", "429s seen by the operator",);
-    println!(
-        "{:<44} idle {} MiB, {n} active leases {} MiB",
-        "operator RSS",
-        rss_idle.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
-        rss_active.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-    );
+    report::table(&cfg, run_started.elapsed(), &rows);
     Ok(())
+}
+
+/// How phase 6 ended.
+#[derive(Debug)]
+enum Held {
+    All {
+        rss: Option<u64>,
+        hwm: Option<u64>,
+    },
+    /// The operator stopped making progress: how many it held then, its RSS, and why.
+    Stalled {
+        held: u64,
+        rss: Option<u64>,
+        why: String,
+    },
+}
+
+/// Phase 6: `future` grants whose window opens in 30 days, created through the API in batches
+/// of `LAPSE_BENCH_BATCH`, each waited for until the operator counts it `Scheduled` (so its
+/// watch never falls far behind the creates). Stops when the count makes no progress for
+/// `LAPSE_BENCH_STALL_SECS`.
+async fn hold(
+    b: &mut Bench,
+    cfg: &Config,
+    future: usize,
+    principal: &str,
+    sub: &str,
+) -> anyhow::Result<Held> {
+    let opens = Utc::now() + TimeDelta::days(30);
+    let scope = format!("/subscriptions/{sub}/resourceGroups/{RESOURCE_GROUP}");
+    let batch = cfg.batch.max(1);
+    let stall = Duration::from_secs(cfg.stall_secs);
+    let t = Instant::now();
+    let mut creating = Duration::ZERO;
+    let mut created = 0usize;
+    let base = b.metrics().await?.phase("Scheduled");
+    while created < future {
+        let upto = (created + batch).min(future);
+        let c = Instant::now();
+        b.create_grants(
+            "bench-future",
+            (created..upto)
+                .map(|i| {
+                    grant(
+                        &format!("f{i:06}"),
+                        principal,
+                        scope.clone(),
+                        Some(opens),
+                        opens + TimeDelta::hours(1),
+                    )
+                })
+                .collect(),
+            cfg.parallel,
+        )
+        .await?;
+        creating += c.elapsed();
+        created = upto;
+        let (mut best, mut since) = (0, Instant::now());
+        loop {
+            let m = b.metrics().await?;
+            let held = m.phase("Scheduled").saturating_sub(base);
+            if m.phase("Denied") + m.phase("Failed") > 0 {
+                bail!("future grants Denied or Failed");
+            }
+            if held >= created as u64 {
+                break;
+            }
+            if held > best {
+                (best, since) = (held, Instant::now());
+            } else if since.elapsed() > stall {
+                let (rss, _) = rss_kib(b.op()?.pid());
+                let why = format!(
+                    "stalled: {held} of {created} created ({future} planned) Scheduled, no \
+                     progress for {}s ({} reconcile errors)",
+                    stall.as_secs(),
+                    m.sum("lapse_reconciles_total", &[]) as u64
+                        - m.sum("lapse_reconciles_total", &["result=\"ok\""]) as u64
+                );
+                println!("memory: {why}; operator RSS {} MiB", mib(rss));
+                return Ok(Held::Stalled { held, rss, why });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        println!(
+            "memory: {created} of {future} future grants Scheduled after {:.0}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let (rss, hwm) = rss_kib(b.op()?.pid());
+    println!(
+        "memory: {future} future grants: {:.0}s creating ({:.0}/s), all Scheduled after {:.0}s; \
+         operator RSS {} MiB (peak {} MiB); sandbox RSS {} MiB",
+        creating.as_secs_f64(),
+        future as f64 / creating.as_secs_f64().max(0.001),
+        t.elapsed().as_secs_f64(),
+        mib(rss),
+        mib(hwm),
+        mib(b.sandbox_rss())
+    );
+    Ok(Held::All { rss, hwm })
+}
+
+/// The phase windows' calls.
+pub fn between(audit: &[Call], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<&Call> {
+    audit
+        .iter()
+        .filter(|c| c.time >= from && c.time < to)
+        .collect()
 }
