@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use lapse_api::lease::CoreSettings;
 use lapse_api::v1alpha1::AccessGrant;
@@ -48,7 +47,8 @@ pub struct Context {
     /// True once every cache is loaded and claims are complete.
     pub ready: tokio::sync::watch::Sender<bool>,
     pub resolver: Resolver,
-    pub recorder: Recorder,
+    /// Events, published in order by one task so that no reconcile waits for them.
+    pub events: crate::events::EventQueue,
     pub metrics: Metrics,
 }
 

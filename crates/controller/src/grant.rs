@@ -203,7 +203,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Requeue
             persisted = true;
         }
         observe_metrics(ctx, &gref, &status, &d, now);
-        publish(ctx, g, &d).await;
+        publish(ctx, g, &d);
         status = d.status.clone();
         let actions: Vec<&lease::Action> = d
             .actions
@@ -339,7 +339,7 @@ fn observe_metrics(
     }
 }
 
-async fn publish(ctx: &Context, g: &AccessGrant, d: &Decision) {
+fn publish(ctx: &Context, g: &AccessGrant, d: &Decision) {
     let reference = g.object_ref(&());
     for e in &d.events {
         let ev = KubeEvent {
@@ -353,9 +353,7 @@ async fn publish(ctx: &Context, g: &AccessGrant, d: &Decision) {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
-            tracing::warn!(error = %err, reason = e.reason, "publishing an Event");
-        }
+        ctx.events.send(ev, reference.clone());
     }
 }
 

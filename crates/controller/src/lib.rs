@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod execute;
 pub mod grant;
 pub mod inventory;
@@ -147,8 +148,12 @@ pub fn context(
             .unwrap_or(chrono::TimeDelta::seconds(30)),
         retry_after: settings.retry_after,
     };
+    let metrics = metrics::Metrics::new(registry);
     let ctx = Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventQueue::start(
+            Recorder::new(client.clone(), reporter),
+            metrics.events_dropped.clone(),
+        ),
         client,
         azure,
         core,
@@ -159,7 +164,7 @@ pub fn context(
         grants: GrantStores(stores),
         ready: watch::channel(false).0,
         resolver: Default::default(),
-        metrics: metrics::Metrics::new(registry),
+        metrics,
         settings,
     };
     (

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub overstay_seconds: Histogram,
     pub overdue_revocations: Gauge,
     pub orphans_deleted: Family<SweepLabels, Counter>,
+    /// Events dropped because the publishing queue was full.
+    pub events_dropped: Counter,
     phases: Mutex<HashMap<GrantRef, (GrantPhase, bool)>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
 }
@@ -74,6 +76,7 @@ impl Metrics {
             ]),
             overdue_revocations: Gauge::default(),
             orphans_deleted: Family::default(),
+            events_dropped: Counter::default(),
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
         };
@@ -143,6 +146,11 @@ impl Metrics {
             "orphans_deleted",
             "Orphaned Azure objects deleted by the sweep",
             m.orphans_deleted.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Kubernetes Events dropped because the publishing queue was full",
+            m.events_dropped.clone(),
         );
         m
     }
