@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use lapse_api::v1alpha1::AccessGrant;
+use lapse_e2e::sim_azure_admin;
 use serde_json::{Value, json};
 
 /// The operator's service principal in the bench seed.
@@ -319,23 +320,23 @@ impl Bench {
             .azure
             .get("LAPSE_ARM_ENDPOINT")
             .context("azure.env has no LAPSE_ARM_ENDPOINT")?;
-        admin(&self.http, base, method, path, body).await
+        sim_azure_admin(&self.http, &url::Url::parse(base)?, method, path, body).await
     }
 
     /// `n` service principals, made `parallel` at a time; their object IDs.
     pub async fn principals(&self, n: usize, parallel: usize) -> anyhow::Result<Vec<String>> {
-        let base = self
-            .azure
-            .get("LAPSE_ARM_ENDPOINT")
-            .context("azure.env has no LAPSE_ARM_ENDPOINT")?
-            .clone();
+        let base = url::Url::parse(
+            self.azure
+                .get("LAPSE_ARM_ENDPOINT")
+                .context("azure.env has no LAPSE_ARM_ENDPOINT")?,
+        )?;
         let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
             let (sem, http, base) = (sem.clone(), self.http.clone(), base.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await?;
-                let p = admin(
+                let p = sim_azure_admin(
                     &http,
                     &base,
                     reqwest::Method::POST,
@@ -539,31 +540,6 @@ impl Bench {
     pub fn sandbox_rss(&self) -> Option<u64> {
         rss_kib(self.sandbox.id()).0
     }
-}
-
-async fn admin(
-    http: &reqwest::Client,
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let url = url::Url::parse(base)?.join(path)?;
-    let mut req = http.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        bail!("sim-azure admin {path}: {status}: {text}");
-    }
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    })
 }
 
 /// Kills the sandbox if start-up fails half-way.

@@ -422,22 +422,7 @@ impl World {
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
         self.target.sandbox()?;
-        let url = self.azure_url()?.join(path)?;
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            bail!("sim-azure admin {path}: {status}: {text}");
-        }
-        Ok(if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)?
-        })
+        sim_azure_admin(&self.http, &self.azure_url()?, method, path, body).await
     }
 
     /// Every request Azure saw, oldest first.
@@ -570,6 +555,32 @@ impl World {
             Err(_) => Ok(None),
         }
     }
+}
+
+/// A request to sim-azure's admin endpoint at `base` (faults, audit, principals); the parsed
+/// answer, `Null` when empty.
+pub async fn sim_azure_admin(
+    http: &reqwest::Client,
+    base: &url::Url,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut req = http.request(method, base.join(path)?);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("sim-azure admin {path}: {status}: {text}");
+    }
+    Ok(if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    })
 }
 
 /// The last `n` lines of a log.

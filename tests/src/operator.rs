@@ -70,7 +70,6 @@ pub(crate) fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Parses a shell-sourceable `KEY=value` file (values optionally single- or double-quoted).
 /// A running `lapse-operator run`.
 #[derive(Debug)]
 pub struct Operator {
