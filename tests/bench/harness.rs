@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use lapse_api::v1alpha1::AccessGrant;
-use lapse_e2e::sim_azure_admin;
+use lapse_e2e::{free_port, sim_azure_admin, tail};
 use serde_json::{Value, json};
 
 /// The operator's service principal in the bench seed.
@@ -85,12 +85,6 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The last `n` lines of `s`.
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Resident set size and its peak, in KiB.
@@ -203,12 +197,6 @@ impl Drop for Bench {
             eprintln!("kept {}", self.dir.display());
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl Bench {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use lapse_api::duration::LeaseDuration;
 use lapse_api::v1alpha1::{AccessGrant, ConditionStatus, GrantPhase, ObjectState};
-use lapse_e2e::{Capability, Target, World, acknowledged_at, skip_on_external, succeeded};
+use lapse_e2e::{Capability, Target, World, acknowledged_at, calls, skip_on_external, succeeded};
 use serde_json::{Value, json};
 
 /// Waits for the operator, on the sandbox's clock (stretched on other targets).
@@ -260,20 +260,6 @@ fn duration(d: &str) -> Value {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Audit entries for `method` on paths containing `part` (case-insensitive), oldest first.
-fn calls<'a>(audit: &'a [Value], method: &str, part: &str) -> Vec<&'a Value> {
-    let part = part.to_ascii_lowercase();
-    audit
-        .iter()
-        .filter(|e| {
-            e["method"] == method
-                && e["path"]
-                    .as_str()
-                    .is_some_and(|p| p.to_ascii_lowercase().contains(&part))
-        })
-        .collect()
 }
 
 fn ok_calls<'a>(audit: &'a [Value], method: &str, part: &str) -> Vec<&'a Value> {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lapse_api::v1alpha1::GrantPhase;
-use lapse_e2e::{Capability, External, ExternalSettings, Sandbox, Target, World};
+use lapse_e2e::{Capability, External, ExternalSettings, Sandbox, Target, World, calls};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(45);
@@ -45,19 +45,6 @@ spec:
   justification: "OPS-1 e2e"
 "#
     )
-}
-
-fn entries<'a>(audit: &'a [Value], method: &str, path_part: &str) -> Vec<&'a Value> {
-    audit
-        .iter()
-        .filter(|e| {
-            e.get("method").and_then(Value::as_str) == Some(method)
-                && e.get("path").and_then(Value::as_str).is_some_and(|p| {
-                    p.to_ascii_lowercase()
-                        .contains(&path_part.to_ascii_lowercase())
-                })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,22 +164,22 @@ async fn access_story(w: &World) -> anyhow::Result<()> {
     };
     // Azure saw exactly one PUT and one DELETE per object.
     assert_eq!(
-        entries(&audit, "PUT", "/roleAssignments/").len(),
+        calls(&audit, "PUT", "/roleAssignments/").len(),
         1,
         "role assignment PUTs"
     );
     assert_eq!(
-        entries(&audit, "DELETE", "/roleAssignments/").len(),
+        calls(&audit, "DELETE", "/roleAssignments/").len(),
         1,
         "role assignment DELETEs"
     );
     assert_eq!(
-        entries(&audit, "PUT", "/federatedIdentityCredentials/").len(),
+        calls(&audit, "PUT", "/federatedIdentityCredentials/").len(),
         1,
         "FIC PUTs"
     );
     assert_eq!(
-        entries(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
+        calls(&audit, "DELETE", "/federatedIdentityCredentials/").len(),
         1,
         "FIC DELETEs"
     );
@@ -202,7 +189,7 @@ async fn access_story(w: &World) -> anyhow::Result<()> {
         .status
         .and_then(|s| s.expires_at)
         .ok_or_else(|| anyhow::anyhow!("no expiresAt"))?;
-    for e in entries(&audit, "DELETE", "/").iter().filter(|e| {
+    for e in calls(&audit, "DELETE", "/").iter().filter(|e| {
         e.get("status")
             .and_then(Value::as_u64)
             .is_some_and(|s| s < 300)

@@ -10,7 +10,7 @@
 mod operator;
 pub mod target;
 
-pub use operator::{Operator, binary};
+pub use operator::{Operator, binary, free_port};
 pub use target::{
     Capability, External, ExternalSettings, Fixtures, Sandbox, TARGET_VAR, Target, Timing,
     external_selected, parse_env_file, sandbox_fixtures, skip_on_external,
@@ -583,6 +583,17 @@ pub async fn sim_azure_admin(
     })
 }
 
+/// Sends a request; its HTTP status and its body, parsed as JSON or else as a string.
+async fn status_and_body(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
 /// The last `n` lines of a log.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
@@ -598,18 +609,12 @@ impl World {
     /// An ARM GET as the operator, parsed.
     pub async fn arm_json(&self, path: &str, api_version: &str) -> anyhow::Result<(u16, Value)> {
         let token = self.operator_token().await?;
-        let resp = self
-            .http
-            .get(self.arm_url(path, api_version)?)
-            .bearer_auth(token)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        status_and_body(
+            self.http
+                .get(self.arm_url(path, api_version)?)
+                .bearer_auth(token),
+        )
+        .await
     }
 
     /// The target's subscription ID.
@@ -666,6 +671,20 @@ impl World {
         }
         Ok(items)
     }
+}
+
+/// Audit entries for `method` on paths containing `part` (case-insensitive), oldest first.
+pub fn calls<'a>(audit: &'a [Value], method: &str, part: &str) -> Vec<&'a Value> {
+    let part = part.to_ascii_lowercase();
+    audit
+        .iter()
+        .filter(|e| {
+            e["method"] == method
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.to_ascii_lowercase().contains(&part))
+        })
+        .collect()
 }
 
 /// Requests Azure saw, grouped by lower-cased path: for `method` and paths containing `part`.
@@ -1046,18 +1065,12 @@ impl World {
             Target::External(_) => base,
         };
         let token = self.operator_token_for(audience).await?;
-        let resp = self
-            .http
-            .get(format!("{base}/v1.0/{}", path.trim_start_matches('/')))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        status_and_body(
+            self.http
+                .get(format!("{base}/v1.0/{}", path.trim_start_matches('/')))
+                .bearer_auth(token),
+        )
+        .await
     }
 
     /// Object ID, client (app) ID and service principal object ID of an app registration the
@@ -1102,19 +1115,13 @@ impl World {
         body: &Value,
     ) -> anyhow::Result<(u16, Value)> {
         let token = self.operator_token().await?;
-        let resp = self
-            .http
-            .put(self.arm_url(path, api_version)?)
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        status_and_body(
+            self.http
+                .put(self.arm_url(path, api_version)?)
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
     }
 
     /// An ARM DELETE as the operator's service principal; returns the HTTP status.
