@@ -17,11 +17,20 @@ LAPSE_OPERATOR := $(CARGO) run --quiet -p lapse-operator --
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: ## Everything CI checks: format, lints, CRD drift, then all tests
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@$(MAKE) --no-print-directory crd-check
-	@$(MAKE) --no-print-directory unit-tests
+# The steps of `make test`, in order. Every step runs even when an earlier one failed, so one run
+# shows every failure; `make test` then exits non-zero and names the steps that failed.
+TEST_STEPS ?= fmt-check clippy crd-check unit-tests
+# This Makefile, for the sub-makes of `test` (it may be run with -f from elsewhere).
+SELF := $(abspath $(lastword $(MAKEFILE_LIST)))
+
+test: ## Everything CI checks: format, lints, CRD drift, then all tests (exits non-zero if any fails)
+	@failed=""; \
+	for step in $(TEST_STEPS); do \
+		echo "==> make $$step"; \
+		$(MAKE) --no-print-directory -f $(SELF) $$step || failed="$$failed $$step"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make test: every step passed ($(TEST_STEPS))"
 
 lint: fmt-check clippy ## Format check and clippy, warnings denied
 
@@ -35,17 +44,24 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # nextest runs test binaries in parallel processes but skips doctests, so those run separately.
-# The end-to-end suites run the real binaries; building them first keeps every test's own
+# Both run to the end (--no-fail-fast) so one run lists every failure; the target fails if either
+# did. The end-to-end suites run the real binaries; building them first keeps every test's own
 # `cargo build` check a no-op instead of a race between parallel test processes.
 unit-tests:
 	$(CARGO) build --workspace --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		echo "$(CARGO) nextest run --workspace"; $(CARGO) nextest run --workspace && \
-		echo "$(CARGO) test --workspace --doc"; $(CARGO) test --workspace --doc; \
+	@status=0; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "$(CARGO) nextest run --workspace --no-fail-fast"; \
+		$(CARGO) nextest run --workspace --no-fail-fast || status=1; \
+		echo "$(CARGO) test --workspace --doc --no-fail-fast"; \
+		$(CARGO) test --workspace --doc --no-fail-fast || status=1; \
 	else \
 		echo "cargo-nextest not installed; using cargo test"; \
-		echo "$(CARGO) test --workspace"; $(CARGO) test --workspace; \
-	fi
+		echo "$(CARGO) test --workspace --no-fail-fast"; \
+		$(CARGO) test --workspace --no-fail-fast || status=1; \
+	fi; \
+	if [ "$$status" -ne 0 ]; then echo "unit-tests: FAILED (the failing tests are named above)" >&2; fi; \
+	exit $$status
 
 crds: ## Regenerate config/crd/ and the Helm chart's CRDs from the Rust types
 	$(LAPSE_OPERATOR) crd --output-dir $(CRD_DIR)
@@ -76,8 +92,7 @@ demo: ## Sandbox + operator: one short grant from apply to lapse, narrated (abou
 	@CARGO="$(CARGO)" scripts/demo.sh
 
 e2e-external: ## The end-to-end suites on your cluster and Azure tenant (settings: docs/testing.md)
-	$(CARGO) build --workspace --bins
-	LAPSE_E2E_TARGET=external $(CARGO) nextest run -p lapse-e2e --profile external --no-fail-fast
+	@CARGO="$(CARGO)" scripts/e2e-external.sh
 
 e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and tenant
 	@CARGO="$(CARGO)" scripts/e2e-rehearse.sh

@@ -32,4 +32,4 @@ export LAPSE_E2E_IDENTITIES=backup-runner,report-agent
 export LAPSE_E2E_APPLICATION=lapse-demo-app
 export LAPSE_E2E_TIME_SCALE="${LAPSE_E2E_TIME_SCALE:-2}"
 export LAPSE_E2E_PROPAGATION="${LAPSE_E2E_PROPAGATION:-20s}"
-LAPSE_E2E_TARGET=external "$CARGO" nextest run -p lapse-e2e --profile external --no-fail-fast "$@"
+scripts/e2e-external.sh "$@"

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, anyhow, bail};
-use lapse_e2e::{Capability, Sandbox, binary, skip_on_external, workspace_root};
+use lapse_e2e::{Capability, Sandbox, binary, sandbox_only, workspace_root};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
@@ -282,13 +282,11 @@ fn named_port(container: &Value, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninstall()
 -> anyhow::Result<()> {
-    if skip_on_external(
+    sandbox_only(
         Capability::DisposableCluster,
         "installs and uninstalls a Helm release with cluster-wide RBAC and the CRDs; it starts a \
          fresh sandbox of its own",
-    ) {
-        return Ok(());
-    }
+    )?;
     let sb = Sandbox::start()?;
     let helm = Helm {
         kubeconfig: sb.kubeconfig.clone(),
@@ -523,13 +521,11 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_names_missing_values_and_can_leave_the_crds_out() -> anyhow::Result<()> {
-    if skip_on_external(
+    sandbox_only(
         Capability::DisposableCluster,
         "installs a Helm release on a cluster without lapse's CRDs; it starts a fresh sandbox of \
          its own",
-    ) {
-        return Ok(());
-    }
+    )?;
     let sb = Sandbox::start()?;
     let helm = Helm {
         kubeconfig: sb.kubeconfig.clone(),

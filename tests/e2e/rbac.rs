@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use lapse_api::v1alpha1::GrantPhase;
-use lapse_e2e::{Capability, World, skip_on_external, workspace_root};
+use lapse_e2e::{Capability, World, sandbox_only, workspace_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rbac_is_sufficient() -> anyhow::Result<()> {
-    if skip_on_external(
+    sandbox_only(
         Capability::DisposableCluster,
         "installs config/rbac and relies on sim-kube enforcing RBAC for a ServiceAccount token \
          it mints, with the operator running outside the cluster as that ServiceAccount",
-    ) {
-        return Ok(());
-    }
+    )?;
     let mut w = World::without_operator().await?;
     let sb = w.target.sandbox()?;
     w.kubectl_ok(&["create", "namespace", "lapse-system"])?;

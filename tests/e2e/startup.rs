@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lapse_e2e::{Capability, Sandbox, Target, World, binary, skip_on_external};
+use lapse_e2e::{Capability, Sandbox, Target, World, binary, sandbox_only};
 
 fn run_with(env: &[(&str, &str)]) -> anyhow::Result<(i32, String)> {
     let mut cmd = Command::new(binary("lapse-operator")?);
@@ -81,12 +81,10 @@ fn bad_settings_fail_fast_naming_the_setting() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_crds_fail_fast_with_the_fix() -> anyhow::Result<()> {
-    if skip_on_external(
+    sandbox_only(
         Capability::DisposableCluster,
         "needs a cluster without lapse's CRDs; it starts a fresh sandbox of its own",
-    ) {
-        return Ok(());
-    }
+    )?;
     let sb = Sandbox::start()?;
     let mut env: Vec<(String, String)> = sb
         .azure

@@ -10,10 +10,10 @@
 mod operator;
 pub mod target;
 
-pub use operator::{Operator, binary, free_port};
+pub use operator::{Operator, binary, free_port, scratch_dir};
 pub use target::{
     Capability, External, ExternalSettings, Fixtures, Sandbox, TARGET_VAR, Target, Timing,
-    external_selected, parse_env_file, sandbox_fixtures, skip_on_external,
+    external_selected, parse_env_file, sandbox_fixtures, sandbox_only,
 };
 
 use std::io::Write as _;

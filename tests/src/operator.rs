@@ -62,7 +62,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A unique scratch directory under the system temp dir.
-pub(crate) fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));

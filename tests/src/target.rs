@@ -5,7 +5,8 @@
 //! settings come from, the names of the Azure things the suites use ([`Fixtures`]), how long
 //! Azure may take to make a change visible ([`Timing`]), and which test-only powers exist
 //! ([`Capability`]): a real tenant has no request log to read and no faults to inject, so the
-//! assertions and tests that need them are skipped there, saying so.
+//! assertions that need them are left out there, and the tests that need them are left out by
+//! the `external` nextest profile's filter, which reports them as skipped (never as passed).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,14 +49,17 @@ pub fn external_selected() -> bool {
     std::env::var(TARGET_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("external"))
 }
 
-/// For tests that cannot run on the external target: prints why and returns true there, so
-/// the test can return before touching anything. On the sandbox it returns false.
-pub fn skip_on_external(needs: Capability, why: &str) -> bool {
+/// For tests that cannot run on the external target. `make e2e-external` leaves them out (the
+/// `external` profile's default-filter in `.config/nextest.toml`, so nextest counts them as
+/// skipped); run there anyway, they fail saying why rather than pass without testing anything.
+pub fn sandbox_only(needs: Capability, why: &str) -> anyhow::Result<()> {
     if external_selected() {
-        println!("SKIPPED on the external target: needs {needs} ({why})");
-        return true;
+        bail!(
+            "this test needs {needs} ({why}), which the external target lacks; make \
+             e2e-external leaves it out (.config/nextest.toml, profile external)"
+        );
     }
-    false
+    Ok(())
 }
 
 /// Names of the Azure things the suites grant and read.
@@ -609,6 +613,66 @@ mod tests {
         assert_eq!(s.fixtures.storage_account_id(), fx.storage_account_id());
         assert_eq!(s.fixtures.identity(), "backup-runner");
         assert_eq!(s.azure["LAPSE_ARM_ENDPOINT"], "https://127.0.0.1:1");
+        Ok(())
+    }
+
+    /// Every test that calls `sandbox_only` is left out by the `external` profile's filter (so a
+    /// run there reports it skipped rather than failing it), and the filter names no test that
+    /// does not exist or does not need the sandbox.
+    #[test]
+    fn the_external_filter_lists_exactly_the_sandbox_only_tests() -> anyhow::Result<()> {
+        let root = crate::workspace_root();
+        let config = std::fs::read_to_string(root.join(".config/nextest.toml"))?;
+        let external = config
+            .split("[profile.external]")
+            .nth(1)
+            .context("no [profile.external] in .config/nextest.toml")?;
+        let filter = external
+            .split("default-filter = \"\"\"")
+            .nth(1)
+            .and_then(|rest| rest.split("\"\"\"").next())
+            .context("no default-filter in the external profile")?;
+        let mut needed = Vec::new();
+        for entry in std::fs::read_dir(root.join("tests/e2e"))? {
+            let path = entry?.path();
+            let binary = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let text = std::fs::read_to_string(&path)?;
+            let mut current = None;
+            for line in text.lines() {
+                if let Some(name) = line
+                    .split("async fn ")
+                    .nth(1)
+                    .or_else(|| line.trim_start().strip_prefix("fn "))
+                    .and_then(|rest| rest.split(['(', '<']).next())
+                {
+                    current = Some(name.trim().to_owned());
+                }
+                if line.trim_start().starts_with("sandbox_only(") {
+                    let name = current.clone().context("sandbox_only outside a function")?;
+                    needed.push((binary.clone(), name));
+                }
+            }
+        }
+        assert!(needed.len() >= 6, "found only {needed:?}");
+        for (binary, name) in &needed {
+            assert!(
+                filter.contains(&format!("binary({binary})"))
+                    || filter.contains(&format!("test(={name})")),
+                "{binary}::{name} calls sandbox_only but the external profile's default-filter \
+                 does not leave it out"
+            );
+        }
+        for listed in filter.split("test(=").skip(1) {
+            let name = listed.split(')').next().unwrap_or_default();
+            assert!(
+                needed.iter().any(|(_, n)| n == name),
+                "the external filter lists {name}, which does not call sandbox_only"
+            );
+        }
         Ok(())
     }
 }

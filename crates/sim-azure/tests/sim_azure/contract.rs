@@ -1,4 +1,4 @@
-//! Contract tests: every example in `../shared/azure-rest-api-specs` is replayed against the
+//! Contract tests: every example in `third_party/azure-rest-api-specs` is replayed against the
 //! simulator; each documented status must come back, with a body valid against the operation's
 //! swagger schema (no undeclared properties) and shaped like the example's body. Error answers
 //! of each operation are validated against its `default` (ARM error) schema.
@@ -20,15 +20,13 @@ const EXAMPLE_USER: &str = "ce2ce14e-85d7-4629-bdbc-454d0519d987";
 const EXAMPLE_ASSIGNMENT: &str = "b0f43c54-e787-4862-89b1-a653fa9cf747";
 const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 
+/// The vendored swagger files and examples (`third_party/azure-rest-api-specs/README.md` says
+/// where each came from).
 fn specs_root() -> PathBuf {
-    let root = std::env::var_os("LAPSE_AZURE_SPECS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/azure-rest-api-specs")
-        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../third_party/azure-rest-api-specs");
     assert!(
         root.join("specification").is_dir(),
-        "Azure specs not found at {} (set LAPSE_AZURE_SPECS)",
+        "Azure specs not found at {}: they are part of the repository",
         root.display()
     );
     root
