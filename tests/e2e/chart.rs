@@ -386,6 +386,8 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
     }
     assert_eq!(m.env("LAPSE_CLUSTER_NAME")?["value"], "chart-e2e");
     assert_eq!(m.env("LAPSE_NAMESPACES")?["value"], "payments,team-a");
+    // Watching some namespaces means being one shard of the cluster's operators.
+    assert_eq!(m.env("LAPSE_SHARD")?["value"], "lapse");
     assert_eq!(
         m.env("AZURE_CLIENT_SECRET")?["valueFrom"]["secretKeyRef"],
         json!({"name": "lapse-azure", "key": "client-secret"})
@@ -476,7 +478,7 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
         vec!["clusterrole", "lapse"],
         vec!["-n", NAMESPACE, "deployment", "lapse"],
         vec!["-n", NAMESPACE, "serviceaccount", "lapse"],
-        vec!["-n", NAMESPACE, "role", "lapse-leader-election"],
+        vec!["-n", NAMESPACE, "role", "lapse"],
         vec!["-n", NAMESPACE, "service", "lapse-metrics"],
     ] {
         assert!(exists(&sb, &obj)?, "{obj:?} was not created");

@@ -1299,7 +1299,10 @@ async fn an_application_gets_a_graph_credential_and_roles_on_its_service_princip
         format!("system:serviceaccount:{NS}:{SA}")
     );
     assert!(
-        lapse_api::naming::is_owned_by(fics[0]["description"].as_str(), &w.cluster),
+        fics[0]["description"]
+            .as_str()
+            .and_then(lapse_api::naming::Marker::parse)
+            .is_some_and(|m| m.cluster == w.cluster && m.owner.is_some()),
         "{}",
         fics[0]
     );

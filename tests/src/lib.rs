@@ -793,7 +793,9 @@ impl World {
             let desc = ra
                 .pointer("/properties/description")
                 .and_then(Value::as_str);
-            if lapse_api::naming::is_owned_by(desc, &self.cluster)
+            if desc
+                .and_then(lapse_api::naming::Marker::parse)
+                .is_some_and(|m| m.cluster == self.cluster)
                 && let Some(id) = ra.get("id").and_then(Value::as_str)
             {
                 out.insert(id.to_ascii_lowercase());

@@ -281,11 +281,93 @@ pub fn role_definition_id(subscription: &str, guid: &Uuid) -> String {
     )
 }
 
+/// The action that makes a role privileged for lapse: whoever holds it can hand out any access,
+/// standing access included, so federating its holder hands that power to a workload.
+pub const ROLE_ASSIGNMENT_WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
+
+/// Built-in roles that can write role assignments: Owner, User Access Administrator and Role
+/// Based Access Control Administrator. Known without asking ARM; other roles are judged by
+/// their permissions ([`permits`]).
+pub const PRIVILEGED_BUILT_IN_ROLES: [Uuid; 3] = [
+    Uuid::from_u128(0x8e3af657_a8ff_443c_a75c_2fe8c4bcb635),
+    Uuid::from_u128(0x18d7d88d_d35e_4fb5_a5c3_7773c20a72d9),
+    Uuid::from_u128(0xf58310d9_a9f6_439a_9e8d_f62e7b41a168),
+];
+
+/// Whether a role permission allows `action`: one of `actions` matches it and none of
+/// `not_actions` does. Patterns match case-insensitively with `*` for any run of characters,
+/// as ARM's do (`*`, `Microsoft.Authorization/*`, `*/write`).
+pub fn permits(actions: &[String], not_actions: &[String], action: &str) -> bool {
+    let action = action.to_ascii_lowercase();
+    let matches = |p: &String| wildcard_match(&p.to_ascii_lowercase(), &action);
+    actions.iter().any(matches) && !not_actions.iter().any(matches)
+}
+
+/// `*` matches any run of characters (slashes included).
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn privilege_is_the_right_to_write_role_assignments() {
+        let v = |xs: &[&str]| xs.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        for (actions, not_actions, privileged) in [
+            (v(&["*"]), v(&[]), true),                                   // Owner
+            (v(&["*/read", "Microsoft.Authorization/*"]), v(&[]), true), // User Access Administrator
+            (
+                v(&["Microsoft.Authorization/roleAssignments/write"]),
+                v(&[]),
+                true,
+            ),
+            (v(&["microsoft.authorization/*/WRITE"]), v(&[]), true),
+            (v(&["*"]), v(&["Microsoft.Authorization/*/Write"]), false), // Contributor
+            (v(&["*/read"]), v(&[]), false),                             // Reader
+            (v(&["Microsoft.Storage/*"]), v(&[]), false),
+            (
+                v(&["Microsoft.Authorization/roleAssignments/read"]),
+                v(&[]),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                permits(&actions, &not_actions, ROLE_ASSIGNMENT_WRITE),
+                privileged,
+                "{actions:?} - {not_actions:?}"
+            );
+        }
+        for role in PRIVILEGED_BUILT_IN_ROLES {
+            assert!(RoleCatalogue::builtin().name_of(&role).is_some(), "{role}");
+        }
+    }
 
     const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
     const SUB: &str = "00000000-0000-0000-0000-000000000001";

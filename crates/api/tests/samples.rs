@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use lapse_api::lease::PrivilegeObservation;
 use lapse_api::policy::{NamedPolicy, PolicyContext, Verdict, evaluate};
 use lapse_api::role::RoleCatalogue;
 use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
@@ -46,6 +47,9 @@ fn the_sample_policy_allows_the_sample_grant() {
         namespace_labels: &BTreeMap::new(),
         policies: &policies,
         catalogue: &catalogue,
+        // The sample identity holds no standing roles.
+        privileges: &PrivilegeObservation::Known(Vec::new()),
+        live_grants: Some(&BTreeMap::new()),
     };
     let verdict = evaluate(&request, lease.to_chrono(), &ctx);
     assert!(

@@ -75,6 +75,11 @@ impl AzureClient {
         &self.inner.rest.endpoints
     }
 
+    /// The principal (object ID) the operator acts as in Azure, from its own token.
+    pub async fn own_principal(&self) -> Result<uuid::Uuid, AzureError> {
+        self.inner.rest.own_principal().await
+    }
+
     /// Throttle counters for metrics.
     pub fn limiter_snapshot(&self) -> LimiterSnapshot {
         self.inner.rest.limiter.snapshot()

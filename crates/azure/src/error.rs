@@ -25,10 +25,12 @@ pub enum Operation {
     PutAppFic,
     DeleteAppFic,
     ListAppFics,
+    /// The operator's own principal, read from its token (no ARM call).
+    GetOwnIdentity,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
@@ -44,6 +46,7 @@ impl Operation {
         Operation::PutAppFic,
         Operation::DeleteAppFic,
         Operation::ListAppFics,
+        Operation::GetOwnIdentity,
     ];
 
     /// A stable snake_case name for metric labels and logs.
@@ -64,6 +67,7 @@ impl Operation {
             Operation::PutAppFic => "put_app_fic",
             Operation::DeleteAppFic => "delete_app_fic",
             Operation::ListAppFics => "list_app_fics",
+            Operation::GetOwnIdentity => "get_own_identity",
         }
     }
 }

@@ -20,7 +20,7 @@ pub use error::{AzureError, ErrorClass, Operation};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
 pub use models::{
     Application, Fic, FicRequest, ManagedIdentity, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, ServicePrincipal,
+    RoleDefinition, RolePermission, ServicePrincipal,
 };
 
 /// Re-exported so callers can build credentials and custom transports without naming the crates.

@@ -14,6 +14,15 @@ pub struct RoleDefinition {
     /// `BuiltInRole` or `CustomRole`.
     pub role_type: Option<String>,
     pub description: Option<String>,
+    /// What the role allows (control-plane actions only; data actions are not needed here).
+    pub permissions: Vec<RolePermission>,
+}
+
+/// One `permissions` entry of a role definition.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RolePermission {
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
 }
 
 /// A role assignment (`Microsoft.Authorization/roleAssignments`, api-version 2022-04-01).
@@ -158,6 +167,17 @@ struct WireRoleDefinitionProperties {
     #[serde(rename = "type")]
     role_type: Option<String>,
     description: Option<String>,
+    #[serde(default)]
+    permissions: Vec<WirePermission>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePermission {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
 }
 
 impl From<WireRoleDefinition> for RoleDefinition {
@@ -168,6 +188,15 @@ impl From<WireRoleDefinition> for RoleDefinition {
             role_name: w.properties.role_name,
             role_type: w.properties.role_type,
             description: w.properties.description,
+            permissions: w
+                .properties
+                .permissions
+                .into_iter()
+                .map(|p| RolePermission {
+                    actions: p.actions,
+                    not_actions: p.not_actions,
+                })
+                .collect(),
         }
     }
 }

@@ -222,6 +222,50 @@ impl Rest {
         })
     }
 
+    /// The object ID (`oid`) in the operator's own ARM token: the principal it acts as, which
+    /// lapse never grants to or federates. Reads the token it already has; no ARM call.
+    pub(crate) async fn own_principal(&self) -> Result<uuid::Uuid, AzureError> {
+        use base64::Engine as _;
+        let operation = crate::error::Operation::GetOwnIdentity;
+        let fail = |why: String| AzureError::Auth {
+            operation,
+            message: format!("reading the operator's own principal from its ARM token: {why}"),
+        };
+        let token = self
+            .credential
+            .get_token(&[self.arm_scope.as_str()], None)
+            .await
+            .map_err(|e| {
+                let secrets: Vec<&str> = self
+                    .secret
+                    .as_ref()
+                    .map(|s| s.expose_secret())
+                    .into_iter()
+                    .collect();
+                fail(scrub(&error_chain(&e), &secrets))
+            })?;
+        let payload = token
+            .token
+            .secret()
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| fail("the token is not a JWT".into()))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|e| fail(format!("the token payload is not base64url: {e}")))?;
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            oid: Option<String>,
+        }
+        let claims: Claims = serde_json::from_slice(&bytes)
+            .map_err(|e| fail(format!("the token payload is not JSON: {e}")))?;
+        claims
+            .oid
+            .as_deref()
+            .and_then(|o| uuid::Uuid::try_parse(o).ok())
+            .ok_or_else(|| fail("the token has no oid claim".into()))
+    }
+
     async fn bearer(&self, call: &Call<'_>) -> Result<String, AzureError> {
         let scope = match call.api {
             Api::Arm => self.arm_scope.as_str(),

@@ -8,15 +8,27 @@ use lapse_api::v1alpha1::AccessGrant;
 use lapse_azure::AzureClient;
 
 use crate::inventory::Inventory;
+use crate::lanes::{FairShare, GrantLocks, LeaseClock};
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::observe::{PolicyCache, Resolver};
+use crate::quota::LiveGrants;
+use crate::seal::Sealer;
 
 /// Controller settings (the operator binary fills them from flags and environment).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Seeds derived names and marks owned objects.
+    /// The cluster's name: with its ID and the shard, seeds derived names (what this operator owns).
     pub cluster: String,
+    /// This cluster's identity; the UID of namespace `kube-system` when unset.
+    pub cluster_id: Option<String>,
+    /// Set when several operators share the cluster, each watching its own namespaces: they
+    /// never own (or sweep) each other's objects.
+    pub shard: Option<String>,
+    /// The operator's own namespace: the status seal key lives here.
+    pub operator_namespace: String,
+    /// Name of the Secret holding the status seal key.
+    pub seal_secret: String,
     /// This cluster's ServiceAccount token issuer.
     pub oidc_issuer: String,
     /// Namespaces to watch; empty watches all.
@@ -29,7 +41,7 @@ pub struct Settings {
     pub overdue_after: Duration,
     /// Base delay before retrying a failed Azure call or an unobserved object.
     pub retry_after: Duration,
-    /// Grants reconciled at once.
+    /// Grants reconciled at once in each lane (activation and revocation).
     pub concurrency: u16,
 }
 
@@ -50,6 +62,21 @@ pub struct Context {
     /// Events, published in order by one task so that no reconcile waits for them.
     pub events: crate::events::EventQueue,
     pub metrics: Metrics,
+    /// Signs every status written, and tells the operator's own record from anyone else's.
+    pub sealer: Sealer,
+    /// One lane at a time per grant.
+    pub grant_locks: GrantLocks,
+    /// Each namespace's share of the activation lane.
+    pub fair: FairShare,
+    /// When each lease ends, for the overdue gauge.
+    pub clock: LeaseClock,
+    /// Live grants per namespace and policy (quotas, policy status).
+    pub live: LiveGrants,
+    /// The version of each grant this process last wrote.
+    pub written: crate::written::WrittenVersions,
+    /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
+    pub repair:
+        tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -95,4 +122,12 @@ where
             Err(_elapsed) => {}
         }
     }
+}
+
+/// A Kubernetes timestamp as the core's `DateTime<Utc>`.
+pub fn to_chrono(
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0);
+    chrono::DateTime::from_timestamp(t.0.as_second(), nanos)
 }

@@ -6,6 +6,9 @@ pub enum Error {
     #[error("writing the status of AccessGrant {grant}: {source}")]
     StatusWrite { grant: String, source: kube::Error },
 
+    #[error("encoding the status of AccessGrant {grant}: {reason}")]
+    StatusEncode { grant: String, reason: String },
+
     #[error("AccessGrant {grant}: revocation not finished yet; retrying in {}s", retry_after.as_secs())]
     RevocationPending {
         grant: String,
@@ -17,6 +20,22 @@ pub enum Error {
 
     #[error("the AccessGrant has no namespace")]
     NoNamespace,
+
+    #[error(
+        "setting spec.revoked on AccessGrant {grant} after its status was tampered with: {source}"
+    )]
+    RevokeWrite { grant: String, source: kube::Error },
+
+    #[error("the owner identity: {0} (check --cluster-name, --cluster-id and --shard)")]
+    Owner(#[from] lapse_api::naming::NamingError),
+
+    #[error("reading the status seal key from the {what}: {reason}")]
+    SealKey { what: String, reason: String },
+
+    #[error(
+        "learning this cluster's identity from namespace kube-system: {0}; the operator needs get on namespaces, or set --cluster-id (LAPSE_CLUSTER_ID)"
+    )]
+    ClusterId(#[source] kube::Error),
 }
 
 impl Error {
@@ -24,9 +43,14 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::StatusWrite { .. } => "status_write",
+            Self::StatusEncode { .. } => "status_encode",
             Self::RevocationPending { .. } => "revocation_pending",
             Self::Finalizer(_) => "finalizer",
             Self::NoNamespace => "no_namespace",
+            Self::RevokeWrite { .. } => "revoke_write",
+            Self::SealKey { .. } => "seal_key",
+            Self::ClusterId(_) => "cluster_id",
+            Self::Owner(_) => "owner",
         }
     }
 

@@ -2,7 +2,6 @@
 
 use lapse_api::arm::ArmId;
 use lapse_api::lease::{Action, Failure, FicTarget, ObjectKey, Observed};
-use lapse_api::naming;
 use lapse_azure::{AzureError, ErrorClass, FicRequest, RoleAssignmentRequest};
 
 use crate::context::Context;
@@ -30,7 +29,6 @@ pub fn failure(e: &AzureError) -> Failure {
 /// Executes one action. Deletes are idempotent; a create that finds the access already there
 /// under another name reports it as standing (or ours, by its marker) instead of failing.
 pub async fn execute(ctx: &Context, action: &Action) -> Observed {
-    let cluster = &ctx.core.cluster;
     match action {
         Action::CreateRoleAssignment(p) => {
             let req = RoleAssignmentRequest {
@@ -117,7 +115,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                     tracing::warn!(fic = %p.name, error = %e, "creating a federated identity credential");
                     // Issuer and subject already federated under another name: look before failing.
                     if e.class() == ErrorClass::Terminal
-                        && let Some(obs) = existing_fic(ctx, &p.key, &p.target, cluster).await
+                        && let Some(obs) = existing_fic(ctx, &p.key, &p.target).await
                     {
                         return obs;
                     }
@@ -172,7 +170,7 @@ async fn standing_assignment(
             ctx.metrics.azure_call("ListRoleAssignments", "ok");
             for ra in list {
                 if crate::sweep::assignment_key(&ra).as_ref() == Some(key) {
-                    let owned = naming::is_owned_by(ra.description.as_deref(), &ctx.core.cluster);
+                    let owned = crate::sweep::owns_assignment(&ctx.core.owner, &ra, key);
                     ctx.inventory.record(
                         key,
                         Some(Known {
@@ -200,12 +198,7 @@ async fn standing_assignment(
 }
 
 /// After a refused FIC create: is the (issuer, subject) already federated on the target?
-async fn existing_fic(
-    ctx: &Context,
-    key: &ObjectKey,
-    target: &FicTarget,
-    cluster: &str,
-) -> Option<Observed> {
+async fn existing_fic(ctx: &Context, key: &ObjectKey, target: &FicTarget) -> Option<Observed> {
     let list = match target {
         FicTarget::ManagedIdentity(id) => ctx.azure.list_fics(id).await,
         FicTarget::Application(app) => ctx.azure.list_app_fics(app).await,
@@ -219,7 +212,13 @@ async fn existing_fic(
             subject: f.subject.clone(),
         };
         (&k == key).then(|| {
-            let owned = naming::fic_cluster(&f.name) == Some(cluster);
+            let owned = ctx.core.owner.owns_fic(
+                &f.name,
+                &target_key,
+                &f.issuer,
+                &f.subject,
+                &ctx.core.oidc_issuer,
+            );
             ctx.inventory.record(
                 key,
                 Some(Known {

@@ -2,17 +2,24 @@
 //! expiry, sweeps orphans, emits Events and metrics.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod context;
 pub mod error;
 pub mod events;
 pub mod execute;
 pub mod grant;
 pub mod inventory;
+pub mod lanes;
 pub mod leader;
 pub mod locks;
 pub mod metrics;
 pub mod observe;
+pub mod policy;
+pub mod privileges;
+pub mod quota;
+pub mod seal;
 pub mod sweep;
+pub mod written;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,17 +29,22 @@ use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use lapse_api::lease::CoreSettings;
+use lapse_api::naming::Owner;
 use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
 use lapse_azure::AzureClient;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
+
+/// Room for grant events between the shared watch and its slowest lane. The lanes queue work
+/// in their schedulers at once, so this only smooths bursts.
+const SHARED_STREAM_BUFFER: usize = 1024;
 
 /// Runs a reflector for `api` until the process ends, returning its store; `changed` is called
 /// with each applied or deleted object.
@@ -77,7 +89,8 @@ fn changes<T: Send + Sync + 'static>(
     })
 }
 
-/// What [`context`] hands to [`run`]: the grant caches' writers and the re-evaluation trigger.
+/// What [`context`] hands to [`run`]: the grant caches' writers, the re-evaluation trigger and
+/// the repair requests of the sweep.
 pub struct Wiring {
     policy_changes: watch::Receiver<u64>,
     grant_writers: Vec<(
@@ -85,6 +98,7 @@ pub struct Wiring {
         reflector::store::Writer<AccessGrant>,
         Store<AccessGrant>,
     )>,
+    repairs: mpsc::UnboundedReceiver<ObjectRef<AccessGrant>>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -93,14 +107,57 @@ impl std::fmt::Debug for Wiring {
     }
 }
 
-/// Builds the shared context: caches, recorder, metrics. Starts the policy and namespace
-/// watches; the grant watches start with [`run`].
-pub fn context(
+/// This cluster's identity: the UID of its `kube-system` namespace, which every cluster has,
+/// which differs between clusters, and which nothing inside the cluster can change.
+async fn cluster_id(client: &kube::Client, settings: &Settings) -> Result<String> {
+    if let Some(id) = &settings.cluster_id {
+        return Ok(id.clone());
+    }
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::ClusterId)?;
+    ns.uid().ok_or_else(|| {
+        Error::ClusterId(kube::Error::Discovery(
+            kube::error::DiscoveryError::MissingResource("kube-system has no uid".into()),
+        ))
+    })
+}
+
+/// The principal the operator acts as, asked until Azure answers: lapse never grants to or
+/// federates itself, so nothing activates before this is known.
+async fn own_principal(azure: &AzureClient, retry: std::time::Duration) -> uuid::Uuid {
+    let mut wait = retry;
+    loop {
+        match azure.own_principal().await {
+            Ok(p) => {
+                tracing::info!(principal = %p, "the operator's own Azure principal");
+                return p;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot learn the operator's own Azure principal yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Builds the shared context: the owner identity, the seal key, caches, recorder, metrics.
+/// Starts the policy and namespace watches; the grant watches start with [`run`].
+pub async fn context(
     client: kube::Client,
     azure: AzureClient,
     settings: Settings,
     registry: &mut Registry,
-) -> (Arc<Context>, Wiring) {
+) -> Result<(Arc<Context>, Wiring)> {
+    let id = cluster_id(&client, &settings).await?;
+    let owner = Owner::new(&settings.cluster, &id, settings.shard.as_deref())?;
+    let sealer =
+        seal::load_or_create(&client, &settings.operator_namespace, &settings.seal_secret).await?;
+    let operator_principal = own_principal(&azure, settings.retry_after).await;
+    tracing::info!(cluster = %owner.cluster(), owner = %owner.id(), "owner identity");
+
     // Any policy change, or a namespace label change, re-evaluates every grant.
     let (tx, rx) = watch::channel(0u64);
     let policy_tx = tx.clone();
@@ -133,7 +190,7 @@ pub fn context(
     let mut stores = Vec::new();
     let mut grant_writers = Vec::new();
     for api in apis {
-        let (reader, writer) = reflector::store();
+        let (reader, writer) = reflector::store_shared(SHARED_STREAM_BUFFER);
         stores.push(reader.clone());
         grant_writers.push((api, writer, reader));
     }
@@ -142,13 +199,15 @@ pub fn context(
         instance: std::env::var("POD_NAME").ok(),
     };
     let core = CoreSettings {
-        cluster: settings.cluster.clone(),
+        owner,
         oidc_issuer: settings.oidc_issuer.clone(),
         overdue_after: chrono::TimeDelta::from_std(settings.overdue_after)
             .unwrap_or(chrono::TimeDelta::seconds(30)),
         retry_after: settings.retry_after,
+        operator_principal: Some(operator_principal),
     };
     let metrics = metrics::Metrics::new(registry);
+    let (repair, repairs) = mpsc::unbounded_channel();
     let ctx = Context {
         events: events::EventQueue::start(
             Recorder::new(client.clone(), reporter),
@@ -165,18 +224,27 @@ pub fn context(
         ready: watch::channel(false).0,
         resolver: Default::default(),
         metrics,
+        sealer,
+        grant_locks: Default::default(),
+        fair: lanes::FairShare::new(settings.concurrency),
+        clock: Default::default(),
+        live: Default::default(),
+        written: Default::default(),
+        repair,
         settings,
     };
-    (
+    Ok((
         Arc::new(ctx),
         Wiring {
             policy_changes: rx,
             grant_writers,
+            repairs,
         },
-    )
+    ))
 }
 
-/// Runs the grant controllers and the orphan sweep until `shutdown` completes.
+/// Runs the grant controllers (both lanes), the policy status controller and the orphan sweep
+/// until `shutdown` completes.
 pub async fn run(
     ctx: Arc<Context>,
     wiring: Wiring,
@@ -204,29 +272,103 @@ pub async fn run(
         })
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let controllers = wiring
-        .grant_writers
-        .into_iter()
-        .map(|(api, writer, store)| {
-            // Managed fields are never read; dropping them keeps the cache small.
-            let stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
-                .reflect(writer)
-                .applied_objects();
-            let config =
-                kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-            Controller::for_stream(stream, store)
-                .with_config(config)
-                .reconcile_all_on(changes(wiring.policy_changes.clone()))
-                .graceful_shutdown_on(shutdown.clone())
-                .run(grant::reconcile, grant::error_policy, ctx.clone())
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    // The lanes end on shutdown (after their reconciles in flight); the shared watches and the
+    // clock only feed them.
+    let mut lanes: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let mut feeds: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let mut repairs = Some(wiring.repairs);
+    for (api, writer, store) in wiring.grant_writers {
+        let activation_events = writer.subscribe();
+        let revocation_events = writer.subscribe();
+        let clock_events = writer.subscribe();
+        // The one watch per grant cache; the lanes and the clock share what it sees. Managed
+        // fields are never read; dropping them keeps the cache small.
+        let root = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
+            .reflect_shared(writer)
+            .for_each(|_| future::ready(()));
+        feeds.push(Box::pin(root));
+        if let Some(events) = clock_events {
+            let ctx = ctx.clone();
+            feeds.push(Box::pin(events.for_each(move |g| {
+                ctx.clock.observe(&ctx, &g, chrono::Utc::now());
+                future::ready(())
+            })));
+        }
+        let (Some(activation_events), Some(revocation_events)) =
+            (activation_events, revocation_events)
+        else {
+            tracing::error!("a shared grant store refused a subscriber; no controller runs");
+            continue;
+        };
+        let mut activation = Controller::for_shared_stream(activation_events, store.clone())
+            .with_config(config.clone())
+            .reconcile_all_on(changes(wiring.policy_changes.clone()))
+            .graceful_shutdown_on(shutdown.clone());
+        // The sweep's repair requests go to the first activation controller; with several
+        // (one per watched namespace) a request for another's grant is simply not found there
+        // and the periodic re-evaluation catches it.
+        if let Some(rx) = repairs.take() {
+            activation = activation.reconcile_on(receiver_stream(rx));
+        }
+        lanes.push(Box::pin(
+            activation
+                .run(
+                    grant::reconcile_activation,
+                    grant::error_policy,
+                    ctx.clone(),
+                )
                 .for_each(|res| async move {
                     if let Err(e) = res {
-                        tracing::debug!(error = %e, "controller");
+                        tracing::debug!(error = %e, "activation lane");
                     }
-                })
-        });
-    future::join_all(controllers).await;
+                }),
+        ));
+        let revocation = Controller::for_shared_stream(revocation_events, store)
+            .with_config(config.clone())
+            .reconcile_all_on(changes(wiring.policy_changes.clone()))
+            .graceful_shutdown_on(shutdown.clone());
+        lanes.push(Box::pin(
+            revocation
+                .run(
+                    grant::reconcile_revocation,
+                    grant::error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|res| async move {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "revocation lane");
+                    }
+                }),
+        ));
+    }
+    let policy_status = tokio::spawn(policy::run(ctx.clone()));
+    tokio::select! {
+        _ = future::join_all(lanes) => {}
+        _ = future::join_all(feeds) => tracing::error!("the grant watches ended"),
+    }
+    policy_status.abort();
     starter.abort();
+}
+
+/// Sets the gauges that are computed rather than counted; called when metrics are scraped.
+pub fn refresh_gauges(ctx: &Context) {
+    let after = chrono::TimeDelta::from_std(ctx.settings.overdue_after)
+        .unwrap_or(chrono::TimeDelta::seconds(30));
+    let overdue = ctx.clock.overdue(chrono::Utc::now(), after);
+    ctx.metrics
+        .overdue_revocations
+        .set(i64::try_from(overdue).unwrap_or(i64::MAX));
+    ctx.metrics
+        .twin_objects
+        .set(i64::try_from(ctx.inventory.twins()).unwrap_or(i64::MAX));
+}
+
+/// An unbounded receiver as a stream.
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }

@@ -47,11 +47,19 @@ pub struct Metrics {
     pub throttled_responses: Counter,
     /// Lease end to delete acknowledged, for leases that lapsed by time.
     pub overstay_seconds: Histogram,
+    /// Leases that ended more than the overdue threshold ago and still owe deletes, counted
+    /// from the lease end whatever held the revocation up (set when scraped).
     pub overdue_revocations: Gauge,
     pub orphans_deleted: Family<SweepLabels, Counter>,
     /// Events dropped because the publishing queue was full.
     pub events_dropped: Counter,
-    phases: Mutex<HashMap<GrantRef, (GrantPhase, bool)>>,
+    /// Statuses found not written by the operator (each ended its lease).
+    pub status_tampered: Counter,
+    /// Activations deferred because their namespace held its whole share of the lane.
+    pub fair_share_waits: Counter,
+    /// Azure objects under this cluster's name that another operator owns (set when scraped).
+    pub twin_objects: Gauge,
+    phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
 }
 
@@ -77,6 +85,9 @@ impl Metrics {
             overdue_revocations: Gauge::default(),
             orphans_deleted: Family::default(),
             events_dropped: Counter::default(),
+            status_tampered: Counter::default(),
+            fair_share_waits: Counter::default(),
+            twin_objects: Gauge::default(),
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
         };
@@ -152,28 +163,40 @@ impl Metrics {
             "Kubernetes Events dropped because the publishing queue was full",
             m.events_dropped.clone(),
         );
+        r.register(
+            "status_tampered",
+            "AccessGrant statuses not written by the operator (each ended its lease)",
+            m.status_tampered.clone(),
+        );
+        r.register(
+            "fair_share_waits",
+            "Activations deferred because their namespace held its share of the activation lane",
+            m.fair_share_waits.clone(),
+        );
+        r.register(
+            "twin_objects",
+            "Azure objects under this cluster name owned by another operator (never swept)",
+            m.twin_objects.clone(),
+        );
         m
     }
 
-    /// Records a grant's phase and overdue flag (for the per-phase gauges).
-    pub fn observe_grant(&self, grant: &GrantRef, phase: Option<GrantPhase>, overdue: bool) {
+    /// Records a grant's phase (for the per-phase gauges); `None` once it is gone.
+    pub fn observe_grant(&self, grant: &GrantRef, phase: Option<GrantPhase>) {
         let mut phases = self
             .phases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = match phase {
-            Some(p) => phases.insert(grant.clone(), (p, overdue)),
+            Some(p) => phases.insert(grant.clone(), p),
             None => phases.remove(grant),
         };
-        if let Some((p, o)) = old {
+        if let Some(p) = old {
             self.grants
                 .get_or_create(&PhaseLabels {
                     phase: phase_label(p),
                 })
                 .dec();
-            if o {
-                self.overdue_revocations.dec();
-            }
         }
         if let Some(p) = phase {
             self.grants
@@ -181,9 +204,6 @@ impl Metrics {
                     phase: phase_label(p),
                 })
                 .inc();
-            if overdue {
-                self.overdue_revocations.inc();
-            }
         }
     }
 

@@ -1,13 +1,17 @@
-//! The inventory's loading and the orphan sweep: anything carrying this cluster's marker that
-//! no grant claims is deleted, at start-up and every sweep interval.
+//! The inventory's loading and the orphan sweep: anything this operator owns (by derived name)
+//! that no grant claims is deleted, at start-up and every sweep interval. Objects of a twin
+//! (another operator using this cluster name) are counted and reported, never touched.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{Action, FicTarget, ObjectKey, fic_target, split_role_assignment_id};
+use lapse_api::lease::{
+    Action, FicTarget, ObjectKey, StatusTrust, fic_target, split_role_assignment_id,
+};
 use lapse_api::naming;
 use lapse_azure::{AzureError, RoleAssignment};
 use uuid::Uuid;
@@ -30,8 +34,10 @@ pub fn assignment_key(ra: &RoleAssignment) -> Option<ObjectKey> {
 /// Lists one partition and replaces it in the inventory.
 pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
     let started = Instant::now();
-    let cluster = &ctx.core.cluster;
+    let owner = &ctx.core.owner;
     let mut objects = HashMap::new();
+    let mut twins = 0usize;
+    let mut sample = None;
     match p {
         Partition::RoleAssignments(part) => {
             let Some(sub) = part.strip_prefix("/subscriptions/") else {
@@ -46,7 +52,11 @@ pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
             );
             for ra in list? {
                 if let Some(k) = assignment_key(&ra) {
-                    let owned = naming::is_owned_by(ra.description.as_deref(), cluster);
+                    let owned = owns_assignment(owner, &ra, &k);
+                    if !owned && owner.is_twin(ra.description.as_deref(), None) {
+                        twins += 1;
+                        sample.get_or_insert_with(|| ra.id.clone());
+                    }
                     objects.insert(k, Known { id: ra.id, owned });
                 }
             }
@@ -69,13 +79,40 @@ pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
                     issuer: f.issuer.clone(),
                     subject: f.subject.clone(),
                 };
-                let owned = naming::fic_cluster(&f.name) == Some(cluster.as_str());
+                let owned = owner.owns_fic(
+                    &f.name,
+                    target_key,
+                    &f.issuer,
+                    &f.subject,
+                    &ctx.core.oidc_issuer,
+                );
+                if !owned && owner.is_twin(f.description.as_deref(), Some(&f.name)) {
+                    twins += 1;
+                    sample.get_or_insert_with(|| f.id.clone());
+                }
                 objects.insert(k, Known { id: f.id, owned });
             }
         }
     }
-    ctx.inventory.replace(p.clone(), objects, started);
+    if let Some(sample) = sample {
+        crate::audit::twin_objects(twins, &sample);
+    }
+    ctx.inventory.replace(p.clone(), objects, twins, started);
     Ok(())
+}
+
+/// Whether a listed role assignment is this owner's: its name is the one derived for its tuple.
+pub fn owns_assignment(owner: &naming::Owner, ra: &RoleAssignment, key: &ObjectKey) -> bool {
+    let ObjectKey::RoleAssignment {
+        principal_id,
+        role_guid,
+        ..
+    } = key
+    else {
+        return false;
+    };
+    ArmId::parse(&ra.scope)
+        .is_ok_and(|scope| owner.owns_role_assignment(&ra.name, principal_id, role_guid, &scope))
 }
 
 /// Loads the partitions of these keys that are not loaded yet. Failures leave them unknown.
@@ -91,24 +128,33 @@ pub async fn ensure_loaded(ctx: &Context, keys: &[ObjectKey]) {
     }
 }
 
-/// Rebuilds every grant's claims from the grant store (grants gone without our finalizer lose
-/// theirs here).
+/// Rebuilds every grant's claims (and live counts) from the grant store: grants gone without
+/// our finalizer lose theirs here. Only a status the operator sealed claims anything: a claim
+/// keeps an object alive, so a forged one could make access outlive its lease.
 pub fn rebuild_claims(ctx: &Context) {
     let grants = ctx.grants.state();
-    let refs: Vec<GrantRef> = grants
-        .iter()
-        .filter_map(|g| {
-            Some(GrantRef {
-                namespace: g.namespace()?,
-                name: g.name_any(),
-            })
-        })
-        .collect();
-    let live: std::collections::HashSet<GrantRef> = refs.iter().cloned().collect();
-    ctx.inventory.retain_grants(&live);
-    for (g, r) in grants.iter().zip(refs.iter()) {
-        ctx.inventory.seed_claims(r, g.status.as_ref());
+    let mut present = std::collections::HashSet::new();
+    for g in &grants {
+        let Some(namespace) = g.namespace() else {
+            continue;
+        };
+        let r = GrantRef {
+            namespace,
+            name: g.name_any(),
+        };
+        let uid = g.uid().unwrap_or_default();
+        let status = match ctx.sealer.trust(&uid, g.status.as_ref()) {
+            StatusTrust::Sealed => g.status.as_ref(),
+            _ => None,
+        };
+        ctx.inventory.seed_claims(&r, status);
+        if !ctx.inventory.reconciled(&r) {
+            ctx.live.set(&r, status.and_then(crate::quota::live_policy));
+        }
+        present.insert(r);
     }
+    ctx.inventory.retain_grants(&present);
+    ctx.live.retain(&present);
 }
 
 /// The FIC partitions of every managed identity in the sweep subscriptions: after a restart
@@ -158,6 +204,14 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
         if let Err(e) = load(ctx, &p).await {
             tracing::warn!(partition = ?p, error = %e, "sweep: listing Azure objects");
             continue;
+        }
+        // A live lease whose object vanished (deleted behind its back) is repaired now, not at
+        // its next event.
+        for g in ctx.inventory.live_claims_missing(&p) {
+            tracing::info!(grant = %g, "sweep: an object of a live lease is gone; repairing");
+            let _ = ctx
+                .repair
+                .send(ObjectRef::new(&g.name).within(&g.namespace));
         }
         for (key, known) in ctx.inventory.unclaimed_owned(&p) {
             let _guard = ctx.locks.lock(std::slice::from_ref(&key)).await;

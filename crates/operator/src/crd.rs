@@ -31,9 +31,36 @@ pub fn render(crds: &[CustomResourceDefinition]) -> anyhow::Result<String> {
         let yaml = serde_yaml_ng::to_string(crd)
             .with_context(|| format!("serializing CustomResourceDefinition {name} to YAML"))?;
         out.push_str("---\n");
-        out.push_str(&yaml);
+        out.push_str(&integral_bounds(&yaml));
     }
     Ok(out)
+}
+
+/// `minimum: 1.0` written as `minimum: 1`. k8s-openapi types the bounds as floats, but the API
+/// server returns whole numbers without the `.0`, and so does Helm when it renders the chart's
+/// copy: written the same way, the generated CRD and the installed one compare equal.
+fn integral_bounds(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| {
+            let key = line.trim_start();
+            let bound = key.starts_with("minimum: ") || key.starts_with("maximum: ");
+            match line.strip_suffix(".0") {
+                Some(whole)
+                    if bound
+                        && whole.rsplit(' ').next().is_some_and(|n| {
+                            !n.is_empty()
+                                && n.trim_start_matches('-')
+                                    .bytes()
+                                    .all(|b| b.is_ascii_digit())
+                        }) =>
+                {
+                    whole.to_owned()
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .map(|line| line + "\n")
+        .collect()
 }
 
 /// Writes one file per CRD into `dir` (created if missing) and returns the paths written.
@@ -53,6 +80,15 @@ pub fn write_dir(dir: &Path, crds: &[CustomResourceDefinition]) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_number_bounds_lose_their_fraction_and_nothing_else_does() {
+        let yaml = "a:\n  minimum: 1.0\n  maximum: -3.0\n  minimum: 0.5\n  description: x 1.0\n";
+        assert_eq!(
+            integral_bounds(yaml),
+            "a:\n  minimum: 1\n  maximum: -3\n  minimum: 0.5\n  description: x 1.0\n"
+        );
+    }
 
     #[test]
     fn policies_come_before_grants_and_files_follow_group_and_plural() {

@@ -21,10 +21,29 @@ use prometheus_client::registry::Registry;
 /// they are, so `set -a; . DIR/azure.env` is enough to point the operator at it.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Name of this cluster: seeds every derived Azure name and marks every object this
-    /// operator owns. DNS label, at most 63 characters. Never change it while grants are live.
+    /// Name of this cluster: with the cluster ID (and shard) it seeds every derived Azure name,
+    /// which is what decides the objects this operator owns. DNS label, at most 63 characters.
+    /// Never change it while grants are live.
     #[arg(long, env = "LAPSE_CLUSTER_NAME")]
     pub cluster_name: String,
+
+    /// This cluster's identity. Defaults to the UID of namespace kube-system, which differs
+    /// between clusters, so two clusters given the same name never own each other's objects.
+    /// Set it only to keep ownership across a cluster rebuild.
+    #[arg(long, env = "LAPSE_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// This operator's name among several that share the cluster, each watching its own
+    /// --namespaces: they never own or sweep each other's objects. Required with --namespaces.
+    /// DNS label. Never change it while grants are live.
+    #[arg(long, env = "LAPSE_SHARD")]
+    pub shard: Option<String>,
+
+    /// Name of the Secret (in the operator's namespace) holding the key that seals every
+    /// AccessGrant status; created with a random key when missing. Deleting it ends every live
+    /// lease (their statuses can no longer be verified).
+    #[arg(long, env = "LAPSE_SEAL_SECRET", default_value = "lapse-status-seal")]
+    pub seal_secret: String,
 
     /// This cluster's ServiceAccount token issuer (the FIC issuer). Operator configuration,
     /// never user input.
@@ -66,7 +85,7 @@ pub struct RunArgs {
         hide_env_values = true,
         conflicts_with = "federated_token_file"
     )]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<SecretArg>,
 
     /// Projected ServiceAccount token for workload identity (set by the AKS webhook).
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
@@ -112,7 +131,8 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
 
-    /// Namespace of the leader election Lease.
+    /// The operator's own namespace: its leader election Lease and its status seal key live
+    /// here (set POD_NAMESPACE from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "lapse-system")]
     pub leader_election_namespace: String,
 
@@ -123,6 +143,24 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "LAPSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A secret given on the command line or in the environment: never printed, not even by
+/// `Debug` (which logs and error reports use).
+#[derive(Clone)]
+pub struct SecretArg(lapse_azure::SecretString);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned().into()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -182,7 +220,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         (Some(secret), None) => CredentialConfig::ClientSecret {
             tenant_id: args.tenant_id.clone(),
             client_id: args.client_id.clone(),
-            secret: secret.clone().into(),
+            secret: secret.0.clone(),
         },
         (None, Some(file)) => CredentialConfig::WorkloadIdentity {
             tenant_id: args.tenant_id.clone(),
@@ -225,15 +263,42 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
     let mut sweep_subscriptions = args.sweep_subscriptions.clone();
     sweep_subscriptions.extend(args.subscription_id.clone());
     sweep_subscriptions.retain(|s| !s.trim().is_empty());
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .cloned()
+        .collect();
+    let shard = args.shard.as_deref().filter(|s| !s.trim().is_empty());
+    if !namespaces.is_empty() && shard.is_none() {
+        bail!(
+            "--namespaces (LAPSE_NAMESPACES) watches only some namespaces: also set --shard \
+             (LAPSE_SHARD) to a name no other lapse-operator in this cluster uses, so that \
+             operators never own or sweep each other's Azure objects"
+        );
+    }
+    let cluster_id = args.cluster_id.as_deref().filter(|s| !s.trim().is_empty());
+    // Checked now, so a bad value is named before anything is contacted (the cluster ID read
+    // from kube-system is checked the same way once it is known).
+    lapse_api::naming::Owner::new(
+        &args.cluster_name,
+        cluster_id.unwrap_or("00000000-0000-0000-0000-000000000000"),
+        shard,
+    )
+    .map_err(|e| match e {
+        lapse_api::naming::NamingError::InvalidShard { .. } => {
+            anyhow::anyhow!("--shard (LAPSE_SHARD): {e}")
+        }
+        _ => anyhow::anyhow!("--cluster-id (LAPSE_CLUSTER_ID): {e}"),
+    })?;
     let settings = Settings {
         cluster: args.cluster_name.clone(),
+        cluster_id: cluster_id.map(str::to_owned),
+        shard: shard.map(str::to_owned),
+        operator_namespace: args.leader_election_namespace.clone(),
+        seal_secret: args.seal_secret.clone(),
         oidc_issuer: args.oidc_issuer.clone(),
-        namespaces: args
-            .namespaces
-            .iter()
-            .filter(|n| !n.trim().is_empty())
-            .cloned()
-            .collect(),
+        namespaces,
         sweep_interval: args.sweep_interval.to_std(),
         sweep_subscriptions,
         overdue_after: args.overdue_after.to_std(),
@@ -296,7 +361,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let azure = AzureClient::new(azure_cfg).context("configuring the Azure client")?;
     let mut registry = Registry::default();
     let (ctx, wiring) =
-        lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry);
+        lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry)
+            .await
+            .context("preparing the controllers")?;
     let registry = Arc::new(registry);
     let standby = Arc::new(std::sync::atomic::AtomicBool::new(args.leader_elect));
 
@@ -377,4 +444,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_secret_never_shows_in_debug_output() {
+        let secret: SecretArg = "hunter2-very-secret".parse().unwrap_or_else(|e| match e {});
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        let shown = format!("{:?}", Some(secret));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -77,6 +77,7 @@ fn handle(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 s.throttle_wait_seconds,
                 s.throttled_responses,
             );
+            lapse_controller::refresh_gauges(ctx);
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, registry) {
                 Ok(()) => text(

@@ -15,6 +15,8 @@ pub const STANDING_ACCESS: &str = "StandingAccess";
 pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
 /// A requested extension (or a spec edit) was refused; the recorded lease stands.
 pub const EXTENSION_DENIED: &str = "ExtensionDenied";
+/// The status was written by someone other than the operator; the lease was ended for it.
+pub const TAMPERED: &str = "Tampered";
 
 /// What one decision learned that conditions report.
 #[derive(Clone, Debug, Default)]
@@ -29,6 +31,8 @@ pub(crate) struct Facts {
     pub standing: Vec<String>,
     /// The last failed Azure call, for messages.
     pub last_failure: Option<String>,
+    /// What was wrong with a status the operator did not write.
+    pub tampered: Option<String>,
 }
 
 pub(crate) fn apply_conditions(
@@ -83,6 +87,17 @@ pub(crate) fn apply_conditions(
             generation,
         ),
         None => clear(st, REVOCATION_OVERDUE, "Revoked", now, generation),
+    }
+    if let Some(msg) = &facts.tampered {
+        set(
+            st,
+            TAMPERED,
+            ConditionStatus::True,
+            "StatusTampered",
+            msg,
+            now,
+            generation,
+        );
     }
     if !facts.standing.is_empty() {
         let msg = format!(

@@ -2,15 +2,21 @@
 //!
 //! The controller calls [`decide`], persists the returned status, makes the returned calls,
 //! records their outcomes in the [`AzureView`](super::AzureView) and calls [`decide`] again, until
-//! no call is left. Everything the invariants of DESIGN.md §3 need is decided here.
+//! no call is left. Everything the invariants of docs/architecture.md ("Invariants") need is
+//! decided here.
+//!
+//! What the core acts on is derived from the spec, the policies, the operator's owner identity,
+//! server-set times and what Azure holds. The status is read only when it carries the
+//! operator's seal ([`StatusTrust::Sealed`]); deletes are aimed at derived names only.
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use super::conditions::{Facts, apply_conditions};
 use super::model::{
     Action, Decision, Failure, IdentityObservation, LeaseEvent, LeaseInput, ObjectKey, Observed,
+    PrivilegeObservation, StatusTrust,
 };
-use super::plan::{LeasePlan, plan, recorded_fic, recorded_role_assignment};
+use super::plan::{LeasePlan, PlanError, plan, recorded_fic, recorded_role_assignment};
 use crate::policy::{PolicyContext, Verdict, evaluate};
 use crate::role::{RoleCatalogue, RoleRef};
 use crate::v1alpha1::{AccessGrantStatus, EndReason, GrantPhase, ObjectState};
@@ -32,12 +38,17 @@ struct Step<'a> {
     requeue_at: Option<DateTime<Utc>>,
     retry_after: Option<std::time::Duration>,
     finalized: bool,
+    tampered: Option<String>,
     facts: Facts,
 }
 
 impl<'a> Step<'a> {
     fn new(input: &'a LeaseInput<'a>) -> Self {
-        let mut st = input.grant.status.clone();
+        // Only the operator's own record is read; anything else starts from nothing.
+        let mut st = match input.grant.trust {
+            StatusTrust::Sealed => input.grant.status.clone(),
+            StatusTrust::Absent | StatusTrust::Tampered { .. } => AccessGrantStatus::default(),
+        };
         st.observed_generation = input.grant.generation;
         Self {
             input,
@@ -48,6 +59,7 @@ impl<'a> Step<'a> {
             requeue_at: None,
             retry_after: None,
             finalized: false,
+            tampered: None,
             facts: Facts::default(),
         }
     }
@@ -56,10 +68,31 @@ impl<'a> Step<'a> {
         self.st.activated_at.is_some()
     }
 
+    /// The record names objects of this lease: it activated, or it ended adopting the objects
+    /// its spec derives (after tampering, or with its status removed).
+    fn holds_objects(&self) -> bool {
+        self.activated()
+            || !self.st.role_assignments.is_empty()
+            || self.st.federated_credential.is_some()
+    }
+
     fn run(&mut self) {
+        if let StatusTrust::Tampered { detail } = self.input.grant.trust {
+            self.end_tampered(detail);
+            return;
+        }
+        if self.st.phase == GrantPhase::Revoking
+            && self.st.principal_id.is_none()
+            && self.was_tampered()
+            && !self.adopt_derived_objects()
+        {
+            // Ended for tampering before the identity could be resolved: still looking for
+            // what to remove.
+            return;
+        }
         let phase = self.st.phase;
         if self.input.grant.deleting {
-            if self.activated() {
+            if self.holds_objects() {
                 self.wind_down(
                     EndReason::Revoked,
                     "Deleted",
@@ -67,7 +100,8 @@ impl<'a> Step<'a> {
                 );
                 self.finalized = !self.outstanding();
             } else {
-                // Nothing was ever created for this grant: let it go at once.
+                // Nothing was ever recorded for this grant: let it go once nothing derived from
+                // it is left.
                 if !phase.is_terminal() {
                     self.end_without_objects(
                         GrantPhase::Revoked,
@@ -75,14 +109,14 @@ impl<'a> Step<'a> {
                         "deleted before activation".into(),
                     );
                 }
-                self.finalized = true;
+                self.finalized = !self.outstanding();
             }
             return;
         }
         if phase.is_terminal() {
             // Terminal phases absorb. A terminal lease that still records an object owes only
             // its delete; this is never a way back.
-            if self.activated() {
+            if self.holds_objects() {
                 let reason = self.st.end_reason.unwrap_or(EndReason::Revoked);
                 self.wind_down(reason, "", String::new());
             }
@@ -124,8 +158,9 @@ impl<'a> Step<'a> {
             );
             return;
         }
-        let start = req.not_before.map_or(self.now, |b| b.max(self.now));
-        let expiry = req.expiry_from(start);
+        let anchor = self.lease_start(&req);
+        let start = anchor.max(self.now);
+        let expiry = req.expiry_from(anchor);
         if expiry <= self.now {
             // An old manifest must stay harmless: a passed window never activates.
             self.st.ended_at = Some(expiry);
@@ -143,7 +178,7 @@ impl<'a> Step<'a> {
             return;
         }
         let catalogue = self.catalogue();
-        let verdict = evaluate(&req, expiry - start, &self.policy_ctx(&catalogue));
+        let verdict = evaluate(&req, expiry - anchor, &self.policy_ctx(&catalogue, true));
         let policy = match verdict {
             Verdict::Allowed { policy, .. } => policy,
             Verdict::Denied { .. } => {
@@ -184,10 +219,48 @@ impl<'a> Step<'a> {
                 return;
             }
         };
-        // Whole seconds in the record (and so in kubectl's EXPIRES column); rounding the start
-        // down only ever shortens the lease.
-        let activated_at = self.now.trunc_subsecs(0);
+        if self.input.settings.operator_principal == Some(principal_id) {
+            self.facts.policy = Some((
+                false,
+                "OperatorIdentity",
+                "the identity is lapse-operator's own".into(),
+            ));
+            self.end_without_objects(
+                GrantPhase::Denied,
+                "OperatorIdentity",
+                format!(
+                    "spec.identity: {} is lapse-operator's own identity (principal \
+                     {principal_id}); lapse never grants to or federates itself",
+                    req.identity.display_name()
+                ),
+            );
+            return;
+        }
+        if req.federation.is_some() && *self.input.privileges == PrivilegeObservation::Unknown {
+            // A federated credential hands over every right of the identity: know them first.
+            self.retry(None);
+            self.st.message =
+                Some("checking the identity's standing roles before federating it".into());
+            return;
+        }
+        // The lease starts where no tenant can write it: the grant's creation (set by the API
+        // server) or window.notBefore. Whole seconds in the record (and so in kubectl's EXPIRES
+        // column); rounding the start down only ever shortens the lease.
+        let activated_at = anchor.trunc_subsecs(0);
         let expiry = req.expiry_from(activated_at);
+        if expiry <= self.now {
+            self.st.ended_at = Some(expiry);
+            self.st.end_reason = Some(EndReason::Expired);
+            self.end_without_objects(
+                GrantPhase::Expired,
+                "WindowPassed",
+                format!(
+                    "the lease ended at {} before it could activate",
+                    expiry.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            );
+            return;
+        }
         let plan = match self.plan(&req, principal_id, expiry, &catalogue) {
             Some(p) => p,
             None => return,
@@ -276,7 +349,11 @@ impl<'a> Step<'a> {
         }
         let wanted = req.expiry_from(activated_at);
         if wanted > expires_at {
-            let verdict = evaluate(&req, wanted - activated_at, &self.policy_ctx(&catalogue));
+            let verdict = evaluate(
+                &req,
+                wanted - activated_at,
+                &self.policy_ctx(&catalogue, false),
+            );
             if verdict.is_allowed() {
                 expires_at = wanted;
                 self.st.expires_at = Some(wanted);
@@ -307,7 +384,7 @@ impl<'a> Step<'a> {
         let verdict = evaluate(
             &req,
             expires_at - activated_at,
-            &self.policy_ctx(&catalogue),
+            &self.policy_ctx(&catalogue, false),
         );
         match &verdict {
             Verdict::Allowed { policy, .. } => {
@@ -551,6 +628,20 @@ impl<'a> Step<'a> {
 
     /// Ends a lease that never created anything.
     fn end_without_objects(&mut self, phase: GrantPhase, why: &'static str, message: String) {
+        // Without a record, objects this spec derives may still exist (the status was removed
+        // mid-lease): they end with the lease, never left to the sweep.
+        if *self.input.grant.trust == StatusTrust::Absent
+            && !self.activated()
+            && self.adopt_present_derived()
+        {
+            let reason = match phase {
+                GrantPhase::Expired => EndReason::Expired,
+                GrantPhase::Failed => EndReason::Failed,
+                _ => EndReason::Revoked,
+            };
+            self.wind_down(reason, why, message);
+            return;
+        }
         self.st.ended_at.get_or_insert(self.now);
         if self.st.end_reason.is_none() {
             self.st.end_reason = match phase {
@@ -571,16 +662,22 @@ impl<'a> Step<'a> {
             .principal_id
             .as_deref()
             .and_then(|p| uuid::Uuid::try_parse(p).ok());
+        let owner = &self.input.settings.owner;
         let mut out: Vec<(ObjectKey, Action)> = match principal {
             Some(p) => self
                 .st
                 .role_assignments
                 .iter()
-                .filter_map(|e| recorded_role_assignment(p, e))
+                .filter_map(|e| recorded_role_assignment(owner, p, e))
                 .collect(),
             None => Vec::new(),
         };
-        out.extend(self.st.federated_credential.as_ref().and_then(recorded_fic));
+        out.extend(
+            self.st
+                .federated_credential
+                .as_ref()
+                .and_then(|f| recorded_fic(owner, f)),
+        );
         out
     }
 
@@ -648,7 +745,7 @@ impl<'a> Step<'a> {
             catalogue,
         ) {
             Ok(p) => Some(p),
-            Err((i, e)) => {
+            Err(PlanError::UnknownRole(i, e)) => {
                 if self.activated() {
                     // A role we resolved at activation cannot be resolved now: keep the lease as
                     // recorded rather than act on a guess, and look again soon.
@@ -661,6 +758,15 @@ impl<'a> Step<'a> {
                         format!("spec.roles[{i}].role: {e}"),
                     );
                 }
+                None
+            }
+            Err(PlanError::Duplicate(i, e)) => {
+                // Roles are immutable once active, so this is only ever met before activation.
+                self.end_without_objects(
+                    GrantPhase::Denied,
+                    "DuplicateRole",
+                    format!("spec.roles[{i}]: {e}"),
+                );
                 None
             }
         }
@@ -685,14 +791,141 @@ impl<'a> Step<'a> {
         c
     }
 
-    fn policy_ctx<'c>(&self, catalogue: &'c RoleCatalogue) -> PolicyContext<'c>
+    /// The policy context with this lease's catalogue. The namespace quota counts only for a
+    /// new activation: a running lease is never ended by it.
+    fn policy_ctx<'c>(&self, catalogue: &'c RoleCatalogue, activating: bool) -> PolicyContext<'c>
     where
         'a: 'c,
     {
         PolicyContext {
             catalogue,
+            live_grants: self.input.policy.live_grants.filter(|_| activating),
             ..self.input.policy
         }
+    }
+
+    /// Where the lease starts: `window.notBefore`, or the grant's creation (set by the API
+    /// server), whichever is later. Neither can be written through the status.
+    fn lease_start(&self, req: &GrantRequest) -> DateTime<Utc> {
+        let created = self.input.grant.created_at.unwrap_or(self.now);
+        req.not_before.map_or(created, |b| b.max(created))
+    }
+
+    /// Records, as this lease's, the objects its spec derives that Azure holds as this
+    /// owner's. False when there are none (or they cannot be named).
+    fn adopt_present_derived(&mut self) -> bool {
+        let Ok(req) = validate_grant(self.input.grant.spec) else {
+            return false;
+        };
+        let IdentityObservation::Resolved { principal_id } = self.input.identity else {
+            return false;
+        };
+        let catalogue = self.catalogue();
+        let expiry = req.expiry_from(self.lease_start(&req));
+        let g = &self.input.grant;
+        let Ok(p) = plan(
+            &req,
+            g.namespace,
+            g.name,
+            *principal_id,
+            expiry,
+            self.input.settings,
+            &catalogue,
+        ) else {
+            return false;
+        };
+        let present = |key: &ObjectKey| {
+            matches!(
+                self.input.azure.get(key).observed,
+                Observed::Present { owned: true, .. }
+            )
+        };
+        let (ras, fic) = p.status_entries();
+        let ras: Vec<_> = p
+            .role_assignments
+            .iter()
+            .zip(ras)
+            .filter(|(planned, _)| present(&planned.key))
+            .map(|(_, entry)| entry)
+            .collect();
+        let fic = p
+            .fic
+            .as_ref()
+            .zip(fic)
+            .filter(|(planned, _)| present(&planned.key))
+            .map(|(_, entry)| entry);
+        if ras.is_empty() && fic.is_none() {
+            return false;
+        }
+        self.st.principal_id = Some(principal_id.to_string());
+        self.st.role_assignments = ras;
+        self.st.federated_credential = fic;
+        true
+    }
+
+    fn was_tampered(&self) -> bool {
+        super::conditions::find(&self.st, super::conditions::TAMPERED)
+            .is_some_and(|c| c.status == crate::v1alpha1::ConditionStatus::True)
+    }
+
+    /// The status is not the operator's record. Nothing in it is read: the lease ends, the
+    /// objects the spec derives are removed (only this owner's, only where no other lease needs
+    /// them), and `spec.revoked` is set so no replayed status can bring the lease back.
+    fn end_tampered(&mut self, detail: &str) {
+        let msg = format!(
+            "the status was not written by lapse-operator ({detail}); nothing in it is trusted: \
+             the lease was ended, the Azure objects the spec derives are removed and \
+             spec.revoked is set"
+        );
+        self.tampered = Some(detail.to_owned());
+        self.facts.tampered = Some(msg.clone());
+        self.event(true, "StatusTampered", msg.clone());
+        self.st.end_reason = Some(EndReason::Revoked);
+        self.st.ended_at = Some(self.now);
+        self.st.message = Some(msg.clone());
+        self.st.phase = GrantPhase::Revoking;
+        let derived = self.adopt_derived_objects();
+        if derived {
+            self.wind_down(EndReason::Revoked, "StatusTampered", msg);
+        } else {
+            self.transition(GrantPhase::Revoking, false, "StatusTampered", msg);
+        }
+        if self.input.grant.deleting {
+            self.finalized = derived && !self.outstanding();
+        }
+    }
+
+    /// Records, as this lease's, the objects its spec derives (for a lease ended without a
+    /// record it can trust). False while they cannot be named yet (the principal is not
+    /// resolved): the lease stays `Revoking` and looks again.
+    fn adopt_derived_objects(&mut self) -> bool {
+        let Ok(req) = validate_grant(self.input.grant.spec) else {
+            // Nothing derivable: the orphan sweep removes whatever of ours no lease claims.
+            return true;
+        };
+        self.set_display(&req);
+        let IdentityObservation::Resolved { principal_id } = self.input.identity else {
+            self.retry(None);
+            return false;
+        };
+        let catalogue = self.catalogue();
+        let expiry = req.expiry_from(self.lease_start(&req));
+        let g = &self.input.grant;
+        if let Ok(p) = plan(
+            &req,
+            g.namespace,
+            g.name,
+            *principal_id,
+            expiry,
+            self.input.settings,
+            &catalogue,
+        ) {
+            let (ras, fic) = p.status_entries();
+            self.st.principal_id = Some(principal_id.to_string());
+            self.st.role_assignments = ras;
+            self.st.federated_credential = fic;
+        }
+        true
     }
 
     fn set_display(&mut self, req: &GrantRequest) {
@@ -762,6 +995,7 @@ impl<'a> Step<'a> {
             requeue_at: self.requeue_at,
             retry_after: self.retry_after,
             finalized: self.finalized,
+            tampered: self.tampered,
         }
     }
 }

@@ -10,12 +10,12 @@ mod plan;
 mod tests;
 
 pub use conditions::{
-    EXTENSION_DENIED, POLICY_ALLOWED, READY, REVOCATION_OVERDUE, STANDING_ACCESS,
+    EXTENSION_DENIED, POLICY_ALLOWED, READY, REVOCATION_OVERDUE, STANDING_ACCESS, TAMPERED,
     find as find_condition,
 };
 pub use decide::{decide, phase_reason};
 pub use model::*;
 pub use plan::{
-    LeasePlan, definition_id_for, fic_target, plan, recorded_fic, recorded_role_assignment,
-    split_role_assignment_id,
+    LeasePlan, PlanError, definition_id_for, fic_target, plan, recorded_fic, recorded_objects,
+    recorded_role_assignment, split_role_assignment_id,
 };

@@ -7,14 +7,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::arm::ArmId;
+use crate::naming::Owner;
 use crate::policy::PolicyContext;
 use crate::v1alpha1::{AccessGrantSpec, AccessGrantStatus};
 
 /// Operator-wide settings the core needs.
 #[derive(Clone, Debug)]
 pub struct CoreSettings {
-    /// Seeds every derived name and marks every object this operator owns.
-    pub cluster: String,
+    /// Seeds every derived name, so it alone decides which Azure objects are this operator's.
+    pub owner: Owner,
     /// The OIDC issuer of this cluster's ServiceAccount tokens (operator configuration, never
     /// user input).
     pub oidc_issuer: String,
@@ -22,6 +23,22 @@ pub struct CoreSettings {
     pub overdue_after: TimeDelta,
     /// How soon to look again when something could not be observed or a call failed.
     pub retry_after: Duration,
+    /// The principal lapse-operator itself acts as in Azure: never granted to, never federated.
+    pub operator_principal: Option<Uuid>,
+}
+
+/// How far the recorded status can be believed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum StatusTrust {
+    /// There is no status: a new grant (or one whose status was removed). The core derives
+    /// everything again; the lease start is anchored on server-set times, so nothing gets longer.
+    #[default]
+    Absent,
+    /// The status carries this operator's seal: it is the operator's own record.
+    Sealed,
+    /// The status is not the operator's record (someone else wrote it). Nothing in it is read:
+    /// the lease is ended and the objects the spec derives are removed.
+    Tampered { detail: String },
 }
 
 /// One grant as the core sees it.
@@ -32,8 +49,13 @@ pub struct GrantView<'a> {
     pub generation: Option<i64>,
     /// `metadata.deletionTimestamp` is set: revoke, then let the object go.
     pub deleting: bool,
+    /// `metadata.creationTimestamp`, set by the API server: where a lease without
+    /// `window.notBefore` starts, whatever the status says.
+    pub created_at: Option<DateTime<Utc>>,
     pub spec: &'a AccessGrantSpec,
     pub status: &'a AccessGrantStatus,
+    /// Whether `status` is the operator's own record.
+    pub trust: &'a StatusTrust,
 }
 
 /// Identity of one Azure object: the tuple Azure itself keeps unique, not the grant.
@@ -223,6 +245,26 @@ pub enum IdentityObservation {
     Unknown,
 }
 
+/// A privileged role the identity holds outside lapse: federating it would hand this to the
+/// workload, for as long as the FIC lives and beyond (it can create standing access).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingPrivilege {
+    /// The role assignment's resource ID.
+    pub assignment: String,
+    /// The role's name (or GUID when the name is not known).
+    pub role: String,
+    pub scope: String,
+}
+
+/// What is known of the identity's standing privileged roles.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PrivilegeObservation {
+    /// Not looked at, or the look failed: a federated grant waits.
+    #[default]
+    Unknown,
+    Known(Vec<StandingPrivilege>),
+}
+
 /// Everything one decision reads.
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseInput<'a> {
@@ -231,6 +273,7 @@ pub struct LeaseInput<'a> {
     pub grant: GrantView<'a>,
     pub policy: PolicyContext<'a>,
     pub identity: &'a IdentityObservation,
+    pub privileges: &'a PrivilegeObservation,
     pub azure: &'a AzureView,
 }
 
@@ -255,4 +298,7 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
     /// The object is being deleted and nothing of this lease remains: drop the finalizer.
     pub finalized: bool,
+    /// The status was not the operator's record: set `spec.revoked` (which cannot be undone), so
+    /// no replayed status can bring the lease back. Carries what was wrong.
+    pub tampered: Option<String>,
 }

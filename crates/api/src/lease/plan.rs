@@ -1,12 +1,14 @@
-//! The Azure objects a lease needs, derived (never random) from the grant and the principal,
-//! and the reverse: the objects a recorded status says the lease owns.
+//! The Azure objects a lease needs, derived (never random) from the grant, the principal and
+//! the operator's [`Owner`](crate::naming::Owner), and the reverse: the objects a recorded
+//! status says the lease holds. A delete's target is always derived again from the object's
+//! key, never read from the status.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::model::{Action, CoreSettings, FicPlan, FicTarget, ObjectKey, RoleAssignmentPlan};
 use crate::arm::ArmId;
-use crate::naming::{self, Marker};
+use crate::naming::{Marker, Owner};
 use crate::role::{RoleCatalogue, role_definition_id};
 use crate::v1alpha1::{FederatedCredentialStatus, ObjectState, RoleAssignmentStatus};
 use crate::validate::{GrantRequest, Identity};
@@ -31,7 +33,17 @@ pub fn definition_id_for(scope: &ArmId, role: &Uuid) -> String {
     }
 }
 
-/// Derives the plan. Fails with the index of a role the catalogue cannot resolve.
+/// Why a grant's roles cannot be planned: the index of the role and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The catalogue cannot resolve the role.
+    UnknownRole(usize, String),
+    /// Two entries resolve to the same role definition at the same scope (a role written by
+    /// name and again by GUID, say): Azure holds one assignment for both.
+    Duplicate(usize, String),
+}
+
+/// Derives the plan.
 pub fn plan(
     req: &GrantRequest,
     namespace: &str,
@@ -40,27 +52,39 @@ pub fn plan(
     expires_at: DateTime<Utc>,
     settings: &CoreSettings,
     catalogue: &RoleCatalogue,
-) -> Result<LeasePlan, (usize, String)> {
+) -> Result<LeasePlan, PlanError> {
+    let owner = &settings.owner;
     let marker = Marker {
-        cluster: settings.cluster.clone(),
+        cluster: owner.cluster().to_owned(),
+        owner: Some(owner.id()),
         grant: Some(format!("{namespace}/{grant_name}")),
         expires_at: Some(expires_at),
     }
     .to_description();
-    let mut role_assignments = Vec::with_capacity(req.roles.len());
+    let mut role_assignments: Vec<RoleAssignmentPlan> = Vec::with_capacity(req.roles.len());
     for (i, r) in req.roles.iter().enumerate() {
         let role_guid = catalogue
             .resolve(&r.role)
-            .map_err(|e| (i, e.to_string()))?
+            .map_err(|e| PlanError::UnknownRole(i, e.to_string()))?
             .guid;
-        let name =
-            naming::role_assignment_name(&settings.cluster, &principal_id, &role_guid, &r.scope);
+        let key = ObjectKey::RoleAssignment {
+            principal_id,
+            role_guid,
+            scope: r.scope.key().to_owned(),
+        };
+        if let Some(j) = role_assignments.iter().position(|p| p.key == key) {
+            return Err(PlanError::Duplicate(
+                i,
+                format!(
+                    "duplicates spec.roles[{j}]: {:?} and {:?} are the same role definition \
+                     ({role_guid}) at the same scope",
+                    role_assignments[j].written_role, r.written
+                ),
+            ));
+        }
+        let name = owner.role_assignment_name(&principal_id, &role_guid, &r.scope);
         role_assignments.push(RoleAssignmentPlan {
-            key: ObjectKey::RoleAssignment {
-                principal_id,
-                role_guid,
-                scope: r.scope.key().to_owned(),
-            },
+            key,
             name,
             scope: r.scope.clone(),
             role_guid,
@@ -80,7 +104,7 @@ pub fn plan(
     .zip(req.federation.as_ref())
     .map(|(target, f)| {
         let subject = f.subject(namespace);
-        let name = naming::fic_name(&settings.cluster, &target.key(), &subject);
+        let name = owner.fic_name(&target.key(), &subject);
         FicPlan {
             key: ObjectKey::Fic {
                 target: target.key(),
@@ -127,15 +151,17 @@ impl LeasePlan {
     }
 }
 
-/// Rebuilds the key and the delete call of a recorded role assignment.
+/// The key of a recorded role assignment, and the call that deletes this owner's assignment
+/// for it. The target is derived from the key (principal, role, scope), never the recorded ID.
 pub fn recorded_role_assignment(
+    owner: &Owner,
     principal_id: Uuid,
     entry: &RoleAssignmentStatus,
 ) -> Option<(ObjectKey, Action)> {
-    let id = entry.id.as_deref()?;
-    let (scope, name) = split_role_assignment_id(id)?;
+    let scope = ArmId::parse(&entry.scope).ok()?;
     let def = entry.role_definition_id.as_deref()?;
     let role_guid = Uuid::try_parse(def.rsplit('/').next()?).ok()?;
+    let name = owner.role_assignment_name(&principal_id, &role_guid, &scope);
     let key = ObjectKey::RoleAssignment {
         principal_id,
         role_guid,
@@ -145,9 +171,9 @@ pub fn recorded_role_assignment(
         key.clone(),
         Action::DeleteRoleAssignment {
             key,
+            id: format!("{scope}{ROLE_ASSIGNMENTS}{name}"),
             scope: scope.to_string(),
             name,
-            id: id.to_owned(),
         },
     ))
 }
@@ -171,8 +197,12 @@ pub fn fic_target(parent: &str) -> Option<FicTarget> {
     }
 }
 
-/// Rebuilds the key and the delete call of a recorded FIC.
-pub fn recorded_fic(entry: &FederatedCredentialStatus) -> Option<(ObjectKey, Action)> {
+/// The key of a recorded FIC, and the call that deletes this owner's credential for it: the
+/// name is derived from the target and subject, never the recorded name.
+pub fn recorded_fic(
+    owner: &Owner,
+    entry: &FederatedCredentialStatus,
+) -> Option<(ObjectKey, Action)> {
     let id = entry.id.as_deref()?;
     let at = id.rfind(FICS)?;
     let target = fic_target(&id[..at])?;
@@ -185,8 +215,50 @@ pub fn recorded_fic(entry: &FederatedCredentialStatus) -> Option<(ObjectKey, Act
         key.clone(),
         Action::DeleteFic {
             key,
+            name: owner.fic_name(&target.key(), &entry.subject),
             target,
-            name: entry.name.clone(),
         },
     ))
+}
+
+/// The key and state of every object a status records (role assignments, then the FIC), as far
+/// as the record can be read. Keys do not depend on the owner; deletes do (see
+/// [`recorded_role_assignment`]).
+pub fn recorded_objects(
+    status: &crate::v1alpha1::AccessGrantStatus,
+) -> Vec<(ObjectKey, ObjectState)> {
+    let mut out = Vec::new();
+    if let Some(p) = status
+        .principal_id
+        .as_deref()
+        .and_then(|p| Uuid::try_parse(p).ok())
+    {
+        for e in &status.role_assignments {
+            let key = ArmId::parse(&e.scope).ok().and_then(|scope| {
+                let def = e.role_definition_id.as_deref()?;
+                let role_guid = Uuid::try_parse(def.rsplit('/').next()?).ok()?;
+                Some(ObjectKey::RoleAssignment {
+                    principal_id: p,
+                    role_guid,
+                    scope: scope.key().to_owned(),
+                })
+            });
+            out.extend(key.map(|k| (k, e.state)));
+        }
+    }
+    if let Some(f) = &status.federated_credential
+        && let Some(target) =
+            f.id.as_deref()
+                .and_then(|id| id.rfind(FICS).and_then(|at| fic_target(&id[..at])))
+    {
+        out.push((
+            ObjectKey::Fic {
+                target: target.key(),
+                issuer: f.issuer.clone(),
+                subject: f.subject.clone(),
+            },
+            f.state,
+        ));
+    }
+    out
 }

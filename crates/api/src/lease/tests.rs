@@ -26,9 +26,17 @@ fn t0() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+fn owner() -> crate::naming::Owner {
+    crate::naming::Owner::new("prod-west", "5b3c6f0e-8a41-4d0c-9a7e-2f6f1c0d9e11", None).unwrap()
+}
+
+/// The operator's own principal in these tests.
+const OPERATOR: &str = "99999999-2222-3333-4444-555555555555";
+
 fn settings() -> CoreSettings {
     CoreSettings {
-        cluster: "prod-west".into(),
+        owner: owner(),
+        operator_principal: Some(Uuid::parse_str(OPERATOR).unwrap()),
         oidc_issuer: "https://oidc.example.test/cluster".into(),
         overdue_after: TimeDelta::seconds(30),
         retry_after: Duration::from_secs(5),
@@ -148,6 +156,13 @@ struct Harness {
     catalogue: RoleCatalogue,
     labels: BTreeMap<String, String>,
     identity: IdentityObservation,
+    privileges: PrivilegeObservation,
+    /// `metadata.creationTimestamp` of the grant.
+    created: DateTime<Utc>,
+    /// Live grants of the namespace per policy (other than this one).
+    live: BTreeMap<String, u32>,
+    /// The next decision reads a status someone else wrote (the controller's seal failed).
+    tamper_next: std::cell::RefCell<Option<String>>,
 }
 
 impl Harness {
@@ -163,6 +178,10 @@ impl Harness {
             identity: IdentityObservation::Resolved {
                 principal_id: Uuid::parse_str(PRINCIPAL).unwrap(),
             },
+            privileges: PrivilegeObservation::Known(Vec::new()),
+            created: t0(),
+            live: BTreeMap::new(),
+            tamper_next: std::cell::RefCell::new(None),
         }
     }
 
@@ -170,6 +189,25 @@ impl Harness {
         &self,
         spec: &AccessGrantSpec,
         status: &AccessGrantStatus,
+        deleting: bool,
+        now: DateTime<Utc>,
+        azure: &AzureView,
+    ) -> Decision {
+        // Every status in these runs is one the core wrote itself, so the controller's seal
+        // would hold: an empty one is a new grant.
+        let trust = match self.tamper_next.borrow_mut().take() {
+            Some(detail) => StatusTrust::Tampered { detail },
+            None if *status == AccessGrantStatus::default() => StatusTrust::Absent,
+            None => StatusTrust::Sealed,
+        };
+        self.decide_trusting(spec, status, &trust, deleting, now, azure)
+    }
+
+    fn decide_trusting(
+        &self,
+        spec: &AccessGrantSpec,
+        status: &AccessGrantStatus,
+        trust: &StatusTrust,
         deleting: bool,
         now: DateTime<Utc>,
         azure: &AzureView,
@@ -182,16 +220,21 @@ impl Harness {
                 name: "nightly",
                 generation: Some(1),
                 deleting,
+                created_at: Some(self.created),
                 spec,
                 status,
+                trust,
             },
             policy: PolicyContext {
                 namespace: "payments",
                 namespace_labels: &self.labels,
                 policies: &self.policies,
                 catalogue: &self.catalogue,
+                privileges: &self.privileges,
+                live_grants: Some(&self.live),
             },
             identity: &self.identity,
+            privileges: &self.privileges,
             azure,
         };
         decide(&input)
@@ -209,9 +252,11 @@ impl Harness {
         faults: &mut impl Iterator<Item = Fault>,
     ) -> Decision {
         let mut view = world.view();
-        let mut last = None;
+        let mut last: Option<Decision> = None;
+        let mut tampered = None;
         for _ in 0..8 {
             let d = self.decide(spec, status, deleting, now, &view);
+            tampered = tampered.or(d.tampered.clone());
             check_invariants(self, spec, status, deleting, now, &view, &d, world);
             *status = d.status.clone();
             let actions = d.actions.clone();
@@ -284,7 +329,9 @@ impl Harness {
                 view.set(key, outcome);
             }
         }
-        last.unwrap()
+        let mut out = last.unwrap();
+        out.tampered = out.tampered.or(tampered);
+        out
     }
 }
 
@@ -300,7 +347,7 @@ fn recorded_keys(status: &AccessGrantStatus) -> Vec<ObjectKey> {
             status
                 .role_assignments
                 .iter()
-                .filter_map(|e| recorded_role_assignment(p, e))
+                .filter_map(|e| recorded_role_assignment(&owner(), p, e))
                 .map(|(k, _)| k),
         );
     }
@@ -308,7 +355,7 @@ fn recorded_keys(status: &AccessGrantStatus) -> Vec<ObjectKey> {
         status
             .federated_credential
             .as_ref()
-            .and_then(recorded_fic)
+            .and_then(|f| recorded_fic(&owner(), f))
             .map(|(k, _)| k),
     );
     keys
@@ -326,6 +373,59 @@ fn check_invariants(
     world: &World,
 ) {
     let after = &d.status;
+    let principal = match &h.identity {
+        IdentityObservation::Resolved { principal_id } => Some(*principal_id),
+        _ => None,
+    };
+    // Creates go to the resolved principal only, whatever a status says.
+    for a in &d.actions {
+        if let Action::CreateRoleAssignment(p) = a {
+            assert_eq!(
+                Some(p.principal_id),
+                principal,
+                "created for another principal"
+            );
+        }
+    }
+    // Deletes aim at this owner's derived names only, never at a name a status recorded.
+    for a in &d.actions {
+        match a {
+            Action::DeleteRoleAssignment { key, name, .. } => {
+                let ObjectKey::RoleAssignment {
+                    principal_id,
+                    role_guid,
+                    scope,
+                } = key
+                else {
+                    panic!("{key:?}");
+                };
+                let scope = crate::arm::ArmId::parse(scope).unwrap();
+                assert_eq!(
+                    *name,
+                    owner().role_assignment_name(principal_id, role_guid, &scope)
+                );
+            }
+            Action::DeleteFic { key, name, .. } => {
+                let ObjectKey::Fic {
+                    target, subject, ..
+                } = key
+                else {
+                    panic!("{key:?}");
+                };
+                assert_eq!(*name, owner().fic_name(target, subject));
+            }
+            _ => {}
+        }
+    }
+    // The lease never runs past its anchored start (creation or notBefore) plus maxDuration,
+    // whatever the status claims.
+    if let (Some(e), Ok(req)) = (after.expires_at, crate::validate::validate_grant(spec)) {
+        let anchor = req.not_before.map_or(h.created, |b| b.max(h.created));
+        assert!(
+            e - anchor <= h.max_duration,
+            "lease to {e} is longer than maxDuration from {anchor}"
+        );
+    }
     // Never a create at or after expiry.
     for _create in d.actions.iter().filter(|a| a.is_create()) {
         let exp = after.expires_at.expect("a create needs a recorded expiry");
@@ -336,8 +436,8 @@ fn check_invariants(
             "creates only while activating"
         );
     }
-    // Terminal phases absorb.
-    if before.phase.is_terminal() {
+    // Terminal phases absorb (a status someone else wrote is not believed, terminal or not).
+    if before.phase.is_terminal() && d.tampered.is_none() {
         assert_eq!(after.phase, before.phase, "terminal phase left");
     }
     // A revoked, expired, ended or deleted lease only ever deletes.
@@ -800,8 +900,59 @@ struct Scenario {
     drift_at: Option<usize>,
     plant_standing: bool,
     share: bool,
+    /// Someone other than the operator rewrites the status before this step.
+    tamper_at: Option<(usize, Tamper)>,
     steps: Vec<i64>,
     faults: Vec<u8>,
+}
+
+/// What a tenant who may patch `accessgrants/status` writes.
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    /// Another principal (new assignments would go to it).
+    Principal,
+    /// A later start (the lease would be measured from it).
+    LaterStart,
+    /// A later expiry.
+    LaterExpiry,
+    /// IDs and names of objects lapse did not create.
+    ForeignIds,
+    /// Back to `Active` from wherever it is.
+    Reactivate,
+    /// The whole status removed.
+    Wipe,
+}
+
+fn tamper(st: &mut AccessGrantStatus, how: Tamper) -> Option<String> {
+    match how {
+        Tamper::Principal => st.principal_id = Some("77777777-2222-3333-4444-555555555555".into()),
+        Tamper::LaterStart => {
+            st.activated_at = st.activated_at.map(|a| a + TimeDelta::hours(20));
+        }
+        Tamper::LaterExpiry => st.expires_at = Some(t0() + TimeDelta::hours(100)),
+        Tamper::ForeignIds => {
+            for r in &mut st.role_assignments {
+                r.id = Some(format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/{}",
+                    Uuid::from_u128(42)
+                ));
+            }
+            if let Some(f) = &mut st.federated_credential {
+                f.name = "someone-elses-credential".into();
+            }
+        }
+        Tamper::Reactivate => {
+            st.phase = GrantPhase::Active;
+            st.ended_at = None;
+            st.end_reason = None;
+        }
+        Tamper::Wipe => {
+            *st = AccessGrantStatus::default();
+            // No status at all reads as a new grant, not as tampering.
+            return None;
+        }
+    }
+    Some(format!("{how:?}"))
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -818,7 +969,21 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop::option::of(0usize..12),
             prop::option::of(0usize..12),
         ),
-        (any::<bool>(), any::<bool>()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of((
+                0usize..12,
+                prop_oneof![
+                    Just(Tamper::Principal),
+                    Just(Tamper::LaterStart),
+                    Just(Tamper::LaterExpiry),
+                    Just(Tamper::ForeignIds),
+                    Just(Tamper::Reactivate),
+                    Just(Tamper::Wipe),
+                ],
+            )),
+        ),
         prop::collection::vec(0i64..90, 1..12),
         prop::collection::vec(0u8..10, 0..40),
     )
@@ -826,7 +991,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             d.is_some() || a.is_some()
         })
         .prop_map(
-            |((d, b, a), (ext, rev, del, drop, drift), (plant, share), steps, faults)| Scenario {
+            |(
+                (d, b, a),
+                (ext, rev, del, drop, drift),
+                (plant, share, tamper_at),
+                steps,
+                faults,
+            )| Scenario {
                 duration_mins: d,
                 not_before_mins: b,
                 not_after_mins: a.map(|a| b.map_or(a, |b| a.max(b + 1))),
@@ -837,6 +1008,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 drift_at: drift,
                 plant_standing: plant,
                 share,
+                tamper_at,
                 steps,
                 faults,
             },
@@ -928,6 +1100,11 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
                 world.objects.remove(k);
             }
         }
+        if let Some((at, how)) = s.tamper_at
+            && at == i
+        {
+            *h.tamper_next.borrow_mut() = tamper(&mut st, how);
+        }
         if s.share && i == 1 {
             world.shared = world
                 .objects
@@ -938,6 +1115,10 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
         }
         let puts_before: u32 = world.puts.values().sum();
         let d = h.reconcile(&mut world, &spec, &mut st, deleting, now, &mut faults);
+        if d.tampered.is_some() {
+            // The controller sets spec.revoked, which cannot be undone.
+            spec.revoked = true;
+        }
         ever_created |= world.puts.values().sum::<u32>() > puts_before;
         if d.finalized {
             break;
@@ -996,7 +1177,7 @@ proptest! {
         let s = Scenario {
             duration_mins: Some(dur), not_before_mins: None, not_after_mins: None,
             extend_to_mins: None, revoke_at: None, delete_at: None, drop_policy_at: None,
-            drift_at: None, plant_standing: false, share: false,
+            drift_at: None, plant_standing: false, share: false, tamper_at: None,
             steps: vec![step; steps], faults: vec![],
         };
         let (world, st, _, _) = simulate(&s);
@@ -1043,11 +1224,13 @@ proptest! {
 
 #[test]
 fn the_recorded_lease_is_in_whole_seconds_and_never_longer_than_asked() {
-    let h = Harness::new("8h");
+    let mut h = Harness::new("8h");
     let mut world = World::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
     let now = t0() + TimeDelta::milliseconds(1_750);
+    // The lease starts at the grant's creation (a sub-second one here, to see the rounding).
+    h.created = now;
     run_to(&h, &mut world, &spec, &mut st, now);
     let (a, e) = (st.activated_at.unwrap(), st.expires_at.unwrap());
     assert_eq!(a.timestamp_subsec_nanos(), 0);
@@ -1060,4 +1243,284 @@ fn the_recorded_lease_is_in_whole_seconds_and_never_longer_than_asked() {
         serde_json::to_value(&st).unwrap()["expiresAt"],
         "2026-12-01T03:00:01Z"
     );
+}
+
+// --- What a tenant can write never widens access, lengthens a lease or aims a delete -------
+
+fn policy_with(edit: impl FnOnce(&mut AccessPolicySpec)) -> Vec<NamedPolicy> {
+    let mut spec = AccessPolicySpec {
+        namespaces: vec!["payments".into()],
+        identities: vec![format!(
+            "/subscriptions/{SUB}/resourceGroups/payments-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/*"
+        )],
+        roles: vec!["Reader".into(), "Storage Blob Data Reader".into()],
+        scopes: vec![format!("/subscriptions/{SUB}/resourceGroups/payments-rg")],
+        service_accounts: vec!["backup-*".into()],
+        max_duration: "8h".into(),
+        ..Default::default()
+    };
+    edit(&mut spec);
+    vec![NamedPolicy {
+        name: "payments".into(),
+        rules: validate_policy(&spec).map_err(|e| e.to_string()),
+    }]
+}
+
+fn active(h: &Harness, world: &mut World, spec: &AccessGrantSpec) -> AccessGrantStatus {
+    let mut st = AccessGrantStatus::default();
+    run_to(h, world, spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
+    st
+}
+
+#[test]
+fn a_tampered_principal_creates_nothing_and_ends_the_lease() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = active(&h, &mut world, &spec);
+    let puts = world.puts.clone();
+    st.principal_id = Some("77777777-2222-3333-4444-555555555555".into());
+    *h.tamper_next.borrow_mut() = Some("the recorded principal was changed".into());
+    let d = h.reconcile(
+        &mut world,
+        &spec,
+        &mut st,
+        false,
+        t0() + TimeDelta::minutes(5),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(world.puts, puts, "nothing new was created");
+    assert!(
+        world.objects.is_empty(),
+        "the lease's own objects were removed"
+    );
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert_eq!(
+        st.principal_id.as_deref(),
+        Some(PRINCIPAL),
+        "the resolved one"
+    );
+    assert!(d.tampered.is_some(), "the controller sets spec.revoked");
+    let c = find_condition(&st, TAMPERED).expect("a Tampered condition");
+    assert_eq!(c.status, ConditionStatus::True);
+    assert!(
+        c.message.contains("not written by lapse-operator"),
+        "{}",
+        c.message
+    );
+}
+
+#[test]
+fn a_tampered_status_cannot_aim_a_delete_or_keep_a_credential() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = active(&h, &mut world, &spec);
+    let fic_key = recorded_keys(&st)
+        .into_iter()
+        .find(|k| matches!(k, ObjectKey::Fic { .. }))
+        .expect("a FIC");
+    tamper(&mut st, Tamper::ForeignIds);
+    *h.tamper_next.borrow_mut() = Some("foreign IDs".into());
+    let mut view = world.view();
+    let d = h.decide(&spec, &st, false, t0() + TimeDelta::minutes(1), &view);
+    // The deletes are the derived names (check_invariants also asserts it for every decision).
+    let deleted: Vec<&ObjectKey> = d.actions.iter().map(Action::key).collect();
+    assert!(
+        deleted.contains(&&fic_key),
+        "the real FIC goes: {:?}",
+        d.actions
+    );
+    for a in &d.actions {
+        match a {
+            Action::DeleteRoleAssignment { name, .. } => assert_ne!(*name, Uuid::from_u128(42)),
+            Action::DeleteFic { name, .. } => assert_ne!(name, "someone-elses-credential"),
+            other => panic!("only deletes, got {other:?}"),
+        }
+    }
+    for a in &d.actions {
+        view.set(a.key().clone(), Observed::Absent);
+    }
+    let d = h.decide(&spec, &d.status, false, t0() + TimeDelta::minutes(1), &view);
+    assert_eq!(d.status.phase, GrantPhase::Revoked);
+}
+
+#[test]
+fn a_removed_status_reactivates_only_the_same_lease() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let st = active(&h, &mut world, &spec);
+    let expiry = st.expires_at;
+    // The status is removed half an hour in: the lease is derived again, ending when it did.
+    let mut wiped = AccessGrantStatus::default();
+    run_to(
+        &h,
+        &mut world,
+        &spec,
+        &mut wiped,
+        t0() + TimeDelta::minutes(30),
+    );
+    assert_eq!(wiped.phase, GrantPhase::Active);
+    assert_eq!(wiped.expires_at, expiry);
+    assert!(world.puts.values().all(|n| *n == 1), "no second PUT");
+    // Removed again after the end: nothing comes back, and what remained is deleted.
+    let mut wiped = AccessGrantStatus::default();
+    run_to(
+        &h,
+        &mut world,
+        &spec,
+        &mut wiped,
+        t0() + TimeDelta::minutes(61),
+    );
+    assert_eq!(wiped.phase, GrantPhase::Expired);
+    assert!(world.objects.is_empty());
+}
+
+#[test]
+fn the_lease_starts_at_creation_not_at_the_first_reconcile() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    // The operator was down for 20 minutes after the grant was created.
+    run_to(
+        &h,
+        &mut world,
+        &spec,
+        &mut st,
+        t0() + TimeDelta::minutes(20),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.activated_at, Some(t0()));
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(1)));
+}
+
+#[test]
+fn the_operator_never_grants_to_itself() {
+    let mut h = Harness::new("8h");
+    h.identity = IdentityObservation::Resolved {
+        principal_id: Uuid::parse_str(OPERATOR).unwrap(),
+    };
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &spec(Some("1h"), None), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(world.puts.is_empty());
+    let msg = st.message.unwrap_or_default();
+    assert!(
+        msg.starts_with("spec.identity: mi/backup is lapse-operator's own identity"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn privileged_identities_are_federated_only_where_a_policy_opts_in() {
+    let owner_role = StandingPrivilege {
+        assignment: format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/{}",
+            Uuid::from_u128(5)
+        ),
+        role: "Owner".into(),
+        scope: format!("/subscriptions/{SUB}"),
+    };
+    let spec = spec(Some("1h"), None);
+    // Not known yet: wait, create nothing.
+    let mut h = Harness::new("8h");
+    h.privileges = PrivilegeObservation::Unknown;
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Pending);
+    assert!(world.puts.is_empty() && d.retry_after.is_some());
+    // Known privileged: denied, naming the standing assignment.
+    h.privileges = PrivilegeObservation::Known(vec![owner_role.clone()]);
+    run_to(&h, &mut world, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(world.puts.is_empty());
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("spec.federation: the identity holds privileged standing access"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&owner_role.assignment) && msg.contains("Owner at"),
+        "{msg}"
+    );
+    // A policy that opts in allows it.
+    h.policies = policy_with(|p| p.allow_privileged_identities = true);
+    let mut st = AccessGrantStatus::default();
+    let mut fresh = spec.clone();
+    fresh.justification = None;
+    run_to(&h, &mut world, &fresh, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
+    // Role assignments alone (no federation) never need the check.
+    let mut h = Harness::new("8h");
+    h.privileges = PrivilegeObservation::Unknown;
+    let mut plain = spec.clone();
+    plain.federation = None;
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut World::default(), &plain, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
+}
+
+#[test]
+fn a_role_written_by_name_and_by_guid_is_one_duplicate() {
+    let h = Harness::new("8h");
+    let mut s = spec(Some("1h"), None);
+    s.roles[1] = RoleRequest {
+        role: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1".into(),
+        scope: storage_scope()
+            .to_uppercase()
+            .replace("SUBSCRIPTIONS", "subscriptions"),
+        condition: None,
+    };
+    let mut st = AccessGrantStatus::default();
+    let mut world = World::default();
+    run_to(&h, &mut world, &s, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(world.puts.is_empty());
+    let msg = st.message.unwrap_or_default();
+    assert!(
+        msg.starts_with("spec.roles[1]: duplicates spec.roles[0]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn audiences_and_quotas_are_the_policy_s() {
+    let mut h = Harness::new("8h");
+    h.policies = policy_with(|p| p.max_active_grants = Some(2));
+    let mut s = spec(Some("1h"), None);
+    s.justification = None;
+    s.federation = Some(Federation {
+        service_account: "backup-runner".into(),
+        audience: "https://kubernetes.default.svc".into(),
+    });
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut World::default(), &s, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    let msg = st.message.unwrap_or_default();
+    assert!(msg.contains("spec.federation.audience: audience \"https://kubernetes.default.svc\" is not allowed (allowed: api://AzureADTokenExchange)"), "{msg}");
+
+    s.federation = None;
+    h.live.insert("payments".into(), 2);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut World::default(), &s, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    let msg = st.message.unwrap_or_default();
+    assert!(
+        msg.contains("already has 2 live grants under this policy (maxActiveGrants 2)"),
+        "{msg}"
+    );
+    // A running lease is never ended by the quota.
+    h.live.insert("payments".into(), 1);
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut world, &s, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    h.live.insert("payments".into(), 5);
+    run_to(&h, &mut world, &s, &mut st, t0() + TimeDelta::minutes(5));
+    assert_eq!(st.phase, GrantPhase::Active);
 }

@@ -7,6 +7,7 @@ use chrono::TimeDelta;
 use uuid::Uuid;
 
 use crate::duration::LeaseDuration;
+use crate::lease::PrivilegeObservation;
 use crate::role::RoleCatalogue;
 use crate::validate::{GrantRequest, IdMatcher, Identity, PolicyRules, selector_matches};
 
@@ -38,8 +39,12 @@ pub enum DenialKind {
     Role,
     Scope,
     Federation,
+    /// The federated identity holds privileged standing roles the policy does not accept.
+    PrivilegedIdentity,
     Duration,
     Justification,
+    /// The namespace already has `maxActiveGrants` live grants under the policy.
+    Quota,
 }
 
 impl fmt::Display for Denial {
@@ -98,6 +103,37 @@ pub struct PolicyContext<'a> {
     pub namespace_labels: &'a BTreeMap<String, String>,
     pub policies: &'a [NamedPolicy],
     pub catalogue: &'a RoleCatalogue,
+    /// The identity's privileged standing roles, as far as known (checked for federation).
+    pub privileges: &'a PrivilegeObservation,
+    /// Live grants of this namespace per policy, not counting the grant evaluated. Checked
+    /// against `maxActiveGrants` when set (for a new activation); `None` skips the quota
+    /// (a lease already running is never ended by it).
+    pub live_grants: Option<&'a BTreeMap<String, u32>>,
+}
+
+/// Whether any valid policy covers the namespace at all. Evaluation of everything else (and
+/// every Azure look-up a grant costs) starts only then.
+pub fn covers_namespace(
+    policies: &[NamedPolicy],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    policies
+        .iter()
+        .filter_map(|p| p.rules.as_ref().ok())
+        .any(|rules| namespace_covered(rules, namespace, labels))
+}
+
+fn namespace_covered(
+    rules: &PolicyRules,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    rules.namespaces.iter().any(|g| g.matches(namespace))
+        || rules
+            .namespace_selector
+            .as_ref()
+            .is_some_and(|s| selector_matches(s, labels))
 }
 
 /// Evaluates a grant whose total lease length (extensions included) is `lease`.
@@ -138,24 +174,33 @@ pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>)
             max_duration,
         };
     }
-    // Policies that do not cover the namespace say nothing useful about the grant itself;
-    // report them only when no policy covers the namespace at all.
-    let relevant: Vec<Denial> = reasons
+    // Policies that do not cover the namespace say nothing about the grant, and naming them
+    // would tell a namespace about policies that are none of its business: when no policy
+    // covers the namespace, that alone is the answer.
+    let invalid = reasons
         .iter()
+        .filter(|r| r.kind == DenialKind::InvalidPolicy)
+        .count();
+    let relevant: Vec<Denial> = reasons
+        .into_iter()
         .filter(|r| !matches!(r.kind, DenialKind::Namespace | DenialKind::InvalidPolicy))
-        .cloned()
         .collect();
     let reasons = if !relevant.is_empty() {
         relevant
-    } else if !reasons.is_empty() {
-        reasons
     } else {
+        let note = match invalid {
+            0 => String::new(),
+            1 => "; 1 AccessPolicy is invalid and allows nothing (its status says why)".into(),
+            n => format!(
+                "; {n} AccessPolicies are invalid and allow nothing (their status says why)"
+            ),
+        };
         vec![Denial {
             policy: None,
             kind: DenialKind::NoPolicy,
             field: "metadata.namespace".into(),
             reason: format!(
-                "no AccessPolicy allows grants in namespace {:?} (default deny)",
+                "no AccessPolicy allows grants in namespace {:?} (default deny){note}",
                 ctx.namespace
             ),
         }]
@@ -192,12 +237,7 @@ fn check(
     rules: &PolicyRules,
 ) -> Vec<Denial> {
     let mut out = Vec::new();
-    let ns_ok = rules.namespaces.iter().any(|g| g.matches(ctx.namespace))
-        || rules
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|s| selector_matches(s, ctx.namespace_labels));
-    if !ns_ok {
+    if !namespace_covered(rules, ctx.namespace, ctx.namespace_labels) {
         out.push(deny(
             name,
             DenialKind::Namespace,
@@ -271,21 +311,54 @@ fn check(
             ));
         }
     }
-    if let Some(f) = &grant.federation
-        && !rules
+    if let Some(f) = &grant.federation {
+        if !rules
             .service_accounts
             .iter()
             .any(|g| g.matches(&f.service_account))
-    {
-        out.push(deny(
-            name,
-            DenialKind::Federation,
-            "spec.federation.serviceAccount",
-            format!(
-                "ServiceAccount {:?} may not be federated",
-                f.service_account
-            ),
-        ));
+        {
+            out.push(deny(
+                name,
+                DenialKind::Federation,
+                "spec.federation.serviceAccount",
+                format!(
+                    "ServiceAccount {:?} may not be federated",
+                    f.service_account
+                ),
+            ));
+        }
+        if !rules.audiences.iter().any(|a| a == &f.audience) {
+            out.push(deny(
+                name,
+                DenialKind::Federation,
+                "spec.federation.audience",
+                format!(
+                    "audience {:?} is not allowed (allowed: {})",
+                    f.audience,
+                    rules.audiences.join(", ")
+                ),
+            ));
+        }
+        if let PrivilegeObservation::Known(held) = ctx.privileges
+            && !held.is_empty()
+            && !rules.allow_privileged_identities
+        {
+            let listed: Vec<String> = held
+                .iter()
+                .map(|p| format!("{} at {} ({})", p.role, p.scope, p.assignment))
+                .collect();
+            out.push(deny(
+                name,
+                DenialKind::PrivilegedIdentity,
+                "spec.federation",
+                format!(
+                    "the identity holds privileged standing access, which a federated \
+                     credential would hand to the workload: {}; the policy must set \
+                     allowPrivilegedIdentities to allow it",
+                    listed.join("; ")
+                ),
+            ));
+        }
     }
     if lease > rules.max_duration.to_chrono() {
         out.push(deny(
@@ -302,6 +375,21 @@ fn check(
                 rules.max_duration
             ),
         ));
+    }
+    if let (Some(max), Some(live)) = (rules.max_active_grants, ctx.live_grants) {
+        let n = live.get(name).copied().unwrap_or(0);
+        if n >= max {
+            out.push(deny(
+                name,
+                DenialKind::Quota,
+                "metadata.namespace",
+                format!(
+                    "namespace {:?} already has {n} live grants under this policy \
+                     (maxActiveGrants {max})",
+                    ctx.namespace
+                ),
+            ));
+        }
     }
     if let Some(re) = &rules.justification_pattern {
         let j = grant.justification.as_deref().unwrap_or("");

@@ -76,6 +76,8 @@ fn eval_in(
         namespace_labels: labels,
         policies,
         catalogue: &catalogue,
+        privileges: &PrivilegeObservation::Known(Vec::new()),
+        live_grants: Some(&BTreeMap::new()),
     };
     evaluate(&req, TimeDelta::hours(lease_h), &ctx)
 }
@@ -238,7 +240,15 @@ fn an_invalid_policy_allows_nothing() {
     p.max_duration = "0s".into();
     let v = eval(&grant(), &[named("broken", &p)]);
     assert!(!v.is_allowed());
-    assert!(v.message().contains("broken"));
+    // Which namespaces an invalid policy meant to cover is unknown, so it is not named to a
+    // grant (its own status names the invalid rule); the count says where to look.
+    assert!(!v.message().contains("broken"), "{}", v.message());
+    assert!(
+        v.message()
+            .contains("1 AccessPolicy is invalid and allows nothing"),
+        "{}",
+        v.message()
+    );
 }
 
 #[test]
@@ -270,4 +280,74 @@ fn the_most_generous_covering_policy_is_reported() {
         )
         .is_allowed()
     );
+}
+
+#[test]
+fn a_namespace_no_policy_covers_learns_of_no_policy() {
+    let mut other = policy_spec();
+    other.namespaces = vec!["billing".into()];
+    let v = eval_in(
+        "kube-system",
+        &BTreeMap::new(),
+        &grant(),
+        &[
+            named("billing-readers", &other),
+            named("payments", &policy_spec()),
+        ],
+        1,
+    );
+    assert_eq!(denied_fields(&v), ["metadata.namespace"]);
+    let msg = v.message();
+    assert!(
+        !msg.contains("billing-readers") && !msg.contains("policy payments"),
+        "{msg}"
+    );
+    assert!(msg.contains("default deny"), "{msg}");
+    assert!(!covers_namespace(
+        &[named("billing-readers", &other)],
+        "kube-system",
+        &BTreeMap::new()
+    ));
+    assert!(covers_namespace(
+        &[named("payments", &policy_spec())],
+        "payments",
+        &BTreeMap::new()
+    ));
+}
+
+#[test]
+fn an_empty_namespace_selector_is_refused_not_a_match_for_everything() {
+    let mut p = policy_spec();
+    p.namespaces.clear();
+    p.namespace_selector = Some(crate::v1alpha1::LabelSelector::default());
+    let err = validate_policy(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.namespaceSelector: an empty selector matches every namespace"),
+        "{err}"
+    );
+    let v = eval_in(
+        "kube-system",
+        &BTreeMap::new(),
+        &grant(),
+        &[named("all", &p)],
+        1,
+    );
+    assert!(!v.is_allowed());
+}
+
+#[test]
+fn policy_fields_of_the_security_review_are_validated() {
+    let mut p = policy_spec();
+    p.max_active_grants = Some(0);
+    p.audiences = vec![" ".into()];
+    let err = validate_policy(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.maxActiveGrants: must be at least 1"),
+        "{err}"
+    );
+    assert!(err.contains("spec.audiences[0]: must be 1 to"), "{err}");
+    // No audiences listed: Entra's token exchange audience only.
+    let rules = validate_policy(&policy_spec()).unwrap();
+    assert_eq!(rules.audiences, ["api://AzureADTokenExchange"]);
+    assert!(!rules.allow_privileged_identities);
 }

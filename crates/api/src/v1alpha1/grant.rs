@@ -292,4 +292,9 @@ pub struct AccessGrantStatus {
     /// The latest human-readable explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The operator's seal over the rest of the status (an HMAC keyed by a Secret in the
+    /// operator's namespace). A status anyone else writes does not carry a valid seal, and the
+    /// operator then believes nothing in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }

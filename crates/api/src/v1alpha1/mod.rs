@@ -16,7 +16,9 @@ pub use grant::{
     RoleAssignmentStatus, RoleRequest, Window,
 };
 pub use patterns::*;
-pub use policy::{AccessPolicy, AccessPolicySpec, LabelSelector, LabelSelectorRequirement};
+pub use policy::{
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, LabelSelector, LabelSelectorRequirement,
+};
 
 /// The API group of every lapse kind.
 pub const GROUP: &str = "lapse.dev";

@@ -3,11 +3,15 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::condition::Condition;
+use super::grant::DEFAULT_AUDIENCE;
 use super::patterns::*;
 
 /// Who may be granted what, where, for how long. Cluster-scoped; default deny: a grant is
 /// activated only if one AccessPolicy allows all of it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+// Each printcolumn repeats `type_ = "string"`: separate columns, not a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "lapse.dev",
     version = "v1alpha1",
@@ -15,11 +19,24 @@ use super::patterns::*;
     doc = "Who may be granted which Azure roles, where and for how long. Cluster-scoped; default deny: a grant activates only if one AccessPolicy allows all of it.",
     shortname = "apol",
     category = "lapse",
+    status = "AccessPolicyStatus",
     printcolumn(
         name = "Max Duration",
         type_ = "string",
         json_path = ".spec.maxDuration",
         description = "Longest total lease, extensions included"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the policy is valid and in use"
+    ),
+    printcolumn(
+        name = "Grants",
+        type_ = "integer",
+        json_path = ".status.grants",
+        description = "Live grants this policy allows"
     ),
     printcolumn(
         name = "Age",
@@ -30,6 +47,7 @@ use super::patterns::*;
 #[x_kube(
     validation = Rule::new("size(self.identities) + size(self.servicePrincipals) + size(self.applications) > 0").message("at least one of identities, servicePrincipals or applications must be listed"),
     validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("namespaces or namespaceSelector must be set"),
+    validation = Rule::new("!has(self.namespaceSelector) || (has(self.namespaceSelector.matchLabels) && size(self.namespaceSelector.matchLabels) > 0) || (has(self.namespaceSelector.matchExpressions) && size(self.namespaceSelector.matchExpressions) > 0)").message("spec.namespaceSelector: an empty selector matches every namespace, kube-system included; list labels or expressions, or use namespaces").field_path(".namespaceSelector"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
@@ -71,6 +89,43 @@ pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub justification_pattern: Option<String>,
+    /// Token audiences a federated credential may accept. Only Entra's token exchange audience
+    /// by default: any other lets tokens minted for other purposes (the Kubernetes API's, say)
+    /// stand in for the workload. Empty means that default.
+    #[serde(default = "default_audiences")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = MAX_AUDIENCE_LEN)))]
+    pub audiences: Vec<String>,
+    /// Allow federating an identity that holds privileged standing roles (Owner, User Access
+    /// Administrator, Role Based Access Control Administrator, or any role that may write role
+    /// assignments). A federated credential hands the workload every right of its identity, so
+    /// this is off by default and such grants are denied naming the standing assignment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_privileged_identities: bool,
+    /// At most this many live (activating or active) grants per namespace under this policy;
+    /// a grant beyond it is denied. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_active_grants: Option<u32>,
+}
+
+fn default_audiences() -> Vec<String> {
+    vec![DEFAULT_AUDIENCE.to_owned()]
+}
+
+/// What the operator reports about a policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicyStatus {
+    /// `Ready` is True when the policy is valid, False naming the invalid rule otherwise (an
+    /// invalid policy allows nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Live grants (activating or active) this policy allows.
+    #[serde(default)]
+    pub grants: u32,
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// A Kubernetes label selector (`matchLabels` and `matchExpressions`).

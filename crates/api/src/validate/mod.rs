@@ -14,8 +14,8 @@ use crate::duration::LeaseDuration;
 use crate::field::FieldErrors;
 use crate::role::RoleRef;
 use crate::v1alpha1::{
-    AccessGrantSpec, AccessPolicySpec, LabelSelector, MAX_AUDIENCE_LEN, MAX_CONDITION_LEN,
-    MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_ROLES,
+    AccessGrantSpec, AccessPolicySpec, DEFAULT_AUDIENCE, LabelSelector, MAX_AUDIENCE_LEN,
+    MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_ROLES,
 };
 
 /// The identity a grant gives access to.
@@ -431,6 +431,10 @@ pub struct PolicyRules {
     pub service_accounts: Vec<Glob>,
     pub max_duration: LeaseDuration,
     pub justification_pattern: Option<Regex>,
+    /// Token audiences a federated credential may accept.
+    pub audiences: Vec<String>,
+    pub allow_privileged_identities: bool,
+    pub max_active_grants: Option<u32>,
 }
 
 fn id_matchers(field: &str, list: &[String], errs: &mut FieldErrors) -> Vec<IdMatcher> {
@@ -497,6 +501,16 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
         );
     }
     let namespaces = name_globs("spec.namespaces", &spec.namespaces, &mut errs);
+    if let Some(sel) = &spec.namespace_selector
+        && sel.match_labels.is_empty()
+        && sel.match_expressions.is_empty()
+    {
+        errs.push(
+            "spec.namespaceSelector",
+            "an empty selector matches every namespace, kube-system included; list labels or \
+             expressions, or use spec.namespaces",
+        );
+    }
     if let Some(sel) = &spec.namespace_selector {
         for (i, e) in sel.match_expressions.iter().enumerate() {
             let field = format!("spec.namespaceSelector.matchExpressions[{i}]");
@@ -592,6 +606,20 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             })
             .ok()
     });
+    for (i, a) in spec.audiences.iter().enumerate() {
+        if a.trim().is_empty() || a.len() > MAX_AUDIENCE_LEN as usize || !printable(a) {
+            errs.push(
+                format!("spec.audiences[{i}]"),
+                format!("must be 1 to {MAX_AUDIENCE_LEN} printable characters"),
+            );
+        }
+    }
+    if spec.max_active_grants == Some(0) {
+        errs.push(
+            "spec.maxActiveGrants",
+            "must be at least 1 (leave it unset for no limit)",
+        );
+    }
     match max_duration {
         Some(max_duration) if errs.is_empty() => Ok(PolicyRules {
             namespaces,
@@ -604,6 +632,14 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             service_accounts,
             max_duration,
             justification_pattern,
+            // Empty means the default: Entra's token exchange audience only.
+            audiences: if spec.audiences.is_empty() {
+                vec![DEFAULT_AUDIENCE.to_owned()]
+            } else {
+                spec.audiences.clone()
+            },
+            allow_privileged_identities: spec.allow_privileged_identities,
+            max_active_grants: spec.max_active_grants,
         }),
         _ => Err(errs),
     }

@@ -6,9 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lapse_api::lease::{
-    AzureView, ObjectKey, ObjectObservation, Observed, recorded_fic, recorded_role_assignment,
-};
+use lapse_api::lease::{AzureView, ObjectKey, ObjectObservation, Observed, recorded_objects};
 use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 
 /// A grant by namespace and name.
@@ -76,6 +74,8 @@ pub fn assignment_partition(scope_key: &str) -> String {
 struct PartitionState {
     loaded_at: Option<Instant>,
     objects: HashMap<ObjectKey, Known>,
+    /// Objects of the last listing that carry this cluster's name but another owner's identity.
+    twins: usize,
 }
 
 /// How long our own writes are remembered, to overrule listings that started before them.
@@ -128,6 +128,7 @@ impl Inventory {
         &self,
         p: Partition,
         mut objects: HashMap<ObjectKey, Known>,
+        twins: usize,
         listed_at: Instant,
     ) {
         let mut st = self.lock();
@@ -145,6 +146,7 @@ impl Inventory {
             PartitionState {
                 loaded_at: Some(listed_at),
                 objects,
+                twins,
             },
         );
     }
@@ -213,6 +215,11 @@ impl Inventory {
         Self::replace_claims(&mut st, grant, status);
     }
 
+    /// Whether a reconcile of this process has set this grant's claims (from a status it wrote).
+    pub fn reconciled(&self, grant: &GrantRef) -> bool {
+        self.lock().reconciled.contains(grant)
+    }
+
     /// Claims from the watch cache, for grants no reconcile of this process has written yet (at
     /// start-up, before the first reconcile). A grant we reconciled keeps the claims of the
     /// status we wrote: the cache may not have seen that write yet.
@@ -274,6 +281,34 @@ impl Inventory {
         }
     }
 
+    /// Twin objects (another operator's, under this cluster's name) in the latest listings.
+    pub fn twins(&self) -> usize {
+        self.lock().partitions.values().map(|p| p.twins).sum()
+    }
+
+    /// Grants holding a live claim on an object of `p` that the latest listing of `p` does not
+    /// show: their access vanished behind their back and they need a look now.
+    pub fn live_claims_missing(&self, p: &Partition) -> Vec<GrantRef> {
+        let st = self.lock();
+        let Some(part) = st.partitions.get(p).filter(|ps| ps.loaded_at.is_some()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<GrantRef> = st
+            .claims
+            .iter()
+            .filter(|(k, _)| Partition::of(k) == *p && !part.objects.contains_key(*k))
+            .flat_map(|(_, grants)| {
+                grants
+                    .iter()
+                    .filter(|(_, c)| **c == Claim::Live)
+                    .map(|(g, _)| g.clone())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn is_claimed(&self, key: &ObjectKey) -> bool {
         self.lock().claims.contains_key(key)
     }
@@ -292,7 +327,8 @@ impl Inventory {
     }
 }
 
-/// The claims a grant's status implies.
+/// The claims a grant's status implies. Only a status the operator sealed may be passed here:
+/// a claim keeps an object alive.
 pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
     let claim = match status.phase {
         GrantPhase::Activating | GrantPhase::Active => Claim::Live,
@@ -310,27 +346,11 @@ pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
             ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
         ),
     };
-    let mut out = Vec::new();
-    if let Some(p) = status
-        .principal_id
-        .as_deref()
-        .and_then(|p| uuid::Uuid::try_parse(p).ok())
-    {
-        for e in status.role_assignments.iter().filter(|e| holds(e.state)) {
-            if let Some((k, _)) = recorded_role_assignment(p, e) {
-                out.push((k, claim));
-            }
-        }
-    }
-    if let Some(f) = status
-        .federated_credential
-        .as_ref()
-        .filter(|f| holds(f.state))
-        && let Some((k, _)) = recorded_fic(f)
-    {
-        out.push((k, claim));
-    }
-    out
+    recorded_objects(status)
+        .into_iter()
+        .filter(|(_, s)| holds(*s))
+        .map(|(k, _)| (k, claim))
+        .collect()
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
             owned: false,
         },
     );
-    inv.replace(part.clone(), objects, Instant::now());
+    inv.replace(part.clone(), objects, 0, Instant::now());
     assert_eq!(inv.unclaimed_owned(&part).len(), 1);
     inv.set_claims(&grant("a"), Some(&st));
     assert!(inv.unclaimed_owned(&part).is_empty());
@@ -133,7 +133,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
             owned: true,
         }),
     );
-    inv.replace(part.clone(), HashMap::new(), listing_started);
+    inv.replace(part.clone(), HashMap::new(), 0, listing_started);
     assert!(matches!(
         inv.view(std::slice::from_ref(&key), &grant("a"))
             .get(&key)
@@ -141,7 +141,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
         Observed::Present { owned: true, .. }
     ));
     // A listing that started after the write is believed (the object vanished: drift).
-    inv.replace(part, HashMap::new(), Instant::now());
+    inv.replace(part, HashMap::new(), 0, Instant::now());
     assert_eq!(
         inv.view(std::slice::from_ref(&key), &grant("a"))
             .get(&key)
@@ -157,7 +157,7 @@ fn only_partitions_in_use_are_swept_again() {
     let key = claims_of(&st).remove(0).0;
     let part = Partition::of(&key);
     // Loaded, nothing of ours, nobody claims it: not worth listing again.
-    inv.replace(part.clone(), HashMap::new(), Instant::now());
+    inv.replace(part.clone(), HashMap::new(), 0, Instant::now());
     assert!(inv.partitions().is_empty());
     // Something of ours in it: swept.
     inv.record(

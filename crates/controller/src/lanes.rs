@@ -1,0 +1,342 @@
+//! Two lanes for grant work, so that ending access never waits behind creating it.
+//!
+//! Every grant event reaches two controllers sharing one watch cache. The *revocation lane*
+//! acts only on grants whose lease must end now (deleted, revoked, expired, no longer allowed,
+//! tampered with, or still owing deletes); the *activation lane* acts on everything else, with a
+//! per-namespace share of its slots so one namespace cannot take them all. A slow or failing
+//! activation in one namespace therefore never holds up another namespace's revocation: the
+//! revocation has its own slots, and inside the Azure client deletes go before writes
+//! (docs/architecture.md, "Revocations first").
+//!
+//! The [`LeaseClock`] remembers when each lease ends (or ended), whichever lane gets to it, so
+//! the overdue gauge counts from the lease end whatever held the revocation up.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kube::ResourceExt;
+use lapse_api::lease::StatusTrust;
+use lapse_api::policy::{PolicyContext, covers_namespace, evaluate};
+use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, GrantPhase, ObjectState};
+use lapse_api::validate::validate_grant;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::context::Context;
+use crate::inventory::GrantRef;
+use crate::observe::namespace_labels;
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain maps: a panic elsewhere leaves them usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Which lane a grant's work belongs to right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Activation,
+    Revocation,
+}
+
+/// Whether an object state still owes a delete.
+fn owes_delete(s: ObjectState) -> bool {
+    matches!(
+        s,
+        ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
+    )
+}
+
+fn holds_objects(st: &AccessGrantStatus) -> bool {
+    st.role_assignments.iter().any(|r| owes_delete(r.state))
+        || st
+            .federated_credential
+            .as_ref()
+            .is_some_and(|f| owes_delete(f.state))
+}
+
+/// The lane for a grant at `now`. Cheap and free of I/O: it runs for every event in both lanes.
+pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
+    if revocation_due(ctx, g, now) {
+        Lane::Revocation
+    } else {
+        Lane::Activation
+    }
+}
+
+fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
+    let uid = g.uid().unwrap_or_default();
+    let trust = ctx.sealer.trust(&uid, g.status.as_ref());
+    let st = match (&trust, &g.status) {
+        (StatusTrust::Tampered { .. }, _) => return true,
+        (StatusTrust::Sealed, Some(st)) => st,
+        // No record: nothing of this grant's is known to exist yet, unless it is being deleted
+        // (its derived objects may exist if the status was removed mid-lease).
+        _ => return g.metadata.deletion_timestamp.is_some(),
+    };
+    if st.phase.is_terminal() {
+        return holds_objects(st);
+    }
+    if g.metadata.deletion_timestamp.is_some() || st.phase == GrantPhase::Revoking {
+        return true;
+    }
+    if st.activated_at.is_none() {
+        return false;
+    }
+    if g.spec.revoked || st.expires_at.is_some_and(|e| now >= e) {
+        return true;
+    }
+    // Continuous verification: a lease no policy allows any more ends in this lane too.
+    let Ok(req) = validate_grant(&g.spec) else {
+        return false;
+    };
+    let ns = g.namespace().unwrap_or_default();
+    let labels = namespace_labels(&ctx.namespaces, &ns);
+    let policies = ctx.policies.snapshot();
+    if !covers_namespace(&policies, &ns, &labels) {
+        return true;
+    }
+    let (Some(start), Some(end)) = (st.activated_at, st.expires_at) else {
+        return false;
+    };
+    let catalogue = ctx.resolver.catalogue();
+    let verdict = evaluate(
+        &req,
+        end - start,
+        &PolicyContext {
+            namespace: &ns,
+            namespace_labels: &labels,
+            policies: &policies,
+            catalogue: &catalogue,
+            privileges: &lapse_api::lease::PrivilegeObservation::Unknown,
+            live_grants: None,
+        },
+    );
+    !verdict.is_allowed()
+}
+
+/// One lock per grant: the two lanes never drive the same grant at once.
+#[derive(Debug, Default, Clone)]
+pub struct GrantLocks {
+    map: Arc<Mutex<HashMap<GrantRef, Arc<AsyncMutex<()>>>>>,
+}
+
+/// Held while a grant is driven; forgets the entry when nobody else wants it.
+#[derive(Debug)]
+pub struct GrantGuard {
+    guard: Option<OwnedMutexGuard<()>>,
+    grant: GrantRef,
+    locks: GrantLocks,
+}
+
+impl GrantLocks {
+    pub async fn lock(&self, grant: &GrantRef) -> GrantGuard {
+        let m = locked(&self.map).entry(grant.clone()).or_default().clone();
+        GrantGuard {
+            guard: Some(m.lock_owned().await),
+            grant: grant.clone(),
+            locks: self.clone(),
+        }
+    }
+}
+
+impl Drop for GrantGuard {
+    fn drop(&mut self) {
+        let mut map = locked(&self.locks.map);
+        self.guard = None;
+        if map
+            .get(&self.grant)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.grant);
+        }
+    }
+}
+
+/// A per-namespace share of the activation lane's slots.
+#[derive(Debug)]
+pub struct FairShare {
+    cap: usize,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One activation slot of a namespace, released on drop.
+#[derive(Debug)]
+pub struct FairPermit {
+    namespace: String,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl FairShare {
+    /// At most half the lane's slots (at least one) for any one namespace.
+    pub fn new(concurrency: u16) -> Self {
+        Self {
+            cap: (usize::from(concurrency) / 2).max(1),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A slot for `namespace`, or `None` when it already holds its share (come back later).
+    pub fn try_enter(&self, namespace: &str) -> Option<FairPermit> {
+        let mut map = locked(&self.in_flight);
+        let n = map.entry(namespace.to_owned()).or_default();
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(FairPermit {
+            namespace: namespace.to_owned(),
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+impl Drop for FairPermit {
+    fn drop(&mut self) {
+        let mut map = locked(&self.in_flight);
+        if let Some(n) = map.get_mut(&self.namespace) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.namespace);
+            }
+        }
+    }
+}
+
+/// When each lease ends or ended, until its revocation is finished.
+#[derive(Debug, Default)]
+pub struct LeaseClock {
+    state: Mutex<ClockState>,
+}
+
+#[derive(Debug, Default)]
+struct ClockState {
+    ends: HashMap<GrantRef, DateTime<Utc>>,
+    by_end: BTreeSet<(DateTime<Utc>, GrantRef)>,
+}
+
+impl LeaseClock {
+    /// Records what a watch event shows of a grant: `seen` is when this process first saw it
+    /// revoked or deleted (the lease ended then, even if no reconcile ran yet).
+    pub fn observe(&self, ctx: &Context, g: &AccessGrant, seen: DateTime<Utc>) {
+        let Some(ns) = g.namespace() else { return };
+        let grant = GrantRef {
+            namespace: ns,
+            name: g.name_any(),
+        };
+        let uid = g.uid().unwrap_or_default();
+        let st = match ctx.sealer.trust(&uid, g.status.as_ref()) {
+            StatusTrust::Sealed => g.status.as_ref(),
+            // An unread status: when it ends is for the revocation lane to find out.
+            _ => None,
+        };
+        let end = st.and_then(|st| {
+            let live = st.activated_at.is_some() && !st.phase.is_terminal();
+            if !(live || holds_objects(st)) {
+                return None;
+            }
+            let mut end = st.ended_at.or(st.expires_at)?;
+            if g.spec.revoked || g.metadata.deletion_timestamp.is_some() {
+                let since = self.end_of(&grant).unwrap_or(seen);
+                end = end.min(since);
+            }
+            if let Some(deleted) = g
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .and_then(crate::context::to_chrono)
+            {
+                end = end.min(deleted);
+            }
+            Some(end)
+        });
+        self.set(&grant, end);
+    }
+
+    fn end_of(&self, grant: &GrantRef) -> Option<DateTime<Utc>> {
+        locked(&self.state).ends.get(grant).copied()
+    }
+
+    /// Sets (or with `None` forgets) a lease's end.
+    pub fn set(&self, grant: &GrantRef, end: Option<DateTime<Utc>>) {
+        let mut st = locked(&self.state);
+        if let Some(old) = st.ends.remove(grant) {
+            st.by_end.remove(&(old, grant.clone()));
+        }
+        if let Some(end) = end {
+            st.ends.insert(grant.clone(), end);
+            st.by_end.insert((end, grant.clone()));
+        }
+    }
+
+    /// Leases that ended at least `after` before `now` and still owe deletes.
+    pub fn overdue(&self, now: DateTime<Utc>, after: TimeDelta) -> usize {
+        let cutoff = now - after;
+        locked(&self.state)
+            .by_end
+            .iter()
+            .take_while(|(end, _)| *end <= cutoff)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_gets_at_most_half_the_slots() {
+        let fair = FairShare::new(4);
+        let a1 = fair.try_enter("a");
+        let a2 = fair.try_enter("a");
+        assert!(a1.is_some() && a2.is_some());
+        assert!(
+            fair.try_enter("a").is_none(),
+            "a third slot for one namespace"
+        );
+        let b = fair.try_enter("b");
+        assert!(b.is_some(), "another namespace still gets one");
+        drop(a1);
+        assert!(fair.try_enter("a").is_some(), "released on drop");
+        assert!(FairShare::new(1).try_enter("x").is_some(), "never zero");
+    }
+
+    #[test]
+    fn overdue_counts_from_the_lease_end() {
+        let clock = LeaseClock::default();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let g = |n: &str| GrantRef {
+            namespace: "ns".into(),
+            name: n.into(),
+        };
+        clock.set(&g("a"), Some(t));
+        clock.set(&g("b"), Some(t + TimeDelta::seconds(20)));
+        clock.set(&g("c"), Some(t + TimeDelta::hours(1)));
+        let after = TimeDelta::seconds(30);
+        assert_eq!(clock.overdue(t + TimeDelta::seconds(29), after), 0);
+        assert_eq!(clock.overdue(t + TimeDelta::seconds(30), after), 1);
+        assert_eq!(clock.overdue(t + TimeDelta::seconds(50), after), 2);
+        clock.set(&g("a"), None);
+        assert_eq!(clock.overdue(t + TimeDelta::seconds(50), after), 1);
+        // Moving an end replaces it.
+        clock.set(&g("c"), Some(t));
+        assert_eq!(clock.overdue(t + TimeDelta::seconds(50), after), 2);
+    }
+
+    #[tokio::test]
+    async fn one_grant_is_driven_by_one_lane_at_a_time() {
+        let locks = GrantLocks::default();
+        let g = GrantRef {
+            namespace: "ns".into(),
+            name: "a".into(),
+        };
+        let held = locks.lock(&g).await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock(&g));
+        assert!(
+            waiting.await.is_err(),
+            "a second lock while the first is held"
+        );
+        drop(held);
+        let _again = locks.lock(&g).await;
+        assert_eq!(locked(&locks.map).len(), 1);
+    }
+}
