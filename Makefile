@@ -97,6 +97,6 @@ e2e-external: ## The end-to-end suites on your cluster and Azure tenant (setting
 e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and tenant
 	@CARGO="$(CARGO)" scripts/e2e-rehearse.sh
 
-bench: ## DESIGN.md §6's targets at their scale against the sandbox, ~17 min (LAPSE_BENCH_GRANTS=400 for a quick run; docs/testing.md)
+bench: ## The targets of docs/architecture.md at their scale against the sandbox, ~17 min (LAPSE_BENCH_GRANTS=400 for a quick run; docs/testing.md)
 	$(CARGO) build --release --workspace --bins
 	$(CARGO_TARGET_DIR)/release/lapse-bench

@@ -1,4 +1,4 @@
-//! `make bench`: the operator against the sandbox at DESIGN.md §6's scale, measuring every
+//! `make bench`: the operator against the sandbox at the scale of docs/architecture.md's targets, measuring every
 //! target in one run and printing target against measured. Asserts nothing.
 //!
 //! One run, in phases (docs/testing.md "## Benchmark"):

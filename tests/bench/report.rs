@@ -1,5 +1,5 @@
 //! What the run measured, from sim-azure's request log and the operator, as numbers and then
-//! as DESIGN.md §6's table: target against measured.
+//! as docs/architecture.md's table of targets: target against measured.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -339,12 +339,12 @@ pub fn failed_row(measure: String, target: &'static str, why: String) -> Row {
     }
 }
 
-/// DESIGN.md §6's table.
+/// docs/architecture.md's table of targets.
 pub fn table(cfg: &Config, wall: Duration, rows: &[Row]) {
     let n = cfg.grants;
     println!();
     println!(
-        "DESIGN.md §6 at this run's scale ({n} grants, {} subscriptions, {} ms ARM latency); \
+        "The targets of docs/architecture.md at this run's scale ({n} grants, {} subscriptions, {} ms ARM latency); \
          wall time {:.0}s",
         cfg.subscriptions,
         cfg.latency_ms,

@@ -726,7 +726,7 @@ async fn arm_throttling_and_5xx_delay_but_never_duplicate_or_orphan() -> anyhow:
     let m = w.metrics().await?;
     assert_eq!(metric(&m, "lapse_revocations_overdue"), 0.0, "{m}");
     // Last, so that everything above is checked even while this fails: the overdue
-    // revocation must also be announced as an Event (DESIGN.md §3.1).
+    // revocation must also be announced as an Event (docs/architecture.md, "Invariants": no overstay).
     assert!(
         events_while_overdue.contains("\"reason\": \"RevocationOverdue\""),
         "no RevocationOverdue Event while the revocations were overdue"

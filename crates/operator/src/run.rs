@@ -330,6 +330,14 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The leader election Lease: one per shard, so operators sharing a namespace do not compete.
+fn lease_name(shard: Option<&str>) -> String {
+    match shard.filter(|s| !s.trim().is_empty()) {
+        Some(s) => format!("lapse-operator-{s}"),
+        None => "lapse-operator".to_owned(),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -396,7 +404,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             LeaderConfig {
                 namespace: args.leader_election_namespace.clone(),
-                lease_name: "lapse-operator".into(),
+                // Shards of one cluster elect their leaders apart.
+                lease_name: lease_name(args.shard.as_deref()),
                 identity,
                 lease_duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(5),
@@ -439,8 +448,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.abort();
     if lost_leadership {
         bail!(
-            "lost leadership of Lease {}/lapse-operator",
-            args.leader_election_namespace
+            "lost leadership of Lease {}/{}",
+            args.leader_election_namespace,
+            lease_name(args.shard.as_deref())
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! The property tests drive the core the way the controller does (decide, persist, act, observe,
 //! decide again) against a model of Azure with injected failures, and check the invariants of
-//! DESIGN.md §3 that the core owns after every single decision.
+//! docs/architecture.md ("Invariants") that the core owns after every single decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
