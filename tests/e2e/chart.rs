@@ -560,6 +560,29 @@ async fn the_chart_names_missing_values_and_can_leave_the_crds_out() -> anyhow::
         );
     }
 
+    // values.schema.json refuses values of the wrong type or shape, naming them, before any
+    // template runs.
+    for (bad, names) in [
+        (json!({"concurrency": "lots"}), "at '/concurrency'"),
+        (json!({"azure": {"cloud": "mars"}}), "at '/azure/cloud'"),
+        (json!({"sweepInterval": "5 minutes"}), "at '/sweepInterval'"),
+        (json!({"replica": 3}), "'replica' not allowed"),
+        (json!({"clusterName": "Prod_West"}), "at '/clusterName'"),
+        (
+            json!({"networkPolicy": {"egressPorts": [70000]}}),
+            "at '/networkPolicy/egressPorts/0'",
+        ),
+    ] {
+        let mut values = required_values(&sb)?;
+        merge(&mut values, bad.clone());
+        let err = helm.install_error("bad", &values)?;
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(names),
+            "{bad}: expected a schema error naming {names:?}, Helm said: {err}"
+        );
+    }
+
     // crds.install=false with the default credential, workload identity.
     let mut values = required_values(&sb)?;
     merge(&mut values, json!({"crds": {"install": false}}));

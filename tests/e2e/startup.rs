@@ -62,6 +62,18 @@ fn bad_settings_fail_fast_naming_the_setting() -> anyhow::Result<()> {
             &[("LAPSE_AZURE_CLOUD", "custom")],
             "--azure-cloud custom (LAPSE_AZURE_CLOUD): also set --arm-endpoint",
         ),
+        (
+            &[("LAPSE_NAMESPACES", "payments")],
+            "--namespaces (LAPSE_NAMESPACES) watches only some namespaces: also set --shard",
+        ),
+        (
+            &[("LAPSE_SHARD", "EU_1")],
+            "--shard (LAPSE_SHARD): shard `EU_1` is invalid",
+        ),
+        (
+            &[("LAPSE_CLUSTER_ID", "not a uid")],
+            "--cluster-id (LAPSE_CLUSTER_ID): cluster ID `not a uid` is invalid",
+        ),
     ];
     for (overrides, expect) in cases {
         let (code, stderr) = run_with(&with(overrides))?;
@@ -106,6 +118,53 @@ async fn missing_crds_fail_fast_with_the_fix() -> anyhow::Result<()> {
         stderr.contains("accessgrants.lapse.dev is not installed")
             && stderr.contains("lapse-operator crd"),
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// Outside a cluster, the default namespace `lapse-system` usually does not exist: the operator
+/// says so at once, with the settings and the fix, instead of retrying forever.
+#[test]
+fn a_missing_operator_namespace_fails_fast_with_the_fix() -> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableCluster,
+        "needs a cluster without namespace lapse-system; it starts a fresh sandbox of its own",
+    )?;
+    let sb = Sandbox::start()?;
+    let crds = lapse_e2e::workspace_root().join("config/crd");
+    let applied = Command::new("kubectl")
+        .args(["apply", "--server-side", "-f"])
+        .arg(&crds)
+        .env("KUBECONFIG", &sb.kubeconfig)
+        .output()?;
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let mut env: Vec<(String, String)> = sb
+        .azure
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push((
+        "KUBECONFIG".into(),
+        sb.kubeconfig.to_string_lossy().into_owned(),
+    ));
+    env.push(("LAPSE_CLUSTER_NAME".into(), "dev".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let started = Instant::now();
+    let (code, stderr) = run_with(&env)?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("the operator's namespace \"lapse-system\" (--leader-election-namespace, POD_NAMESPACE) does not exist")
+            && stderr.contains("--leader-elect=false"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
     );
     Ok(())
 }
@@ -173,5 +232,31 @@ async fn health_and_metrics_are_served() -> anyhow::Result<()> {
         );
     }
     assert!(metrics.contains(listed), "{metrics}");
+    // The chart's alerts and dashboard read only metrics the operator serves, so neither can
+    // rot into silence.
+    let root = lapse_e2e::workspace_root().join("charts/lapse");
+    for file in ["templates/prometheusrule.yaml", "files/dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file))?;
+        let mut names: Vec<&str> = text
+            .match_indices("lapse_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|n| n.len() > "lapse_".len())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 5, "{file} names too few metrics: {names:?}");
+        for name in names {
+            assert!(
+                metrics.contains(&format!("{name} ")) || metrics.contains(&format!("{name}{{")),
+                "{file} reads {name}, which /metrics does not serve:\n{metrics}"
+            );
+        }
+    }
     Ok(())
 }

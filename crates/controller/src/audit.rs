@@ -30,3 +30,24 @@ pub fn twin_objects(count: usize, sample: &str) {
          never swept by this one"
     );
 }
+
+/// A finished grant deleted after `--retain-finished`: its record, one last time.
+pub fn retired(grant: &GrantRef, uid: &str, status: &lapse_api::v1alpha1::AccessGrantStatus) {
+    tracing::info!(
+        target: "lapse::audit",
+        audit = true,
+        event = "Retired",
+        namespace = %grant.namespace,
+        grant = %grant.name,
+        uid,
+        phase = status.phase.as_str(),
+        identity = status.identity_name.as_deref().unwrap_or_default(),
+        principal = status.principal_id.as_deref().unwrap_or_default(),
+        roles = status.role_summary.as_deref().unwrap_or_default(),
+        policy = status.policy.as_deref().unwrap_or_default(),
+        activated_at = ?status.activated_at,
+        expires_at = ?status.expires_at,
+        ended_at = ?status.ended_at,
+        "finished AccessGrant {grant} retired (deleted) after the retention period"
+    );
+}

@@ -41,6 +41,8 @@ pub struct Settings {
     pub overdue_after: Duration,
     /// Base delay before retrying a failed Azure call or an unobserved object.
     pub retry_after: Duration,
+    /// Delete finished grants this long after their lease ended; `None` keeps them.
+    pub retain_finished: Option<Duration>,
     /// Grants reconciled at once in each lane (activation and revocation).
     pub concurrency: u16,
 }
@@ -74,6 +76,8 @@ pub struct Context {
     pub live: LiveGrants,
     /// The version of each grant this process last wrote.
     pub written: crate::written::WrittenVersions,
+    /// Counts policy and namespace-label changes: a decision taken before one is stale.
+    pub policy_epoch: tokio::sync::watch::Receiver<u64>,
     /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
     pub repair:
         tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,

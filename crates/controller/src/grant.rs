@@ -95,10 +95,15 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
     if lane_of(&ctx, &grant, Utc::now()) != lane {
         return Ok(Requeue::requeue(Duration::ZERO));
     }
+    // The event may be our own status write echoing back: not news before the decision's time.
+    let epoch = *ctx.policy_epoch.borrow();
+    if let Some(wait) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
+        return Ok(Requeue::requeue(wait));
+    }
     let result = finalizer(&api, FINALIZER, grant, |event| async {
         match event {
-            Finalizer::Apply(g) => drive(&g, &ctx, false).await,
-            Finalizer::Cleanup(g) => drive(&g, &ctx, true).await,
+            Finalizer::Apply(g) => drive(&g, &ctx, false, epoch).await,
+            Finalizer::Cleanup(g) => drive(&g, &ctx, true, epoch).await,
         }
     })
     .await
@@ -165,7 +170,7 @@ fn keys_of(
     keys
 }
 
-async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Requeue> {
+async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Result<Requeue> {
     let gref = GrantRef {
         namespace: g.namespace().ok_or(Error::NoNamespace)?,
         name: g.name_any(),
@@ -305,7 +310,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Requeue
             .filter(|a| !failed.contains(a.key()))
             .collect();
         if actions.is_empty() {
-            return finish(ctx, &gref, &d, deleting);
+            return finish(ctx, &gref, &d, deleting, epoch);
         }
         for action in actions {
             let outcome = crate::execute::execute(ctx, action).await;
@@ -351,7 +356,23 @@ async fn answer_tampering(
     Ok(())
 }
 
-fn finish(ctx: &Context, gref: &GrantRef, d: &Decision, deleting: bool) -> Result<Requeue> {
+fn finish(
+    ctx: &Context,
+    gref: &GrantRef,
+    d: &Decision,
+    deleting: bool,
+    epoch: u64,
+) -> Result<Requeue> {
+    let now = Utc::now();
+    let at = d
+        .requeue_at
+        .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
+    let wait = match (at, d.retry_after) {
+        (Some(a), Some(r)) => Some(a.min(r)),
+        (a, r) => a.or(r),
+    };
+    ctx.written
+        .settle(gref, wait.map(|w| Instant::now() + w), epoch);
     if deleting {
         if d.finalized {
             ctx.inventory.set_claims(gref, None);
@@ -367,14 +388,6 @@ fn finish(ctx: &Context, gref: &GrantRef, d: &Decision, deleting: bool) -> Resul
             retry_after: d.retry_after.unwrap_or(ctx.settings.retry_after),
         });
     }
-    let now = Utc::now();
-    let at = d
-        .requeue_at
-        .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
-    let wait = match (at, d.retry_after) {
-        (Some(a), Some(r)) => Some(a.min(r)),
-        (a, r) => a.or(r),
-    };
     Ok(match wait {
         Some(w) => Requeue::requeue(w),
         // Nothing scheduled: the sweep and watch events bring it back when needed.

@@ -17,6 +17,7 @@ pub mod observe;
 pub mod policy;
 pub mod privileges;
 pub mod quota;
+pub mod retention;
 pub mod seal;
 pub mod sweep;
 pub mod written;
@@ -230,6 +231,7 @@ pub async fn context(
         clock: Default::default(),
         live: Default::default(),
         written: Default::default(),
+        policy_epoch: rx.clone(),
         repair,
         settings,
     };
@@ -345,11 +347,18 @@ pub async fn run(
         ));
     }
     let policy_status = tokio::spawn(policy::run(ctx.clone()));
+    let retention = ctx
+        .settings
+        .retain_finished
+        .map(|retain| tokio::spawn(retention::run(ctx.clone(), retain)));
     tokio::select! {
         _ = future::join_all(lanes) => {}
         _ = future::join_all(feeds) => tracing::error!("the grant watches ended"),
     }
     policy_status.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     starter.abort();
 }
 

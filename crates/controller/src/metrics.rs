@@ -64,7 +64,7 @@ pub struct Metrics {
 }
 
 fn phase_label(p: GrantPhase) -> String {
-    lapse_api::lease::phase_reason(p).to_owned()
+    p.as_str().to_owned()
 }
 
 impl Metrics {
@@ -111,6 +111,12 @@ impl Metrics {
         drop(m.reconciles.get_or_create(&ResultLabels {
             result: "ok".into(),
         }));
+        for kind in ["role_assignment", "fic"] {
+            drop(
+                m.orphans_deleted
+                    .get_or_create(&SweepLabels { kind: kind.into() }),
+            );
+        }
         let r = registry.sub_registry_with_prefix("lapse");
         r.register("grants", "AccessGrants by phase", m.grants.clone());
         r.register(

@@ -209,6 +209,7 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
         // its next event.
         for g in ctx.inventory.live_claims_missing(&p) {
             tracing::info!(grant = %g, "sweep: an object of a live lease is gone; repairing");
+            ctx.written.poke(&g);
             let _ = ctx
                 .repair
                 .send(ObjectRef::new(&g.name).within(&g.namespace));

@@ -1,22 +1,37 @@
-//! The resourceVersion of each grant as this process last wrote it. The watch cache may lag
-//! behind our own writes, and the two lanes write the same grants: before a lane acts on a cached
-//! grant older than our last write of it, it reads the grant again.
+//! The resourceVersion of each grant as this process last wrote it, and when the last decision
+//! asked to look at it again.
+//!
+//! Two uses. The watch cache may lag behind our own writes, and the two lanes write the same
+//! grants: before a lane acts on a cached grant older than our last write of it, it reads the
+//! grant again. And our own write is not news: the watch event it causes must not start a new
+//! round before the decision's own retry time, or a failing create would be retried as fast as
+//! the API server echoes status writes (backoff ignored, Azure hammered).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use lapse_api::v1alpha1::AccessGrant;
 
 use crate::inventory::GrantRef;
 
+#[derive(Debug, Default, Clone)]
+struct Written {
+    rv: Option<String>,
+    /// The decision wants to look again at this instant (a retry, or the lease's end).
+    next: Option<Instant>,
+    /// The policy epoch the decision saw: a policy or namespace change is news.
+    epoch: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct WrittenVersions {
-    map: Mutex<HashMap<GrantRef, String>>,
+    map: Mutex<HashMap<GrantRef, Written>>,
 }
 
 impl WrittenVersions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GrantRef, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GrantRef, Written>> {
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -25,8 +40,41 @@ impl WrittenVersions {
     /// Remembers the version our write produced.
     pub fn record(&self, grant: &GrantRef, written: &AccessGrant) {
         if let Some(rv) = written.resource_version() {
-            self.lock().insert(grant.clone(), rv);
+            self.lock().entry(grant.clone()).or_default().rv = Some(rv);
         }
+    }
+
+    /// Remembers when the last decision wants to look again, and the policy epoch it saw.
+    pub fn settle(&self, grant: &GrantRef, next: Option<Instant>, epoch: u64) {
+        let mut map = self.lock();
+        let w = map.entry(grant.clone()).or_default();
+        w.next = next;
+        w.epoch = epoch;
+    }
+
+    /// Something outside the grant changed for it (an object of its lease vanished): look now.
+    pub fn poke(&self, grant: &GrantRef) {
+        if let Some(w) = self.lock().get_mut(grant) {
+            w.next = None;
+        }
+    }
+
+    /// How long to stay away from a grant whose only news is our own last write: `Some` when
+    /// the cached copy is the version we wrote, no policy changed since, and the decision asked
+    /// to come back later than `now`.
+    pub fn quiet_for(
+        &self,
+        grant: &GrantRef,
+        cached: &AccessGrant,
+        epoch: u64,
+        now: Instant,
+    ) -> Option<Duration> {
+        let map = self.lock();
+        let w = map.get(grant)?;
+        let next = w.next?;
+        let ours = w.rv.as_deref()?;
+        (cached.resource_version().as_deref() == Some(ours) && w.epoch == epoch && next > now)
+            .then(|| next - now)
     }
 
     pub fn forget(&self, grant: &GrantRef) {
@@ -36,7 +84,7 @@ impl WrittenVersions {
     /// True when our last write of `grant` is newer than the cached copy (or their order
     /// cannot be told): read it again before acting.
     pub fn fresher_than_cache(&self, grant: &GrantRef, cached: &AccessGrant) -> bool {
-        let Some(ours) = self.lock().get(grant).cloned() else {
+        let Some(ours) = self.lock().get(grant).and_then(|w| w.rv.clone()) else {
             return false;
         };
         let Some(theirs) = cached.resource_version() else {
@@ -82,5 +130,34 @@ mod tests {
         assert!(w.fresher_than_cache(&r, &grant("x")));
         w.forget(&r);
         assert!(!w.fresher_than_cache(&r, &grant("5")));
+    }
+
+    #[test]
+    fn our_own_write_is_not_news_until_the_decision_s_time() {
+        let w = WrittenVersions::default();
+        let r = GrantRef {
+            namespace: "ns".into(),
+            name: "a".into(),
+        };
+        let t = Instant::now();
+        w.record(&r, &grant("7"));
+        w.settle(&r, Some(t + Duration::from_secs(2)), 1);
+        assert_eq!(
+            w.quiet_for(&r, &grant("7"), 1, t),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            w.quiet_for(&r, &grant("8"), 1, t),
+            None,
+            "someone else wrote"
+        );
+        assert_eq!(w.quiet_for(&r, &grant("7"), 2, t), None, "a policy changed");
+        assert_eq!(
+            w.quiet_for(&r, &grant("7"), 1, t + Duration::from_secs(3)),
+            None,
+            "time is up"
+        );
+        w.poke(&r);
+        assert_eq!(w.quiet_for(&r, &grant("7"), 1, t), None, "poked");
     }
 }

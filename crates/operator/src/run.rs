@@ -115,9 +115,16 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_RETRY_AFTER", default_value = "2s")]
     pub retry_after: LeaseDuration,
 
-    /// Grants reconciled concurrently.
+    /// Grants reconciled at once in each lane (revocation, activation).
     #[arg(long, env = "LAPSE_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+
+    /// Delete finished grants (Expired, Revoked, Denied, Failed, nothing left in Azure) this long
+    /// after their lease ended (Go duration). Off by default: a finished grant is the audit
+    /// record of its lease. Each retirement is logged as an audit line. Needs delete on
+    /// accessgrants (the chart adds it when set).
+    #[arg(long, env = "LAPSE_RETAIN_FINISHED")]
+    pub retain_finished: Option<LeaseDuration>,
 
     /// Address serving Prometheus metrics at /metrics.
     #[arg(long, env = "LAPSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -304,8 +311,34 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         overdue_after: args.overdue_after.to_std(),
         retry_after: args.retry_after.to_std(),
         concurrency: args.concurrency.max(1),
+        retain_finished: args.retain_finished.map(|d| d.to_std()),
     };
     Ok((settings, azure))
+}
+
+/// Fails fast, with the fix, when the operator's namespace does not exist: its leader election
+/// Lease and its status seal key live there.
+async fn check_namespace(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!(
+            "the operator's namespace {namespace:?} (--leader-election-namespace, POD_NAMESPACE) \
+             does not exist: the leader election Lease and the status seal key live there. \
+             Create it (`kubectl create namespace {namespace}`) or set POD_NAMESPACE to an \
+             existing namespace; outside a cluster with one replica, --leader-elect=false skips \
+             the Lease but the seal key still needs the namespace"
+        ),
+        // Without permission to read namespaces, the steps below say what is wrong.
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            tracing::warn!(
+                namespace,
+                "cannot read the operator's namespace to check it (403)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("checking that namespace {namespace} exists")),
+    }
 }
 
 /// Fails fast, with the fix, when the CRDs are not installed.
@@ -366,6 +399,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "connecting to Kubernetes (in a pod: the ServiceAccount; otherwise KUBECONFIG or ~/.kube/config)",
     )?;
     check_crds(&client).await?;
+    check_namespace(&client, &args.leader_election_namespace).await?;
     let azure = AzureClient::new(azure_cfg).context("configuring the Azure client")?;
     let mut registry = Registry::default();
     let (ctx, wiring) =

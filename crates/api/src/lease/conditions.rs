@@ -2,11 +2,15 @@
 
 use chrono::{DateTime, Utc};
 
-use super::decide::phase_reason;
 use crate::v1alpha1::{AccessGrantStatus, Condition, ConditionStatus, GrantPhase};
 
 /// `Ready` is True exactly while the access is usable.
 pub const READY: &str = "Ready";
+/// kstatus: True while the operator is still working toward what the spec asks.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: True when the grant cannot proceed without a change (denied, failed, a revocation
+/// overdue).
+pub const STALLED: &str = "Stalled";
 /// Whether an AccessPolicy allows the grant.
 pub const POLICY_ALLOWED: &str = "PolicyAllowed";
 /// The access already existed as an assignment lapse does not own.
@@ -51,11 +55,66 @@ pub(crate) fn apply_conditions(
         st,
         READY,
         ready,
-        phase_reason(st.phase),
+        st.phase.as_str(),
         &message,
         now,
         generation,
     );
+    // kstatus (Flux, kpt, Argo CD's generic check): Reconciling while work toward the spec is
+    // under way, Stalled when only a change can help; neither once the grant is where its spec
+    // leads (Active, Scheduled, or ended as asked). docs/gitops.md has the table.
+    let (reconciling, stalled): (Option<&str>, Option<(&str, String)>) = match st.phase {
+        GrantPhase::Pending => (Some("Pending"), None),
+        GrantPhase::Activating => (Some("Activating"), None),
+        GrantPhase::Revoking => match &facts.overdue {
+            Some(msg) => (None, Some(("RevocationOverdue", msg.clone()))),
+            None => (Some("Revoking"), None),
+        },
+        GrantPhase::Denied | GrantPhase::Failed => {
+            (None, Some((st.phase.as_str(), message.clone())))
+        }
+        GrantPhase::Scheduled | GrantPhase::Active | GrantPhase::Expired | GrantPhase::Revoked => {
+            (None, None)
+        }
+    };
+    let (status, reason) = match reconciling {
+        Some(r) => (ConditionStatus::True, r),
+        None => (ConditionStatus::False, "Reconciled"),
+    };
+    let reconciling_msg = if reconciling.is_some() {
+        message.as_str()
+    } else {
+        ""
+    };
+    set(
+        st,
+        RECONCILING,
+        status,
+        reason,
+        reconciling_msg,
+        now,
+        generation,
+    );
+    match stalled {
+        Some((reason, msg)) => set(
+            st,
+            STALLED,
+            ConditionStatus::True,
+            reason,
+            &msg,
+            now,
+            generation,
+        ),
+        None => set(
+            st,
+            STALLED,
+            ConditionStatus::False,
+            "Progressing",
+            "",
+            now,
+            generation,
+        ),
+    }
     if let Some((allowed, reason, msg)) = &facts.policy {
         let status = if *allowed {
             ConditionStatus::True

@@ -617,12 +617,7 @@ impl<'a> Step<'a> {
         } else if !self.st.phase.is_terminal() {
             let phase = end_reason.terminal_phase();
             let msg = self.st.message.clone().unwrap_or_default();
-            self.transition(
-                phase,
-                end_reason == EndReason::Failed,
-                phase_reason(phase),
-                msg,
-            );
+            self.transition(phase, end_reason == EndReason::Failed, phase.as_str(), msg);
         }
     }
 
@@ -1008,20 +1003,5 @@ fn failure_message(f: &Failure) -> String {
             message,
         } => format!("throttled for {}s: {message}", retry_after.as_secs()),
         Failure::Terminal { code, message } => format!("{code}: {message}"),
-    }
-}
-
-/// The Event reason and Ready reason for a phase.
-pub fn phase_reason(phase: GrantPhase) -> &'static str {
-    match phase {
-        GrantPhase::Pending => "Pending",
-        GrantPhase::Scheduled => "Scheduled",
-        GrantPhase::Activating => "Activating",
-        GrantPhase::Active => "Active",
-        GrantPhase::Revoking => "Revoking",
-        GrantPhase::Expired => "Expired",
-        GrantPhase::Revoked => "Revoked",
-        GrantPhase::Denied => "Denied",
-        GrantPhase::Failed => "Failed",
     }
 }

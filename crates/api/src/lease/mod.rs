@@ -10,10 +10,10 @@ mod plan;
 mod tests;
 
 pub use conditions::{
-    EXTENSION_DENIED, POLICY_ALLOWED, READY, REVOCATION_OVERDUE, STANDING_ACCESS, TAMPERED,
-    find as find_condition,
+    EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_OVERDUE, STALLED,
+    STANDING_ACCESS, TAMPERED, find as find_condition,
 };
-pub use decide::{decide, phase_reason};
+pub use decide::decide;
 pub use model::*;
 pub use plan::{
     LeasePlan, PlanError, definition_id_for, fic_target, plan, recorded_fic, recorded_objects,

@@ -479,6 +479,38 @@ fn check_invariants(
         ready == Some(ConditionStatus::True),
         after.phase == GrantPhase::Active
     );
+    // kstatus reads the same story: never both Reconciling and Stalled; Ready means neither;
+    // Denied and Failed are Stalled (a change is needed), Expired is not an error.
+    let cond = |t: &str| find_condition(after, t).map(|c| c.status);
+    let (reconciling, stalled) = (cond(RECONCILING), cond(STALLED));
+    assert!(
+        !(reconciling == Some(ConditionStatus::True) && stalled == Some(ConditionStatus::True)),
+        "both Reconciling and Stalled in {:?}",
+        after.phase
+    );
+    match after.phase {
+        GrantPhase::Active | GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Scheduled => {
+            assert_eq!(
+                reconciling,
+                Some(ConditionStatus::False),
+                "{:?}",
+                after.phase
+            );
+            assert_eq!(stalled, Some(ConditionStatus::False), "{:?}", after.phase);
+        }
+        GrantPhase::Denied | GrantPhase::Failed => {
+            assert_eq!(stalled, Some(ConditionStatus::True), "{:?}", after.phase)
+        }
+        GrantPhase::Pending | GrantPhase::Activating => {
+            assert_eq!(
+                reconciling,
+                Some(ConditionStatus::True),
+                "{:?}",
+                after.phase
+            )
+        }
+        GrantPhase::Revoking => {}
+    }
     // Extensions never exceed the policy's maxDuration.
     if let (Some(a), Some(e)) = (after.activated_at, after.expires_at) {
         assert!(

@@ -169,6 +169,21 @@ pub enum GrantPhase {
 }
 
 impl GrantPhase {
+    /// The phase's name: the Event and `Ready` reason, and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Scheduled => "Scheduled",
+            Self::Activating => "Activating",
+            Self::Active => "Active",
+            Self::Revoking => "Revoking",
+            Self::Expired => "Expired",
+            Self::Revoked => "Revoked",
+            Self::Denied => "Denied",
+            Self::Failed => "Failed",
+        }
+    }
+
     /// Terminal phases absorb: nothing moves a grant out of them.
     pub fn is_terminal(self) -> bool {
         matches!(
