@@ -180,6 +180,22 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_selector_objects_print_like_kubectl() {
+        use serde_json::json;
+        let sel = json!({"matchLabels": {"tier": "web", "app": "x"},
+            "matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "a"]},
+                                 {"key": "legacy", "operator": "DoesNotExist"},
+                                 {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                                 {"key": "owner", "operator": "Exists"}]});
+        assert_eq!(
+            format_label_selector(&sel),
+            "app=x,env notin (dev),!legacy,owner,tier=web,zone in (a,b)"
+        );
+        assert_eq!(format_label_selector(&json!({})), "<none>");
+        assert_eq!(format_label_selector(&serde_json::Value::Null), "<none>");
+    }
     use serde_json::json;
 
     fn obj(labels: Value) -> Value {
