@@ -9,8 +9,10 @@ use chrono::{SecondsFormat, Utc};
 use hyper::{Method, Response};
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::controllers::{
-    CRD_GROUP, CRD_PLURAL, crd_admit, default_service, refresh_crd_types, simulate_deployment,
+    CRD_GROUP, CRD_PLURAL, crd_admit, default_network_policy, default_service, refresh_crd_types,
+    simulate_deployment, simulate_pdb,
 };
 use crate::delete::{delete, delete_collection, remove_object};
 use crate::events;
@@ -149,10 +151,12 @@ pub(crate) async fn resource(
         (&Method::DELETE, false) => delete_collection(state, &req, &t),
         _ => Err(ApiError::method_not_allowed()),
     };
-    match result {
+    let mut resp = match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
-    }
+    };
+    req.add_warnings(&mut resp);
+    resp
 }
 
 /// Serves a stored object at the requested version.
@@ -539,6 +543,11 @@ pub(crate) fn create_locked(
     if rt.group == CRD_GROUP && rt.plural == CRD_PLURAL {
         obj = crd_admit(obj, store)?;
     }
+    default_network_policy(rt, &mut obj);
+    if rt.group == admission::GROUP {
+        admission::default(rt, &mut obj);
+        admission::check(rt, &obj)?;
+    }
     if obj["metadata"]["managedFields"].is_null() {
         fields::record_update(
             &json!({}),
@@ -550,7 +559,10 @@ pub(crate) fn create_locked(
             shape(rt),
         );
     }
+    validating_admission(store, req, t, "CREATE", &name, Some(&obj), None)?;
     simulate_deployment(rt, &mut obj);
+    simulate_pdb(rt, &mut obj);
+    admission::simulate_status(rt, &mut obj);
     if dry_run(req) {
         return Ok(obj);
     }
@@ -559,6 +571,38 @@ pub(crate) fn create_locked(
         refresh_crd_types(store);
     }
     Ok(stored)
+}
+
+/// ValidatingAdmissionPolicy admission of a write, as the request's user. Objects are seen at
+/// the version the request uses; warnings of `Warn` bindings go to the response.
+pub(crate) fn validating_admission(
+    store: &Store,
+    req: &Req,
+    t: &Target,
+    operation: &'static str,
+    name: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !admission::active(store) {
+        return Ok(());
+    }
+    let object = object.map(|o| present(&t.rt, o));
+    let old = old.map(|o| present(&t.rt, o));
+    let attrs = admission::Attributes::new(
+        operation,
+        &t.rt,
+        t.sub.as_deref().unwrap_or_default(),
+        t.ns(),
+        name,
+        object.as_ref(),
+        old.as_ref(),
+        &req.user,
+        dry_run(req),
+    );
+    let warnings = admission::validate(store, &attrs)?;
+    req.warn(warnings);
+    Ok(())
 }
 
 /// What `metadata.generation` tracks: everything but metadata (and status, when status is a
@@ -684,6 +728,13 @@ pub(crate) fn update_locked(
             new["status"] = old["status"].clone();
         }
     }
+    if t.sub.is_none() {
+        default_network_policy(rt, &mut new);
+        if rt.group == admission::GROUP {
+            admission::default(rt, &mut new);
+            admission::check(rt, &new)?;
+        }
+    }
     if rt.tracks_generation && spec_half(&new, rt.has_status) != spec_half(old, rt.has_status) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
         new["metadata"]["generation"] = json!(g + 1);
@@ -704,8 +755,11 @@ pub(crate) fn update_locked(
     {
         m.remove("managedFields");
     }
+    validating_admission(store, req, t, "UPDATE", t.name(), Some(&new), Some(old))?;
     if t.sub.is_none() && new["metadata"]["generation"] != old["metadata"]["generation"] {
         simulate_deployment(rt, &mut new);
+        simulate_pdb(rt, &mut new);
+        admission::simulate_status(rt, &mut new);
     }
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     if fields::strip_meta(&new) == fields::strip_meta(old)

@@ -35,6 +35,63 @@ pub(crate) fn simulate_deployment(rt: &ResourceType, obj: &mut Value) {
     });
 }
 
+/// Stands in for the disruption controller: no pods exist, so a PodDisruptionBudget expects
+/// none, has none healthy and allows no disruption (`DisruptionAllowed=False`,
+/// `InsufficientPods`).
+pub(crate) fn simulate_pdb(rt: &ResourceType, obj: &mut Value) {
+    if rt.group != "policy" || rt.plural != "poddisruptionbudgets" {
+        return;
+    }
+    let generation = obj["metadata"]["generation"].clone();
+    // minAvailable as a number is what must stay healthy; maxUnavailable and percentages apply
+    // to the expected count, which is 0.
+    let desired = obj["spec"]["minAvailable"].as_i64().unwrap_or(0).max(0);
+    let since = obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionAllowed"))
+        .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
+        .unwrap_or_else(now);
+    obj["status"] = json!({
+        "observedGeneration": generation,
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": desired,
+        "expectedPods": 0,
+        "conditions": [{
+            "type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods",
+            "message": "", "observedGeneration": generation, "lastTransitionTime": since,
+        }],
+    });
+}
+
+/// NetworkPolicy defaults (`SetDefaults_NetworkPolicy`): `policyTypes` is `Ingress`, plus
+/// `Egress` when egress rules are given; rule ports default to TCP.
+pub(crate) fn default_network_policy(rt: &ResourceType, obj: &mut Value) {
+    if rt.group != "networking.k8s.io" || rt.plural != "networkpolicies" {
+        return;
+    }
+    let spec = &mut obj["spec"];
+    if spec["podSelector"].is_null() {
+        spec["podSelector"] = json!({});
+    }
+    for dir in ["ingress", "egress"] {
+        for rule in spec[dir].as_array_mut().into_iter().flatten() {
+            for port in rule["ports"].as_array_mut().into_iter().flatten() {
+                if port["protocol"].is_null() {
+                    port["protocol"] = json!("TCP");
+                }
+            }
+        }
+    }
+    if spec["policyTypes"].as_array().is_none_or(Vec::is_empty) {
+        let mut types = vec![json!("Ingress")];
+        if spec["egress"].as_array().is_some_and(|e| !e.is_empty()) {
+            types.push(json!("Egress"));
+        }
+        spec["policyTypes"] = Value::Array(types);
+    }
+}
+
 /// Service defaults: type ClusterIP, a cluster IP (an address nothing listens on), port
 /// protocol TCP and targetPort = port.
 pub(crate) fn default_service(svc: &mut Value, seq: u64) {

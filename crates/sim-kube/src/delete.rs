@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{Target, dry_run, field_selector, matching, now, parse_body, present};
+use crate::api::{
+    Target, dry_run, field_selector, matching, now, parse_body, present, validating_admission,
+};
 use crate::controllers::{CRD_GROUP, CRD_PLURAL, refresh_crd_types, set_condition};
 use crate::selectors::LabelSelector;
 use crate::server::{Req, State};
@@ -21,16 +23,19 @@ fn delete_options(req: &Req) -> Result<Value, ApiError> {
 pub(crate) fn delete(state: &State, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {
     let opts = delete_options(req)?;
     let mut store = state.store();
-    let out = delete_locked(&mut store, t, &opts, dry_run(req))?;
+    let out = delete_locked(&mut store, t, &opts, dry_run(req), Some(req))?;
     Ok((200, out))
 }
 
 /// Deletes one object: with finalizers it is marked (deletionTimestamp) and kept; without, removed.
+/// `req` is the API request being served (admitted as DELETE); `None` for the server's own
+/// controllers (garbage collection, namespace and CRD cleanup).
 pub(crate) fn delete_locked(
     store: &mut Store,
     t: &Target,
     opts: &Value,
     dry_run: bool,
+    req: Option<&Req>,
 ) -> Result<Value, ApiError> {
     let rt = &t.rt;
     let ns = t.ns().to_owned();
@@ -62,6 +67,9 @@ pub(crate) fn delete_locked(
                     .unwrap_or_default()
             ),
         ));
+    }
+    if let Some(req) = req {
+        validating_admission(store, req, t, "DELETE", t.name(), None, Some(&obj))?;
     }
     if dry_run {
         return Ok(present(rt, &obj));
@@ -135,7 +143,7 @@ pub(crate) fn delete_collection(
             name: item["metadata"]["name"].as_str().map(str::to_owned),
             ..t.clone()
         };
-        delete_locked(&mut store, &one, &opts, dry_run(req))?;
+        delete_locked(&mut store, &one, &opts, dry_run(req), Some(req))?;
         deleted.push(item.clone());
     }
     let rv = store.current_rv().to_string();
@@ -172,7 +180,7 @@ pub(crate) fn remove_object(
                 sub: None,
             };
             // A dependent that is already gone or terminating needs nothing more.
-            let _ = delete_locked(store, &t, &json!({}), false);
+            let _ = delete_locked(store, &t, &json!({}), false, None);
         }
     }
     after_removal(store, group, plural, ns);
@@ -221,7 +229,7 @@ fn terminate_namespace(store: &mut Store, ns: &str) {
             name: Some(name),
             sub: None,
         };
-        let _ = delete_locked(store, &t, &json!({}), false);
+        let _ = delete_locked(store, &t, &json!({}), false, None);
     }
     if store.all_keys_in_namespace(ns).is_empty() {
         finish_namespace(store, ns);
@@ -266,7 +274,7 @@ fn terminate_crd(store: &mut Store, crd: &Value) {
                 name: Some(n),
                 sub: None,
             };
-            let _ = delete_locked(store, &t, &json!({}), false);
+            let _ = delete_locked(store, &t, &json!({}), false, None);
         }
     }
     if store.bucket(&group, &plural).is_none_or(|b| b.is_empty()) {

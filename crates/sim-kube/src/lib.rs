@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod api;
 mod controllers;
 mod delete;
@@ -17,6 +18,7 @@ mod discovery;
 mod events;
 mod faults;
 mod fields;
+mod impersonation;
 mod openapi;
 mod patch;
 mod proto;
@@ -79,6 +81,44 @@ pub struct Config {
     /// ServiceAccount token issuer (`iss`); defaults to the server URL, which serves the
     /// OIDC discovery document and JWKS.
     pub issuer: Option<String>,
+    /// Users who authenticate with a static bearer token (kube-apiserver's
+    /// `--token-auth-file`); RBAC decides what they may do.
+    pub users: Vec<StaticUser>,
+}
+
+/// A user named by a static bearer token, like a line of kube-apiserver's `--token-auth-file`
+/// (`token,user,uid,"group1,group2"`). The user also gets the group `system:authenticated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticUser {
+    pub token: String,
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl StaticUser {
+    /// A user with a random token and UID.
+    pub fn new(name: &str, groups: &[&str]) -> Self {
+        Self {
+            token: format!("user-{}", uuid::Uuid::new_v4().simple()),
+            name: name.to_owned(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn to_user(&self) -> rbac::User {
+        let mut groups = self.groups.clone();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".to_owned());
+        }
+        rbac::User {
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            groups,
+            extra: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -91,6 +131,7 @@ impl Default for Config {
             watch_timeout: Duration::from_secs(1800),
             namespaces: vec!["default".to_owned(), "kube-system".to_owned()],
             issuer: None,
+            users: Vec::new(),
         }
     }
 }
@@ -192,13 +233,23 @@ impl SimKubeHandle {
 
     /// A kubeconfig whose cluster, user and context are all called `context`.
     pub fn kubeconfig_for(&self, context: &str) -> String {
+        self.kubeconfig_with_token(context, &self.admin_token)
+    }
+
+    /// A kubeconfig like [`Self::kubeconfig_for`] that authenticates with `token` (a static
+    /// user's, a ServiceAccount's).
+    pub fn kubeconfig_with_token(&self, context: &str, token: &str) -> String {
         use base64::Engine;
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: {context}\n  user:\n    token: {token}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n    namespace: default\ncurrent-context: {context}\n",
             url = self.url,
-            token = self.admin_token,
         )
+    }
+
+    /// Adds a static token user while serving (as if it were in `Config::users`).
+    pub fn add_user(&self, user: &StaticUser) {
+        self.state.add_user(&user.token, user.to_user());
     }
 
     /// Creates a namespace (idempotent).
@@ -268,6 +319,7 @@ impl SimKubeHandle {
             user_agent: "sim-kube".to_owned(),
             body: bytes::Bytes::new(),
             user: rbac::User::admin(),
+            warnings: Default::default(),
         };
         api::create_locked(&mut store, &req, &target, obj, "sim-kube").map_err(|e| {
             Error::Rejected {

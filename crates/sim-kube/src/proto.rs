@@ -21,6 +21,8 @@ enum Ty {
     MapBytes,
     /// `metav1.Time`: seconds = 1, nanos = 2.
     Time,
+    /// `intstr.IntOrString`: type = 1 (0 int, 1 string), intVal = 2, strVal = 3.
+    IntOrString,
 }
 
 /// A message field: number, JSON name, type, repeated.
@@ -140,6 +142,31 @@ const TOKEN_REVIEW: &[F] = &[
     F(2, "spec", Ty::Msg(TOKEN_REVIEW_SPEC), false),
 ];
 
+const LABEL_SELECTOR_REQUIREMENT: &[F] = &[
+    F(1, "key", Ty::Str, false),
+    F(2, "operator", Ty::Str, false),
+    F(3, "values", Ty::Str, true),
+];
+const LABEL_SELECTOR: &[F] = &[
+    F(1, "matchLabels", Ty::MapStr, false),
+    F(
+        2,
+        "matchExpressions",
+        Ty::Msg(LABEL_SELECTOR_REQUIREMENT),
+        true,
+    ),
+];
+const PDB_SPEC: &[F] = &[
+    F(1, "minAvailable", Ty::IntOrString, false),
+    F(2, "selector", Ty::Msg(LABEL_SELECTOR), false),
+    F(3, "maxUnavailable", Ty::IntOrString, false),
+    F(4, "unhealthyPodEvictionPolicy", Ty::Str, false),
+];
+const PDB: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "spec", Ty::Msg(PDB_SPEC), false),
+];
+
 const PRECONDITIONS: &[F] = &[
     F(1, "uid", Ty::Str, false),
     F(2, "resourceVersion", Ty::Str, false),
@@ -164,6 +191,7 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
+        ("policy/v1", "PodDisruptionBudget") => PDB,
         _ => return None,
     })
 }
@@ -238,6 +266,32 @@ fn scalar(ty: Ty, w: &Wire<'_>) -> Result<Value, ApiError> {
             chrono::DateTime::from_timestamp(secs, 0)
                 .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
                 .unwrap_or(Value::Null)
+        }
+        (Ty::IntOrString, Wire::Bytes(b)) => {
+            let fs = fields(b)?;
+            let is_string = fs
+                .iter()
+                .any(|(n, w)| matches!((n, w), (1, Wire::Varint(1))));
+            if is_string {
+                fs.iter()
+                    .find_map(|(n, w)| match (n, w) {
+                        (3, Wire::Bytes(s)) => Some(text(s)),
+                        _ => None,
+                    })
+                    .transpose()?
+                    .map(Value::from)
+                    .unwrap_or_else(|| json!(""))
+            } else {
+                let v = fs
+                    .iter()
+                    .find_map(|(n, w)| match (n, w) {
+                        // int32 is sign-extended to 64 bits on the wire.
+                        (2, Wire::Varint(v)) => Some(*v as i64 as i32),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                json!(v)
+            }
         }
         _ => return Err(bad("field has an unexpected wire type")),
     })

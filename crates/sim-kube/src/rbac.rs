@@ -1,6 +1,8 @@
 //! Authentication (admin token, ServiceAccount tokens, impersonation) and RBAC authorization
 //! (Roles, ClusterRoles and their bindings), with the real server's 403 message shape.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
@@ -14,6 +16,8 @@ pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// `user.Info.Extra` (set by impersonation headers `Impersonate-Extra-*`).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -25,6 +29,7 @@ impl User {
                 "system:masters".to_owned(),
                 "system:authenticated".to_owned(),
             ],
+            extra: BTreeMap::new(),
         }
     }
 
@@ -42,6 +47,7 @@ impl User {
             name: name.to_owned(),
             uid: uid.to_owned(),
             groups,
+            extra: BTreeMap::new(),
         }
     }
 
@@ -257,12 +263,18 @@ pub fn bootstrap() -> Vec<(&'static str, Value)> {
         {"apiGroups": ["apps"], "resources": apps, "verbs": read},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": read},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": read},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
     ]);
     let mut edit = view.as_array().cloned().unwrap_or_default();
     edit.push(json!({"apiGroups": [""], "resources": core, "verbs": write}));
     edit.push(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": read}));
     edit.push(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": write}));
     edit.push(json!({"apiGroups": ["apps"], "resources": apps, "verbs": write}));
+    edit.push(
+        json!({"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": write}),
+    );
+    edit.push(json!({"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": write}));
     edit.push(
         json!({"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}),
     );

@@ -116,11 +116,11 @@ fn builtin(
 /// The built-in kinds, with the printer columns kubectl shows for them.
 pub fn builtins() -> Vec<ResourceType> {
     let c = Column::new;
-    let review = |group: &str, kind: &str, plural: &str| ResourceType {
+    let review_at = |group: &str, version: &str, kind: &str, plural: &str| ResourceType {
         create_only: true,
         ..builtin(
             group,
-            "v1",
+            version,
             kind,
             plural,
             false,
@@ -131,6 +131,7 @@ pub fn builtins() -> Vec<ResourceType> {
             vec![],
         )
     };
+    let review = |group: &str, kind: &str, plural: &str| review_at(group, "v1", kind, plural);
     let mut types = vec![
         builtin(
             "",
@@ -262,6 +263,69 @@ pub fn builtins() -> Vec<ResourceType> {
             ],
         ),
         builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["pdb"],
+            &[],
+            true,
+            true,
+            vec![
+                c("Min Available", "string", "#min-available", 0),
+                c("Max Unavailable", "string", "#max-unavailable", 0),
+                c(
+                    "Allowed Disruptions",
+                    "integer",
+                    ".status.disruptionsAllowed",
+                    0,
+                ),
+            ],
+        ),
+        builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            &["netpol"],
+            &[],
+            false,
+            true,
+            vec![c("Pod-Selector", "string", "#pod-selector", 0)],
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            false,
+            &[],
+            &["api-extensions"],
+            true,
+            true,
+            vec![
+                c("Validations", "integer", "#validations", 0),
+                c("ParamKind", "string", "#param-kind", 0),
+            ],
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            false,
+            &[],
+            &["api-extensions"],
+            false,
+            true,
+            vec![
+                c("PolicyName", "string", ".spec.policyName", 0),
+                c("ParamRef", "string", "#param-ref", 0),
+            ],
+        ),
+        builtin(
             "rbac.authorization.k8s.io",
             "v1",
             "Role",
@@ -330,6 +394,18 @@ pub fn builtins() -> Vec<ResourceType> {
         "authentication.k8s.io",
         "TokenReview",
         "tokenreviews",
+    ));
+    types.push(review(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+    ));
+    // kubectl 1.27's `auth whoami` asks v1beta1 (v1 is served since Kubernetes 1.28).
+    types.push(review_at(
+        "authentication.k8s.io",
+        "v1beta1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
     ));
     types.push(review(
         "authorization.k8s.io",

@@ -259,3 +259,33 @@ pub(crate) fn subject_access_review(state: &State, req: &Req) -> Result<(u16, Va
         "metadata": {"creationTimestamp": null}, "spec": spec, "status": status}),
     ))
 }
+
+/// `POST /apis/authentication.k8s.io/{v1,v1beta1}/selfsubjectreviews` (`kubectl auth whoami`):
+/// the caller's user info, after impersonation.
+pub(crate) fn self_subject_review(
+    state: &State,
+    req: &Req,
+    version: &str,
+) -> Result<(u16, Value), ApiError> {
+    authorize(
+        state,
+        &req.user,
+        create_attrs("authentication.k8s.io", "selfsubjectreviews", "", "", ""),
+    )?;
+    let u = &req.user;
+    let mut info = json!({"username": u.name});
+    if !u.uid.is_empty() {
+        info["uid"] = json!(u.uid);
+    }
+    if !u.groups.is_empty() {
+        info["groups"] = json!(u.groups);
+    }
+    if !u.extra.is_empty() {
+        info["extra"] = json!(u.extra);
+    }
+    Ok((
+        201,
+        json!({"kind": "SelfSubjectReview", "apiVersion": format!("authentication.k8s.io/{version}"),
+        "metadata": {"creationTimestamp": null}, "status": {"userInfo": info}}),
+    ))
+}

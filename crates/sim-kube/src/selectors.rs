@@ -95,6 +95,41 @@ impl LabelSelector {
     }
 }
 
+/// `metav1.FormatLabelSelector`: a `metav1.LabelSelector` object as selector text
+/// (requirements sorted by key, `<none>` when it has none), as `kubectl get` shows it.
+pub fn format_label_selector(sel: &Value) -> String {
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    if let Some(m) = sel["matchLabels"].as_object() {
+        for (k, v) in m {
+            reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
+        }
+    }
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or_default().to_owned();
+        let mut values: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        values.sort_unstable();
+        let text = match e["operator"].as_str() {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("Exists") => key.clone(),
+            Some("DoesNotExist") => format!("!{key}"),
+            _ => return "<error>".to_owned(),
+        };
+        reqs.push((key, text));
+    }
+    if reqs.is_empty() {
+        return "<none>".to_owned();
+    }
+    reqs.sort_by(|a, b| a.0.cmp(&b.0));
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A field selector: `path=value`, `path==value`, `path!=value`, comma-separated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
@@ -145,6 +180,22 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_selector_objects_print_like_kubectl() {
+        use serde_json::json;
+        let sel = json!({"matchLabels": {"tier": "web", "app": "x"},
+            "matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "a"]},
+                                 {"key": "legacy", "operator": "DoesNotExist"},
+                                 {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                                 {"key": "owner", "operator": "Exists"}]});
+        assert_eq!(
+            format_label_selector(&sel),
+            "app=x,env notin (dev),!legacy,owner,tier=web,zone in (a,b)"
+        );
+        assert_eq!(format_label_selector(&json!({})), "<none>");
+        assert_eq!(format_label_selector(&serde_json::Value::Null), "<none>");
+    }
     use serde_json::json;
 
     fn obj(labels: Value) -> Value {

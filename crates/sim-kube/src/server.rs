@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::faults::{FaultRequest, Faults};
+use crate::impersonation::Refused;
 use crate::rbac::{self, Attrs, User};
 use crate::status::ApiError;
 use crate::store::Store;
@@ -44,6 +45,8 @@ pub(crate) struct State {
     pub issuer: String,
     /// Generated on first use: RSA key generation is the slowest part of starting.
     signer: OnceLock<Result<Signer, String>>,
+    /// Static bearer tokens (`Config::users`, `SimKubeHandle::add_user`) and whom they name.
+    users: Mutex<HashMap<String, User>>,
 }
 
 impl State {
@@ -53,6 +56,11 @@ impl State {
             .clone()
             .unwrap_or_else(|| format!("https://127.0.0.1:{}", addr.port()));
         let (watch_epoch, _) = watch::channel(0);
+        let users = config
+            .users
+            .iter()
+            .map(|u| (u.token.clone(), u.to_user()))
+            .collect();
         Self {
             store: Mutex::new(store),
             admin_token,
@@ -63,7 +71,24 @@ impl State {
             restarts: watch::channel(0).0,
             issuer,
             signer: OnceLock::new(),
+            users: Mutex::new(users),
         }
+    }
+
+    /// Adds (or replaces) a static token user.
+    pub fn add_user(&self, token: &str, user: User) {
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_owned(), user);
+    }
+
+    fn static_user(&self, token: &str) -> Option<User> {
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
     }
 
     pub fn signer(&self) -> Result<&Signer, ApiError> {
@@ -94,6 +119,8 @@ pub(crate) struct Req {
     pub user_agent: String,
     pub body: Bytes,
     pub user: User,
+    /// `Warning` headers for the response (e.g. ValidatingAdmissionPolicy `Warn` actions).
+    pub warnings: Mutex<Vec<String>>,
 }
 
 impl Req {
@@ -108,6 +135,26 @@ impl Req {
     }
     pub fn wants_table(&self) -> bool {
         self.accept.contains("as=Table")
+    }
+    pub fn warn(&self, warnings: impl IntoIterator<Item = String>) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(warnings);
+    }
+    /// Adds the collected warnings as `Warning: 299 - "..."` headers.
+    pub fn add_warnings(&self, resp: &mut Response<Body>) {
+        for w in self
+            .warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let text = w.replace('\\', "\\\\").replace('"', "\\\"");
+            if let Ok(v) = format!("299 - \"{text}\"").parse() {
+                resp.headers_mut().append(hyper::header::WARNING, v);
+            }
+        }
     }
 }
 
@@ -201,7 +248,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             | "/openid/v1/jwks"
     );
     let user = match authenticate(&state, &parts.headers) {
-        Ok(Some(u)) => u,
+        Ok(Some(u)) => match crate::impersonation::impersonate(&state.store(), u, &parts.headers) {
+            Ok(u) => u,
+            Err(Refused::Forbidden(e)) => return error_response(&e),
+            Err(Refused::Internal(why)) => {
+                let uri = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                return text_response(500, &format!("Internal Server Error: {uri:?}: {why}\n"));
+            }
+        },
         Ok(None) if public => User::named(
             "system:anonymous",
             "",
@@ -232,6 +290,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         user_agent: header(hyper::header::USER_AGENT),
         body,
         user,
+        warnings: Mutex::new(Vec::new()),
     };
     tracing::debug!(method = %req.method, path = %req.path, query = ?req.query, "request");
     let latency = state.faults().latency;
@@ -241,7 +300,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     route(&state, req).await
 }
 
-/// Who is calling: the admin token (optionally impersonating), or a ServiceAccount token.
+/// Who is calling: the admin token, a static user token or a ServiceAccount token (before
+/// impersonation).
 fn authenticate(state: &State, headers: &hyper::HeaderMap) -> Result<Option<User>, ApiError> {
     let Some(token) = headers
         .get(hyper::header::AUTHORIZATION)
@@ -252,18 +312,10 @@ fn authenticate(state: &State, headers: &hyper::HeaderMap) -> Result<Option<User
         return Ok(None);
     };
     if token == state.admin_token {
-        let Some(name) = headers
-            .get("impersonate-user")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Ok(Some(User::admin()));
-        };
-        let groups = headers
-            .get_all("impersonate-group")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
-        return Ok(Some(User::named(name, "", groups)));
+        return Ok(Some(User::admin()));
+    }
+    if let Some(user) = state.static_user(token) {
+        return Ok(Some(user));
     }
     match review::user_for_token(state, token, &[]) {
         Some((user, _)) => Ok(Some(user)),
@@ -350,6 +402,12 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
         ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if req.method == Method::POST => {
             reply(review::token_review(state, &req))
         }
+        [
+            "apis",
+            "authentication.k8s.io",
+            version @ ("v1" | "v1beta1"),
+            "selfsubjectreviews",
+        ] if req.method == Method::POST => reply(review::self_subject_review(state, &req, version)),
         [
             "apis",
             "authorization.k8s.io",

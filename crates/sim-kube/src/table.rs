@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::registry::{Column, ResourceType};
+use crate::selectors::format_label_selector;
 
 /// How much of each object a Table row carries (`includeObject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +160,49 @@ fn computed(path: &str, obj: &Value) -> Option<Value> {
                 ports.join(",")
             })
         }
+        "#min-available" => json!(int_or_string(&obj["spec"]["minAvailable"])),
+        "#max-unavailable" => json!(int_or_string(&obj["spec"]["maxUnavailable"])),
+        "#pod-selector" => json!(format_label_selector(&obj["spec"]["podSelector"])),
+        "#validations" => json!(count(&obj["spec"]["validations"])),
+        "#param-kind" => json!(match &obj["spec"]["paramKind"] {
+            Value::Null => "<unset>".to_owned(),
+            pk => format!(
+                "{}/{}",
+                pk["apiVersion"].as_str().unwrap_or_default(),
+                pk["kind"].as_str().unwrap_or_default()
+            ),
+        }),
+        "#param-ref" => json!(param_ref(&obj["spec"]["paramRef"])),
         _ => return None,
     })
+}
+
+/// An `IntOrString` as text, `N/A` when unset (PodDisruptionBudget columns).
+fn int_or_string(v: &Value) -> String {
+    match v {
+        Value::Null => "N/A".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The binding's PARAMREF column: `namespace/name`, `*/name`, a selector or `<unset>`.
+fn param_ref(pr: &Value) -> String {
+    if pr.is_null() {
+        return "<unset>".to_owned();
+    }
+    match (
+        pr["name"].as_str().filter(|n| !n.is_empty()),
+        pr["namespace"].as_str().filter(|n| !n.is_empty()),
+    ) {
+        (Some(name), Some(ns)) => format!("{ns}/{name}"),
+        (Some(name), None) => format!("*/{name}"),
+        (None, _) if pr["selector"].is_object() => {
+            let s = format_label_selector(&pr["selector"]);
+            if s == "<none>" { String::new() } else { s }
+        }
+        _ => "<unset>".to_owned(),
+    }
 }
 
 fn cell(col: &Column, obj: &Value, now: DateTime<Utc>) -> Value {

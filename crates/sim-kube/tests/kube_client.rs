@@ -12,6 +12,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::watcher;
+use serde::Deserialize;
 use serde_json::json;
 use support::{Widget, WidgetSpec, client, eventually, install_widget_crd, start};
 
@@ -742,5 +743,325 @@ async fn events_recorded_through_events_v1_are_core_events_too() {
     let back = v1.get(&e.metadata.name.clone().unwrap()).await.unwrap();
     assert_eq!(back.note.as_deref(), Some("lease started"));
     assert_eq!(back.regarding.unwrap().name.as_deref(), Some("subject"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn pod_disruption_budgets_and_network_policies_are_stored_with_defaults() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let h = start().await;
+    let c = client(&h).await;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), "demo");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "web"}}},
+    }))
+    .unwrap();
+    let created = pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let status = created.status.unwrap();
+    assert_eq!(
+        (
+            status.observed_generation,
+            status.disruptions_allowed,
+            status.expected_pods
+        ),
+        (Some(1), 0, 0)
+    );
+    assert_eq!(status.conditions.unwrap()[0].reason, "InsufficientPods");
+    // A spec change is a new generation, which the stand-in controller observes.
+    let patched = pdbs
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxUnavailable": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    assert_eq!(patched.status.unwrap().observed_generation, Some(2));
+    assert_eq!(
+        pdbs.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+
+    let netpols: Api<NetworkPolicy> = Api::namespaced(c.clone(), "demo");
+    let np: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                 "egress": [{"ports": [{"port": 5432}]}]},
+    }))
+    .unwrap();
+    let created = netpols.create(&PostParams::default(), &np).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(
+        spec.policy_types.unwrap(),
+        ["Ingress", "Egress"],
+        "policyTypes defaulted from the rules given"
+    );
+    assert_eq!(
+        spec.egress.unwrap()[0].ports.as_ref().unwrap()[0]
+            .protocol
+            .as_deref(),
+        Some("TCP")
+    );
+    netpols
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(netpols.get_opt("db").await.unwrap().is_none());
+    h.shutdown().await;
+}
+
+fn status_writer_policy() -> serde_json::Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "widget-status-writer"},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["test.lapse.dev"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["widgets/status"]}]},
+            "matchConditions": [{"name": "not-admin", "expression": "!('system:masters' in request.userInfo.groups)"}],
+            "validations": [{
+                "expression": "request.userInfo.username == 'bob@example.com'",
+                "messageExpression": "'only bob writes Widget status; ' + request.userInfo.username + ' may not'",
+                "reason": "Forbidden",
+            }],
+        },
+    })
+}
+
+#[tokio::test]
+async fn validating_admission_policy_guards_a_status_subresource() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use lapse_sim_kube::StaticUser;
+    let h = start().await;
+    let admin = client(&h).await;
+    install_widget_crd(&admin).await;
+    let alice = StaticUser::new("alice@example.com", &["dev"]);
+    let bob = StaticUser::new("bob@example.com", &["dev"]);
+    h.add_user(&alice);
+    h.add_user(&bob);
+    h.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "widget-writer"},
+        "rules": [{"apiGroups": ["test.lapse.dev"], "resources": ["widgets", "widgets/status"], "verbs": ["*"]}]}))
+    .unwrap();
+    h.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "dev-writes-widgets"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "widget-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "dev"}]}))
+    .unwrap();
+
+    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(status_writer_policy()).unwrap();
+    let stored = vaps.create(&PostParams::default(), &policy).await.unwrap();
+    let spec = stored.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"), "defaulted");
+    let constraints = spec.match_constraints.unwrap();
+    assert_eq!(constraints.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(
+        constraints.resource_rules.unwrap()[0].scope.as_deref(),
+        Some("*")
+    );
+    assert_eq!(stored.status.unwrap().observed_generation, Some(1));
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin.clone());
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": "widget-status-writer"},
+        "spec": {"policyName": "widget-status-writer", "validationActions": ["Deny"]},
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // An expression that does not compile is refused when the policy is written.
+    let mut bad = status_writer_policy();
+    bad["metadata"]["name"] = json!("broken");
+    bad["spec"]["validations"][0]["expression"] = json!("request.userInfo.username ==");
+    let bad: ValidatingAdmissionPolicy = serde_json::from_value(bad).unwrap();
+    let e = api_error(vaps.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .contains("spec.validations[0].expression: Invalid value"),
+        "{}",
+        e.message
+    );
+
+    let as_alice: Api<Widget> =
+        Api::namespaced(support::client_with_token(&h, &alice.token).await, "demo");
+    let as_bob: Api<Widget> =
+        Api::namespaced(support::client_with_token(&h, &bob.token).await, "demo");
+    let w = eventually("the Widget type to be served", || {
+        let api = as_alice.clone();
+        async move {
+            api.create(
+                &PostParams::default(),
+                &Widget::new(
+                    "w1",
+                    WidgetSpec {
+                        size: 1,
+                        color: None,
+                        owner: None,
+                    },
+                ),
+            )
+            .await
+            .ok()
+        }
+    })
+    .await;
+    assert!(
+        w.metadata.uid.is_some(),
+        "alice may create (the policy covers status only)"
+    );
+    let status = |phase: &str| Patch::Merge(json!({"status": {"phase": phase}}));
+    let e = api_error(
+        as_alice
+            .patch_status("w1", &PatchParams::default(), &status("Forged"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        e.message,
+        "widgets.test.lapse.dev \"w1\" is forbidden: ValidatingAdmissionPolicy 'widget-status-writer' with binding 'widget-status-writer' denied request: only bob writes Widget status; alice@example.com may not"
+    );
+    let w = as_bob
+        .patch_status("w1", &PatchParams::default(), &status("Ready"))
+        .await
+        .unwrap();
+    assert_eq!(w.status.unwrap().phase.as_deref(), Some("Ready"));
+    // The admin is exempted by the policy's matchCondition.
+    Api::<Widget>::namespaced(admin.clone(), "demo")
+        .patch_status("w1", &PatchParams::default(), &status("Reset"))
+        .await
+        .unwrap();
+    // Main-resource writes by alice are not status writes.
+    as_alice
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap();
+    // Deleting the binding lifts the policy at once.
+    bindings
+        .delete("widget-status-writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    as_alice
+        .patch_status("w1", &PatchParams::default(), &status("Mine"))
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_product_status_writer_policy_admits_only_the_operator() {
+    // config/admission/status_writer.yaml, as shipped, against AccessGrant status writes.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let h = start().await;
+    let admin = client(&h).await;
+    for entry in std::fs::read_dir(dir.join("config/crd")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let v = serde_json::Value::deserialize(doc).unwrap();
+                if v.is_object() {
+                    h.create(v).unwrap();
+                }
+            }
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("config/admission/status_writer.yaml")).unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        h.create(serde_json::Value::deserialize(doc).unwrap())
+            .unwrap();
+    }
+    let policy = h
+        .object(
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+            "",
+            "lapse-status-writer",
+        )
+        .unwrap();
+    let rule = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+    assert_eq!(rule["resources"], json!(["accessgrants/status"]));
+    // The operator's ServiceAccount (its real token) may write AccessGrant status; a person with
+    // the same RBAC may not, and is told why with the policy's reason (Forbidden).
+    h.create_namespace("lapse-system").unwrap();
+    h.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "lapse-operator", "namespace": "lapse-system"}}))
+        .unwrap();
+    let alice = lapse_sim_kube::StaticUser::new("alice@example.com", &[]);
+    h.add_user(&alice);
+    h.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "grant-status"},
+        "rules": [{"apiGroups": ["lapse.dev"], "resources": ["accessgrants", "accessgrants/status"], "verbs": ["*"]}]}))
+    .unwrap();
+    h.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "grant-status"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "grant-status"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lapse-operator", "namespace": "lapse-system"},
+                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice@example.com"}]}))
+    .unwrap();
+    let resource = kube::api::ApiResource {
+        group: "lapse.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "lapse.dev/v1alpha1".into(),
+        kind: "AccessGrant".into(),
+        plural: "accessgrants".into(),
+    };
+    let grants =
+        |c: kube::Client| Api::<kube::api::DynamicObject>::namespaced_with(c, "demo", &resource);
+    grants(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "lapse.dev/v1alpha1", "kind": "AccessGrant",
+                "metadata": {"name": "g1"},
+                "spec": {"identity": {"servicePrincipal": {"objectId": "00000000-0000-0000-0000-000000000001"}},
+                         "roles": [{"role": "Reader", "scope": "/subscriptions/s1"}], "duration": "1h"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let token: serde_json::Value = admin
+        .request(
+            http::Request::post(
+                "/api/v1/namespaces/lapse-system/serviceaccounts/lapse-operator/token",
+            )
+            .header("content-type", "application/json")
+            .body(br#"{"spec":{}}"#.to_vec())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let operator = support::client_with_token(&h, token["status"]["token"].as_str().unwrap()).await;
+    let person = support::client_with_token(&h, &alice.token).await;
+    let status = Patch::Merge(json!({"status": {"phase": "Active"}}));
+    let e = api_error(
+        grants(person)
+            .patch_status("g1", &PatchParams::default(), &status)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        e.message,
+        "accessgrants.lapse.dev \"g1\" is forbidden: ValidatingAdmissionPolicy 'lapse-status-writer' with binding 'lapse-status-writer' denied request: only lapse-operator writes AccessGrant status; alice@example.com may not (docs/security.md)"
+    );
+    let g = grants(operator)
+        .patch_status("g1", &PatchParams::default(), &status)
+        .await
+        .unwrap();
+    assert_eq!(g.data["status"]["phase"], "Active");
     h.shutdown().await;
 }

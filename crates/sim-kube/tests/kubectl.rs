@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lapse_sim_kube::SimKubeHandle;
+use lapse_sim_kube::{SimKubeHandle, StaticUser};
 
 const VERSIONS: &[&str] = &["1.27", "1.33"];
 
@@ -703,6 +703,400 @@ async fn kubectl_auth_can_i_follows_rbac() {
             .trim(),
             "yes",
             "{v}"
+        );
+        h.shutdown().await;
+    }
+}
+
+const PDB: &str = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: web\n";
+
+const NETPOL: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  podSelector:\n    matchLabels:\n      app: web\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          role: frontend\n    ports:\n    - port: 8080\n";
+
+/// Splits `kubectl get` output into rows of columns.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_pod_disruption_budgets_and_network_policies() {
+    for v in VERSIONS {
+        let h = support::start().await;
+        let k = Kubectl::new(&h, v);
+        let out = k.ok_stdin(&["create", "-f", "-"], PDB).await;
+        assert_eq!(out.trim(), "poddisruptionbudget.policy/web created", "{v}");
+        let out = k.ok_stdin(&["apply", "-f", "-"], NETPOL).await;
+        assert_eq!(
+            out.trim(),
+            "networkpolicy.networking.k8s.io/web created",
+            "{v}"
+        );
+        // kubectl's typed client sends protobuf for `create poddisruptionbudget`.
+        let out = k
+            .ok(&[
+                "create",
+                "poddisruptionbudget",
+                "api",
+                "-n",
+                "demo",
+                "--selector=app=api",
+                "--max-unavailable=25%",
+            ])
+            .await;
+        assert_eq!(out.trim(), "poddisruptionbudget.policy/api created", "{v}");
+
+        let out = k.ok(&["get", "pdb,netpol", "-n", "demo"]).await;
+        let r = rows(&out);
+        assert_eq!(
+            r[0],
+            [
+                "NAME",
+                "MIN",
+                "AVAILABLE",
+                "MAX",
+                "UNAVAILABLE",
+                "ALLOWED",
+                "DISRUPTIONS",
+                "AGE"
+            ],
+            "{v}: {out}"
+        );
+        assert_eq!(
+            &r[1][..4],
+            ["poddisruptionbudget.policy/api", "N/A", "25%", "0"],
+            "{v}: {out}"
+        );
+        assert_eq!(
+            &r[2][..4],
+            ["poddisruptionbudget.policy/web", "1", "N/A", "0"],
+            "{v}: {out}"
+        );
+        assert_eq!(r[3], ["NAME", "POD-SELECTOR", "AGE"], "{v}: {out}");
+        assert_eq!(
+            &r[4][..2],
+            ["networkpolicy.networking.k8s.io/web", "app=web"],
+            "{v}: {out}"
+        );
+
+        // The disruption controller's stand-in: no pods, so no disruption is allowed.
+        let out = k
+            .ok(&[
+                "get",
+                "pdb",
+                "web",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.status.observedGeneration} {.status.desiredHealthy} {.status.conditions[0].reason}",
+            ])
+            .await;
+        assert_eq!(out, "1 1 InsufficientPods", "{v}");
+        let out = k.ok(&["describe", "pdb", "web", "-n", "demo"]).await;
+        for want in [
+            "Min available:  1",
+            "Selector:       app=web",
+            "Allowed disruptions:  0",
+        ] {
+            assert!(out.contains(want), "{v}: {want:?} in {out}");
+        }
+        // Server-side defaults kubectl shows: policyTypes and the port protocol.
+        let out = k.ok(&["describe", "netpol", "web", "-n", "demo"]).await;
+        for want in [
+            "PodSelector:     app=web",
+            "To Port: 8080/TCP",
+            "PodSelector: role=frontend",
+            "Policy Types: Ingress",
+        ] {
+            assert!(out.contains(want), "{v}: {want:?} in {out}");
+        }
+        let out = k.ok(&["delete", "pdb", "web", "-n", "demo"]).await;
+        assert_eq!(
+            out.trim(),
+            "poddisruptionbudget.policy \"web\" deleted",
+            "{v}"
+        );
+        let out = k.ok(&["delete", "netpol", "web", "-n", "demo"]).await;
+        assert_eq!(
+            out.trim(),
+            "networkpolicy.networking.k8s.io \"web\" deleted",
+            "{v}"
+        );
+        let err = k.fails(&["get", "netpol", "web", "-n", "demo"], "").await;
+        assert!(
+            err.contains("networkpolicies.networking.k8s.io \"web\" not found"),
+            "{v}: {err}"
+        );
+        h.shutdown().await;
+    }
+}
+
+const REQUIRE_TEAM: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: require-team\nspec:\n  matchConstraints:\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"v1\"]\n      operations: [\"CREATE\", \"UPDATE\"]\n      resources: [\"configmaps\"]\n  validations:\n  - expression: \"has(object.metadata.labels) && 'team' in object.metadata.labels\"\n    message: configmaps need a team label\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: require-team\nspec:\n  policyName: require-team\n  validationActions: [Deny]\n  matchResources:\n    namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: demo\n";
+
+const ONLY_ALICE_DELETES: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: only-alice-deletes\nspec:\n  matchConstraints:\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"*\"]\n      operations: [\"DELETE\"]\n      resources: [\"configmaps\"]\n  variables:\n  - name: who\n    expression: request.userInfo.username\n  validations:\n  - expression: \"variables.who == 'alice@example.com'\"\n    messageExpression: \"variables.who + ' may not delete ' + request.namespace + '/' + request.name\"\n    reason: Forbidden\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: only-alice-deletes-binding\nspec:\n  policyName: only-alice-deletes\n  validationActions: [Deny]\n";
+
+const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\n  namespace: demo\ndata:\n  a: \"1\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_validating_admission_policies_deny_with_their_message() {
+    for v in VERSIONS {
+        let h = support::start().await;
+        let k = Kubectl::new(&h, v);
+        // Namespaces carry kubernetes.io/metadata.name, which the binding selects on.
+        k.ok(&["label", "ns", "demo", "kubernetes.io/metadata.name=demo"])
+            .await;
+        let out = k.ok_stdin(&["apply", "-f", "-"], REQUIRE_TEAM).await;
+        assert!(
+            out.contains(
+                "validatingadmissionpolicy.admissionregistration.k8s.io/require-team created"
+            ) && out.contains(
+                "validatingadmissionpolicybinding.admissionregistration.k8s.io/require-team created"
+            ),
+            "{v}: {out}"
+        );
+        let r = rows(&k.ok(&["get", "validatingadmissionpolicies"]).await);
+        assert_eq!(r[0], ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"], "{v}");
+        assert_eq!(&r[1][..3], ["require-team", "1", "<unset>"], "{v}");
+        let r = rows(&k.ok(&["get", "validatingadmissionpolicybindings"]).await);
+        assert_eq!(r[0], ["NAME", "POLICYNAME", "PARAMREF", "AGE"], "{v}");
+        assert_eq!(
+            &r[1][..3],
+            ["require-team", "require-team", "<unset>"],
+            "{v}"
+        );
+
+        // Denied with reason Invalid (422): kubectl prints the policy's message as a cause.
+        let err = k.fails(&["apply", "-f", "-"], CONFIGMAP).await;
+        assert_eq!(
+            err.trim(),
+            "The configmaps \"c1\" is invalid: : ValidatingAdmissionPolicy 'require-team' with binding 'require-team' denied request: configmaps need a team label",
+            "{v}"
+        );
+        let labelled = CONFIGMAP.replace(
+            "namespace: demo\n",
+            "namespace: demo\n  labels:\n    team: a\n",
+        );
+        let out = k.ok_stdin(&["apply", "-f", "-"], &labelled).await;
+        assert_eq!(out.trim(), "configmap/c1 created", "{v}");
+        // An update that drops the label is denied too; the binding's namespaceSelector leaves
+        // other namespaces alone.
+        let err = k
+            .fails(&["label", "cm", "c1", "-n", "demo", "team-"], "")
+            .await;
+        assert!(err.contains("configmaps need a team label"), "{v}: {err}");
+        k.ok_stdin(&["apply", "-f", "-"], &CONFIGMAP.replace("demo", "default"))
+            .await;
+
+        // A policy on the user (after impersonation), with messageExpression and reason Forbidden.
+        k.ok_stdin(&["apply", "-f", "-"], ONLY_ALICE_DELETES).await;
+        k.ok(&[
+            "create",
+            "rolebinding",
+            "people-edit",
+            "-n",
+            "demo",
+            "--clusterrole=edit",
+            "--user=alice@example.com",
+            "--user=bob@example.com",
+        ])
+        .await;
+        let err = k
+            .fails(
+                &[
+                    "delete",
+                    "cm",
+                    "c1",
+                    "-n",
+                    "demo",
+                    "--as",
+                    "bob@example.com",
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(
+            err.trim(),
+            "Error from server (Forbidden): configmaps \"c1\" is forbidden: ValidatingAdmissionPolicy 'only-alice-deletes' with binding 'only-alice-deletes-binding' denied request: bob@example.com may not delete demo/c1",
+            "{v}"
+        );
+        let out = k
+            .ok(&[
+                "delete",
+                "cm",
+                "c1",
+                "-n",
+                "demo",
+                "--as",
+                "alice@example.com",
+            ])
+            .await;
+        assert_eq!(out.trim(), "configmap \"c1\" deleted", "{v}");
+
+        // Warn: the request succeeds and kubectl prints the server's warning.
+        let warn = REQUIRE_TEAM
+            .replace(
+                "name: require-team\nspec:\n  policyName",
+                "name: require-team-warn\nspec:\n  policyName",
+            )
+            .replace("validationActions: [Deny]", "validationActions: [Warn]");
+        let warn = &warn[warn.find("---").unwrap() + 4..];
+        k.ok_stdin(&["apply", "-f", "-"], warn).await;
+        k.ok(&["delete", "validatingadmissionpolicybinding", "require-team"])
+            .await;
+        let out = k.run(&["apply", "-f", "-"], CONFIGMAP).await;
+        assert!(out.status.success(), "{v}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "Warning: Validation failed for ValidatingAdmissionPolicy 'require-team' with binding 'require-team-warn': configmaps need a team label",
+            "{v}"
+        );
+        // A policy whose expression does not compile is refused when written.
+        let bad = REQUIRE_TEAM[..REQUIRE_TEAM.find("---").unwrap()].replace(
+            "has(object.metadata.labels) &&",
+            "has(object.metadata.labels) && &&",
+        );
+        let err = k.fails(&["apply", "-f", "-"], &bad).await;
+        assert!(
+            err.contains("spec.validations[0].expression: Invalid value")
+                && err.contains("compilation failed"),
+            "{v}: {err}"
+        );
+        h.shutdown().await;
+    }
+}
+
+const IMPERSONATOR: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: impersonate-bob-oncall\nrules:\n- apiGroups: [\"\"]\n  resources: [\"users\"]\n  verbs: [\"impersonate\"]\n  resourceNames: [\"bob@example.com\"]\n- apiGroups: [\"\"]\n  resources: [\"groups\"]\n  verbs: [\"impersonate\"]\n  resourceNames: [\"oncall\"]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: alice-impersonates\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: impersonate-bob-oncall\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: alice@example.com\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_impersonation_follows_rbac_and_whoami_names_the_user() {
+    for v in VERSIONS {
+        let h = support::start().await;
+        let alice = StaticUser::new("alice@example.com", &["dev"]);
+        let bob = StaticUser::new("bob@example.com", &["qa"]);
+        h.add_user(&alice);
+        h.add_user(&bob);
+        let k = Kubectl::new(&h, v);
+        let whoami = |out: &str| -> Vec<(String, String)> {
+            out.lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(char::is_whitespace))
+                .map(|(a, b)| (a.to_owned(), b.trim().to_owned()))
+                .collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        // Fill kubectl's discovery cache (shared by every user of this HOME), so refusals below
+        // come from the requests themselves rather than from discovery.
+        k.ok(&["get", "cm", "-n", "demo"]).await;
+
+        let out = k.ok(&["auth", "whoami"]).await;
+        assert!(out.starts_with("ATTRIBUTE"), "{v}: {out}");
+        assert_eq!(
+            whoami(&out),
+            [
+                pair("Username", "kubernetes-admin"),
+                pair("Groups", "[system:masters system:authenticated]")
+            ],
+            "{v}"
+        );
+        let out = k.ok(&["--token", &alice.token, "auth", "whoami"]).await;
+        assert_eq!(
+            whoami(&out),
+            [
+                pair("Username", "alice@example.com"),
+                pair("UID", &alice.uid),
+                pair("Groups", "[dev system:authenticated]")
+            ],
+            "{v}"
+        );
+
+        // Without the impersonate permission kubectl --as is refused, naming what was asked for.
+        let as_bob = [
+            "--token",
+            &alice.token,
+            "--as",
+            "bob@example.com",
+            "--as-group",
+            "oncall",
+        ];
+        let err = k
+            .fails(&[&as_bob[..], &["get", "cm", "-n", "demo"]].concat(), "")
+            .await;
+        assert_eq!(
+            err.trim(),
+            "Error from server (Forbidden): users \"bob@example.com\" is forbidden: User \"alice@example.com\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+            "{v}"
+        );
+        k.ok_stdin(&["apply", "-f", "-"], IMPERSONATOR).await;
+        let out = k.ok(&[&as_bob[..], &["auth", "whoami"]].concat()).await;
+        assert_eq!(
+            whoami(&out),
+            [
+                pair("Username", "bob@example.com"),
+                pair("Groups", "[oncall system:authenticated]")
+            ],
+            "{v}"
+        );
+        // Each group is checked: alice may impersonate oncall only.
+        let err = k
+            .fails(
+                &[
+                    "--token",
+                    &alice.token,
+                    "--as",
+                    "bob@example.com",
+                    "--as-group",
+                    "admins",
+                    "get",
+                    "cm",
+                    "-n",
+                    "demo",
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(
+            err.trim(),
+            "Error from server (Forbidden): groups \"admins\" is forbidden: User \"alice@example.com\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope",
+            "{v}"
+        );
+        // RBAC sees the impersonated user: group oncall may list configmaps, bob alone may not.
+        k.ok(&[
+            "create",
+            "rolebinding",
+            "oncall-view",
+            "-n",
+            "demo",
+            "--clusterrole=view",
+            "--group=oncall",
+        ])
+        .await;
+        k.ok(&[&as_bob[..], &["get", "cm", "-n", "demo"]].concat())
+            .await;
+        let err = k
+            .fails(&["--token", &bob.token, "get", "cm", "-n", "demo"], "")
+            .await;
+        assert!(
+            err.contains("User \"bob@example.com\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"demo\""),
+            "{v}: {err}"
+        );
+        // bob may not impersonate anyone, not even alice.
+        let err = k
+            .fails(
+                &[
+                    "--token",
+                    &bob.token,
+                    "--as",
+                    "alice@example.com",
+                    "get",
+                    "ns",
+                ],
+                "",
+            )
+            .await;
+        assert!(
+            err.contains("User \"bob@example.com\" cannot impersonate resource \"users\""),
+            "{v}: {err}"
         );
         h.shutdown().await;
     }

@@ -61,6 +61,16 @@ pub async fn client(h: &SimKubeHandle) -> kube::Client {
     kube::Client::try_from(cfg).expect("client builds")
 }
 
+/// A kube-rs client that authenticates with `token` (a static user's or a ServiceAccount's).
+pub async fn client_with_token(h: &SimKubeHandle, token: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(&h.kubeconfig_with_token("user", token))
+        .expect("kubeconfig parses");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    kube::Client::try_from(cfg).expect("client builds")
+}
+
 /// Creates the Widget CRD through the API, as a user would.
 pub async fn install_widget_crd(client: &kube::Client) {
     let crd: CustomResourceDefinition =
