@@ -124,6 +124,13 @@ impl Manifest {
         }
     }
 
+    fn named(&self, kind: &str, name: &str) -> anyhow::Result<&Value> {
+        self.of_kind(kind)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .ok_or_else(|| anyhow!("the chart rendered no {kind} {name}"))
+    }
+
     fn container(&self) -> anyhow::Result<&Value> {
         let deploy = self.one("Deployment")?;
         match deploy["spec"]["template"]["spec"]["containers"]
@@ -344,22 +351,78 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
                 "caBundle": {"configMap": "lapse-azure-ca"},
             },
             "namespaces": ["payments", "team-a"],
+            "networkPolicy": {"enabled": true},
+            "grafanaDashboard": {"enabled": true},
         }),
     );
     let m = helm.install("lapse", &values)?;
 
-    // RBAC: exactly the rules the RBAC suite proves sufficient.
+    // The operator's own ClusterRole is one of four: the others are for people, aggregated into
+    // view, edit and admin, and never touch status.
+    let operator_role = m.named("ClusterRole", "lapse")?;
+    for (name, aggregates) in [
+        ("lapse-view", vec!["view", "edit", "admin"]),
+        ("lapse-edit", vec!["edit", "admin"]),
+        ("lapse-approver", vec![]),
+    ] {
+        let role = m.named("ClusterRole", name)?;
+        for to in &aggregates {
+            assert_eq!(
+                role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{to}")],
+                "true",
+                "{name}"
+            );
+        }
+        assert!(
+            !role["rules"].to_string().contains("/status"),
+            "{name} lets people write status: {role}"
+        );
+    }
+    // Two replicas: a disruption budget keeps one; traffic is limited when asked; the
+    // dashboard is a ConfigMap the Grafana sidecar finds.
+    let pdb = m.one("PodDisruptionBudget")?;
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert_eq!(
-        m.one("ClusterRole")?["rules"],
-        shipped_rules("ClusterRole")?
+        pdb["spec"]["selector"]["matchLabels"],
+        m.one("Deployment")?["spec"]["selector"]["matchLabels"]
     );
+    let np = m.one("NetworkPolicy")?;
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let dashboard = m.named("ConfigMap", "lapse-dashboard")?;
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let panels: Value =
+        serde_json::from_str(dashboard["data"]["lapse.json"].as_str().unwrap_or_default())?;
+    assert!(panels["panels"].as_array().is_some_and(|p| p.len() >= 8));
+    // Only the operator's ServiceAccount may write grant status.
+    let vap = m.named("ValidatingAdmissionPolicy", "lapse-status-writer")?;
+    assert!(
+        vap["spec"]["validations"][0]["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("system:serviceaccount:{NAMESPACE}:lapse"))),
+        "{vap}"
+    );
+    for obj in [
+        vec!["validatingadmissionpolicy", "lapse-status-writer"],
+        vec!["validatingadmissionpolicybinding", "lapse-status-writer"],
+        vec!["-n", NAMESPACE, "pdb", "lapse"],
+        vec!["-n", NAMESPACE, "networkpolicy", "lapse"],
+        vec!["clusterrole", "lapse-edit"],
+    ] {
+        assert!(exists(&sb, &obj)?, "{obj:?} was not created");
+    }
+
+    // RBAC: exactly the rules the RBAC suite proves sufficient.
+    assert_eq!(operator_role["rules"], shipped_rules("ClusterRole")?);
     // With namespaces set the release is one shard of the cluster's operators: its leader
     // election Lease is its own.
     let mut role = shipped_rules("Role")?;
     role[0]["resourceNames"] = json!(["lapse-operator-lapse"]);
     assert_eq!(m.one("Role")?["rules"], role);
     let sa = m.one("ServiceAccount")?["metadata"]["name"].clone();
-    for binding in [m.one("ClusterRoleBinding")?, m.one("RoleBinding")?] {
+    for binding in [
+        m.named("ClusterRoleBinding", "lapse")?,
+        m.one("RoleBinding")?,
+    ] {
         assert_eq!(binding["subjects"][0]["name"], sa, "{binding}");
         assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE, "{binding}");
     }
