@@ -134,3 +134,51 @@ spec:
     .await?;
     Ok(())
 }
+
+/// A leader whose Lease renewals hang (an API server that accepts the connection and never
+/// answers) must stop acting before the Lease can expire for a standby: otherwise two replicas
+/// act at once. It steps down within the renew deadline (10 s), inside the 15 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewals_hang_steps_down_before_the_lease_expires() -> anyhow::Result<()> {
+    lapse_e2e::sandbox_only(
+        lapse_e2e::Capability::Faults,
+        "hangs the API server's Lease writes",
+    )?;
+    let mut w = World::without_operator().await?;
+    w.start_operator(&[("POD_NAME", "replica-a")]).await?;
+    assert_eq!(lease_holder(&w).await?.as_deref(), Some("replica-a"));
+    // Every Lease update from now on is held 20 s (twice the renew deadline) before being answered.
+    w.kube_fault(serde_json::json!({
+        "action": "fail", "verb": "update", "resource": "leases",
+        "count": 1000, "code": 0, "delay_ms": 20_000
+    }))
+    .await?;
+    let hung = Instant::now();
+    let deadline = hung + Duration::from_secs(30);
+    let op = w
+        .operator
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("no operator"))?;
+    while op.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the leader kept acting with hung renewals:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = hung.elapsed();
+    println!("stepped down {} ms after renewals hung", stopped.as_millis());
+    assert!(
+        op.logs().contains("lost leadership"),
+        "it stopped for another reason:\n{}",
+        op.logs()
+    );
+    // Renewals run every 5 s and the deadline is 10 s from the last good one: the leader has
+    // stopped before the 15 s lease lets anyone else take over.
+    assert!(
+        stopped < Duration::from_secs(15),
+        "stepped down only after {stopped:?}, when a standby may already act"
+    );
+    Ok(())
+}

@@ -1,10 +1,15 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, so two replicas never both act.
+//! Leader election on a `coordination.k8s.io/v1` Lease (the leader Lease), so two replicas
+//! never both act.
 //!
-//! The holder renews every `renew_every`; another replica takes over only once the lease has
-//! not been renewed for `lease_duration`. Writes use the Lease's resourceVersion, so two
-//! candidates racing for an expired lease cannot both win (one gets 409 Conflict).
+//! The holder renews every `renew_every`; another replica takes over only once it has seen the
+//! Lease record unchanged for `lease_duration`, measured on its own clock from when it first saw
+//! that record (client-go's way: the holder's `renewTime` is another machine's clock). Writes
+//! use the Lease's resourceVersion, so two candidates racing for an expired Lease cannot both
+//! win (one gets 409 Conflict). Every call has a deadline: a leader whose renewal hangs steps
+//! down within `renew_deadline`, before anyone else may take over.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -19,6 +24,9 @@ pub struct LeaderConfig {
     pub identity: String,
     pub lease_duration: Duration,
     pub renew_every: Duration,
+    /// A leader that has not renewed for this long steps down; shorter than `lease_duration`,
+    /// so it has stopped before a standby may take over.
+    pub renew_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +37,48 @@ pub enum LeaderError {
         name: String,
         source: kube::Error,
     },
+    #[error("reading or writing Lease {namespace}/{name}: no answer within {}s", after.as_secs())]
+    Timeout {
+        namespace: String,
+        name: String,
+        after: Duration,
+    },
+}
+
+/// What of the Lease record a candidate last saw, and when (on its own clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<i64>,
+    transitions: Option<i32>,
+}
+
+/// When this replica first saw the Lease record as it is now, on its own clock.
+#[derive(Debug, Default)]
+struct ObservationClock(Mutex<Option<(Observed, Instant)>>);
+
+impl ObservationClock {
+    /// A changed record restarts the clock.
+    fn seen_since(&self, record: Observed, now: Instant) -> Instant {
+        let mut observed = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match observed.as_ref() {
+            Some((last, since)) if *last == record => *since,
+            _ => {
+                *observed = Some((record, now));
+                now
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct LeaderElector {
     api: Api<Lease>,
     cfg: LeaderConfig,
+    observed: ObservationClock,
 }
 
 impl LeaderElector {
@@ -42,6 +86,19 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
+            observed: ObservationClock::default(),
+        }
+    }
+
+    /// One attempt, bounded by `deadline`.
+    async fn attempt(&self, deadline: Duration) -> Result<bool, LeaderError> {
+        match tokio::time::timeout(deadline, self.try_acquire_or_renew()).await {
+            Ok(result) => result,
+            Err(_) => Err(LeaderError::Timeout {
+                namespace: self.cfg.namespace.clone(),
+                name: self.cfg.lease_name.clone(),
+                after: deadline,
+            }),
         }
     }
 
@@ -91,13 +148,18 @@ impl LeaderElector {
             Some(mut lease) => {
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 let mine = spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
-                let renewed = spec
-                    .renew_time
-                    .as_ref()
-                    .map(|t| t.0.as_millisecond())
-                    .unwrap_or(0);
-                let held_for = spec.lease_duration_seconds.map_or(0, i64::from) * 1000;
-                let expired = now.timestamp_millis() > renewed + held_for;
+                let record = Observed {
+                    holder: spec.holder_identity.clone(),
+                    renew_time: spec.renew_time.as_ref().map(|t| t.0.as_millisecond()),
+                    transitions: spec.lease_transitions,
+                };
+                let since = self.observed.seen_since(record, Instant::now());
+                let held_for = Duration::from_secs(
+                    spec.lease_duration_seconds
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                );
+                let expired = since.elapsed() > held_for;
                 if !mine && !expired && spec.holder_identity.is_some() {
                     return Ok(false);
                 }
@@ -125,7 +187,7 @@ impl LeaderElector {
     /// Waits until this replica leads.
     pub async fn acquire(&self) {
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.attempt(self.cfg.renew_deadline).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election"),
@@ -134,18 +196,23 @@ impl LeaderElector {
         }
     }
 
-    /// Renews until leadership is lost (returns then). A renewal that keeps failing for the
-    /// whole lease duration counts as lost: another replica may have taken over.
+    /// Renews until leadership is lost (returns then). No successful renewal for
+    /// `renew_deadline` counts as lost, however the calls fail or hang: by then this replica must
+    /// have stopped, because from `lease_duration` on another may take over.
     pub async fn hold(&self) {
-        let mut last_ok = std::time::Instant::now();
+        let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(self.cfg.renew_every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = std::time::Instant::now(),
+            let left = self.cfg.renew_deadline.saturating_sub(last_ok.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            match self.attempt(left).await {
+                Ok(true) => last_ok = Instant::now(),
                 Ok(false) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "renewing leadership");
-                    if last_ok.elapsed() >= self.cfg.lease_duration {
+                    if last_ok.elapsed() >= self.cfg.renew_deadline {
                         return;
                     }
                 }
@@ -155,15 +222,55 @@ impl LeaderElector {
 
     /// Gives the lease up on shutdown so a successor need not wait for it to expire.
     pub async fn release(&self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.lease_name).await
+        let deadline = self.cfg.renew_every;
+        if let Ok(Ok(Some(mut lease))) =
+            tokio::time::timeout(deadline, self.api.get_opt(&self.cfg.lease_name)).await
             && let Some(spec) = lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str())
         {
             spec.holder_identity = None;
-            let _ = self
-                .api
-                .replace(&self.cfg.lease_name, &PostParams::default(), &lease)
-                .await;
+            let _ = tokio::time::timeout(
+                deadline,
+                self.api
+                    .replace(&self.cfg.lease_name, &PostParams::default(), &lease),
+            )
+            .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, renewed: i64) -> Observed {
+        Observed {
+            holder: Some(holder.into()),
+            renew_time: Some(renewed),
+            transitions: Some(0),
+        }
+    }
+
+    #[test]
+    fn expiry_is_measured_on_the_local_clock_from_the_last_change_seen() {
+        let e = ObservationClock::default();
+        let t0 = Instant::now();
+        // The holder's clock may say anything: what counts is when this replica saw it change.
+        assert_eq!(e.seen_since(record("other", 1_000), t0), t0);
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(
+            e.seen_since(record("other", 1_000), later),
+            t0,
+            "unchanged record"
+        );
+        assert_eq!(
+            e.seen_since(record("other", 2_000), later),
+            later,
+            "renewed"
+        );
+        assert_eq!(
+            e.seen_since(record("third", 2_000), later + Duration::from_secs(1)),
+            later + Duration::from_secs(1)
+        );
     }
 }

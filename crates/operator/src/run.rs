@@ -443,6 +443,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 identity,
                 lease_duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(5),
+                renew_deadline: Duration::from_secs(10),
             },
         )
     });
@@ -463,19 +464,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    tokio::pin!(lost);
     tracing::info!(cluster = %ctx.settings.cluster, "lapse-operator running");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(lapse_controller::run(ctx.clone(), wiring, async move {
+    let mut controllers = tokio::spawn(lapse_controller::run(ctx.clone(), wiring, async move {
         let _ = stop_rx.await;
     }));
     let mut lost_leadership = false;
     tokio::select! {
-        () = shutdown => tracing::info!("shutting down"),
-        () = lost => { lost_leadership = true; tracing::error!("lost leadership; stopping"); }
+        () = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(());
+            // Draining still needs the lease: keep renewing, and stop acting the moment it is
+            // lost.
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers) => {}
+                () = &mut lost => lost_leadership = true,
+            }
+        }
+        () = &mut lost => lost_leadership = true,
     }
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), controllers).await;
-    if let Some(e) = &elector {
+    if lost_leadership {
+        // Another replica may act from the lease's expiry on: stop now, without draining.
+        tracing::error!("lost leadership; stopping");
+        controllers.abort();
+    } else if let Some(e) = &elector {
         e.release().await;
     }
     health.abort();

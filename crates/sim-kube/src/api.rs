@@ -121,8 +121,14 @@ pub(crate) async fn resource(
         Some(sub) => format!("{}/{sub}", t.rt.plural),
         None => t.rt.plural.clone(),
     };
-    if let Some(e) = state.faults().check(verb, &resource) {
-        return error_response(&e);
+    let injected = state.faults().check(verb, &resource);
+    if let Some(injected) = injected {
+        if !injected.delay.is_zero() {
+            tokio::time::sleep(injected.delay).await;
+        }
+        if let Some(e) = injected.error {
+            return error_response(&e);
+        }
     }
     let attrs = Attrs::Resource {
         verb: verb.to_owned(),

@@ -133,6 +133,7 @@ async fn controller_survives_watch_faults() {
         resource: "widgets/status".into(),
         count: 2,
         code: 409,
+        delay_ms: 0,
     });
     api.patch(
         "a",
