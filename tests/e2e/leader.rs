@@ -168,7 +168,10 @@ async fn a_leader_whose_renewals_hang_steps_down_before_the_lease_expires() -> a
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stopped = hung.elapsed();
-    println!("stepped down {} ms after renewals hung", stopped.as_millis());
+    println!(
+        "stepped down {} ms after renewals hung",
+        stopped.as_millis()
+    );
     assert!(
         op.logs().contains("lost leadership"),
         "it stopped for another reason:\n{}",

@@ -63,6 +63,8 @@ pub struct Context {
     pub resolver: Resolver,
     /// Events, published in order by one task so that no reconcile waits for them.
     pub events: crate::events::EventQueue,
+    /// Objects of our kinds this version cannot read (left out of the caches, reported).
+    pub unreadable: Arc<crate::unreadable::Unreadable>,
     pub metrics: Metrics,
     /// Signs every status written, and tells the operator's own record from anyone else's.
     pub sealer: Sealer,

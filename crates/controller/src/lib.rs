@@ -20,6 +20,7 @@ pub mod quota;
 pub mod retention;
 pub mod seal;
 pub mod sweep;
+pub mod unreadable;
 pub mod written;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -42,14 +44,20 @@ use tokio::sync::{mpsc, watch};
 
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
+use unreadable::Unreadable;
 
 /// Room for grant events between the shared watch and its slowest lane. The lanes queue work
 /// in their schedulers at once, so this only smooths bursts.
 const SHARED_STREAM_BUFFER: usize = 1024;
 
 /// Runs a reflector for `api` until the process ends, returning its store; `changed` is called
-/// with each applied or deleted object.
-fn reflect<K>(api: Api<K>, mut changed: impl FnMut(&K) + Send + 'static) -> Store<K>
+/// with each applied or deleted object. Objects that do not deserialize are reported and left
+/// out ([`unreadable`]).
+fn reflect<K>(
+    api: Api<DeserializeGuard<K>>,
+    unreadable: Arc<Unreadable>,
+    mut changed: impl FnMut(&K) + Send + 'static,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -60,10 +68,13 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+    let readable = unreadable::readable(
+        watcher(api, watcher::Config::default()),
+        reader.clone(),
+        unreadable,
+        |_| {},
     );
+    let stream = reflector::reflector(writer, readable.default_backoff());
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
@@ -90,15 +101,18 @@ fn changes<T: Send + Sync + 'static>(
     })
 }
 
+/// One grant watch: what it lists, the cache it fills and that cache's reader.
+type GrantWatch = (
+    Api<DeserializeGuard<AccessGrant>>,
+    reflector::store::Writer<AccessGrant>,
+    Store<AccessGrant>,
+);
+
 /// What [`context`] hands to [`run`]: the grant caches' writers, the re-evaluation trigger and
 /// the repair requests of the sweep.
 pub struct Wiring {
     policy_changes: watch::Receiver<u64>,
-    grant_writers: Vec<(
-        Api<AccessGrant>,
-        reflector::store::Writer<AccessGrant>,
-        Store<AccessGrant>,
-    )>,
+    grant_writers: Vec<GrantWatch>,
     repairs: mpsc::UnboundedReceiver<ObjectRef<AccessGrant>>,
 }
 
@@ -159,16 +173,33 @@ pub async fn context(
     let operator_principal = own_principal(&azure, settings.retry_after).await;
     tracing::info!(cluster = %owner.cluster(), owner = %owner.id(), "owner identity");
 
+    let reporter = Reporter {
+        controller: "lapse-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let metrics = metrics::Metrics::new(registry);
+    let events = events::EventQueue::start(
+        Recorder::new(client.clone(), reporter),
+        metrics.events_dropped.clone(),
+    );
+    let unreadable = Arc::new(Unreadable::new(
+        client.clone(),
+        events.clone(),
+        metrics.unreadable_objects.clone(),
+    ));
     // Any policy change, or a namespace label change, re-evaluates every grant.
     let (tx, rx) = watch::channel(0u64);
     let policy_tx = tx.clone();
-    let policies = reflect(Api::<AccessPolicy>::all(client.clone()), move |_| {
-        policy_tx.send_modify(|n| *n += 1)
-    });
+    let policies = reflect(
+        Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
+        unreadable.clone(),
+        move |_| policy_tx.send_modify(|n| *n += 1),
+    );
     let mut labels_seen: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let ns_tx = tx;
     let namespaces = reflect(
-        Api::<Namespace>::all(client.clone()),
+        Api::<DeserializeGuard<Namespace>>::all(client.clone()),
+        unreadable.clone(),
         move |ns: &Namespace| {
             let labels = ns.labels().clone();
             if labels_seen
@@ -179,7 +210,7 @@ pub async fn context(
             }
         },
     );
-    let apis: Vec<Api<AccessGrant>> = if settings.namespaces.is_empty() {
+    let apis: Vec<Api<DeserializeGuard<AccessGrant>>> = if settings.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
         settings
@@ -195,10 +226,6 @@ pub async fn context(
         stores.push(reader.clone());
         grant_writers.push((api, writer, reader));
     }
-    let reporter = Reporter {
-        controller: "lapse-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let core = CoreSettings {
         owner,
         oidc_issuer: settings.oidc_issuer.clone(),
@@ -207,13 +234,10 @@ pub async fn context(
         retry_after: settings.retry_after,
         operator_principal: Some(operator_principal),
     };
-    let metrics = metrics::Metrics::new(registry);
     let (repair, repairs) = mpsc::unbounded_channel();
     let ctx = Context {
-        events: events::EventQueue::start(
-            Recorder::new(client.clone(), reporter),
-            metrics.events_dropped.clone(),
-        ),
+        events,
+        unreadable,
         client,
         azure,
         core,
@@ -286,11 +310,22 @@ pub async fn run(
         let clock_events = writer.subscribe();
         // The one watch per grant cache; the lanes and the clock share what it sees. Managed
         // fields are never read; dropping them keeps the cache small.
-        let root = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
-            .reflect_shared(writer)
-            .for_each(|_| future::ready(()));
+        let release = {
+            let unreadable = ctx.unreadable.clone();
+            move |bad: &kube::core::error_boundary::InvalidObject| {
+                unreadable.release::<AccessGrant>(bad, grant::FINALIZER);
+            }
+        };
+        let root = unreadable::readable(
+            watcher(api, watcher::Config::default()),
+            store.clone(),
+            ctx.unreadable.clone(),
+            release,
+        )
+        .default_backoff()
+        .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
+        .reflect_shared(writer)
+        .for_each(|_| future::ready(()));
         feeds.push(Box::pin(root));
         if let Some(events) = clock_events {
             let ctx = ctx.clone();

@@ -31,6 +31,11 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SweepLabels {
     pub kind: String,
 }
@@ -59,6 +64,8 @@ pub struct Metrics {
     pub fair_share_waits: Counter,
     /// Azure objects under this cluster's name that another operator owns (set when scraped).
     pub twin_objects: Gauge,
+    /// Objects of lapse's kinds this version cannot read, by kind.
+    pub unreadable_objects: Family<KindLabels, Gauge>,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
 }
@@ -88,6 +95,7 @@ impl Metrics {
             status_tampered: Counter::default(),
             fair_share_waits: Counter::default(),
             twin_objects: Gauge::default(),
+            unreadable_objects: Family::default(),
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
         };
@@ -184,6 +192,16 @@ impl Metrics {
             "Azure objects under this cluster name owned by another operator (never swept)",
             m.twin_objects.clone(),
         );
+        r.register(
+            "unreadable_objects",
+            "AccessGrants and AccessPolicies this operator version cannot read (left out)",
+            m.unreadable_objects.clone(),
+        );
+        for kind in ["AccessGrant", "AccessPolicy"] {
+            m.unreadable_objects
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(0);
+        }
         m
     }
 

@@ -269,8 +269,13 @@ pub async fn run(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(ctx.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full = true;
+    let soon = ctx.unreadable.sweep_soon.clone();
     loop {
-        tick.tick().await;
+        // An unreadable grant's objects lost their claim: sweep them now, not at the interval.
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = soon.notified() => {}
+        }
         let n = sweep_once(&ctx, full).await;
         full = false;
         tracing::debug!(deleted = n, "sweep finished");
