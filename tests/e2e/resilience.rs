@@ -945,3 +945,120 @@ async fn an_unreadable_grant_beside_a_hundred_good_ones_stalls_nothing() -> anyh
     .await?;
     Ok(())
 }
+
+/// ARM answers `AuthorizationFailed` while the operator's own role assignment propagates (up to
+/// 10 minutes on a fresh install): a create refused so is retried for the grace, and the grant
+/// says why it waits; one still refused after the grace fails, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_failures_are_retried_for_the_grace_then_fail_the_grant() -> anyhow::Result<()>
+{
+    sandbox_only(
+        Capability::Faults,
+        "makes ARM refuse role assignment writes",
+    )?;
+    let mut w = World::without_operator().await?;
+    w.start_operator(&[("LAPSE_AUTHORIZATION_GRACE", "20s")])
+        .await?;
+    let timeout = w.scaled(TIMEOUT);
+    let s = setup(&w, 0).await?;
+    let refused = |scope: &str, times: Option<u32>| {
+        let mut rule = json!({"method": "PUT",
+            "pathPattern": format!("^{}/providers/Microsoft.Authorization/roleAssignments/", regex_escape(scope)),
+            "action": {"type": "status", "status": 403, "code": "AuthorizationFailed",
+                "message": "The client does not have authorization to perform action \
+                 'Microsoft.Authorization/roleAssignments/write' over scope or the scope is invalid. \
+                 If access was recently granted, please refresh your credentials."}});
+        if let Some(n) = times {
+            rule["times"] = json!(n);
+        }
+        rule
+    };
+    let grant = |name: &str, scope| GrantSpec {
+        name: name.into(),
+        identity: &s.identities[0],
+        role: "Reader",
+        scope,
+        service_account: None,
+        lease: Lease::Duration(w.lease(3600)),
+    };
+
+    // The role arrives after three refusals: the grant waits, saying why, then activates.
+    w.azure_fault(refused(&s.scopes[0], Some(3))).await?;
+    let propagating = grant("propagating", s.scopes[0].as_str());
+    w.apply_ok(&propagating.yaml())?;
+    let waiting = w
+        .wait_all(
+            NS,
+            &names(std::slice::from_ref(&propagating)),
+            timeout,
+            |g| {
+                g.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Reconciling" && c.reason == "AuthorizationPending")
+                })
+            },
+        )
+        .await?;
+    let message = waiting[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("retrying until"), "{message}");
+    w.wait_event(NS, "propagating", "AuthorizationPending", timeout)
+        .await?;
+    w.wait_all(
+        NS,
+        &names(std::slice::from_ref(&propagating)),
+        timeout,
+        phase_is(GrantPhase::Active),
+    )
+    .await?;
+
+    // Never granted: after the grace the grant fails, and nothing of it is left in Azure.
+    w.azure_fault(refused(&s.scopes[1], None)).await?;
+    let never = grant("never", s.scopes[1].as_str());
+    w.apply_ok(&never.yaml())?;
+    let applied = Instant::now();
+    let failed = w
+        .wait_all(
+            NS,
+            &names(std::slice::from_ref(&never)),
+            timeout,
+            phase_is(GrantPhase::Failed),
+        )
+        .await?;
+    println!(
+        "refused grant failed {} ms after it was applied (grace 20 s)",
+        applied.elapsed().as_millis()
+    );
+    let message = failed[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("AuthorizationFailed") && message.contains("lacks this permission"),
+        "{message}"
+    );
+    assert!(
+        applied.elapsed() >= Duration::from_secs(15),
+        "failed before the grace was over"
+    );
+    w.clear_azure_faults().await?;
+    Ok(())
+}
+
+/// A regular expression matching `s` literally.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}

@@ -41,6 +41,8 @@ pub struct Settings {
     pub overdue_after: Duration,
     /// Base delay before retrying a failed Azure call or an unobserved object.
     pub retry_after: Duration,
+    /// How long from a lease's start a create refused with `AuthorizationFailed` is retried.
+    pub authorization_grace: Duration,
     /// Delete finished grants this long after their lease ended; `None` keeps them.
     pub retain_finished: Option<Duration>,
     /// Grants reconciled at once in each lane (activation and revocation).

@@ -26,6 +26,39 @@ pub fn failure(e: &AzureError) -> Failure {
     }
 }
 
+/// Whether a role assignment ARM refused to delete is gone: its subscription's list of the
+/// principal's assignments no longer names it. `None` when that could not be read.
+async fn assignment_gone(ctx: &Context, key: &ObjectKey, name: &uuid::Uuid) -> Option<bool> {
+    let ObjectKey::RoleAssignment {
+        principal_id,
+        scope,
+        ..
+    } = key
+    else {
+        return None;
+    };
+    let sub = scope
+        .strip_prefix("/subscriptions/")?
+        .split('/')
+        .next()?
+        .to_owned();
+    let list = ctx
+        .azure
+        .list_role_assignments(&sub, Some(principal_id))
+        .await;
+    ctx.metrics.azure_call(
+        "ListRoleAssignments",
+        list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+    );
+    match list {
+        Ok(list) => Some(!list.iter().any(|ra| ra.name == *name)),
+        Err(e) => {
+            tracing::warn!(subscription = %sub, error = %e, "checking whether a role assignment is gone");
+            None
+        }
+    }
+}
+
 /// Executes one action. Deletes are idempotent; a create that finds the access already there
 /// under another name reports it as standing (or ours, by its marker) instead of failing.
 pub async fn execute(ctx: &Context, action: &Action) -> Observed {
@@ -78,6 +111,15 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                 ctx.metrics
                     .azure_call("DeleteRoleAssignment", e.metric_label());
                 tracing::warn!(%scope, %name, error = %e, "deleting a role assignment");
+                if e.code() == Some("AuthorizationFailed")
+                    && assignment_gone(ctx, key, name).await == Some(true)
+                {
+                    // "...or the scope is invalid": the scope was deleted, and the assignment
+                    // with it. Settled, not retried forever.
+                    tracing::info!(%scope, %name, "the scope is gone and the assignment with it");
+                    ctx.inventory.record(key, None);
+                    return Observed::Absent;
+                }
                 Observed::DeleteFailed(failure(&e))
             }
         },

@@ -232,6 +232,8 @@ pub async fn context(
         overdue_after: chrono::TimeDelta::from_std(settings.overdue_after)
             .unwrap_or(chrono::TimeDelta::seconds(30)),
         retry_after: settings.retry_after,
+        authorization_grace: chrono::TimeDelta::from_std(settings.authorization_grace)
+            .unwrap_or(chrono::TimeDelta::minutes(10)),
         operator_principal: Some(operator_principal),
     };
     let (repair, repairs) = mpsc::unbounded_channel();

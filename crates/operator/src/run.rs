@@ -115,6 +115,12 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_RETRY_AFTER", default_value = "2s")]
     pub retry_after: LeaseDuration,
 
+    /// How long from a lease's start a create Azure refuses with AuthorizationFailed is retried
+    /// before the grant fails (Go duration): Azure RBAC for the operator's own identity takes up
+    /// to 10 minutes to propagate on a fresh install.
+    #[arg(long, env = "LAPSE_AUTHORIZATION_GRACE", default_value = "10m")]
+    pub authorization_grace: LeaseDuration,
+
     /// Grants reconciled at once in each lane (revocation, activation).
     #[arg(long, env = "LAPSE_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
@@ -310,6 +316,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         sweep_subscriptions,
         overdue_after: args.overdue_after.to_std(),
         retry_after: args.retry_after.to_std(),
+        authorization_grace: args.authorization_grace.to_std(),
         concurrency: args.concurrency.max(1),
         retain_finished: args.retain_finished.map(|d| d.to_std()),
     };

@@ -35,6 +35,8 @@ pub(crate) struct Facts {
     pub standing: Vec<String>,
     /// The last failed Azure call, for messages.
     pub last_failure: Option<String>,
+    /// A create refused with `AuthorizationFailed` inside the grace: why activation waits.
+    pub authorization_pending: Option<String>,
     /// What was wrong with a status the operator did not write.
     pub tampered: Option<String>,
 }
@@ -65,6 +67,9 @@ pub(crate) fn apply_conditions(
     // leads (Active, Scheduled, or ended as asked). docs/gitops.md has the table.
     let (reconciling, stalled): (Option<&str>, Option<(&str, String)>) = match st.phase {
         GrantPhase::Pending => (Some("Pending"), None),
+        GrantPhase::Activating if facts.authorization_pending.is_some() => {
+            (Some("AuthorizationPending"), None)
+        }
         GrantPhase::Activating => (Some("Activating"), None),
         GrantPhase::Revoking => match &facts.overdue {
             Some(msg) => (None, Some(("RevocationOverdue", msg.clone()))),

@@ -22,6 +22,9 @@ use crate::role::{RoleCatalogue, RoleRef};
 use crate::v1alpha1::{AccessGrantStatus, EndReason, GrantPhase, ObjectState};
 use crate::validate::{GrantRequest, validate_grant};
 
+/// ARM's code for a caller lacking a permission (or, for some scopes, the scope being invalid).
+const AUTHORIZATION_FAILED: &str = "AuthorizationFailed";
+
 /// Decides the next step of one lease.
 pub fn decide(input: &LeaseInput<'_>) -> Decision {
     let mut step = Step::new(input);
@@ -475,8 +478,34 @@ impl<'a> Step<'a> {
                     self.retry(None);
                     ObjectState::Pending
                 }
+                Observed::CreateFailed(Failure::Terminal { code, message })
+                    if code.eq_ignore_ascii_case(AUTHORIZATION_FAILED)
+                        && self.now < self.authorization_deadline() =>
+                {
+                    // The operator's own role may not have reached ARM yet (minutes on a fresh
+                    // install): not a refusal until the grace is over.
+                    all_present = false;
+                    self.retry(None);
+                    let msg = format!(
+                        "Azure answered AuthorizationFailed creating {what}: {message}. The \
+                         operator's own Azure role may still be propagating (up to 10 minutes \
+                         after it is granted); retrying until {}, then the grant fails",
+                        self.authorization_deadline()
+                            .to_rfc3339_opts(SecondsFormat::Secs, true)
+                    );
+                    self.event(true, "AuthorizationPending", msg.clone());
+                    self.facts.authorization_pending = Some(msg.clone());
+                    self.facts.last_failure = Some(msg);
+                    ObjectState::Pending
+                }
                 Observed::CreateFailed(Failure::Terminal { code, message }) => {
-                    refusal.get_or_insert(format!("Azure refused {what}: {code}: {message}"));
+                    let hint = if code.eq_ignore_ascii_case(AUTHORIZATION_FAILED) {
+                        " (refused since the lease started: the operator lacks this permission; \
+                         `lapse-operator check` names what is missing)"
+                    } else {
+                        ""
+                    };
+                    refusal.get_or_insert(format!("Azure refused {what}: {code}: {message}{hint}"));
                     ObjectState::Failed
                 }
                 Observed::CreateFailed(f) | Observed::DeleteFailed(f) => {
@@ -514,9 +543,10 @@ impl<'a> Step<'a> {
                 ),
             );
         } else {
-            let msg = match &self.facts.last_failure {
-                Some(f) => format!("creating Azure objects (retrying: {f})"),
-                None => "creating Azure objects".into(),
+            let msg = match (&self.facts.authorization_pending, &self.facts.last_failure) {
+                (Some(pending), _) => pending.clone(),
+                (None, Some(f)) => format!("creating Azure objects (retrying: {f})"),
+                (None, None) => "creating Azure objects".into(),
             };
             self.transition(GrantPhase::Activating, false, "Activating", msg);
         }
@@ -958,6 +988,11 @@ impl<'a> Step<'a> {
             reason,
             message,
         });
+    }
+
+    /// Until when an `AuthorizationFailed` create is retried: the grace from the lease start.
+    fn authorization_deadline(&self) -> DateTime<Utc> {
+        self.st.activated_at.unwrap_or(self.now) + self.input.settings.authorization_grace
     }
 
     fn retry(&mut self, failure: Option<&Failure>) {

@@ -25,6 +25,9 @@ pub struct CoreSettings {
     pub retry_after: Duration,
     /// The principal lapse-operator itself acts as in Azure: never granted to, never federated.
     pub operator_principal: Option<Uuid>,
+    /// How long from a lease's start an `AuthorizationFailed` refusal of a create is retried:
+    /// Azure RBAC for the operator's own identity can take minutes to propagate.
+    pub authorization_grace: TimeDelta,
 }
 
 /// How far the recorded status can be believed.

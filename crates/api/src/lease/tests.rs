@@ -40,6 +40,7 @@ fn settings() -> CoreSettings {
         oidc_issuer: "https://oidc.example.test/cluster".into(),
         overdue_after: TimeDelta::seconds(30),
         retry_after: Duration::from_secs(5),
+        authorization_grace: TimeDelta::minutes(10),
     }
 }
 
@@ -145,6 +146,8 @@ enum Fault {
     /// A create refused for good (deletes treat it as retryable: Azure never refuses a delete
     /// of ours for good in this model).
     Terminal,
+    /// A create refused with `AuthorizationFailed` (the operator's role not there yet).
+    Unauthorized,
     /// The call took effect but the answer was lost.
     LostAnswer,
 }
@@ -304,7 +307,13 @@ impl Harness {
                         code: "RoleAssignmentLimitExceeded".into(),
                         message: "No more role assignments can be created.".into(),
                     }),
-                    (Fault::Retryable | Fault::Terminal, c) => {
+                    (Fault::Unauthorized, true) => Observed::CreateFailed(Failure::Terminal {
+                        code: "AuthorizationFailed".into(),
+                        message: "The client does not have authorization to perform action \
+                                  'Microsoft.Authorization/roleAssignments/write'"
+                            .into(),
+                    }),
+                    (Fault::Retryable | Fault::Terminal | Fault::Unauthorized, c) => {
                         let f = Failure::Retryable {
                             message: "500 Internal Server Error".into(),
                         };
@@ -755,6 +764,52 @@ fn terminal_refusal_rolls_back_everything_this_lease_created() {
     );
     let msg = st.message.unwrap();
     assert!(msg.contains("RoleAssignmentLimitExceeded"), "{msg}");
+}
+
+#[test]
+fn authorization_failures_are_retried_for_the_grace_then_fail() {
+    let h = Harness::new("8h");
+    let spec = spec(Some("1h"), None);
+    // The operator's role reaches ARM five minutes after the lease started: it activates.
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    let mut refused = std::iter::repeat(Fault::Unauthorized);
+    let d = h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut refused);
+    assert_eq!(st.phase, GrantPhase::Activating);
+    assert!(world.objects.is_empty());
+    assert!(d.retry_after.is_some());
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == "AuthorizationPending" && e.warning)
+    );
+    let reconciling = find_condition(&st, RECONCILING).unwrap();
+    assert_eq!(reconciling.reason, "AuthorizationPending");
+    assert!(
+        reconciling
+            .message
+            .contains("retrying until 2026-12-01T02:10:00Z"),
+        "{}",
+        reconciling.message
+    );
+    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(5));
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(world.objects.len(), 3);
+
+    // It never arrives: past the grace the grant fails, naming the cause.
+    let mut world = World::default();
+    let mut st = AccessGrantStatus::default();
+    h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut refused);
+    assert_eq!(st.phase, GrantPhase::Activating);
+    let later = t0() + TimeDelta::minutes(10);
+    h.reconcile(&mut world, &spec, &mut st, false, later, &mut refused);
+    assert_eq!(st.phase, GrantPhase::Failed);
+    assert!(world.objects.is_empty());
+    let msg = st.message.unwrap();
+    assert!(
+        msg.contains("AuthorizationFailed") && msg.contains("lacks this permission"),
+        "{msg}"
+    );
 }
 
 #[test]
