@@ -6,10 +6,11 @@
 //!   ABAC condition in Microsoft's "delegate Azure role assignment management with conditions"
 //!   form ("Constrain roles and principal types"): it may create and delete assignments of the
 //!   roles the policies name only, for service principals only.
-//! - **Reading**: a custom role with `roleAssignments/read`, `roleDefinitions/read` and
-//!   `userAssignedIdentities/read` at each subscription involved: the orphan sweep lists role
-//!   assignments per subscription, role names are looked up there, identities are read to find
-//!   their principals (and listed at start-up to find orphaned FICs).
+//! - **Reading**: a custom role with `roleAssignments/read`, `roleDefinitions/read`,
+//!   `userAssignedIdentities/read` and `permissions/read` at each subscription involved: the
+//!   orphan sweep lists role assignments per subscription, role names are looked up there,
+//!   identities are read to find their principals (and listed at start-up to find orphaned
+//!   FICs), and `check` reads the identity's own permissions.
 //! - **Federated identity credentials**: a custom role with `userAssignedIdentities/read` and
 //!   `federatedIdentityCredentials/read|write|delete` on the identities the policies let grants
 //!   federate (the identity, or its resource group or subscription for a pattern). Not
@@ -33,6 +34,8 @@ pub const ROLE_ASSIGNMENTS_READ: &str = "Microsoft.Authorization/roleAssignments
 pub const ROLE_ASSIGNMENTS_WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
 pub const ROLE_ASSIGNMENTS_DELETE: &str = "Microsoft.Authorization/roleAssignments/delete";
 pub const ROLE_DEFINITIONS_READ: &str = "Microsoft.Authorization/roleDefinitions/read";
+/// ARM's permissions API (what `check` and the start-up check call).
+pub const PERMISSIONS_READ: &str = "Microsoft.Authorization/permissions/read";
 pub const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
 pub const FIC_READ: &str =
     "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read";
@@ -331,11 +334,13 @@ impl Plan {
             if any_identity {
                 actions.push(IDENTITY_READ);
             }
+            // Not needed to run, but to see what it may do (`check`, the start-up check).
+            actions.push(PERMISSIONS_READ);
             plan.reader = Some(CustomRole {
                 name: READER_ROLE,
                 guid: custom_role_guid(READER_ROLE),
                 description: "lapse-operator: list role assignments (the orphan sweep), read role \
-                              definitions and read user-assigned identities.",
+                              definitions and user-assigned identities, and its own permissions.",
                 actions,
                 scopes: reader_scopes,
             });
@@ -399,11 +404,16 @@ impl Plan {
                 }
             }
         }
-        let reader_actions = self
+        // What the operator needs to run (not `permissions/read`: without it the check itself
+        // says so, as an answer ARM refused).
+        let reader_actions: Vec<&'static str> = self
             .reader
             .as_ref()
             .map(|r| r.actions.clone())
-            .unwrap_or_else(|| vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ]);
+            .unwrap_or_else(|| vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ])
+            .into_iter()
+            .filter(|a| *a != PERMISSIONS_READ)
+            .collect();
         for (sub, policies) in subs.into_values() {
             out.push(Requirement {
                 scope: sub,
@@ -642,7 +652,7 @@ impl Plan {
         let sections = [
             (
                 &self.reader,
-                "2. Reading, at each subscription: role assignments (the orphan sweep lists them per\n#    subscription), role definitions (custom role names) and user-assigned identities.",
+                "2. Reading, at each subscription: role assignments (the orphan sweep lists them per\n#    subscription), role definitions (custom role names), user-assigned identities, and the\n#    identity's own permissions (for `lapse-operator check`).",
             ),
             (
                 &self.federation,
@@ -842,7 +852,12 @@ mod tests {
         assert_eq!(reader.scopes.len(), 1);
         assert_eq!(
             reader.actions,
-            [ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ, IDENTITY_READ]
+            [
+                ROLE_ASSIGNMENTS_READ,
+                ROLE_DEFINITIONS_READ,
+                IDENTITY_READ,
+                PERMISSIONS_READ
+            ]
         );
         assert!(plan.federation.is_none());
     }

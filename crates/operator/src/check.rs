@@ -193,7 +193,7 @@ pub fn render(report: &Report, who: &str, source: &str, notes: &[String]) -> Str
             if missing.len() == 1 { " is" } else { "s are" }
         );
         for (scope, action, purpose) in &missing {
-            let _ = writeln!(o, "  {action} at {scope} (to {purpose})");
+            let _ = writeln!(o, "  {action} at {scope}: to {purpose}");
         }
     }
     if !unchecked.is_empty() {
@@ -202,10 +202,18 @@ pub fn render(report: &Report, who: &str, source: &str, notes: &[String]) -> Str
             let _ = writeln!(o, "  {scope}: {e}");
         }
     }
-    let _ = writeln!(
-        o,
-        "\nFix: give the identity what `lapse-operator azure-role --policies DIR` prints for these policies."
-    );
+    if !missing.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nFix: give the identity what `lapse-operator azure-role --policies DIR` prints for these policies."
+        );
+    }
+    if !unchecked.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nA scope that cannot be read cannot be granted either: check that it exists, in the tenant the identity signs in to."
+        );
+    }
     o
 }
 
@@ -335,9 +343,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "1 action is missing:\n  a/write at {kv} (to test)"
-            )),
+            text.contains(&format!("1 action is missing:\n  a/write at {kv}: to test")),
             "{text}"
         );
         assert!(text.contains("Fix: "), "{text}");
