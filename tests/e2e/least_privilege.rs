@@ -22,10 +22,12 @@ const ROLE_API: &str = "2022-04-01";
 const RBAC_ADMIN: &str = "f58310d9-a9f6-439a-9e8d-f62e7b41a168";
 const WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
 
-/// `lapse-operator <args>` with the target's Azure settings and kubeconfig, as a user runs it.
-fn operator_cli(w: &World, args: &[&str]) -> anyhow::Result<Output> {
+/// `lapse-operator <args>` in `dir`, with the target's Azure settings and kubeconfig, as a
+/// user runs it.
+fn operator_cli(w: &World, dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
     let mut cmd = Command::new(binary("lapse-operator")?);
     cmd.args(args)
+        .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KUBECONFIG", w.target.kubeconfig());
@@ -130,15 +132,18 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
     )?;
     write_yaml(&dir.join("all"), "storage-reader.yaml", &storage_reader)?;
     write_yaml(&dir.join("all"), "blob-reader.yaml", &blob_reader)?;
-    let generated = dir.join("generated").to_string_lossy().into_owned();
-    let all = dir.join("all").to_string_lossy().into_owned();
+    let (generated, all) = ("generated", "all");
 
     // 1. The roles, as az commands (shown) and as ARM bodies (applied below).
-    let az = operator_cli(&w, &["azure-role", "--policies", &generated])?;
+    let az = operator_cli(&w, &dir, &["azure-role", "--policies", generated])?;
     let (az_text, err) = text(&az);
     assert!(az.status.success(), "{err}");
-    println!("$ lapse-operator azure-role --policies generated/\n{az_text}");
-    let out = operator_cli(&w, &["azure-role", "--policies", &generated, "-o", "json"])?;
+    println!("$ lapse-operator azure-role --policies generated\n{az_text}");
+    let out = operator_cli(
+        &w,
+        &dir,
+        &["azure-role", "--policies", generated, "-o", "json"],
+    )?;
     let (json_text, err) = text(&out);
     assert!(out.status.success(), "{err}");
     let roles: Value = serde_json::from_str(&json_text)?;
@@ -261,17 +266,17 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
 
     // 4. check: everything the generated policy needs is there; the other policy's extra scope
     //    (the key vault) lacks role assignment writes and deletes.
-    let ok = operator_cli(&w, &["check", "--policies", &generated])?;
+    let ok = operator_cli(&w, &dir, &["check", "--policies", generated])?;
     let (ok_text, err) = text(&ok);
-    println!("$ lapse-operator check --policies generated/\n{ok_text}");
+    println!("$ lapse-operator check --policies generated\n{ok_text}");
     assert_eq!(ok.status.code(), Some(0), "{ok_text}{err}");
     assert!(
         ok_text.contains("All 10 actions at 3 scopes are granted"),
         "{ok_text}"
     );
-    let short = operator_cli(&w, &["check", "--policies", &all])?;
+    let short = operator_cli(&w, &dir, &["check", "--policies", all])?;
     let (short_text, err) = text(&short);
-    println!("$ lapse-operator check --policies all/\n{short_text}");
+    println!("$ lapse-operator check --policies all\n{short_text}");
     assert_eq!(short.status.code(), Some(2), "{short_text}{err}");
     let vault_section = short_text
         .split("\n\n")
@@ -297,10 +302,11 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let logs = w.operator_logs();
-        if logs
+        if let Some(warning) = logs
             .lines()
-            .any(|l| l.contains("WARN") && l.contains(WRITE) && l.contains(&vault))
+            .find(|l| l.contains("WARN") && l.contains(WRITE) && l.contains(&vault))
         {
+            println!("[start-up] {warning}");
             break;
         }
         anyhow::ensure!(
