@@ -23,7 +23,7 @@ use std::io::Write as _;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use lapse_api::arm::ArmId;
-use lapse_api::role::{RoleCatalogue, RoleError};
+use lapse_api::role::{PRIVILEGED_BUILT_IN_ROLES, RoleCatalogue, RoleError};
 use lapse_api::validate::validate_policy;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -235,6 +235,14 @@ impl Plan {
             for (i, (written, role)) in rules.roles.iter().enumerate() {
                 match catalogue.resolve(role) {
                     Ok(r) => {
+                        if PRIVILEGED_BUILT_IN_ROLES.contains(&r.guid) {
+                            plan.notes.push(format!(
+                                "{}: spec.roles[{i}] `{written}` can itself assign roles: the \
+                                 condition lets the operator assign it, and whoever a grant gives \
+                                 it to can assign any role at its scope",
+                                p.label()
+                            ));
+                        }
                         roles.insert(r.guid, r.name.unwrap_or_else(|| r.guid.to_string()));
                     }
                     Err(RoleError::Unknown { .. }) => plan.problems.push(format!(
@@ -967,6 +975,27 @@ mod tests {
             "{}",
             plan.problems[2]
         );
+    }
+
+    #[test]
+    fn a_privileged_role_in_a_policy_is_noted() {
+        let plan = Plan::build(&[policy(
+            "admins",
+            &["Reader", "Owner"],
+            &[rg("app")],
+            &[mi("app", "a")],
+            &[],
+        )]);
+        assert!(plan.problems.is_empty());
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].starts_with(
+                "admins.yaml: AccessPolicy admins: spec.roles[1] `Owner` can itself assign roles"
+            ),
+            "{}",
+            plan.notes[0]
+        );
+        assert!(plan.to_az("p", None).contains("# Note: admins.yaml"));
     }
 
     #[test]
