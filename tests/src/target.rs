@@ -32,6 +32,8 @@ pub enum Capability {
     /// A cluster the suites may reshape: delete the CRDs, enforce RBAC for a ServiceAccount
     /// they make up, install and uninstall a Helm release.
     DisposableCluster,
+    /// An Azure tenant the suites may reshape: replace the operator's own role assignments.
+    DisposableTenant,
 }
 
 impl std::fmt::Display for Capability {
@@ -40,6 +42,7 @@ impl std::fmt::Display for Capability {
             Self::AuditLog => "Azure's request log",
             Self::Faults => "fault injection",
             Self::DisposableCluster => "a cluster the suite may reshape",
+            Self::DisposableTenant => "an Azure tenant the suite may reshape",
         })
     }
 }

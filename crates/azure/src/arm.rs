@@ -9,9 +9,9 @@ use crate::client::{AzureClient, RoleKey, build_url, call, expect_json, invalid}
 use crate::error::{AzureError, Operation};
 use crate::limiter::Budget;
 use crate::models::{
-    ArmPage, Fic, FicRequest, ManagedIdentity, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, WireArmFic, WireIdentity, WireRoleAssignment, WireRoleAssignmentCreate,
-    WireRoleDefinition,
+    ArmPage, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment, RoleAssignmentRequest,
+    RoleDefinition, WireArmFic, WireIdentity, WirePermissionEntry, WireRoleAssignment,
+    WireRoleAssignmentCreate, WireRoleDefinition,
 };
 use crate::rest::Api;
 
@@ -211,6 +211,29 @@ impl AzureClient {
         self.list_all(call, |page: ArmPage<WireRoleAssignment>| {
             (
                 page.value.into_iter().map(|w| w.into_model("")).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
+    /// What the caller (the operator's own identity) may do at `scope`: one entry per role
+    /// assignment of the caller at or above it (`GET {scope}/providers/Microsoft.Authorization/
+    /// permissions`, api-version 2022-04-01; all pages). A subscription, resource group or
+    /// resource; ABAC conditions are not part of the answer.
+    pub async fn list_permissions(&self, scope: &str) -> Result<Vec<Permission>, AzureError> {
+        let op = Operation::ListPermissions;
+        let (scope, budget) = scope_budget(op, scope)?;
+        let target = format!("permissions of the caller at {}", scope.as_str());
+        let url = self.arm_url(
+            op,
+            segments(&scope).chain(AUTHZ).chain(["permissions"]),
+            &[("api-version", ROLE_API_VERSION)],
+        )?;
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WirePermissionEntry>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
                 page.next_link,
             )
         })

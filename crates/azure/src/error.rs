@@ -15,6 +15,8 @@ pub enum Operation {
     GetRoleAssignment,
     DeleteRoleAssignment,
     ListRoleAssignments,
+    /// The caller's own permissions at a scope (`Microsoft.Authorization/permissions`).
+    ListPermissions,
     GetManagedIdentity,
     ListManagedIdentities,
     PutFic,
@@ -30,12 +32,13 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 17] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
         Operation::DeleteRoleAssignment,
         Operation::ListRoleAssignments,
+        Operation::ListPermissions,
         Operation::GetManagedIdentity,
         Operation::ListManagedIdentities,
         Operation::PutFic,
@@ -57,6 +60,7 @@ impl Operation {
             Operation::GetRoleAssignment => "get_role_assignment",
             Operation::DeleteRoleAssignment => "delete_role_assignment",
             Operation::ListRoleAssignments => "list_role_assignments",
+            Operation::ListPermissions => "list_permissions",
             Operation::GetManagedIdentity => "get_managed_identity",
             Operation::ListManagedIdentities => "list_managed_identities",
             Operation::PutFic => "put_fic",

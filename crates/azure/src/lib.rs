@@ -19,8 +19,8 @@ pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
 pub use error::{AzureError, ErrorClass, Operation};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
 pub use models::{
-    Application, Fic, FicRequest, ManagedIdentity, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, RolePermission, ServicePrincipal,
+    Application, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment,
+    RoleAssignmentRequest, RoleDefinition, RolePermission, ServicePrincipal,
 };
 
 /// Re-exported so callers can build credentials and custom transports without naming the crates.

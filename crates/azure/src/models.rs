@@ -25,6 +25,31 @@ pub struct RolePermission {
     pub not_actions: Vec<String>,
 }
 
+/// One entry of ARM's permissions list (`{scope}/providers/Microsoft.Authorization/permissions`):
+/// what one of the caller's role assignments at or above the scope allows. ABAC conditions on
+/// those assignments are not part of the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Permission {
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    pub data_actions: Vec<String>,
+    pub not_data_actions: Vec<String>,
+}
+
+impl Permission {
+    /// Whether this entry allows the control-plane `action`: one of `actions` matches it and
+    /// none of `not_actions` does (`*` wildcards, case-insensitive, as ARM matches them).
+    pub fn allows(&self, action: &str) -> bool {
+        lapse_api::role::permits(&self.actions, &self.not_actions, action)
+    }
+
+    /// Whether any entry of a permissions list allows `action` (each assignment is judged on
+    /// its own: one entry's `notActions` never takes away what another entry allows).
+    pub fn any_allows(entries: &[Permission], action: &str) -> bool {
+        entries.iter().any(|p| p.allows(action))
+    }
+}
+
 /// A role assignment (`Microsoft.Authorization/roleAssignments`, api-version 2022-04-01).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleAssignment {
@@ -197,6 +222,31 @@ impl From<WireRoleDefinition> for RoleDefinition {
                     not_actions: p.not_actions,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// An entry of `PermissionGetResult.value` (authorization 2022-04-01, `Permission`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WirePermissionEntry {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
+    #[serde(default)]
+    data_actions: Vec<String>,
+    #[serde(default)]
+    not_data_actions: Vec<String>,
+}
+
+impl From<WirePermissionEntry> for Permission {
+    fn from(w: WirePermissionEntry) -> Self {
+        Permission {
+            actions: w.actions,
+            not_actions: w.not_actions,
+            data_actions: w.data_actions,
+            not_data_actions: w.not_data_actions,
         }
     }
 }

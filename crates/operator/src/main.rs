@@ -1,12 +1,17 @@
 //! `lapse-operator`: the lapse Kubernetes operator binary.
 #![forbid(unsafe_code)]
 
+mod azure_args;
+mod azure_role;
+mod check;
 mod crd;
+mod policies;
 mod run;
 mod serve;
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -39,20 +44,49 @@ enum Command {
         #[arg(long, short = 'o', value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
+    /// Print the Azure role assignments the operator's own identity needs for a set of
+    /// AccessPolicies, and no more.
+    ///
+    /// Role Based Access Control Administrator at each scope the policies allow, with an ABAC
+    /// condition (conditionVersion 2.0) that lets it create and delete assignments of only the
+    /// roles the policies name, and only for service principals; a custom role to read role
+    /// assignments, role definitions and identities at each subscription; and a custom role to
+    /// manage federated identity credentials on the identities the policies let grants federate
+    /// (not Managed Identity Contributor, which can also delete the identities). Role names must
+    /// be built-in ones; write a custom role as its GUID. Prints `az` commands (a shell script)
+    /// or, with `-o json`, ARM's request bodies.
+    AzureRole(azure_role::AzureRoleArgs),
+    /// Check, with ARM's permissions API, that the operator's own identity has every Azure
+    /// action the AccessPolicies need, and name each missing one.
+    ///
+    /// Uses the same Azure settings (flags and environment) as `run`. Policies come from
+    /// --policies, else from the cluster. Exit status: 0 when everything is granted, 2 when an
+    /// action is missing or a scope could not be checked, 1 on any other error. ABAC conditions
+    /// are not visible to this check. `run` logs the same check as warnings at start-up.
+    Check(Box<check::CheckArgs>),
 }
 
-fn main() -> anyhow::Result<()> {
+/// A multi-threaded runtime, with one rustls crypto provider chosen process-wide: both are
+/// linked in (kube uses ring, the Azure SDK's HTTP stack aws-lc), so no TLS config has to guess.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            // Both rustls crypto providers are linked in (kube uses ring, the Azure SDK's HTTP
-            // stack aws-lc); pick one process-wide so no TLS config has to guess.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(run::run(*args))?;
+            runtime()?.block_on(run::run(*args))?;
+        }
+        Command::AzureRole(args) => azure_role::run(&args)?,
+        Command::Check(args) => {
+            if !runtime()?.block_on(check::run(*args))? {
+                return Ok(ExitCode::from(2));
+            }
         }
         Command::Crd { output_dir: None } => {
             let text = crd::render(&crd::crds())?;
@@ -70,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! metrics, and the controllers.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use lapse_api::duration::LeaseDuration;
 use lapse_api::naming::validate_cluster_name;
-use lapse_azure::{AzureClient, AzureConfig, Cloud, CredentialConfig, LimitsConfig};
+use lapse_azure::{AzureClient, AzureConfig};
 use lapse_controller::Settings;
 use lapse_controller::leader::{LeaderConfig, LeaderElector};
 use prometheus_client::registry::Registry;
+
+use crate::azure_args::AzureArgs;
 
 /// Every setting has an environment variable; the sandbox's `azure.env` names are used as
 /// they are, so `set -a; . DIR/azure.env` is enough to point the operator at it.
@@ -50,46 +51,8 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_OIDC_ISSUER")]
     pub oidc_issuer: String,
 
-    /// Azure cloud whose default endpoints to use.
-    #[arg(long, env = "LAPSE_AZURE_CLOUD", value_enum, default_value_t = CloudName::Public)]
-    pub azure_cloud: CloudName,
-
-    /// Azure Resource Manager endpoint (overrides the cloud's).
-    #[arg(long, env = "LAPSE_ARM_ENDPOINT")]
-    pub arm_endpoint: Option<url::Url>,
-
-    /// Microsoft Graph endpoint (overrides the cloud's).
-    #[arg(long, env = "LAPSE_GRAPH_ENDPOINT")]
-    pub graph_endpoint: Option<url::Url>,
-
-    /// Entra authority host (overrides the cloud's).
-    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
-    pub authority_host: Option<url::Url>,
-
-    /// Extra PEM CA certificates trusted for ARM, Graph and the token endpoint.
-    #[arg(long, env = "LAPSE_AZURE_CA_BUNDLE")]
-    pub azure_ca_bundle: Option<PathBuf>,
-
-    /// Entra tenant of the operator's identity.
-    #[arg(long, env = "AZURE_TENANT_ID")]
-    pub tenant_id: String,
-
-    /// Client (application) ID of the operator's identity.
-    #[arg(long, env = "AZURE_CLIENT_ID")]
-    pub client_id: String,
-
-    /// Client secret (development). Prefer workload identity in clusters.
-    #[arg(
-        long,
-        env = "AZURE_CLIENT_SECRET",
-        hide_env_values = true,
-        conflicts_with = "federated_token_file"
-    )]
-    pub client_secret: Option<SecretArg>,
-
-    /// Projected ServiceAccount token for workload identity (set by the AKS webhook).
-    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
-    pub federated_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub azure: AzureArgs,
 
     /// Subscriptions the orphan sweep always lists, comma-separated.
     #[arg(long, env = "LAPSE_SWEEP_SUBSCRIPTIONS", value_delimiter = ',')]
@@ -158,34 +121,6 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
-/// A secret given on the command line or in the environment: never printed, not even by
-/// `Debug` (which logs and error reports use).
-#[derive(Clone)]
-pub struct SecretArg(lapse_azure::SecretString);
-
-impl std::str::FromStr for SecretArg {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned().into()))
-    }
-}
-
-impl std::fmt::Debug for SecretArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CloudName {
-    Public,
-    UsGovernment,
-    China,
-    /// Azure Stack or another cloud: --arm-endpoint, --graph-endpoint and --authority-host
-    /// are all required.
-    Custom,
-}
-
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -221,58 +156,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
             args.oidc_issuer
         );
     }
-    if let Some(ca) = &args.azure_ca_bundle
-        && !ca.is_file()
-    {
-        bail!(
-            "--azure-ca-bundle (LAPSE_AZURE_CA_BUNDLE): {} is not a readable file",
-            ca.display()
-        );
-    }
-    let credential = match (&args.client_secret, &args.federated_token_file) {
-        (Some(secret), None) => CredentialConfig::ClientSecret {
-            tenant_id: args.tenant_id.clone(),
-            client_id: args.client_id.clone(),
-            secret: secret.0.clone(),
-        },
-        (None, Some(file)) => CredentialConfig::WorkloadIdentity {
-            tenant_id: args.tenant_id.clone(),
-            client_id: args.client_id.clone(),
-            token_file: file.clone(),
-        },
-        _ => bail!(
-            "Azure credentials: set exactly one of --client-secret (AZURE_CLIENT_SECRET) or --federated-token-file (AZURE_FEDERATED_TOKEN_FILE)"
-        ),
-    };
-    let cloud = match args.azure_cloud {
-        CloudName::Public => Cloud::Public,
-        CloudName::UsGovernment => Cloud::UsGovernment,
-        CloudName::China => Cloud::China,
-        CloudName::Custom => match (
-            &args.arm_endpoint,
-            &args.graph_endpoint,
-            &args.authority_host,
-        ) {
-            (Some(arm), Some(graph), Some(authority)) => Cloud::Custom {
-                arm: arm.clone(),
-                graph: graph.clone(),
-                authority: authority.clone(),
-            },
-            _ => bail!(
-                "--azure-cloud custom (LAPSE_AZURE_CLOUD): also set --arm-endpoint (LAPSE_ARM_ENDPOINT), --graph-endpoint (LAPSE_GRAPH_ENDPOINT) and --authority-host (AZURE_AUTHORITY_HOST)"
-            ),
-        },
-    };
-    let azure = AzureConfig {
-        cloud,
-        arm_endpoint: args.arm_endpoint.clone(),
-        graph_endpoint: args.graph_endpoint.clone(),
-        authority_host: args.authority_host.clone(),
-        credential,
-        ca_bundle: args.azure_ca_bundle.clone(),
-        limits: LimitsConfig::default(),
-        timeout: Duration::from_secs(30),
-    };
+    let azure = args.azure.config()?;
     let mut sweep_subscriptions = args.sweep_subscriptions.clone();
     sweep_subscriptions.extend(args.subscription_id.clone());
     sweep_subscriptions.retain(|s| !s.trim().is_empty());
@@ -408,6 +292,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_crds(&client).await?;
     check_namespace(&client, &args.leader_election_namespace).await?;
     let azure = AzureClient::new(azure_cfg).context("configuring the Azure client")?;
+    // Never fatal: warns, naming scope and action, of what the identity lacks for the policies.
+    tokio::spawn(crate::check::warn_at_startup(client.clone(), azure.clone()));
     let mut registry = Registry::default();
     let (ctx, wiring) =
         lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry)
@@ -508,17 +394,4 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_secret_never_shows_in_debug_output() {
-        let secret: SecretArg = "hunter2-very-secret".parse().unwrap_or_else(|e| match e {});
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-        let shown = format!("{:?}", Some(secret));
-        assert!(!shown.contains("hunter2"), "{shown}");
-    }
 }

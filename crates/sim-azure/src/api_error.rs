@@ -81,6 +81,20 @@ impl ApiError {
         )
     }
 
+    /// ARM's 403 when the caller's only grants of a role assignment write or delete carry ABAC
+    /// conditions and none holds. Azure names the role assignment's full ID as the scope
+    /// (Microsoft's "Troubleshoot Azure role assignment conditions", "Symptom - Unable to
+    /// assign a role").
+    pub fn condition_not_fulfilled(object_id: &str, action: &str, assignment_id: &str) -> Self {
+        Self::arm(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{object_id}' with object id '{object_id}' does not have authorization or an ABAC condition not fulfilled to perform action '{action}' over scope '{assignment_id}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+            ),
+        )
+    }
+
     pub fn invalid_body(reason: impl Into<String>) -> Self {
         Self::bad_request("InvalidRequestContent", reason)
     }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod abac;
 mod admin;
 mod api_error;
 mod arm;

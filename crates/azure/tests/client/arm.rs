@@ -515,3 +515,130 @@ async fn list_managed_identities_lists_a_subscription_across_pages() {
     assert_eq!(sent[1].query("$skipToken").as_deref(), Some("2"));
     assert!(client.list_managed_identities("not a sub").await.is_err());
 }
+
+/// ARM's permissions answer (authorization 2022-04-01, `PermissionGetResult`): one entry per
+/// role assignment of the caller at or above the scope.
+fn permissions_page(entries: serde_json::Value, next: Option<&str>) -> String {
+    let mut v = json!({ "value": entries });
+    if let Some(n) = next {
+        v["nextLink"] = json!(n);
+    }
+    v.to_string()
+}
+
+#[tokio::test]
+async fn list_permissions_reads_the_callers_permissions_at_a_scope_across_pages() {
+    let (client, fake) = client();
+    // A Contributor-like entry first: it allows everything but Authorization writes.
+    fake.push(reply(
+        200,
+        &permissions_page(
+            json!([{
+                "actions": ["*"],
+                "notActions": ["Microsoft.Authorization/*/Write", "Microsoft.Authorization/*/Delete"],
+                "dataActions": [],
+                "notDataActions": []
+            }]),
+            Some(&format!(
+                "https://management.azure.com{RG}/providers/Microsoft.Authorization/permissions?api-version=2022-04-01&$skipToken=1"
+            )),
+        ),
+    ));
+    // Then Role Based Access Control Administrator (no data action fields at all).
+    fake.push(reply(
+        200,
+        &permissions_page(
+            json!([{
+                "actions": ["Microsoft.Authorization/roleAssignments/write",
+                            "Microsoft.Authorization/roleAssignments/delete", "*/read"],
+                "notActions": []
+            }]),
+            None,
+        ),
+    ));
+    let perms = client.list_permissions(RG).await.unwrap();
+    assert_eq!(perms.len(), 2);
+    assert_eq!(perms[0].not_actions.len(), 2);
+    assert!(perms[1].data_actions.is_empty());
+
+    let write = "Microsoft.Authorization/roleAssignments/write";
+    // The first entry's notActions do not take away what the second allows.
+    assert!(!perms[0].allows(write));
+    assert!(perms[1].allows(write));
+    assert!(lapse_azure::Permission::any_allows(&perms, write));
+    assert!(lapse_azure::Permission::any_allows(
+        &perms,
+        "microsoft.managedidentity/userAssignedIdentities/federatedIdentityCredentials/write"
+    ));
+    assert!(!lapse_azure::Permission::any_allows(
+        &perms[1..],
+        "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write"
+    ));
+
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].method, "GET");
+    assert_eq!(
+        sent[0].url.path(),
+        format!("{RG}/providers/Microsoft.Authorization/permissions")
+    );
+    assert_eq!(sent[0].query("api-version").as_deref(), Some("2022-04-01"));
+    // The next page stays on the configured endpoint.
+    assert_eq!(sent[1].url.host_str(), Some("arm.test"));
+    assert_eq!(sent[1].query("$skipToken").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn list_permissions_at_a_resource_and_its_refusals_are_classified() {
+    let (client, fake) = client();
+    fake.push(reply(200, &permissions_page(json!([]), None)));
+    assert!(client.list_permissions(MI).await.unwrap().is_empty());
+    assert_eq!(
+        fake.last().url.path(),
+        format!("{MI}/providers/Microsoft.Authorization/permissions")
+    );
+
+    fake.push(reply(
+        403,
+        &arm_error(
+            "AuthorizationFailed",
+            "The client 'x' with object id 'x' does not have authorization to perform action 'Microsoft.Authorization/permissions/read' over scope 'y' or the scope is invalid.",
+        ),
+    ));
+    let e = client.list_permissions(RG).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Terminal);
+    assert_eq!(e.code(), Some("AuthorizationFailed"));
+    assert_eq!(e.operation().as_str(), "list_permissions");
+    assert!(
+        e.to_string()
+            .contains(&format!("permissions of the caller at {RG}")),
+        "{e}"
+    );
+
+    fake.push(reply(
+        404,
+        &arm_error(
+            "ResourceGroupNotFound",
+            "Resource group 'payments-rg' could not be found.",
+        ),
+    ));
+    let e = client.list_permissions(RG).await.unwrap_err();
+    assert_eq!(e.status(), Some(404));
+    assert_eq!(e.code(), Some("ResourceGroupNotFound"));
+
+    fake.push(reply(503, &arm_error("ServiceUnavailable", "try later")));
+    let e = client.list_permissions(RG).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Retryable);
+
+    // Not a scope: refused before anything is sent.
+    let sent = fake.requests().len();
+    let e = client
+        .list_permissions(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts/x"
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AzureError::Invalid { .. }), "{e:?}");
+    assert!(client.list_permissions("not-an-id").await.is_err());
+    assert_eq!(fake.requests().len(), sent);
+}

@@ -2,6 +2,7 @@
 //! resource providers the simulator serves, and RBAC on every operation.
 
 mod identities;
+mod permissions;
 mod resources;
 mod role_assignments;
 
@@ -16,7 +17,7 @@ use crate::ids::{self, split_at_ci};
 use crate::server::Shared;
 use crate::throttle::{Draw, OpKind};
 use crate::tokens::AccessClaims;
-use crate::world::World;
+use crate::world::{Access, World};
 
 /// Audiences ARM accepts: Azure's own plus the simulator's URL (the operator may ask for
 /// `{LAPSE_ARM_ENDPOINT}/.default`).
@@ -99,6 +100,37 @@ pub(crate) fn authorize(
     }
 }
 
+/// RBAC check of a role assignment write or delete, evaluating the ABAC conditions of the
+/// caller's assignments against `facts`. `assignment_id` (the role assignment's full ID) is the
+/// scope Azure names when a condition refuses.
+pub(crate) fn authorize_conditioned(
+    shared: &Shared,
+    world: &World,
+    claims: &AccessClaims,
+    action: &str,
+    scope: &str,
+    assignment_id: &str,
+    facts: &crate::abac::Facts,
+) -> Result<(), ApiError> {
+    let delay = shared.faults.propagation_delay();
+    match world.access(
+        &claims.oid,
+        action,
+        scope,
+        Instant::now(),
+        delay,
+        Some(facts),
+    ) {
+        Access::Allowed => Ok(()),
+        Access::Denied => Err(ApiError::authorization_failed(&claims.oid, action, scope)),
+        Access::ConditionNotFulfilled => Err(ApiError::condition_not_fulfilled(
+            &claims.oid,
+            action,
+            assignment_id,
+        )),
+    }
+}
+
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     req: &Req,
@@ -157,6 +189,10 @@ async fn dispatch(
     claims: &AccessClaims,
 ) -> Result<Reply, ApiError> {
     let path = req.path.trim_end_matches('/');
+    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/permissions")
+    {
+        return permissions::handle(shared, req, claims, scope, rest);
+    }
     if let Some((scope, rest)) =
         split_at_ci(path, "/providers/Microsoft.Authorization/roleAssignments")
     {

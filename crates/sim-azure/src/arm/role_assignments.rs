@@ -6,6 +6,7 @@ use std::time::Instant;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
+use crate::abac::{Facts, Source};
 use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids;
@@ -86,7 +87,16 @@ pub(crate) fn handle(
                 ApiError::invalid_body("The request is missing the required property 'properties'.")
             })?;
             world.check_scope_exists(scope)?;
-            super::authorize(shared, &world, claims, WRITE, scope)?;
+            let facts = write_facts(&world, &input);
+            super::authorize_conditioned(
+                shared,
+                &world,
+                claims,
+                WRITE,
+                scope,
+                &assignment_id(scope, name),
+                &facts,
+            )?;
             let limits = AssignmentLimits {
                 replication_window: shared.faults.replication_window(),
                 per_subscription: shared.config.role_assignment_limit,
@@ -95,7 +105,33 @@ pub(crate) fn handle(
             Ok(Reply::json(status, &assignment_json(&a)))
         }
         Method::DELETE => {
-            super::authorize(shared, &world, claims, DELETE, scope)?;
+            // A condition judges the assignment being deleted (`@Resource`); deleting one that
+            // is not there changes nothing, so only the action itself is checked then.
+            let existing = world
+                .assignments
+                .get(&ids::key(name))
+                .filter(|a| ids::same(&a.scope, scope))
+                .map(|a| {
+                    Facts::role_assignment(
+                        DELETE,
+                        Source::Resource,
+                        Some(&a.role_definition_guid),
+                        Some(&a.principal_id),
+                        Some(&a.principal_type),
+                    )
+                });
+            match &existing {
+                Some(facts) => super::authorize_conditioned(
+                    shared,
+                    &world,
+                    claims,
+                    DELETE,
+                    scope,
+                    &assignment_id(scope, name),
+                    facts,
+                )?,
+                None => super::authorize(shared, &world, claims, DELETE, scope)?,
+            }
             let delay = shared.faults.propagation_delay();
             world.prune_tombstones(now, delay);
             match world.delete_assignment(scope, name, now) {
@@ -105,6 +141,37 @@ pub(crate) fn handle(
         }
         _ => Err(method_not_allowed(req)),
     }
+}
+
+/// The full ID of the role assignment `name` at `scope`.
+fn assignment_id(scope: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+        scope.trim_end_matches('/')
+    )
+}
+
+/// The `@Request` attributes of a role assignment PUT: the role definition GUID and principal
+/// of the body, and its `principalType` (else the directory's kind of that principal).
+fn write_facts(world: &crate::world::World, input: &AssignmentInput) -> Facts {
+    let role = input
+        .role_definition_id
+        .as_deref()
+        .map(|r| r.trim_end_matches('/').rsplit('/').next().unwrap_or(r));
+    let principal_type = input.principal_type.clone().or_else(|| {
+        input
+            .principal_id
+            .as_deref()
+            .and_then(|p| world.principals.get(&ids::key(p)))
+            .map(|p| p.kind.as_str().to_owned())
+    });
+    Facts::role_assignment(
+        WRITE,
+        Source::Request,
+        role,
+        input.principal_id.as_deref(),
+        principal_type.as_deref(),
+    )
 }
 
 fn method_not_allowed(req: &Req) -> ApiError {
@@ -169,6 +236,9 @@ pub(crate) fn role_definitions(
     id: &str,
 ) -> Result<Reply, ApiError> {
     req.require_api_version(DEFINITION_VERSIONS)?;
+    if req.method == Method::PUT && !id.is_empty() {
+        return put_role_definition(shared, req, claims, scope_or_root(scope), id);
+    }
     if req.method != Method::GET {
         return Err(method_not_allowed(req));
     }
@@ -255,4 +325,116 @@ fn parse_definition_filter(filter: Option<&str>) -> Result<DefinitionFilter, Api
             ),
         ))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DefinitionBody {
+    properties: Option<DefinitionInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DefinitionInput {
+    role_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    permissions: Vec<PermissionInput>,
+    #[serde(default)]
+    assignable_scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PermissionInput {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
+    #[serde(default)]
+    data_actions: Vec<String>,
+    #[serde(default)]
+    not_data_actions: Vec<String>,
+}
+
+/// `PUT {scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}` (what `az role
+/// definition create` sends): creates or updates a custom role. The caller needs
+/// `roleDefinitions/write` at every assignable scope; role names are unique in the tenant.
+fn put_role_definition(
+    shared: &Arc<Shared>,
+    req: &Req,
+    claims: &AccessClaims,
+    scope: &str,
+    id: &str,
+) -> Result<Reply, ApiError> {
+    if id.contains('/') || !ids::is_guid(id) {
+        return Err(ApiError::bad_request(
+            "InvalidRoleDefinitionId",
+            format!(
+                "The role definition ID '{id}' is not valid. The role definition ID must be a GUID."
+            ),
+        ));
+    }
+    let body: DefinitionBody = req.json()?;
+    let input = body.properties.ok_or_else(|| {
+        ApiError::invalid_body("The request is missing the required property 'properties'.")
+    })?;
+    let name = input
+        .role_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid_body(
+                "The request is missing the required property 'properties.roleName'.",
+            )
+        })?
+        .to_owned();
+    if input.assignable_scopes.is_empty() {
+        return Err(ApiError::invalid_body(
+            "The request is missing the required property 'properties.assignableScopes'.",
+        ));
+    }
+    let mut world = lock(&shared.world);
+    world.check_scope_exists(scope)?;
+    for s in std::iter::once(scope).chain(input.assignable_scopes.iter().map(String::as_str)) {
+        world.check_scope_exists(s)?;
+        super::authorize(
+            shared,
+            &world,
+            claims,
+            "Microsoft.Authorization/roleDefinitions/write",
+            s,
+        )?;
+    }
+    // Built-in roles live at the tenant root, where no one may write role definitions.
+    if world
+        .role_defs
+        .iter()
+        .any(|r| r.built_in && r.id.eq_ignore_ascii_case(id))
+    {
+        return Err(ApiError::authorization_failed(
+            &claims.oid,
+            "Microsoft.Authorization/roleDefinitions/write",
+            "/",
+        ));
+    }
+    let permission = input.permissions.into_iter().next().unwrap_or_default();
+    let def = crate::world::RoleDef {
+        id: id.to_ascii_lowercase(),
+        name,
+        description: input.description.unwrap_or_default(),
+        built_in: false,
+        actions: permission.actions,
+        not_actions: permission.not_actions,
+        data_actions: permission.data_actions,
+        not_data_actions: permission.not_data_actions,
+        assignable_scopes: input.assignable_scopes,
+    };
+    let stored = world.put_role_definition(def)?;
+    Ok(Reply::json(
+        StatusCode::CREATED,
+        &role_definition_json(scope, &stored),
+    ))
 }

@@ -14,11 +14,21 @@ use serde_json::Value;
 
 use crate::api_error::ApiError;
 use crate::ids::{self, key};
-use crate::rbac;
+use crate::{abac, rbac};
 
 pub(crate) use assignments::{
     AssignmentFilter, AssignmentInput, AssignmentLimits, assignment_json, role_definition_json,
 };
+
+/// The outcome of an RBAC check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Allowed,
+    /// No role assignment grants the action.
+    Denied,
+    /// Only assignments with ABAC conditions grant it, and none of their conditions holds.
+    ConditionNotFulfilled,
+}
 
 /// Kind of directory principal (the `principalType` of role assignments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -282,6 +292,26 @@ impl World {
             })
     }
 
+    /// Creates or replaces a custom role definition. A role name belongs to one definition in
+    /// the tenant (409 `RoleDefinitionWithSameNameExists`, Azure's code and message).
+    pub fn put_role_definition(&mut self, def: RoleDef) -> Result<RoleDef, ApiError> {
+        if self
+            .role_defs
+            .iter()
+            .any(|r| r.name.eq_ignore_ascii_case(&def.name) && !r.id.eq_ignore_ascii_case(&def.id))
+        {
+            return Err(ApiError::arm(
+                hyper::StatusCode::CONFLICT,
+                "RoleDefinitionWithSameNameExists",
+                "A custom role with the same name already exists in this directory.",
+            ));
+        }
+        self.role_defs
+            .retain(|r| !r.id.eq_ignore_ascii_case(&def.id));
+        self.role_defs.push(def.clone());
+        Ok(def)
+    }
+
     /// 404 in ARM's words when a scope names a subscription, group or resource that does not exist.
     pub fn check_scope_exists(&self, scope: &str) -> Result<(), ApiError> {
         let segs = ids::segments(scope);
@@ -359,8 +389,34 @@ impl World {
         )))
     }
 
-    /// Whether `object_id` may perform `action` at `scope`, counting only assignments that have
-    /// propagated (created at least `delay` ago) and deletions that have not yet propagated.
+    /// The role assignments of `object_id` that apply at `scope` (at it or above), counting
+    /// only assignments that have propagated (created at least `delay` ago) and deletions that
+    /// have not yet propagated. Live ones in name order, then lingering deleted ones.
+    pub fn effective_assignments<'a>(
+        &'a self,
+        object_id: &'a str,
+        scope: &'a str,
+        now: Instant,
+        delay: Duration,
+    ) -> impl Iterator<Item = &'a Assignment> + 'a {
+        let propagated = move |a: &Assignment| {
+            a.created
+                .is_none_or(|c| now.saturating_duration_since(c) >= delay)
+        };
+        let live = self.assignments.values().filter(move |a| propagated(a));
+        let lingering = self
+            .tombstones
+            .iter()
+            .filter(move |(a, deleted)| {
+                propagated(a) && now.saturating_duration_since(*deleted) < delay
+            })
+            .map(|(a, _)| a);
+        live.chain(lingering).filter(move |a| {
+            a.principal_id.eq_ignore_ascii_case(object_id) && ids::is_at_or_above(&a.scope, scope)
+        })
+    }
+
+    /// Whether `object_id` may perform `action` at `scope` (conditions not evaluated).
     pub fn authorized(
         &self,
         object_id: &str,
@@ -369,23 +425,45 @@ impl World {
         now: Instant,
         delay: Duration,
     ) -> bool {
-        let propagated = |a: &Assignment| {
-            a.created
-                .is_none_or(|c| now.saturating_duration_since(c) >= delay)
-        };
-        let live = self.assignments.values().filter(|a| propagated(a));
-        let lingering = self
-            .tombstones
-            .iter()
-            .filter(|(a, deleted)| propagated(a) && now.saturating_duration_since(*deleted) < delay)
-            .map(|(a, _)| a);
-        live.chain(lingering).any(|a| {
-            a.principal_id.eq_ignore_ascii_case(object_id)
-                && ids::is_at_or_above(&a.scope, scope)
-                && self
-                    .find_role(&a.role_definition_guid)
-                    .is_some_and(|r| rbac::permits(&r.actions, &r.not_actions, action))
-        })
+        self.access(object_id, action, scope, now, delay, None) == Access::Allowed
+    }
+
+    /// Azure's RBAC decision for `action` at `scope`. With `facts` (role assignment writes and
+    /// deletes), an assignment that carries an ABAC condition grants the action only if its
+    /// condition holds for them; one without a condition grants it outright. A condition that
+    /// does not parse never holds.
+    pub fn access(
+        &self,
+        object_id: &str,
+        action: &str,
+        scope: &str,
+        now: Instant,
+        delay: Duration,
+        facts: Option<&abac::Facts>,
+    ) -> Access {
+        let mut conditioned = false;
+        for a in self.effective_assignments(object_id, scope, now, delay) {
+            let permits = self
+                .find_role(&a.role_definition_guid)
+                .is_some_and(|r| rbac::permits(&r.actions, &r.not_actions, action));
+            if !permits {
+                continue;
+            }
+            match (facts, a.condition.as_deref()) {
+                (None, _) | (_, None) => return Access::Allowed,
+                (Some(facts), Some(condition)) => {
+                    if abac::parse(condition).is_ok_and(|c| c.evaluate(facts)) {
+                        return Access::Allowed;
+                    }
+                    conditioned = true;
+                }
+            }
+        }
+        if conditioned {
+            Access::ConditionNotFulfilled
+        } else {
+            Access::Denied
+        }
     }
 
     /// Forgets tombstones older than `delay`.

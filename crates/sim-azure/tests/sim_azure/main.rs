@@ -9,6 +9,7 @@ mod contract;
 mod federation;
 mod graph;
 mod identities;
+mod least_privilege;
 mod operations;
 mod role_assignments;
 mod sdk;
