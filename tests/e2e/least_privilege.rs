@@ -366,12 +366,13 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
     .into_iter()
     .filter(|e| e["status"] == 403)
     .collect();
-    assert_eq!(
-        refused.len(),
-        1,
-        "one refused write, never retried: {refused:?}"
+    // Retried only within the authorization grace (3 s, at the 2 s retry interval), then never
+    // again: the grant failed.
+    assert!(
+        (1..=3).contains(&refused.len()),
+        "refused writes retried beyond the grace: {refused:?}"
     );
-    assert_eq!(refused[0]["errorCode"], "AuthorizationFailed");
+    assert!(refused.iter().all(|e| e["errorCode"] == "AuthorizationFailed"));
 
     // 8. Revoked, the Reader assignment and the FIC are deleted under the generated roles.
     w.patch_grant(NS, "reader", r#"{"spec":{"revoked":true}}"#)?;
