@@ -195,7 +195,7 @@ async fn health_and_metrics_are_served() -> anyhow::Result<()> {
     );
     // The sweep runs at start-up and lists the target's subscription once: within half a
     // second on the sandbox (checked once, then); real ARM may take longer (polled for a minute).
-    let listed = r#"operation="ListRoleAssignments",outcome="ok""#;
+    let listed = r#"operation="list_role_assignments",outcome="ok""#;
     let patience = match w.target {
         Target::Sandbox(_) => {
             tokio::time::sleep(Duration::from_millis(500)).await;

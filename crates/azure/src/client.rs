@@ -81,6 +81,11 @@ impl AzureClient {
     }
 
     /// Throttle counters for metrics.
+    /// Every exchange with Azure since this client was built, by operation and outcome.
+    pub fn call_counts(&self) -> Vec<crate::calls::CallCount> {
+        self.inner.rest.calls.snapshot()
+    }
+
     pub fn limiter_snapshot(&self) -> LimiterSnapshot {
         self.inner.rest.limiter.snapshot()
     }

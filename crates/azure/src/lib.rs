@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod arm;
+mod calls;
 mod client;
 mod config;
 mod error;
@@ -14,6 +15,7 @@ mod models;
 mod rest;
 
 pub use arm::{MSI_API_VERSION, ROLE_API_VERSION};
+pub use calls::{CallCount, Outcome};
 pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
 pub use error::{AzureError, ErrorClass, Operation};

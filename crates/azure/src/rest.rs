@@ -21,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::calls::{CallCounts, Outcome};
 use crate::config::{AzureConfig, ConfigError, CredentialConfig, Endpoints};
 use crate::error::{AzureError, Failure, Operation, scrub};
 use crate::limiter::{Budget, CallKind, Limiter, Permit};
@@ -175,6 +176,8 @@ pub(crate) struct Rest {
     timeout: Duration,
     /// Scrubbed from any credential error message, should a library ever echo it.
     secret: Option<SecretString>,
+    /// Every exchange, by operation and outcome.
+    pub(crate) calls: CallCounts,
 }
 
 impl std::fmt::Debug for Rest {
@@ -219,6 +222,7 @@ impl Rest {
             limiter: Limiter::new(cfg.limits.clone()),
             timeout: cfg.timeout,
             secret,
+            calls: CallCounts::default(),
         })
     }
 
@@ -295,9 +299,16 @@ impl Rest {
     /// Sends one request under the limiter. Returns every HTTP answer except 429, which pauses
     /// the budget and comes back as [`AzureError::Throttled`].
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Reply, AzureError> {
-        let request = self.request(call).await?;
-        let permit = self.acquire(call).await;
-        self.exchange(call, request, permit).await
+        let request = self.request(call).await;
+        let result = match request {
+            Ok(request) => {
+                let permit = self.acquire(call).await;
+                self.exchange(call, request, permit).await
+            }
+            Err(e) => Err(e),
+        };
+        self.count(call, &result);
+        result
     }
 
     /// Waits for the call's budget and a slot.
@@ -311,8 +322,25 @@ impl Rest {
         call: &Call<'_>,
         permit: Permit,
     ) -> Result<Reply, AzureError> {
-        let request = self.request(call).await?;
-        self.exchange(call, request, permit).await
+        let result = match self.request(call).await {
+            Ok(request) => self.exchange(call, request, permit).await,
+            Err(e) => Err(e),
+        };
+        self.count(call, &result);
+        result
+    }
+
+    fn count(&self, call: &Call<'_>, result: &Result<Reply, AzureError>) {
+        let outcome = match result {
+            Err(e) => Outcome::of_class(e.class()),
+            Ok(reply) => match reply.status {
+                200..=399 => Outcome::Ok,
+                404 => Outcome::NotFound,
+                409 => Outcome::Conflict,
+                _ => Outcome::of_class(reply.failure(call).class()),
+            },
+        };
+        self.calls.record(call.operation, outcome);
     }
 
     async fn request(&self, call: &Call<'_>) -> Result<Request, AzureError> {

@@ -46,10 +46,6 @@ async fn assignment_gone(ctx: &Context, key: &ObjectKey, name: &uuid::Uuid) -> O
         .azure
         .list_role_assignments(&sub, Some(principal_id))
         .await;
-    ctx.metrics.azure_call(
-        "ListRoleAssignments",
-        list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
-    );
     match list {
         Ok(list) => Some(!list.iter().any(|ra| ra.name == *name)),
         Err(e) => {
@@ -74,7 +70,6 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
             };
             match ctx.azure.put_role_assignment(&req).await {
                 Ok(ra) => {
-                    ctx.metrics.azure_call("PutRoleAssignment", "ok");
                     ctx.inventory.record(
                         &p.key,
                         Some(Known {
@@ -88,12 +83,9 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                     }
                 }
                 Err(e) if e.code() == Some("RoleAssignmentExists") => {
-                    ctx.metrics.azure_call("PutRoleAssignment", "exists");
                     standing_assignment(ctx, &p.key, &p.scope, &e).await
                 }
                 Err(e) => {
-                    ctx.metrics
-                        .azure_call("PutRoleAssignment", e.metric_label());
                     tracing::warn!(scope = %p.scope, name = %p.name, error = %e, "creating a role assignment");
                     Observed::CreateFailed(failure(&e))
                 }
@@ -103,13 +95,10 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
             key, scope, name, ..
         } => match ctx.azure.delete_role_assignment(scope, name).await {
             Ok(_) => {
-                ctx.metrics.azure_call("DeleteRoleAssignment", "ok");
                 ctx.inventory.record(key, None);
                 Observed::Absent
             }
             Err(e) => {
-                ctx.metrics
-                    .azure_call("DeleteRoleAssignment", e.metric_label());
                 tracing::warn!(%scope, %name, error = %e, "deleting a role assignment");
                 if e.code() == Some("AuthorizationFailed")
                     && assignment_gone(ctx, key, name).await == Some(true)
@@ -131,15 +120,12 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                 audiences: vec![p.audience.clone()],
                 description: Some(p.description.clone()),
             };
-            let (op, result) = match &p.target {
-                FicTarget::ManagedIdentity(id) => ("PutFic", ctx.azure.put_fic(id, &req).await),
-                FicTarget::Application(app) => {
-                    ("PutAppFic", ctx.azure.put_app_fic(app, &req).await)
-                }
+            let result = match &p.target {
+                FicTarget::ManagedIdentity(id) => ctx.azure.put_fic(id, &req).await,
+                FicTarget::Application(app) => ctx.azure.put_app_fic(app, &req).await,
             };
             match result {
                 Ok(f) => {
-                    ctx.metrics.azure_call(op, "ok");
                     ctx.inventory.record(
                         &p.key,
                         Some(Known {
@@ -153,35 +139,34 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                     }
                 }
                 Err(e) => {
-                    ctx.metrics.azure_call(op, e.metric_label());
                     tracing::warn!(fic = %p.name, error = %e, "creating a federated identity credential");
                     // Issuer and subject already federated under another name: look before failing.
-                    if e.class() == ErrorClass::Terminal
-                        && let Some(obs) = existing_fic(ctx, &p.key, &p.target).await
-                    {
-                        return obs;
+                    if e.class() == ErrorClass::Terminal {
+                        match existing_fic(ctx, &p.key, &p.target).await {
+                            Ok(Some(obs)) => return obs,
+                            Ok(None) => {}
+                            // Whether it exists is unknown: neither refused nor created.
+                            Err(le) => {
+                                tracing::warn!(fic = %p.name, error = %le, "listing federated identity credentials after a refused create");
+                                return Observed::CreateFailed(failure(&le));
+                            }
+                        }
                     }
                     Observed::CreateFailed(failure(&e))
                 }
             }
         }
         Action::DeleteFic { key, target, name } => {
-            let (op, result) = match target {
-                FicTarget::ManagedIdentity(id) => {
-                    ("DeleteFic", ctx.azure.delete_fic(id, name).await)
-                }
-                FicTarget::Application(app) => {
-                    ("DeleteAppFic", ctx.azure.delete_app_fic(app, name).await)
-                }
+            let result = match target {
+                FicTarget::ManagedIdentity(id) => ctx.azure.delete_fic(id, name).await,
+                FicTarget::Application(app) => ctx.azure.delete_app_fic(app, name).await,
             };
             match result {
                 Ok(_) => {
-                    ctx.metrics.azure_call(op, "ok");
                     ctx.inventory.record(key, None);
                     Observed::Absent
                 }
                 Err(e) => {
-                    ctx.metrics.azure_call(op, e.metric_label());
                     tracing::warn!(fic = %name, error = %e, "deleting a federated identity credential");
                     Observed::DeleteFailed(failure(&e))
                 }
@@ -209,7 +194,6 @@ async fn standing_assignment(
         .await
     {
         Ok(list) => {
-            ctx.metrics.azure_call("ListRoleAssignments", "ok");
             for ra in list {
                 if crate::sweep::assignment_key(&ra).as_ref() == Some(key) {
                     let owned = crate::sweep::owns_assignment(&ctx.core.owner, &ra, key);
@@ -231,23 +215,22 @@ async fn standing_assignment(
                 message: e.to_string(),
             })
         }
-        Err(le) => {
-            ctx.metrics
-                .azure_call("ListRoleAssignments", le.metric_label());
-            Observed::CreateFailed(failure(&le))
-        }
+        Err(le) => Observed::CreateFailed(failure(&le)),
     }
 }
 
 /// After a refused FIC create: is the (issuer, subject) already federated on the target?
-async fn existing_fic(ctx: &Context, key: &ObjectKey, target: &FicTarget) -> Option<Observed> {
+async fn existing_fic(
+    ctx: &Context,
+    key: &ObjectKey,
+    target: &FicTarget,
+) -> Result<Option<Observed>, AzureError> {
     let list = match target {
         FicTarget::ManagedIdentity(id) => ctx.azure.list_fics(id).await,
         FicTarget::Application(app) => ctx.azure.list_app_fics(app).await,
-    }
-    .ok()?;
+    }?;
     let target_key = target.key();
-    list.into_iter().find_map(|f| {
+    Ok(list.into_iter().find_map(|f| {
         let k = ObjectKey::Fic {
             target: target_key.clone(),
             issuer: f.issuer.clone(),
@@ -273,5 +256,5 @@ async fn existing_fic(ctx: &Context, key: &ObjectKey, target: &FicTarget) -> Opt
                 id: Some(f.id),
             }
         })
-    })
+    }))
 }

@@ -401,6 +401,7 @@ pub async fn run(
 
 /// Sets the gauges that are computed rather than counted; called when metrics are scraped.
 pub fn refresh_gauges(ctx: &Context) {
+    ctx.metrics.azure_call_totals(&ctx.azure.call_counts());
     let after = chrono::TimeDelta::from_std(ctx.settings.overdue_after)
         .unwrap_or(chrono::TimeDelta::seconds(30));
     let overdue = ctx.clock.overdue(chrono::Utc::now(), after);

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub unreadable_objects: Family<KindLabels, Gauge>,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
+    azure_seen: Mutex<HashMap<(lapse_azure::Operation, lapse_azure::Outcome), u64>>,
 }
 
 fn phase_label(p: GrantPhase) -> String {
@@ -98,6 +99,7 @@ impl Metrics {
             unreadable_objects: Family::default(),
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
+            azure_seen: Mutex::default(),
         };
         // Every phase and the common outcome exist from the start, so dashboards read 0, not
         // "no data".
@@ -231,13 +233,22 @@ impl Metrics {
         }
     }
 
-    pub fn azure_call(&self, operation: &str, outcome: &str) {
-        self.azure_calls
-            .get_or_create(&CallLabels {
-                operation: operation.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+    /// Folds the Azure client's cumulative call counts into `lapse_azure_calls_total`.
+    pub fn azure_call_totals(&self, counts: &[lapse_azure::CallCount]) {
+        let mut seen = self
+            .azure_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in counts {
+            let key = (c.operation, c.outcome);
+            let before = seen.insert(key, c.count).unwrap_or(0);
+            self.azure_calls
+                .get_or_create(&CallLabels {
+                    operation: c.operation.as_str().into(),
+                    outcome: c.outcome.as_str().into(),
+                })
+                .inc_by(c.count.saturating_sub(before));
+        }
     }
 
     /// Folds the Azure client's cumulative limiter counters into the counters.

@@ -47,10 +47,6 @@ pub async fn observe(ctx: &Context, req: &GrantRequest, principal: Uuid) -> Priv
             .azure
             .list_role_assignments(&sub, Some(&principal))
             .await;
-        ctx.metrics.azure_call(
-            "ListRoleAssignments",
-            list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
-        );
         let list = match list {
             Ok(l) => l,
             Err(e) => {

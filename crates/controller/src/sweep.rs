@@ -46,10 +46,6 @@ pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
                 return Ok(());
             };
             let list = ctx.azure.list_role_assignments(sub, None).await;
-            ctx.metrics.azure_call(
-                "ListRoleAssignments",
-                list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
-            );
             for ra in list? {
                 if let Some(k) = assignment_key(&ra) {
                     let owned = owns_assignment(owner, &ra, &k);
@@ -65,14 +61,10 @@ pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
             let Some(target) = fic_target(target_key) else {
                 return Ok(());
             };
-            let (op, list) = match &target {
-                FicTarget::ManagedIdentity(id) => ("ListFics", ctx.azure.list_fics(id).await),
-                FicTarget::Application(app) => ("ListAppFics", ctx.azure.list_app_fics(app).await),
+            let list = match &target {
+                FicTarget::ManagedIdentity(id) => ctx.azure.list_fics(id).await,
+                FicTarget::Application(app) => ctx.azure.list_app_fics(app).await,
             };
-            ctx.metrics.azure_call(
-                op,
-                list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
-            );
             for f in list? {
                 let k = ObjectKey::Fic {
                     target: target_key.clone(),
@@ -163,10 +155,6 @@ async fn identity_partitions(ctx: &Context) -> Vec<Partition> {
     let mut out = Vec::new();
     for sub in &ctx.settings.sweep_subscriptions {
         let list = ctx.azure.list_managed_identities(sub).await;
-        ctx.metrics.azure_call(
-            "ListManagedIdentities",
-            list.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
-        );
         match list {
             Ok(identities) => out.extend(
                 identities

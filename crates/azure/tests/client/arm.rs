@@ -642,3 +642,37 @@ async fn list_permissions_at_a_resource_and_its_refusals_are_classified() {
     assert!(client.list_permissions("not-an-id").await.is_err());
     assert_eq!(fake.requests().len(), sent);
 }
+
+#[tokio::test]
+async fn every_exchange_is_counted_by_operation_and_outcome() {
+    use lapse_azure::{CallCount, Operation, Outcome};
+    let (client, fake) = client();
+    fake.push(reply(201, &assignment_body()));
+    fake.push(reply(404, ""));
+    fake.push(reply(
+        409,
+        &arm_error(
+            "RoleAssignmentExists",
+            "The role assignment already exists.",
+        ),
+    ));
+    fake.push(reply(500, &arm_error("InternalServerError", "boom")));
+    client.put_role_assignment(&request(None)).await.unwrap();
+    assert!(!client.delete_role_assignment(RG, &name()).await.unwrap());
+    assert!(client.put_role_assignment(&request(None)).await.is_err());
+    assert!(client.delete_role_assignment(RG, &name()).await.is_err());
+    let count = |operation, outcome| CallCount {
+        operation,
+        outcome,
+        count: 1,
+    };
+    assert_eq!(
+        client.call_counts(),
+        vec![
+            count(Operation::DeleteRoleAssignment, Outcome::NotFound),
+            count(Operation::DeleteRoleAssignment, Outcome::Retryable),
+            count(Operation::PutRoleAssignment, Outcome::Ok),
+            count(Operation::PutRoleAssignment, Outcome::Conflict),
+        ]
+    );
+}
