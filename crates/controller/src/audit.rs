@@ -1,7 +1,7 @@
 //! Audit lines: one structured log record per security-relevant fact, on the `lapse::audit`
 //! target with `audit = true`, so a log pipeline can route them to a SIEM apart from the rest.
 
-use crate::inventory::GrantRef;
+use crate::grant_ref::GrantRef;
 
 /// The status of `grant` was written by someone other than the operator; the lease was ended.
 pub fn status_tampered(grant: &GrantRef, uid: &str, detail: &str) {

@@ -87,6 +87,30 @@ pub struct Context {
         tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,
 }
 
+impl Context {
+    /// The grant's status if it carries the operator's seal: the operator's own record.
+    pub fn sealed_status<'g>(
+        &self,
+        g: &'g AccessGrant,
+    ) -> Option<&'g lapse_api::v1alpha1::AccessGrantStatus> {
+        use kube::ResourceExt;
+        let uid = g.uid().unwrap_or_default();
+        match self.sealer.trust(&uid, g.status.as_ref()) {
+            lapse_api::lease::StatusTrust::Sealed => g.status.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What the inventory lists Azure with.
+    pub fn lister(&self) -> crate::inventory::Lister<'_> {
+        crate::inventory::Lister {
+            azure: &self.azure,
+            owner: &self.core.owner,
+            oidc_issuer: &self.core.oidc_issuer,
+        }
+    }
+}
+
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
@@ -130,12 +154,4 @@ where
             Err(_elapsed) => {}
         }
     }
-}
-
-/// A Kubernetes timestamp as the core's `DateTime<Utc>`.
-pub fn to_chrono(
-    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    let nanos = u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0);
-    chrono::DateTime::from_timestamp(t.0.as_second(), nanos)
 }

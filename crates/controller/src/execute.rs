@@ -195,8 +195,8 @@ async fn standing_assignment(
     {
         Ok(list) => {
             for ra in list {
-                if crate::sweep::assignment_key(&ra).as_ref() == Some(key) {
-                    let owned = crate::sweep::owns_assignment(&ctx.core.owner, &ra, key);
+                if crate::inventory::assignment_key(&ra).as_ref() == Some(key) {
+                    let owned = crate::inventory::owns_assignment(&ctx.core.owner, &ra, key);
                     ctx.inventory.record(
                         key,
                         Some(Known {

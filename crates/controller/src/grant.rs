@@ -22,9 +22,9 @@ use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::inventory::GrantRef;
-use crate::lanes::{Lane, lane_of};
+use crate::grant_ref::GrantRef;
 use crate::observe::namespace_labels;
+use crate::route::{Lane, lane_of};
 
 /// Added to every grant; removed only once its lease's Azure objects are gone.
 pub const FINALIZER: &str = "lapse.dev/revoke";
@@ -230,7 +230,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Re
             .await;
     }
     let keys = keys_of(ctx, &gref, sealed, req.as_ref(), &identity);
-    crate::sweep::ensure_loaded(ctx, &keys).await;
+    ctx.inventory.ensure_loaded(&ctx.lister(), &keys).await;
     // Hold every object this grant touches, so a lease sharing one cannot end under us.
     let _guards = ctx.locks.lock(&keys).await;
     let mut view = ctx.inventory.view(&keys, &gref);
@@ -256,7 +256,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Re
                     .metadata
                     .creation_timestamp
                     .as_ref()
-                    .and_then(crate::context::to_chrono),
+                    .and_then(crate::observe::to_chrono),
                 spec: &g.spec,
                 status: &status,
                 trust: &trust,
@@ -458,7 +458,9 @@ async fn patch_status(
             source,
         })?;
     ctx.written.record(gref, &written);
-    ctx.clock.observe(ctx, &written, Utc::now());
+    // Just sealed by us.
+    ctx.clock
+        .observe(&written, written.status.as_ref(), Utc::now());
     Ok(())
 }
 

@@ -16,26 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
-use lapse_api::lease::StatusTrust;
-use lapse_api::policy::{PolicyContext, covers_namespace, evaluate};
-use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, GrantPhase, ObjectState};
-use lapse_api::validate::validate_grant;
+use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, ObjectState};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use crate::context::Context;
-use crate::inventory::GrantRef;
-use crate::observe::namespace_labels;
+use crate::grant_ref::GrantRef;
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain maps: a panic elsewhere leaves them usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Which lane a grant's work belongs to right now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    Activation,
-    Revocation,
 }
 
 /// Whether an object state still owes a delete.
@@ -46,72 +34,12 @@ fn owes_delete(s: ObjectState) -> bool {
     )
 }
 
-fn holds_objects(st: &AccessGrantStatus) -> bool {
+pub(crate) fn holds_objects(st: &AccessGrantStatus) -> bool {
     st.role_assignments.iter().any(|r| owes_delete(r.state))
         || st
             .federated_credential
             .as_ref()
             .is_some_and(|f| owes_delete(f.state))
-}
-
-/// The lane for a grant at `now`. Cheap and free of I/O: it runs for every event in both lanes.
-pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
-    if revocation_due(ctx, g, now) {
-        Lane::Revocation
-    } else {
-        Lane::Activation
-    }
-}
-
-fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
-    let uid = g.uid().unwrap_or_default();
-    let trust = ctx.sealer.trust(&uid, g.status.as_ref());
-    let st = match (&trust, &g.status) {
-        (StatusTrust::Tampered { .. }, _) => return true,
-        (StatusTrust::Sealed, Some(st)) => st,
-        // No record: nothing of this grant's is known to exist yet, unless it is being deleted
-        // (its derived objects may exist if the status was removed mid-lease).
-        _ => return g.metadata.deletion_timestamp.is_some(),
-    };
-    if st.phase.is_terminal() {
-        return holds_objects(st);
-    }
-    if g.metadata.deletion_timestamp.is_some() || st.phase == GrantPhase::Revoking {
-        return true;
-    }
-    if st.activated_at.is_none() {
-        return false;
-    }
-    if g.spec.revoked || st.expires_at.is_some_and(|e| now >= e) {
-        return true;
-    }
-    // Continuous verification: a lease no policy allows any more ends in this lane too.
-    let Ok(req) = validate_grant(&g.spec) else {
-        return false;
-    };
-    let ns = g.namespace().unwrap_or_default();
-    let labels = namespace_labels(&ctx.namespaces, &ns);
-    let policies = ctx.policies.snapshot();
-    if !covers_namespace(&policies, &ns, &labels) {
-        return true;
-    }
-    let (Some(start), Some(end)) = (st.activated_at, st.expires_at) else {
-        return false;
-    };
-    let catalogue = ctx.resolver.catalogue();
-    let verdict = evaluate(
-        &req,
-        end - start,
-        &PolicyContext {
-            namespace: &ns,
-            namespace_labels: &labels,
-            policies: &policies,
-            catalogue: &catalogue,
-            privileges: &lapse_api::lease::PrivilegeObservation::Unknown,
-            live_grants: None,
-        },
-    );
-    !verdict.is_allowed()
 }
 
 /// One lock per grant: the two lanes never drive the same grant at once.
@@ -217,18 +145,20 @@ struct ClockState {
 impl LeaseClock {
     /// Records what a watch event shows of a grant: `seen` is when this process first saw it
     /// revoked or deleted (the lease ended then, even if no reconcile ran yet).
-    pub fn observe(&self, ctx: &Context, g: &AccessGrant, seen: DateTime<Utc>) {
+    /// `sealed` is the grant's status if the operator's seal holds on it: an unread status
+    /// says nothing of when the lease ends (that is for the revocation lane to find out).
+    pub fn observe(
+        &self,
+        g: &AccessGrant,
+        sealed: Option<&AccessGrantStatus>,
+        seen: DateTime<Utc>,
+    ) {
         let Some(ns) = g.namespace() else { return };
         let grant = GrantRef {
             namespace: ns,
             name: g.name_any(),
         };
-        let uid = g.uid().unwrap_or_default();
-        let st = match ctx.sealer.trust(&uid, g.status.as_ref()) {
-            StatusTrust::Sealed => g.status.as_ref(),
-            // An unread status: when it ends is for the revocation lane to find out.
-            _ => None,
-        };
+        let st = sealed;
         let end = st.and_then(|st| {
             let live = st.activated_at.is_some() && !st.phase.is_terminal();
             if !(live || holds_objects(st)) {
@@ -243,7 +173,7 @@ impl LeaseClock {
                 .metadata
                 .deletion_timestamp
                 .as_ref()
-                .and_then(crate::context::to_chrono)
+                .and_then(crate::observe::to_chrono)
             {
                 end = end.min(deleted);
             }

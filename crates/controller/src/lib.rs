@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod execute;
 pub mod grant;
+pub mod grant_ref;
 pub mod inventory;
 pub mod lanes;
 pub mod leader;
@@ -18,8 +19,10 @@ pub mod policy;
 pub mod privileges;
 pub mod quota;
 pub mod retention;
+pub mod route;
 pub mod seal;
 pub mod sweep;
+pub mod triggers;
 pub mod unreadable;
 pub mod written;
 
@@ -40,7 +43,7 @@ use lapse_api::naming::Owner;
 use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
 use lapse_azure::AzureClient;
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
@@ -49,6 +52,10 @@ use unreadable::Unreadable;
 /// Room for grant events between the shared watch and its slowest lane. The lanes queue work
 /// in their schedulers at once, so this only smooths bursts.
 const SHARED_STREAM_BUFFER: usize = 1024;
+
+/// Policy and namespace changes not yet turned into triggers; a lane that falls further behind
+/// re-reconciles everything instead.
+const AFFECTED_BUFFER: usize = 256;
 
 /// Runs a reflector for `api` until the process ends, returning its store; `changed` is called
 /// with each applied or deleted object. Objects that do not deserialize are reported and left
@@ -92,15 +99,6 @@ where
     reader
 }
 
-/// A stream that yields each time `rx` sees a change.
-fn changes<T: Send + Sync + 'static>(
-    rx: watch::Receiver<T>,
-) -> impl futures::Stream<Item = ()> + Send + 'static {
-    stream::unfold(rx, |mut rx| async move {
-        rx.changed().await.ok().map(|()| ((), rx))
-    })
-}
-
 /// One grant watch: what it lists, the cache it fills and that cache's reader.
 type GrantWatch = (
     Api<DeserializeGuard<AccessGrant>>,
@@ -108,10 +106,10 @@ type GrantWatch = (
     Store<AccessGrant>,
 );
 
-/// What [`context`] hands to [`run`]: the grant caches' writers, the re-evaluation trigger and
-/// the repair requests of the sweep.
+/// What [`context`] hands to [`run`]: the grant caches' writers, the re-evaluation triggers
+/// and the repair requests of the sweep.
 pub struct Wiring {
-    policy_changes: watch::Receiver<u64>,
+    affected: broadcast::Sender<triggers::Affected>,
     grant_writers: Vec<GrantWatch>,
     repairs: mpsc::UnboundedReceiver<ObjectRef<AccessGrant>>,
 }
@@ -187,16 +185,12 @@ pub async fn context(
         events.clone(),
         metrics.unreadable_objects.clone(),
     ));
-    // Any policy change, or a namespace label change, re-evaluates every grant.
-    let (tx, rx) = watch::channel(0u64);
-    let policy_tx = tx.clone();
-    let policies = reflect(
-        Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
-        unreadable.clone(),
-        move |_| policy_tx.send_modify(|n| *n += 1),
-    );
+    // A policy change or a namespace relabel re-evaluates the grants it can affect (and makes
+    // decisions taken before it stale: the epoch).
+    let (epoch_tx, rx) = watch::channel(0u64);
+    let (affected_tx, _) = broadcast::channel(AFFECTED_BUFFER);
     let mut labels_seen: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-    let ns_tx = tx;
+    let (ns_epoch, ns_affected) = (epoch_tx.clone(), affected_tx.clone());
     let namespaces = reflect(
         Api::<DeserializeGuard<Namespace>>::all(client.clone()),
         unreadable.clone(),
@@ -206,8 +200,21 @@ pub async fn context(
                 .insert(ns.name_any(), labels.clone())
                 .is_some_and(|old| old != labels)
             {
-                ns_tx.send_modify(|n| *n += 1);
+                ns_epoch.send_modify(|n| *n += 1);
+                let _ = ns_affected.send(triggers::Affected::Namespaces(
+                    [ns.name_any()].into_iter().collect(),
+                ));
             }
+        },
+    );
+    let mut policy_changes = triggers::PolicyChanges::default();
+    let (policy_affected, namespace_store) = (affected_tx.clone(), namespaces.clone());
+    let policies = reflect(
+        Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
+        unreadable.clone(),
+        move |p: &AccessPolicy| {
+            epoch_tx.send_modify(|n| *n += 1);
+            let _ = policy_affected.send(policy_changes.affected(p, &namespace_store));
         },
     );
     let apis: Vec<Api<DeserializeGuard<AccessGrant>>> = if settings.namespaces.is_empty() {
@@ -264,7 +271,7 @@ pub async fn context(
     Ok((
         Arc::new(ctx),
         Wiring {
-            policy_changes: rx,
+            affected: affected_tx,
             grant_writers,
             repairs,
         },
@@ -332,7 +339,8 @@ pub async fn run(
         if let Some(events) = clock_events {
             let ctx = ctx.clone();
             feeds.push(Box::pin(events.for_each(move |g| {
-                ctx.clock.observe(&ctx, &g, chrono::Utc::now());
+                ctx.clock
+                    .observe(&g, ctx.sealed_status(&g), chrono::Utc::now());
                 future::ready(())
             })));
         }
@@ -344,7 +352,10 @@ pub async fn run(
         };
         let mut activation = Controller::for_shared_stream(activation_events, store.clone())
             .with_config(config.clone())
-            .reconcile_all_on(changes(wiring.policy_changes.clone()))
+            .reconcile_on(triggers::affected_grants(
+                wiring.affected.subscribe(),
+                store.clone(),
+            ))
             .graceful_shutdown_on(shutdown.clone());
         // The sweep's repair requests go to the first activation controller; with several
         // (one per watched namespace) a request for another's grant is simply not found there
@@ -365,9 +376,12 @@ pub async fn run(
                     }
                 }),
         ));
-        let revocation = Controller::for_shared_stream(revocation_events, store)
+        let revocation = Controller::for_shared_stream(revocation_events, store.clone())
             .with_config(config.clone())
-            .reconcile_all_on(changes(wiring.policy_changes.clone()))
+            .reconcile_on(triggers::affected_grants(
+                wiring.affected.subscribe(),
+                store,
+            ))
             .graceful_shutdown_on(shutdown.clone());
         lanes.push(Box::pin(
             revocation

@@ -216,6 +216,14 @@ impl Resolver {
     }
 }
 
+/// A Kubernetes timestamp as the core's `DateTime<Utc>`.
+pub fn to_chrono(
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0);
+    chrono::DateTime::from_timestamp(t.0.as_second(), nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase};
 
-use crate::inventory::GrantRef;
+use crate::grant_ref::GrantRef;
 
 /// The policy a grant's lease runs under, while it is live.
 pub fn live_policy(status: &AccessGrantStatus) -> Option<&str> {

@@ -13,7 +13,7 @@ use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, ObjectState};
 
 use crate::context::Context;
-use crate::inventory::GrantRef;
+use crate::grant_ref::GrantRef;
 
 /// How often finished grants are looked for, at most.
 const INTERVAL: Duration = Duration::from_secs(60);

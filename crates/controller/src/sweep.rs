@@ -1,124 +1,17 @@
-//! The inventory's loading and the orphan sweep: anything this operator owns (by derived name)
-//! that no grant claims is deleted, at start-up and every sweep interval. Objects of a twin
-//! (another operator using this cluster name) are counted and reported, never touched.
+//! The orphan sweep: anything this operator owns (by derived name) that no grant claims is
+//! deleted, at start-up and every sweep interval. Objects of a twin (another operator using
+//! this cluster name) are counted and reported (by the inventory's loader), never touched.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{
-    Action, FicTarget, ObjectKey, StatusTrust, fic_target, split_role_assignment_id,
-};
-use lapse_api::naming;
-use lapse_azure::{AzureError, RoleAssignment};
-use uuid::Uuid;
+use lapse_api::lease::{Action, ObjectKey, StatusTrust, fic_target, split_role_assignment_id};
 
 use crate::context::Context;
 use crate::inventory::{GrantRef, Known, Partition};
 use crate::metrics::SweepLabels;
-
-/// The key of a listed role assignment.
-pub fn assignment_key(ra: &RoleAssignment) -> Option<ObjectKey> {
-    let role_guid = Uuid::try_parse(ra.role_definition_id.rsplit('/').next()?).ok()?;
-    let scope = ArmId::parse(&ra.scope).ok()?;
-    Some(ObjectKey::RoleAssignment {
-        principal_id: ra.principal_id,
-        role_guid,
-        scope: scope.key().to_owned(),
-    })
-}
-
-/// Lists one partition and replaces it in the inventory.
-pub async fn load(ctx: &Context, p: &Partition) -> Result<(), AzureError> {
-    let started = Instant::now();
-    let owner = &ctx.core.owner;
-    let mut objects = HashMap::new();
-    let mut twins = 0usize;
-    let mut sample = None;
-    match p {
-        Partition::RoleAssignments(part) => {
-            let Some(sub) = part.strip_prefix("/subscriptions/") else {
-                // Never a grant's: validation refuses management group scopes, which the
-                // subscription-wide lists here could not see.
-                return Ok(());
-            };
-            let list = ctx.azure.list_role_assignments(sub, None).await;
-            for ra in list? {
-                if let Some(k) = assignment_key(&ra) {
-                    let owned = owns_assignment(owner, &ra, &k);
-                    if !owned && owner.is_twin(ra.description.as_deref(), None) {
-                        twins += 1;
-                        sample.get_or_insert_with(|| ra.id.clone());
-                    }
-                    objects.insert(k, Known { id: ra.id, owned });
-                }
-            }
-        }
-        Partition::Fics(target_key) => {
-            let Some(target) = fic_target(target_key) else {
-                return Ok(());
-            };
-            let list = match &target {
-                FicTarget::ManagedIdentity(id) => ctx.azure.list_fics(id).await,
-                FicTarget::Application(app) => ctx.azure.list_app_fics(app).await,
-            };
-            for f in list? {
-                let k = ObjectKey::Fic {
-                    target: target_key.clone(),
-                    issuer: f.issuer.clone(),
-                    subject: f.subject.clone(),
-                };
-                let owned = owner.owns_fic(
-                    &f.name,
-                    target_key,
-                    &f.issuer,
-                    &f.subject,
-                    &ctx.core.oidc_issuer,
-                );
-                if !owned && owner.is_twin(f.description.as_deref(), Some(&f.name)) {
-                    twins += 1;
-                    sample.get_or_insert_with(|| f.id.clone());
-                }
-                objects.insert(k, Known { id: f.id, owned });
-            }
-        }
-    }
-    if let Some(sample) = sample {
-        crate::audit::twin_objects(twins, &sample);
-    }
-    ctx.inventory.replace(p.clone(), objects, twins, started);
-    Ok(())
-}
-
-/// Whether a listed role assignment is this owner's: its name is the one derived for its tuple.
-pub fn owns_assignment(owner: &naming::Owner, ra: &RoleAssignment, key: &ObjectKey) -> bool {
-    let ObjectKey::RoleAssignment {
-        principal_id,
-        role_guid,
-        ..
-    } = key
-    else {
-        return false;
-    };
-    ArmId::parse(&ra.scope)
-        .is_ok_and(|scope| owner.owns_role_assignment(&ra.name, principal_id, role_guid, &scope))
-}
-
-/// Loads the partitions of these keys that are not loaded yet. Failures leave them unknown.
-pub async fn ensure_loaded(ctx: &Context, keys: &[ObjectKey]) {
-    let mut parts: Vec<Partition> = keys.iter().map(Partition::of).collect();
-    parts.dedup();
-    for p in parts {
-        if !ctx.inventory.is_loaded(&p)
-            && let Err(e) = load(ctx, &p).await
-        {
-            tracing::warn!(partition = ?p, error = %e, "listing Azure objects");
-        }
-    }
-}
 
 /// Rebuilds every grant's claims (and live counts) from the grant store: grants gone without
 /// our finalizer lose theirs here. Only a status the operator sealed claims anything: a claim
@@ -189,7 +82,7 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
     parts.dedup();
     let mut deleted = 0;
     for p in parts {
-        if let Err(e) = load(ctx, &p).await {
+        if let Err(e) = ctx.inventory.load(&ctx.lister(), &p).await {
             tracing::warn!(partition = ?p, error = %e, "sweep: listing Azure objects");
             continue;
         }

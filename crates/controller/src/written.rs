@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use lapse_api::v1alpha1::AccessGrant;
 
-use crate::inventory::GrantRef;
+use crate::grant_ref::GrantRef;
 
 #[derive(Debug, Default, Clone)]
 struct Written {

@@ -9,18 +9,10 @@ use std::time::Instant;
 use lapse_api::lease::{AzureView, ObjectKey, ObjectObservation, Observed, recorded_objects};
 use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 
-/// A grant by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GrantRef {
-    pub namespace: String,
-    pub name: String,
-}
+mod load;
 
-impl std::fmt::Display for GrantRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::grant_ref::GrantRef;
+pub use load::{Lister, assignment_key, owns_assignment};
 
 /// How a grant holds an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,125 @@
+//! Loading the inventory: one partition listed from Azure at a time, each object marked ours
+//! (by its derived name) or not, twins (our cluster name, another owner) counted and reported.
+//! Reconciles load what their keys need; the sweep reloads everything it covers.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use lapse_api::arm::ArmId;
+use lapse_api::lease::{FicTarget, ObjectKey, fic_target};
+use lapse_api::naming;
+use lapse_azure::{AzureError, RoleAssignment};
+use uuid::Uuid;
+
+use super::{Inventory, Known, Partition};
+
+/// Where listings come from, and whose objects are ours.
+#[derive(Clone, Copy, Debug)]
+pub struct Lister<'a> {
+    pub azure: &'a lapse_azure::AzureClient,
+    pub owner: &'a naming::Owner,
+    /// This cluster's issuer: a FIC with another is not ours, whatever its name.
+    pub oidc_issuer: &'a str,
+}
+
+/// The key of a listed role assignment.
+pub fn assignment_key(ra: &RoleAssignment) -> Option<ObjectKey> {
+    let role_guid = Uuid::try_parse(ra.role_definition_id.rsplit('/').next()?).ok()?;
+    let scope = ArmId::parse(&ra.scope).ok()?;
+    Some(ObjectKey::RoleAssignment {
+        principal_id: ra.principal_id,
+        role_guid,
+        scope: scope.key().to_owned(),
+    })
+}
+
+/// Whether a listed role assignment is this owner's: its name is the one derived for its tuple.
+pub fn owns_assignment(owner: &naming::Owner, ra: &RoleAssignment, key: &ObjectKey) -> bool {
+    let ObjectKey::RoleAssignment {
+        principal_id,
+        role_guid,
+        ..
+    } = key
+    else {
+        return false;
+    };
+    ArmId::parse(&ra.scope)
+        .is_ok_and(|scope| owner.owns_role_assignment(&ra.name, principal_id, role_guid, &scope))
+}
+
+impl Inventory {
+    /// Lists one partition and replaces it in the inventory.
+    pub async fn load(&self, from: &Lister<'_>, p: &Partition) -> Result<(), AzureError> {
+        let started = Instant::now();
+        let owner = from.owner;
+        let mut objects = HashMap::new();
+        let mut twins = 0usize;
+        let mut sample = None;
+        match p {
+            Partition::RoleAssignments(part) => {
+                let Some(sub) = part.strip_prefix("/subscriptions/") else {
+                    // Never a grant's: validation refuses management group scopes, which the
+                    // subscription-wide lists here could not see.
+                    return Ok(());
+                };
+                let list = from.azure.list_role_assignments(sub, None).await;
+                for ra in list? {
+                    if let Some(k) = assignment_key(&ra) {
+                        let owned = owns_assignment(owner, &ra, &k);
+                        if !owned && owner.is_twin(ra.description.as_deref(), None) {
+                            twins += 1;
+                            sample.get_or_insert_with(|| ra.id.clone());
+                        }
+                        objects.insert(k, Known { id: ra.id, owned });
+                    }
+                }
+            }
+            Partition::Fics(target_key) => {
+                let Some(target) = fic_target(target_key) else {
+                    return Ok(());
+                };
+                let list = match &target {
+                    FicTarget::ManagedIdentity(id) => from.azure.list_fics(id).await,
+                    FicTarget::Application(app) => from.azure.list_app_fics(app).await,
+                };
+                for f in list? {
+                    let k = ObjectKey::Fic {
+                        target: target_key.clone(),
+                        issuer: f.issuer.clone(),
+                        subject: f.subject.clone(),
+                    };
+                    let owned = owner.owns_fic(
+                        &f.name,
+                        target_key,
+                        &f.issuer,
+                        &f.subject,
+                        from.oidc_issuer,
+                    );
+                    if !owned && owner.is_twin(f.description.as_deref(), Some(&f.name)) {
+                        twins += 1;
+                        sample.get_or_insert_with(|| f.id.clone());
+                    }
+                    objects.insert(k, Known { id: f.id, owned });
+                }
+            }
+        }
+        if let Some(sample) = sample {
+            crate::audit::twin_objects(twins, &sample);
+        }
+        self.replace(p.clone(), objects, twins, started);
+        Ok(())
+    }
+
+    /// Loads the partitions of these keys that are not loaded yet. Failures leave them unknown.
+    pub async fn ensure_loaded(&self, from: &Lister<'_>, keys: &[ObjectKey]) {
+        let mut parts: Vec<Partition> = keys.iter().map(Partition::of).collect();
+        parts.dedup();
+        for p in parts {
+            if !self.is_loaded(&p)
+                && let Err(e) = self.load(from, &p).await
+            {
+                tracing::warn!(partition = ?p, error = %e, "listing Azure objects");
+            }
+        }
+    }
+}

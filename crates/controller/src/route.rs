@@ -1,0 +1,81 @@
+//! Which lane a grant's work belongs to right now (docs/architecture.md, "Revocations
+//! first"): the revocation lane takes every grant whose lease must end now, the activation lane
+//! everything else. Decided per event, cheaply and without I/O.
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use lapse_api::lease::StatusTrust;
+use lapse_api::policy::{PolicyContext, covers_namespace, evaluate};
+use lapse_api::v1alpha1::{AccessGrant, GrantPhase};
+use lapse_api::validate::validate_grant;
+
+use crate::context::Context;
+use crate::lanes::holds_objects;
+use crate::observe::namespace_labels;
+
+/// Which lane a grant's work belongs to right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Activation,
+    Revocation,
+}
+
+/// The lane for a grant at `now`. Cheap and free of I/O: it runs for every event in both lanes.
+pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
+    if revocation_due(ctx, g, now) {
+        Lane::Revocation
+    } else {
+        Lane::Activation
+    }
+}
+
+fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
+    let uid = g.uid().unwrap_or_default();
+    let trust = ctx.sealer.trust(&uid, g.status.as_ref());
+    let st = match (&trust, &g.status) {
+        (StatusTrust::Tampered { .. }, _) => return true,
+        (StatusTrust::Sealed, Some(st)) => st,
+        // No record: nothing of this grant's is known to exist yet, unless it is being deleted
+        // (its derived objects may exist if the status was removed mid-lease).
+        _ => return g.metadata.deletion_timestamp.is_some(),
+    };
+    if st.phase.is_terminal() {
+        return holds_objects(st);
+    }
+    if g.metadata.deletion_timestamp.is_some() || st.phase == GrantPhase::Revoking {
+        return true;
+    }
+    if st.activated_at.is_none() {
+        return false;
+    }
+    if g.spec.revoked || st.expires_at.is_some_and(|e| now >= e) {
+        return true;
+    }
+    // Continuous verification: a lease no policy allows any more ends in this lane too.
+    let Ok(req) = validate_grant(&g.spec) else {
+        return false;
+    };
+    let ns = g.namespace().unwrap_or_default();
+    let labels = namespace_labels(&ctx.namespaces, &ns);
+    let policies = ctx.policies.snapshot();
+    if !covers_namespace(&policies, &ns, &labels) {
+        return true;
+    }
+    let (Some(start), Some(end)) = (st.activated_at, st.expires_at) else {
+        return false;
+    };
+    let catalogue = ctx.resolver.catalogue();
+    let verdict = evaluate(
+        &req,
+        end - start,
+        &PolicyContext {
+            namespace: &ns,
+            namespace_labels: &labels,
+            policies: &policies,
+            catalogue: &catalogue,
+            privileges: &lapse_api::lease::PrivilegeObservation::Unknown,
+            live_grants: None,
+        },
+    );
+    !verdict.is_allowed()
+}
