@@ -367,7 +367,8 @@ fn finish(
     let at = d
         .requeue_at
         .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
-    let wait = match (at, d.retry_after) {
+    let retry = ctx.written.backoff(gref, d.retry_after);
+    let wait = match (at, retry) {
         (Some(a), Some(r)) => Some(a.min(r)),
         (a, r) => a.or(r),
     };
@@ -385,7 +386,7 @@ fn finish(
         // The finalizer stays until the revocation is done.
         return Err(Error::RevocationPending {
             grant: gref.to_string(),
-            retry_after: d.retry_after.unwrap_or(ctx.settings.retry_after),
+            retry_after: retry.unwrap_or(ctx.settings.retry_after),
         });
     }
     Ok(match wait {

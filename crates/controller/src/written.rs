@@ -23,7 +23,13 @@ struct Written {
     next: Option<Instant>,
     /// The policy epoch the decision saw: a policy or namespace change is news.
     epoch: u64,
+    /// Decisions in a row that asked for a retry: the backoff's exponent.
+    retries: u32,
 }
+
+/// The longest a retry backs off to (unless Azure asked for longer). Deletes are retried
+/// forever, so this bounds how late a revocation can notice that Azure recovered.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct WrittenVersions {
@@ -50,6 +56,21 @@ impl WrittenVersions {
         let w = map.entry(grant.clone()).or_default();
         w.next = next;
         w.epoch = epoch;
+    }
+
+    /// The delay before the next retry of a grant whose decision asked for one after `wait`:
+    /// doubled for each retry in a row, capped at [`MAX_BACKOFF`] (or `wait`, if Azure asked for
+    /// longer). `None` (nothing failed) resets the count.
+    pub fn backoff(&self, grant: &GrantRef, wait: Option<Duration>) -> Option<Duration> {
+        let mut map = self.lock();
+        let w = map.entry(grant.clone()).or_default();
+        let Some(wait) = wait else {
+            w.retries = 0;
+            return None;
+        };
+        let factor = 2u32.saturating_pow(w.retries.min(16));
+        w.retries = w.retries.saturating_add(1);
+        Some(wait.saturating_mul(factor).min(MAX_BACKOFF.max(wait)))
     }
 
     /// Something outside the grant changed for it (an object of its lease vanished): look now.
@@ -105,6 +126,26 @@ impl WrittenVersions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_to_a_cap_and_reset_on_success() {
+        let w = WrittenVersions::default();
+        let g = GrantRef {
+            namespace: "ns".into(),
+            name: "g".into(),
+        };
+        let two = Some(Duration::from_secs(2));
+        let waits: Vec<u64> = (0..7)
+            .filter_map(|_| w.backoff(&g, two))
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(w.backoff(&g, None), None, "nothing failed");
+        assert_eq!(w.backoff(&g, two), two, "reset after a success");
+        // Azure asked for longer than the cap: Azure wins.
+        let long = Some(Duration::from_secs(120));
+        assert_eq!(w.backoff(&g, long), long);
+    }
 
     fn grant(rv: &str) -> AccessGrant {
         let mut g = AccessGrant::new("a", Default::default());
