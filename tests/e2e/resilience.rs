@@ -1062,3 +1062,61 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// A management lock at or above a scope lets Azure create a role assignment there but not
+/// delete it (`409 ScopeLocked`). Such a revocation is never given up and never silent: it
+/// stays overdue with Azure's message naming the lock, and goes through once the lock is
+/// removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_blocked_by_a_lock_stays_overdue_naming_the_lock() -> anyhow::Result<()> {
+    sandbox_only(Capability::Faults, "makes ARM refuse deletes with ScopeLocked")?;
+    let mut w = World::without_operator().await?;
+    w.start_operator(&[("LAPSE_OVERDUE_AFTER", "2s"), ("LAPSE_RETRY_AFTER", "1s")])
+        .await?;
+    let timeout = w.scaled(TIMEOUT);
+    let s = setup(&w, 0).await?;
+    let rg = w.fixtures.resource_group_id();
+    let lock = format!("{rg}/providers/Microsoft.Authorization/locks/no-delete");
+    let locked = GrantSpec {
+        name: "locked".into(),
+        identity: &s.identities[0],
+        role: "Reader",
+        scope: &s.scopes[0],
+        service_account: None,
+        lease: Lease::Duration(w.lease(3600)),
+    };
+    w.apply_ok(&locked.yaml())?;
+    let names = names(std::slice::from_ref(&locked));
+    w.wait_all(NS, &names, timeout, phase_is(GrantPhase::Active))
+        .await?;
+    // Azure's answer to a delete under a CanNotDelete lock.
+    w.azure_fault(json!({"method": "DELETE", "pathPattern": "roleAssignments/",
+        "action": {"type": "status", "status": 409, "code": "ScopeLocked",
+            "message": format!("The scope '{}' cannot perform delete operation because following scope(s) are locked: '{lock}'. Please remove the lock and try again.", s.scopes[0])}}))
+        .await?;
+    w.patch_grant(NS, "locked", r#"{"spec":{"revoked":true}}"#)?;
+    let overdue = w
+        .wait_all(NS, &names, timeout, |g| {
+            condition(g, "RevocationOverdue") == Some(ConditionStatus::True)
+        })
+        .await?;
+    let message = overdue[0]
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "RevocationOverdue"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("ScopeLocked") && message.contains(&lock),
+        "the overdue condition does not name the lock: {message}"
+    );
+    assert_eq!(
+        overdue[0].status.as_ref().map(|s| s.phase),
+        Some(GrantPhase::Revoking)
+    );
+    // The lock is removed: the revocation finishes.
+    w.clear_azure_faults().await?;
+    w.wait_all(NS, &names, timeout, phase_is(GrantPhase::Revoked))
+        .await?;
+    Ok(())
+}
