@@ -1069,7 +1069,10 @@ fn regex_escape(s: &str) -> String {
 /// removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_blocked_by_a_lock_stays_overdue_naming_the_lock() -> anyhow::Result<()> {
-    sandbox_only(Capability::Faults, "makes ARM refuse deletes with ScopeLocked")?;
+    sandbox_only(
+        Capability::Faults,
+        "makes ARM refuse deletes with ScopeLocked",
+    )?;
     let mut w = World::without_operator().await?;
     w.start_operator(&[("LAPSE_OVERDUE_AFTER", "2s"), ("LAPSE_RETRY_AFTER", "1s")])
         .await?;
@@ -1103,7 +1106,11 @@ async fn a_revocation_blocked_by_a_lock_stays_overdue_naming_the_lock() -> anyho
     let message = overdue[0]
         .status
         .as_ref()
-        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "RevocationOverdue"))
+        .and_then(|st| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == "RevocationOverdue")
+        })
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(

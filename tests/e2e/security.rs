@@ -669,34 +669,51 @@ async fn smaller_holes_are_closed() -> anyhow::Result<()> {
             "an uncovered grant cost Azure look-ups: {looked:#?}"
         );
     }
-    // An invalid policy says so in its status.
-    w.apply_ok(
-        &json!({
-            "apiVersion": "lapse.dev/v1alpha1", "kind": "AccessPolicy",
-            "metadata": {"name": "broken"},
-            "spec": {"namespaces": ["x"], "servicePrincipals": ["*"], "roles": ["Reader"],
-                     "scopes": [fx.rg], "maxDuration": "1h", "justificationPattern": "(["},
-        })
-        .to_string(),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = w.kubectl_ok(&[
-            "get",
-            "accesspolicy",
+    // An invalid policy says so in its status; so does one naming a role Azure does not know.
+    for (name, extra, said) in [
+        (
             "broken",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].message}",
-        ])?;
-        if ready.starts_with("False") {
-            assert!(ready.contains("spec.justificationPattern"), "{ready}");
-            break;
+            json!({"roles": ["Reader"], "justificationPattern": "(["}),
+            "InvalidRule spec.justificationPattern",
+        ),
+        (
+            "gardener",
+            json!({"roles": ["Reader", "Blob Gardener"]}),
+            "UnknownRole spec.roles[1]: \"Blob Gardener\" is not a role definition Azure knows",
+        ),
+    ] {
+        let mut spec = json!({"namespaces": ["x"], "servicePrincipals": ["*"],
+                              "scopes": [fx.rg], "maxDuration": "1h"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "policy status never said: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.apply_ok(
+            &json!({
+                "apiVersion": "lapse.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": name}, "spec": spec,
+            })
+            .to_string(),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = w.kubectl_ok(&[
+                "get",
+                "accesspolicy",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason} {.status.conditions[?(@.type==\"Ready\")].message}",
+            ])?;
+            if ready.starts_with("False") {
+                let (reason, field) = said.split_once(' ').unwrap_or((said, ""));
+                assert!(ready.contains(reason) && ready.contains(field), "{ready}");
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "policy {name} status never said {said}: {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

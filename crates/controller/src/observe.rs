@@ -73,17 +73,16 @@ pub fn namespace_labels(
         .unwrap_or_default()
 }
 
-/// How long a role name Azure does not know is not asked about again.
-const MISS_TTL: Duration = Duration::from_secs(300);
 /// How long a resolved principal ID is trusted. An identity deleted and created again under
 /// the same name gets a new principal; after this long, new role assignments go to it.
 const PRINCIPAL_TTL: Duration = Duration::from_secs(600);
 
-/// Role names and principals learned from Azure.
+/// Role names and principals learned from Azure. Role look-ups go through the Azure client's
+/// role cache (found names 10 minutes, unknown ones 1 minute): the one place that decides how
+/// often Azure is asked.
 #[derive(Debug)]
 pub struct Resolver {
     catalogue: RwLock<RoleCatalogue>,
-    misses: Mutex<HashMap<(String, String), Instant>>,
     /// Identity key → principal ID and when it was looked up.
     principals: Mutex<HashMap<String, (Uuid, Instant)>>,
 }
@@ -92,7 +91,6 @@ impl Default for Resolver {
     fn default() -> Self {
         Self {
             catalogue: RwLock::new(RoleCatalogue::builtin()),
-            misses: Mutex::default(),
             principals: Mutex::default(),
         }
     }
@@ -108,7 +106,13 @@ impl Resolver {
 
     /// Looks up role names the catalogue does not know, each in the subscriptions it may be
     /// defined in. A failed look-up leaves the name unknown, which policy evaluation refuses.
-    pub async fn resolve_names(&self, azure: &AzureClient, wanted: &[(String, String)]) {
+    /// Returns the (subscription, name) pairs Azure answered it does not know.
+    pub async fn resolve_names(
+        &self,
+        azure: &AzureClient,
+        wanted: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        let mut missing = Vec::new();
         for (subscription, name) in wanted {
             let known = {
                 let c = self
@@ -120,16 +124,6 @@ impl Resolver {
             if known {
                 continue;
             }
-            let miss_key = (subscription.to_ascii_lowercase(), name.to_ascii_lowercase());
-            let recent_miss = self
-                .misses
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&miss_key)
-                .is_some_and(|t| t.elapsed() < MISS_TTL);
-            if recent_miss {
-                continue;
-            }
             match azure.role_definition_by_name(subscription, name).await {
                 Ok(Some(def)) => {
                     self.catalogue
@@ -137,17 +131,13 @@ impl Resolver {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .insert(&def.role_name, def.guid);
                 }
-                Ok(None) => {
-                    self.misses
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(miss_key, Instant::now());
-                }
+                Ok(None) => missing.push((subscription.clone(), name.clone())),
                 Err(e) => {
                     tracing::warn!(role = %name, %subscription, error = %e, "looking up a role definition")
                 }
             }
         }
+        missing
     }
 
     /// A principal ID looked up less than [`PRINCIPAL_TTL`] before `now`.
