@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use lapse_api::lease::Reason;
 use lapse_api::v1alpha1::{AccessPolicy, AccessPolicyStatus, Condition, ConditionStatus};
 use lapse_api::validate::validate_policy;
 use serde_json::json;
@@ -28,12 +29,12 @@ pub fn status_of(
     let (status, reason, message) = match validate_policy(&policy.spec) {
         Ok(_) => (
             ConditionStatus::True,
-            "Valid",
+            Reason::Valid,
             "the policy is valid and allows what it lists".to_owned(),
         ),
         Err(errs) => (
             ConditionStatus::False,
-            "InvalidRule",
+            Reason::InvalidRule,
             format!("the policy allows nothing until fixed: {errs}"),
         ),
     };
@@ -45,7 +46,7 @@ pub fn status_of(
         conditions: vec![Condition {
             type_: "Ready".into(),
             status,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message,
             last_transition_time: since,
             observed_generation: policy.metadata.generation,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use super::reason::Reason;
 use crate::arm::ArmId;
 use crate::naming::Owner;
 use crate::policy::PolicyContext;
@@ -266,7 +267,7 @@ pub struct LeaseInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseEvent {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 

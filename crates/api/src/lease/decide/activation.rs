@@ -8,6 +8,7 @@ use super::admission::Admitted;
 use super::step::{Step, failure_message};
 use crate::lease::model::{Action, Failure, IdentityObservation, ObjectKey, Observed};
 use crate::lease::plan::{LeasePlan, PlanError, plan};
+use crate::lease::reason::Reason;
 use crate::policy::PrivilegeObservation;
 use crate::role::RoleCatalogue;
 use crate::v1alpha1::{EndReason, GrantPhase, ObjectState};
@@ -30,7 +31,7 @@ impl Step<'_> {
             self.transition(
                 GrantPhase::Scheduled,
                 false,
-                "Scheduled",
+                Reason::Scheduled,
                 format!(
                     "activates at {}",
                     start.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -48,7 +49,7 @@ impl Step<'_> {
             IdentityObservation::NotFound { code, message } => {
                 self.end_without_objects(
                     GrantPhase::Failed,
-                    "IdentityNotFound",
+                    Reason::IdentityNotFound,
                     format!("spec.identity: Azure could not find the identity: {code}: {message}"),
                 );
                 return;
@@ -57,12 +58,12 @@ impl Step<'_> {
         if self.input.settings.operator_principal == Some(principal_id) {
             self.facts.policy = Some((
                 false,
-                "OperatorIdentity",
+                Reason::OperatorIdentity,
                 "the identity is lapse-operator's own".into(),
             ));
             self.end_without_objects(
                 GrantPhase::Denied,
-                "OperatorIdentity",
+                Reason::OperatorIdentity,
                 format!(
                     "spec.identity: {} is lapse-operator's own identity (principal \
                      {principal_id}); lapse never grants to or federates itself",
@@ -88,7 +89,7 @@ impl Step<'_> {
             self.st.end_reason = Some(EndReason::Expired);
             self.end_without_objects(
                 GrantPhase::Expired,
-                "WindowPassed",
+                Reason::WindowPassed,
                 format!(
                     "the lease ended at {} before it could activate",
                     expiry.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -110,7 +111,7 @@ impl Step<'_> {
         self.transition(
             GrantPhase::Activating,
             false,
-            "Activating",
+            Reason::Activating,
             format!(
                 "lease until {}",
                 expiry.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -148,7 +149,7 @@ impl Step<'_> {
                 } else {
                     self.end_without_objects(
                         GrantPhase::Denied,
-                        "UnknownRole",
+                        Reason::UnknownRole,
                         format!("spec.roles[{i}].role: {e}"),
                     );
                 }
@@ -158,7 +159,7 @@ impl Step<'_> {
                 // Roles are immutable once active, so this is only ever met before activation.
                 self.end_without_objects(
                     GrantPhase::Denied,
-                    "DuplicateRole",
+                    Reason::DuplicateRole,
                     format!("spec.roles[{i}]: {e}"),
                 );
                 None
@@ -211,7 +212,7 @@ impl Step<'_> {
                         if was_active {
                             self.event(
                                 true,
-                                "DriftRepaired",
+                                Reason::DriftRepaired,
                                 format!("{what} vanished during the lease; recreating it"),
                             );
                         }
@@ -239,7 +240,7 @@ impl Step<'_> {
                         self.authorization_deadline()
                             .to_rfc3339_opts(SecondsFormat::Secs, true)
                     );
-                    self.event(true, "AuthorizationPending", msg.clone());
+                    self.event(true, Reason::AuthorizationPending, msg.clone());
                     self.facts.authorization_pending = Some(msg.clone());
                     self.facts.last_failure = Some(msg);
                     ObjectState::Pending
@@ -260,7 +261,7 @@ impl Step<'_> {
                     let msg = failure_message(&f);
                     self.event(
                         true,
-                        "AzureCallFailed",
+                        Reason::AzureCallFailed,
                         format!("creating {what}: {msg}; retrying"),
                     );
                     self.facts.last_failure = Some(msg);
@@ -272,7 +273,7 @@ impl Step<'_> {
         self.set_states(&states);
         if let Some(msg) = refusal {
             // All or nothing: undo what this lease alone holds, then fail.
-            self.wind_down(EndReason::Failed, "AzureRefused", msg);
+            self.wind_down(EndReason::Failed, Reason::AzureRefused, msg);
             return;
         }
         self.actions.extend(creates);
@@ -282,7 +283,7 @@ impl Step<'_> {
             self.transition(
                 GrantPhase::Active,
                 false,
-                "Activated",
+                Reason::Activated,
                 format!(
                     "access is active until {}",
                     expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -294,7 +295,7 @@ impl Step<'_> {
                 (None, Some(f)) => format!("creating Azure objects (retrying: {f})"),
                 (None, None) => "creating Azure objects".into(),
             };
-            self.transition(GrantPhase::Activating, false, "Activating", msg);
+            self.transition(GrantPhase::Activating, false, Reason::Activating, msg);
         }
     }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::Step;
 use crate::field::FieldErrors;
+use crate::lease::reason::Reason;
 use crate::policy::{Verdict, evaluate};
 use crate::role::RoleCatalogue;
 use crate::v1alpha1::{EndReason, GrantPhase};
@@ -25,10 +26,10 @@ impl Step<'_> {
         let req = match req {
             Ok(r) => r,
             Err(errs) => {
-                self.facts.policy = Some((false, "InvalidSpec", errs.to_string()));
+                self.facts.policy = Some((false, Reason::InvalidSpec, errs.to_string()));
                 self.end_without_objects(
                     GrantPhase::Denied,
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     format!("invalid grant: {errs}"),
                 );
                 return None;
@@ -38,7 +39,7 @@ impl Step<'_> {
         if req.revoked {
             self.end_without_objects(
                 GrantPhase::Revoked,
-                "Revoked",
+                Reason::Revoked,
                 "spec.revoked is true; the grant never activated".into(),
             );
             return None;
@@ -56,7 +57,7 @@ impl Step<'_> {
             };
             self.end_without_objects(
                 GrantPhase::Expired,
-                "WindowPassed",
+                Reason::WindowPassed,
                 format!("the lease window ended at {} ({field}) before activation; the grant never activates", expiry.to_rfc3339_opts(SecondsFormat::Secs, true)),
             );
             return None;
@@ -67,12 +68,20 @@ impl Step<'_> {
             Verdict::Allowed { policy, .. } => policy,
             Verdict::Denied { .. } => {
                 let msg = verdict.message();
-                self.facts.policy = Some((false, "Denied", msg.clone()));
-                self.end_without_objects(GrantPhase::Denied, "Denied", format!("denied: {msg}"));
+                self.facts.policy = Some((false, Reason::Denied, msg.clone()));
+                self.end_without_objects(
+                    GrantPhase::Denied,
+                    Reason::Denied,
+                    format!("denied: {msg}"),
+                );
                 return None;
             }
         };
-        self.facts.policy = Some((true, "Allowed", format!("allowed by AccessPolicy {policy}")));
+        self.facts.policy = Some((
+            true,
+            Reason::Allowed,
+            format!("allowed by AccessPolicy {policy}"),
+        ));
         self.st.policy = Some(policy);
         Some(Admitted {
             req,

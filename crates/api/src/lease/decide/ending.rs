@@ -8,6 +8,7 @@ use super::step::{Step, failure_message};
 use crate::lease::conditions::{REVOCATION_OVERDUE, find};
 use crate::lease::model::{Failure, IdentityObservation, ObjectKey, Observed, StatusTrust};
 use crate::lease::plan::plan;
+use crate::lease::reason::Reason;
 use crate::v1alpha1::{ConditionStatus, EndReason, GrantPhase, ObjectState};
 use crate::validate::validate_grant;
 
@@ -17,7 +18,7 @@ impl Step<'_> {
         if self.holds_objects() {
             self.wind_down(
                 EndReason::Revoked,
-                "Deleted",
+                Reason::Deleted,
                 "the AccessGrant was deleted".into(),
             );
         } else if !self.st.phase.is_terminal() {
@@ -25,7 +26,7 @@ impl Step<'_> {
             // is left.
             self.end_without_objects(
                 GrantPhase::Revoked,
-                "Deleted",
+                Reason::Deleted,
                 "deleted before activation".into(),
             );
         }
@@ -36,28 +37,29 @@ impl Step<'_> {
     /// still records. Terminal phases absorb; this is never a way back.
     pub(super) fn continue_ending(&mut self) {
         if self.st.phase == GrantPhase::Revoking || self.holds_objects() {
-            let reason = self.st.end_reason.unwrap_or(EndReason::Revoked);
-            self.wind_down(reason, "", String::new());
+            self.revoke();
         }
     }
 
-    /// Ends the lease: deletes what this lease alone holds, leaves shared and standing access.
-    pub(super) fn wind_down(&mut self, reason: EndReason, why: &'static str, message: String) {
-        let first = self.st.end_reason.is_none();
-        let end_reason = *self.st.end_reason.get_or_insert(reason);
+    /// Ends the lease for `why` (recorded and told once: a lease ends only once), then revokes.
+    pub(super) fn wind_down(&mut self, reason: EndReason, why: Reason, message: String) {
+        if self.st.end_reason.is_none() {
+            self.st.end_reason = Some(reason);
+            self.st.message = Some(message.clone());
+            self.event(reason == EndReason::Failed, why, message);
+        }
+        self.revoke();
+    }
+
+    /// Deletes what this lease alone holds, leaves shared and standing access.
+    fn revoke(&mut self) {
+        // Whoever ended the lease recorded why; `Revoked` stands in for a record without it.
+        let end_reason = *self.st.end_reason.get_or_insert(EndReason::Revoked);
         let end = match end_reason {
             EndReason::Expired => self.st.expires_at.unwrap_or(self.now).min(self.now),
             EndReason::Revoked | EndReason::Failed => self.now,
         };
         let ended_at = *self.st.ended_at.get_or_insert(end);
-        if first {
-            self.st.message = Some(message.clone());
-            self.event(
-                end_reason == EndReason::Failed,
-                if why.is_empty() { "LeaseEnded" } else { why },
-                message,
-            );
-        }
         let mut states = Vec::new();
         let mut outstanding_failure = None;
         for (i, (key, delete)) in self.recorded().into_iter().enumerate() {
@@ -84,7 +86,7 @@ impl Step<'_> {
                     let msg = failure_message(&f);
                     self.event(
                         true,
-                        "RevocationRetrying",
+                        Reason::RevocationRetrying,
                         format!("deleting an Azure object failed: {msg}; retrying"),
                     );
                     outstanding_failure = Some(msg);
@@ -105,7 +107,7 @@ impl Step<'_> {
             if !self.st.phase.is_terminal() {
                 // The message stays the reason the lease ended; Ready's reason says Revoking.
                 let msg = self.st.message.clone().unwrap_or_default();
-                self.transition(GrantPhase::Revoking, false, "Revoking", msg);
+                self.transition(GrantPhase::Revoking, false, Reason::Revoking, msg);
             }
             if self.now - ended_at >= self.input.settings.overdue_after {
                 let detail = outstanding_failure.unwrap_or_else(|| "deletes pending".into());
@@ -116,7 +118,7 @@ impl Step<'_> {
                 let was_overdue = find(self.input.grant.status, REVOCATION_OVERDUE)
                     .is_some_and(|c| c.status == ConditionStatus::True);
                 if !was_overdue {
-                    self.event(true, "RevocationOverdue", msg.clone());
+                    self.event(true, Reason::RevocationOverdue, msg.clone());
                 }
                 self.facts.overdue = Some(msg);
             }
@@ -124,17 +126,12 @@ impl Step<'_> {
         } else if !self.st.phase.is_terminal() {
             let phase = end_reason.terminal_phase();
             let msg = self.st.message.clone().unwrap_or_default();
-            self.transition(phase, end_reason == EndReason::Failed, phase.as_str(), msg);
+            self.transition(phase, end_reason == EndReason::Failed, phase.into(), msg);
         }
     }
 
     /// Ends a lease that never created anything.
-    pub(super) fn end_without_objects(
-        &mut self,
-        phase: GrantPhase,
-        why: &'static str,
-        message: String,
-    ) {
+    pub(super) fn end_without_objects(&mut self, phase: GrantPhase, why: Reason, message: String) {
         // Without a record, objects this spec derives may still exist (the status was removed
         // mid-lease): they end with the lease, never left to the sweep.
         if *self.input.grant.trust == StatusTrust::Absent

@@ -8,6 +8,7 @@ use super::step::Step;
 use crate::field::FieldErrors;
 use crate::lease::model::Observed;
 use crate::lease::plan::LeasePlan;
+use crate::lease::reason::Reason;
 use crate::policy::{Verdict, evaluate};
 use crate::role::RoleCatalogue;
 use crate::v1alpha1::EndReason;
@@ -20,7 +21,7 @@ impl Step<'_> {
         else {
             self.wind_down(
                 EndReason::Revoked,
-                "CorruptStatus",
+                Reason::CorruptStatus,
                 "the recorded lease has no expiry".into(),
             );
             return;
@@ -30,11 +31,11 @@ impl Step<'_> {
             Err(errs) => {
                 // The recorded lease stands; nothing new is created from a spec we cannot read.
                 self.facts.extension_denied =
-                    Some(("InvalidSpec", format!("invalid grant: {errs}")));
+                    Some((Reason::InvalidSpec, format!("invalid grant: {errs}")));
                 if self.now >= expires_at {
                     self.wind_down(
                         EndReason::Expired,
-                        "Expired",
+                        Reason::Expired,
                         format!(
                             "the lease lapsed at {}",
                             expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -49,7 +50,11 @@ impl Step<'_> {
         };
         self.set_display(&req);
         if req.revoked {
-            self.wind_down(EndReason::Revoked, "Revoked", "spec.revoked is true".into());
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::Revoked,
+                "spec.revoked is true".into(),
+            );
             return;
         }
         let Some(principal_id) = self
@@ -60,7 +65,7 @@ impl Step<'_> {
         else {
             self.wind_down(
                 EndReason::Revoked,
-                "CorruptStatus",
+                Reason::CorruptStatus,
                 "the recorded lease has no principal".into(),
             );
             return;
@@ -72,7 +77,7 @@ impl Step<'_> {
         if !self.plan_matches_record(&plan) {
             self.wind_down(
                 EndReason::Revoked,
-                "SpecChanged",
+                Reason::SpecChanged,
                 "spec.identity, spec.roles or spec.federation changed after activation; the lease was revoked".into(),
             );
             return;
@@ -86,16 +91,19 @@ impl Step<'_> {
         );
         match &verdict {
             Verdict::Allowed { policy, .. } => {
-                self.facts.policy =
-                    Some((true, "Allowed", format!("allowed by AccessPolicy {policy}")));
+                self.facts.policy = Some((
+                    true,
+                    Reason::Allowed,
+                    format!("allowed by AccessPolicy {policy}"),
+                ));
                 self.st.policy = Some(policy.clone());
             }
             Verdict::Denied { .. } => {
                 let msg = verdict.message();
-                self.facts.policy = Some((false, "PolicyRevoked", msg.clone()));
+                self.facts.policy = Some((false, Reason::PolicyRevoked, msg.clone()));
                 self.wind_down(
                     EndReason::Revoked,
-                    "PolicyRevoked",
+                    Reason::PolicyRevoked,
                     format!("no AccessPolicy allows the grant any more: {msg}"),
                 );
                 return;
@@ -104,7 +112,7 @@ impl Step<'_> {
         if self.now >= expires_at {
             self.wind_down(
                 EndReason::Expired,
-                "Expired",
+                Reason::Expired,
                 format!(
                     "the lease lapsed at {}",
                     expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -135,7 +143,7 @@ impl Step<'_> {
                 self.st.expires_at = Some(wanted);
                 self.event(
                     false,
-                    "Extended",
+                    Reason::Extended,
                     format!(
                         "lease extended to {}",
                         wanted.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -144,13 +152,13 @@ impl Step<'_> {
                 return wanted;
             }
             if verdict.denied_only_for_duration() {
-                self.facts.extension_denied = Some(("ExceedsMaxDuration", verdict.message()));
+                self.facts.extension_denied = Some((Reason::ExceedsMaxDuration, verdict.message()));
             }
         } else if wanted < expires_at {
             self.st.expires_at = Some(wanted);
             self.event(
                 false,
-                "Shortened",
+                Reason::Shortened,
                 format!(
                     "lease now ends at {}",
                     wanted.to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -8,6 +8,7 @@ use crate::lease::model::{
     Action, Decision, Failure, LeaseEvent, LeaseInput, ObjectKey, StatusTrust,
 };
 use crate::lease::plan::{recorded_fic, recorded_role_assignment};
+use crate::lease::reason::Reason;
 use crate::policy::PolicyContext;
 use crate::role::{RoleCatalogue, RoleRef};
 use crate::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
@@ -175,7 +176,7 @@ impl<'a> Step<'a> {
         &mut self,
         phase: GrantPhase,
         warning: bool,
-        why: &'static str,
+        why: Reason,
         message: String,
     ) {
         let changed = self.st.phase != phase;
@@ -188,7 +189,7 @@ impl<'a> Step<'a> {
         }
     }
 
-    pub(super) fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+    pub(super) fn event(&mut self, warning: bool, reason: Reason, message: String) {
         self.events.push(LeaseEvent {
             warning,
             reason,

@@ -5,6 +5,7 @@ use super::step::Step;
 use crate::lease::conditions::{TAMPERED, find};
 use crate::lease::model::{IdentityObservation, StatusTrust};
 use crate::lease::plan::plan;
+use crate::lease::reason::Reason;
 use crate::v1alpha1::{ConditionStatus, EndReason, GrantPhase};
 use crate::validate::validate_grant;
 
@@ -39,16 +40,16 @@ impl Step<'_> {
         );
         self.tampered = Some(detail.to_owned());
         self.facts.tampered = Some(msg.clone());
-        self.event(true, "StatusTampered", msg.clone());
+        self.event(true, Reason::StatusTampered, msg.clone());
         self.st.end_reason = Some(EndReason::Revoked);
         self.st.ended_at = Some(self.now);
         self.st.message = Some(msg.clone());
         self.st.phase = GrantPhase::Revoking;
         let derived = self.adopt_derived_objects();
         if derived {
-            self.wind_down(EndReason::Revoked, "StatusTampered", msg);
+            self.wind_down(EndReason::Revoked, Reason::StatusTampered, msg);
         } else {
-            self.transition(GrantPhase::Revoking, false, "StatusTampered", msg);
+            self.transition(GrantPhase::Revoking, false, Reason::StatusTampered, msg);
         }
         if self.input.grant.deleting {
             self.finalized = derived && !self.outstanding();
