@@ -503,7 +503,7 @@ fn publish(ctx: &Context, g: &AccessGrant, d: &Decision) {
             } else {
                 EventType::Normal
             },
-            reason: e.reason.to_owned(),
+            reason: e.reason.as_str().to_owned(),
             note: Some(truncate(&e.message, 1000)),
             action: "Reconcile".into(),
             secondary: None,

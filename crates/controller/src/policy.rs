@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use lapse_api::lease::Reason;
 use lapse_api::role::RoleRef;
 use lapse_api::v1alpha1::{AccessPolicy, AccessPolicyStatus, Condition, ConditionStatus};
 use lapse_api::validate::validate_policy;
@@ -32,7 +33,7 @@ pub fn status_of(
     let (status, reason, message) = match validate_policy(&policy.spec) {
         Ok(_) if !unknown_roles.is_empty() => (
             ConditionStatus::False,
-            "UnknownRole",
+            Reason::UnknownRole,
             format!(
                 "no grant gets these roles until fixed: {}",
                 unknown_roles.join("; ")
@@ -40,12 +41,12 @@ pub fn status_of(
         ),
         Ok(_) => (
             ConditionStatus::True,
-            "Valid",
+            Reason::Valid,
             "the policy is valid and allows what it lists".to_owned(),
         ),
         Err(errs) => (
             ConditionStatus::False,
-            "InvalidRule",
+            Reason::InvalidRule,
             format!("the policy allows nothing until fixed: {errs}"),
         ),
     };
@@ -57,7 +58,7 @@ pub fn status_of(
         conditions: vec![Condition {
             type_: "Ready".into(),
             status,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message,
             last_transition_time: since,
             observed_generation: policy.metadata.generation,

@@ -20,15 +20,13 @@ use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use lapse_api::lease::Reason;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
 use crate::events::EventQueue;
 use crate::metrics::KindLabels;
-
-/// Event reason on an object this version cannot read.
-pub const REASON: &str = "Unreadable";
 
 type Key = (String, String, String);
 
@@ -122,7 +120,7 @@ impl Unreadable {
         self.events.send(
             Event {
                 type_: EventType::Warning,
-                reason: REASON.into(),
+                reason: Reason::Unreadable.as_str().into(),
                 note: Some(note),
                 action: "Read".into(),
                 secondary: None,

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::reason::Reason;
 use crate::v1alpha1::{AccessGrantStatus, Condition, ConditionStatus, GrantPhase};
 
 /// `Ready` is True exactly while the access is usable.
@@ -26,9 +27,9 @@ pub const TAMPERED: &str = "Tampered";
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Facts {
     /// (allowed, reason, message) when the policy was evaluated this step.
-    pub policy: Option<(bool, &'static str, String)>,
+    pub policy: Option<(bool, Reason, String)>,
     /// (reason, message) of a refused extension or spec edit.
-    pub extension_denied: Option<(&'static str, String)>,
+    pub extension_denied: Option<(Reason, String)>,
     /// Why the revocation is overdue.
     pub overdue: Option<String>,
     /// Standing assignments the lease uses.
@@ -57,7 +58,7 @@ pub(crate) fn apply_conditions(
         st,
         READY,
         ready,
-        st.phase.as_str(),
+        Reason::from(st.phase),
         &message,
         now,
         generation,
@@ -65,18 +66,18 @@ pub(crate) fn apply_conditions(
     // kstatus (Flux, kpt, Argo CD's generic check): Reconciling while work toward the spec is
     // under way, Stalled when only a change can help; neither once the grant is where its spec
     // leads (Active, Scheduled, or ended as asked). docs/gitops.md has the table.
-    let (reconciling, stalled): (Option<&str>, Option<(&str, String)>) = match st.phase {
-        GrantPhase::Pending => (Some("Pending"), None),
+    let (reconciling, stalled): (Option<Reason>, Option<(Reason, String)>) = match st.phase {
+        GrantPhase::Pending => (Some(Reason::Pending), None),
         GrantPhase::Activating if facts.authorization_pending.is_some() => {
-            (Some("AuthorizationPending"), None)
+            (Some(Reason::AuthorizationPending), None)
         }
-        GrantPhase::Activating => (Some("Activating"), None),
+        GrantPhase::Activating => (Some(Reason::Activating), None),
         GrantPhase::Revoking => match &facts.overdue {
-            Some(msg) => (None, Some(("RevocationOverdue", msg.clone()))),
-            None => (Some("Revoking"), None),
+            Some(msg) => (None, Some((Reason::RevocationOverdue, msg.clone()))),
+            None => (Some(Reason::Revoking), None),
         },
         GrantPhase::Denied | GrantPhase::Failed => {
-            (None, Some((st.phase.as_str(), message.clone())))
+            (None, Some((Reason::from(st.phase), message.clone())))
         }
         GrantPhase::Scheduled | GrantPhase::Active | GrantPhase::Expired | GrantPhase::Revoked => {
             (None, None)
@@ -84,7 +85,7 @@ pub(crate) fn apply_conditions(
     };
     let (status, reason) = match reconciling {
         Some(r) => (ConditionStatus::True, r),
-        None => (ConditionStatus::False, "Reconciled"),
+        None => (ConditionStatus::False, Reason::Reconciled),
     };
     let reconciling_msg = if reconciling.is_some() {
         message.as_str()
@@ -114,7 +115,7 @@ pub(crate) fn apply_conditions(
             st,
             STALLED,
             ConditionStatus::False,
-            "Progressing",
+            Reason::Progressing,
             "",
             now,
             generation,
@@ -126,38 +127,38 @@ pub(crate) fn apply_conditions(
         } else {
             ConditionStatus::False
         };
-        set(st, POLICY_ALLOWED, status, reason, msg, now, generation);
+        set(st, POLICY_ALLOWED, status, *reason, msg, now, generation);
     }
     match &facts.extension_denied {
         Some((reason, msg)) => set(
             st,
             EXTENSION_DENIED,
             ConditionStatus::True,
-            reason,
+            *reason,
             msg,
             now,
             generation,
         ),
-        None => clear(st, EXTENSION_DENIED, "Accepted", now, generation),
+        None => clear(st, EXTENSION_DENIED, Reason::Accepted, now, generation),
     }
     match &facts.overdue {
         Some(msg) => set(
             st,
             REVOCATION_OVERDUE,
             ConditionStatus::True,
-            "DeletesPending",
+            Reason::DeletesPending,
             msg,
             now,
             generation,
         ),
-        None => clear(st, REVOCATION_OVERDUE, "Revoked", now, generation),
+        None => clear(st, REVOCATION_OVERDUE, Reason::Revoked, now, generation),
     }
     if let Some(msg) = &facts.tampered {
         set(
             st,
             TAMPERED,
             ConditionStatus::True,
-            "StatusTampered",
+            Reason::StatusTampered,
             msg,
             now,
             generation,
@@ -172,7 +173,7 @@ pub(crate) fn apply_conditions(
             st,
             STANDING_ACCESS,
             ConditionStatus::True,
-            "StandingAssignment",
+            Reason::StandingAssignment,
             &msg,
             now,
             generation,
@@ -185,7 +186,7 @@ fn set(
     st: &mut AccessGrantStatus,
     type_: &str,
     status: ConditionStatus,
-    reason: &str,
+    reason: Reason,
     message: &str,
     now: DateTime<Utc>,
     generation: Option<i64>,
@@ -196,14 +197,14 @@ fn set(
                 c.last_transition_time = now;
             }
             c.status = status;
-            c.reason = reason.to_owned();
+            c.reason = reason.as_str().to_owned();
             c.message = message.to_owned();
             c.observed_generation = generation;
         }
         None => st.conditions.push(Condition {
             type_: type_.to_owned(),
             status,
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             message: message.to_owned(),
             last_transition_time: now,
             observed_generation: generation,
@@ -215,7 +216,7 @@ fn set(
 fn clear(
     st: &mut AccessGrantStatus,
     type_: &str,
-    reason: &str,
+    reason: Reason,
     now: DateTime<Utc>,
     generation: Option<i64>,
 ) {

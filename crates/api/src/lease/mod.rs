@@ -5,6 +5,7 @@ mod conditions;
 mod decide;
 mod model;
 mod plan;
+mod reason;
 
 #[cfg(test)]
 mod tests;
@@ -19,3 +20,4 @@ pub use plan::{
     LeasePlan, PlanError, definition_id_for, fic_target, plan, recorded_fic, recorded_objects,
     recorded_role_assignment, split_role_assignment_id,
 };
+pub use reason::{Reason, ReasonUsage};

@@ -6,9 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use super::reason::Reason;
 use crate::arm::ArmId;
 use crate::naming::Owner;
 use crate::policy::PolicyContext;
+// Defined with policy evaluation, which reads them; the controller fills them in as lease input.
+pub use crate::policy::{PrivilegeObservation, StandingPrivilege};
 use crate::v1alpha1::{AccessGrantSpec, AccessGrantStatus};
 
 /// Operator-wide settings the core needs.
@@ -248,26 +251,6 @@ pub enum IdentityObservation {
     Unknown,
 }
 
-/// A privileged role the identity holds outside lapse: federating it would hand this to the
-/// workload, for as long as the FIC lives and beyond (it can create standing access).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StandingPrivilege {
-    /// The role assignment's resource ID.
-    pub assignment: String,
-    /// The role's name (or GUID when the name is not known).
-    pub role: String,
-    pub scope: String,
-}
-
-/// What is known of the identity's standing privileged roles.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum PrivilegeObservation {
-    /// Not looked at, or the look failed: a federated grant waits.
-    #[default]
-    Unknown,
-    Known(Vec<StandingPrivilege>),
-}
-
 /// Everything one decision reads.
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseInput<'a> {
@@ -284,7 +267,7 @@ pub struct LeaseInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseEvent {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 

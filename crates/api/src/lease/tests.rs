@@ -482,6 +482,22 @@ fn check_invariants(
         }
         assert!(d.actions.is_empty());
     }
+    // Every reason written is one of the vocabulary, used where it says (docs/api.md lists it).
+    for e in &d.events {
+        assert!(
+            e.reason.is_event(),
+            "Event reason {} is not an Event reason",
+            e.reason
+        );
+    }
+    for c in &after.conditions {
+        assert!(
+            Reason::from_name(&c.reason).is_some_and(Reason::is_condition),
+            "{} condition reason {:?} is not a condition reason",
+            c.type_,
+            c.reason
+        );
+    }
     // Ready=True exactly while Active.
     let ready = find_condition(after, READY).map(|c| c.status);
     assert_eq!(
@@ -688,7 +704,7 @@ fn duration_over_policy_is_denied_and_extension_beyond_it_refused() {
         t0() + TimeDelta::minutes(30),
     );
     assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(2)));
-    assert!(d.events.iter().any(|e| e.reason == "Extended"));
+    assert!(d.events.iter().any(|e| e.reason == Reason::Extended));
     // Beyond: refused, the lease stands.
     run_to(
         &h,
@@ -781,7 +797,7 @@ fn authorization_failures_are_retried_for_the_grace_then_fail() {
     assert!(
         d.events
             .iter()
-            .any(|e| e.reason == "AuthorizationPending" && e.warning)
+            .any(|e| e.reason == Reason::AuthorizationPending && e.warning)
     );
     let reconciling = find_condition(&st, RECONCILING).unwrap();
     assert_eq!(reconciling.reason, "AuthorizationPending");
@@ -891,7 +907,7 @@ fn drift_is_repaired_with_an_event() {
     assert!(
         d.events
             .iter()
-            .any(|e| e.reason == "DriftRepaired" && e.warning)
+            .any(|e| e.reason == Reason::DriftRepaired && e.warning)
     );
     h.reconcile(
         &mut world,
@@ -934,7 +950,7 @@ fn failing_deletes_never_give_up_and_become_overdue() {
     assert!(
         d.events
             .iter()
-            .any(|e| e.reason == "RevocationRetrying" && e.warning)
+            .any(|e| e.reason == Reason::RevocationRetrying && e.warning)
     );
     // Azure recovers: the deletes go through and the condition clears.
     run_to(&h, &mut world, &spec, &mut st, end + TimeDelta::minutes(6));
@@ -1358,6 +1374,26 @@ fn active(h: &Harness, world: &mut World, spec: &AccessGrantSpec) -> AccessGrant
     run_to(h, world, spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
     st
+}
+
+/// A revocation in progress is continued, never announced again: without a recorded cause
+/// (a record this operator never writes) it still deletes, and invents no Event for it.
+#[test]
+fn a_recorded_revocation_continues_without_a_new_event() {
+    let h = Harness::new("8h");
+    let mut world = World::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = active(&h, &mut world, &spec);
+    st.phase = GrantPhase::Revoking;
+    st.end_reason = None;
+    st.ended_at = None;
+    st.message = Some("the lease lapsed".into());
+    let d = h.decide(&spec, &st, false, t0() + mins(5), &world.view());
+    assert!(d.events.is_empty(), "{:?}", d.events);
+    assert_eq!(d.actions.len(), 3);
+    assert!(d.actions.iter().all(|a| !a.is_create()));
+    assert_eq!(d.status.end_reason, Some(EndReason::Revoked));
+    assert_eq!(d.status.message.as_deref(), Some("the lease lapsed"));
 }
 
 #[test]

@@ -7,7 +7,6 @@ use chrono::TimeDelta;
 use uuid::Uuid;
 
 use crate::duration::LeaseDuration;
-use crate::lease::PrivilegeObservation;
 use crate::role::RoleCatalogue;
 use crate::validate::{GrantRequest, IdMatcher, Identity, PolicyRules, selector_matches};
 
@@ -94,6 +93,26 @@ impl Verdict {
                 .join("; "),
         }
     }
+}
+
+/// A privileged role the identity holds outside lapse: federating it would hand this to the
+/// workload, for as long as the FIC lives and beyond (it can create standing access).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingPrivilege {
+    /// The role assignment's resource ID.
+    pub assignment: String,
+    /// The role's name (or GUID when the name is not known).
+    pub role: String,
+    pub scope: String,
+}
+
+/// What is known of the identity's standing privileged roles.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PrivilegeObservation {
+    /// Not looked at, or the look failed: a federated grant waits.
+    #[default]
+    Unknown,
+    Known(Vec<StandingPrivilege>),
 }
 
 /// Everything evaluation reads besides the grant.

@@ -1,0 +1,92 @@
+//! Stage *admission* of a grant not activated yet: a valid spec, not revoked, a window not
+//! passed, and an AccessPolicy that allows all of it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::step::Step;
+use crate::field::FieldErrors;
+use crate::lease::reason::Reason;
+use crate::policy::{Verdict, evaluate};
+use crate::role::RoleCatalogue;
+use crate::v1alpha1::{EndReason, GrantPhase};
+use crate::validate::GrantRequest;
+
+/// A grant admitted for activation.
+pub(super) struct Admitted {
+    pub(super) req: GrantRequest,
+    /// Where the lease starts (`window.notBefore` or the grant's creation).
+    pub(super) anchor: DateTime<Utc>,
+    /// The catalogue the policy resolved the roles with.
+    pub(super) catalogue: RoleCatalogue,
+}
+
+impl Step<'_> {
+    /// Admits the grant, or ends it (`Denied`, `Revoked`, `Expired`) saying why.
+    pub(super) fn admit(&mut self, req: Result<GrantRequest, FieldErrors>) -> Option<Admitted> {
+        let req = match req {
+            Ok(r) => r,
+            Err(errs) => {
+                self.facts.policy = Some((false, Reason::InvalidSpec, errs.to_string()));
+                self.end_without_objects(
+                    GrantPhase::Denied,
+                    Reason::InvalidSpec,
+                    format!("invalid grant: {errs}"),
+                );
+                return None;
+            }
+        };
+        self.set_display(&req);
+        if req.revoked {
+            self.end_without_objects(
+                GrantPhase::Revoked,
+                Reason::Revoked,
+                "spec.revoked is true; the grant never activated".into(),
+            );
+            return None;
+        }
+        let anchor = self.lease_start(&req);
+        let expiry = req.expiry_from(anchor);
+        if expiry <= self.now {
+            // An old manifest must stay harmless: a passed window never activates.
+            self.st.ended_at = Some(expiry);
+            self.st.end_reason = Some(EndReason::Expired);
+            let field = if req.not_after == Some(expiry) {
+                "spec.window.notAfter"
+            } else {
+                "spec.window.notBefore + spec.duration"
+            };
+            self.end_without_objects(
+                GrantPhase::Expired,
+                Reason::WindowPassed,
+                format!("the lease window ended at {} ({field}) before activation; the grant never activates", expiry.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            );
+            return None;
+        }
+        let catalogue = self.catalogue();
+        let verdict = evaluate(&req, expiry - anchor, &self.policy_ctx(&catalogue, true));
+        let policy = match verdict {
+            Verdict::Allowed { policy, .. } => policy,
+            Verdict::Denied { .. } => {
+                let msg = verdict.message();
+                self.facts.policy = Some((false, Reason::Denied, msg.clone()));
+                self.end_without_objects(
+                    GrantPhase::Denied,
+                    Reason::Denied,
+                    format!("denied: {msg}"),
+                );
+                return None;
+            }
+        };
+        self.facts.policy = Some((
+            true,
+            Reason::Allowed,
+            format!("allowed by AccessPolicy {policy}"),
+        ));
+        self.st.policy = Some(policy);
+        Some(Admitted {
+            req,
+            anchor,
+            catalogue,
+        })
+    }
+}

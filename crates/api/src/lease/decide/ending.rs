@@ -1,0 +1,213 @@
+//! Stage *ending*: a deleted grant, a lease that ended, a grant that never activated. Deletes
+//! what this lease alone holds (never standing access, never what a live lease shares), retried
+//! forever, overdue past `overdue_after`.
+
+use chrono::SecondsFormat;
+
+use super::step::{Step, failure_message};
+use crate::lease::conditions::{REVOCATION_OVERDUE, find};
+use crate::lease::model::{Failure, IdentityObservation, ObjectKey, Observed, StatusTrust};
+use crate::lease::plan::plan;
+use crate::lease::reason::Reason;
+use crate::v1alpha1::{ConditionStatus, EndReason, GrantPhase, ObjectState};
+use crate::validate::validate_grant;
+
+impl Step<'_> {
+    /// A deleted grant winds down what it holds, then lets its finalizer go.
+    pub(super) fn end_deleted(&mut self) {
+        if self.holds_objects() {
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::Deleted,
+                "the AccessGrant was deleted".into(),
+            );
+        } else if !self.st.phase.is_terminal() {
+            // Nothing was ever recorded for this grant: let it go once nothing derived from it
+            // is left.
+            self.end_without_objects(
+                GrantPhase::Revoked,
+                Reason::Deleted,
+                "deleted before activation".into(),
+            );
+        }
+        self.finalized = !self.outstanding();
+    }
+
+    /// A lease already ended (`Revoking`, or terminal): it owes only the deletes of what it
+    /// still records. Terminal phases absorb; this is never a way back.
+    pub(super) fn continue_ending(&mut self) {
+        if self.st.phase == GrantPhase::Revoking || self.holds_objects() {
+            self.revoke();
+        }
+    }
+
+    /// Ends the lease for `why` (recorded and told once: a lease ends only once), then revokes.
+    pub(super) fn wind_down(&mut self, reason: EndReason, why: Reason, message: String) {
+        if self.st.end_reason.is_none() {
+            self.st.end_reason = Some(reason);
+            self.st.message = Some(message.clone());
+            self.event(reason == EndReason::Failed, why, message);
+        }
+        self.revoke();
+    }
+
+    /// Deletes what this lease alone holds, leaves shared and standing access.
+    fn revoke(&mut self) {
+        // Whoever ended the lease recorded why; `Revoked` stands in for a record without it.
+        let end_reason = *self.st.end_reason.get_or_insert(EndReason::Revoked);
+        let end = match end_reason {
+            EndReason::Expired => self.st.expires_at.unwrap_or(self.now).min(self.now),
+            EndReason::Revoked | EndReason::Failed => self.now,
+        };
+        let ended_at = *self.st.ended_at.get_or_insert(end);
+        let mut states = Vec::new();
+        let mut outstanding_failure = None;
+        for (i, (key, delete)) in self.recorded().into_iter().enumerate() {
+            let current = self.recorded_state(i);
+            if matches!(
+                current,
+                ObjectState::Deleted
+                    | ObjectState::Standing
+                    | ObjectState::Released
+                    | ObjectState::Failed
+            ) {
+                states.push(current);
+                continue;
+            }
+            let obs = self.input.azure.get(&key);
+            let state = match obs.observed {
+                Observed::Present { owned: false, .. } => ObjectState::Standing,
+                Observed::Absent | Observed::CreateFailed(Failure::Terminal { .. }) => {
+                    ObjectState::Deleted
+                }
+                _ if obs.needed_by_other_lease => ObjectState::Released,
+                Observed::DeleteFailed(f) => {
+                    self.retry(Some(&f));
+                    let msg = failure_message(&f);
+                    self.event(
+                        true,
+                        Reason::RevocationRetrying,
+                        format!("deleting an Azure object failed: {msg}; retrying"),
+                    );
+                    outstanding_failure = Some(msg);
+                    self.actions.push(delete);
+                    ObjectState::Deleting
+                }
+                // Present and ours, unknown, or a create whose outcome is unknown: delete.
+                // Deletes are idempotent (204 when already gone), so doubt costs one call.
+                _ => {
+                    self.actions.push(delete);
+                    ObjectState::Deleting
+                }
+            };
+            states.push(state);
+        }
+        self.set_states(&states);
+        if states.contains(&ObjectState::Deleting) {
+            if !self.st.phase.is_terminal() {
+                // The message stays the reason the lease ended; Ready's reason says Revoking.
+                let msg = self.st.message.clone().unwrap_or_default();
+                self.transition(GrantPhase::Revoking, false, Reason::Revoking, msg);
+            }
+            if self.now - ended_at >= self.input.settings.overdue_after {
+                let detail = outstanding_failure.unwrap_or_else(|| "deletes pending".into());
+                let msg = format!(
+                    "lease ended at {} and its Azure objects are not all deleted yet: {detail}",
+                    ended_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
+                let was_overdue = find(self.input.grant.status, REVOCATION_OVERDUE)
+                    .is_some_and(|c| c.status == ConditionStatus::True);
+                if !was_overdue {
+                    self.event(true, Reason::RevocationOverdue, msg.clone());
+                }
+                self.facts.overdue = Some(msg);
+            }
+            self.retry(None);
+        } else if !self.st.phase.is_terminal() {
+            let phase = end_reason.terminal_phase();
+            let msg = self.st.message.clone().unwrap_or_default();
+            self.transition(phase, end_reason == EndReason::Failed, phase.into(), msg);
+        }
+    }
+
+    /// Ends a lease that never created anything.
+    pub(super) fn end_without_objects(&mut self, phase: GrantPhase, why: Reason, message: String) {
+        // Without a record, objects this spec derives may still exist (the status was removed
+        // mid-lease): they end with the lease, never left to the sweep.
+        if *self.input.grant.trust == StatusTrust::Absent
+            && !self.activated()
+            && self.adopt_present_derived()
+        {
+            let reason = match phase {
+                GrantPhase::Expired => EndReason::Expired,
+                GrantPhase::Failed => EndReason::Failed,
+                _ => EndReason::Revoked,
+            };
+            self.wind_down(reason, why, message);
+            return;
+        }
+        self.st.ended_at.get_or_insert(self.now);
+        if self.st.end_reason.is_none() {
+            self.st.end_reason = match phase {
+                GrantPhase::Expired => Some(EndReason::Expired),
+                GrantPhase::Failed => Some(EndReason::Failed),
+                GrantPhase::Revoked => Some(EndReason::Revoked),
+                _ => None,
+            };
+        }
+        let warning = matches!(phase, GrantPhase::Denied | GrantPhase::Failed);
+        self.transition(phase, warning, why, message);
+    }
+
+    /// Records, as this lease's, the objects its spec derives that Azure holds as this
+    /// owner's. False when there are none (or they cannot be named).
+    fn adopt_present_derived(&mut self) -> bool {
+        let Ok(req) = validate_grant(self.input.grant.spec) else {
+            return false;
+        };
+        let IdentityObservation::Resolved { principal_id } = self.input.identity else {
+            return false;
+        };
+        let catalogue = self.catalogue();
+        let expiry = req.expiry_from(self.lease_start(&req));
+        let g = &self.input.grant;
+        let Ok(p) = plan(
+            &req,
+            g.namespace,
+            g.name,
+            *principal_id,
+            expiry,
+            self.input.settings,
+            &catalogue,
+        ) else {
+            return false;
+        };
+        let present = |key: &ObjectKey| {
+            matches!(
+                self.input.azure.get(key).observed,
+                Observed::Present { owned: true, .. }
+            )
+        };
+        let (ras, fic) = p.status_entries();
+        let ras: Vec<_> = p
+            .role_assignments
+            .iter()
+            .zip(ras)
+            .filter(|(planned, _)| present(&planned.key))
+            .map(|(_, entry)| entry)
+            .collect();
+        let fic = p
+            .fic
+            .as_ref()
+            .zip(fic)
+            .filter(|(planned, _)| present(&planned.key))
+            .map(|(_, entry)| entry);
+        if ras.is_empty() && fic.is_none() {
+            return false;
+        }
+        self.st.principal_id = Some(principal_id.to_string());
+        self.st.role_assignments = ras;
+        self.st.federated_credential = fic;
+        true
+    }
+}

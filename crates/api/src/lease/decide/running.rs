@@ -1,0 +1,202 @@
+//! Stage *running* of an activated lease: the record still holds and matches the spec,
+//! `spec.revoked`, extension and shortening within policy, continuous verification, expiry,
+//! then the objects (drift repair).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::step::Step;
+use crate::field::FieldErrors;
+use crate::lease::model::Observed;
+use crate::lease::plan::LeasePlan;
+use crate::lease::reason::Reason;
+use crate::policy::{Verdict, evaluate};
+use crate::role::RoleCatalogue;
+use crate::v1alpha1::EndReason;
+use crate::validate::GrantRequest;
+
+impl Step<'_> {
+    /// Activating or Active.
+    pub(super) fn run_activated(&mut self, req: Result<GrantRequest, FieldErrors>) {
+        let (Some(activated_at), Some(expires_at)) = (self.st.activated_at, self.st.expires_at)
+        else {
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::CorruptStatus,
+                "the recorded lease has no expiry".into(),
+            );
+            return;
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(errs) => {
+                // The recorded lease stands; nothing new is created from a spec we cannot read.
+                self.facts.extension_denied =
+                    Some((Reason::InvalidSpec, format!("invalid grant: {errs}")));
+                if self.now >= expires_at {
+                    self.wind_down(
+                        EndReason::Expired,
+                        Reason::Expired,
+                        format!(
+                            "the lease lapsed at {}",
+                            expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                        ),
+                    );
+                } else {
+                    self.observe_recorded();
+                    self.requeue_at = Some(expires_at);
+                }
+                return;
+            }
+        };
+        self.set_display(&req);
+        if req.revoked {
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::Revoked,
+                "spec.revoked is true".into(),
+            );
+            return;
+        }
+        let Some(principal_id) = self
+            .st
+            .principal_id
+            .as_deref()
+            .and_then(|p| uuid::Uuid::try_parse(p).ok())
+        else {
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::CorruptStatus,
+                "the recorded lease has no principal".into(),
+            );
+            return;
+        };
+        let catalogue = self.catalogue();
+        let Some(plan) = self.plan(&req, principal_id, expires_at, &catalogue) else {
+            return;
+        };
+        if !self.plan_matches_record(&plan) {
+            self.wind_down(
+                EndReason::Revoked,
+                Reason::SpecChanged,
+                "spec.identity, spec.roles or spec.federation changed after activation; the lease was revoked".into(),
+            );
+            return;
+        }
+        let expires_at = self.move_expiry(&req, activated_at, expires_at, &catalogue);
+        // Continuous verification: the lease as it stands must still be allowed.
+        let verdict = evaluate(
+            &req,
+            expires_at - activated_at,
+            &self.policy_ctx(&catalogue, false),
+        );
+        match &verdict {
+            Verdict::Allowed { policy, .. } => {
+                self.facts.policy = Some((
+                    true,
+                    Reason::Allowed,
+                    format!("allowed by AccessPolicy {policy}"),
+                ));
+                self.st.policy = Some(policy.clone());
+            }
+            Verdict::Denied { .. } => {
+                let msg = verdict.message();
+                self.facts.policy = Some((false, Reason::PolicyRevoked, msg.clone()));
+                self.wind_down(
+                    EndReason::Revoked,
+                    Reason::PolicyRevoked,
+                    format!("no AccessPolicy allows the grant any more: {msg}"),
+                );
+                return;
+            }
+        }
+        if self.now >= expires_at {
+            self.wind_down(
+                EndReason::Expired,
+                Reason::Expired,
+                format!(
+                    "the lease lapsed at {}",
+                    expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            );
+            return;
+        }
+        self.reconcile_objects(&plan);
+    }
+
+    /// Extension and shortening: the expiry the spec now asks for, an extension only within
+    /// policy. Returns the expiry that stands.
+    fn move_expiry(
+        &mut self,
+        req: &GrantRequest,
+        activated_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        catalogue: &RoleCatalogue,
+    ) -> DateTime<Utc> {
+        let wanted = req.expiry_from(activated_at);
+        if wanted > expires_at {
+            let verdict = evaluate(
+                req,
+                wanted - activated_at,
+                &self.policy_ctx(catalogue, false),
+            );
+            if verdict.is_allowed() {
+                self.st.expires_at = Some(wanted);
+                self.event(
+                    false,
+                    Reason::Extended,
+                    format!(
+                        "lease extended to {}",
+                        wanted.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
+                );
+                return wanted;
+            }
+            if verdict.denied_only_for_duration() {
+                self.facts.extension_denied = Some((Reason::ExceedsMaxDuration, verdict.message()));
+            }
+        } else if wanted < expires_at {
+            self.st.expires_at = Some(wanted);
+            self.event(
+                false,
+                Reason::Shortened,
+                format!(
+                    "lease now ends at {}",
+                    wanted.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            );
+            return wanted;
+        }
+        expires_at
+    }
+
+    /// With a spec we cannot read, look at the recorded objects but create nothing.
+    fn observe_recorded(&mut self) {
+        for (key, _) in self.recorded() {
+            if self.input.azure.get(&key).observed == Observed::Unknown {
+                self.retry(None);
+            }
+        }
+    }
+
+    fn plan_matches_record(&self, plan: &LeasePlan) -> bool {
+        let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
+        let planned: Vec<Option<String>> = plan
+            .role_assignments
+            .iter()
+            .map(|p| Some(p.id.to_ascii_lowercase()))
+            .collect();
+        let recorded: Vec<Option<String>> = self
+            .st
+            .role_assignments
+            .iter()
+            .map(|r| lower(&r.id))
+            .collect();
+        let fic_planned = plan.fic.as_ref().map(|f| f.id.to_ascii_lowercase());
+        let fic_recorded = self
+            .st
+            .federated_credential
+            .as_ref()
+            .and_then(|f| lower(&f.id));
+        planned == recorded && fic_planned == fic_recorded
+    }
+}
