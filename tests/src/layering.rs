@@ -36,7 +36,12 @@ mod tests {
             let first = rel
                 .components()
                 .next()
-                .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned())
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .trim_end_matches(".rs")
+                        .to_owned()
+                })
                 .unwrap_or_default();
             if is_test || first == "lib" || first == "main" {
                 continue;

@@ -1,0 +1,129 @@
+//! The AccessGrant reconcilers of both lanes (see [`crate::lanes`]): observe, ask the decision
+//! core, persist the sealed status, act, and repeat until the core has nothing left to do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+use lapse_api::lease::StatusTrust;
+use lapse_api::v1alpha1::AccessGrant;
+
+mod drive;
+mod gather;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::grant_ref::GrantRef;
+use crate::route::{Lane, lane_of};
+
+/// Added to every grant; removed only once its lease's Azure objects are gone.
+pub const FINALIZER: &str = "lapse.dev/revoke";
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "lapse-operator";
+/// Decide/act rounds in one reconcile before yielding to other grants.
+const MAX_ROUNDS: usize = 8;
+/// How soon a namespace that holds its whole share of the activation lane is looked at again.
+const FAIR_SHARE_RETRY: Duration = Duration::from_millis(250);
+
+/// The activation lane: everything but a lease that must end now.
+pub async fn reconcile_activation(grant: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Requeue> {
+    let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    if lane_of(&ctx, &grant, Utc::now()) == Lane::Revocation {
+        return Ok(Requeue::await_change());
+    }
+    let ns = grant.namespace().ok_or(Error::NoNamespace)?;
+    let Some(_share) = ctx.fair.try_enter(&ns) else {
+        ctx.metrics.fair_share_waits.inc();
+        return Ok(Requeue::requeue(FAIR_SHARE_RETRY));
+    };
+    run(grant, ctx, Lane::Activation).await
+}
+
+/// The revocation lane: only leases that must end now, with slots of their own.
+pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Requeue> {
+    let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    let now = Utc::now();
+    if lane_of(&ctx, &grant, now) == Lane::Activation {
+        // Not ours yet: wake when the lease ends.
+        let uid = grant.uid().unwrap_or_default();
+        let end = match ctx.sealer.trust(&uid, grant.status.as_ref()) {
+            StatusTrust::Sealed => grant.status.as_ref().and_then(|s| s.expires_at),
+            _ => None,
+        };
+        return Ok(match end {
+            Some(end) => Requeue::requeue((end - now).to_std().unwrap_or(Duration::ZERO)),
+            None => Requeue::await_change(),
+        });
+    }
+    run(grant, ctx, Lane::Revocation).await
+}
+
+async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<Requeue> {
+    let started = Instant::now();
+    let ns = grant.namespace().ok_or(Error::NoNamespace)?;
+    let gref = GrantRef {
+        namespace: ns.clone(),
+        name: grant.name_any(),
+    };
+    let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    let _guard = ctx.grant_locks.lock(&gref).await;
+    // The other lane may have written this grant while we waited: act on what the API server
+    // holds, not on a cache older than our own last write.
+    let grant = match ctx.written.fresher_than_cache(&gref, &grant) {
+        false => grant,
+        true => match api.get_opt(&gref.name).await {
+            Ok(Some(g)) => Arc::new(g),
+            Ok(None) => return Ok(Requeue::await_change()),
+            Err(e) => {
+                return Err(Error::StatusWrite {
+                    grant: gref.to_string(),
+                    source: e,
+                });
+            }
+        },
+    };
+    if lane_of(&ctx, &grant, Utc::now()) != lane {
+        return Ok(Requeue::requeue(Duration::ZERO));
+    }
+    // The event may be our own status write echoing back: not news before the decision's time.
+    let epoch = *ctx.policy_epoch.borrow();
+    if let Some(wait) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
+        return Ok(Requeue::requeue(wait));
+    }
+    let result = finalizer(&api, FINALIZER, grant, |event| async {
+        match event {
+            Finalizer::Apply(g) => drive::drive(&g, &ctx, false, epoch).await,
+            Finalizer::Cleanup(g) => drive::drive(&g, &ctx, true, epoch).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: label.into(),
+        })
+        .inc();
+    result
+}
+
+/// Backs off on errors; a pending revocation retries at the pace the core asked for.
+pub fn error_policy(_grant: Arc<AccessGrant>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    match error.retry_after() {
+        Some(d) => Requeue::requeue(d),
+        None => {
+            tracing::warn!(error = %error, "reconcile failed");
+            Requeue::requeue(ctx.settings.retry_after)
+        }
+    }
+}
