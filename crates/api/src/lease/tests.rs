@@ -106,7 +106,7 @@ fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
 
 /// A model of Azure: objects by key, whether they carry our marker, and call counts.
 #[derive(Clone, Debug, Default)]
-struct World {
+struct AzureModel {
     objects: HashMap<ObjectKey, bool>,
     puts: HashMap<ObjectKey, u32>,
     deletes: HashMap<ObjectKey, u32>,
@@ -114,7 +114,7 @@ struct World {
     shared: Vec<ObjectKey>,
 }
 
-impl World {
+impl AzureModel {
     fn view(&self) -> AzureView {
         let objects = self
             .objects
@@ -247,20 +247,20 @@ impl Harness {
     /// Every decision is checked against the invariants.
     fn reconcile(
         &self,
-        world: &mut World,
+        azure: &mut AzureModel,
         spec: &AccessGrantSpec,
         status: &mut AccessGrantStatus,
         deleting: bool,
         now: DateTime<Utc>,
         faults: &mut impl Iterator<Item = Fault>,
     ) -> Decision {
-        let mut view = world.view();
+        let mut view = azure.view();
         let mut last: Option<Decision> = None;
         let mut tampered = None;
         for _ in 0..8 {
             let d = self.decide(spec, status, deleting, now, &view);
             tampered = tampered.or(d.tampered.clone());
-            check_invariants(self, spec, status, deleting, now, &view, &d, world);
+            check_invariants(self, spec, status, deleting, now, &view, &d, azure);
             *status = d.status.clone();
             let actions = d.actions.clone();
             last = Some(d);
@@ -273,8 +273,8 @@ impl Harness {
                 let create = a.is_create();
                 let outcome = match (&fault, create) {
                     (Fault::Ok | Fault::LostAnswer, true) => {
-                        world.objects.entry(key.clone()).or_insert(true);
-                        *world.puts.entry(key.clone()).or_default() += 1;
+                        azure.objects.entry(key.clone()).or_insert(true);
+                        *azure.puts.entry(key.clone()).or_default() += 1;
                         if matches!(fault, Fault::Ok) {
                             Observed::Present {
                                 owned: true,
@@ -288,12 +288,12 @@ impl Harness {
                     }
                     (Fault::Ok | Fault::LostAnswer, false) => {
                         assert_ne!(
-                            world.objects.get(&key),
+                            azure.objects.get(&key),
                             Some(&false),
                             "deleted an object that is not ours: {key:?}"
                         );
-                        if world.objects.remove(&key).is_some() {
-                            *world.deletes.entry(key.clone()).or_default() += 1;
+                        if azure.objects.remove(&key).is_some() {
+                            *azure.deletes.entry(key.clone()).or_default() += 1;
                         }
                         if matches!(fault, Fault::Ok) {
                             Observed::Absent
@@ -379,7 +379,7 @@ fn check_invariants(
     now: DateTime<Utc>,
     view: &AzureView,
     d: &Decision,
-    world: &World,
+    azure: &AzureModel,
 ) {
     let after = &d.status;
     let principal = match &h.identity {
@@ -554,12 +554,12 @@ fn check_invariants(
     // Never touch what is not ours.
     for a in d.actions.iter().filter(|a| !a.is_create()) {
         assert_ne!(
-            world.objects.get(a.key()),
+            azure.objects.get(a.key()),
             Some(&false),
             "delete planned for a standing object"
         );
         assert!(
-            !world.shared.contains(a.key()) || !view.get(a.key()).needed_by_other_lease,
+            !azure.shared.contains(a.key()) || !view.get(a.key()).needed_by_other_lease,
             "deleted a shared object"
         );
     }
@@ -567,25 +567,25 @@ fn check_invariants(
 
 fn run_to(
     h: &Harness,
-    world: &mut World,
+    azure: &mut AzureModel,
     spec: &AccessGrantSpec,
     status: &mut AccessGrantStatus,
     now: DateTime<Utc>,
 ) -> Decision {
-    h.reconcile(world, spec, status, false, now, &mut std::iter::empty())
+    h.reconcile(azure, spec, status, false, now, &mut std::iter::empty())
 }
 
 #[test]
 fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
     assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(1)));
     assert_eq!(d.requeue_at, Some(t0() + TimeDelta::hours(1)));
-    assert_eq!(world.objects.len(), 3, "two role assignments and one FIC");
+    assert_eq!(azure.objects.len(), 3, "two role assignments and one FIC");
     assert_eq!(st.policy.as_deref(), Some("payments"));
     assert_eq!(
         st.role_summary.as_deref(),
@@ -595,7 +595,7 @@ fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
     // Steady state: nothing to do.
     let d = run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         t0() + TimeDelta::minutes(30),
@@ -603,12 +603,12 @@ fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
     assert!(d.actions.is_empty());
     assert_eq!(st.phase, GrantPhase::Active);
     // Lapse.
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(1));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(1));
     assert_eq!(st.phase, GrantPhase::Expired);
     assert_eq!(st.ended_at, Some(t0() + TimeDelta::hours(1)));
-    assert!(world.objects.is_empty());
-    assert!(world.puts.values().all(|n| *n == 1) && world.puts.len() == 3);
-    assert!(world.deletes.values().all(|n| *n == 1) && world.deletes.len() == 3);
+    assert!(azure.objects.is_empty());
+    assert!(azure.puts.values().all(|n| *n == 1) && azure.puts.len() == 3);
+    assert!(azure.deletes.values().all(|n| *n == 1) && azure.deletes.len() == 3);
     assert!(
         st.role_assignments
             .iter()
@@ -619,16 +619,16 @@ fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
 #[test]
 fn a_passed_window_never_activates() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let window = Window {
         not_before: Some((t0() - TimeDelta::hours(3)).to_rfc3339()),
         not_after: Some((t0() - TimeDelta::hours(1)).to_rfc3339()),
     };
     let spec = spec(None, Some(window));
     let mut st = AccessGrantStatus::default();
-    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Expired);
-    assert!(world.puts.is_empty());
+    assert!(azure.puts.is_empty());
     assert!(d.actions.is_empty());
     assert!(st.message.unwrap().contains("spec.window.notAfter"));
 }
@@ -636,18 +636,18 @@ fn a_passed_window_never_activates() {
 #[test]
 fn a_future_window_is_scheduled_and_activates_on_time() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let window = Window {
         not_before: Some((t0() + TimeDelta::hours(2)).to_rfc3339()),
         not_after: Some((t0() + TimeDelta::hours(4)).to_rfc3339()),
     };
     let spec = spec(None, Some(window));
     let mut st = AccessGrantStatus::default();
-    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Scheduled);
     assert_eq!(d.requeue_at, Some(t0() + TimeDelta::hours(2)));
-    assert!(world.puts.is_empty());
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(2));
+    assert!(azure.puts.is_empty());
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(2));
     assert_eq!(st.phase, GrantPhase::Active);
     assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(4)));
 }
@@ -655,11 +655,11 @@ fn a_future_window_is_scheduled_and_activates_on_time() {
 #[test]
 fn denial_names_the_field_and_the_policy() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut spec = spec(Some("1h"), None);
     spec.roles[0].role = "Owner".into();
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     let msg = st.message.clone().unwrap();
     assert!(
@@ -668,17 +668,17 @@ fn denial_names_the_field_and_the_policy() {
     );
     let c = find_condition(&st, POLICY_ALLOWED).unwrap();
     assert_eq!(c.status, ConditionStatus::False);
-    assert!(world.puts.is_empty());
+    assert!(azure.puts.is_empty());
 }
 
 #[test]
 fn invalid_input_is_denied_with_the_field() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut spec = spec(Some("1h"), None);
     spec.roles[1].scope = format!("/subscriptions/{SUB}//resourceGroups/payments-rg");
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     assert!(st.message.unwrap().contains("spec.roles[1].scope"));
 }
@@ -686,19 +686,19 @@ fn invalid_input_is_denied_with_the_field() {
 #[test]
 fn duration_over_policy_is_denied_and_extension_beyond_it_refused() {
     let h = Harness::new("2h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec(Some("3h"), None), &mut st, t0());
+    run_to(&h, &mut azure, &spec(Some("3h"), None), &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     assert!(st.message.unwrap().contains("maxDuration"));
 
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec(Some("1h"), None), &mut st, t0());
+    run_to(&h, &mut azure, &spec(Some("1h"), None), &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active);
     // Within policy: extended.
     let d = run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec(Some("2h"), None),
         &mut st,
         t0() + TimeDelta::minutes(30),
@@ -708,7 +708,7 @@ fn duration_over_policy_is_denied_and_extension_beyond_it_refused() {
     // Beyond: refused, the lease stands.
     run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec(Some("5h"), None),
         &mut st,
         t0() + TimeDelta::minutes(40),
@@ -724,20 +724,20 @@ fn duration_over_policy_is_denied_and_extension_beyond_it_refused() {
 #[test]
 fn revoke_and_delete_end_the_lease_early() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     spec.revoked = true;
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(5));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(5));
     assert_eq!(st.phase, GrantPhase::Revoked);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
 
     let spec = super::tests::spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     let d = h.reconcile(
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         true,
@@ -745,38 +745,38 @@ fn revoke_and_delete_end_the_lease_early() {
         &mut std::iter::empty(),
     );
     assert!(d.finalized);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
 }
 
 #[test]
 fn policy_deletion_revokes_active_grants() {
     let mut h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active);
     h.policies.clear();
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(1));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(1));
     assert_eq!(st.phase, GrantPhase::Revoked);
     assert!(st.message.unwrap().contains("no AccessPolicy allows"));
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
 }
 
 #[test]
 fn terminal_refusal_rolls_back_everything_this_lease_created() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
     // First role assignment succeeds, the second is refused for good, the FIC succeeds.
     let mut faults = vec![Fault::Ok, Fault::Terminal, Fault::Ok].into_iter();
-    h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut faults);
+    h.reconcile(&mut azure, &spec, &mut st, false, t0(), &mut faults);
     assert_eq!(st.phase, GrantPhase::Failed);
     assert!(
-        world.objects.is_empty(),
+        azure.objects.is_empty(),
         "rollback left {:?}",
-        world.objects
+        azure.objects
     );
     let msg = st.message.unwrap();
     assert!(msg.contains("RoleAssignmentLimitExceeded"), "{msg}");
@@ -787,12 +787,12 @@ fn authorization_failures_are_retried_for_the_grace_then_fail() {
     let h = Harness::new("8h");
     let spec = spec(Some("1h"), None);
     // The operator's role reaches ARM five minutes after the lease started: it activates.
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
     let mut refused = std::iter::repeat(Fault::Unauthorized);
-    let d = h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut refused);
+    let d = h.reconcile(&mut azure, &spec, &mut st, false, t0(), &mut refused);
     assert_eq!(st.phase, GrantPhase::Activating);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
     assert!(d.retry_after.is_some());
     assert!(
         d.events
@@ -808,19 +808,19 @@ fn authorization_failures_are_retried_for_the_grace_then_fail() {
         "{}",
         reconciling.message
     );
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(5));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(5));
     assert_eq!(st.phase, GrantPhase::Active);
-    assert_eq!(world.objects.len(), 3);
+    assert_eq!(azure.objects.len(), 3);
 
     // It never arrives: past the grace the grant fails, naming the cause.
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
-    h.reconcile(&mut world, &spec, &mut st, false, t0(), &mut refused);
+    h.reconcile(&mut azure, &spec, &mut st, false, t0(), &mut refused);
     assert_eq!(st.phase, GrantPhase::Activating);
     let later = t0() + TimeDelta::minutes(10);
-    h.reconcile(&mut world, &spec, &mut st, false, later, &mut refused);
+    h.reconcile(&mut azure, &spec, &mut st, false, later, &mut refused);
     assert_eq!(st.phase, GrantPhase::Failed);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
     let msg = st.message.unwrap();
     assert!(
         msg.contains("AuthorizationFailed") && msg.contains("lacks this permission"),
@@ -831,7 +831,7 @@ fn authorization_failures_are_retried_for_the_grace_then_fail() {
 #[test]
 fn standing_access_is_used_and_never_touched() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     // Plant the Reader assignment without our marker.
     let mut st = AccessGrantStatus::default();
@@ -849,35 +849,35 @@ fn standing_access_is_used_and_never_touched() {
         Action::CreateRoleAssignment(p) if p.written_role == "Reader" => Some(p.key.clone()),
         _ => None,
     });
-    world.objects.insert(reader_key.clone().unwrap(), false);
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    azure.objects.insert(reader_key.clone().unwrap(), false);
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active);
     assert_eq!(
         find_condition(&st, STANDING_ACCESS).unwrap().status,
         ConditionStatus::True
     );
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(2));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(2));
     assert_eq!(st.phase, GrantPhase::Expired);
     assert_eq!(
-        world.objects.get(&reader_key.unwrap()),
+        azure.objects.get(&reader_key.unwrap()),
         Some(&false),
         "standing assignment must survive"
     );
-    assert_eq!(world.objects.len(), 1);
+    assert_eq!(azure.objects.len(), 1);
 }
 
 #[test]
 fn a_shared_object_outlives_the_first_lease() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     // Another live lease needs every object.
-    world.shared = world.objects.keys().cloned().collect();
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::hours(1));
+    azure.shared = azure.objects.keys().cloned().collect();
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(1));
     assert_eq!(st.phase, GrantPhase::Expired);
-    assert_eq!(world.objects.len(), 3);
+    assert_eq!(azure.objects.len(), 3);
     assert!(
         st.role_assignments
             .iter()
@@ -888,12 +888,12 @@ fn a_shared_object_outlives_the_first_lease() {
 #[test]
 fn drift_is_repaired_with_an_event() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
-    let gone = world.objects.keys().next().cloned().unwrap();
-    world.objects.remove(&gone);
+    run_to(&h, &mut azure, &spec, &mut st, t0());
+    let gone = azure.objects.keys().next().cloned().unwrap();
+    azure.objects.remove(&gone);
     let mut faults = std::iter::empty();
     // The decision that sees the hole is not Active; the one after the repair is.
     let d = h.decide(
@@ -901,7 +901,7 @@ fn drift_is_repaired_with_an_event() {
         &st,
         false,
         t0() + TimeDelta::minutes(10),
-        &world.view(),
+        &azure.view(),
     );
     assert_eq!(d.status.phase, GrantPhase::Activating);
     assert!(
@@ -910,7 +910,7 @@ fn drift_is_repaired_with_an_event() {
             .any(|e| e.reason == Reason::DriftRepaired && e.warning)
     );
     h.reconcile(
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         false,
@@ -918,23 +918,23 @@ fn drift_is_repaired_with_an_event() {
         &mut faults,
     );
     assert_eq!(st.phase, GrantPhase::Active);
-    assert_eq!(world.objects.len(), 3);
+    assert_eq!(azure.objects.len(), 3);
 }
 
 #[test]
 fn failing_deletes_never_give_up_and_become_overdue() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     let end = t0() + TimeDelta::hours(1);
     let mut faults = std::iter::repeat(Fault::Retryable);
-    let d = h.reconcile(&mut world, &spec, &mut st, false, end, &mut faults);
+    let d = h.reconcile(&mut azure, &spec, &mut st, false, end, &mut faults);
     assert_eq!(st.phase, GrantPhase::Revoking);
     assert!(d.retry_after.is_some());
     let d = h.reconcile(
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         false,
@@ -953,9 +953,9 @@ fn failing_deletes_never_give_up_and_become_overdue() {
             .any(|e| e.reason == Reason::RevocationRetrying && e.warning)
     );
     // Azure recovers: the deletes go through and the condition clears.
-    run_to(&h, &mut world, &spec, &mut st, end + TimeDelta::minutes(6));
+    run_to(&h, &mut azure, &spec, &mut st, end + TimeDelta::minutes(6));
     assert_eq!(st.phase, GrantPhase::Expired);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
     assert_eq!(
         find_condition(&st, REVOCATION_OVERDUE).unwrap().status,
         ConditionStatus::False
@@ -965,15 +965,15 @@ fn failing_deletes_never_give_up_and_become_overdue() {
 #[test]
 fn immutable_fields_changed_after_activation_revoke_the_lease() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     spec.roles.pop();
-    run_to(&h, &mut world, &spec, &mut st, t0() + TimeDelta::minutes(1));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(1));
     assert_eq!(st.phase, GrantPhase::Revoked);
     assert!(
-        world.objects.is_empty(),
+        azure.objects.is_empty(),
         "the recorded objects, not the edited spec, decide what is deleted"
     );
 }
@@ -1133,8 +1133,8 @@ fn mins(m: i64) -> TimeDelta {
 }
 
 /// Runs a scenario through the harness; every decision is checked by `check_invariants`.
-/// Returns the world and the final status after Azure recovers and time passes the lease.
-fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
+/// Returns the azure and the final status after Azure recovers and time passes the lease.
+fn simulate(s: &Scenario) -> (AzureModel, AccessGrantStatus, bool, bool) {
     let mut h = Harness::new("8h");
     let window = (s.not_before_mins.is_some() || s.not_after_mins.is_some()).then(|| Window {
         not_before: s.not_before_mins.map(|m| (t0() + mins(m)).to_rfc3339()),
@@ -1142,7 +1142,7 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
     });
     let duration = s.duration_mins.map(|m| format!("{m}m"));
     let mut spec = spec(duration.as_deref(), window);
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut planted = false;
     if s.plant_standing {
         let probe = h.decide(
@@ -1161,7 +1161,7 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
             .find(|a| a.is_create())
             .map(|a| a.key().clone())
         {
-            world.objects.insert(k, false);
+            azure.objects.insert(k, false);
             planted = true;
         }
     }
@@ -1193,14 +1193,14 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
             spec.duration = Some(format!("{m}m"));
         }
         if s.drift_at == Some(i) {
-            let ours: Vec<_> = world
+            let ours: Vec<_> = azure
                 .objects
                 .iter()
                 .filter(|(_, o)| **o)
                 .map(|(k, _)| k.clone())
                 .collect();
             if let Some(k) = ours.first() {
-                world.objects.remove(k);
+                azure.objects.remove(k);
             }
         }
         if let Some((at, how)) = s.tamper_at
@@ -1209,20 +1209,20 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
             *h.tamper_next.borrow_mut() = tamper(&mut st, how);
         }
         if s.share && i == 1 {
-            world.shared = world
+            azure.shared = azure
                 .objects
                 .iter()
                 .filter(|(_, o)| **o)
                 .map(|(k, _)| k.clone())
                 .collect();
         }
-        let puts_before: u32 = world.puts.values().sum();
-        let d = h.reconcile(&mut world, &spec, &mut st, deleting, now, &mut faults);
+        let puts_before: u32 = azure.puts.values().sum();
+        let d = h.reconcile(&mut azure, &spec, &mut st, deleting, now, &mut faults);
         if d.tampered.is_some() {
             // The controller sets spec.revoked, which cannot be undone.
             spec.revoked = true;
         }
-        ever_created |= world.puts.values().sum::<u32>() > puts_before;
+        ever_created |= azure.puts.values().sum::<u32>() > puts_before;
         if d.finalized {
             break;
         }
@@ -1243,7 +1243,7 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
     let later = t0() + TimeDelta::hours(24);
     for k in 0..3 {
         h.reconcile(
-            &mut world,
+            &mut azure,
             &spec,
             &mut st,
             deleting,
@@ -1251,7 +1251,7 @@ fn simulate(s: &Scenario) -> (World, AccessGrantStatus, bool, bool) {
             &mut std::iter::empty(),
         );
     }
-    (world, st, deleting, planted)
+    (azure, st, deleting, planted)
 }
 
 proptest! {
@@ -1261,14 +1261,14 @@ proptest! {
     /// Azure recovers and the lease is over, nothing this lease alone held is left.
     #[test]
     fn leases_keep_the_invariants_and_leave_nothing_behind(s in scenario()) {
-        let (world, st, deleting, planted) = simulate(&s);
+        let (azure, st, deleting, planted) = simulate(&s);
         prop_assert!(st.phase.is_terminal() || deleting, "phase {:?} after the lease", st.phase);
-        for (k, owned) in &world.objects {
-            prop_assert!(!*owned || world.shared.contains(k), "orphan {k:?}");
+        for (k, owned) in &azure.objects {
+            prop_assert!(!*owned || azure.shared.contains(k), "orphan {k:?}");
         }
         // Standing access survives everything.
         if planted {
-            prop_assert!(world.objects.values().any(|o| !*o));
+            prop_assert!(azure.objects.values().any(|o| !*o));
         }
     }
 
@@ -1283,12 +1283,12 @@ proptest! {
             drift_at: None, plant_standing: false, share: false, tamper_at: None,
             steps: vec![step; steps], faults: vec![],
         };
-        let (world, st, _, _) = simulate(&s);
+        let (azure, st, _, _) = simulate(&s);
         prop_assert_eq!(st.phase, GrantPhase::Expired);
-        prop_assert!(world.puts.values().all(|n| *n == 1));
-        prop_assert!(world.deletes.values().all(|n| *n == 1));
-        prop_assert_eq!(world.puts.len(), 3);
-        prop_assert_eq!(world.deletes.len(), 3);
+        prop_assert!(azure.puts.values().all(|n| *n == 1));
+        prop_assert!(azure.deletes.values().all(|n| *n == 1));
+        prop_assert_eq!(azure.puts.len(), 3);
+        prop_assert_eq!(azure.deletes.len(), 3);
     }
 }
 
@@ -1311,13 +1311,13 @@ proptest! {
         };
         let duration = if nb.is_some() && !use_not_after { Some(format!("{}m", end - nb.unwrap_or(0))) } else { None };
         let spec = spec(duration.as_deref(), Some(window));
-        let mut world = World::default();
+        let mut azure = AzureModel::default();
         let mut st = AccessGrantStatus::default();
         let mut faults = faults.into_iter().map(fault_of);
         let mut now = t0();
         for step in steps {
-            h.reconcile(&mut world, &spec, &mut st, false, now, &mut faults);
-            prop_assert!(world.puts.is_empty(), "an old manifest created {:?}", world.puts);
+            h.reconcile(&mut azure, &spec, &mut st, false, now, &mut faults);
+            prop_assert!(azure.puts.is_empty(), "an old manifest created {:?}", azure.puts);
             prop_assert_eq!(st.phase, GrantPhase::Expired);
             prop_assert!(st.activated_at.is_none());
             now += mins(step);
@@ -1328,19 +1328,19 @@ proptest! {
 #[test]
 fn the_recorded_lease_is_in_whole_seconds_and_never_longer_than_asked() {
     let mut h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
     let now = t0() + TimeDelta::milliseconds(1_750);
     // The lease starts at the grant's creation (a sub-second one here, to see the rounding).
     h.created = now;
-    run_to(&h, &mut world, &spec, &mut st, now);
+    run_to(&h, &mut azure, &spec, &mut st, now);
     let (a, e) = (st.activated_at.unwrap(), st.expires_at.unwrap());
     assert_eq!(a.timestamp_subsec_nanos(), 0);
     assert_eq!(e - a, TimeDelta::hours(1));
     assert!(e <= now + TimeDelta::hours(1));
     // A second reconcile sees no extension or shortening in it.
-    let d = run_to(&h, &mut world, &spec, &mut st, now + TimeDelta::seconds(5));
+    let d = run_to(&h, &mut azure, &spec, &mut st, now + TimeDelta::seconds(5));
     assert!(d.events.is_empty(), "{:?}", d.events);
     assert_eq!(
         serde_json::to_value(&st).unwrap()["expiresAt"],
@@ -1369,9 +1369,9 @@ fn policy_with(edit: impl FnOnce(&mut AccessPolicySpec)) -> Vec<NamedPolicy> {
     }]
 }
 
-fn active(h: &Harness, world: &mut World, spec: &AccessGrantSpec) -> AccessGrantStatus {
+fn active(h: &Harness, azure: &mut AzureModel, spec: &AccessGrantSpec) -> AccessGrantStatus {
     let mut st = AccessGrantStatus::default();
-    run_to(h, world, spec, &mut st, t0());
+    run_to(h, azure, spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
     st
 }
@@ -1381,14 +1381,14 @@ fn active(h: &Harness, world: &mut World, spec: &AccessGrantSpec) -> AccessGrant
 #[test]
 fn a_recorded_revocation_continues_without_a_new_event() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
-    let mut st = active(&h, &mut world, &spec);
+    let mut st = active(&h, &mut azure, &spec);
     st.phase = GrantPhase::Revoking;
     st.end_reason = None;
     st.ended_at = None;
     st.message = Some("the lease lapsed".into());
-    let d = h.decide(&spec, &st, false, t0() + mins(5), &world.view());
+    let d = h.decide(&spec, &st, false, t0() + mins(5), &azure.view());
     assert!(d.events.is_empty(), "{:?}", d.events);
     assert_eq!(d.actions.len(), 3);
     assert!(d.actions.iter().all(|a| !a.is_create()));
@@ -1399,23 +1399,23 @@ fn a_recorded_revocation_continues_without_a_new_event() {
 #[test]
 fn a_tampered_principal_creates_nothing_and_ends_the_lease() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
-    let mut st = active(&h, &mut world, &spec);
-    let puts = world.puts.clone();
+    let mut st = active(&h, &mut azure, &spec);
+    let puts = azure.puts.clone();
     st.principal_id = Some("77777777-2222-3333-4444-555555555555".into());
     *h.tamper_next.borrow_mut() = Some("the recorded principal was changed".into());
     let d = h.reconcile(
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         false,
         t0() + TimeDelta::minutes(5),
         &mut std::iter::empty(),
     );
-    assert_eq!(world.puts, puts, "nothing new was created");
+    assert_eq!(azure.puts, puts, "nothing new was created");
     assert!(
-        world.objects.is_empty(),
+        azure.objects.is_empty(),
         "the lease's own objects were removed"
     );
     assert_eq!(st.phase, GrantPhase::Revoked);
@@ -1437,16 +1437,16 @@ fn a_tampered_principal_creates_nothing_and_ends_the_lease() {
 #[test]
 fn a_tampered_status_cannot_aim_a_delete_or_keep_a_credential() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
-    let mut st = active(&h, &mut world, &spec);
+    let mut st = active(&h, &mut azure, &spec);
     let fic_key = recorded_keys(&st)
         .into_iter()
         .find(|k| matches!(k, ObjectKey::Fic { .. }))
         .expect("a FIC");
     tamper(&mut st, Tamper::ForeignIds);
     *h.tamper_next.borrow_mut() = Some("foreign IDs".into());
-    let mut view = world.view();
+    let mut view = azure.view();
     let d = h.decide(&spec, &st, false, t0() + TimeDelta::minutes(1), &view);
     // The deletes are the derived names (check_invariants also asserts it for every decision).
     let deleted: Vec<&ObjectKey> = d.actions.iter().map(Action::key).collect();
@@ -1472,45 +1472,45 @@ fn a_tampered_status_cannot_aim_a_delete_or_keep_a_credential() {
 #[test]
 fn a_removed_status_reactivates_only_the_same_lease() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
-    let st = active(&h, &mut world, &spec);
+    let st = active(&h, &mut azure, &spec);
     let expiry = st.expires_at;
     // The status is removed half an hour in: the lease is derived again, ending when it did.
     let mut wiped = AccessGrantStatus::default();
     run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec,
         &mut wiped,
         t0() + TimeDelta::minutes(30),
     );
     assert_eq!(wiped.phase, GrantPhase::Active);
     assert_eq!(wiped.expires_at, expiry);
-    assert!(world.puts.values().all(|n| *n == 1), "no second PUT");
+    assert!(azure.puts.values().all(|n| *n == 1), "no second PUT");
     // Removed again after the end: nothing comes back, and what remained is deleted.
     let mut wiped = AccessGrantStatus::default();
     run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec,
         &mut wiped,
         t0() + TimeDelta::minutes(61),
     );
     assert_eq!(wiped.phase, GrantPhase::Expired);
-    assert!(world.objects.is_empty());
+    assert!(azure.objects.is_empty());
 }
 
 #[test]
 fn the_lease_starts_at_creation_not_at_the_first_reconcile() {
     let h = Harness::new("8h");
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let spec = spec(Some("1h"), None);
     let mut st = AccessGrantStatus::default();
     // The operator was down for 20 minutes after the grant was created.
     run_to(
         &h,
-        &mut world,
+        &mut azure,
         &spec,
         &mut st,
         t0() + TimeDelta::minutes(20),
@@ -1526,11 +1526,11 @@ fn the_operator_never_grants_to_itself() {
     h.identity = IdentityObservation::Resolved {
         principal_id: Uuid::parse_str(OPERATOR).unwrap(),
     };
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &spec(Some("1h"), None), &mut st, t0());
+    run_to(&h, &mut azure, &spec(Some("1h"), None), &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
-    assert!(world.puts.is_empty());
+    assert!(azure.puts.is_empty());
     let msg = st.message.unwrap_or_default();
     assert!(
         msg.starts_with("spec.identity: mi/backup is lapse-operator's own identity"),
@@ -1552,16 +1552,16 @@ fn privileged_identities_are_federated_only_where_a_policy_opts_in() {
     // Not known yet: wait, create nothing.
     let mut h = Harness::new("8h");
     h.privileges = PrivilegeObservation::Unknown;
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
-    let d = run_to(&h, &mut world, &spec, &mut st, t0());
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Pending);
-    assert!(world.puts.is_empty() && d.retry_after.is_some());
+    assert!(azure.puts.is_empty() && d.retry_after.is_some());
     // Known privileged: denied, naming the standing assignment.
     h.privileges = PrivilegeObservation::Known(vec![owner_role.clone()]);
-    run_to(&h, &mut world, &spec, &mut st, t0());
+    run_to(&h, &mut azure, &spec, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
-    assert!(world.puts.is_empty());
+    assert!(azure.puts.is_empty());
     let msg = st.message.clone().unwrap_or_default();
     assert!(
         msg.contains("spec.federation: the identity holds privileged standing access"),
@@ -1576,7 +1576,7 @@ fn privileged_identities_are_federated_only_where_a_policy_opts_in() {
     let mut st = AccessGrantStatus::default();
     let mut fresh = spec.clone();
     fresh.justification = None;
-    run_to(&h, &mut world, &fresh, &mut st, t0());
+    run_to(&h, &mut azure, &fresh, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
     // Role assignments alone (no federation) never need the check.
     let mut h = Harness::new("8h");
@@ -1584,7 +1584,7 @@ fn privileged_identities_are_federated_only_where_a_policy_opts_in() {
     let mut plain = spec.clone();
     plain.federation = None;
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut World::default(), &plain, &mut st, t0());
+    run_to(&h, &mut AzureModel::default(), &plain, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
 }
 
@@ -1600,10 +1600,10 @@ fn a_role_written_by_name_and_by_guid_is_one_duplicate() {
         condition: None,
     };
     let mut st = AccessGrantStatus::default();
-    let mut world = World::default();
-    run_to(&h, &mut world, &s, &mut st, t0());
+    let mut azure = AzureModel::default();
+    run_to(&h, &mut azure, &s, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
-    assert!(world.puts.is_empty());
+    assert!(azure.puts.is_empty());
     let msg = st.message.unwrap_or_default();
     assert!(
         msg.starts_with("spec.roles[1]: duplicates spec.roles[0]"),
@@ -1622,7 +1622,7 @@ fn audiences_and_quotas_are_the_policy_s() {
         audience: "https://kubernetes.default.svc".into(),
     });
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut World::default(), &s, &mut st, t0());
+    run_to(&h, &mut AzureModel::default(), &s, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     let msg = st.message.unwrap_or_default();
     assert!(msg.contains("spec.federation.audience: audience \"https://kubernetes.default.svc\" is not allowed (allowed: api://AzureADTokenExchange)"), "{msg}");
@@ -1630,7 +1630,7 @@ fn audiences_and_quotas_are_the_policy_s() {
     s.federation = None;
     h.live.insert("payments".into(), 2);
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut World::default(), &s, &mut st, t0());
+    run_to(&h, &mut AzureModel::default(), &s, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     let msg = st.message.unwrap_or_default();
     assert!(
@@ -1639,11 +1639,11 @@ fn audiences_and_quotas_are_the_policy_s() {
     );
     // A running lease is never ended by the quota.
     h.live.insert("payments".into(), 1);
-    let mut world = World::default();
+    let mut azure = AzureModel::default();
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut world, &s, &mut st, t0());
+    run_to(&h, &mut azure, &s, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Active);
     h.live.insert("payments".into(), 5);
-    run_to(&h, &mut world, &s, &mut st, t0() + TimeDelta::minutes(5));
+    run_to(&h, &mut azure, &s, &mut st, t0() + TimeDelta::minutes(5));
     assert_eq!(st.phase, GrantPhase::Active);
 }
