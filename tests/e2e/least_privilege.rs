@@ -372,7 +372,11 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
         (1..=3).contains(&refused.len()),
         "refused writes retried beyond the grace: {refused:?}"
     );
-    assert!(refused.iter().all(|e| e["errorCode"] == "AuthorizationFailed"));
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["errorCode"] == "AuthorizationFailed")
+    );
 
     // 8. Revoked, the Reader assignment and the FIC are deleted under the generated roles.
     w.patch_grant(NS, "reader", r#"{"spec":{"revoked":true}}"#)?;
