@@ -1050,6 +1050,85 @@ async fn authorization_failures_are_retried_for_the_grace_then_fail_the_grant() 
     Ok(())
 }
 
+/// Someone deletes the key vault a grant's role assignment is on: ARM deletes the assignment
+/// with it and refuses the revocation's DELETE with its 403 "… or the scope is invalid". The
+/// operator finds the assignment gone and settles the revocation instead of retrying forever:
+/// deleting the grant returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_scope_was_deleted_is_revoked_without_retrying_forever() -> anyhow::Result<()>
+{
+    sandbox_only(
+        Capability::DisposableTenant,
+        "deletes the key vault a grant's role assignment is on",
+    )?;
+    let w = World::start().await?;
+    let timeout = w.scaled(TIMEOUT);
+    let s = setup(&w, 0).await?;
+    let vault = s.scopes[2].clone();
+    let grant = GrantSpec {
+        name: "vault-reader".into(),
+        identity: &s.identities[0],
+        role: "Key Vault Reader",
+        scope: &vault,
+        service_account: None,
+        lease: Lease::Duration(w.lease(3600)),
+    };
+    w.apply_ok(&grant.yaml())?;
+    let active = w
+        .wait_all(
+            NS,
+            &names(std::slice::from_ref(&grant)),
+            timeout,
+            phase_is(GrantPhase::Active),
+        )
+        .await?;
+    let assignment = recorded_ids(&active[0])
+        .into_iter()
+        .find(|id| id.to_ascii_lowercase().contains("/roleassignments/"))
+        .ok_or_else(|| anyhow::anyhow!("no role assignment recorded: {:?}", active[0].status))?;
+
+    w.delete_scope(&vault).await?;
+    let deleted_at = Utc::now();
+    w.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "accessgrant",
+        "vault-reader",
+        "--wait",
+        &format!("--timeout={}s", timeout.as_secs()),
+    ])?;
+    assert!(w.grants(NS).get_opt("vault-reader").await?.is_none());
+
+    // Azure refused the DELETE as it does for a scope that is gone; the operator did not retry
+    // it once it had seen the assignment was gone.
+    let audit = w.audit().await?;
+    let deletes: Vec<&Value> = audit
+        .iter()
+        .filter(|e| {
+            e["method"] == "DELETE"
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&assignment))
+        })
+        .collect();
+    assert!(!deletes.is_empty(), "no DELETE of {assignment}");
+    for e in &deletes {
+        assert_eq!(e["status"], 403, "{e}");
+        assert_eq!(e["errorCode"], "AuthorizationFailed", "{e}");
+    }
+    assert_eq!(
+        deletes.len(),
+        1,
+        "the refused DELETE was retried: {deletes:?}"
+    );
+    println!(
+        "revocation at a deleted scope settled {} ms after kubectl delete",
+        (Utc::now() - deleted_at).num_milliseconds()
+    );
+    Ok(())
+}
+
 /// A regular expression matching `s` literally.
 fn regex_escape(s: &str) -> String {
     s.chars()

@@ -448,6 +448,16 @@ impl World {
             .map(|_| ())
     }
 
+    /// Deletes a resource group (with everything in it) or a resource in sim-azure, as someone
+    /// deleting it in Azure would: the role assignments at or below it go with it, and a role
+    /// assignment DELETE there answers ARM's 403 "… or the scope is invalid". Sandbox only.
+    pub async fn delete_scope(&self, scope_id: &str) -> anyhow::Result<()> {
+        let path = format!("/admin/scopes/{}", scope_id.trim_start_matches('/'));
+        self.azure_admin(reqwest::Method::DELETE, &path, None)
+            .await
+            .map(|_| ())
+    }
+
     pub async fn clear_azure_faults(&self) -> anyhow::Result<()> {
         self.azure_admin(reqwest::Method::DELETE, "/admin/faults", None)
             .await

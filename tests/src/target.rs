@@ -654,7 +654,9 @@ mod tests {
                 {
                     current = Some(name.trim().to_owned());
                 }
-                if line.trim_start().starts_with("sandbox_only(") {
+                let call = line.trim_start();
+                if call.starts_with("sandbox_only(") || call.starts_with("lapse_e2e::sandbox_only(")
+                {
                     let name = current.clone().context("sandbox_only outside a function")?;
                     needed.push((binary.clone(), name));
                 }

@@ -489,6 +489,27 @@ mod tests {
     }
 
     #[test]
+    fn arm_codes_come_from_the_body_without_a_code_header() {
+        // ARM answers carry no `x-ms-error-code`; the front door adds only
+        // `x-ms-failure-cause: gateway`.
+        let gateway = headers(&[("x-ms-failure-cause", "gateway")]);
+        let e = failure(
+            404,
+            &gateway,
+            r#"{"error":{"code":"SubscriptionNotFound","message":"The subscription 's' could not be found."}}"#,
+        );
+        assert_eq!(e.code(), Some("SubscriptionNotFound"));
+        assert_eq!(e.class(), ErrorClass::Terminal);
+        let e = failure(
+            403,
+            &Headers::new(),
+            r#"{"error":{"code":"AuthorizationFailed","message":"The client 'o' with object id 'o' does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/delete' over scope '/subscriptions/s/resourceGroups/gone/providers/Microsoft.Authorization/roleAssignments/42' or the scope is invalid."}}"#,
+        );
+        assert_eq!(e.code(), Some("AuthorizationFailed"));
+        assert!(e.to_string().contains("or the scope is invalid"), "{e}");
+    }
+
+    #[test]
     fn code_falls_back_to_x_ms_error_code_then_status() {
         let h = headers(&[("x-ms-error-code", "AuthorizationFailed")]);
         assert_eq!(failure(403, &h, "").code(), Some("AuthorizationFailed"));

@@ -161,11 +161,11 @@ async fn probe_reports_each_stage_and_audit_lists_the_writes() {
     let mi =
         format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/backup-runner");
 
-    // No federated credential: Entra refuses the ServiceAccount token.
+    // No federated credential: no record matches the token's issuer, and Entra refuses it.
     let (code, line, _) = sb.probe(&storage, "backup-runner");
     assert_eq!(code, Some(1), "{line}");
     assert!(
-        line.starts_with("token exchange refused: AADSTS70021"),
+        line.starts_with("token exchange refused: AADSTS700211: No matching federated identity record found for presented assertion issuer '"),
         "{line}"
     );
 
@@ -260,7 +260,7 @@ async fn probe_reports_each_stage_and_audit_lists_the_writes() {
     assert!(
         all.lines().any(|l| l.contains(" POST ")
             && l.contains("oauth2/v2.0/token")
-            && l.contains("AADSTS70021")),
+            && l.contains("AADSTS700211")),
         "{all}"
     );
     assert!(

@@ -1,6 +1,6 @@
 //! A small unauthenticated admin endpoint (loopback only) mirroring the Rust API:
 //! `GET|DELETE /admin/audit`, `POST|DELETE /admin/faults`, `PUT /admin/delays`,
-//! `POST /admin/principals`.
+//! `POST /admin/principals`, `DELETE /admin/scopes/{scope}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +109,15 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
             Ok(Reply::json(
                 StatusCode::CREATED,
                 &json!({ "objectId": object_id, "appId": app_id, "clientSecret": secret, "tenantId": world.tenant_id }),
+            ))
+        }
+        // The scope's ARM ID follows, e.g. /admin/scopes/subscriptions/s/resourceGroups/rg.
+        (&Method::DELETE, ["scopes", scope @ ..]) if !scope.is_empty() => {
+            let scope = format!("/{}", scope.join("/"));
+            let deleted = lock(&shared.world).delete_scope(&scope, std::time::Instant::now())?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &json!({ "scope": scope, "deleted": deleted }),
             ))
         }
         _ => Err(ApiError::not_found(

@@ -19,6 +19,10 @@ pub(crate) struct ApiError {
     pub shape: ErrorShape,
     /// Seconds for `Retry-After` (429 and some 5xx).
     pub retry_after: Option<u64>,
+    /// Refused by ARM's front door before any resource provider or throttling saw the request
+    /// (unknown subscription, missing or unsupported api-version): answered with
+    /// `x-ms-failure-cause: gateway` and no `x-ms-ratelimit-*` header.
+    pub gateway: bool,
 }
 
 impl ApiError {
@@ -29,6 +33,7 @@ impl ApiError {
             message: message.into(),
             shape: ErrorShape::Arm,
             retry_after: None,
+            gateway: false,
         }
     }
 
@@ -52,6 +57,21 @@ impl ApiError {
         self
     }
 
+    /// Marks the error as ARM front-door's (see `gateway`).
+    pub fn at_gateway(mut self) -> Self {
+        self.gateway = true;
+        self
+    }
+
+    /// ARM's 404 for a subscription it does not know.
+    pub fn subscription_not_found(subscription: &str) -> Self {
+        Self::not_found(
+            "SubscriptionNotFound",
+            format!("The subscription '{subscription}' could not be found."),
+        )
+        .at_gateway()
+    }
+
     /// ARM's answer for an api-version the resource type does not serve.
     pub fn invalid_api_version(given: &str, supported: &[&str]) -> Self {
         Self::bad_request(
@@ -61,6 +81,7 @@ impl ApiError {
                 supported.join(",")
             ),
         )
+        .at_gateway()
     }
 
     pub fn missing_api_version() -> Self {
@@ -68,6 +89,7 @@ impl ApiError {
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
         )
+        .at_gateway()
     }
 
     /// ARM's 403 for a caller without the action at the scope.
@@ -99,8 +121,9 @@ impl ApiError {
         Self::bad_request("InvalidRequestContent", reason)
     }
 
-    /// The JSON body for this error.
-    pub fn body(&self, request_id: &str) -> serde_json::Value {
+    /// The JSON body for this error. Graph's `innerError` names the request and the client's
+    /// `client-request-id` (the request ID when the client sent none, as Graph does).
+    pub fn body(&self, request_id: &str, client_request_id: Option<&str>) -> serde_json::Value {
         match self.shape {
             ErrorShape::Arm => serde_json::json!({
                 "error": { "code": self.code, "message": self.message }
@@ -112,7 +135,7 @@ impl ApiError {
                     "innerError": {
                         "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
                         "request-id": request_id,
-                        "client-request-id": request_id,
+                        "client-request-id": client_request_id.unwrap_or(request_id),
                     }
                 }
             }),

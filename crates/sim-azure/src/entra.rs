@@ -215,7 +215,14 @@ fn string_or_list(v: Option<&Value>) -> Vec<String> {
 }
 
 fn fic_matches(fic: &Fic, iss: &str, sub: &str, auds: &[String]) -> bool {
-    let subject_ok = match (&fic.subject, &fic.claims_matching_expression) {
+    fic.issuer == iss && subject_matches(fic, sub) && fic.audiences.iter().any(|a| auds.contains(a))
+}
+
+/// Where workload identity federation errors point (Entra's own link).
+const WIF_DOCS: &str = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
+
+fn subject_matches(fic: &Fic, sub: &str) -> bool {
+    match (&fic.subject, &fic.claims_matching_expression) {
         (Some(s), _) => s == sub,
         (None, Some(expr)) => expr
             .get("value")
@@ -225,8 +232,75 @@ fn fic_matches(fic: &Fic, iss: &str, sub: &str, auds: &[String]) -> bool {
                 lhs.trim() == "claims['sub']" && rbac::action_matches(pattern.trim(), sub)
             }),
         (None, None) => false,
+    }
+}
+
+/// Entra's refusal when no FIC matches the assertion, naming the first claim that matches none
+/// (issuer, then subject, then audience) as Entra does: AADSTS700211, 700213 (7002131 when a
+/// flexible FIC's expression was tried), 700212. A FIC that would match but was written too
+/// recently to have propagated answers AADSTS70021, the message Microsoft documents for that
+/// window.
+fn no_matching_fic(
+    all: &[Fic],
+    effective: &[&Fic],
+    iss: &str,
+    sub: &str,
+    auds: &[String],
+) -> EntraError {
+    let refused = |code: u32, description: String| {
+        EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            code,
+            description,
+        )
     };
-    fic.issuer == iss && subject_ok && fic.audiences.iter().any(|a| auds.contains(a))
+    if all.iter().any(|f| fic_matches(f, iss, sub, auds)) {
+        return EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            70021,
+            format!(
+                "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{}'. {WIF_DOCS}",
+                auds.join(",")
+            ),
+        );
+    }
+    let by_issuer: Vec<&&Fic> = effective.iter().filter(|f| f.issuer == iss).collect();
+    if by_issuer.is_empty() {
+        return refused(
+            700211,
+            format!(
+                "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. {WIF_DOCS}"
+            ),
+        );
+    }
+    if !by_issuer.iter().any(|f| subject_matches(f, sub)) {
+        if by_issuer
+            .iter()
+            .any(|f| f.claims_matching_expression.is_some())
+        {
+            return refused(
+                7002131,
+                format!(
+                    "No matching federated identity record found for presented assertion subject '{sub}' or no federated identity credential expression matched. Please check your federated identity credential Subject, Expression, Audience and Issuer against the presented assertion. {WIF_DOCS}"
+                ),
+            );
+        }
+        return refused(
+            700213,
+            format!(
+                "No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. {WIF_DOCS}"
+            ),
+        );
+    }
+    refused(
+        700212,
+        format!(
+            "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. {WIF_DOCS}",
+            auds.join(",")
+        ),
+    )
 }
 
 /// Entra's checks for a federated client assertion: well-formed, a FIC on the identity matching
@@ -292,21 +366,12 @@ async fn verify_assertion(
     // A FIC written less than the propagation delay ago is not yet known to Entra.
     let delay = shared.faults.fic_propagation_delay();
     let now = std::time::Instant::now();
-    let effective = |f: &&Fic| now.saturating_duration_since(f.written) >= delay;
-    if !fics
+    let effective: Vec<&Fic> = fics
         .iter()
-        .filter(effective)
-        .any(|f| fic_matches(f, iss, sub, &auds))
-    {
-        return Err(EntraError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            70021,
-            format!(
-                "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{}'. https://docs.microsoft.com/azure/active-directory/develop/workload-identity-federation",
-                auds.join(",")
-            ),
-        ));
+        .filter(|f| now.saturating_duration_since(f.written) >= delay)
+        .collect();
+    if !effective.iter().any(|f| fic_matches(f, iss, sub, &auds)) {
+        return Err(no_matching_fic(&fics, &effective, iss, sub, &auds));
     }
     match shared.federation.verify_signature(assertion, iss).await {
         Ok(()) => {}

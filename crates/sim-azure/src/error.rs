@@ -39,6 +39,14 @@ pub enum SimAzureError {
         /// Underlying I/O error.
         source: std::io::Error,
     },
+    /// A scope could not be deleted (it does not exist, or is not a resource group or resource).
+    #[error("cannot delete scope `{scope}`: {reason}")]
+    DeleteScope {
+        /// The scope given.
+        scope: String,
+        /// ARM's refusal.
+        reason: String,
+    },
     /// A fault rule's path pattern is not a valid regular expression.
     #[error("fault rule path pattern `{pattern}`: {reason}")]
     FaultPattern {

@@ -19,6 +19,11 @@ const READ_ALL: &str = "Application.Read.All";
 const WRITE_ALL: &str = "Application.ReadWrite.All";
 const WRITE_OWNED: &str = "Application.ReadWrite.OwnedBy";
 
+/// Whether a request path is Graph's (`/v1.0/...`).
+pub(crate) fn is_graph_path(path: &str) -> bool {
+    path == "/v1.0" || path.starts_with("/v1.0/")
+}
+
 /// Audiences Graph accepts: Graph's own plus the simulator's URL.
 pub(crate) fn is_graph_audience(aud: &str, base: &str) -> bool {
     let aud = aud.trim_end_matches('/');
@@ -86,7 +91,7 @@ pub(crate) fn handle(
     });
     match result {
         Ok(r) => r,
-        Err(e) => Reply::error(&e, request_id),
+        Err(e) => Reply::error_for(&e, request_id, req.header("client-request-id")),
     }
 }
 
@@ -217,6 +222,7 @@ fn route(
         ));
     }
     let mut world = lock(&shared.world);
+    let tenant = world.tenant_id.clone();
     let app_key = key(&find_application(&world, collection, id)?.object_id);
     let limit = shared.config.fic_limit;
     let app = world
@@ -232,7 +238,7 @@ fn route(
             &selected(app_json(&base, app), req.query("$select")),
         )),
         (["federatedIdentityCredentials"], &Method::GET) => {
-            let value: Vec<Value> = app.fics.values().map(fic_json).collect();
+            let value: Vec<Value> = app.fics.values().map(|f| fic_json(f, None)).collect();
             Ok(Reply::json(
                 StatusCode::OK,
                 &json!({ "@odata.context": format!("{base}/$metadata#applications('{}')/federatedIdentityCredentials", app.object_id), "value": value }),
@@ -258,13 +264,7 @@ fn route(
                 .values()
                 .any(|f| f.issuer == fic.issuer && f.subject == fic.subject)
             {
-                return Err(bad_request(
-                    "InvalidFederatedIdentityCredentialValue",
-                    format!(
-                        "The combination of issuer and subject must be unique for the application. Issuer {} and Subject: {} already exist.",
-                        fic.issuer, fic.subject
-                    ),
-                ));
+                return Err(duplicate_issuer_subject(&fic.issuer, &fic.subject));
             }
             if app.fics.len() >= limit {
                 return Err(bad_request(
@@ -274,9 +274,16 @@ fn route(
                     ),
                 ));
             }
-            let body = fic_json(&fic);
+            // Graph's documented 201 names the new object in `@odata.id` (a directoryObjects
+            // URL); `Location` carries the same URL.
+            let odata_id = format!(
+                "{}/v2/{}/directoryObjects/$/Microsoft.DirectoryServices.Application('{}')/federatedIdentityCredentials/{}",
+                shared.base_url, tenant, app.object_id, fic.id
+            );
+            let mut body = fic_json(&fic, Some(&entity_context(&base, &app.object_id)));
+            body["@odata.id"] = json!(odata_id);
             app.fics.insert(key(&fic.name), fic);
-            Ok(Reply::json(StatusCode::CREATED, &body))
+            Ok(Reply::json(StatusCode::CREATED, &body).header("location", odata_id))
         }
         (["federatedIdentityCredentials", which], method) => {
             let found = app
@@ -289,7 +296,8 @@ fn route(
                     let f = found
                         .and_then(|k| app.fics.get(&k))
                         .ok_or_else(|| not_found(which))?;
-                    Ok(Reply::json(StatusCode::OK, &fic_json(f)))
+                    let context = entity_context(&base, &app.object_id);
+                    Ok(Reply::json(StatusCode::OK, &fic_json(f, Some(&context))))
                 }
                 Method::DELETE => {
                     if !can_write(claims, app) {
@@ -307,14 +315,16 @@ fn route(
                     let patch: FicPatch = req
                         .json()
                         .map_err(|e| bad_request("Request_BadRequest", e.message))?;
-                    let f = app.fics.get_mut(&k).ok_or_else(|| not_found(which))?;
-                    if let Some(d) = patch.description {
-                        f.description = Some(d);
+                    let current = app.fics.get(&k).ok_or_else(|| not_found(which))?;
+                    let updated = patch.apply(current)?;
+                    // Issuer and subject stay unique on the application (Graph's rule for
+                    // creates holds for updates too).
+                    if app.fics.iter().any(|(other, f)| {
+                        *other != k && f.issuer == updated.issuer && f.subject == updated.subject
+                    }) {
+                        return Err(duplicate_issuer_subject(&updated.issuer, &updated.subject));
                     }
-                    if let Some(a) = patch.audiences {
-                        f.audiences = a;
-                    }
-                    f.written = std::time::Instant::now();
+                    app.fics.insert(k, updated);
                     Ok(Reply::empty(StatusCode::NO_CONTENT))
                 }
                 _ => Err(bad_request(
@@ -349,11 +359,86 @@ struct FicInput {
     description: Option<String>,
 }
 
+/// A PATCH of an application FIC: Graph's updatable properties (`audiences`, `description`,
+/// `issuer`, `subject`); `name` is immutable and may only repeat the current one.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FicPatch {
+    name: Option<String>,
+    issuer: Option<String>,
+    subject: Option<String>,
     description: Option<String>,
     audiences: Option<Vec<String>>,
+}
+
+impl FicPatch {
+    /// The FIC after this patch, validated as a create is.
+    fn apply(self, current: &GraphFic) -> Result<GraphFic, ApiError> {
+        if let Some(name) = self.name.filter(|n| *n != current.name) {
+            return Err(bad_request(
+                "Request_BadRequest",
+                format!(
+                    "The name of a federated identity credential cannot be changed (from '{}' to '{name}').",
+                    current.name
+                ),
+            ));
+        }
+        let mut next = current.clone();
+        if let Some(issuer) = self.issuer {
+            next.issuer = checked_issuer(issuer)?;
+        }
+        if let Some(subject) = self.subject {
+            if subject.is_empty() {
+                return Err(bad_request(
+                    "Request_BadRequest",
+                    "Property 'subject' must not be empty.",
+                ));
+            }
+            next.subject = subject;
+        }
+        if let Some(audiences) = self.audiences {
+            next.audiences = checked_audiences(audiences)?;
+        }
+        if let Some(d) = self.description {
+            next.description = Some(d);
+        }
+        next.written = std::time::Instant::now();
+        Ok(next)
+    }
+}
+
+fn checked_issuer(issuer: String) -> Result<String, ApiError> {
+    if url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https") {
+        Ok(issuer)
+    } else {
+        Err(bad_request(
+            "InvalidFederatedIdentityCredentialValue",
+            format!("The issuer '{issuer}' must be an https URL."),
+        ))
+    }
+}
+
+fn checked_audiences(audiences: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if audiences.len() == 1 {
+        Ok(audiences)
+    } else {
+        Err(bad_request(
+            "InvalidFederatedIdentityCredentialValue",
+            format!(
+                "Exactly one audience is required; {} given.",
+                audiences.len()
+            ),
+        ))
+    }
+}
+
+fn duplicate_issuer_subject(issuer: &str, subject: &str) -> ApiError {
+    bad_request(
+        "InvalidFederatedIdentityCredentialValue",
+        format!(
+            "The combination of issuer and subject must be unique for the application. Issuer {issuer} and Subject: {subject} already exist."
+        ),
+    )
 }
 
 fn parse_fic(req: &Req) -> Result<GraphFic, ApiError> {
@@ -374,27 +459,12 @@ fn parse_fic(req: &Req) -> Result<GraphFic, ApiError> {
             format!("The name '{name}' is invalid: 3 to 120 letters, digits, '-' or '_'."),
         ));
     }
-    let issuer = input.issuer.ok_or_else(|| missing("issuer"))?;
-    if !url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https") {
-        return Err(bad_request(
-            "InvalidFederatedIdentityCredentialValue",
-            format!("The issuer '{issuer}' must be an https URL."),
-        ));
-    }
+    let issuer = checked_issuer(input.issuer.ok_or_else(|| missing("issuer"))?)?;
     let subject = input
         .subject
         .filter(|s| !s.is_empty())
         .ok_or_else(|| missing("subject"))?;
-    let audiences = input.audiences.unwrap_or_default();
-    if audiences.len() != 1 {
-        return Err(bad_request(
-            "InvalidFederatedIdentityCredentialValue",
-            format!(
-                "Exactly one audience is required; {} given.",
-                audiences.len()
-            ),
-        ));
-    }
+    let audiences = checked_audiences(input.audiences.unwrap_or_default())?;
     Ok(GraphFic {
         id: uuid::Uuid::new_v4().to_string(),
         written: std::time::Instant::now(),
@@ -437,13 +507,24 @@ fn sp_json(base: &str, p: &Principal, world: &World) -> Value {
     })
 }
 
-fn fic_json(f: &GraphFic) -> Value {
-    json!({
+/// `@odata.context` of one FIC of the application `app_object_id`, as Graph answers a GET or a
+/// create of it (the simulator's URL in place of graph.microsoft.com, as for every link).
+fn entity_context(base: &str, app_object_id: &str) -> String {
+    format!("{base}/$metadata#applications('{app_object_id}')/federatedIdentityCredentials/$entity")
+}
+
+/// A FIC; single-entity answers carry their `@odata.context`, list items none.
+fn fic_json(f: &GraphFic, context: Option<&str>) -> Value {
+    let mut v = json!({
         "id": f.id,
         "name": f.name,
         "issuer": f.issuer,
         "subject": f.subject,
         "description": f.description,
         "audiences": f.audiences,
-    })
+    });
+    if let Some(c) = context {
+        v["@odata.context"] = json!(c);
+    }
+    v
 }

@@ -14,7 +14,7 @@ use crate::faults::Faults;
 use crate::http::lock;
 use crate::seed::derived_guid;
 use crate::server::Shared;
-use crate::world::{Principal, PrincipalKind, RoleAssignmentView};
+use crate::world::{Principal, PrincipalKind, RoleAssignmentView, ScopeDeletion};
 use crate::{env, ids};
 
 /// Client credentials of a directory principal.
@@ -150,6 +150,18 @@ impl SimAzureHandle {
             (p, world.tenant_id.clone())
         };
         Ok(self.shared.issue_token(&principal, &tenant, audience)?.0)
+    }
+
+    /// Deletes a resource group (with its resources and identities) or a resource, as someone
+    /// deleting it in Azure would: the role assignments at or below it are deleted with it. A
+    /// role assignment DELETE at the scope then answers ARM's 403 for a scope that is gone.
+    pub fn delete_scope(&self, scope: &str) -> Result<ScopeDeletion, SimAzureError> {
+        lock(&self.shared.world)
+            .delete_scope(scope, Instant::now())
+            .map_err(|e| SimAzureError::DeleteScope {
+                scope: scope.to_owned(),
+                reason: e.message,
+            })
     }
 
     /// All live role assignments.

@@ -73,6 +73,8 @@ pub(crate) struct Reply {
     pub body: Option<Bytes>,
     pub content_type: &'static str,
     pub error_code: Option<String>,
+    /// An ARM front-door refusal (`ApiError::gateway`): no throttling token is spent on it.
+    pub gateway: bool,
 }
 
 impl Reply {
@@ -83,6 +85,7 @@ impl Reply {
             body: Some(Bytes::from(body.to_string())),
             content_type: "application/json; charset=utf-8",
             error_code: None,
+            gateway: false,
         }
     }
 
@@ -93,15 +96,26 @@ impl Reply {
             body: None,
             content_type: "application/json; charset=utf-8",
             error_code: None,
+            gateway: false,
         }
     }
 
+    /// An error answer. ARM and Graph carry the code in the body only: neither sends the
+    /// `x-ms-error-code` header the storage data plane uses.
     pub fn error(err: &ApiError, request_id: &str) -> Self {
-        let mut reply = Self::json(err.status, &err.body(request_id));
+        Self::error_for(err, request_id, None)
+    }
+
+    /// An error answer naming the client's `client-request-id` (Graph's `innerError`).
+    pub fn error_for(err: &ApiError, request_id: &str, client_request_id: Option<&str>) -> Self {
+        let mut reply = Self::json(err.status, &err.body(request_id, client_request_id));
         reply.error_code = Some(err.code.clone());
-        reply
-            .headers
-            .push(("x-ms-error-code".to_owned(), err.code.clone()));
+        if err.gateway {
+            reply.gateway = true;
+            reply
+                .headers
+                .push(("x-ms-failure-cause".to_owned(), "gateway".to_owned()));
+        }
         if let Some(secs) = err.retry_after {
             reply
                 .headers

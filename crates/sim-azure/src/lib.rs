@@ -45,4 +45,4 @@ pub use seed::{
     SeedRoleAssignment, SeedRoleDefinition, SeedSubscription,
 };
 pub use server::SimAzure;
-pub use world::{PrincipalKind, RoleAssignmentView};
+pub use world::{PrincipalKind, RoleAssignmentView, ScopeDeletion};

@@ -1,5 +1,7 @@
 //! Azure built-in role definitions the simulator serves. Names and GUIDs are Azure's (verified
-//! against several public sources); permissions follow Microsoft's built-in roles reference.
+//! against several public sources); permissions follow Microsoft's built-in roles reference;
+//! `createdOn`/`updatedOn` are the dates Azure answers with (Microsoft Learn examples and
+//! captured answers; docs/sim-azure.md lists the source of each, and the few approximated).
 
 /// One built-in role definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +20,11 @@ pub struct BuiltInRole {
     pub data_actions: &'static [&'static str],
     /// `permissions[0].notDataActions`.
     pub not_data_actions: &'static [&'static str],
+    /// `createdOn` as Azure answers it (the simulator serves it verbatim; see
+    /// docs/sim-azure.md for where each date comes from and which are approximations).
+    pub created_on: &'static str,
+    /// `updatedOn` as Azure answers it.
+    pub updated_on: &'static str,
 }
 
 const KEY_VAULT_CONTROL_PLANE_READ: &[&str] = &[
@@ -37,6 +44,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
         name: "Owner",
+        created_on: "2015-02-02T21:55:09.8806423Z",
+        updated_on: "2020-08-14T20:13:58.4137852Z",
         description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
         actions: &["*"],
         not_actions: &[],
@@ -46,6 +55,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
         name: "Contributor",
+        created_on: "2015-02-02T21:55:09.88Z",
+        updated_on: "2024-11-21T20:29:48.368Z",
         description: "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC, manage assignments in Azure Blueprints, or share image galleries.",
         actions: &["*"],
         not_actions: &[
@@ -67,6 +78,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         name: "Reader",
+        created_on: "2015-02-02T21:55:09.8806423Z",
+        updated_on: "2021-11-11T20:13:47.8628684Z",
         description: "View all resources, but does not allow you to make any changes.",
         actions: &["*/read"],
         not_actions: &[],
@@ -76,6 +89,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
         name: "User Access Administrator",
+        created_on: "2015-02-02T21:55:09.8806423Z",
+        updated_on: "2021-11-11T20:13:57Z",
         description: "Lets you manage user access to Azure resources.",
         actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
         not_actions: &[],
@@ -85,6 +100,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
         name: "Role Based Access Control Administrator",
+        created_on: "2022-09-06T22:26:26.407Z",
+        updated_on: "2023-11-10T21:06:25.701Z",
         description: "Manage access to Azure resources by assigning roles using Azure RBAC. This role does not allow you to manage access using other ways, such as Azure Policy.",
         actions: &[
             "Microsoft.Authorization/roleAssignments/write",
@@ -99,6 +116,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
         name: "Storage Blob Data Reader",
+        created_on: "2017-12-21T00:01:24.797Z",
+        updated_on: "2021-11-11T20:13:55.297Z",
         description: "Read and list Azure Storage containers and blobs.",
         actions: &[
             "Microsoft.Storage/storageAccounts/blobServices/containers/read",
@@ -111,6 +130,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
         name: "Storage Blob Data Contributor",
+        created_on: "2017-12-21T00:01:24.7972312Z",
+        updated_on: "2021-11-11T20:13:54.9397456Z",
         description: "Read, write, and delete Azure Storage containers and blobs.",
         actions: &[
             "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
@@ -131,6 +152,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
         name: "Storage Blob Data Owner",
+        created_on: "2017-12-21T00:01:24.7972312Z",
+        updated_on: "2021-11-11T20:13:54.9397456Z",
         description: "Provides full access to Azure Storage blob containers and data, including assigning POSIX access control.",
         actions: &[
             "Microsoft.Storage/storageAccounts/blobServices/containers/*",
@@ -143,6 +166,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "4633458b-17de-408a-b874-0445c86b69e6",
         name: "Key Vault Secrets User",
+        created_on: "2020-05-19T17:52:46.234Z",
+        updated_on: "2021-11-11T20:14:30.254Z",
         description: "Read secret contents. Only works for key vaults that use the 'Azure role-based access control' permission model.",
         actions: &[],
         not_actions: &[],
@@ -155,6 +180,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
         name: "Key Vault Secrets Officer",
+        created_on: "2020-05-19T17:52:46.234Z",
+        updated_on: "2021-11-11T20:14:30.254Z",
         description: "Perform any action on the secrets of a key vault, except manage permissions. Only works for key vaults that use the 'Azure role-based access control' permission model.",
         actions: KEY_VAULT_CONTROL_PLANE_READ,
         not_actions: &[],
@@ -164,6 +191,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "00482a5a-887f-4fb3-b363-3b7fe8e74483",
         name: "Key Vault Administrator",
+        created_on: "2020-05-19T17:52:46.234Z",
+        updated_on: "2021-11-11T20:14:30.254Z",
         description: "Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets. Cannot manage key vault resources or manage role assignments. Only works for key vaults that use the 'Azure role-based access control' permission model.",
         actions: KEY_VAULT_CONTROL_PLANE_READ,
         not_actions: &[],
@@ -173,6 +202,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "21090545-7ca7-4776-b22c-e363652d74d2",
         name: "Key Vault Reader",
+        created_on: "2020-05-19T17:52:46.234Z",
+        updated_on: "2021-11-11T20:14:30.254Z",
         description: "Read metadata of key vaults and its certificates, keys, and secrets. Cannot read sensitive values such as secret contents or key material. Only works for key vaults that use the 'Azure role-based access control' permission model.",
         actions: KEY_VAULT_CONTROL_PLANE_READ,
         not_actions: &[],
@@ -185,6 +216,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "7f951dda-4ed3-4680-a7ca-43fe172d538d",
         name: "AcrPull",
+        created_on: "2018-10-22T19:01:56.822Z",
+        updated_on: "2021-11-11T20:13:08.877Z",
         description: "acr pull",
         actions: &["Microsoft.ContainerRegistry/registries/pull/read"],
         not_actions: &[],
@@ -194,6 +227,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "8311e382-0749-4cb8-b61a-304f252e45ec",
         name: "AcrPush",
+        created_on: "2018-10-29T17:52:32.5201177Z",
+        updated_on: "2021-11-11T20:13:07.4993029Z",
         description: "acr push",
         actions: &[
             "Microsoft.ContainerRegistry/registries/pull/read",
@@ -206,6 +241,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",
         name: "Azure Kubernetes Service Cluster User Role",
+        created_on: "2018-08-15T22:04:53.403Z",
+        updated_on: "2021-11-11T20:13:20.435Z",
         description: "List cluster user credential action.",
         actions: &[
             "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
@@ -218,6 +255,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
         name: "Azure Kubernetes Service Cluster Admin Role",
+        created_on: "2018-08-15T21:38:18Z",
+        updated_on: "2022-05-17T01:51:12Z",
         description: "List cluster admin credential action.",
         actions: &[
             "Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action",
@@ -232,6 +271,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "f1a07417-d97a-45cb-824c-7a7467783830",
         name: "Managed Identity Operator",
+        created_on: "2017-12-14T19:52:04.392Z",
+        updated_on: "2021-11-11T20:13:38.952Z",
         description: "Read and Assign User Assigned Identity",
         actions: &[
             "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
@@ -249,6 +290,8 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     BuiltInRole {
         id: "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
         name: "Managed Identity Contributor",
+        created_on: "2017-12-14T19:53:42.88Z",
+        updated_on: "2024-04-02T15:41:08.379Z",
         description: "Create, Read, Update, and Delete User Assigned Identity",
         actions: &[
             "Microsoft.ManagedIdentity/userAssignedIdentities/read",
@@ -308,6 +351,17 @@ mod tests {
             "Managed Identity Operator",
         ] {
             assert!(roles.iter().any(|r| r.name == name), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn dates_are_rfc3339_and_updates_follow_creation() {
+        for r in built_in_roles() {
+            let created = chrono::DateTime::parse_from_rfc3339(r.created_on)
+                .unwrap_or_else(|e| panic!("{}: createdOn {}: {e}", r.name, r.created_on));
+            let updated = chrono::DateTime::parse_from_rfc3339(r.updated_on)
+                .unwrap_or_else(|e| panic!("{}: updatedOn {}: {e}", r.name, r.updated_on));
+            assert!(created <= updated, "{}", r.name);
         }
     }
 }

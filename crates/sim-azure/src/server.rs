@@ -32,6 +32,9 @@ use crate::tokens::{AccessClaims, RsaSigner};
 use crate::world::{Principal, World};
 use crate::{admin, arm, entra, graph, ids, tls};
 
+/// Graph's `x-ms-ags-diagnostic` names the serving data center; the simulator names itself.
+const GRAPH_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"sim-azure","Slice":"E","Ring":"1","ScaleUnit":"000","RoleInstance":"sim-azure"}}"#;
+
 /// Returned by a request handler to close the connection without answering.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by fault injection")]
@@ -220,10 +223,22 @@ async fn handle(
         body,
     };
     let request_id = uuid::Uuid::new_v4().to_string();
+    // Graph answers carry `request-id` and `client-request-id` (the client's, else the request
+    // ID); ARM and Entra answers carry `x-ms-request-id` and `x-ms-correlation-request-id`.
+    let graph = crate::graph::is_graph_path(&req.path);
+    let client_request_id = req.header("client-request-id").map(str::to_owned);
     let correlation_id = req
         .header("x-ms-correlation-request-id")
         .map(str::to_owned)
         .unwrap_or_else(|| request_id.clone());
+    let injected_error = |status: StatusCode, code: &str, message: String| {
+        let err = if graph {
+            ApiError::graph(status, code, message)
+        } else {
+            ApiError::arm(status, code, message)
+        };
+        (err, client_request_id.as_deref())
+    };
 
     let (latency, actions) = shared.faults.take(req.method.as_str(), &req.path);
     let extra: Duration = actions
@@ -242,30 +257,60 @@ async fn handle(
         .find(|a| !matches!(a, FaultAction::Latency { .. }));
     let reply = match injected {
         Some(FaultAction::Drop) => {
-            record(&shared, &req, time, started, None, 0, Some("ConnectionDropped".into()), &request_id);
+            record(
+                &shared,
+                &req,
+                time,
+                started,
+                None,
+                0,
+                Some("ConnectionDropped".into()),
+                &request_id,
+            );
             return Err(Dropped);
         }
-        Some(FaultAction::Status { status, code, message }) => {
+        Some(FaultAction::Status {
+            status,
+            code,
+            message,
+        }) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Reply::error(&ApiError::arm(status, code, message.clone()), &request_id)
+            let (err, client) = injected_error(status, code, message.clone());
+            Reply::error_for(&err, &request_id, client)
         }
-        Some(FaultAction::Throttle { retry_after_secs }) => Reply::error(
-            &ApiError::arm(
+        Some(FaultAction::Throttle { retry_after_secs }) => {
+            let (err, client) = injected_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
-                format!("The request is being throttled. Please try again after '{retry_after_secs}' seconds."),
+                format!(
+                    "The request is being throttled. Please try again after '{retry_after_secs}' seconds."
+                ),
+            );
+            Reply::error_for(
+                &err.with_retry_after(*retry_after_secs),
+                &request_id,
+                client,
             )
-            .with_retry_after(*retry_after_secs),
-            &request_id,
-        ),
+        }
         _ => route(&shared, &req, &request_id, &mut principal).await,
     };
 
     let mut builder = Response::builder()
         .status(reply.status)
-        .header("x-ms-request-id", &request_id)
-        .header("x-ms-correlation-request-id", &correlation_id)
         .header("cache-control", "no-cache");
+    builder = if graph {
+        builder
+            .header("request-id", &request_id)
+            .header(
+                "client-request-id",
+                client_request_id.as_deref().unwrap_or(&request_id),
+            )
+            .header("x-ms-ags-diagnostic", GRAPH_DIAGNOSTIC)
+    } else {
+        builder
+            .header("x-ms-request-id", &request_id)
+            .header("x-ms-correlation-request-id", &correlation_id)
+    };
     if reply.body.is_some() {
         builder = builder.header("content-type", reply.content_type);
     }

@@ -118,6 +118,20 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    /// Gives back the token a request drew (the request was refused before it counted).
+    pub fn refund(&self, subscription: &str, principal: &str, kind: OpKind) {
+        let capacity = f64::from(self.limit(kind).capacity);
+        if let Some(bucket) = lock(&self.buckets).get_mut(&(
+            subscription.to_ascii_lowercase(),
+            principal.to_ascii_lowercase(),
+            kind,
+        )) {
+            bucket.tokens = (bucket.tokens + 1.0).min(capacity);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +155,12 @@ mod tests {
         // Other principals and kinds have their own buckets.
         assert_eq!(t.draw("s", "q", OpKind::Write, now), Draw::Allowed(2));
         assert_eq!(t.draw("s", "p", OpKind::Read, now), Draw::Allowed(249));
+        assert_eq!(
+            t.draw("s", "p", OpKind::Write, now + Duration::from_secs(1)),
+            Draw::Allowed(0)
+        );
+        // A refunded token is drawn again.
+        t.refund("s", "p", OpKind::Write);
         assert_eq!(
             t.draw("s", "p", OpKind::Write, now + Duration::from_secs(1)),
             Draw::Allowed(0)

@@ -252,8 +252,9 @@ fn identity(
                 uuid::Uuid::new_v4().to_string(),
                 Some(Instant::now()),
             );
+            let location = format!("{}{}", shared.base_url, created.id());
             let v = render(created);
-            Ok(Reply::json(StatusCode::CREATED, &v))
+            Ok(Reply::json(StatusCode::CREATED, &v).header("location", location))
         }
         Method::DELETE => {
             super::authorize(shared, &world, claims, IDENTITY_DELETE, &id)?;
@@ -290,9 +291,10 @@ fn list_fics(
         return Err(method_not_allowed(req));
     }
     let world = lock(&shared.world);
+    world.check_scope_exists(&format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
     let i = world
         .identity(sub, rg, name)
-        .ok_or_else(|| identity_not_found(rg, name))?;
+        .ok_or_else(parent_identity_not_found)?;
     super::authorize(shared, &world, claims, FIC_READ, &i.id())?;
     let top: usize = match req.query("$top") {
         None => usize::MAX,
@@ -329,6 +331,16 @@ fn list_fics(
     Ok(Reply::json(StatusCode::OK, &super::page(items, next)))
 }
 
+/// The managed identity RP's 404 for a FIC operation under an identity that does not exist
+/// (Microsoft's "Important considerations and restrictions for federated identity credentials",
+/// Errors; the code is not published: ARM's `ResourceNotFound` is kept).
+fn parent_identity_not_found() -> ApiError {
+    ApiError::not_found(
+        "ResourceNotFound",
+        "The parent user-assigned identity doesn't exist.",
+    )
+}
+
 fn concurrent_write(identity_id: &str) -> ApiError {
     ApiError::arm(
         StatusCode::CONFLICT,
@@ -352,9 +364,10 @@ async fn fic_op(
 ) -> Result<Reply, ApiError> {
     let identity_id = {
         let world = lock(&shared.world);
+        world.check_scope_exists(&format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
         let i = world
             .identity(sub, rg, name)
-            .ok_or_else(|| identity_not_found(rg, name))?;
+            .ok_or_else(parent_identity_not_found)?;
         i.id()
     };
     match req.method {
@@ -363,7 +376,7 @@ async fn fic_op(
             super::authorize(shared, &world, claims, FIC_READ, &identity_id)?;
             let i = world
                 .identity(sub, rg, name)
-                .ok_or_else(|| identity_not_found(rg, name))?;
+                .ok_or_else(parent_identity_not_found)?;
             let f = i.fics.get(&key(fic)).ok_or_else(|| {
                 ApiError::not_found(
                     "ResourceNotFound",
@@ -378,9 +391,7 @@ async fn fic_op(
                 if !fic_name_ok(fic) {
                     return Err(ApiError::bad_request(
                         "BadRequest",
-                        format!(
-                            "The federated identity credential name '{fic}' is invalid. It must match ^[a-zA-Z0-9][a-zA-Z0-9-_]{{2,119}}$: start with a letter or digit, then 2 to 119 letters, digits, '-' or '_'."
-                        ),
+                        format!("Federated Identity Credential name '{fic}' is invalid."),
                     ));
                 }
                 Some(validate_fic(req, fic)?)
@@ -398,7 +409,7 @@ async fn fic_op(
                 )?;
                 let i = world
                     .identity_mut(sub, rg, name)
-                    .ok_or_else(|| identity_not_found(rg, name))?;
+                    .ok_or_else(parent_identity_not_found)?;
                 if i.fic_write_in_progress {
                     return Err(concurrent_write(&identity_id));
                 }
@@ -411,10 +422,10 @@ async fn fic_op(
             let mut world = lock(&shared.world);
             let limit = shared.config.fic_limit;
             let Some(i) = world.identity_mut(sub, rg, name) else {
-                return Err(identity_not_found(rg, name));
+                return Err(parent_identity_not_found());
             };
             let result = match parsed {
-                Some(new) => put_fic(i, new, limit, &identity_id),
+                Some(new) => put_fic(i, new, limit, &identity_id, &shared.base_url),
                 None => Ok(match i.fics.remove(&key(fic)) {
                     Some(_) => Reply::empty(StatusCode::OK),
                     None => Reply::empty(StatusCode::NO_CONTENT),
@@ -429,15 +440,15 @@ async fn fic_op(
 
 fn validate_fic(req: &Req, name: &str) -> Result<Fic, ApiError> {
     let body: FicBody = req.json()?;
-    let p = body.properties.ok_or_else(|| {
-        ApiError::invalid_body("The request is missing the required property 'properties'.")
-    })?;
-    let issuer = p.issuer.ok_or_else(|| {
+    // Microsoft's documented FIC errors: all properties are mandatory, exactly one audience.
+    let empty = || {
         ApiError::bad_request(
             "BadRequest",
-            "The property 'properties.issuer' is required.",
+            "Federated Identity Credential from HTTP body has empty properties",
         )
-    })?;
+    };
+    let p = body.properties.ok_or_else(empty)?;
+    let issuer = p.issuer.ok_or_else(empty)?;
     let issuer_ok =
         url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
     if !issuer_ok {
@@ -450,23 +461,14 @@ fn validate_fic(req: &Req, name: &str) -> Result<Fic, ApiError> {
     if audiences.len() != 1 || audiences[0].is_empty() {
         return Err(ApiError::bad_request(
             "BadRequest",
-            format!(
-                "The property 'properties.audiences' must hold exactly one audience; it holds {}.",
-                audiences.len()
-            ),
+            "Federated identity credentials must have exactly one audience.",
         ));
     }
     let flexible = req.query("api-version") == Some("2025-01-31-preview")
         && p.claims_matching_expression.is_some();
     match (&p.subject, flexible) {
-        (Some(s), _) if s.is_empty() => Err(ApiError::bad_request(
-            "BadRequest",
-            "The property 'properties.subject' must not be empty.",
-        )),
-        (None, false) => Err(ApiError::bad_request(
-            "BadRequest",
-            "The property 'properties.subject' is required.",
-        )),
+        (Some(s), _) if s.is_empty() => Err(empty()),
+        (None, false) => Err(empty()),
         _ => Ok(Fic {
             name: name.to_owned(),
             written: std::time::Instant::now(),
@@ -482,7 +484,13 @@ fn validate_fic(req: &Req, name: &str) -> Result<Fic, ApiError> {
     }
 }
 
-fn put_fic(i: &mut Identity, new: Fic, limit: usize, identity_id: &str) -> Result<Reply, ApiError> {
+fn put_fic(
+    i: &mut Identity,
+    new: Fic,
+    limit: usize,
+    identity_id: &str,
+    base_url: &str,
+) -> Result<Reply, ApiError> {
     let k = key(&new.name);
     let clash = i.fics.iter().any(|(other, f)| {
         *other != k && f.issuer == new.issuer && new.subject.is_some() && f.subject == new.subject
@@ -504,12 +512,9 @@ fn put_fic(i: &mut Identity, new: Fic, limit: usize, identity_id: &str) -> Resul
     }
     let body = fic_json(identity_id, &new);
     i.fics.insert(k, new);
-    Ok(Reply::json(
-        if existed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-        &body,
-    ))
+    if existed {
+        return Ok(Reply::json(StatusCode::OK, &body));
+    }
+    let location = format!("{base_url}{}", body["id"].as_str().unwrap_or_default());
+    Ok(Reply::json(StatusCode::CREATED, &body).header("location", location))
 }

@@ -151,13 +151,21 @@ pub(crate) async fn handle(
         }
     };
     *principal = Some(claims.oid.clone());
+    // ARM's front door resolves the subscription before throttling or any resource provider.
+    if let Some(sub) = ids::subscription_of(&req.path)
+        && !lock(&shared.world)
+            .subscriptions
+            .contains_key(&ids::key(sub))
+    {
+        return Reply::error(&ApiError::subscription_not_found(sub), request_id);
+    }
     let kind = OpKind::of(&req.method);
-    let mut rate_header = None;
+    let mut drawn = None;
     if shared.throttle.enabled()
         && let Some(sub) = ids::subscription_of(&req.path)
     {
         match shared.throttle.draw(sub, &claims.oid, kind, Instant::now()) {
-            Draw::Allowed(left) => rate_header = Some((kind.header().to_owned(), left.to_string())),
+            Draw::Allowed(left) => drawn = Some((sub, left)),
             Draw::Throttled(secs) => {
                 let err = ApiError::arm(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -177,8 +185,13 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) => Reply::error(&e, request_id),
     };
-    if let Some((name, value)) = rate_header {
-        reply.headers.push((name, value));
+    match drawn {
+        // The front door refused it (api-version): no token spent, no rate-limit header.
+        Some((sub, _)) if reply.gateway => shared.throttle.refund(sub, &claims.oid, kind),
+        Some((_, left)) => reply
+            .headers
+            .push((kind.header().to_owned(), left.to_string())),
+        None => {}
     }
     reply
 }

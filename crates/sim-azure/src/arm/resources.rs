@@ -103,12 +103,10 @@ pub(crate) fn handle(
                 &scope,
             )?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
-                ApiError::not_found(
-                    "SubscriptionNotFound",
-                    format!("The subscription '{}' could not be found.", segs[1]),
-                )
-            })?;
+            let sub = world
+                .subscriptions
+                .get(&key(segs[1]))
+                .ok_or_else(|| ApiError::subscription_not_found(segs[1]))?;
             Ok(Reply::json(
                 StatusCode::OK,
                 &subscription_json(&sub.id, &sub.display_name, &world.tenant_id),
@@ -154,12 +152,10 @@ pub(crate) fn handle(
                 &scope,
             )?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
-                ApiError::not_found(
-                    "SubscriptionNotFound",
-                    "The subscription could not be found.",
-                )
-            })?;
+            let sub = world
+                .subscriptions
+                .get(&key(segs[1]))
+                .ok_or_else(|| ApiError::subscription_not_found(segs[1]))?;
             let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| {
                 ApiError::not_found(
                     "ResourceGroupNotFound",
@@ -178,12 +174,10 @@ pub(crate) fn handle(
             let action = format!("{}/{}/read", segs[5], segs[6]);
             super::authorize(shared, &world, claims, &action, &scope)?;
             world.check_scope_exists(&scope)?;
-            let sub = world.subscriptions.get(&key(segs[1])).ok_or_else(|| {
-                ApiError::not_found(
-                    "SubscriptionNotFound",
-                    "The subscription could not be found.",
-                )
-            })?;
+            let sub = world
+                .subscriptions
+                .get(&key(segs[1]))
+                .ok_or_else(|| ApiError::subscription_not_found(segs[1]))?;
             let rg = sub.resource_groups.get(&key(segs[3])).ok_or_else(|| {
                 ApiError::not_found(
                     "ResourceGroupNotFound",
@@ -234,6 +228,9 @@ fn subscription_json(id: &str, name: &str, tenant: &str) -> serde_json::Value {
             "quotaId": "PayAsYouGo_2014-09-01",
             "spendingLimit": "Off",
         },
+        // No other tenant manages the simulated subscriptions (Azure Lighthouse): ARM still
+        // answers the empty list.
+        "managedByTenants": [],
     })
 }
 

@@ -13,7 +13,8 @@ use crate::ids;
 use crate::server::Shared;
 use crate::tokens::AccessClaims;
 use crate::world::{
-    AssignmentFilter, AssignmentInput, AssignmentLimits, assignment_json, role_definition_json,
+    AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
+    role_definition_json,
 };
 
 /// 2022-04-01 is the contract; 2020-10-01-preview has the same shapes (an upstream example
@@ -71,7 +72,10 @@ pub(crate) fn handle(
                         format!("The role assignment '{name}' is not found."),
                     )
                 })?;
-            Ok(Reply::json(StatusCode::OK, &assignment_json(a)))
+            Ok(Reply::json(
+                StatusCode::OK,
+                &assignment_json(a, Rendered::Stored),
+            ))
         }
         Method::PUT => {
             if !ids::is_guid(name) {
@@ -102,9 +106,26 @@ pub(crate) fn handle(
                 per_subscription: shared.config.role_assignment_limit,
             };
             let (status, a) = world.put_assignment(scope, name, input, &claims.oid, now, limits)?;
-            Ok(Reply::json(status, &assignment_json(&a)))
+            let rendered = if status == StatusCode::CREATED {
+                Rendered::Created
+            } else {
+                Rendered::Stored
+            };
+            Ok(Reply::json(status, &assignment_json(&a, rendered)))
         }
         Method::DELETE => {
+            // ARM cannot authorize anything at a scope that is gone (a deleted resource group or
+            // resource): it answers its 403 naming the assignment, "...or the scope is invalid".
+            if let Err(e) = world.check_scope_exists(scope) {
+                return Err(match e.code.as_str() {
+                    "ResourceGroupNotFound" | "ResourceNotFound" => ApiError::authorization_failed(
+                        &claims.oid,
+                        DELETE,
+                        &assignment_id(scope, name),
+                    ),
+                    _ => e,
+                });
+            }
             // A condition judges the assignment being deleted (`@Resource`); deleting one that
             // is not there changes nothing, so only the action itself is checked then.
             let existing = world
@@ -135,7 +156,10 @@ pub(crate) fn handle(
             let delay = shared.faults.propagation_delay();
             world.prune_tombstones(now, delay);
             match world.delete_assignment(scope, name, now) {
-                Some(a) => Ok(Reply::json(StatusCode::OK, &assignment_json(&a))),
+                Some(a) => Ok(Reply::json(
+                    StatusCode::OK,
+                    &assignment_json(&a, Rendered::Stored),
+                )),
                 None => Ok(Reply::empty(StatusCode::NO_CONTENT)),
             }
         }
@@ -210,7 +234,7 @@ fn list(
         .iter()
         .skip(skip)
         .take(size)
-        .map(|a| assignment_json(a))
+        .map(|a| assignment_json(a, Rendered::Stored))
         .collect();
     let next = (skip + size < all.len()).then(|| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
@@ -421,6 +445,7 @@ fn put_role_definition(
         ));
     }
     let permission = input.permissions.into_iter().next().unwrap_or_default();
+    let written = arm_time(chrono::Utc::now());
     let def = crate::world::RoleDef {
         id: id.to_ascii_lowercase(),
         name,
@@ -431,6 +456,10 @@ fn put_role_definition(
         data_actions: permission.data_actions,
         not_data_actions: permission.not_data_actions,
         assignable_scopes: input.assignable_scopes,
+        created_on: written.clone(),
+        updated_on: written,
+        created_by: Some(claims.oid.clone()),
+        updated_by: Some(claims.oid.clone()),
     };
     let stored = world.put_role_definition(def)?;
     Ok(Reply::json(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -173,6 +173,7 @@ impl World {
                 condition_version(&input.condition, input.condition_version);
             existing.condition = input.condition;
             existing.updated_on = utc;
+            existing.updated_by = Some(caller.to_owned());
             return Ok((StatusCode::OK, existing.clone()));
         }
         if let Some(dup) = self
@@ -217,6 +218,7 @@ impl World {
             created_on: utc,
             updated_on: utc,
             created_by: Some(caller.to_owned()),
+            updated_by: Some(caller.to_owned()),
             created: Some(now),
         };
         self.insert_assignment(assignment.clone());
@@ -272,6 +274,23 @@ impl World {
         } else {
             None
         }
+    }
+
+    /// Removes every assignment at or below `scope` (its scope was deleted), keeping tombstones
+    /// so RBAC forgets them only after the propagation delay. Returns how many went.
+    pub(super) fn remove_assignments_under(&mut self, scope: &str, now: Instant) -> usize {
+        let doomed: Vec<String> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| ids::is_at_or_above(scope, &a.scope))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            if let Some(a) = self.remove_assignment(k) {
+                self.tombstones.push((a, now));
+            }
+        }
+        doomed.len()
     }
 
     /// Assignments visible from `scope` under `filter`, in a stable order.
@@ -346,50 +365,51 @@ pub(crate) fn role_definition_id(scope: &str, guid: &str) -> String {
     }
 }
 
-pub(crate) fn assignment_json(a: &Assignment) -> Value {
-    let mut props = serde_json::Map::new();
-    props.insert(
-        "roleDefinitionId".into(),
-        json!(role_definition_id(&a.scope, &a.role_definition_guid)),
-    );
-    props.insert("principalId".into(), json!(a.principal_id));
-    props.insert("principalType".into(), json!(a.principal_type));
-    props.insert("scope".into(), json!(a.scope));
-    if let Some(d) = &a.description {
-        props.insert("description".into(), json!(d));
-    }
-    if let Some(c) = &a.condition {
-        props.insert("condition".into(), json!(c));
-    }
-    if let Some(v) = &a.condition_version {
-        props.insert("conditionVersion".into(), json!(v));
-    }
-    props.insert(
-        "createdOn".into(),
-        json!(
-            a.created_on
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ),
-    );
-    props.insert(
-        "updatedOn".into(),
-        json!(
-            a.updated_on
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ),
-    );
-    if let Some(by) = &a.created_by {
-        props.insert("createdBy".into(), json!(by));
-        props.insert("updatedBy".into(), json!(by));
-    }
+/// A timestamp as ARM renders `createdOn` / `updatedOn` (RFC 3339, UTC, `Z`).
+pub(crate) fn arm_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Which answer an assignment is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rendered {
+    /// The 201 of its creation: ARM has not recorded the creator yet, so `createdBy` is null
+    /// while `updatedBy` names the caller (Microsoft's "Assign Azure roles using the REST API").
+    Created,
+    /// Every later answer (GET, list, update, DELETE).
+    Stored,
+}
+
+/// A role assignment in 2022-04-01's shape: all twelve `RoleAssignmentProperties`, the unset
+/// ones as `null`, as ARM answers them.
+pub(crate) fn assignment_json(a: &Assignment, rendered: Rendered) -> Value {
+    let created_by = match rendered {
+        Rendered::Created => None,
+        Rendered::Stored => a.created_by.as_deref(),
+    };
     json!({
-        "properties": props,
+        "properties": {
+            "roleDefinitionId": role_definition_id(&a.scope, &a.role_definition_guid),
+            "principalId": a.principal_id,
+            "principalType": a.principal_type,
+            "scope": a.scope,
+            "condition": a.condition,
+            "conditionVersion": a.condition_version,
+            "createdOn": arm_time(a.created_on),
+            "updatedOn": arm_time(a.updated_on),
+            "createdBy": created_by,
+            "updatedBy": a.updated_by,
+            "delegatedManagedIdentityResourceId": Value::Null,
+            "description": a.description,
+        },
         "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.scope, a.name),
         "type": "Microsoft.Authorization/roleAssignments",
         "name": a.name,
     })
 }
 
+/// A role definition with its `createdOn`, `updatedOn`, `createdBy` and `updatedBy` (null for
+/// built-in roles, as Azure answers).
 pub(crate) fn role_definition_json(scope: &str, r: &RoleDef) -> Value {
     json!({
         "id": role_definition_id(scope, &r.id),
@@ -406,6 +426,10 @@ pub(crate) fn role_definition_json(scope: &str, r: &RoleDef) -> Value {
                 "dataActions": r.data_actions,
                 "notDataActions": r.not_data_actions,
             }],
+            "createdOn": r.created_on,
+            "updatedOn": r.updated_on,
+            "createdBy": r.created_by,
+            "updatedBy": r.updated_by,
         }
     })
 }

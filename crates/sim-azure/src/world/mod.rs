@@ -17,7 +17,8 @@ use crate::ids::{self, key};
 use crate::{abac, rbac};
 
 pub(crate) use assignments::{
-    AssignmentFilter, AssignmentInput, AssignmentLimits, assignment_json, role_definition_json,
+    AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
+    role_definition_json,
 };
 
 /// The outcome of an RBAC check.
@@ -104,6 +105,12 @@ pub(crate) struct RoleDef {
     pub data_actions: Vec<String>,
     pub not_data_actions: Vec<String>,
     pub assignable_scopes: Vec<String>,
+    /// `createdOn` / `updatedOn` as ARM renders them (built-ins: the dates Azure shows).
+    pub created_on: String,
+    pub updated_on: String,
+    /// Object ID of who wrote it; `None` for built-in and seeded roles.
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,9 +125,24 @@ pub(crate) struct Assignment {
     pub condition_version: Option<String>,
     pub created_on: DateTime<Utc>,
     pub updated_on: DateTime<Utc>,
+    /// Object ID of the caller who created it; `None` when seeded.
     pub created_by: Option<String>,
+    /// Object ID of the caller who last wrote it; `None` when seeded.
+    pub updated_by: Option<String>,
     /// When it was created (for propagation); `None` when seeded.
     pub created: Option<Instant>,
+}
+
+/// What deleting a scope took with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeDeletion {
+    /// Resources (storage accounts, key vaults, ...) deleted.
+    pub resources: usize,
+    /// User-assigned identities deleted, with their service principals and FICs.
+    pub identities: usize,
+    /// Role assignments at or below the scope, deleted with it.
+    pub role_assignments: usize,
 }
 
 /// A role assignment as tests see it.
@@ -293,8 +315,9 @@ impl World {
     }
 
     /// Creates or replaces a custom role definition. A role name belongs to one definition in
-    /// the tenant (409 `RoleDefinitionWithSameNameExists`, Azure's code and message).
-    pub fn put_role_definition(&mut self, def: RoleDef) -> Result<RoleDef, ApiError> {
+    /// the tenant (409 `RoleDefinitionWithSameNameExists`, Azure's code and message). A
+    /// replacement keeps the original `createdOn` and `createdBy`.
+    pub fn put_role_definition(&mut self, mut def: RoleDef) -> Result<RoleDef, ApiError> {
         if self
             .role_defs
             .iter()
@@ -305,6 +328,14 @@ impl World {
                 "RoleDefinitionWithSameNameExists",
                 "A custom role with the same name already exists in this directory.",
             ));
+        }
+        if let Some(old) = self
+            .role_defs
+            .iter()
+            .find(|r| r.id.eq_ignore_ascii_case(&def.id))
+        {
+            def.created_on = old.created_on.clone();
+            def.created_by = old.created_by.clone();
         }
         self.role_defs
             .retain(|r| !r.id.eq_ignore_ascii_case(&def.id));
@@ -327,12 +358,10 @@ impl World {
                 format!("The scope '{scope}' is not valid."),
             ));
         }
-        let sub = self.subscriptions.get(&key(segs[1])).ok_or_else(|| {
-            ApiError::not_found(
-                "SubscriptionNotFound",
-                format!("The subscription '{}' could not be found.", segs[1]),
-            )
-        })?;
+        let sub = self
+            .subscriptions
+            .get(&key(segs[1]))
+            .ok_or_else(|| ApiError::subscription_not_found(segs[1]))?;
         if segs.len() == 2 {
             return Ok(());
         }
@@ -464,6 +493,72 @@ impl World {
         } else {
             Access::Denied
         }
+    }
+
+    /// Deletes a resource group (with everything in it) or a resource, as ARM does when someone
+    /// deletes it: the role assignments at or below it go too (ARM deletes a scope's role
+    /// assignments with it). Subscriptions are not deleted.
+    pub fn delete_scope(&mut self, scope: &str, now: Instant) -> Result<ScopeDeletion, ApiError> {
+        self.check_scope_exists(scope)?;
+        let segs = ids::segments(scope);
+        let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
+        let mut deleted = ScopeDeletion::default();
+        let identity_ids: Vec<String> = match segs.len() {
+            4 if is(2, "resourceGroups") => {
+                if let Some(sub) = self.subscriptions.get_mut(&key(segs[1])) {
+                    deleted.resources = sub
+                        .resource_groups
+                        .remove(&key(segs[3]))
+                        .map_or(0, |rg| rg.resources.len());
+                }
+                self.identities
+                    .iter()
+                    .filter(|(_, i)| {
+                        i.subscription.eq_ignore_ascii_case(segs[1])
+                            && i.resource_group.eq_ignore_ascii_case(segs[3])
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }
+            8 if is(2, "resourceGroups") && is(4, "providers") => {
+                let full_type = format!("{}/{}", segs[5], segs[6]);
+                if full_type
+                    .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities")
+                {
+                    self.identity(segs[1], segs[3], segs[7])
+                        .map(|i| key(&i.id()))
+                        .into_iter()
+                        .collect()
+                } else {
+                    let removed = self
+                        .subscriptions
+                        .get_mut(&key(segs[1]))
+                        .and_then(|s| s.resource_groups.get_mut(&key(segs[3])))
+                        .and_then(|rg| {
+                            rg.resources
+                                .remove(&key(&format!("{full_type}/{}", segs[7])))
+                        });
+                    deleted.resources = usize::from(removed.is_some());
+                    Vec::new()
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "InvalidScope",
+                    format!(
+                        "The scope '{scope}' is neither a resource group nor a resource; only those can be deleted."
+                    ),
+                ));
+            }
+        };
+        for id in identity_ids {
+            if let Some(identity) = self.identities.remove(&id) {
+                self.principals.remove(&key(&identity.principal_id));
+                deleted.identities += 1;
+            }
+        }
+        deleted.role_assignments = self.remove_assignments_under(scope, now);
+        Ok(deleted)
     }
 
     /// Forgets tombstones older than `delay`.

@@ -13,9 +13,11 @@ use crate::error::SimAzureError;
 use crate::ids::{self, key};
 use crate::roles::built_in_roles;
 use crate::seed::{Seed, derived_guid};
+use crate::world::arm_time;
 
 impl World {
     pub fn from_seed(seed: &Seed) -> Result<Self, SimAzureError> {
+        let seeded_at = Utc::now();
         let mut world = World {
             tenant_id: seed
                 .tenant_id
@@ -37,6 +39,10 @@ impl World {
                     data_actions: r.data_actions.iter().map(|s| (*s).to_owned()).collect(),
                     not_data_actions: r.not_data_actions.iter().map(|s| (*s).to_owned()).collect(),
                     assignable_scopes: vec!["/".to_owned()],
+                    created_on: r.created_on.to_owned(),
+                    updated_on: r.updated_on.to_owned(),
+                    created_by: None,
+                    updated_by: None,
                 })
                 .collect(),
             assignments: BTreeMap::new(),
@@ -201,6 +207,10 @@ impl World {
                 } else {
                     d.assignable_scopes.clone()
                 },
+                created_on: arm_time(seeded_at),
+                updated_on: arm_time(seeded_at),
+                created_by: None,
+                updated_by: None,
             });
         }
         for (i, ra) in seed.role_assignments.iter().enumerate() {
@@ -233,7 +243,7 @@ impl World {
                     &format!("{}|{}|{}", principal.object_id, role, key(&ra.scope)),
                 )
             });
-            let now = Utc::now();
+            let now = seeded_at;
             world.insert_assignment(Assignment {
                 name,
                 scope: ra.scope.trim_end_matches('/').to_owned(),
@@ -246,6 +256,7 @@ impl World {
                 created_on: now,
                 updated_on: now,
                 created_by: None,
+                updated_by: None,
                 created: None,
             });
         }

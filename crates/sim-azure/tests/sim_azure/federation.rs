@@ -52,14 +52,15 @@ async fn access_begins_and_ends_with_the_role_assignment() {
         .mint(SUBJECT, AUDIENCE, Duration::from_secs(600))
         .unwrap();
 
+    // No FIC on the identity yet: no record matches the assertion's issuer.
     let refused = exchange(&env, &client_id, &sa_token).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
-    assert_eq!(aadsts(&refused), 70021);
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(aadsts(&refused), 700211);
     assert!(
         refused.body["error_description"]
             .as_str()
             .unwrap()
-            .starts_with("AADSTS70021")
+            .starts_with("AADSTS700211")
     );
 
     let fic_path =
@@ -116,7 +117,7 @@ async fn access_begins_and_ends_with_the_role_assignment() {
             .status,
         StatusCode::OK
     );
-    assert_eq!(aadsts(&exchange(&env, &client_id, &sa_token).await), 70021);
+    assert_eq!(aadsts(&exchange(&env, &client_id, &sa_token).await), 700211);
 }
 
 #[tokio::test]
@@ -143,14 +144,14 @@ async fn assertions_must_match_exactly_be_signed_by_the_issuer_and_unexpired() {
         .unwrap();
     assert_eq!(
         aadsts(&exchange(&env, &client_id, &other_subject).await),
-        70021
+        700213
     );
     let other_audience = issuer
         .mint(SUBJECT, "api://Other", Duration::from_secs(600))
         .unwrap();
     assert_eq!(
         aadsts(&exchange(&env, &client_id, &other_audience).await),
-        70021
+        700212
     );
 
     // Same claims, signed by a different key the issuer does not publish.

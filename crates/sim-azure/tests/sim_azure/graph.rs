@@ -253,7 +253,7 @@ async fn application_fic_enables_token_exchange() {
     };
     assert_eq!(
         exchange(assertion.clone()).await.body["error_codes"][0],
-        70021
+        700211
     );
     let fics = format!(
         "/v1.0/applications/{}/federatedIdentityCredentials",

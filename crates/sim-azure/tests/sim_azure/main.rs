@@ -14,3 +14,4 @@ mod operations;
 mod role_assignments;
 mod sdk;
 mod sim_kube;
+mod wire;

@@ -98,7 +98,7 @@ async fn service_account_access_starts_and_ends_with_the_role_assignment() {
     };
 
     let refused = exchange().await;
-    assert_eq!(refused.body["error_codes"][0], 70021, "{}", refused.body);
+    assert_eq!(refused.body["error_codes"][0], 700211, "{}", refused.body);
 
     let fic = env
         .arm(
