@@ -200,6 +200,9 @@ struct Run {
     wall: Duration,
 }
 
+/// A run's place in the table and its result.
+type Finished = (usize, anyhow::Result<Run>);
+
 /// The first line of the operator's log where the API server refused it something.
 fn refusal(log: &str) -> Option<String> {
     log.lines()
@@ -471,7 +474,7 @@ fn every_part_of_the_shipped_rbac_is_needed_and_all_of_it_suffices() -> anyhow::
     }
     let total = jobs.len();
     let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>()));
-    let results: Arc<Mutex<Vec<(usize, anyhow::Result<Run>)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<Finished>>> = Arc::default();
     let workers: Vec<_> = (0..PARALLEL.min(total))
         .map(|_| {
             let queue = queue.clone();
