@@ -127,13 +127,23 @@ cmd_build() {
     local args=(-f Containerfile -t "$IMAGE" --platform "linux/$a"
         --build-arg "VERSION=$version" --build-arg "REVISION=$revision"
         --build-arg "CREATED=$created" --build-arg "SOURCE=$source")
+    local previous
+    previous=$(image_id "$b")
     log "building $IMAGE with $b (version $version, revision $revision)"
     case $b in
         docker) docker build "${args[@]}" "$context" ;;
         podman) podman build --format oci "${args[@]}" "$context" ;;
         buildah) buildah_cmd build --isolation chroot --format oci "${args[@]}" "$context" ;;
     esac
-    log "built $IMAGE"
+    # The image this tag named before is left untagged; remove it unless something else uses it
+    # (vfs storage keeps a full copy of each).
+    if [ -n "$previous" ] && [ "$previous" != "$(image_id "$b")" ]; then
+        case $b in
+            buildah) buildah_cmd rmi "$previous" >/dev/null 2>&1 || true ;;
+            *) "$b" rmi "$previous" >/dev/null 2>&1 || true ;;
+        esac
+    fi
+    log "built $IMAGE ($(image_size "$b"))"
 }
 
 # The container `export` makes, removed on exit (global: the EXIT trap runs after the function).
@@ -147,6 +157,21 @@ export_cleanup() {
             buildah_cmd umount "$export_ctr" >/dev/null 2>&1 || true
             buildah_cmd rm "$export_ctr" >/dev/null 2>&1 || true
             ;;
+    esac
+}
+
+# The ID of IMAGE, empty when there is none.
+image_id() {
+    case $1 in
+        buildah) { buildah_cmd images --quiet --no-trunc "$IMAGE" 2>/dev/null || true; } | head -n1 ;;
+        *) { "$1" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true; } | head -n1 ;;
+    esac
+}
+
+image_size() {
+    case $1 in
+        buildah) { buildah_cmd images --format '{{.Size}}' "$IMAGE" 2>/dev/null || true; } | head -n1 ;;
+        *) { "$1" image inspect --format '{{.Size}} bytes' "$IMAGE" 2>/dev/null || true; } | head -n1 ;;
     esac
 }
 
@@ -178,8 +203,9 @@ cmd_config() {
         docker | podman) "$b" image inspect --format '{{json .Config}}' "$IMAGE" ;;
         buildah)
             # buildah's --format has no json function; its full inspect holds the OCI config.
-            buildah_cmd inspect --type image "$IMAGE" |
-                python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["OCIv1"]["config"]))'
+            local inspect
+            inspect=$(buildah_cmd inspect --type image "$IMAGE") || die "no image $IMAGE"
+            python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["OCIv1"]["config"]))' <<<"$inspect"
             ;;
     esac
 }

@@ -10,7 +10,9 @@
 //! (the role assignment's and the FIC's, once each), so one decision records the same Warning
 //! twice, which the kube-runtime event recorder writes as a create and then a `patch` of its
 //! series; the grant `Active`; its lease extended; the policy's status written; the lease
-//! `Expired`; the grant deleted (the finalizer removed).
+//! `Expired` while the grants watch is down and Azure refuses the first DELETE, so the retried
+//! revocation must read the grant again (`get`: its cache is older than its own last write);
+//! the grant deleted (the finalizer removed).
 //! Each run must break, and is stopped as soon as it does: the operator exits, the API server
 //! refuses it a request (its log says so), or a step does not happen in time. With every part
 //! the same lifecycle completes without a single refusal. The table printed names, per part, how
@@ -432,6 +434,32 @@ spec:
             .and_then(|p| p.status)
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"))
     ));
+    // The watch cache lags the operator's own writes across the lease's end, as it may in a
+    // real cluster: a second before it, the grants watch is dropped and fails three times (the
+    // watcher's backoff keeps it down for at least 0.8 + 1.6 + 3.2 s), and Azure refuses the
+    // role assignment's first DELETE. The revocation, retried 2 s later, then finds a cached
+    // grant older than its own last write, which it must read again (get accessgrants).
+    let expires = grants
+        .get("minimal")
+        .await?
+        .status
+        .and_then(|s| s.expires_at)
+        .context("an Active grant without expiresAt")?;
+    step!("lease end - 1s", Duration::from_secs(15), async || Ok(
+        chrono::Utc::now() + chrono::TimeDelta::seconds(1) >= expires
+    ));
+    w.azure_fault(serde_json::json!({
+        "method": "DELETE", "pathPattern": "roleAssignments/", "times": 1,
+        "action": {"type": "status", "status": 503, "code": "ServiceUnavailable",
+                   "message": "injected by rbac_minimal"},
+    }))
+    .await?;
+    w.kube_fault(serde_json::json!({
+        "action": "fail", "verb": "watch", "resource": "accessgrants", "count": 3, "code": 500,
+    }))
+    .await?;
+    w.kube_fault(serde_json::json!({"action": "drop-watches"}))
+        .await?;
     step!("expired", Duration::from_secs(20), async || Ok(phase_is(
         grants.get_opt("minimal").await?.as_ref(),
         GrantPhase::Expired
