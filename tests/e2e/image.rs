@@ -270,6 +270,16 @@ async fn the_image_runs_a_grant_from_apply_to_lapse_as_uid_65532_with_in_cluster
         }
     }
     println!("  total {:.1} MB", total as f64 / 1e6);
+    // The public CAs, as this machine has them (the sandbox's Azure CA is private, so the run
+    // below proves the file is there, not that Azure's public chain verifies against it).
+    let bundle = std::fs::read(rootfs.join("etc/ssl/certs/ca-certificates.crt"))?;
+    assert_eq!(
+        bundle,
+        std::fs::read("/etc/ssl/certs/ca-certificates.crt")?,
+        "the image's CA bundle is not this machine's"
+    );
+    let cas = reqwest::Certificate::from_pem_bundle(&bundle)?.len();
+    assert!(cas > 100, "only {cas} CA certificates in the bundle");
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd"))?;
     assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
     let group = std::fs::read_to_string(rootfs.join("etc/group"))?;

@@ -33,8 +33,7 @@ fn make_test(dir: &Path, steps: &str) -> anyhow::Result<Run> {
         .arg("-f")
         .arg(workspace_root().join("Makefile"))
         .arg("test")
-        .arg(format!("TEST_STEPS={steps}"))
-        .env("CARGO_TARGET_DIR", dir.join("target"));
+        .arg(format!("TEST_STEPS={steps}"));
     // This test itself runs under cargo, nextest and maybe make: none of their settings may
     // leak into the run under test.
     for (key, _) in std::env::vars_os() {
@@ -46,6 +45,10 @@ fn make_test(dir: &Path, steps: &str) -> anyhow::Result<Run> {
             cmd.env_remove(key.as_ref());
         }
     }
+    // After the removals (which would take it away again when the parent has one): the
+    // fixture's own target dir, not the Makefile's shared default, where the fixtures of the
+    // tests running beside this one (all crates named `fixture`) would overwrite each other.
+    cmd.env("CARGO_TARGET_DIR", dir.join("target"));
     let out = cmd.output()?;
     let output = format!(
         "{}{}",
