@@ -142,14 +142,6 @@ impl Operator {
         })
     }
 
-    /// `/readyz`'s answer right now: its status code and body, `None` when nothing answers.
-    pub async fn readyz(&self, http: &reqwest::Client) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
-        let r = http.get(&url).send().await.ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.text().await.unwrap_or_default().trim().to_owned()))
-    }
-
     /// Waits for /readyz.
     pub async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
