@@ -8,9 +8,10 @@ use std::process::Command;
 
 use lapse_e2e::{scratch_dir, workspace_root};
 
-/// A crate whose `src/lib.rs` is `lib`, formatted as `cargo fmt` leaves it unless `lib` is not.
-fn fixture(lib: &str) -> anyhow::Result<PathBuf> {
-    let dir = scratch_dir("lapse-make-test")?;
+/// A crate whose `src/lib.rs` is `lib`, formatted as `cargo fmt` leaves it unless `lib` is not;
+/// removed (with its target dir) when the test ends, unless `LAPSE_E2E_KEEP` is set.
+fn fixture(lib: &str) -> anyhow::Result<Fixture> {
+    let dir = Fixture(scratch_dir("lapse-make-test")?);
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::write(
         dir.join("Cargo.toml"),
@@ -18,6 +19,23 @@ fn fixture(lib: &str) -> anyhow::Result<PathBuf> {
     )?;
     std::fs::write(dir.join("src/lib.rs"), lib)?;
     Ok(dir)
+}
+
+struct Fixture(PathBuf);
+
+impl std::ops::Deref for Fixture {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if std::env::var_os("LAPSE_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 struct Run {
@@ -33,8 +51,7 @@ fn make_test(dir: &Path, steps: &str) -> anyhow::Result<Run> {
         .arg("-f")
         .arg(workspace_root().join("Makefile"))
         .arg("test")
-        .arg(format!("TEST_STEPS={steps}"))
-        .env("CARGO_TARGET_DIR", dir.join("target"));
+        .arg(format!("TEST_STEPS={steps}"));
     // This test itself runs under cargo, nextest and maybe make: none of their settings may
     // leak into the run under test.
     for (key, _) in std::env::vars_os() {
@@ -46,6 +63,10 @@ fn make_test(dir: &Path, steps: &str) -> anyhow::Result<Run> {
             cmd.env_remove(key.as_ref());
         }
     }
+    // After the removals (which would take it away again when the parent has one): the
+    // fixture's own target dir, not the Makefile's shared default, where the fixtures of the
+    // tests running beside this one (all crates named `fixture`) would overwrite each other.
+    cmd.env("CARGO_TARGET_DIR", dir.join("target"));
     let out = cmd.output()?;
     let output = format!(
         "{}{}",

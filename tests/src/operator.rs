@@ -119,6 +119,29 @@ impl Operator {
         })
     }
 
+    /// Starts `cmd` as the operator, for an operator started another way than [`Self::start`]
+    /// (from a container image's root filesystem, say). The caller sets its arguments and whole
+    /// environment, including `LAPSE_METRICS_ADDR` and `LAPSE_HEALTH_ADDR` on these loopback
+    /// ports; its output goes to `log`.
+    pub fn spawn(
+        mut cmd: Command,
+        log: PathBuf,
+        metrics_port: u16,
+        health_port: u16,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&log)?;
+        cmd.stdout(file.try_clone()?).stderr(file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+        Ok(Self {
+            child,
+            log,
+            metrics_port,
+            health_port,
+        })
+    }
+
     /// Waits for /readyz.
     pub async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,6 +194,11 @@ impl Operator {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
