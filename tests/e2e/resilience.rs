@@ -1177,9 +1177,16 @@ async fn a_revocation_blocked_by_a_lock_stays_overdue_naming_the_lock() -> anyho
             "message": format!("The scope '{}' cannot perform delete operation because following scope(s) are locked: '{lock}'. Please remove the lock and try again.", s.scopes[0])}}))
         .await?;
     w.patch_grant(NS, "locked", r#"{"spec":{"revoked":true}}"#)?;
+    // Overdue, and once the retry has met the lock again, saying so (and staying so).
     let overdue = w
         .wait_all(NS, &names, timeout, |g| {
-            condition(g, "RevocationOverdue") == Some(ConditionStatus::True)
+            g.status.as_ref().is_some_and(|st| {
+                st.conditions.iter().any(|c| {
+                    c.type_ == "RevocationOverdue"
+                        && c.status == ConditionStatus::True
+                        && c.message.contains("ScopeLocked")
+                })
+            })
         })
         .await?;
     let message = overdue[0]

@@ -952,6 +952,25 @@ fn failing_deletes_never_give_up_and_become_overdue() {
             .iter()
             .any(|e| e.reason == Reason::RevocationRetrying && e.warning)
     );
+    // The next retry's first look has no failure yet: the overdue message keeps the last cause.
+    let cause = find_condition(&st, REVOCATION_OVERDUE)
+        .unwrap()
+        .message
+        .clone();
+    assert!(cause.contains("500 Internal Server Error"), "{cause}");
+    let again = h.decide(
+        &spec,
+        &st,
+        false,
+        end + TimeDelta::minutes(5) + TimeDelta::seconds(2),
+        &azure.view(),
+    );
+    assert_eq!(
+        find_condition(&again.status, REVOCATION_OVERDUE)
+            .unwrap()
+            .message,
+        cause
+    );
     // Azure recovers: the deletes go through and the condition clears.
     run_to(&h, &mut azure, &spec, &mut st, end + TimeDelta::minutes(6));
     assert_eq!(st.phase, GrantPhase::Expired);

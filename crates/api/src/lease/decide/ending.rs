@@ -110,14 +110,22 @@ impl Step<'_> {
                 self.transition(GrantPhase::Revoking, false, Reason::Revoking, msg);
             }
             if self.now - ended_at >= self.input.settings.overdue_after {
-                let detail = outstanding_failure.unwrap_or_else(|| "deletes pending".into());
-                let msg = format!(
-                    "lease ended at {} and its Azure objects are not all deleted yet: {detail}",
-                    ended_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-                );
-                let was_overdue = find(self.input.grant.status, REVOCATION_OVERDUE)
-                    .is_some_and(|c| c.status == ConditionStatus::True);
-                if !was_overdue {
+                let previous = find(self.input.grant.status, REVOCATION_OVERDUE)
+                    .filter(|c| c.status == ConditionStatus::True);
+                let msg = match (outstanding_failure, previous) {
+                    (Some(detail), _) => format!(
+                        "lease ended at {} and its Azure objects are not all deleted yet: {detail}",
+                        ended_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
+                    // A retry that has not failed yet this time: the last known cause stands
+                    // (a lock does not go away because nobody asked).
+                    (None, Some(c)) => c.message.clone(),
+                    (None, None) => format!(
+                        "lease ended at {} and its Azure objects are not all deleted yet: deletes pending",
+                        ended_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
+                };
+                if previous.is_none() {
                     self.event(true, Reason::RevocationOverdue, msg.clone());
                 }
                 self.facts.overdue = Some(msg);
