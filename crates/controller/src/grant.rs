@@ -30,8 +30,11 @@ use crate::route::{Lane, lane_of};
 pub const FINALIZER: &str = "lapse.dev/revoke";
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "lapse-operator";
-/// Decide/act rounds in one reconcile before yielding to other grants.
-const MAX_ROUNDS: usize = 8;
+/// Decide/act rounds in one reconcile before yielding to other grants: the operator's
+/// [`Settings::max_rounds`](crate::Settings::max_rounds).
+pub const MAX_ROUNDS: usize = 8;
+/// How soon a grant that used up its rounds is reconciled again.
+const YIELD: Duration = Duration::from_millis(100);
 /// How soon a namespace that holds its whole share of the activation lane is looked at again.
 const FAIR_SHARE_RETRY: Duration = Duration::from_millis(250);
 
@@ -242,7 +245,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Re
     let mut failed: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
     // A status already sealed need not be written again unless the decision changes it.
     let mut persisted = trust == StatusTrust::Sealed;
-    for _ in 0..MAX_ROUNDS {
+    for _ in 0..ctx.settings.max_rounds.max(1) {
         let now = Utc::now();
         let input = LeaseInput {
             now,
@@ -324,7 +327,7 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Re
         }
     }
     // Still busy after many rounds: yield and come back at once.
-    Ok(Requeue::requeue(Duration::from_millis(100)))
+    Ok(Requeue::requeue(YIELD))
 }
 
 /// Someone other than the operator wrote the status. The core has ended the lease; make that
