@@ -326,7 +326,18 @@ async fn drive(g: &AccessGrant, ctx: &Context, deleting: bool, epoch: u64) -> Re
             view.set(action.key().clone(), outcome);
         }
     }
-    // Still busy after many rounds: yield and come back at once.
+    // Still busy after many rounds: yield, and come back soon. Soon replaces an earlier
+    // decision's time to look again (the lease's end, say), which would keep the grant quiet
+    // until then; and a grant being deleted keeps its finalizer: only a finished revocation
+    // lets it go.
+    ctx.written
+        .settle(&gref, Some(Instant::now() + YIELD), epoch);
+    if deleting {
+        return Err(Error::RevocationPending {
+            grant: gref.to_string(),
+            retry_after: YIELD,
+        });
+    }
     Ok(Requeue::requeue(YIELD))
 }
 

@@ -396,6 +396,23 @@ impl World {
         .await
     }
 
+    /// Polls until the grant is gone from the API (its finalizer removed).
+    pub async fn wait_gone(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Some(g) = self.grants().get_opt(name).await? else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "grant {name}: waited {PATIENCE:?} for it to go; last seen: {}",
+                    serde_json::to_string_pretty(&g.status)?
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Polls until an Event with this reason is recorded on the grant (Events leave through a
     /// queue, after the status).
     pub async fn wait_event(
