@@ -47,6 +47,9 @@ pub struct Settings {
     pub retain_finished: Option<Duration>,
     /// Grants reconciled at once in each lane (activation and revocation).
     pub concurrency: u16,
+    /// Decide/act rounds one reconcile makes before yielding to other grants and coming back;
+    /// [`crate::grant::MAX_ROUNDS`] in the operator.
+    pub max_rounds: usize,
 }
 
 /// What every reconcile shares.

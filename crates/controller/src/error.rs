@@ -36,6 +36,9 @@ pub enum Error {
         "learning this cluster's identity from namespace kube-system: {0}; the operator needs get on namespaces, or set --cluster-id (LAPSE_CLUSTER_ID)"
     )]
     ClusterId(#[source] kube::Error),
+
+    #[error("configuring the Azure client: {0}")]
+    AzureConfig(lapse_azure::ConfigError),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Self::SealKey { .. } => "seal_key",
             Self::ClusterId(_) => "cluster_id",
             Self::Owner(_) => "owner",
+            Self::AzureConfig(_) => "azure_config",
         }
     }
 

@@ -278,6 +278,19 @@ pub async fn context(
     ))
 }
 
+/// What `lapse-operator run` does between reading its settings and running the controllers:
+/// the Azure client from its configuration, then [`context`]. Tests build the controllers
+/// through this too, so they run what the binary runs.
+pub async fn prepare(
+    client: kube::Client,
+    azure: lapse_azure::AzureConfig,
+    settings: Settings,
+    registry: &mut Registry,
+) -> Result<(Arc<Context>, Wiring)> {
+    let azure = AzureClient::new(azure).map_err(Error::AzureConfig)?;
+    context(client, azure, settings, registry).await
+}
+
 /// Runs the grant controllers (both lanes), the policy status controller and the orphan sweep
 /// until `shutdown` completes.
 pub async fn run(

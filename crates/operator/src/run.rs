@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use lapse_api::duration::LeaseDuration;
 use lapse_api::naming::validate_cluster_name;
-use lapse_azure::{AzureClient, AzureConfig};
+use lapse_azure::AzureConfig;
 use lapse_controller::Settings;
 use lapse_controller::leader::{LeaderConfig, LeaderElector};
 use prometheus_client::registry::Registry;
@@ -202,6 +202,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         retry_after: args.retry_after.to_std(),
         authorization_grace: args.authorization_grace.to_std(),
         concurrency: args.concurrency.max(1),
+        max_rounds: lapse_controller::grant::MAX_ROUNDS,
         retain_finished: args.retain_finished.map(|d| d.to_std()),
     };
     Ok((settings, azure))
@@ -291,14 +292,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     check_crds(&client).await?;
     check_namespace(&client, &args.leader_election_namespace).await?;
-    let azure = AzureClient::new(azure_cfg).context("configuring the Azure client")?;
-    // Never fatal: warns, naming scope and action, of what the identity lacks for the policies.
-    tokio::spawn(crate::check::warn_at_startup(client.clone(), azure.clone()));
     let mut registry = Registry::default();
     let (ctx, wiring) =
-        lapse_controller::context(client.clone(), azure.clone(), settings, &mut registry)
+        lapse_controller::prepare(client.clone(), azure_cfg, settings, &mut registry)
             .await
             .context("preparing the controllers")?;
+    // Never fatal: warns, naming scope and action, of what the identity lacks for the policies.
+    tokio::spawn(crate::check::warn_at_startup(
+        client.clone(),
+        ctx.azure.clone(),
+    ));
     let registry = Arc::new(registry);
     let standby = Arc::new(std::sync::atomic::AtomicBool::new(args.leader_elect));
 

@@ -14,7 +14,7 @@ use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, EndReason, ObjectState
 use serde_json::json;
 
 use super::gather::{Observation, gather};
-use super::{FIELD_MANAGER, MAX_ROUNDS};
+use super::{FIELD_MANAGER, YIELD};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
@@ -60,7 +60,7 @@ async fn rounds(
     let mut failed: std::collections::HashSet<ObjectKey> = std::collections::HashSet::new();
     // A status already sealed need not be written again unless the decision changes it.
     let mut persisted = trust == StatusTrust::Sealed;
-    for _ in 0..MAX_ROUNDS {
+    for _ in 0..ctx.settings.max_rounds.max(1) {
         let now = Utc::now();
         let input = LeaseInput {
             now,
@@ -141,8 +141,19 @@ async fn rounds(
             view.set(action.key().clone(), outcome);
         }
     }
-    // Still busy after many rounds: yield and come back at once.
-    Ok(Requeue::requeue(Duration::from_millis(100)))
+    // Still busy after many rounds: yield, and come back soon. Soon replaces an earlier
+    // decision's time to look again (the lease's end, say), which would keep the grant quiet
+    // until then; and a grant being deleted keeps its finalizer: only a finished revocation
+    // lets it go.
+    ctx.written
+        .settle(&gref, Some(Instant::now() + YIELD), epoch);
+    if deleting {
+        return Err(Error::RevocationPending {
+            grant: gref.to_string(),
+            retry_after: YIELD,
+        });
+    }
+    Ok(Requeue::requeue(YIELD))
 }
 
 /// Someone other than the operator wrote the status. The core has ended the lease; make that

@@ -23,8 +23,11 @@ use crate::route::{Lane, lane_of};
 pub const FINALIZER: &str = "lapse.dev/revoke";
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "lapse-operator";
-/// Decide/act rounds in one reconcile before yielding to other grants.
-const MAX_ROUNDS: usize = 8;
+/// Decide/act rounds in one reconcile before yielding to other grants: the operator's
+/// [`Settings::max_rounds`](crate::Settings::max_rounds).
+pub const MAX_ROUNDS: usize = 8;
+/// How soon a grant that used up its rounds is reconciled again.
+const YIELD: Duration = Duration::from_millis(100);
 /// How soon a namespace that holds its whole share of the activation lane is looked at again.
 const FAIR_SHARE_RETRY: Duration = Duration::from_millis(250);
 
