@@ -189,6 +189,7 @@ impl World {
             "--for=condition=Established",
             "--timeout=30s",
             "crd/accessgrants.lapse.dev",
+            "crd/accessapprovals.lapse.dev",
             "crd/accesspolicies.lapse.dev",
         ])?;
         Ok(w)

@@ -2,6 +2,7 @@
 //! roles, derived names), policy evaluation and the lease decision core. Nothing here does I/O.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod arm;
 pub mod duration;
 pub mod field;

@@ -62,6 +62,8 @@ pub struct Context {
     pub locks: KeyLocks,
     pub policies: PolicyCache,
     pub namespaces: Store<Namespace>,
+    /// AccessApprovals and the admission policies that make them believable.
+    pub approvals: crate::approvals::ApprovalStores,
     pub grants: GrantStores,
     /// True once every cache is loaded and claims are complete.
     pub ready: tokio::sync::watch::Sender<bool>,

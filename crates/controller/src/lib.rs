@@ -2,6 +2,7 @@
 //! expiry, sweeps orphans, emits Events and metrics.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod context;
 pub mod error;
@@ -31,6 +32,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{StreamExt, future, stream};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
@@ -40,7 +44,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use lapse_api::lease::CoreSettings;
 use lapse_api::naming::Owner;
-use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
+use lapse_api::v1alpha1::{AccessApproval, AccessGrant, AccessPolicy};
 use lapse_azure::AzureClient;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -213,10 +217,48 @@ pub async fn context(
         Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
         unreadable.clone(),
         move |p: &AccessPolicy| {
-            epoch_tx.send_modify(|n| *n += 1);
-            let _ = policy_affected.send(policy_changes.affected(p, &namespace_store));
+            // The operator's own status writes change no rule: not news for any grant.
+            if let Some(affected) = policy_changes.affected(p, &namespace_store) {
+                epoch_tx.send_modify(|n| *n += 1);
+                let _ = policy_affected.send(affected);
+            }
         },
     );
+    // A decision on a grant is news for that grant; a change in the admission policies that
+    // make decisions believable is news for every grant waiting on one.
+    let approval_affected = affected_tx.clone();
+    let approvals = approvals::ApprovalStores {
+        approvals: reflect(
+            Api::<DeserializeGuard<AccessApproval>>::all(client.clone()),
+            unreadable.clone(),
+            move |a: &AccessApproval| {
+                if let Some(ns) = a.namespace() {
+                    let _ = approval_affected
+                        .send(triggers::Affected::Grant(ns, a.spec.grant.name.clone()));
+                }
+            },
+        ),
+        policies: reflect(
+            Api::<DeserializeGuard<ValidatingAdmissionPolicy>>::all(client.clone()),
+            unreadable.clone(),
+            {
+                let tx = affected_tx.clone();
+                move |_: &ValidatingAdmissionPolicy| {
+                    let _ = tx.send(triggers::Affected::All);
+                }
+            },
+        ),
+        bindings: reflect(
+            Api::<DeserializeGuard<ValidatingAdmissionPolicyBinding>>::all(client.clone()),
+            unreadable.clone(),
+            {
+                let tx = affected_tx.clone();
+                move |_: &ValidatingAdmissionPolicyBinding| {
+                    let _ = tx.send(triggers::Affected::All);
+                }
+            },
+        ),
+    };
     let apis: Vec<Api<DeserializeGuard<AccessGrant>>> = if settings.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
@@ -254,6 +296,7 @@ pub async fn context(
         locks: Default::default(),
         policies: observe::PolicyCache::new(policies),
         namespaces,
+        approvals,
         grants: GrantStores(stores),
         ready: watch::channel(false).0,
         resolver: Default::default(),
@@ -310,6 +353,10 @@ pub async fn run(
             tracing::debug!("policy cache loaded");
             context::wait_ready(&ctx.namespaces).await;
             tracing::debug!("namespace cache loaded");
+            context::wait_ready(&ctx.approvals.approvals).await;
+            context::wait_ready(&ctx.approvals.policies).await;
+            context::wait_ready(&ctx.approvals.bindings).await;
+            tracing::debug!("approval and admission policy caches loaded");
             sweep::rebuild_claims(&ctx);
             ctx.ready.send_replace(true);
             tracing::info!(

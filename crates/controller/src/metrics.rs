@@ -105,6 +105,7 @@ impl Metrics {
         // "no data".
         for p in [
             GrantPhase::Pending,
+            GrantPhase::PendingApproval,
             GrantPhase::Scheduled,
             GrantPhase::Activating,
             GrantPhase::Active,

@@ -20,13 +20,16 @@ pub enum Affected {
     /// Every grant (the namespace cache is not loaded yet, or a notification was missed).
     All,
     Namespaces(BTreeSet<String>),
+    /// One grant, by namespace and name (an approval named it).
+    Grant(String, String),
 }
 
 impl Affected {
-    fn includes(&self, namespace: &str) -> bool {
+    fn includes(&self, namespace: &str, name: &str) -> bool {
         match self {
             Affected::All => true,
             Affected::Namespaces(set) => set.contains(namespace),
+            Affected::Grant(ns, n) => ns == namespace && n == name,
         }
     }
 }
@@ -55,22 +58,30 @@ pub struct PolicyChanges {
 }
 
 impl PolicyChanges {
-    /// What a watch event of `policy` (applied or deleted) can affect.
-    pub fn affected(&mut self, policy: &AccessPolicy, namespaces: &Store<Namespace>) -> Affected {
+    /// What a watch event of `policy` (applied or deleted) can affect; `None` when its spec did
+    /// not change (a status write, the operator's own among them).
+    pub fn affected(
+        &mut self,
+        policy: &AccessPolicy,
+        namespaces: &Store<Namespace>,
+    ) -> Option<Affected> {
         let old = self.last.insert(policy.name_any(), policy.spec.clone());
+        if old.as_ref() == Some(&policy.spec) {
+            return None;
+        }
         let all: Vec<(String, BTreeMap<String, String>)> = namespaces
             .state()
             .iter()
             .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect();
         if all.is_empty() {
-            return Affected::All;
+            return Some(Affected::All);
         }
         let mut set = covered(&policy.spec, &all);
         if let Some(old) = old {
             set.extend(covered(&old, &all));
         }
-        Affected::Namespaces(set)
+        Some(Affected::Namespaces(set))
     }
 }
 
@@ -91,7 +102,7 @@ pub fn affected_grants(
         let refs: Vec<ObjectRef<AccessGrant>> = store
             .state()
             .iter()
-            .filter(|g| affected.includes(&g.namespace().unwrap_or_default()))
+            .filter(|g| affected.includes(&g.namespace().unwrap_or_default(), &g.name_any()))
             .map(|g| ObjectRef::from_obj(g.as_ref()))
             .collect();
         stream::iter(refs)
@@ -155,7 +166,7 @@ mod tests {
         // Before the namespace cache is loaded nothing can be narrowed down.
         assert_eq!(
             changes.affected(&policy("p", spec(&["payments"], None)), &store),
-            Affected::All
+            Some(Affected::All)
         );
         for (name, labels) in namespaces() {
             let mut ns = Namespace::default();
@@ -163,8 +174,10 @@ mod tests {
             ns.metadata.labels = Some(labels);
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(ns));
         }
-        let set = |names: &[&str]| -> Affected {
-            Affected::Namespaces(names.iter().map(|n| (*n).to_owned()).collect())
+        let set = |names: &[&str]| -> Option<Affected> {
+            Some(Affected::Namespaces(
+                names.iter().map(|n| (*n).to_owned()).collect(),
+            ))
         };
         // Moved from payments to search: both lose or gain access.
         assert_eq!(
@@ -176,9 +189,17 @@ mod tests {
             changes.affected(&policy("q", spec(&["billing"], None)), &store),
             set(&["billing"])
         );
-        let affected = changes.affected(&policy("p", spec(&["search"], None)), &store);
-        assert_eq!(affected, set(&["search"]));
-        assert!(!affected.includes("billing"));
-        assert!(Affected::All.includes("billing"));
+        // The same spec again (a status write): nothing.
+        assert_eq!(
+            changes.affected(&policy("p", spec(&["search"], None)), &store),
+            None
+        );
+        let affected = changes.affected(&policy("p", spec(&["billing"], None)), &store);
+        assert_eq!(affected, set(&["billing", "search"]));
+        let affected = affected.unwrap_or(Affected::All);
+        assert!(!affected.includes("payments", "g"));
+        assert!(Affected::All.includes("payments", "g"));
+        let one = Affected::Grant("payments".into(), "g".into());
+        assert!(one.includes("payments", "g") && !one.includes("payments", "h"));
     }
 }

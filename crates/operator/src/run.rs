@@ -236,7 +236,11 @@ async fn check_namespace(client: &kube::Client, namespace: &str) -> anyhow::Resu
 /// Fails fast, with the fix, when the CRDs are not installed.
 async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["accessgrants.lapse.dev", "accesspolicies.lapse.dev"] {
+    for name in [
+        "accessgrants.lapse.dev",
+        "accesspolicies.lapse.dev",
+        "accessapprovals.lapse.dev",
+    ] {
         match api.get_opt(name).await {
             Ok(Some(_)) => {}
             Ok(None) => bail!(

@@ -36,7 +36,11 @@ fn crd_prints_policy_then_grant_as_one_yaml_stream() {
         .collect();
     assert_eq!(
         names,
-        ["accesspolicies.lapse.dev", "accessgrants.lapse.dev"]
+        [
+            "accesspolicies.lapse.dev",
+            "accessgrants.lapse.dev",
+            "accessapprovals.lapse.dev"
+        ]
     );
     assert_eq!(
         text,

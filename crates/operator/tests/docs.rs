@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
+use lapse_api::v1alpha1::{AccessApproval, AccessGrant, AccessPolicy};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -124,12 +124,16 @@ fn doc_rows(section: &str) -> BTreeMap<String, (String, String)> {
 #[test]
 fn api_doc_lists_exactly_the_schema_fields() {
     let doc = repo_file("docs/api.md");
-    let (grant_doc, policy_doc) = doc
+    let (grant_doc, rest) = doc
         .split_once("\n## AccessPolicy\n")
         .expect("docs/api.md has an `## AccessPolicy` section after AccessGrant");
+    let (policy_doc, approval_doc) = rest
+        .split_once("\n## AccessApproval\n")
+        .expect("docs/api.md has an `## AccessApproval` section after AccessPolicy");
     for (kind, section, root) in [
         ("AccessGrant", grant_doc, schema::<AccessGrant>()),
         ("AccessPolicy", policy_doc, schema::<AccessPolicy>()),
+        ("AccessApproval", approval_doc, schema::<AccessApproval>()),
     ] {
         let fields = schema_fields(&root);
         let rows = doc_rows(section);

@@ -22,6 +22,10 @@ pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
 pub const EXTENSION_DENIED: &str = "ExtensionDenied";
 /// The status was written by someone other than the operator; the lease was ended for it.
 pub const TAMPERED: &str = "Tampered";
+/// Under a policy with `approval`: whether enough eligible approvers approved.
+pub const APPROVED: &str = "Approved";
+/// The lease was activated without approval, under the policy's `breakGlass`.
+pub const BREAK_GLASS: &str = "BreakGlass";
 
 /// What one decision learned that conditions report.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +42,10 @@ pub(crate) struct Facts {
     pub last_failure: Option<String>,
     /// A create refused with `AuthorizationFailed` inside the grace: why activation waits.
     pub authorization_pending: Option<String>,
+    /// (approved, reason, message) under a policy with `approval`.
+    pub approval: Option<(bool, Reason, String)>,
+    /// Why the lease runs on break-glass.
+    pub break_glass: Option<String>,
     /// What was wrong with a status the operator did not write.
     pub tampered: Option<String>,
 }
@@ -68,6 +76,7 @@ pub(crate) fn apply_conditions(
     // leads (Active, Scheduled, or ended as asked). docs/gitops.md has the table.
     let (reconciling, stalled): (Option<Reason>, Option<(Reason, String)>) = match st.phase {
         GrantPhase::Pending => (Some(Reason::Pending), None),
+        GrantPhase::PendingApproval => (Some(Reason::PendingApproval), None),
         GrantPhase::Activating if facts.authorization_pending.is_some() => {
             (Some(Reason::AuthorizationPending), None)
         }
@@ -159,6 +168,25 @@ pub(crate) fn apply_conditions(
             TAMPERED,
             ConditionStatus::True,
             Reason::StatusTampered,
+            msg,
+            now,
+            generation,
+        );
+    }
+    if let Some((approved, reason, msg)) = &facts.approval {
+        let status = if *approved {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        set(st, APPROVED, status, *reason, msg, now, generation);
+    }
+    if let Some(msg) = &facts.break_glass {
+        set(
+            st,
+            BREAK_GLASS,
+            ConditionStatus::True,
+            Reason::BreakGlassActivated,
             msg,
             now,
             generation,

@@ -52,6 +52,8 @@ pub enum StatusTrust {
 pub struct GrantView<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
+    /// `metadata.uid`: approvals name it.
+    pub uid: &'a str,
     pub generation: Option<i64>,
     /// `metadata.deletionTimestamp` is set: revoke, then let the object go.
     pub deleting: bool,
@@ -261,6 +263,8 @@ pub struct LeaseInput<'a> {
     pub identity: &'a IdentityObservation,
     pub privileges: &'a PrivilegeObservation,
     pub azure: &'a AzureView,
+    /// The AccessApprovals for this grant, and whether they can be believed.
+    pub approvals: &'a crate::approval::ApprovalView,
 }
 
 /// An Event to record on the grant.

@@ -50,6 +50,8 @@ reasons! {
     // The lease's phases: each is `Ready`'s reason while the grant is in it.
     /// Not decided yet (condition); the operator is validating, evaluating or resolving.
     Pending: Condition,
+    /// Allowed by a policy that requires approval; waiting for approvers (also `Approved=False`).
+    PendingApproval: Both,
     /// Allowed, waiting for `window.notBefore`.
     Scheduled: Both,
     /// The lease is recorded and its Azure objects are being created.
@@ -66,6 +68,19 @@ reasons! {
     Denied: Both,
     /// Azure refused an object for good.
     Failed: Both,
+
+    // Approval and break-glass.
+    /// Enough eligible approvers approved this generation (`Approved=True`).
+    Approved: Both,
+    /// An eligible approver denied: the grant is denied, or its lease ends.
+    ApprovalDenied: Both,
+    /// Not approved within the policy's `approval.timeout`.
+    ApprovalTimedOut: Both,
+    /// `Approved=False`: approvals are not counted while the admission policies that make
+    /// requesters and approvers unforgeable are missing.
+    AdmissionPoliciesMissing: Condition,
+    /// Activated without approval under the policy's `breakGlass` (`BreakGlass=True`).
+    BreakGlassActivated: Both,
 
     // Activation and the running lease.
     /// Every Azure object exists: the access is usable.
@@ -160,6 +175,7 @@ impl From<GrantPhase> for Reason {
     fn from(phase: GrantPhase) -> Self {
         match phase {
             GrantPhase::Pending => Self::Pending,
+            GrantPhase::PendingApproval => Self::PendingApproval,
             GrantPhase::Scheduled => Self::Scheduled,
             GrantPhase::Activating => Self::Activating,
             GrantPhase::Active => Self::Active,
@@ -268,6 +284,7 @@ mod tests {
     fn a_phase_s_reason_is_its_name_and_a_condition_reason() {
         for phase in [
             GrantPhase::Pending,
+            GrantPhase::PendingApproval,
             GrantPhase::Scheduled,
             GrantPhase::Activating,
             GrantPhase::Active,

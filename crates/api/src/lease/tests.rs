@@ -20,6 +20,9 @@ use crate::validate::validate_policy;
 const SUB: &str = "00000000-0000-0000-0000-0000000000aa";
 const PRINCIPAL: &str = "11111111-2222-3333-4444-555555555555";
 
+/// `metadata.uid` of the grant in these tests.
+const GRANT_UID: &str = "0b4f6c62-2a4e-4f8e-9d3c-6f1b2e8a9c01";
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 2, 0, 0)
         .single()
@@ -101,6 +104,8 @@ fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
         window,
         justification: Some("OPS-1234 nightly backup".into()),
         revoked: false,
+        requester: None,
+        break_glass: false,
     }
 }
 
@@ -166,6 +171,10 @@ struct Harness {
     live: BTreeMap<String, u32>,
     /// The next decision reads a status someone else wrote (the controller's seal failed).
     tamper_next: std::cell::RefCell<Option<String>>,
+    /// The AccessApprovals of the grant's namespace naming it.
+    approvals: crate::approval::ApprovalView,
+    /// `metadata.generation` of the grant.
+    generation: i64,
 }
 
 impl Harness {
@@ -185,6 +194,11 @@ impl Harness {
             created: t0(),
             live: BTreeMap::new(),
             tamper_next: std::cell::RefCell::new(None),
+            approvals: crate::approval::ApprovalView {
+                admission: Ok(()),
+                decisions: Vec::new(),
+            },
+            generation: 1,
         }
     }
 
@@ -221,7 +235,8 @@ impl Harness {
             grant: GrantView {
                 namespace: "payments",
                 name: "nightly",
-                generation: Some(1),
+                uid: GRANT_UID,
+                generation: Some(self.generation),
                 deleting,
                 created_at: Some(self.created),
                 spec,
@@ -239,6 +254,7 @@ impl Harness {
             identity: &self.identity,
             privileges: &self.privileges,
             azure,
+            approvals: &self.approvals,
         };
         decide(&input)
     }
@@ -526,7 +542,7 @@ fn check_invariants(
         GrantPhase::Denied | GrantPhase::Failed => {
             assert_eq!(stalled, Some(ConditionStatus::True), "{:?}", after.phase)
         }
-        GrantPhase::Pending | GrantPhase::Activating => {
+        GrantPhase::Pending | GrantPhase::PendingApproval | GrantPhase::Activating => {
             assert_eq!(
                 reconciling,
                 Some(ConditionStatus::True),
@@ -1665,4 +1681,538 @@ fn audiences_and_quotas_are_the_policy_s() {
     h.live.insert("payments".into(), 5);
     run_to(&h, &mut azure, &s, &mut st, t0() + TimeDelta::minutes(5));
     assert_eq!(st.phase, GrantPhase::Active);
+}
+
+// ---- Approval and break-glass (docs/approval.md) ----
+
+fn approval_policy(required: u32, break_glass: Option<&str>) -> Vec<NamedPolicy> {
+    policy_with(|p| {
+        p.approval = Some(ApprovalRules {
+            required,
+            approvers: Approvers {
+                users: vec!["bob".into(), "carol".into()],
+                groups: vec!["oncall".into()],
+            },
+            timeout: "4h".into(),
+        });
+        p.break_glass = break_glass.map(|m| BreakGlassRules {
+            max_duration: m.into(),
+        });
+    })
+}
+
+fn requested(by: &str) -> AccessGrantSpec {
+    AccessGrantSpec {
+        requester: Some(by.into()),
+        ..spec(Some("1h"), None)
+    }
+}
+
+fn decision(
+    name: &str,
+    user: &str,
+    groups: &[&str],
+    d: ApprovalDecision,
+    generation: i64,
+    at: DateTime<Utc>,
+) -> crate::approval::ApprovalInput {
+    crate::approval::ApprovalInput {
+        name: name.into(),
+        grant_uid: GRANT_UID.into(),
+        generation,
+        decision: d,
+        username: user.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        comment: Some(format!("{name} says so")),
+        created_at: Some(at),
+    }
+}
+
+fn approved_by(t: &AccessGrantStatus) -> Option<(ConditionStatus, Reason, String)> {
+    find_condition(t, "Approved").map(|c| {
+        (
+            c.status,
+            Reason::from_name(&c.reason).unwrap_or(Reason::Pending),
+            c.message.clone(),
+        )
+    })
+}
+
+#[test]
+fn a_grant_waits_for_an_eligible_approver_other_than_its_requester() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, None);
+    let mut azure = AzureModel::default();
+    let spec = requested("alice");
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::PendingApproval);
+    assert!(azure.objects.is_empty(), "nothing before approval");
+    assert_eq!(
+        d.requeue_at,
+        Some(t0() + TimeDelta::hours(4)),
+        "wakes at the timeout"
+    );
+    assert!(d.events.iter().any(|e| e.reason == Reason::PendingApproval));
+    let (status, reason, _) = approved_by(&st).unwrap();
+    assert_eq!(
+        (status, reason),
+        (ConditionStatus::False, Reason::PendingApproval)
+    );
+    assert_eq!(
+        find_condition(&st, READY).unwrap().reason,
+        "PendingApproval"
+    );
+
+    // The requester's own approval and a stranger's are not counted, and say so.
+    h.approvals.decisions = vec![
+        decision(
+            "self",
+            "alice",
+            &["oncall"],
+            ApprovalDecision::Approve,
+            1,
+            t0() + mins(1),
+        ),
+        decision(
+            "stranger",
+            "mallory",
+            &["devs"],
+            ApprovalDecision::Approve,
+            1,
+            t0() + mins(2),
+        ),
+    ];
+    run_to(&h, &mut azure, &spec, &mut st, t0() + mins(3));
+    assert_eq!(st.phase, GrantPhase::PendingApproval);
+    let (_, _, msg) = approved_by(&st).unwrap();
+    assert!(
+        msg.contains("alice (the requester") && msg.contains("mallory (not an approver"),
+        "{msg}"
+    );
+    assert!(azure.objects.is_empty());
+
+    // An approver (by group) approves at 00:10: the lease starts then, not at creation.
+    h.approvals.decisions.push(decision(
+        "ok",
+        "dave",
+        &["oncall"],
+        ApprovalDecision::Approve,
+        1,
+        t0() + mins(10),
+    ));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + mins(11));
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.activated_at, Some(t0() + mins(10)));
+    assert_eq!(st.expires_at, Some(t0() + mins(70)));
+    assert_eq!(approved_by(&st).unwrap().0, ConditionStatus::True);
+    assert_eq!(
+        st.approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect::<Vec<_>>(),
+        ["dave"]
+    );
+}
+
+#[test]
+fn the_approved_event_marks_the_moment_of_approval() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, None);
+    let spec = requested("alice");
+    let mut st = AccessGrantStatus::default();
+    let azure = AzureModel::default();
+    let d = h.decide(&spec, &st, false, t0(), &azure.view());
+    st = d.status;
+    h.approvals.decisions = vec![decision(
+        "ok",
+        "bob",
+        &[],
+        ApprovalDecision::Approve,
+        1,
+        t0() + mins(5),
+    )];
+    let d = h.decide(&spec, &st, false, t0() + mins(6), &azure.view());
+    assert!(
+        d.events.iter().any(|e| e.reason == Reason::Approved),
+        "{:?}",
+        d.events
+    );
+    assert_eq!(d.status.phase, GrantPhase::Activating);
+}
+
+#[test]
+fn a_quorum_needs_distinct_approvers_of_the_current_generation() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(2, None);
+    let mut azure = AzureModel::default();
+    let spec = requested("alice");
+    let mut st = AccessGrantStatus::default();
+    h.generation = 2;
+    h.approvals.decisions = vec![
+        decision(
+            "b1",
+            "bob",
+            &[],
+            ApprovalDecision::Approve,
+            2,
+            t0() + mins(1),
+        ),
+        decision(
+            "b2",
+            "bob",
+            &["oncall"],
+            ApprovalDecision::Approve,
+            2,
+            t0() + mins(2),
+        ),
+        // For the grant before it was edited: a different request.
+        decision(
+            "c1",
+            "carol",
+            &[],
+            ApprovalDecision::Approve,
+            1,
+            t0() + mins(3),
+        ),
+    ];
+    run_to(&h, &mut azure, &spec, &mut st, t0() + mins(4));
+    assert_eq!(st.phase, GrantPhase::PendingApproval);
+    let (_, _, msg) = approved_by(&st).unwrap();
+    assert!(
+        msg.contains("1 more approval") && msg.contains("earlier version"),
+        "{msg}"
+    );
+    h.approvals.decisions.push(decision(
+        "c2",
+        "carol",
+        &[],
+        ApprovalDecision::Approve,
+        2,
+        t0() + mins(5),
+    ));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + mins(6));
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.activated_at, Some(t0() + mins(5)));
+}
+
+#[test]
+fn one_eligible_deny_denies_and_a_timeout_denies() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, None);
+    let spec = requested("alice");
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    h.approvals.decisions = vec![
+        decision(
+            "ok",
+            "bob",
+            &[],
+            ApprovalDecision::Approve,
+            1,
+            t0() + mins(2),
+        ),
+        decision(
+            "no",
+            "carol",
+            &[],
+            ApprovalDecision::Deny,
+            1,
+            t0() + mins(1),
+        ),
+    ];
+    run_to(&h, &mut azure, &spec, &mut st, t0() + mins(3));
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(azure.objects.is_empty());
+    let (status, reason, msg) = approved_by(&st).unwrap();
+    assert_eq!(
+        (status, reason),
+        (ConditionStatus::False, Reason::ApprovalDenied)
+    );
+    assert!(
+        msg.contains("denied by carol") && msg.contains("no says so"),
+        "{msg}"
+    );
+
+    h.approvals.decisions.clear();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(4));
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert_eq!(approved_by(&st).unwrap().1, Reason::ApprovalTimedOut);
+}
+
+#[test]
+fn no_requester_no_approval_and_no_admission_no_counting() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, None);
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec(Some("1h"), None), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("spec.requester")
+    );
+
+    h.approvals = crate::approval::ApprovalView {
+        admission: Err("no ValidatingAdmissionPolicy enforces the approver rule".into()),
+        decisions: vec![decision(
+            "ok",
+            "bob",
+            &[],
+            ApprovalDecision::Approve,
+            1,
+            t0(),
+        )],
+    };
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &requested("alice"), &mut st, t0() + mins(1));
+    assert_eq!(st.phase, GrantPhase::PendingApproval);
+    let (status, reason, msg) = approved_by(&st).unwrap();
+    assert_eq!(
+        (status, reason),
+        (ConditionStatus::False, Reason::AdmissionPoliciesMissing)
+    );
+    assert!(msg.contains("approver rule"), "{msg}");
+    assert!(azure.objects.is_empty());
+}
+
+#[test]
+fn an_extension_needs_approval_again_and_the_lease_keeps_its_expiry_meanwhile() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, None);
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    h.approvals.decisions = vec![decision(
+        "ok",
+        "bob",
+        &[],
+        ApprovalDecision::Approve,
+        1,
+        t0(),
+    )];
+    run_to(&h, &mut azure, &requested("alice"), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    let expiry = st.expires_at;
+    // Raised to 2h: generation 2, not approved yet.
+    h.generation = 2;
+    let longer = AccessGrantSpec {
+        duration: Some("2h".into()),
+        ..requested("alice")
+    };
+    let d = run_to(&h, &mut azure, &longer, &mut st, t0() + mins(20));
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.expires_at, expiry, "the lease keeps its expiry");
+    assert!(!d.events.iter().any(|e| e.reason == Reason::Extended));
+    let (status, reason, msg) = approved_by(&st).unwrap();
+    assert_eq!(
+        (status, reason),
+        (ConditionStatus::False, Reason::PendingApproval)
+    );
+    assert!(msg.contains("extension"), "{msg}");
+    // Approved: it moves.
+    h.approvals.decisions.push(decision(
+        "ok2",
+        "carol",
+        &[],
+        ApprovalDecision::Approve,
+        2,
+        t0() + mins(25),
+    ));
+    let d = run_to(&h, &mut azure, &longer, &mut st, t0() + mins(26));
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(2)));
+    assert!(d.events.iter().any(|e| e.reason == Reason::Extended));
+    assert_eq!(approved_by(&st).unwrap().0, ConditionStatus::True);
+}
+
+#[test]
+fn break_glass_activates_loudly_within_its_bounds_and_a_later_deny_ends_it() {
+    let mut h = Harness::new("8h");
+    h.policies = approval_policy(1, Some("1h"));
+    let mut azure = AzureModel::default();
+    let glass = AccessGrantSpec {
+        break_glass: true,
+        duration: Some("30m".into()),
+        ..requested("alice")
+    };
+    let mut st = AccessGrantStatus::default();
+    let d = h.decide(&glass, &st, false, t0(), &azure.view());
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == Reason::BreakGlassActivated && e.warning),
+        "{:?}",
+        d.events
+    );
+    run_to(&h, &mut azure, &glass, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(
+        find_condition(&st, "BreakGlass").map(|c| c.status),
+        Some(ConditionStatus::True)
+    );
+    // Reviewed after the fact: an approver denies, and the lease ends at once.
+    h.approvals.decisions = vec![decision(
+        "review",
+        "bob",
+        &[],
+        ApprovalDecision::Deny,
+        1,
+        t0() + mins(5),
+    )];
+    run_to(&h, &mut azure, &glass, &mut st, t0() + mins(6));
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert!(azure.objects.is_empty());
+    assert_eq!(st.ended_at, Some(t0() + mins(6)));
+    assert_eq!(approved_by(&st).unwrap().1, Reason::ApprovalDenied);
+
+    // Beyond breakGlass.maxDuration, or without a justification: denied, naming the field.
+    h.approvals.decisions.clear();
+    for (spec, field) in [
+        (
+            AccessGrantSpec {
+                duration: Some("2h".into()),
+                ..glass.clone()
+            },
+            "spec.duration",
+        ),
+        (
+            AccessGrantSpec {
+                justification: None,
+                ..glass.clone()
+            },
+            "spec.justification",
+        ),
+    ] {
+        let mut st = AccessGrantStatus::default();
+        run_to(&h, &mut azure, &spec, &mut st, t0());
+        assert_eq!(st.phase, GrantPhase::Denied, "{field}");
+        assert!(
+            st.message.as_deref().unwrap_or("").contains(field),
+            "{:?}",
+            st.message
+        );
+    }
+    // Under a policy without breakGlass it is refused too.
+    h.policies = approval_policy(1, None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &glass, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("spec.breakGlass")
+    );
+}
+
+#[derive(Clone, Debug)]
+struct ApprovalScenario {
+    required: u32,
+    break_glass: bool,
+    /// (approver index, deny?, generation offset, minutes after creation)
+    decisions: Vec<(usize, bool, i64, i64)>,
+    admission: bool,
+    generation: i64,
+}
+
+fn approval_scenario() -> impl Strategy<Value = ApprovalScenario> {
+    (
+        1u32..=3,
+        any::<bool>(),
+        proptest::collection::vec(
+            (
+                0usize..5,
+                proptest::bool::weighted(0.2),
+                -1i64..=0,
+                0i64..300,
+            ),
+            0..8,
+        ),
+        proptest::bool::weighted(0.85),
+        1i64..=3,
+    )
+        .prop_map(
+            |(required, break_glass, decisions, admission, generation)| ApprovalScenario {
+                required,
+                break_glass,
+                decisions,
+                admission,
+                generation,
+            },
+        )
+}
+
+/// alice asks; bob and carol are approvers by name, dave by group; mallory is nobody.
+const PEOPLE: [(&str, &[&str]); 5] = [
+    ("alice", &["oncall"]),
+    ("bob", &[]),
+    ("carol", &[]),
+    ("dave", &["oncall"]),
+    ("mallory", &["devs"]),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// No activation without a quorum of distinct eligible approvers other than the requester
+    /// (unless break-glass); the requester never counts; an eligible Deny always ends it.
+    #[test]
+    fn approval_invariants_hold(s in approval_scenario()) {
+        let mut h = Harness::new("8h");
+        h.policies = approval_policy(s.required, Some("1h"));
+        h.generation = s.generation;
+        h.approvals = crate::approval::ApprovalView {
+            admission: if s.admission { Ok(()) } else { Err("missing".into()) },
+            decisions: s
+                .decisions
+                .iter()
+                .enumerate()
+                .map(|(i, (who, deny, offset, at))| {
+                    let (user, groups) = PEOPLE[*who];
+                    decision(
+                        &format!("d{i}"),
+                        user,
+                        groups,
+                        if *deny { ApprovalDecision::Deny } else { ApprovalDecision::Approve },
+                        (s.generation + offset).max(1),
+                        t0() + mins(*at),
+                    )
+                })
+                .collect(),
+        };
+        let spec = AccessGrantSpec {
+            break_glass: s.break_glass,
+            duration: Some("30m".into()),
+            ..requested("alice")
+        };
+        let mut azure = AzureModel::default();
+        let mut st = AccessGrantStatus::default();
+        let now = t0() + mins(301);
+        run_to(&h, &mut azure, &spec, &mut st, now);
+        let eligible = |who: usize| (1..=3).contains(&who);
+        let approvers: std::collections::BTreeSet<usize> = s
+            .decisions
+            .iter()
+            .filter(|(who, deny, offset, _)| {
+                eligible(*who) && !deny && (s.generation + offset).max(1) == s.generation
+            })
+            .map(|(who, ..)| *who)
+            .collect();
+        let denied = s.admission && s.decisions.iter().any(|(who, deny, ..)| eligible(*who) && *deny);
+        let quorum = s.admission && approvers.len() >= s.required as usize;
+        let live = st.activated_at.is_some() && !st.phase.is_terminal();
+        if denied {
+            prop_assert!(!live, "an eligible Deny left the lease live: {:?}", st.phase);
+        }
+        if live && !s.break_glass {
+            prop_assert!(quorum, "activated without a quorum: {:?} {:?}", st.phase, st.message);
+        }
+        // The requester's own approval is never what counts.
+        prop_assert!(st.approvals.iter().all(|a| a.approver != "alice"));
+        if !s.admission {
+            prop_assert!(st.approvals.is_empty());
+        }
+    }
 }

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::duration::LeaseDuration;
 use crate::role::RoleCatalogue;
-use crate::validate::{GrantRequest, IdMatcher, Identity, PolicyRules, selector_matches};
+use crate::validate::{
+    ApprovalRule, GrantRequest, IdMatcher, Identity, PolicyRules, selector_matches,
+};
 
 /// A named, validated policy, or one whose spec is invalid (which allows nothing).
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub enum DenialKind {
     Justification,
     /// The namespace already has `maxActiveGrants` live grants under the policy.
     Quota,
+    /// `spec.breakGlass` where the policy allows none, or beyond its `breakGlass` bounds.
+    BreakGlass,
 }
 
 impl fmt::Display for Denial {
@@ -55,12 +59,44 @@ impl fmt::Display for Denial {
     }
 }
 
+/// What stands between an allowed grant and its activation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Nothing: the policy allows it outright.
+    Open,
+    /// The policy's approvers must approve first.
+    Approval(ApprovalRule),
+    /// `spec.breakGlass` under a policy that allows it: activates without approval, loudly, and
+    /// an eligible approver's Deny still ends it.
+    BreakGlass(ApprovalRule),
+}
+
+impl Gate {
+    /// Whom to ask (or who may still deny), when anyone.
+    pub fn approval(&self) -> Option<&ApprovalRule> {
+        match self {
+            Gate::Open => None,
+            Gate::Approval(r) | Gate::BreakGlass(r) => Some(r),
+        }
+    }
+
+    /// How much a gate costs the requester: the open way is preferred when several policies
+    /// allow a grant.
+    fn rank(&self) -> u8 {
+        match self {
+            Gate::Open => 0,
+            Gate::BreakGlass(_) | Gate::Approval(_) => 1,
+        }
+    }
+}
+
 /// The outcome of evaluating a grant against every policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allowed {
         policy: String,
         max_duration: LeaseDuration,
+        gate: Gate,
     },
     Denied {
         reasons: Vec<Denial>,
@@ -157,11 +193,11 @@ fn namespace_covered(
 
 /// Evaluates a grant whose total lease length (extensions included) is `lease`.
 ///
-/// Allowed when one policy allows all of it. When several do, the one with the largest
-/// `maxDuration` is reported (ties: the first by name), so an extension is judged against
-/// the most generous policy that covers the grant.
+/// Allowed when one policy allows all of it. When several do, one that needs no approval wins,
+/// then the one with the largest `maxDuration` (ties: the first by name), so an extension is
+/// judged against the most generous policy that covers the grant.
 pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>) -> Verdict {
-    let mut allowed: Option<(&str, LeaseDuration)> = None;
+    let mut allowed: Option<(&str, LeaseDuration, Gate)> = None;
     let mut reasons = Vec::new();
     let mut policies: Vec<&NamedPolicy> = ctx.policies.iter().collect();
     policies.sort_by(|a, b| a.name.cmp(&b.name));
@@ -178,19 +214,25 @@ pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>)
                 continue;
             }
         };
-        let denials = check(grant, lease, ctx, &policy.name, rules);
+        let mut denials = check(grant, lease, ctx, &policy.name, rules);
+        let gate = gate(grant, lease, &policy.name, rules, &mut denials);
         if denials.is_empty() {
-            if allowed.is_none_or(|(_, max)| rules.max_duration > max) {
-                allowed = Some((&policy.name, rules.max_duration));
+            let better = allowed.as_ref().is_none_or(|(_, max, g)| {
+                (gate.rank(), std::cmp::Reverse(rules.max_duration))
+                    < (g.rank(), std::cmp::Reverse(*max))
+            });
+            if better {
+                allowed = Some((&policy.name, rules.max_duration, gate));
             }
         } else {
             reasons.extend(denials);
         }
     }
-    if let Some((policy, max_duration)) = allowed {
+    if let Some((policy, max_duration, gate)) = allowed {
         return Verdict::Allowed {
             policy: policy.to_owned(),
             max_duration,
+            gate,
         };
     }
     // Policies that do not cover the namespace say nothing about the grant, and naming them
@@ -225,6 +267,61 @@ pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>)
         }]
     };
     Verdict::Denied { reasons }
+}
+
+/// What a policy that allows everything else asks before activation; break-glass bounds
+/// refused add to `denials`.
+fn gate(
+    grant: &GrantRequest,
+    lease: TimeDelta,
+    name: &str,
+    rules: &PolicyRules,
+    denials: &mut Vec<Denial>,
+) -> Gate {
+    let Some(approval) = &rules.approval else {
+        // Nothing to break: the policy allows the grant outright.
+        return Gate::Open;
+    };
+    if !grant.break_glass {
+        return Gate::Approval(approval.clone());
+    }
+    let Some(max) = rules.break_glass else {
+        denials.push(deny(
+            name,
+            DenialKind::BreakGlass,
+            "spec.breakGlass",
+            "the policy requires approval and allows no break-glass",
+        ));
+        return Gate::Approval(approval.clone());
+    };
+    if lease > max.to_chrono() {
+        denials.push(deny(
+            name,
+            DenialKind::BreakGlass,
+            if grant.duration.is_some() {
+                "spec.duration"
+            } else {
+                "spec.window.notAfter"
+            },
+            format!(
+                "a break-glass lease of {} exceeds breakGlass.maxDuration {max}",
+                human(lease)
+            ),
+        ));
+    }
+    if grant
+        .justification
+        .as_deref()
+        .is_none_or(|j| j.trim().is_empty())
+    {
+        denials.push(deny(
+            name,
+            DenialKind::BreakGlass,
+            "spec.justification",
+            "break-glass needs a justification",
+        ));
+    }
+    Gate::BreakGlass(approval.clone())
 }
 
 fn deny(

@@ -107,7 +107,8 @@ fn one_policy_allowing_everything_allows() {
         v,
         Verdict::Allowed {
             policy: "payments".into(),
-            max_duration: crate::duration::LeaseDuration::parse("8h").unwrap()
+            max_duration: crate::duration::LeaseDuration::parse("8h").unwrap(),
+            gate: Gate::Open
         }
     );
 }
@@ -266,7 +267,8 @@ fn the_most_generous_covering_policy_is_reported() {
         v,
         Verdict::Allowed {
             policy: "b-long".into(),
-            max_duration: crate::duration::LeaseDuration::parse("24h").unwrap()
+            max_duration: crate::duration::LeaseDuration::parse("24h").unwrap(),
+            gate: Gate::Open
         }
     );
     // Nine hours: only the long policy covers it.

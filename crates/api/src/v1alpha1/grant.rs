@@ -38,6 +38,8 @@ pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
 #[x_kube(
     validation = Rule::new("has(self.duration) || (has(self.window) && has(self.window.notAfter))").message("either spec.duration or spec.window.notAfter is required").field_path(".duration"),
     validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("spec.revoked cannot be undone once set").field_path(".revoked"),
+    validation = Rule::new("has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester)").message("spec.requester cannot be set, changed or removed after creation").field_path(".requester"),
+    validation = Rule::new("!has(oldSelf.breakGlass) || !oldSelf.breakGlass || (has(self.breakGlass) && self.breakGlass)").message("spec.breakGlass cannot be undone once set").field_path(".breakGlass"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessGrantSpec {
@@ -65,6 +67,17 @@ pub struct AccessGrantSpec {
     /// Set to `true` to end the lease early and keep the record. Cannot be undone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+    /// Who asks: the Kubernetes user creating the grant. Admission makes it equal the creating
+    /// user (`config/admission/approval.yaml`) and it never changes. Required under a policy
+    /// with `approval`: approvers decide on a request by someone, never their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_USERNAME_LEN))]
+    pub requester: Option<String>,
+    /// Activate without waiting for approvals, where the policy allows break-glass: limited to
+    /// its `breakGlass.maxDuration`, justification required, loud (condition, Warning Event,
+    /// notification, audit line), and revoked at once by an eligible approver's Deny.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
 }
 
 /// Exactly one identity kind.
@@ -150,6 +163,8 @@ pub enum GrantPhase {
     /// Seen, not yet decided.
     #[default]
     Pending,
+    /// Allowed by a policy that requires approval: waiting for enough approvers.
+    PendingApproval,
     /// Allowed, waiting for `window.notBefore`.
     Scheduled,
     /// Creating the Azure objects (or repairing one that vanished).
@@ -173,6 +188,7 @@ impl GrantPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
+            Self::PendingApproval => "PendingApproval",
             Self::Scheduled => "Scheduled",
             Self::Activating => "Activating",
             Self::Active => "Active",
@@ -307,9 +323,28 @@ pub struct AccessGrantStatus {
     /// The latest human-readable explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The approvers' decisions that counted for this grant (its uid, at the generation they
+    /// name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
     /// The operator's seal over the rest of the status (an HMAC keyed by a Secret in the
     /// operator's namespace). A status anyone else writes does not carry a valid seal, and the
     /// operator then believes nothing in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+}
+
+/// One counted decision of an approver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// The AccessApproval's name.
+    pub name: String,
+    pub approver: String,
+    pub decision: super::approval::ApprovalDecision,
+    /// The grant generation decided on.
+    pub generation: i64,
+    /// When the approval was created (the API server's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }

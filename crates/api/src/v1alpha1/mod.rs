@@ -1,23 +1,26 @@
-//! `lapse.dev/v1alpha1`: the AccessGrant and AccessPolicy custom resources.
+//! `lapse.dev/v1alpha1`: the AccessGrant, AccessPolicy and AccessApproval custom resources.
 //!
 //! The spec types are deliberately string-typed at the edges: a value the operator cannot parse
 //! must still deserialize, so the operator can answer it with `Denied` and a message naming the
 //! field instead of failing to read the object at all. Typed forms come from [`crate::validate`].
 
+mod approval;
 mod condition;
 mod grant;
 mod patterns;
 mod policy;
 
+pub use approval::{AccessApproval, AccessApprovalSpec, ApprovalDecision, Approver, GrantTarget};
 pub use condition::{Condition, ConditionStatus};
 pub use grant::{
-    AccessGrant, AccessGrantSpec, AccessGrantStatus, DEFAULT_AUDIENCE, EndReason,
+    AccessGrant, AccessGrantSpec, AccessGrantStatus, ApprovalRecord, DEFAULT_AUDIENCE, EndReason,
     FederatedCredentialStatus, Federation, GrantPhase, IdentityRef, ObjectIdRef, ObjectState,
     RoleAssignmentStatus, RoleRequest, Window,
 };
 pub use patterns::*;
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, LabelSelector, LabelSelectorRequirement,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, BreakGlassRules,
+    LabelSelector, LabelSelectorRequirement,
 };
 
 /// The API group of every lapse kind.

@@ -42,3 +42,5 @@ pub const MAX_AUDIENCE_LEN: u32 = 512;
 pub const MAX_ROLES: u32 = 16;
 /// Most entries in any AccessPolicy list.
 pub const MAX_POLICY_ENTRIES: u32 = 256;
+/// Longest Kubernetes user or group name accepted in `spec.requester` and approvals.
+pub const MAX_USERNAME_LEN: u32 = 512;

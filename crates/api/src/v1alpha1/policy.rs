@@ -106,6 +106,60 @@ pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_active_grants: Option<u32>,
+    /// Grants this policy allows wait for approvers (`PendingApproval`) before they activate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRules>,
+    /// Present: grants with `spec.breakGlass` may activate without approval, for at most
+    /// `maxDuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassRules>,
+}
+
+/// Approval a policy requires before its grants activate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("size(self.approvers.users) + size(self.approvers.groups) > 0").message("spec.approval.approvers must list at least one user or group").field_path(".approvers"))]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRules {
+    /// Distinct approvers needed (never the grant's requester).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub required: u32,
+    /// Who may approve or deny.
+    pub approvers: Approvers,
+    /// Not approved this long after the grant was created: `Denied` (`ApprovalTimedOut`), as a
+    /// Go duration. Default 24h.
+    #[serde(default = "default_approval_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub timeout: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_approval_timeout() -> String {
+    "24h".to_owned()
+}
+
+/// Kubernetes users and groups (as the API server authenticates them).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvers {
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = MAX_USERNAME_LEN)))]
+    pub users: Vec<String>,
+    #[serde(default)]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = MAX_USERNAME_LEN)))]
+    pub groups: Vec<String>,
+}
+
+/// Break-glass: activation without approval, bounded.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassRules {
+    /// Longest break-glass lease, as a Go duration.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub max_duration: String,
 }
 
 fn default_audiences() -> Vec<String> {

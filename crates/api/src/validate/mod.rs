@@ -15,7 +15,7 @@ use crate::field::FieldErrors;
 use crate::role::RoleRef;
 use crate::v1alpha1::{
     AccessGrantSpec, AccessPolicySpec, DEFAULT_AUDIENCE, LabelSelector, MAX_AUDIENCE_LEN,
-    MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_ROLES,
+    MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_ROLES, MAX_USERNAME_LEN,
 };
 
 /// The identity a grant gives access to.
@@ -72,6 +72,9 @@ pub struct GrantRequest {
     pub not_after: Option<DateTime<Utc>>,
     pub justification: Option<String>,
     pub revoked: bool,
+    /// The Kubernetes user who asked (admission makes it the creating user).
+    pub requester: Option<String>,
+    pub break_glass: bool,
 }
 
 impl GrantRequest {
@@ -323,6 +326,14 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
             format!("must be at most {MAX_JUSTIFICATION_LEN} bytes without control characters"),
         );
     }
+    if let Some(r) = &spec.requester
+        && (r.trim().is_empty() || r.len() > MAX_USERNAME_LEN as usize || !printable(r))
+    {
+        errs.push(
+            "spec.requester",
+            format!("must be a Kubernetes user name: 1 to {MAX_USERNAME_LEN} printable characters"),
+        );
+    }
 
     match identity {
         Some(identity) if errs.is_empty() => Ok(GrantRequest {
@@ -334,6 +345,8 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
             not_after,
             justification: spec.justification.clone(),
             revoked: spec.revoked,
+            requester: spec.requester.clone(),
+            break_glass: spec.break_glass,
         }),
         _ => Err(errs),
     }
@@ -435,6 +448,26 @@ pub struct PolicyRules {
     pub audiences: Vec<String>,
     pub allow_privileged_identities: bool,
     pub max_active_grants: Option<u32>,
+    /// Grants wait for approvals before they activate.
+    pub approval: Option<ApprovalRule>,
+    /// Longest break-glass lease; `None`: no break-glass.
+    pub break_glass: Option<LeaseDuration>,
+}
+
+/// Who must approve, and by when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub required: u32,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    pub timeout: LeaseDuration,
+}
+
+impl ApprovalRule {
+    /// May this user, deciding as these groups, approve or deny?
+    pub fn eligible(&self, username: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == username) || groups.iter().any(|g| self.groups.contains(g))
+    }
 }
 
 fn id_matchers(field: &str, list: &[String], errs: &mut FieldErrors) -> Vec<IdMatcher> {
@@ -620,6 +653,48 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             "must be at least 1 (leave it unset for no limit)",
         );
     }
+    let approval = spec.approval.as_ref().and_then(|a| {
+        let mut ok = true;
+        if !(1..=16).contains(&a.required) {
+            errs.push("spec.approval.required", "must be 1 to 16");
+            ok = false;
+        }
+        if a.approvers.users.is_empty() && a.approvers.groups.is_empty() {
+            errs.push(
+                "spec.approval.approvers",
+                "must list at least one user or group: nobody could approve",
+            );
+            ok = false;
+        }
+        for (field, list) in [
+            ("spec.approval.approvers.users", &a.approvers.users),
+            ("spec.approval.approvers.groups", &a.approvers.groups),
+        ] {
+            for (i, n) in list.iter().enumerate() {
+                if n.trim().is_empty() || n.len() > MAX_USERNAME_LEN as usize || !printable(n) {
+                    errs.push(
+                        format!("{field}[{i}]"),
+                        format!("must be 1 to {MAX_USERNAME_LEN} printable characters"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let timeout = LeaseDuration::parse(&a.timeout)
+            .map_err(|e| errs.push("spec.approval.timeout", e.to_string()))
+            .ok();
+        timeout.filter(|_| ok).map(|timeout| ApprovalRule {
+            required: a.required,
+            users: a.approvers.users.clone(),
+            groups: a.approvers.groups.clone(),
+            timeout,
+        })
+    });
+    let break_glass = spec.break_glass.as_ref().and_then(|b| {
+        LeaseDuration::parse(&b.max_duration)
+            .map_err(|e| errs.push("spec.breakGlass.maxDuration", e.to_string()))
+            .ok()
+    });
     match max_duration {
         Some(max_duration) if errs.is_empty() => Ok(PolicyRules {
             namespaces,
@@ -640,6 +715,8 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             },
             allow_privileged_identities: spec.allow_privileged_identities,
             max_active_grants: spec.max_active_grants,
+            approval,
+            break_glass,
         }),
         _ => Err(errs),
     }

@@ -51,6 +51,7 @@ async fn rounds(
         privileges,
         catalogue,
         keys,
+        approvals,
     } = obs;
     let mut view = ctx.inventory.view(&keys, &gref);
     let mut live = ctx.live.counts(&gref.namespace, &gref);
@@ -68,6 +69,7 @@ async fn rounds(
             grant: GrantView {
                 namespace: &gref.namespace,
                 name: &gref.name,
+                uid: &uid,
                 generation: g.metadata.generation,
                 deleting,
                 created_at: g
@@ -90,6 +92,7 @@ async fn rounds(
             identity: &identity,
             privileges: &privileges,
             azure: &view,
+            approvals: &approvals,
         };
         let d = lease::decide(&input);
         // A quota is admitted atomically before the first live status is written; losing the

@@ -33,6 +33,8 @@ pub(super) struct Observation {
     pub catalogue: RoleCatalogue,
     /// Every Azure object the grant may touch: what its status records and its spec plans.
     pub keys: Vec<ObjectKey>,
+    /// The AccessApprovals naming the grant, and whether they can be believed.
+    pub approvals: lapse_api::approval::ApprovalView,
 }
 
 /// Reads what the decision needs. Azure is asked only what this grant's state calls for: a
@@ -99,6 +101,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     let keys = keys_of(ctx, &gref, sealed, req.as_ref(), &identity);
     ctx.inventory.ensure_loaded(&ctx.lister(), &keys).await;
     let catalogue = ctx.resolver.catalogue();
+    let (gref_namespace, gref_name) = (gref.namespace.clone(), gref.name.clone());
     Ok(Observation {
         gref,
         uid,
@@ -110,6 +113,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         privileges,
         catalogue,
         keys,
+        approvals: ctx.approvals.view(&gref_namespace, &gref_name),
     })
 }
 

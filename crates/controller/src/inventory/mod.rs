@@ -329,7 +329,10 @@ pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
         GrantPhase::Revoking | GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Failed => {
             Claim::Ending
         }
-        GrantPhase::Pending | GrantPhase::Scheduled | GrantPhase::Denied => return Vec::new(),
+        GrantPhase::Pending
+        | GrantPhase::PendingApproval
+        | GrantPhase::Scheduled
+        | GrantPhase::Denied => return Vec::new(),
     };
     let holds = |s: ObjectState| match claim {
         Claim::Live => matches!(s, ObjectState::Pending | ObjectState::Present),

@@ -16,8 +16,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use lapse_api::arm::ArmId;
 use lapse_api::v1alpha1::{
-    AccessGrant, AccessGrantSpec, AccessPolicy, AccessPolicySpec, Condition, ConditionStatus,
-    Federation, GrantPhase, IdentityRef, RoleRequest,
+    AccessApproval, AccessGrant, AccessGrantSpec, AccessPolicy, AccessPolicySpec, Condition,
+    ConditionStatus, Federation, GrantPhase, IdentityRef, RoleRequest,
 };
 use lapse_azure::{AzureClient, AzureConfig, Cloud, CredentialConfig, LimitsConfig};
 use lapse_controller::inventory::Partition;
@@ -139,7 +139,11 @@ impl World {
         })
         .await?;
         // What `lapse-operator crd` renders (config/crd/), straight from the Rust types.
-        for crd in [AccessPolicy::crd(), AccessGrant::crd()] {
+        for crd in [
+            AccessPolicy::crd(),
+            AccessGrant::crd(),
+            AccessApproval::crd(),
+        ] {
             kube.create(serde_json::to_value(crd)?)?;
         }
         for sa in [SA, "report-agent"] {

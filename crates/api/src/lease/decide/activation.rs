@@ -117,6 +117,10 @@ impl Step<'_> {
                 expiry.to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
         );
+        if let Some(msg) = self.facts.break_glass.clone() {
+            // Loud, once: the moment the lease is recorded.
+            self.event(true, Reason::BreakGlassActivated, msg);
+        }
         self.reconcile_objects(&plan);
     }
 

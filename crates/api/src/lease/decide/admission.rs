@@ -45,27 +45,17 @@ impl Step<'_> {
             return None;
         }
         let anchor = self.lease_start(&req);
-        let expiry = req.expiry_from(anchor);
-        if expiry <= self.now {
-            // An old manifest must stay harmless: a passed window never activates.
-            self.st.ended_at = Some(expiry);
-            self.st.end_reason = Some(EndReason::Expired);
-            let field = if req.not_after == Some(expiry) {
-                "spec.window.notAfter"
-            } else {
-                "spec.window.notBefore + spec.duration"
-            };
-            self.end_without_objects(
-                GrantPhase::Expired,
-                Reason::WindowPassed,
-                format!("the lease window ended at {} ({field}) before activation; the grant never activates", expiry.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            );
+        // An old manifest must stay harmless: an absolute window that has passed never
+        // activates, whatever a policy would say.
+        if let Some(after) = req.not_after.filter(|a| *a <= self.now) {
+            self.window_passed(after, "spec.window.notAfter");
             return None;
         }
+        let expiry = req.expiry_from(anchor);
         let catalogue = self.catalogue();
         let verdict = evaluate(&req, expiry - anchor, &self.policy_ctx(&catalogue, true));
-        let policy = match verdict {
-            Verdict::Allowed { policy, .. } => policy,
+        let (policy, gate) = match verdict {
+            Verdict::Allowed { policy, gate, .. } => (policy, gate),
             Verdict::Denied { .. } => {
                 let msg = verdict.message();
                 self.facts.policy = Some((false, Reason::Denied, msg.clone()));
@@ -82,11 +72,38 @@ impl Step<'_> {
             Reason::Allowed,
             format!("allowed by AccessPolicy {policy}"),
         ));
+        // Under approval the lease starts when approved: it does not run down while nobody
+        // may use it.
+        let start = self.pass_gate(&req, &gate, &policy, anchor);
         self.st.policy = Some(policy);
+        let start = start?;
+        let expiry = req.expiry_from(start);
+        if expiry <= self.now {
+            let field = if req.not_before.is_some() {
+                "spec.window.notBefore + spec.duration"
+            } else {
+                "spec.duration from the grant's creation"
+            };
+            self.window_passed(expiry, field);
+            return None;
+        }
         Some(Admitted {
             req,
-            anchor,
+            anchor: start,
             catalogue,
         })
+    }
+
+    fn window_passed(&mut self, end: DateTime<Utc>, field: &str) {
+        self.st.ended_at = Some(end);
+        self.st.end_reason = Some(EndReason::Expired);
+        self.end_without_objects(
+            GrantPhase::Expired,
+            Reason::WindowPassed,
+            format!(
+                "the lease window ended at {} ({field}) before activation; the grant never activates",
+                end.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        );
     }
 }

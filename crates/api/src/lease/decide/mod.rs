@@ -11,12 +11,14 @@
 //! derived names only.
 //!
 //! One module per lifecycle stage, each an `impl` block of `Step` (the decision's state and
-//! primitives, in `step`): `trust`, `admission`, `activation`, `running`, `ending`. Calls go one
-//! way: every stage may end the lease (`ending`), `admission` hands its result to `activation`,
-//! `running` reuses `activation`'s planning and object stage; nothing calls back.
+//! primitives, in `step`): `trust`, `admission`, `approval`, `activation`, `running`, `ending`.
+//! Calls go one way: every stage may end the lease (`ending`), `admission` asks `approval` and
+//! hands its result to `activation`, `running` asks `approval` and reuses `activation`'s
+//! planning and object stage; nothing calls back.
 
 mod activation;
 mod admission;
+mod approval;
 mod ending;
 mod running;
 mod step;

@@ -90,13 +90,17 @@ impl Step<'_> {
             &self.policy_ctx(&catalogue, false),
         );
         match &verdict {
-            Verdict::Allowed { policy, .. } => {
+            Verdict::Allowed { policy, gate, .. } => {
                 self.facts.policy = Some((
                     true,
                     Reason::Allowed,
                     format!("allowed by AccessPolicy {policy}"),
                 ));
                 self.st.policy = Some(policy.clone());
+                // An eligible approver's Deny ends the lease, break-glass or not.
+                if self.review(&req, gate) {
+                    return;
+                }
             }
             Verdict::Denied { .. } => {
                 let msg = verdict.message();
@@ -139,6 +143,11 @@ impl Step<'_> {
                 wanted - activated_at,
                 &self.policy_ctx(catalogue, false),
             );
+            if let Verdict::Allowed { gate, .. } = &verdict
+                && !self.extension_approved(req, gate)
+            {
+                return expires_at;
+            }
             if verdict.is_allowed() {
                 self.st.expires_at = Some(wanted);
                 self.event(
