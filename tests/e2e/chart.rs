@@ -401,7 +401,32 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
             .is_some_and(|e| e.contains(&format!("system:serviceaccount:{NAMESPACE}:lapse"))),
         "{vap}"
     );
+    // The approval policies carry exactly the validations the operator checks for (the same
+    // ones as config/admission/approval.yaml): otherwise it would never count an approval.
+    let shipped: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&std::fs::read_to_string(
+        lapse_e2e::workspace_root().join("config/admission/approval.yaml"),
+    )?)
+    .map(Value::deserialize)
+    .collect::<Result<_, _>>()?;
+    for (rendered, plain) in [
+        ("lapse-grant-requester", "lapse-grant-requester"),
+        ("lapse-approval-approver", "lapse-approval-approver"),
+    ] {
+        let want = shipped
+            .iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicy" && d["metadata"]["name"] == plain)
+            .ok_or_else(|| anyhow::anyhow!("{plain} not in config/admission/approval.yaml"))?;
+        let got = m.named("ValidatingAdmissionPolicy", rendered)?;
+        assert_eq!(got["spec"], want["spec"], "{rendered}");
+        let binding = m.named("ValidatingAdmissionPolicyBinding", rendered)?;
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    }
     for obj in [
+        vec!["validatingadmissionpolicy", "lapse-grant-requester"],
+        vec![
+            "validatingadmissionpolicybinding",
+            "lapse-approval-approver",
+        ],
         vec!["validatingadmissionpolicy", "lapse-status-writer"],
         vec!["validatingadmissionpolicybinding", "lapse-status-writer"],
         vec!["-n", NAMESPACE, "pdb", "lapse"],

@@ -337,9 +337,36 @@ impl World {
 
     /// `kubectl apply -f -` with this YAML; returns the output (Ok or the refusal).
     pub fn apply(&self, yaml: &str) -> anyhow::Result<Output> {
+        self.apply_as(None, &[], yaml)
+    }
+
+    /// `kubectl create -f -` as another user (`--as`, `--as-group`: the admin kubeconfig may
+    /// impersonate anyone), with this YAML; returns the output (Ok or the refusal).
+    pub fn create_as(&self, user: &str, groups: &[&str], yaml: &str) -> anyhow::Result<Output> {
+        self.kubectl_stdin(Some(user), groups, "create", yaml)
+    }
+
+    fn apply_as(&self, user: Option<&str>, groups: &[&str], yaml: &str) -> anyhow::Result<Output> {
+        self.kubectl_stdin(user, groups, "apply", yaml)
+    }
+
+    fn kubectl_stdin(
+        &self,
+        user: Option<&str>,
+        groups: &[&str],
+        verb: &str,
+        yaml: &str,
+    ) -> anyhow::Result<Output> {
         self.remember_manifest(yaml);
+        let mut args: Vec<String> = vec![verb.into(), "-f".into(), "-".into()];
+        if let Some(u) = user {
+            args.push(format!("--as={u}"));
+        }
+        for g in groups {
+            args.push(format!("--as-group={g}"));
+        }
         let mut child = Command::new("kubectl")
-            .args(["apply", "-f", "-"])
+            .args(&args)
             .env("KUBECONFIG", self.kubeconfig())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -213,26 +213,30 @@ pub async fn context(
     );
     let mut policy_changes = triggers::PolicyChanges::default();
     let (policy_affected, namespace_store) = (affected_tx.clone(), namespaces.clone());
+    let policy_epoch = epoch_tx.clone();
     let policies = reflect(
         Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
         unreadable.clone(),
         move |p: &AccessPolicy| {
             // The operator's own status writes change no rule: not news for any grant.
             if let Some(affected) = policy_changes.affected(p, &namespace_store) {
-                epoch_tx.send_modify(|n| *n += 1);
+                policy_epoch.send_modify(|n| *n += 1);
                 let _ = policy_affected.send(affected);
             }
         },
     );
     // A decision on a grant is news for that grant; a change in the admission policies that
-    // make decisions believable is news for every grant waiting on one.
-    let approval_affected = affected_tx.clone();
+    // make decisions believable is news for every grant waiting on one. Either makes decisions
+    // taken before it stale (the epoch), so the grant is not kept quiet until its last
+    // decision's time to look again.
+    let (approval_affected, approval_epoch) = (affected_tx.clone(), epoch_tx.clone());
     let approvals = approvals::ApprovalStores {
         approvals: reflect(
             Api::<DeserializeGuard<AccessApproval>>::all(client.clone()),
             unreadable.clone(),
             move |a: &AccessApproval| {
                 if let Some(ns) = a.namespace() {
+                    approval_epoch.send_modify(|n| *n += 1);
                     let _ = approval_affected
                         .send(triggers::Affected::Grant(ns, a.spec.grant.name.clone()));
                 }
@@ -242,8 +246,9 @@ pub async fn context(
             Api::<DeserializeGuard<ValidatingAdmissionPolicy>>::all(client.clone()),
             unreadable.clone(),
             {
-                let tx = affected_tx.clone();
+                let (tx, epoch) = (affected_tx.clone(), epoch_tx.clone());
                 move |_: &ValidatingAdmissionPolicy| {
+                    epoch.send_modify(|n| *n += 1);
                     let _ = tx.send(triggers::Affected::All);
                 }
             },
@@ -252,8 +257,9 @@ pub async fn context(
             Api::<DeserializeGuard<ValidatingAdmissionPolicyBinding>>::all(client.clone()),
             unreadable.clone(),
             {
-                let tx = affected_tx.clone();
+                let (tx, epoch) = (affected_tx.clone(), epoch_tx);
                 move |_: &ValidatingAdmissionPolicyBinding| {
+                    epoch.send_modify(|n| *n += 1);
                     let _ = tx.send(triggers::Affected::All);
                 }
             },
