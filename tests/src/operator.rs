@@ -104,7 +104,12 @@ impl Operator {
             .env("LAPSE_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("LAPSE_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
             .env("LAPSE_SWEEP_INTERVAL", "10s")
-            .env("LAPSE_LOG", "info,lapse_controller=debug")
+            .env(
+                "LAPSE_LOG",
+                // A developer chasing a flake may ask for more (kube_runtime=debug).
+                std::env::var("LAPSE_E2E_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,lapse_controller=debug".into()),
+            )
             .stdout(file.try_clone()?)
             .stderr(file);
         for (k, v) in extra_env {

@@ -8,6 +8,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod execute;
+pub mod fanout;
 pub mod grant;
 pub mod grant_ref;
 pub mod inventory;
@@ -67,7 +68,7 @@ const AFFECTED_BUFFER: usize = 256;
 fn reflect<K>(
     api: Api<DeserializeGuard<K>>,
     unreadable: Arc<Unreadable>,
-    mut changed: impl FnMut(&K) + Send + 'static,
+    mut changed: impl FnMut(&K, bool) + Send + 'static,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -90,11 +91,8 @@ where
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(
-                    watcher::Event::Apply(o)
-                    | watcher::Event::Delete(o)
-                    | watcher::Event::InitApply(o),
-                ) => changed(&o),
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => changed(&o, false),
+                Ok(watcher::Event::Delete(o)) => changed(&o, true),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watch"),
             }
@@ -198,7 +196,7 @@ pub async fn context(
     let namespaces = reflect(
         Api::<DeserializeGuard<Namespace>>::all(client.clone()),
         unreadable.clone(),
-        move |ns: &Namespace| {
+        move |ns: &Namespace, _deleted| {
             let labels = ns.labels().clone();
             if labels_seen
                 .insert(ns.name_any(), labels.clone())
@@ -217,9 +215,9 @@ pub async fn context(
     let policies = reflect(
         Api::<DeserializeGuard<AccessPolicy>>::all(client.clone()),
         unreadable.clone(),
-        move |p: &AccessPolicy| {
+        move |p: &AccessPolicy, deleted| {
             // The operator's own status writes change no rule: not news for any grant.
-            if let Some(affected) = policy_changes.affected(p, &namespace_store) {
+            if let Some(affected) = policy_changes.affected(p, deleted, &namespace_store) {
                 policy_epoch.send_modify(|n| *n += 1);
                 let _ = policy_affected.send(affected);
             }
@@ -234,7 +232,7 @@ pub async fn context(
         approvals: reflect(
             Api::<DeserializeGuard<AccessApproval>>::all(client.clone()),
             unreadable.clone(),
-            move |a: &AccessApproval| {
+            move |a: &AccessApproval, _deleted| {
                 if let Some(ns) = a.namespace() {
                     approval_epoch.send_modify(|n| *n += 1);
                     let _ = approval_affected
@@ -247,7 +245,7 @@ pub async fn context(
             unreadable.clone(),
             {
                 let (tx, epoch) = (affected_tx.clone(), epoch_tx.clone());
-                move |_: &ValidatingAdmissionPolicy| {
+                move |_: &ValidatingAdmissionPolicy, _deleted| {
                     epoch.send_modify(|n| *n += 1);
                     let _ = tx.send(triggers::Affected::All);
                 }
@@ -258,7 +256,7 @@ pub async fn context(
             unreadable.clone(),
             {
                 let (tx, epoch) = (affected_tx.clone(), epoch_tx);
-                move |_: &ValidatingAdmissionPolicyBinding| {
+                move |_: &ValidatingAdmissionPolicyBinding, _deleted| {
                     epoch.send_modify(|n| *n += 1);
                     let _ = tx.send(triggers::Affected::All);
                 }
@@ -277,7 +275,7 @@ pub async fn context(
     let mut stores = Vec::new();
     let mut grant_writers = Vec::new();
     for api in apis {
-        let (reader, writer) = reflector::store_shared(SHARED_STREAM_BUFFER);
+        let (reader, writer) = reflector::store();
         stores.push(reader.clone());
         grant_writers.push((api, writer, reader));
     }
@@ -380,18 +378,20 @@ pub async fn run(
     let mut feeds: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut repairs = Some(wiring.repairs);
     for (api, writer, store) in wiring.grant_writers {
-        let activation_events = writer.subscribe();
-        let revocation_events = writer.subscribe();
-        let clock_events = writer.subscribe();
-        // The one watch per grant cache; the lanes and the clock share what it sees. Managed
-        // fields are never read; dropping them keeps the cache small.
+        // The one watch per grant cache; the lanes and the clock share what it sees (see
+        // `fanout` for why not kube's shared subscribers). Managed fields are never read;
+        // dropping them keeps the cache small.
+        let mut fan = fanout::FanOut::new(SHARED_STREAM_BUFFER);
+        let activation_events = fan.subscribe();
+        let revocation_events = fan.subscribe();
+        let clock_events = fan.subscribe();
         let release = {
             let unreadable = ctx.unreadable.clone();
             move |bad: &kube::core::error_boundary::InvalidObject| {
                 unreadable.release::<AccessGrant>(bad, grant::FINALIZER);
             }
         };
-        let root = unreadable::readable(
+        let events = unreadable::readable(
             watcher(api, watcher::Config::default()),
             store.clone(),
             ctx.unreadable.clone(),
@@ -399,23 +399,23 @@ pub async fn run(
         )
         .default_backoff()
         .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
-        .reflect_shared(writer)
-        .for_each(|_| future::ready(()));
-        feeds.push(Box::pin(root));
-        if let Some(events) = clock_events {
+        .reflect(writer);
+        feeds.push(Box::pin(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                if let Ok(event) = &event {
+                    fan.dispatch(event).await;
+                }
+            }
+        }));
+        {
             let ctx = ctx.clone();
-            feeds.push(Box::pin(events.for_each(move |g| {
+            feeds.push(Box::pin(clock_events.for_each(move |g| {
                 ctx.clock
                     .observe(&g, ctx.sealed_status(&g), chrono::Utc::now());
                 future::ready(())
             })));
         }
-        let (Some(activation_events), Some(revocation_events)) =
-            (activation_events, revocation_events)
-        else {
-            tracing::error!("a shared grant store refused a subscriber; no controller runs");
-            continue;
-        };
         let mut activation = Controller::for_shared_stream(activation_events, store.clone())
             .with_config(config.clone())
             .reconcile_on(triggers::affected_grants(

@@ -58,17 +58,24 @@ pub struct PolicyChanges {
 }
 
 impl PolicyChanges {
-    /// What a watch event of `policy` (applied or deleted) can affect; `None` when its spec did
-    /// not change (a status write, the operator's own among them).
+    /// What a watch event of `policy` can affect: an applied policy what it covered before and
+    /// covers now, a deleted one what it covered. `None` when an applied policy's spec did not
+    /// change (a status write, the operator's own among them).
     pub fn affected(
         &mut self,
         policy: &AccessPolicy,
+        deleted: bool,
         namespaces: &Store<Namespace>,
     ) -> Option<Affected> {
-        let old = self.last.insert(policy.name_any(), policy.spec.clone());
-        if old.as_ref() == Some(&policy.spec) {
-            return None;
-        }
+        let old = if deleted {
+            self.last.remove(&policy.name_any())
+        } else {
+            let old = self.last.insert(policy.name_any(), policy.spec.clone());
+            if old.as_ref() == Some(&policy.spec) {
+                return None;
+            }
+            old
+        };
         let all: Vec<(String, BTreeMap<String, String>)> = namespaces
             .state()
             .iter()
@@ -165,7 +172,7 @@ mod tests {
         let mut changes = PolicyChanges::default();
         // Before the namespace cache is loaded nothing can be narrowed down.
         assert_eq!(
-            changes.affected(&policy("p", spec(&["payments"], None)), &store),
+            changes.affected(&policy("p", spec(&["payments"], None)), false, &store),
             Some(Affected::All)
         );
         for (name, labels) in namespaces() {
@@ -181,21 +188,31 @@ mod tests {
         };
         // Moved from payments to search: both lose or gain access.
         assert_eq!(
-            changes.affected(&policy("p", spec(&["search"], None)), &store),
+            changes.affected(&policy("p", spec(&["search"], None)), false, &store),
             set(&["payments", "search"])
         );
         // Another policy is another history.
         assert_eq!(
-            changes.affected(&policy("q", spec(&["billing"], None)), &store),
+            changes.affected(&policy("q", spec(&["billing"], None)), false, &store),
             set(&["billing"])
         );
         // The same spec again (a status write): nothing.
         assert_eq!(
-            changes.affected(&policy("p", spec(&["search"], None)), &store),
+            changes.affected(&policy("p", spec(&["search"], None)), false, &store),
             None
         );
-        let affected = changes.affected(&policy("p", spec(&["billing"], None)), &store);
+        let affected = changes.affected(&policy("p", spec(&["billing"], None)), false, &store);
         assert_eq!(affected, set(&["billing", "search"]));
+        // Deleted: everything it covered loses what it allowed, even with its spec unchanged.
+        assert_eq!(
+            changes.affected(&policy("q", spec(&["billing"], None)), true, &store),
+            set(&["billing"])
+        );
+        // Re-created: news again.
+        assert_eq!(
+            changes.affected(&policy("q", spec(&["billing"], None)), false, &store),
+            set(&["billing"])
+        );
         let affected = affected.unwrap_or(Affected::All);
         assert!(!affected.includes("payments", "g"));
         assert!(Affected::All.includes("payments", "g"));

@@ -102,8 +102,17 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
             Finalizer::Cleanup(g) => drive::drive(&g, &ctx, true, epoch).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // Our finalizer was already removed and the grant is gone: a stale cached copy of a
+        // deleted grant was reconciled again. Nothing is left to do.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(e)))
+            if e.code == 404 =>
+        {
+            Ok(Requeue::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());

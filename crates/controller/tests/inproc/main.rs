@@ -10,5 +10,6 @@
 mod failing_delete;
 mod fic_conflict;
 mod fixtures;
+mod recreated;
 mod rounds;
 mod standing;
