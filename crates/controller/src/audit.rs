@@ -51,3 +51,55 @@ pub fn retired(grant: &GrantRef, uid: &str, status: &lapse_api::v1alpha1::Access
         "finished AccessGrant {grant} retired (deleted) after the retention period"
     );
 }
+
+/// One lifecycle transition of a grant (docs/audit.md): who asked and who decided, what was
+/// granted where (with the Azure object IDs), under which policy, when, and why.
+pub fn transition(r: &crate::notify::GrantRecord, t: &crate::notify::Transition) {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let join = |items: Vec<String>| items.join(",");
+    tracing::info!(
+        target: "lapse::audit",
+        audit = true,
+        event = "Transition",
+        notification = t.kind.map(|k| k.as_str()).unwrap_or_default(),
+        from = t.from.as_str(),
+        to = t.to.as_str(),
+        reason = %t.reason,
+        cluster = %r.cluster,
+        namespace = %r.namespace,
+        grant = %r.name,
+        uid = %r.uid,
+        generation = r.generation.unwrap_or_default(),
+        requester = r.requester.as_deref().unwrap_or_default(),
+        break_glass = r.break_glass,
+        justification = r.justification.as_deref().unwrap_or_default(),
+        identity_kind = r.identity.kind,
+        identity = %r.identity.id,
+        principal = r.principal_id.as_deref().unwrap_or_default(),
+        roles = %join(r.roles.iter().map(|x| x.role.clone()).collect()),
+        scopes = %join(r.roles.iter().map(|x| x.scope.clone()).collect()),
+        role_assignments = %join(r.roles.iter().filter_map(|x| x.id.clone()).collect()),
+        federated_credential = r
+            .federated_credential
+            .as_ref()
+            .and_then(|f| f.id.as_deref().or(Some(f.name.as_str())))
+            .unwrap_or_default(),
+        policy = r.policy.as_deref().unwrap_or_default(),
+        approvers = %join(r.approvers.clone()),
+        approvals = %r.approvals_text(),
+        activated_at = %time(r.activated_at),
+        expires_at = %time(r.expires_at),
+        ended_at = %time(r.ended_at),
+        end_reason = r.end_reason.as_deref().unwrap_or_default(),
+        "AccessGrant {}/{}: {} -> {} ({}): {}",
+        r.namespace,
+        r.name,
+        t.from.as_str(),
+        t.to.as_str(),
+        t.reason,
+        t.message
+    );
+}

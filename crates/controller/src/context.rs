@@ -50,6 +50,8 @@ pub struct Settings {
     /// Decide/act rounds one reconcile makes before yielding to other grants and coming back;
     /// [`crate::grant::MAX_ROUNDS`] in the operator.
     pub max_rounds: usize,
+    /// The notification webhook; `None` sends none (the audit trail is written either way).
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// What every reconcile shares.
@@ -73,6 +75,8 @@ pub struct Context {
     /// Objects of our kinds this version cannot read (left out of the caches, reported).
     pub unreadable: Arc<crate::unreadable::Unreadable>,
     pub metrics: Metrics,
+    /// Lifecycle notifications, queued for the webhook (docs/notifications.md).
+    pub notifier: crate::notify::Notifier,
     /// Signs every status written, and tells the operator's own record from anyone else's.
     pub sealer: Sealer,
     /// One lane at a time per grant.

@@ -18,6 +18,9 @@ pub enum Error {
     #[error("finalizer of AccessGrant: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
+    #[error("starting notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
+
     #[error("the AccessGrant has no namespace")]
     NoNamespace,
 
@@ -55,6 +58,7 @@ impl Error {
             Self::ClusterId(_) => "cluster_id",
             Self::Owner(_) => "owner",
             Self::AzureConfig(_) => "azure_config",
+            Self::Notify(_) => "notify",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod execute;
+pub mod expiring;
 pub mod fanout;
 pub mod grant;
 pub mod grant_ref;
@@ -16,6 +17,7 @@ pub mod lanes;
 pub mod leader;
 pub mod locks;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod policy;
 pub mod privileges;
@@ -178,6 +180,10 @@ pub async fn context(
         instance: std::env::var("POD_NAME").ok(),
     };
     let metrics = metrics::Metrics::new(registry);
+    let notifier = match &settings.notify {
+        Some(n) => notify::Notifier::start(n, metrics.notifications.clone())?,
+        None => notify::Notifier::disabled(metrics.notifications.clone()),
+    };
     let events = events::EventQueue::start(
         Recorder::new(client.clone(), reporter),
         metrics.events_dropped.clone(),
@@ -305,6 +311,7 @@ pub async fn context(
         ready: watch::channel(false).0,
         resolver: Default::default(),
         metrics,
+        notifier,
         sealer,
         grant_locks: Default::default(),
         fair: lanes::FairShare::new(settings.concurrency),
@@ -464,6 +471,7 @@ pub async fn run(
         ));
     }
     let policy_status = tokio::spawn(policy::run(ctx.clone()));
+    let expiring = tokio::spawn(expiring::run(ctx.clone()));
     let retention = ctx
         .settings
         .retain_finished
@@ -473,6 +481,7 @@ pub async fn run(
         _ = future::join_all(feeds) => tracing::error!("the grant watches ended"),
     }
     policy_status.abort();
+    expiring.abort();
     if let Some(r) = retention {
         r.abort();
     }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub twin_objects: Gauge,
     /// Objects of lapse's kinds this version cannot read, by kind.
     pub unreadable_objects: Family<KindLabels, Gauge>,
+    /// Notifications by kind and result (delivered, failed, dropped).
+    pub notifications: Family<crate::notify::NotifyLabels, Counter>,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
     azure_seen: Mutex<HashMap<(lapse_azure::Operation, lapse_azure::Outcome), u64>>,
@@ -97,6 +99,7 @@ impl Metrics {
             fair_share_waits: Counter::default(),
             twin_objects: Gauge::default(),
             unreadable_objects: Family::default(),
+            notifications: Family::default(),
             phases: Mutex::default(),
             limiter_seen: Mutex::default(),
             azure_seen: Mutex::default(),
@@ -194,6 +197,11 @@ impl Metrics {
             "twin_objects",
             "Azure objects under this cluster name owned by another operator (never swept)",
             m.twin_objects.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notifications by kind and result: delivered, failed (refused or retries exhausted), dropped (queue full)",
+            m.notifications.clone(),
         );
         r.register(
             "unreadable_objects",

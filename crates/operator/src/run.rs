@@ -95,6 +95,20 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_RETAIN_FINISHED")]
     pub retain_finished: Option<LeaseDuration>,
 
+    /// Webhook that receives lifecycle notifications (docs/notifications.md); none when unset.
+    /// Set it from a Secret: a webhook URL usually carries its own secret, so lapse never logs
+    /// or prints it.
+    #[arg(long, env = "LAPSE_NOTIFY_URL", hide_env_values = true)]
+    pub notify_url: Option<String>,
+
+    /// Body of each notification: slack, teams, json or cloudevents.
+    #[arg(long, env = "LAPSE_NOTIFY_FORMAT", default_value = "json")]
+    pub notify_format: lapse_controller::notify::Format,
+
+    /// How long before a lease ends the ExpiringSoon notification is sent (Go duration).
+    #[arg(long, env = "LAPSE_NOTIFY_EXPIRING_BEFORE", default_value = "10m")]
+    pub notify_expiring_before: LeaseDuration,
+
     /// Address serving Prometheus metrics at /metrics.
     #[arg(long, env = "LAPSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -204,6 +218,18 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         concurrency: args.concurrency.max(1),
         max_rounds: lapse_controller::grant::MAX_ROUNDS,
         retain_finished: args.retain_finished.map(|d| d.to_std()),
+        notify: args
+            .notify_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(|url| {
+                let mut n = lapse_controller::notify::NotifySettings::new(
+                    url.trim().to_owned().into(),
+                    args.notify_format,
+                );
+                n.expiring_before = args.notify_expiring_before.to_std();
+                n
+            }),
     };
     Ok((settings, azure))
 }

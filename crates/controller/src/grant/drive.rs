@@ -124,6 +124,7 @@ async fn rounds(
         }
         observe_metrics(ctx, &gref, &status, &d, now);
         publish(ctx, g, &d);
+        super::announce::announce(ctx, g, &status, &d);
         status = d.status.clone();
         let actions: Vec<&lease::Action> = d
             .actions

@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::AccessGrant;
 
+mod announce;
 mod drive;
 mod gather;
 

@@ -213,6 +213,7 @@ impl World {
             retain_finished: None,
             concurrency: 8,
             max_rounds: opts.max_rounds,
+            notify: None,
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let (ctx, wiring) = lapse_controller::prepare(
