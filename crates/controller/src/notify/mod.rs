@@ -317,6 +317,9 @@ pub fn transitions(before: &AccessGrantStatus, d: &Decision) -> Vec<Transition> 
         };
         let (reason, message) = match kind {
             Some(Kind::Activated) => event(&[Reason::Activated]),
+            // The approval stage's own reason says more than the phase.
+            Some(Kind::Denied) => event(&[Reason::ApprovalDenied, Reason::ApprovalTimedOut])
+                .map(|(reason, _)| (reason, status_message())),
             _ => None,
         }
         .unwrap_or_else(|| (ready_reason(), status_message()));
