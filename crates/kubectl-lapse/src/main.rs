@@ -33,6 +33,8 @@ use client::Kube;
 fn main() -> ExitCode {
     // Usage errors exit 2, --help and --version 0: clap's own codes are the documented ones.
     let cli = Cli::parse();
+    // kube's rustls uses ring (as lapse-operator does); another provider may already be set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
