@@ -145,7 +145,7 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: lapse-p
 subjects:
 - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{ALICE}"}}
 - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{BOB}"}}
-- {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: platform-oncall}}
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{CAROL}"}}
 "#
     )
 }
@@ -809,12 +809,21 @@ async fn requesters_and_approvers_act_as_themselves() -> anyhow::Result<()> {
         "decides only as the group that counts"
     );
 
+    // (Another identity: a new grant sharing a live lease's role assignment ends Revoked.)
+    let (other, _) = w
+        .identity(
+            w.fixtures
+                .second_identity()
+                .unwrap_or(w.fixtures.identity()),
+        )
+        .await?;
+    let other_ident = format!("--identity={other}");
     // dave may not read policies: warned, not checked here; the operator denies it.
     let out = lapse_as(
         &w,
         DAVE,
         &[],
-        &["request", "big", &ident, &role, "--for=2h", "--wait"],
+        &["request", "big", &other_ident, &role, "--for=2h", "--wait"],
     )?
     .expect(3)?;
     assert!(

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
 use chrono::Utc;
 use kube::api::{Api, PostParams};
 use lapse_api::arm::ArmId;
@@ -328,9 +327,7 @@ pub async fn run(kube: &Kube, args: &RequestArgs, output: Option<Output>) -> any
         };
     }
     eprintln!("accessgrant.lapse.dev/{name} created in namespace {ns}; waiting until it is Active");
-    let active = crate::wait::until_active(&kube.client, &ns, name, timeout.to_std())
-        .await
-        .context(format!("waiting for AccessGrant {ns}/{name}"))?;
+    let active = crate::wait::until_active(&kube.client, &ns, name, timeout.to_std()).await?;
     match output {
         Some(format) => crate::output::print(format, &active),
         None => {
