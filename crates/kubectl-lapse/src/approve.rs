@@ -8,7 +8,7 @@
 
 use anyhow::Context as _;
 use chrono::Utc;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use lapse_api::approval::{ApprovalInput, Tally, tally};
 use lapse_api::v1alpha1::{
     AccessApproval, AccessApprovalSpec, AccessGrant, ApprovalDecision, Approver, ConditionStatus,
@@ -332,7 +332,7 @@ pub async fn decide(
     );
     approval.metadata.namespace = Some(ns.clone());
     let api: Api<AccessApproval> = Api::namespaced(kube.client.clone(), &ns);
-    let created = match api.create(&PostParams::default(), &approval).await {
+    let created = match api.create(&crate::client::post_params(), &approval).await {
         Ok(a) => a,
         Err(e) if is_already_exists(&e) => {
             let existing = api.get(&approval_name).await.ok();
@@ -395,7 +395,12 @@ pub fn outcome(t: &Tally, rule: &ApprovalRule, policy: &str, phase: GrantPhase) 
         who.join(", ")
     );
     if t.approved() {
-        format!("{counted}: quorum reached, the operator activates it")
+        let then = if phase == GrantPhase::Active {
+            "the operator applies the extension"
+        } else {
+            "the operator activates it"
+        };
+        format!("{counted}: quorum reached, {then}")
     } else {
         format!(
             "{counted}: waiting for {} more from {}",

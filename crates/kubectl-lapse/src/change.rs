@@ -8,7 +8,7 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use lapse_api::duration::LeaseDuration;
 use lapse_api::field::FieldErrors;
 use lapse_api::policy::{Gate, Verdict};
@@ -170,7 +170,11 @@ pub async fn extend(kube: &Kube, args: &ExtendArgs, output: Option<Output>) -> a
     )
     .await?;
     let patched = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&ext.patch))
+        .patch(
+            name,
+            &crate::client::patch_params(),
+            &Patch::Merge(&ext.patch),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("patching AccessGrant {ns}/{name}: {}", api_message(&e)))?;
     if let Some(format) = output {
@@ -229,7 +233,7 @@ pub async fn revoke(kube: &Kube, args: &NameArgs, output: Option<Output>) -> any
     let patched = api
         .patch(
             name,
-            &PatchParams::default(),
+            &crate::client::patch_params(),
             &Patch::Merge(json!({"spec": {"revoked": true}})),
         )
         .await

@@ -202,7 +202,9 @@ pub fn timeline(story: &Story, now: DateTime<Utc>) -> Vec<Entry> {
             false,
             format!(
                 "lease ended: {} (status.endedAt)",
-                st.end_reason.map_or("-", |r| r.terminal_phase().as_str())
+                st.end_reason
+                    .map_or(st.phase, |r| r.terminal_phase())
+                    .as_str()
             ),
         ),
         (None, Some(exp)) => {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use lapse_api::arm::ArmId;
 use lapse_api::policy::{Gate, Verdict};
 use lapse_api::v1alpha1::{
@@ -302,7 +302,7 @@ pub async fn run(kube: &Kube, args: &RequestArgs, output: Option<Output>) -> any
     }
     let api: Api<AccessGrant> = Api::namespaced(kube.client.clone(), &ns);
     let started = Instant::now();
-    let created = match api.create(&PostParams::default(), &grant).await {
+    let created = match api.create(&crate::client::post_params(), &grant).await {
         Ok(g) => g,
         Err(e) if is_already_exists(&e) => {
             anyhow::bail!(
