@@ -1,0 +1,283 @@
+//! The command line: global flags (kubectl's connection flags and `-o`), the commands, and the
+//! documented exit codes. Parsing only; each command lives in its own module.
+//!
+//! A new command group (an `audit`, say) adds a variant to [`Command`], a module beside the
+//! others and one arm in `main.rs`; nothing else here needs to change.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The exit codes, for `--help` and docs/kubectl-lapse.md.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error: the API server could not be reached or refused the call, an object was not found
+  2  usage: unknown command or flag, or a flag value that cannot be parsed
+  3  refused: lapse does not or would not grant it: no AccessPolicy allows the request (checked
+     client-side, with the operator's own evaluation), the grant ended Denied, Failed, Revoked or
+     Expired while waiting, or the caller may not approve or deny it
+  4  timed out: --wait gave up before the grant became Active";
+
+/// kubectl plugin for lapse: just-in-time, time-bound Azure access through AccessGrants.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-lapse",
+    bin_name = "kubectl lapse",
+    version,
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kubectl's connection flags, and the output format. Every command takes them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Global {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace (default: the context's namespace, else `default`)
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Every namespace (list and pending)
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Act as this user, as `kubectl --as` does (impersonation)
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Act as this group, repeatable, as `kubectl --as-group` does
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub as_group: Vec<String>,
+    /// Output format: a table or text for people (default), or the objects as json or yaml
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `-o`: what to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List AccessGrants: identity, roles, phase, time left and requester
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// One grant's story: requested, allowed, approved, activated, its Azure objects, ended
+    Describe(NameArgs),
+    /// Ask for access: build an AccessGrant from flags, check it against the AccessPolicies,
+    /// create it
+    #[command(after_help = REQUEST_HELP)]
+    Request(RequestArgs),
+    /// Extend a grant's lease (`--by 30m` or `--until TIME`)
+    Extend(ExtendArgs),
+    /// End a grant's lease now (sets spec.revoked; the grant stays as the record)
+    Revoke(NameArgs),
+    /// Grants waiting for an approval the caller may give
+    Pending,
+    /// Approve a grant (an AccessApproval of the caller's, for its current generation)
+    Approve(DecideArgs),
+    /// Deny a grant (an AccessApproval of the caller's); a comment is required
+    Deny(DenyArgs),
+    /// What a namespace may request: per AccessPolicy covering it, identities, roles, scopes,
+    /// durations, approval and break-glass
+    Policies,
+    /// Shell completion script: bash, zsh, fish or powershell
+    Completion(CompletionArgs),
+    /// Print the plugin's version
+    Version,
+}
+
+const REQUEST_HELP: &str = "\
+Identity (--identity), one of:
+  /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>
+                      a user-assigned managed identity, by its full resource ID
+  sp:<object-id>      a service principal (enterprise application) by object ID (also sp/<id>)
+  app:<object-id>     an app registration by object ID (also app/<id>)
+The short form mi/<name> that `list` shows is not accepted: it does not say which subscription
+and resource group the identity is in.
+
+Lease: --for DURATION (Go syntax: 90s, 30m, 1h30m), or --until TIME (RFC 3339), or both (the
+earlier end wins); --from TIME starts it later (phase Scheduled until then).
+
+Examples:
+  kubectl lapse request nightly --identity /subscriptions/…/userAssignedIdentities/backup-runner \\
+      --role Reader@/subscriptions/…/resourceGroups/payments-rg --service-account backup-runner \\
+      --for 1h --justification 'OPS-7 nightly backup' --wait
+  kubectl lapse request fix --identity sp:3fa85f64-5717-4562-b3fc-2c963f66afa6 \\
+      --role 'Storage Blob Data Reader@/subscriptions/…/storageAccounts/data' --for 30m --dry-run";
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only grants in these phases (comma-separated or repeated; e.g. Active,PendingApproval)
+    #[arg(long, value_delimiter = ',')]
+    pub phase: Vec<String>,
+    /// Label selector, as kubectl's -l (e.g. team=payments)
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The AccessGrant's name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The AccessGrant's name
+    pub name: String,
+    /// The workload identity: a managed identity resource ID, sp:<object-id> or app:<object-id>
+    #[arg(long, value_name = "IDENTITY")]
+    pub identity: String,
+    /// A role at a scope, ROLE@SCOPE (repeatable): a role name, GUID or definition ID, and an
+    /// ARM scope
+    #[arg(long = "role", value_name = "ROLE@SCOPE", required = true)]
+    pub roles: Vec<String>,
+    /// Federate this ServiceAccount of the namespace with the identity
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
+    /// The federated credential's token audience (default api://AzureADTokenExchange)
+    #[arg(long, value_name = "AUDIENCE", requires = "service_account")]
+    pub audience: Option<String>,
+    /// Lease length, a Go duration (30m, 1h30m)
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+    /// The lease starts no earlier than this (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// The lease ends by this instant at the latest (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Why: a ticket, say (policies may require a pattern)
+    #[arg(long, value_name = "TEXT")]
+    pub justification: Option<String>,
+    /// Activate without waiting for approval, where the policy allows break-glass (loud,
+    /// bounded, reviewable)
+    #[arg(long)]
+    pub break_glass: bool,
+    /// Print the manifest (yaml, or -o json) and create nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait until the grant is Active; print why not when it is refused
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (Go duration)
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["by", "until"])))]
+pub struct ExtendArgs {
+    /// The AccessGrant's name
+    pub name: String,
+    /// Extend the lease by this long (Go duration)
+    #[arg(long, value_name = "DURATION")]
+    pub by: Option<String>,
+    /// Extend the lease until this instant (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The AccessGrant's name
+    pub name: String,
+    /// Why, for the record
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The AccessGrant's name
+    pub name: String,
+    /// Why (required: the requester reads it)
+    #[arg(long, value_name = "TEXT", required = true)]
+    pub comment: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` to stdout.
+pub fn completion(shell: clap_complete::Shell) {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    // kubectl finds the plugin as `kubectl-lapse`; shells complete `kubectl-lapse` and, through
+    // kubectl's own plugin completion (kubectl_complete-lapse), `kubectl lapse`.
+    clap_complete::generate(shell, &mut cmd, "kubectl-lapse", &mut std::io::stdout());
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "kubectl-lapse",
+            "-n",
+            "payments",
+            "list",
+            "--as",
+            "bob",
+            "--as-group",
+            "oncall",
+            "--as-group",
+            "devs",
+            "-o",
+            "json",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.global.namespace.as_deref(), Some("payments"));
+        assert_eq!(cli.global.as_user.as_deref(), Some("bob"));
+        assert_eq!(cli.global.as_group, ["oncall", "devs"]);
+        assert_eq!(cli.global.output, Some(Output::Json));
+    }
+
+    #[test]
+    fn deny_needs_a_comment_and_extend_a_target() {
+        for args in [
+            &["kubectl-lapse", "deny", "g"][..],
+            &["kubectl-lapse", "extend", "g"][..],
+            &["kubectl-lapse", "request", "g", "--identity", "sp:x"][..],
+        ] {
+            let err = Cli::try_parse_from(args).err();
+            assert_eq!(
+                err.map(|e| e.exit_code()),
+                Some(2),
+                "{args:?} must be a usage error"
+            );
+        }
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in ["0  success", "2  usage", "3  refused", "4  timed out"] {
+            assert!(help.contains(code), "{help}");
+        }
+    }
+}
