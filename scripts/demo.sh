@@ -79,8 +79,10 @@ probe() {
     --service-account "$SA" --identity "$IDENTITY" --resource "$STORAGE"
 }
 
-say "Building lapse-sandbox and lapse-operator"
-"$CARGO" build --quiet -p lapse-sandbox -p lapse-operator
+say "Building lapse-sandbox, lapse-operator and kubectl-lapse"
+"$CARGO" build --quiet -p lapse-sandbox -p lapse-operator -p kubectl-lapse
+# kubectl finds the plugin on PATH: `kubectl lapse` below is crates/kubectl-lapse.
+export PATH=$BIN:$PATH
 
 say "Starting the sandbox: sim-kube + sim-azure on loopback, lapse CRDs installed"
 "$BIN/lapse-sandbox" up --state-dir "$STATE" --apply config/crd >"$STATE/sandbox.log" 2>&1 &
@@ -106,7 +108,7 @@ HEALTH_PORT=$(free_port)
   set +a
   KUBECONFIG=$STATE/kubeconfig LAPSE_CLUSTER_NAME=demo POD_NAMESPACE=kube-system \
     LAPSE_METRICS_ADDR=127.0.0.1:$METRICS_PORT LAPSE_HEALTH_ADDR=127.0.0.1:$HEALTH_PORT \
-    exec "$BIN/lapse-operator" run
+    LAPSE_LOG_FORMAT=json exec "$BIN/lapse-operator" run
 ) >"$STATE/operator.log" 2>&1 &
 OPERATOR_PID=$!
 for _ in $(seq 300); do
@@ -149,5 +151,32 @@ deletes=$(grep -c ' DELETE .* 200$' "$STATE/writes" || true)
 
 say "The operator's own measure of the lapse (lease end → Azure DELETE acknowledged)"
 metrics "$METRICS_PORT" | grep -E '^lapse_(overstay_seconds_(count|sum)|grants\{phase="Expired"\}) '
+
+say "Approval: a namespace whose access needs bob's yes (and the admission policies that make it believable)"
+show kubectl apply -f config/admission/approval.yaml -f config/samples/approval.yaml
+RG=/subscriptions/$SUB/resourceGroups/lapse-demo-rg
+MI=$RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/$IDENTITY
+
+say "alice asks for 10 minutes of Reader; the grant waits for an approver"
+show kubectl lapse -n demo-ops --as alice@example.com request restore-test --identity "$MI" \
+  --role "Reader@$RG" --for 10m --justification "OPS-77 restore test"
+show kubectl lapse -n demo-ops list
+show kubectl lapse -n demo-ops --as bob@example.com pending
+
+say "alice cannot approve her own request (exit 3); bob can"
+if show kubectl lapse -n demo-ops --as alice@example.com approve restore-test; then
+  die "alice approved her own request"
+fi
+show kubectl lapse -n demo-ops --as bob@example.com approve restore-test --comment "LGTM, OPS-77"
+show kubectl -n demo-ops wait --for=condition=Ready accessgrant/restore-test --timeout=60s
+show kubectl -n demo-ops get accessgrants,accessapprovals
+
+say "Done with it early: alice revokes, the role assignment goes at once"
+show kubectl lapse -n demo-ops --as alice@example.com revoke restore-test
+show kubectl -n demo-ops wait --for=jsonpath='{.status.phase}'=Revoked accessgrant/restore-test --timeout=60s
+show kubectl lapse -n demo-ops describe restore-test
+echo "the audit trail of it, one JSON line per transition (docs/audit.md):"
+grep -F '"target":"lapse::audit"' "$STATE/operator.log" | grep -F 'restore-test' |
+  sed -n 's/.*"message":"\([^"]*\)".*"requester":"\([^"]*\)".*"approvals":"\([^"]*\)".*/  \1  [requester \2; approvals: \3]/p' || true
 
 say "Done: one PUT and one DELETE per Azure object; stopping the operator and the sandbox"

@@ -336,10 +336,23 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
             &format!("--from-file=ca.crt={}", sb.env("LAPSE_AZURE_CA_BUNDLE")?),
         ],
     )?;
+    kubectl_ok(
+        &sb,
+        &[
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "lapse-notify",
+            "--from-literal=url=https://hooks.example.com/services/T0/SECRET",
+        ],
+    )?;
     let mut values = required_values(&sb)?;
     merge(
         &mut values,
         json!({
+            "notifications": {"existingSecret": "lapse-notify", "format": "slack", "expiringBefore": "15m"},
             "azure": {
                 "subscriptionId": sb.env("AZURE_SUBSCRIPTION_ID")?,
                 "sweepSubscriptions": ["00000000-0000-4000-8000-00000000a002"],
@@ -477,6 +490,13 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
         );
     }
     assert_eq!(m.env("LAPSE_CLUSTER_NAME")?["value"], "chart-e2e");
+    // The webhook URL comes from its Secret, never from a value that lands in the manifest.
+    assert_eq!(
+        m.env("LAPSE_NOTIFY_URL")?["valueFrom"]["secretKeyRef"],
+        json!({"name": "lapse-notify", "key": "url"})
+    );
+    assert_eq!(m.env("LAPSE_NOTIFY_FORMAT")?["value"], "slack");
+    assert_eq!(m.env("LAPSE_NOTIFY_EXPIRING_BEFORE")?["value"], "15m");
     assert_eq!(m.env("LAPSE_NAMESPACES")?["value"], "payments,team-a");
     // Watching some namespaces means being one shard of the cluster's operators.
     assert_eq!(m.env("LAPSE_SHARD")?["value"], "lapse");
