@@ -638,6 +638,10 @@ mod tests {
         let mut needed = Vec::new();
         for entry in std::fs::read_dir(root.join("tests/e2e"))? {
             let path = entry?.path();
+            // Shared fixtures (`tests/e2e/support/`) are modules of the suites, not suites.
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
             let binary = path
                 .file_stem()
                 .unwrap_or_default()

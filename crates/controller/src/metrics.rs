@@ -131,6 +131,9 @@ impl Metrics {
                     .get_or_create(&SweepLabels { kind: kind.into() }),
             );
         }
+        for labels in crate::notify::NotifyLabels::all() {
+            drop(m.notifications.get_or_create(&labels));
+        }
         let r = registry.sub_registry_with_prefix("lapse");
         r.register("grants", "AccessGrants by phase", m.grants.clone());
         r.register(

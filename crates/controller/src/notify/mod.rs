@@ -144,6 +144,18 @@ pub struct NotifyLabels {
     pub result: String,
 }
 
+impl NotifyLabels {
+    /// Every kind and result, so dashboards and alerts read 0 rather than "no data".
+    pub fn all() -> impl Iterator<Item = NotifyLabels> {
+        Kind::ALL.into_iter().flat_map(|kind| {
+            ["delivered", "failed", "dropped"].map(|result| NotifyLabels {
+                kind: kind.as_str().into(),
+                result: result.into(),
+            })
+        })
+    }
+}
+
 /// How long a notification already sent is not sent again: a grant decided twice on a stale
 /// cache must still notify once.
 const REPEAT_WINDOW: Duration = Duration::from_secs(600);
@@ -177,14 +189,6 @@ impl Notifier {
     ) -> Result<Self, NotifyError> {
         let post = deliver::HttpPost::new(settings.url.clone(), &settings.retry)?;
         let (tx, rx) = mpsc::channel::<Notification>(settings.capacity.max(1));
-        for kind in Kind::ALL {
-            for result in ["delivered", "failed", "dropped"] {
-                drop(results.get_or_create(&NotifyLabels {
-                    kind: kind.as_str().into(),
-                    result: result.into(),
-                }));
-            }
-        }
         let (format, retry, counts) = (settings.format, settings.retry, results.clone());
         let post = std::sync::Arc::new(post);
         tokio::spawn(async move {

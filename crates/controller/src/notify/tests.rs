@@ -315,4 +315,3 @@ fn formats_are_named_as_the_settings_spell_them() {
     let err = "xml".parse::<Format>().err().unwrap_or_default();
     assert!(err.contains("slack, teams, json or cloudevents"), "{err}");
 }
-
