@@ -389,6 +389,16 @@ async fn early_revoke_ends_access_at_once_and_cannot_be_undone() -> anyhow::Resu
         ended < expires_at(&g)?,
         "the lease ended early, not at its expiry"
     );
+    // A token minted through the credential just before its deletion lives out a managed
+    // identity's token lifetime (24 h by default): the grant says so (docs/security.md).
+    let until = st
+        .access_may_continue_until
+        .ok_or_else(|| anyhow::anyhow!("no accessMayContinueUntil on a revoked lease"))?;
+    let day = chrono::TimeDelta::hours(24);
+    assert!(
+        until >= ended + day && until <= Utc::now() + day,
+        "accessMayContinueUntil {until} not within a token lifetime of the end {ended}"
+    );
     assert_eq!(
         condition(&g2, "Ready").map(|c| c.status),
         Some(ConditionStatus::False)

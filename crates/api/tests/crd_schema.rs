@@ -152,6 +152,12 @@ fn grant_printer_columns_are_phase_identity_roles_expires_age_then_wide() {
         ("AGE", "date", ".metadata.creationTimestamp", 0),
         ("SCOPE", "string", ".status.scopeSummary", 1),
         ("POLICY", "string", ".status.policy", 1),
+        (
+            "ACCESS-MAY-CONTINUE",
+            "string",
+            ".status.accessMayContinueUntil",
+            1,
+        ),
     ];
     let want: Vec<(String, &str, &str, i32)> = want
         .iter()

@@ -50,6 +50,8 @@ pub struct Settings {
     /// Decide/act rounds one reconcile makes before yielding to other grants and coming back;
     /// [`crate::grant::MAX_ROUNDS`] in the operator.
     pub max_rounds: usize,
+    /// How long access may outlast a lease's objects (`status.accessMayContinueUntil`).
+    pub residual: lapse_api::lease::ResidualBounds,
     /// The notification webhook; `None` sends none (the audit trail is written either way).
     pub notify: Option<crate::notify::NotifySettings>,
 }

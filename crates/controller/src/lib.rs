@@ -294,6 +294,7 @@ pub async fn context(
         authorization_grace: chrono::TimeDelta::from_std(settings.authorization_grace)
             .unwrap_or(chrono::TimeDelta::minutes(10)),
         operator_principal: Some(operator_principal),
+        residual: settings.residual.clone(),
     };
     let (repair, repairs) = mpsc::unbounded_channel();
     let ctx = Context {

@@ -295,6 +295,22 @@ pub fn render(story: &Story, now: DateTime<Utc>) -> String {
     if let Some(m) = &st.message {
         field("Message", m.clone());
     }
+    if let Some(until) = st.access_may_continue_until {
+        // docs/security.md, "When access really ends".
+        let settled = st.phase.is_terminal();
+        field(
+            "Access ends by",
+            format!(
+                "{} at the latest ({}: ARM's role assignment cache and the lifetime of tokens minted before)",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                if settled {
+                    "every object is deleted; bound fixed"
+                } else {
+                    "forecast from the lease's end"
+                }
+            ),
+        );
+    }
     field(
         "Generation",
         format!(
@@ -514,6 +530,7 @@ mod tests {
             expires_at: Some(at(630)),
             ended_at: Some(at(631)),
             end_reason: Some(EndReason::Expired),
+            access_may_continue_until: Some(at(631 + 1800)),
             approvals: vec![ApprovalRecord {
                 name: "bob-g2".into(),
                 approver: "bob".into(),
@@ -574,6 +591,8 @@ mod tests {
             "Name:          g",
             "Requester:     alice",
             "Phase:         Expired (expired 1m9s ago)",
+            "Access ends by:",
+            "at the latest (every object is deleted; bound fixed",
             "Timeline:",
             "Azure objects:\n  none recorded",
             "Conditions:\n  none yet",

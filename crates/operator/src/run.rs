@@ -95,6 +95,26 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_RETAIN_FINISHED")]
     pub retain_finished: Option<LeaseDuration>,
 
+    /// How long ARM may keep honouring a deleted role assignment from its cache (Go duration):
+    /// the propagation part of status.accessMayContinueUntil.
+    #[arg(long, env = "LAPSE_PROPAGATION_BOUND", default_value = "30m")]
+    pub propagation_bound: LeaseDuration,
+
+    /// The lifetime of access tokens Entra issues to managed identities (Go duration; not
+    /// configurable in Entra): how long a token minted through a lease's federated credential
+    /// may outlive it.
+    #[arg(
+        long,
+        env = "LAPSE_TOKEN_LIFETIME_MANAGED_IDENTITY",
+        default_value = "24h"
+    )]
+    pub token_lifetime_managed_identity: LeaseDuration,
+
+    /// The lifetime of access tokens Entra issues to app registrations (Go duration; 60 to 90
+    /// minutes by default, longer under a token lifetime policy or continuous access evaluation).
+    #[arg(long, env = "LAPSE_TOKEN_LIFETIME_APPLICATION", default_value = "90m")]
+    pub token_lifetime_application: LeaseDuration,
+
     /// Webhook that receives lifecycle notifications (docs/notifications.md); none when unset.
     /// Set it from a Secret: a webhook URL usually carries its own secret, so lapse never logs
     /// or prints it.
@@ -218,6 +238,11 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         concurrency: args.concurrency.max(1),
         max_rounds: lapse_controller::grant::MAX_ROUNDS,
         retain_finished: args.retain_finished.map(|d| d.to_std()),
+        residual: lapse_api::lease::ResidualBounds {
+            propagation: args.propagation_bound.to_chrono(),
+            managed_identity_token: args.token_lifetime_managed_identity.to_chrono(),
+            application_token: args.token_lifetime_application.to_chrono(),
+        },
         notify: args
             .notify_url
             .as_deref()

@@ -6,6 +6,7 @@ mod decide;
 mod model;
 mod plan;
 mod reason;
+mod residual;
 
 #[cfg(test)]
 mod tests;
@@ -21,3 +22,4 @@ pub use plan::{
     recorded_role_assignment, split_role_assignment_id,
 };
 pub use reason::{Reason, ReasonUsage};
+pub use residual::{ResidualBounds, TokenKind, access_may_continue_until};

@@ -31,6 +31,8 @@ pub struct CoreSettings {
     /// How long from a lease's start an `AuthorizationFailed` refusal of a create is retried:
     /// Azure RBAC for the operator's own identity can take minutes to propagate.
     pub authorization_grace: TimeDelta,
+    /// How long access may outlast the deletion of a lease's objects (`accessMayContinueUntil`).
+    pub residual: super::ResidualBounds,
 }
 
 /// How far the recorded status can be believed.

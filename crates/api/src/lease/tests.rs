@@ -44,6 +44,7 @@ fn settings() -> CoreSettings {
         overdue_after: TimeDelta::seconds(30),
         retry_after: Duration::from_secs(5),
         authorization_grace: TimeDelta::minutes(10),
+        residual: crate::lease::ResidualBounds::default(),
     }
 }
 
@@ -630,6 +631,55 @@ fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
             .iter()
             .all(|r| r.state == ObjectState::Deleted)
     );
+}
+
+/// `accessMayContinueUntil`: a federated managed identity's token may outlive the lease by its
+/// lifetime (24 h), whatever ARM's cache does; the bound is a forecast while the lease runs and
+/// fixed from the moment the last object is gone.
+#[test]
+fn the_residual_access_bound_is_forecast_then_fixed_when_the_objects_are_gone() {
+    let h = Harness::new("8h");
+    let mut azure = AzureModel::default();
+    let mut spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec, &mut st, t0());
+    let day = TimeDelta::hours(24);
+    assert_eq!(
+        st.access_may_continue_until,
+        Some(t0() + TimeDelta::hours(1) + day)
+    );
+    spec.revoked = true;
+    let revoked_at = t0() + TimeDelta::minutes(5);
+    run_to(&h, &mut azure, &spec, &mut st, revoked_at);
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert_eq!(st.access_may_continue_until, Some(revoked_at + day));
+    run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut st,
+        revoked_at + TimeDelta::hours(3),
+    );
+    assert_eq!(
+        st.access_may_continue_until,
+        Some(revoked_at + day),
+        "fixed once the deletes are done"
+    );
+
+    // Without federation only ARM's cache counts; never activated, no bound at all.
+    let mut plain = super::tests::spec(Some("1h"), None);
+    plain.federation = None;
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut AzureModel::default(), &plain, &mut st, t0());
+    assert_eq!(
+        st.access_may_continue_until,
+        Some(t0() + TimeDelta::hours(1) + TimeDelta::minutes(30))
+    );
+    let too_long = super::tests::spec(Some("9h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut AzureModel::default(), &too_long, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert_eq!(st.access_may_continue_until, None);
 }
 
 #[test]

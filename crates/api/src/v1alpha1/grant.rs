@@ -31,6 +31,7 @@ pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Scope", type_ = "string", json_path = ".status.scopeSummary", priority = 1, description = "Scopes of the role assignments"),
     printcolumn(name = "Policy", type_ = "string", json_path = ".status.policy", priority = 1, description = "The AccessPolicy that allowed the grant"),
+    printcolumn(name = "Access-May-Continue", type_ = "string", json_path = ".status.accessMayContinueUntil", priority = 1, description = "Upper bound of when access really ends: ARM's role assignment cache and token lifetimes"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || self.spec.identity == oldSelf.spec.identity").message("spec.identity is immutable once the grant has activated").field_path(".spec.identity"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || self.spec.roles == oldSelf.spec.roles").message("spec.roles is immutable once the grant has activated").field_path(".spec.roles"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.activatedAt) || (has(self.spec.federation) == has(oldSelf.spec.federation) && (!has(self.spec.federation) || self.spec.federation == oldSelf.spec.federation))").message("spec.federation is immutable once the grant has activated").field_path(".spec.federation"),
@@ -297,6 +298,12 @@ pub struct AccessGrantStatus {
     /// Why the lease ended; while `Revoking`, the terminal phase that follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
+    /// An honest upper bound of when access granted by this lease really ends: ARM may honour a
+    /// deleted role assignment from its cache, and a token minted through the federated
+    /// credential stays valid for its lifetime. While the lease runs, a forecast from its
+    /// expiry; fixed once every object is deleted (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_may_continue_until: Option<DateTime<Utc>>,
     /// Short display name of the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_name: Option<String>,

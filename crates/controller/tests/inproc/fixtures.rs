@@ -214,6 +214,7 @@ impl World {
             concurrency: 8,
             max_rounds: opts.max_rounds,
             notify: None,
+            residual: Default::default(),
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let (ctx, wiring) = lapse_controller::prepare(

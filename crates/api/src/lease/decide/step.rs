@@ -9,6 +9,7 @@ use crate::lease::model::{
 };
 use crate::lease::plan::{recorded_fic, recorded_role_assignment};
 use crate::lease::reason::Reason;
+use crate::lease::residual::{TokenKind, access_may_continue_until};
 use crate::policy::PolicyContext;
 use crate::role::{RoleCatalogue, RoleRef};
 use crate::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
@@ -212,6 +213,25 @@ impl<'a> Step<'a> {
     }
 
     pub(super) fn finish(mut self) -> Decision {
+        let before = match self.input.grant.trust {
+            StatusTrust::Sealed => Some(self.input.grant.status),
+            _ => None,
+        };
+        let spec = &self.input.grant.spec.identity;
+        let tokens = if spec.managed_identity.is_some() {
+            Some(TokenKind::ManagedIdentity)
+        } else if spec.application.is_some() {
+            Some(TokenKind::Application)
+        } else {
+            None
+        };
+        self.st.access_may_continue_until = access_may_continue_until(
+            &self.st,
+            before.unwrap_or(&AccessGrantStatus::default()),
+            &self.input.settings.residual,
+            tokens,
+            self.now,
+        );
         apply_conditions(
             &mut self.st,
             &self.facts,
