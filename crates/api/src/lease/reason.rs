@@ -119,6 +119,9 @@ reasons! {
     OperatorIdentity: Both,
     /// The window ended before the grant could activate.
     WindowPassed: Event,
+    /// The federated credential was deleted one token lifetime before the lease ends
+    /// (`federation.closeEarly`): no token minted through it outlives the lease.
+    FederationClosed: Event,
     /// The status was written by someone other than the operator.
     StatusTampered: Both,
     /// This operator version cannot read the object.

@@ -41,15 +41,19 @@ pub enum TokenKind {
 }
 
 impl ResidualBounds {
+    /// The lifetime of a token of this kind.
+    pub fn token_lifetime(&self, kind: TokenKind) -> TimeDelta {
+        match kind {
+            TokenKind::ManagedIdentity => self.managed_identity_token,
+            TokenKind::Application => self.application_token,
+        }
+    }
+
     /// How long access may outlast the removal of a lease's objects: the propagation bound, or
     /// a token's lifetime when the lease federated a ServiceAccount (`federated` names whose
     /// tokens), whichever is longer.
     pub fn after_removal(&self, federated: Option<TokenKind>) -> TimeDelta {
-        let token = match federated {
-            Some(TokenKind::ManagedIdentity) => self.managed_identity_token,
-            Some(TokenKind::Application) => self.application_token,
-            None => TimeDelta::zero(),
-        };
+        let token = federated.map_or(TimeDelta::zero(), |k| self.token_lifetime(k));
         self.propagation.max(token)
     }
 }

@@ -487,9 +487,20 @@ fn check_invariants(
             "a delete queued behind a create"
         );
     }
-    // Never Active unless every object is present.
+    // Never Active unless every object is present, but a federated credential closed early
+    // (`federation.closeEarly`), which is being or has been deleted while the role assignments
+    // run to the end.
     if after.phase == GrantPhase::Active {
-        let keys = recorded_keys(after);
+        let closing = after.federated_credential.as_ref().is_some_and(|f| {
+            matches!(
+                f.state,
+                ObjectState::Deleting | ObjectState::Deleted | ObjectState::Released
+            )
+        });
+        let mut keys = recorded_keys(after);
+        if closing {
+            keys.retain(|k| !matches!(k, ObjectKey::Fic { .. }));
+        }
         assert!(!keys.is_empty());
         for k in keys {
             assert!(
@@ -497,7 +508,13 @@ fn check_invariants(
                 "Active with {k:?} not present"
             );
         }
-        assert!(d.actions.is_empty());
+        assert!(
+            d.actions
+                .iter()
+                .all(|a| closing && !a.is_create() && matches!(a.key(), ObjectKey::Fic { .. })),
+            "Active with calls other than closing federation: {:?}",
+            d.actions
+        );
     }
     // Every reason written is one of the vocabulary, used where it says (docs/api.md lists it).
     for e in &d.events {
@@ -680,6 +697,90 @@ fn the_residual_access_bound_is_forecast_then_fixed_when_the_objects_are_gone() 
     run_to(&h, &mut AzureModel::default(), &too_long, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);
     assert_eq!(st.access_may_continue_until, None);
+}
+
+/// `federation.closeEarly`: the credential goes one token lifetime before the lease ends and is
+/// not repaired, the role assignments stay until the end, and a lease not longer than a token
+/// lifetime is denied naming the setting.
+#[test]
+fn a_policy_that_closes_federation_early_deletes_the_credential_a_token_lifetime_before_the_end() {
+    let mut h = Harness::new("8h");
+    h.policies = policy_with(|p| {
+        p.federation = Some(crate::v1alpha1::FederationRules { close_early: true });
+    });
+    h.settings.residual.managed_identity_token = TimeDelta::minutes(20);
+    let is_fic = |k: &ObjectKey| matches!(k, ObjectKey::Fic { .. });
+
+    // Not longer than a token lifetime: denied, nothing created.
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec(Some("20m"), None), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("federation.closeEarly") && msg.contains("spec.duration"),
+        "{msg}"
+    );
+    assert!(azure.puts.is_empty());
+
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(
+        d.requeue_at,
+        Some(t0() + TimeDelta::minutes(40)),
+        "wakes when the credential must go"
+    );
+    assert!(azure.objects.keys().any(is_fic));
+    // Until the cutoff the credential is kept (and repaired).
+    run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut st,
+        t0() + TimeDelta::minutes(39),
+    );
+    assert!(azure.objects.keys().any(is_fic));
+    // At the cutoff it goes, once; the lease stays Active with its role assignments.
+    let d = run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut st,
+        t0() + TimeDelta::minutes(40),
+    );
+    assert!(!azure.objects.keys().any(is_fic), "{:?}", azure.objects);
+    assert_eq!(azure.objects.len(), 2, "the role assignments stay");
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == Reason::FederationClosed)
+    );
+    assert_eq!(
+        st.federated_credential.as_ref().map(|f| f.state),
+        Some(ObjectState::Deleted)
+    );
+    let d = run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut st,
+        t0() + TimeDelta::minutes(50),
+    );
+    assert!(d.actions.is_empty(), "not recreated: {:?}", d.actions);
+    // The end deletes the rest, each object once.
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(1));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert!(azure.objects.is_empty());
+    assert!(azure.deletes.values().all(|n| *n == 1) && azure.deletes.len() == 3);
+    // With the credential gone before the end, no token outlives the lease: only ARM's cache
+    // is left in the bound.
+    assert_eq!(
+        st.access_may_continue_until,
+        Some(t0() + TimeDelta::hours(1) + TimeDelta::minutes(30))
+    );
 }
 
 #[test]
@@ -1090,6 +1191,8 @@ struct Scenario {
     share: bool,
     /// Someone other than the operator rewrites the status before this step.
     tamper_at: Option<(usize, Tamper)>,
+    /// The policy closes federation a token lifetime (30 minutes here) before the end.
+    close_early: bool,
     steps: Vec<i64>,
     faults: Vec<u8>,
 }
@@ -1160,6 +1263,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         (
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
             prop::option::of((
                 0usize..12,
                 prop_oneof![
@@ -1182,7 +1286,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             |(
                 (d, b, a),
                 (ext, rev, del, drop, drift),
-                (plant, share, tamper_at),
+                (plant, share, close_early, tamper_at),
                 steps,
                 faults,
             )| Scenario {
@@ -1197,6 +1301,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 plant_standing: plant,
                 share,
                 tamper_at,
+                close_early,
                 steps,
                 faults,
             },
@@ -1221,6 +1326,13 @@ fn mins(m: i64) -> TimeDelta {
 /// Returns the azure and the final status after Azure recovers and time passes the lease.
 fn simulate(s: &Scenario) -> (AzureModel, AccessGrantStatus, bool, bool) {
     let mut h = Harness::new("8h");
+    let lifetime = mins(30);
+    if s.close_early {
+        h.policies = policy_with(|p| {
+            p.federation = Some(crate::v1alpha1::FederationRules { close_early: true });
+        });
+        h.settings.residual.managed_identity_token = lifetime;
+    }
     let window = (s.not_before_mins.is_some() || s.not_after_mins.is_some()).then(|| Window {
         not_before: s.not_before_mins.map(|m| (t0() + mins(m)).to_rfc3339()),
         not_after: s.not_after_mins.map(|m| (t0() + mins(m)).to_rfc3339()),
@@ -1303,6 +1415,17 @@ fn simulate(s: &Scenario) -> (AzureModel, AccessGrantStatus, bool, bool) {
         }
         let puts_before: u32 = azure.puts.values().sum();
         let d = h.reconcile(&mut azure, &spec, &mut st, deleting, now, &mut faults);
+        // Close-early: from one token lifetime before the end, no credential is created (nor
+        // repaired), so no token minted through one outlives the lease.
+        if s.close_early
+            && let Some(expires) = st.expires_at
+            && now >= expires - lifetime
+        {
+            assert!(
+                !d.actions.iter().any(|a| matches!(a, Action::CreateFic(_))),
+                "a federated credential created at {now}, within a token lifetime of {expires}"
+            );
+        }
         if d.tampered.is_some() {
             // The controller sets spec.revoked, which cannot be undone.
             spec.revoked = true;
@@ -1360,13 +1483,14 @@ proptest! {
     /// Exactly the minimum writes: with a healthy Azure, one PUT and one DELETE per object.
     #[test]
     fn healthy_azure_sees_one_put_and_one_delete_per_object(
-        dur in 1i64..480, step in 1i64..60, steps in 1usize..20,
+        dur in 1i64..480, step in 1i64..60, steps in 1usize..20, early in any::<bool>(),
     ) {
+        // Closing federation early changes when the credential goes, not how often.
         let s = Scenario {
             duration_mins: Some(dur), not_before_mins: None, not_after_mins: None,
             extend_to_mins: None, revoke_at: None, delete_at: None, drop_policy_at: None,
             drift_at: None, plant_standing: false, share: false, tamper_at: None,
-            steps: vec![step; steps], faults: vec![],
+            close_early: early && dur > 30, steps: vec![step; steps], faults: vec![],
         };
         let (azure, st, _, _) = simulate(&s);
         prop_assert_eq!(st.phase, GrantPhase::Expired);

@@ -113,6 +113,9 @@ pub struct AccessPolicySpec {
     /// `maxDuration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassRules>,
+    /// How federation under this policy ends (docs/security.md, "When access really ends").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<FederationRules>,
 }
 
 /// Approval a policy requires before its grants activate.
@@ -160,6 +163,17 @@ pub struct BreakGlassRules {
     /// Longest break-glass lease, as a Go duration.
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
     pub max_duration: String,
+}
+
+/// How federation ends.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FederationRules {
+    /// Delete the federated credential one token lifetime before the lease ends, so that no
+    /// token minted through it outlives the lease. A lease not longer than a token lifetime is
+    /// then denied.
+    #[serde(default)]
+    pub close_early: bool,
 }
 
 fn default_audiences() -> Vec<String> {

@@ -452,6 +452,8 @@ pub struct PolicyRules {
     pub approval: Option<ApprovalRule>,
     /// Longest break-glass lease; `None`: no break-glass.
     pub break_glass: Option<LeaseDuration>,
+    /// Delete the federated credential one token lifetime before the lease ends.
+    pub close_federation_early: bool,
 }
 
 /// Who must approve, and by when.
@@ -717,6 +719,7 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             max_active_grants: spec.max_active_grants,
             approval,
             break_glass,
+            close_federation_early: spec.federation.as_ref().is_some_and(|f| f.close_early),
         }),
         _ => Err(errs),
     }

@@ -67,6 +67,19 @@ impl Step<'_> {
                 return None;
             }
         };
+        // Closing federation a token lifetime early needs a lease longer than that.
+        if let Some(closes) = self.federation_closes_at(&policy, req.federation.is_some(), expiry)
+            && closes <= anchor
+        {
+            let msg = format!(
+                "spec.duration: a lease of {}s is not longer than a token lifetime ({}s), and                  AccessPolicy {policy} sets federation.closeEarly: the federated credential                  would be deleted before the lease starts; ask for a longer lease",
+                (expiry - anchor).num_seconds(),
+                (expiry - closes).num_seconds()
+            );
+            self.facts.policy = Some((false, Reason::Denied, msg.clone()));
+            self.end_without_objects(GrantPhase::Denied, Reason::Denied, format!("denied: {msg}"));
+            return None;
+        }
         self.facts.policy = Some((
             true,
             Reason::Allowed,

@@ -8,10 +8,11 @@ use super::step::Step;
 use crate::field::FieldErrors;
 use crate::lease::model::Observed;
 use crate::lease::plan::LeasePlan;
+use crate::lease::plan::recorded_fic;
 use crate::lease::reason::Reason;
 use crate::policy::{Verdict, evaluate};
 use crate::role::RoleCatalogue;
-use crate::v1alpha1::EndReason;
+use crate::v1alpha1::{EndReason, ObjectState};
 use crate::validate::GrantRequest;
 
 impl Step<'_> {
@@ -124,7 +125,78 @@ impl Step<'_> {
             );
             return;
         }
-        self.reconcile_objects(&plan);
+        let policy = self.st.policy.clone().unwrap_or_default();
+        match self.federation_closes_at(&policy, plan.fic.is_some(), expires_at) {
+            Some(closes) if self.now >= closes => {
+                // The role assignments stay until the lease ends; the credential goes now and
+                // is not repaired.
+                let mut roles_only = plan.clone();
+                roles_only.fic = None;
+                self.reconcile_objects(&roles_only);
+                self.close_federation(closes, expires_at);
+                // Deletes first, as everywhere (a repair of a role assignment may be queued).
+                self.actions.sort_by_key(|a| a.is_create());
+            }
+            closes => {
+                self.reconcile_objects(&plan);
+                if let Some(closes) = closes {
+                    self.requeue_at = Some(self.requeue_at.map_or(closes, |r| r.min(closes)));
+                }
+            }
+        }
+    }
+
+    /// Deletes the lease's federated credential before the lease ends (`federation.closeEarly`),
+    /// unless another live lease still needs it.
+    fn close_federation(&mut self, closes: DateTime<Utc>, expires_at: DateTime<Utc>) {
+        // A lease that ended meanwhile (a refused repair) deletes everything in its own stage.
+        if self.st.end_reason.is_some() {
+            return;
+        }
+        let owner = &self.input.settings.owner;
+        let Some((key, delete)) = self
+            .st
+            .federated_credential
+            .as_ref()
+            .filter(|f| {
+                !matches!(
+                    f.state,
+                    ObjectState::Deleted | ObjectState::Standing | ObjectState::Released
+                )
+            })
+            .and_then(|f| recorded_fic(owner, f))
+        else {
+            return;
+        };
+        let obs = self.input.azure.get(&key);
+        let state = match obs.observed {
+            Observed::Absent => ObjectState::Deleted,
+            Observed::Present { owned: false, .. } => ObjectState::Standing,
+            _ if obs.needed_by_other_lease => ObjectState::Released,
+            Observed::DeleteFailed(f) => {
+                self.retry(Some(&f));
+                self.actions.push(delete);
+                ObjectState::Deleting
+            }
+            _ => {
+                self.actions.push(delete);
+                ObjectState::Deleting
+            }
+        };
+        if state == ObjectState::Deleted {
+            self.event(
+                false,
+                Reason::FederationClosed,
+                format!(
+                    "federated credential deleted at {} (federation.closeEarly): a token minted                      through it expires by the lease's end, {}",
+                    closes.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+            );
+        }
+        if let Some(f) = self.st.federated_credential.as_mut() {
+            f.state = state;
+        }
     }
 
     /// Extension and shortening: the expiry the spec now asks for, an extension only within

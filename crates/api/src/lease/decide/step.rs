@@ -212,19 +212,46 @@ impl<'a> Step<'a> {
         self.actions.iter().any(|a| !a.is_create())
     }
 
+    /// Whose tokens a federated credential of this grant mints: a service principal has no
+    /// credentials of its own (they belong to its app registration).
+    pub(super) fn token_kind(&self) -> Option<TokenKind> {
+        let identity = &self.input.grant.spec.identity;
+        if identity.managed_identity.is_some() {
+            Some(TokenKind::ManagedIdentity)
+        } else if identity.application.is_some() {
+            Some(TokenKind::Application)
+        } else {
+            None
+        }
+    }
+
+    /// When a federating lease under a policy with `federation.closeEarly` deletes its
+    /// credential: one token lifetime before `expires_at`. `None` when it does not.
+    pub(super) fn federation_closes_at(
+        &self,
+        policy: &str,
+        federates: bool,
+        expires_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let closes = self
+            .input
+            .policy
+            .policies
+            .iter()
+            .find(|p| p.name == policy)
+            .and_then(|p| p.rules.as_ref().ok())
+            .is_some_and(|r| r.close_federation_early);
+        let kind = self.token_kind()?;
+        (closes && federates)
+            .then(|| expires_at - self.input.settings.residual.token_lifetime(kind))
+    }
+
     pub(super) fn finish(mut self) -> Decision {
         let before = match self.input.grant.trust {
             StatusTrust::Sealed => Some(self.input.grant.status),
             _ => None,
         };
-        let spec = &self.input.grant.spec.identity;
-        let tokens = if spec.managed_identity.is_some() {
-            Some(TokenKind::ManagedIdentity)
-        } else if spec.application.is_some() {
-            Some(TokenKind::Application)
-        } else {
-            None
-        };
+        let tokens = self.token_kind();
         self.st.access_may_continue_until = access_may_continue_until(
             &self.st,
             before.unwrap_or(&AccessGrantStatus::default()),
