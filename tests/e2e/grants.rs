@@ -41,6 +41,11 @@ impl Fx {
             "[setup] target and operator ready in {} ms",
             t.elapsed().as_millis()
         );
+        Self::on(w).await
+    }
+
+    /// The fixtures on a World started some other way.
+    async fn on(w: World) -> anyhow::Result<Self> {
         let sub = w.subscription()?.to_owned();
         let (mi, client_id) = w.identity(w.fixtures.identity()).await?;
         w.namespace_with(NS, &[SA, "report-agent"])?;
@@ -80,10 +85,19 @@ impl Fx {
     /// Data Reader at or below the RG (plus `extra_scopes`), `backup-*` ServiceAccounts, leases
     /// up to `max_secs` on the target's clock.
     fn apply_policy(&self, max_secs: u64, extra_scopes: &[&str]) -> anyhow::Result<()> {
+        self.apply_policy_with(max_secs, extra_scopes, json!({}))
+    }
+
+    /// [`Fx::apply_policy`] with more fields of the policy's spec.
+    fn apply_policy_with(
+        &self,
+        max_secs: u64,
+        extra_scopes: &[&str],
+        more: Value,
+    ) -> anyhow::Result<()> {
         let mut scopes = vec![self.rg.clone()];
         scopes.extend(extra_scopes.iter().map(|s| (*s).to_owned()));
-        self.w.apply_ok(
-            &json!({
+        let mut policy = json!({
                 "apiVersion": "lapse.dev/v1alpha1",
                 "kind": "AccessPolicy",
                 "metadata": {"name": "payments"},
@@ -95,9 +109,11 @@ impl Fx {
                     "serviceAccounts": ["backup-*"],
                     "maxDuration": self.w.lease(max_secs),
                 }
-            })
-            .to_string(),
-        )
+        });
+        if let (Some(spec), Some(more)) = (policy["spec"].as_object_mut(), more.as_object()) {
+            spec.extend(more.clone());
+        }
+        self.w.apply_ok(&policy.to_string())
     }
 
     /// The workload's identity as Reader of the storage account, federated with `sa`.
@@ -1350,5 +1366,102 @@ async fn an_application_gets_a_graph_credential_and_roles_on_its_service_princip
             expires_at(&g)?,
         )?;
     }
+    Ok(())
+}
+
+/// `exp` of a JWT, unverified (the test only reads what Entra wrote in it).
+fn jwt_exp(token: &str) -> anyhow::Result<i64> {
+    use base64::Engine as _;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    claims["exp"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no exp in {claims}"))
+}
+
+/// `federation.closeEarly`: the federated credential goes one token lifetime (and a margin)
+/// before the lease ends, so a token the workload mints at the last moment it still can expires
+/// by the lease's end; a lease not longer than a token lifetime is denied naming the setting.
+/// Managed identity tokens live 8 s here (Entra's are 24 h).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_federation_early_leaves_no_token_alive_past_the_lease() -> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableCluster,
+        "shortens the sandbox's managed identity token lifetime to 8 s",
+    )?;
+    let sandbox = lapse_e2e::Sandbox::start_with(&["--managed-identity-token-lifetime-secs", "8"])?;
+    let mut w = World::on(Target::Sandbox(sandbox)).await?;
+    w.start_operator(&[("LAPSE_TOKEN_LIFETIME_MANAGED_IDENTITY", "8s")])
+        .await?;
+    let fx = Fx::on(w).await?;
+    let w = &fx.w;
+    fx.apply_policy_with(3600, &[], json!({"federation": {"closeEarly": true}}))?;
+    let principal = fx.mi_principal().await?;
+
+    // 8 s of token lifetime and 30 s of margin leave nothing of a 30 s lease.
+    w.apply_ok(&fx.reader_grant("short", Some(SA), duration("30s")))?;
+    let g = fx.wait("short", GrantPhase::Denied).await?;
+    let msg = message(&g);
+    assert!(
+        msg.contains("federation.closeEarly") && msg.contains("spec.duration"),
+        "{msg}"
+    );
+
+    let g = fx
+        .activate(
+            "closing",
+            &fx.reader_grant("closing", Some(SA), duration("50s")),
+        )
+        .await?;
+    let expires = expires_at(&g)?;
+    // The workload mints tokens for as long as Entra lets it.
+    let mut last = None;
+    let deadline = Instant::now() + fx.timeout();
+    loop {
+        let assertion = w.service_account_token(NS, SA).await?;
+        match w.exchange(&assertion, &fx.client_id).await? {
+            Ok(token) => last = Some((Utc::now(), token)),
+            Err(_) if last.is_some() => break,
+            Err(e) => anyhow::bail!("the first exchange was refused: {e}"),
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the credential was never closed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (minted, token) = last.ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let exp = jwt_exp(&token)?;
+    println!(
+        "[close_early] last token minted {} ms before the lease's end, valid until {} s before it",
+        (expires - minted).num_milliseconds(),
+        expires.timestamp() - exp
+    );
+    assert!(
+        exp <= expires.timestamp(),
+        "a token minted at {minted} is valid until {exp}, after the lease's end {expires}"
+    );
+    // The lease runs on with its role assignment; the credential is gone, with an Event.
+    let g = fx.wait("closing", GrantPhase::Active).await?;
+    let st = g.status.clone().unwrap_or_default();
+    assert_eq!(
+        st.federated_credential.as_ref().map(|f| f.state),
+        Some(ObjectState::Deleted)
+    );
+    w.wait_event(NS, "closing", "FederationClosed", fx.timeout())
+        .await?;
+    assert!(w.fics(&fx.mi).await?.is_empty());
+    let g = fx.wait("closing", GrantPhase::Expired).await?;
+    // No token outlives the lease: only ARM's cache is left in the bound.
+    let st = g.status.clone().unwrap_or_default();
+    let until = st
+        .access_may_continue_until
+        .ok_or_else(|| anyhow::anyhow!("no accessMayContinueUntil"))?;
+    assert!(
+        until <= Utc::now() + TimeDelta::minutes(30),
+        "accessMayContinueUntil {until} counts a token lifetime"
+    );
+    fx.assert_nothing_left(&principal, "close_early").await?;
     Ok(())
 }

@@ -170,11 +170,18 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A sandbox started with extra `lapse-sandbox up` arguments (e.g. a shorter managed
+    /// identity token lifetime).
+    pub fn start_with(args: &[&str]) -> anyhow::Result<Self> {
         let dir = scratch_dir("lapse-e2e")?;
         let log = std::fs::File::create(dir.join("sandbox.log"))?;
         let child = Command::new(binary("lapse-sandbox")?)
             .args(["up", "--state-dir"])
             .arg(&dir)
+            .args(args)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -9,6 +9,7 @@ mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,10 @@ enum Command {
         /// e.g. `--apply config/crd`. Repeatable.
         #[arg(long)]
         apply: Vec<PathBuf>,
+        /// Lifetime, in seconds, of the access tokens Entra issues to managed identities
+        /// (Azure's is about 24 hours; shorter lets a test watch one expire).
+        #[arg(long, default_value_t = 24 * 3600)]
+        managed_identity_token_lifetime_secs: u64,
     },
     /// Act as a workload of a running sandbox: a ServiceAccount token (audience
     /// api://AzureADTokenExchange), exchanged at Entra for the identity, then one ARM read.
@@ -99,6 +104,7 @@ impl Sandbox {
         kube_port: u16,
         azure_port: u16,
         azure_seed: Option<&Path>,
+        managed_identity_token_lifetime: Duration,
     ) -> anyhow::Result<Self> {
         let kube = SimKube::start(Config {
             bind: SocketAddr::from(([127, 0, 0, 1], kube_port)),
@@ -117,6 +123,7 @@ impl Sandbox {
                 bind: SocketAddr::from(([127, 0, 0, 1], azure_port)),
                 // sim-azure fetches the issuer's JWKS over HTTPS from sim-kube.
                 trusted_ca_pems: vec![kube.ca_pem().to_owned()],
+                managed_identity_token_lifetime,
                 ..lapse_sim_azure::Config::default()
             },
             seed,
@@ -224,6 +231,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             azure_port,
             azure_seed,
             apply,
+            managed_identity_token_lifetime_secs,
         } => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("creating state dir {}", state_dir.display()))?;
@@ -233,7 +241,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 std::fs::remove_file(&ready)
                     .with_context(|| format!("removing stale {}", ready.display()))?;
             }
-            let sandbox = Sandbox::start(kube_port, azure_port, azure_seed.as_deref()).await?;
+            let sandbox = Sandbox::start(
+                kube_port,
+                azure_port,
+                azure_seed.as_deref(),
+                Duration::from_secs(managed_identity_token_lifetime_secs),
+            )
+            .await?;
             sandbox.apply(&apply)?;
             sandbox.write_state(&state_dir)?;
             tracing::info!(kube = %sandbox.kube.url(), azure = %sandbox.azure.url(), state_dir = %state_dir.display(), "sandbox ready");

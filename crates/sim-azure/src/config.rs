@@ -50,8 +50,11 @@ impl Default for ThrottleConfig {
 pub struct Config {
     /// Where to listen; port 0 picks a free one.
     pub bind: SocketAddr,
-    /// Lifetime of issued access tokens.
+    /// Lifetime of issued access tokens (service principals and app registrations).
     pub token_lifetime: Duration,
+    /// Lifetime of access tokens issued to managed identities (Entra: about 24 hours, not
+    /// configurable there).
+    pub managed_identity_token_lifetime: Duration,
     /// After a principal is created, role assignment PUTs without `principalType` fail with
     /// `PrincipalNotFound` for this long (Entra replication).
     pub replication_window: Duration,
@@ -81,6 +84,7 @@ impl Default for Config {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_lifetime: Duration::from_secs(3600),
+            managed_identity_token_lifetime: Duration::from_secs(24 * 3600),
             replication_window: Duration::ZERO,
             propagation_delay: Duration::ZERO,
             role_assignment_limit: 4000,

@@ -62,7 +62,13 @@ impl Shared {
         resource: &str,
     ) -> Result<(String, i64), SimAzureError> {
         let now = Utc::now().timestamp();
-        let lifetime = i64::try_from(self.config.token_lifetime.as_secs()).unwrap_or(3600);
+        // A managed identity's principal belongs to a user-assigned identity.
+        let lifetime = if principal.identity_id.is_some() {
+            self.config.managed_identity_token_lifetime
+        } else {
+            self.config.token_lifetime
+        };
+        let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(3600);
         let app_id = principal.app_id.clone().unwrap_or_default();
         let claims = AccessClaims {
             aud: resource.to_owned(),

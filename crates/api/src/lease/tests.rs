@@ -729,27 +729,22 @@ fn a_policy_that_closes_federation_early_deletes_the_credential_a_token_lifetime
     assert_eq!(st.phase, GrantPhase::Active);
     assert_eq!(
         d.requeue_at,
-        Some(t0() + TimeDelta::minutes(40)),
-        "wakes when the credential must go"
+        Some(t0() + TimeDelta::minutes(40) - TimeDelta::seconds(30)),
+        "wakes when the credential must go: a token lifetime and a margin before the end"
     );
     assert!(azure.objects.keys().any(is_fic));
     // Until the cutoff the credential is kept (and repaired).
+    let cutoff = t0() + TimeDelta::minutes(40) - TimeDelta::seconds(30);
     run_to(
         &h,
         &mut azure,
         &spec,
         &mut st,
-        t0() + TimeDelta::minutes(39),
+        cutoff - TimeDelta::seconds(1),
     );
     assert!(azure.objects.keys().any(is_fic));
     // At the cutoff it goes, once; the lease stays Active with its role assignments.
-    let d = run_to(
-        &h,
-        &mut azure,
-        &spec,
-        &mut st,
-        t0() + TimeDelta::minutes(40),
-    );
+    let d = run_to(&h, &mut azure, &spec, &mut st, cutoff);
     assert!(!azure.objects.keys().any(is_fic), "{:?}", azure.objects);
     assert_eq!(azure.objects.len(), 2, "the role assignments stay");
     assert_eq!(st.phase, GrantPhase::Active);

@@ -15,6 +15,10 @@ use crate::role::{RoleCatalogue, RoleRef};
 use crate::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 use crate::validate::GrantRequest;
 
+/// How much earlier than one token lifetime before the end federation closes: the delete takes
+/// a reconcile, and Entra takes a moment to stop honouring a deleted credential.
+pub(super) const CLOSE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 pub(super) struct Step<'a> {
     pub(super) input: &'a LeaseInput<'a>,
     pub(super) now: DateTime<Utc>,
@@ -243,7 +247,7 @@ impl<'a> Step<'a> {
             .is_some_and(|r| r.close_federation_early);
         let kind = self.token_kind()?;
         (closes && federates)
-            .then(|| expires_at - self.input.settings.residual.token_lifetime(kind))
+            .then(|| expires_at - self.input.settings.residual.token_lifetime(kind) - CLOSE_MARGIN)
     }
 
     pub(super) fn finish(mut self) -> Decision {
