@@ -47,7 +47,7 @@ pub struct World {
     pub http: reqwest::Client,
     /// The operator's `LAPSE_CLUSTER_NAME`.
     pub cluster: String,
-    /// Where the operator keeps its leader-election Lease.
+    /// Where the operator keeps its leader Lease.
     pub operator_namespace: String,
     pub fixtures: Fixtures,
     pub timing: Timing,
@@ -105,7 +105,7 @@ impl Drop for World {
         for policy in &created.policies {
             let _ = self.kubectl(&["delete", "accesspolicy", policy, "--ignore-not-found"]);
         }
-        // The next suite's operator need not wait for this one's Lease to expire.
+        // The next suite's operator need not wait for this one's leader Lease to expire.
         if let Some(op) = self.operator.as_mut() {
             op.stop();
         }
