@@ -37,8 +37,9 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Everything a suite needs: the target, the operator, clients, and the names and clocks of
-/// the target.
+/// Everything an end-to-end suite needs: the target, the operator, clients, and the names and
+/// clocks of the target. (`crates/controller/tests/inproc` has a `World` of its own that runs
+/// the controllers in the test's process instead of the binaries.)
 pub struct World {
     pub target: Target,
     pub operator: Option<Operator>,
