@@ -2,33 +2,33 @@
 //! expiry, sweeps orphans, emits Events and metrics.
 #![forbid(unsafe_code)]
 
-pub mod approvals;
-pub mod audit;
-pub mod context;
-pub mod error;
-pub mod events;
-pub mod execute;
-pub mod expiring;
-pub mod fanout;
+mod approvals;
+mod audit;
+mod context;
+mod error;
+mod events;
+mod execute;
+mod expiring;
+mod fanout;
 pub mod grant;
-pub mod grant_ref;
+mod grant_ref;
 pub mod inventory;
-pub mod lanes;
+mod lanes;
 pub mod leader;
-pub mod locks;
-pub mod metrics;
+mod locks;
+mod metrics;
 pub mod notify;
-pub mod observe;
-pub mod policy;
-pub mod privileges;
-pub mod quota;
-pub mod retention;
-pub mod route;
-pub mod seal;
+mod observe;
+mod policy;
+mod privileges;
+mod quota;
+mod retention;
+mod route;
+mod seal;
 pub mod sweep;
-pub mod triggers;
-pub mod unreadable;
-pub mod written;
+mod triggers;
+mod unreadable;
+mod written;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
