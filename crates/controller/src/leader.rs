@@ -36,7 +36,7 @@ pub struct LeaderConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeaderError {
+enum LeaderError {
     #[error("reading or writing the leader Lease {namespace}/{name}: {source}")]
     Api {
         namespace: String,
@@ -117,7 +117,7 @@ impl LeaderElector {
     }
 
     /// One attempt: true when this replica holds the leader Lease afterwards.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
+    async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
         let now = Utc::now();
         let stamp = MicroTime(
             k8s_openapi::jiff::Timestamp::from_millisecond(now.timestamp_millis())
