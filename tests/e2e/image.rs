@@ -535,11 +535,11 @@ spec:
     ])?;
     assert!(!events.trim().is_empty(), "the operator recorded no Events");
     // Leader election went through the in-cluster client, as the pod.
-    let lease = Api::<Lease>::namespaced(w.kube.clone(), OPERATOR_NS)
+    let leader_lease = Api::<Lease>::namespaced(w.kube.clone(), OPERATOR_NS)
         .get("lapse-operator")
         .await?;
     assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        leader_lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(POD_NAME)
     );
     let logs = w.operator_logs();

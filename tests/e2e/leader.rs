@@ -1,15 +1,16 @@
-//! Two replicas never both act: the second waits on the Lease, and takes over when the leader
-//! dies.
+//! Two replicas never both act: the second waits on the leader Lease, and takes over when the
+//! leader dies.
 
 use std::time::{Duration, Instant};
 
 use lapse_api::v1alpha1::GrantPhase;
 use lapse_e2e::World;
 
-async fn lease_holder(w: &World) -> anyhow::Result<Option<String>> {
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+/// Who holds the operator's leader Lease.
+async fn leader_lease_holder(w: &World) -> anyhow::Result<Option<String>> {
+    let leader_leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(w.kube.clone(), &w.operator_namespace);
-    Ok(leases
+    Ok(leader_leases
         .get_opt("lapse-operator")
         .await?
         .and_then(|l| l.spec)
@@ -33,7 +34,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> anyhow::Result<()> {
         .text()
         .await?;
     assert!(body.starts_with("standby"), "{body}");
-    assert_eq!(lease_holder(&w).await?.as_deref(), Some("replica-a"));
+    assert_eq!(leader_lease_holder(&w).await?.as_deref(), Some("replica-a"));
     assert!(
         standby.logs().contains("waiting for leadership"),
         "{}",
@@ -91,14 +92,14 @@ spec:
         standby.logs()
     );
 
-    // The leader dies without releasing the Lease; the standby takes over once it expires
-    // (15 s) and the lease still ends on time.
+    // The leader dies without releasing the leader Lease; the standby takes over once it
+    // expires (15 s) and the grant's lease still ends on time.
     let killed = Instant::now();
     if let Some(op) = w.operator.as_mut() {
         op.kill();
     }
     let deadline = Instant::now() + Duration::from_secs(40);
-    while lease_holder(&w).await?.as_deref() != Some("replica-b") {
+    while leader_lease_holder(&w).await?.as_deref() != Some("replica-b") {
         assert!(
             Instant::now() < deadline,
             "the standby never took over:\n{}",
@@ -135,19 +136,22 @@ spec:
     Ok(())
 }
 
-/// A leader whose Lease renewals hang (an API server that accepts the connection and never
-/// answers) must stop acting before the Lease can expire for a standby: otherwise two replicas
-/// act at once. It steps down within the renew deadline (10 s), inside the 15 s lease.
+/// A leader whose leader Lease renewals hang (an API server that accepts the connection and
+/// never answers) must stop acting before the leader Lease can expire for a standby: otherwise
+/// two replicas act at once. It steps down within the renew deadline (10 s), inside the 15 s
+/// leader Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_renewals_hang_steps_down_before_the_lease_expires() -> anyhow::Result<()> {
+async fn a_leader_whose_renewals_hang_steps_down_before_the_leader_lease_expires()
+-> anyhow::Result<()> {
     lapse_e2e::sandbox_only(
         lapse_e2e::Capability::Faults,
-        "hangs the API server's Lease writes",
+        "hangs the API server's leader Lease writes",
     )?;
     let mut w = World::without_operator().await?;
     w.start_operator(&[("POD_NAME", "replica-a")]).await?;
-    assert_eq!(lease_holder(&w).await?.as_deref(), Some("replica-a"));
-    // Every Lease update from now on is held 20 s (twice the renew deadline) before being answered.
+    assert_eq!(leader_lease_holder(&w).await?.as_deref(), Some("replica-a"));
+    // Every Lease update from now on is held 20 s (twice the renew deadline) before being
+    // answered.
     w.kube_fault(serde_json::json!({
         "action": "fail", "verb": "update", "resource": "leases",
         "count": 1000, "code": 0, "delay_ms": 20_000
@@ -178,7 +182,7 @@ async fn a_leader_whose_renewals_hang_steps_down_before_the_lease_expires() -> a
         op.logs()
     );
     // Renewals run every 5 s and the deadline is 10 s from the last good one: the leader has
-    // stopped before the 15 s lease lets anyone else take over.
+    // stopped before the 15 s leader Lease lets anyone else take over.
     assert!(
         stopped < Duration::from_secs(15),
         "stepped down only after {stopped:?}, when a standby may already act"

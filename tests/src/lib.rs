@@ -37,8 +37,9 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Everything a suite needs: the target, the operator, clients, and the names and clocks of
-/// the target.
+/// Everything an end-to-end suite needs: the target, the operator, clients, and the names and
+/// clocks of the target. (`crates/controller/tests/inproc` has a `World` of its own that runs
+/// the controllers in the test's process instead of the binaries.)
 pub struct World {
     pub target: Target,
     pub operator: Option<Operator>,
@@ -47,7 +48,7 @@ pub struct World {
     pub http: reqwest::Client,
     /// The operator's `LAPSE_CLUSTER_NAME`.
     pub cluster: String,
-    /// Where the operator keeps its leader-election Lease.
+    /// Where the operator keeps its leader Lease.
     pub operator_namespace: String,
     pub fixtures: Fixtures,
     pub timing: Timing,
@@ -105,7 +106,7 @@ impl Drop for World {
         for policy in &created.policies {
             let _ = self.kubectl(&["delete", "accesspolicy", policy, "--ignore-not-found"]);
         }
-        // The next suite's operator need not wait for this one's Lease to expire.
+        // The next suite's operator need not wait for this one's leader Lease to expire.
         if let Some(op) = self.operator.as_mut() {
             op.stop();
         }

@@ -38,15 +38,6 @@ impl FieldErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// `Ok(value)` when nothing was pushed.
-    pub fn into_result<T>(self, value: T) -> Result<T, FieldErrors> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
-    }
 }
 
 impl fmt::Display for FieldErrors {

@@ -2,11 +2,14 @@
 //! never both act.
 //!
 //! The holder renews every `renew_every`; another replica takes over only once it has seen the
-//! Lease record unchanged for `lease_duration`, measured on its own clock from when it first saw
-//! that record (client-go's way: the holder's `renewTime` is another machine's clock). Writes
-//! use the Lease's resourceVersion, so two candidates racing for an expired Lease cannot both
-//! win (one gets 409 Conflict). Every call has a deadline: a leader whose renewal hangs steps
-//! down within `renew_deadline`, before anyone else may take over.
+//! leader Lease record unchanged for `leader_lease_duration`, measured on its own clock from when
+//! it first saw that record (client-go's way: the holder's `renewTime` is another machine's
+//! clock). Writes use the leader Lease's resourceVersion, so two candidates racing for an
+//! expired leader Lease cannot both win (one gets 409 Conflict). Every call has a deadline: a
+//! leader whose renewal hangs steps down within `renew_deadline`, before anyone else may take
+//! over.
+//!
+//! "Lease" here is always this leader Lease, never an AccessGrant's lease.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,26 +21,29 @@ use kube::api::{Api, PostParams};
 
 #[derive(Clone, Debug)]
 pub struct LeaderConfig {
+    /// The leader Lease's namespace (the operator's own).
     pub namespace: String,
-    pub lease_name: String,
+    /// The leader Lease's name.
+    pub leader_lease_name: String,
     /// This replica's identity (its pod name).
     pub identity: String,
-    pub lease_duration: Duration,
+    /// How long the leader Lease holds without renewal (its `leaseDurationSeconds`).
+    pub leader_lease_duration: Duration,
     pub renew_every: Duration,
-    /// A leader that has not renewed for this long steps down; shorter than `lease_duration`,
-    /// so it has stopped before a standby may take over.
+    /// A leader that has not renewed for this long steps down; shorter than
+    /// `leader_lease_duration`, so it has stopped before a standby may take over.
     pub renew_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeaderError {
-    #[error("reading or writing Lease {namespace}/{name}: {source}")]
+enum LeaderError {
+    #[error("reading or writing the leader Lease {namespace}/{name}: {source}")]
     Api {
         namespace: String,
         name: String,
         source: kube::Error,
     },
-    #[error("reading or writing Lease {namespace}/{name}: no answer within {}s", after.as_secs())]
+    #[error("reading or writing the leader Lease {namespace}/{name}: no answer within {}s", after.as_secs())]
     Timeout {
         namespace: String,
         name: String,
@@ -45,7 +51,7 @@ pub enum LeaderError {
     },
 }
 
-/// What of the Lease record a candidate last saw, and when (on its own clock).
+/// What of the leader Lease record a candidate last saw, and when (on its own clock).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Observed {
     holder: Option<String>,
@@ -53,7 +59,7 @@ struct Observed {
     transitions: Option<i32>,
 }
 
-/// When this replica first saw the Lease record as it is now, on its own clock.
+/// When this replica first saw the leader Lease record as it is now, on its own clock.
 #[derive(Debug, Default)]
 struct ObservationClock(Mutex<Option<(Observed, Instant)>>);
 
@@ -96,7 +102,7 @@ impl LeaderElector {
             Ok(result) => result,
             Err(_) => Err(LeaderError::Timeout {
                 namespace: self.cfg.namespace.clone(),
-                name: self.cfg.lease_name.clone(),
+                name: self.cfg.leader_lease_name.clone(),
                 after: deadline,
             }),
         }
@@ -105,29 +111,29 @@ impl LeaderElector {
     fn err(&self, source: kube::Error) -> LeaderError {
         LeaderError::Api {
             namespace: self.cfg.namespace.clone(),
-            name: self.cfg.lease_name.clone(),
+            name: self.cfg.leader_lease_name.clone(),
             source,
         }
     }
 
-    /// One attempt: true when this replica holds the lease afterwards.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
+    /// One attempt: true when this replica holds the leader Lease afterwards.
+    async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
         let now = Utc::now();
         let stamp = MicroTime(
             k8s_openapi::jiff::Timestamp::from_millisecond(now.timestamp_millis())
                 .unwrap_or_default(),
         );
-        let secs = i32::try_from(self.cfg.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let secs = i32::try_from(self.cfg.leader_lease_duration.as_secs()).unwrap_or(i32::MAX);
         match self
             .api
-            .get_opt(&self.cfg.lease_name)
+            .get_opt(&self.cfg.leader_lease_name)
             .await
             .map_err(|e| self.err(e))?
         {
             None => {
-                let lease = Lease {
+                let leader_lease = Lease {
                     metadata: ObjectMeta {
-                        name: Some(self.cfg.lease_name.clone()),
+                        name: Some(self.cfg.leader_lease_name.clone()),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
@@ -139,14 +145,14 @@ impl LeaderElector {
                         ..Default::default()
                     }),
                 };
-                match self.api.create(&PostParams::default(), &lease).await {
+                match self.api.create(&PostParams::default(), &leader_lease).await {
                     Ok(_) => Ok(true),
                     Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                     Err(e) => Err(self.err(e)),
                 }
             }
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(Default::default);
+            Some(mut leader_lease) => {
+                let spec = leader_lease.spec.get_or_insert_with(Default::default);
                 let mine = spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
                 let record = Observed {
                     holder: spec.holder_identity.clone(),
@@ -173,7 +179,11 @@ impl LeaderElector {
                 // replace() carries the resourceVersion we read: a racing writer gets 409.
                 match self
                     .api
-                    .replace(&self.cfg.lease_name, &PostParams::default(), &lease)
+                    .replace(
+                        &self.cfg.leader_lease_name,
+                        &PostParams::default(),
+                        &leader_lease,
+                    )
                     .await
                 {
                     Ok(_) => Ok(true),
@@ -198,7 +208,7 @@ impl LeaderElector {
 
     /// Renews until leadership is lost (returns then). No successful renewal for
     /// `renew_deadline` counts as lost, however the calls fail or hang: by then this replica must
-    /// have stopped, because from `lease_duration` on another may take over.
+    /// have stopped, because from `leader_lease_duration` on another may take over.
     pub async fn hold(&self) {
         let mut last_ok = Instant::now();
         loop {
@@ -220,19 +230,22 @@ impl LeaderElector {
         }
     }
 
-    /// Gives the lease up on shutdown so a successor need not wait for it to expire.
+    /// Gives the leader Lease up on shutdown so a successor need not wait for it to expire.
     pub async fn release(&self) {
         let deadline = self.cfg.renew_every;
-        if let Ok(Ok(Some(mut lease))) =
-            tokio::time::timeout(deadline, self.api.get_opt(&self.cfg.lease_name)).await
-            && let Some(spec) = lease.spec.as_mut()
+        if let Ok(Ok(Some(mut leader_lease))) =
+            tokio::time::timeout(deadline, self.api.get_opt(&self.cfg.leader_lease_name)).await
+            && let Some(spec) = leader_lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str())
         {
             spec.holder_identity = None;
             let _ = tokio::time::timeout(
                 deadline,
-                self.api
-                    .replace(&self.cfg.lease_name, &PostParams::default(), &lease),
+                self.api.replace(
+                    &self.cfg.leader_lease_name,
+                    &PostParams::default(),
+                    &leader_lease,
+                ),
             )
             .await;
         }

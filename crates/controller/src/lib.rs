@@ -2,33 +2,33 @@
 //! expiry, sweeps orphans, emits Events and metrics.
 #![forbid(unsafe_code)]
 
-pub mod approvals;
-pub mod audit;
-pub mod context;
-pub mod error;
-pub mod events;
-pub mod execute;
-pub mod expiring;
-pub mod fanout;
+mod approvals;
+mod audit;
+mod context;
+mod error;
+mod events;
+mod execute;
+mod expiring;
+mod fanout;
 pub mod grant;
-pub mod grant_ref;
+mod grant_ref;
 pub mod inventory;
-pub mod lanes;
+mod lanes;
 pub mod leader;
-pub mod locks;
-pub mod metrics;
+mod locks;
+mod metrics;
 pub mod notify;
-pub mod observe;
-pub mod policy;
-pub mod privileges;
-pub mod quota;
-pub mod retention;
-pub mod route;
-pub mod seal;
+mod observe;
+mod policy;
+mod privileges;
+mod quota;
+mod retention;
+mod route;
+mod seal;
 pub mod sweep;
-pub mod triggers;
-pub mod unreadable;
-pub mod written;
+mod triggers;
+mod unreadable;
+mod written;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -110,7 +110,7 @@ type GrantWatch = (
     Store<AccessGrant>,
 );
 
-/// What [`context`] hands to [`run`]: the grant caches' writers, the re-evaluation triggers
+/// What [`prepare`] hands to [`run`]: the grant caches' writers, the re-evaluation triggers
 /// and the repair requests of the sweep.
 pub struct Wiring {
     affected: broadcast::Sender<triggers::Affected>,
@@ -160,9 +160,9 @@ async fn own_principal(azure: &AzureClient, retry: std::time::Duration) -> uuid:
     }
 }
 
-/// Builds the shared context: the owner identity, the seal key, caches, recorder, metrics.
-/// Starts the policy and namespace watches; the grant watches start with [`run`].
-pub async fn context(
+/// Assembles the shared [`Context`]: the owner identity, the seal key, caches, recorder,
+/// metrics. Starts the policy and namespace watches; the grant watches start with [`run`].
+async fn assemble_context(
     client: kube::Client,
     azure: AzureClient,
     settings: Settings,
@@ -334,8 +334,8 @@ pub async fn context(
 }
 
 /// What `lapse-operator run` does between reading its settings and running the controllers:
-/// the Azure client from its configuration, then [`context`]. Tests build the controllers
-/// through this too, so they run what the binary runs.
+/// the Azure client from its configuration, then the shared [`Context`] (`assemble_context`).
+/// Tests build the controllers through this too, so they run what the binary runs.
 pub async fn prepare(
     client: kube::Client,
     azure: lapse_azure::AzureConfig,
@@ -343,7 +343,7 @@ pub async fn prepare(
     registry: &mut Registry,
 ) -> Result<(Arc<Context>, Wiring)> {
     let azure = AzureClient::new(azure).map_err(Error::AzureConfig)?;
-    context(client, azure, settings, registry).await
+    assemble_context(client, azure, settings, registry).await
 }
 
 /// Runs the grant controllers (both lanes), the policy status controller and the orphan sweep

@@ -43,14 +43,6 @@ impl KeyLocks {
             locks: self.clone(),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for KeyGuards {

@@ -70,16 +70,6 @@ impl Unreadable {
             .count()
     }
 
-    /// Names and reasons of the unreadable objects, sorted (for logs and tests).
-    pub fn list(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = locked(&self.objects)
-            .iter()
-            .map(|((kind, ns, name), why)| (object_name(kind, ns, name), why.clone()))
-            .collect();
-        out.sort();
-        out
-    }
-
     fn set_gauge(&self, kind: &str) {
         let n = i64::try_from(self.count(kind)).unwrap_or(i64::MAX);
         self.gauge

@@ -137,16 +137,16 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
 
-    /// Elect a leader on a coordination.k8s.io Lease so only one replica acts.
+    /// Elect a leader on a coordination.k8s.io Lease (the leader Lease) so only one replica acts.
     #[arg(long, env = "LAPSE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
 
-    /// The operator's own namespace: its leader election Lease and its status seal key live
+    /// The operator's own namespace: its leader Lease and its status seal key live
     /// here (set POD_NAMESPACE from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "lapse-system")]
     pub leader_election_namespace: String,
 
-    /// This replica's identity in the Lease (defaults to the host name).
+    /// This replica's identity in the leader Lease (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
 
@@ -259,18 +259,18 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
     Ok((settings, azure))
 }
 
-/// Fails fast, with the fix, when the operator's namespace does not exist: its leader election
-/// Lease and its status seal key live there.
+/// Fails fast, with the fix, when the operator's namespace does not exist: its leader Lease and
+/// its status seal key live there.
 async fn check_namespace(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     match api.get_opt(namespace).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => bail!(
             "the operator's namespace {namespace:?} (--leader-election-namespace, POD_NAMESPACE) \
-             does not exist: the leader election Lease and the status seal key live there. \
+             does not exist: the leader Lease and the status seal key live there. \
              Create it (`kubectl create namespace {namespace}`) or set POD_NAMESPACE to an \
              existing namespace; outside a cluster with one replica, --leader-elect=false skips \
-             the Lease but the seal key still needs the namespace"
+             the leader Lease but the seal key still needs the namespace"
         ),
         // Without permission to read namespaces, the steps below say what is wrong.
         Err(kube::Error::Api(s)) if s.code == 403 => {
@@ -310,8 +310,8 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The leader election Lease: one per shard, so operators sharing a namespace do not compete.
-fn lease_name(shard: Option<&str>) -> String {
+/// The leader Lease's name: one per shard, so operators sharing a namespace do not compete.
+fn leader_lease_name(shard: Option<&str>) -> String {
     match shard.filter(|s| !s.trim().is_empty()) {
         Some(s) => format!("lapse-operator-{s}"),
         None => "lapse-operator".to_owned(),
@@ -390,9 +390,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             LeaderConfig {
                 namespace: args.leader_election_namespace.clone(),
                 // Shards of one cluster elect their leaders apart.
-                lease_name: lease_name(args.shard.as_deref()),
+                leader_lease_name: leader_lease_name(args.shard.as_deref()),
                 identity,
-                lease_duration: Duration::from_secs(15),
+                leader_lease_duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(5),
                 renew_deadline: Duration::from_secs(10),
             },
@@ -426,8 +426,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         () = shutdown => {
             tracing::info!("shutting down");
             let _ = stop_tx.send(());
-            // Draining still needs the lease: keep renewing, and stop acting the moment it is
-            // lost.
+            // Draining still needs the leader Lease: keep renewing, and stop acting the moment it
+            // is lost.
             tokio::select! {
                 _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers) => {}
                 () = &mut lost => lost_leadership = true,
@@ -436,7 +436,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         () = &mut lost => lost_leadership = true,
     }
     if lost_leadership {
-        // Another replica may act from the lease's expiry on: stop now, without draining.
+        // Another replica may act from the leader Lease's expiry on: stop now, without draining.
         tracing::error!("lost leadership; stopping");
         controllers.abort();
     } else if let Some(e) = &elector {
@@ -446,9 +446,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.abort();
     if lost_leadership {
         bail!(
-            "lost leadership of Lease {}/{}",
+            "lost leadership of the leader Lease {}/{}",
             args.leader_election_namespace,
-            lease_name(args.shard.as_deref())
+            leader_lease_name(args.shard.as_deref())
         );
     }
     Ok(())

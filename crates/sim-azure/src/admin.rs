@@ -14,7 +14,7 @@ use crate::faults::FaultRule;
 use crate::http::{Reply, Req, lock};
 use crate::ids;
 use crate::server::Shared;
-use crate::world::{Principal, PrincipalKind};
+use crate::tenant::{Principal, PrincipalKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -13,7 +13,7 @@ use crate::http::{Reply, Req, lock};
 use crate::ids::key;
 use crate::rbac;
 use crate::server::Shared;
-use crate::world::{Fic, Principal};
+use crate::tenant::{Fic, Principal};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 

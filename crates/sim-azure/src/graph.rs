@@ -12,8 +12,8 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids::key;
 use crate::server::Shared;
+use crate::tenant::{Application, GraphFic, Principal, Tenant};
 use crate::tokens::AccessClaims;
-use crate::world::{Application, GraphFic, Principal, World};
 
 const READ_ALL: &str = "Application.Read.All";
 const WRITE_ALL: &str = "Application.ReadWrite.All";
@@ -97,7 +97,7 @@ pub(crate) fn handle(
 
 /// `applications/{id}` or `applications(appId='{appId}')` → the application's object ID.
 fn find_application<'w>(
-    world: &'w World,
+    world: &'w Tenant,
     collection: &str,
     id: Option<&str>,
 ) -> Result<&'w Application, ApiError> {
@@ -495,7 +495,7 @@ fn app_json(base: &str, a: &Application) -> Value {
     })
 }
 
-fn sp_json(base: &str, p: &Principal, world: &World) -> Value {
+fn sp_json(base: &str, p: &Principal, world: &Tenant) -> Value {
     json!({
         "@odata.context": format!("{base}/$metadata#servicePrincipals/$entity"),
         "id": p.object_id,

@@ -14,7 +14,7 @@ use crate::faults::Faults;
 use crate::http::lock;
 use crate::seed::derived_guid;
 use crate::server::Shared;
-use crate::world::{Principal, PrincipalKind, RoleAssignmentView, ScopeDeletion};
+use crate::tenant::{Principal, PrincipalKind, RoleAssignmentView, ScopeDeletion};
 use crate::{env, ids};
 
 /// Client credentials of a directory principal.

@@ -28,10 +28,10 @@ mod rbac;
 mod roles;
 mod seed;
 mod server;
+mod tenant;
 mod throttle;
 mod tls;
 mod tokens;
-mod world;
 
 pub use audit::{AuditEntry, AuditLog};
 pub use config::{Config, ThrottleConfig, ThrottleLimit};
@@ -39,10 +39,10 @@ pub use error::SimAzureError;
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use handle::{ClientCredentials, SimAzureHandle};
 pub use issuer::TestIssuer;
-pub use roles::{BuiltInRole, built_in_roles};
+pub use roles::{BuiltInRoleDefinition, built_in_role_definitions};
 pub use seed::{
     Seed, SeedApplication, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup,
     SeedRoleAssignment, SeedRoleDefinition, SeedSubscription,
 };
 pub use server::SimAzure;
-pub use world::{PrincipalKind, RoleAssignmentView, ScopeDeletion};
+pub use tenant::{PrincipalKind, RoleAssignmentView, ScopeDeletion};

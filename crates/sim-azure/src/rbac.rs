@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn not_actions_subtract_from_actions() {
-        let contributor = crate::roles::built_in_roles()
+        let contributor = crate::roles::built_in_role_definitions()
             .iter()
             .find(|r| r.name == "Contributor")
             .unwrap();

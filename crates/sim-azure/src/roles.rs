@@ -3,9 +3,10 @@
 //! `createdOn`/`updatedOn` are the dates Azure answers with (Microsoft Learn examples and
 //! captured answers; docs/sim-azure.md lists the source of each, and the few approximated).
 
-/// One built-in role definition.
+/// One built-in role definition as Azure serves it (permissions and dates included); not
+/// lapse-api's `BuiltInRole`, which is only a role's name and GUID for the operator's catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BuiltInRole {
+pub struct BuiltInRoleDefinition {
     /// Role definition GUID (the same in every tenant).
     pub id: &'static str,
     /// `roleName`.
@@ -40,8 +41,8 @@ const KEY_VAULT_CONTROL_PLANE_READ: &[&str] = &[
     "Microsoft.KeyVault/operations/read",
 ];
 
-const BUILT_IN_ROLES: &[BuiltInRole] = &[
-    BuiltInRole {
+const BUILT_IN_ROLE_DEFINITIONS: &[BuiltInRoleDefinition] = &[
+    BuiltInRoleDefinition {
         id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
         name: "Owner",
         created_on: "2015-02-02T21:55:09.8806423Z",
@@ -52,7 +53,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
         name: "Contributor",
         created_on: "2015-02-02T21:55:09.88Z",
@@ -75,7 +76,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         name: "Reader",
         created_on: "2015-02-02T21:55:09.8806423Z",
@@ -86,7 +87,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
         name: "User Access Administrator",
         created_on: "2015-02-02T21:55:09.8806423Z",
@@ -97,7 +98,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
         name: "Role Based Access Control Administrator",
         created_on: "2022-09-06T22:26:26.407Z",
@@ -113,7 +114,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
         name: "Storage Blob Data Reader",
         created_on: "2017-12-21T00:01:24.797Z",
@@ -127,7 +128,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
         name: "Storage Blob Data Contributor",
         created_on: "2017-12-21T00:01:24.7972312Z",
@@ -149,7 +150,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         ],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
         name: "Storage Blob Data Owner",
         created_on: "2017-12-21T00:01:24.7972312Z",
@@ -163,7 +164,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*"],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "4633458b-17de-408a-b874-0445c86b69e6",
         name: "Key Vault Secrets User",
         created_on: "2020-05-19T17:52:46.234Z",
@@ -177,7 +178,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         ],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
         name: "Key Vault Secrets Officer",
         created_on: "2020-05-19T17:52:46.234Z",
@@ -188,7 +189,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "00482a5a-887f-4fb3-b363-3b7fe8e74483",
         name: "Key Vault Administrator",
         created_on: "2020-05-19T17:52:46.234Z",
@@ -199,7 +200,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &["Microsoft.KeyVault/vaults/*"],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "21090545-7ca7-4776-b22c-e363652d74d2",
         name: "Key Vault Reader",
         created_on: "2020-05-19T17:52:46.234Z",
@@ -213,7 +214,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         ],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "7f951dda-4ed3-4680-a7ca-43fe172d538d",
         name: "AcrPull",
         created_on: "2018-10-22T19:01:56.822Z",
@@ -224,7 +225,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "8311e382-0749-4cb8-b61a-304f252e45ec",
         name: "AcrPush",
         created_on: "2018-10-29T17:52:32.5201177Z",
@@ -238,7 +239,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",
         name: "Azure Kubernetes Service Cluster User Role",
         created_on: "2018-08-15T22:04:53.403Z",
@@ -252,7 +253,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
         name: "Azure Kubernetes Service Cluster Admin Role",
         created_on: "2018-08-15T21:38:18Z",
@@ -268,7 +269,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "f1a07417-d97a-45cb-824c-7a7467783830",
         name: "Managed Identity Operator",
         created_on: "2017-12-14T19:52:04.392Z",
@@ -287,7 +288,7 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
-    BuiltInRole {
+    BuiltInRoleDefinition {
         id: "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
         name: "Managed Identity Contributor",
         created_on: "2017-12-14T19:53:42.88Z",
@@ -312,9 +313,9 @@ const BUILT_IN_ROLES: &[BuiltInRole] = &[
     },
 ];
 
-/// The built-in role catalogue.
-pub fn built_in_roles() -> &'static [BuiltInRole] {
-    BUILT_IN_ROLES
+/// The built-in role definitions every simulated tenant starts with.
+pub fn built_in_role_definitions() -> &'static [BuiltInRoleDefinition] {
+    BUILT_IN_ROLE_DEFINITIONS
 }
 
 #[cfg(test)]
@@ -323,7 +324,7 @@ mod tests {
 
     #[test]
     fn catalogue_has_unique_guid_ids_and_names() {
-        let roles = built_in_roles();
+        let roles = built_in_role_definitions();
         for (i, r) in roles.iter().enumerate() {
             assert!(crate::ids::is_guid(r.id), "{} has id {}", r.name, r.id);
             for other in &roles[i + 1..] {
@@ -356,7 +357,7 @@ mod tests {
 
     #[test]
     fn dates_are_rfc3339_and_updates_follow_creation() {
-        for r in built_in_roles() {
+        for r in built_in_role_definitions() {
             let created = chrono::DateTime::parse_from_rfc3339(r.created_on)
                 .unwrap_or_else(|e| panic!("{}: createdOn {}: {e}", r.name, r.created_on));
             let updated = chrono::DateTime::parse_from_rfc3339(r.updated_on)

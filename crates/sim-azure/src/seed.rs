@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimAzureError;
-use crate::world::PrincipalKind;
+use crate::tenant::PrincipalKind;
 
 /// The whole seed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -312,19 +312,19 @@ roleAssignments:
 "#;
 
     #[test]
-    fn example_yaml_builds_a_world() {
+    fn example_yaml_builds_a_tenant() {
         let seed = Seed::from_yaml(EXAMPLE_YAML).unwrap();
-        let world = crate::world::World::from_seed(&seed).unwrap();
-        assert_eq!(world.tenant_id, "72f988bf-0000-4000-8000-000000000001");
-        assert_eq!(world.assignments.len(), 2);
-        assert_eq!(world.applications.len(), 1);
-        assert!(world.find_principal("alice").is_some());
-        assert!(world.find_role("blob lister").is_some());
-        // Derived IDs are stable: the same seed yields the same world.
+        let tenant = crate::tenant::Tenant::from_seed(&seed).unwrap();
+        assert_eq!(tenant.tenant_id, "72f988bf-0000-4000-8000-000000000001");
+        assert_eq!(tenant.assignments.len(), 2);
+        assert_eq!(tenant.applications.len(), 1);
+        assert!(tenant.find_principal("alice").is_some());
+        assert!(tenant.find_role("blob lister").is_some());
+        // Derived IDs are stable: the same seed yields the same tenant.
         let again =
-            crate::world::World::from_seed(&Seed::from_yaml(EXAMPLE_YAML).unwrap()).unwrap();
+            crate::tenant::Tenant::from_seed(&Seed::from_yaml(EXAMPLE_YAML).unwrap()).unwrap();
         assert_eq!(
-            world.assignments.keys().collect::<Vec<_>>(),
+            tenant.assignments.keys().collect::<Vec<_>>(),
             again.assignments.keys().collect::<Vec<_>>()
         );
     }

@@ -27,9 +27,9 @@ use crate::federation::Federation;
 use crate::handle::SimAzureHandle;
 use crate::http::{Reply, Req};
 use crate::seed::Seed;
+use crate::tenant::{Principal, Tenant};
 use crate::throttle::Throttle;
 use crate::tokens::{AccessClaims, RsaSigner};
-use crate::world::{Principal, World};
 use crate::{admin, arm, entra, graph, ids, tls};
 
 /// Graph's `x-ms-ags-diagnostic` names the serving data center; the simulator names itself.
@@ -44,7 +44,8 @@ pub(crate) struct Dropped;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
-    pub world: Mutex<World>,
+    /// The simulated tenant ([`Tenant`]), behind the one mutex every handler takes.
+    pub world: Mutex<Tenant>,
     pub signer: RsaSigner,
     pub federation: Federation,
     pub throttle: Throttle,
@@ -105,7 +106,7 @@ pub struct SimAzure;
 impl SimAzure {
     /// Seeds the tenant, generates the CA and signing key, and starts serving on `config.bind`.
     pub async fn start(config: Config, seed: Seed) -> Result<SimAzureHandle, SimAzureError> {
-        let world = World::from_seed(&seed)?;
+        let tenant = Tenant::from_seed(&seed)?;
         let pki = tls::generate("lapse sim-azure")?;
         let signer = RsaSigner::generate()?;
         let listener =
@@ -132,7 +133,7 @@ impl SimAzure {
                 config.fic_propagation_delay,
             ),
             config,
-            world: Mutex::new(world),
+            world: Mutex::new(tenant),
             signer,
             federation,
             base_url,

@@ -109,10 +109,6 @@ impl Inventory {
             .is_some_and(|s| s.loaded_at.is_some())
     }
 
-    pub fn loaded_at(&self, p: &Partition) -> Option<Instant> {
-        self.lock().partitions.get(p).and_then(|s| s.loaded_at)
-    }
-
     /// Replaces a partition with a listing that started at `listed_at`. Our own writes made
     /// after that instant win over it: the listing cannot have seen them, and believing it
     /// would look like drift (and cost a second PUT).
@@ -157,13 +153,6 @@ impl Inventory {
                 part.objects.remove(key);
             }
         }
-    }
-
-    pub fn get(&self, key: &ObjectKey) -> Option<Known> {
-        self.lock()
-            .partitions
-            .get(&Partition::of(key))
-            .and_then(|p| p.objects.get(key).cloned())
     }
 
     /// Builds the core's view of these keys for one grant. Keys in unloaded partitions stay

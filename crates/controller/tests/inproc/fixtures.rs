@@ -71,7 +71,9 @@ pub struct Identity {
     pub principal: uuid::Uuid,
 }
 
-/// Both simulators and the controllers, in this process.
+/// The in-process test world: sim-kube and sim-azure as libraries and the controllers, all in
+/// this test's process. (The end-to-end harness's `lapse_e2e::World` runs the real binaries as
+/// processes instead; sim-azure's own state is its `Tenant`.)
 pub struct World {
     pub kube: SimKubeHandle,
     pub azure: SimAzureHandle,

@@ -1,8 +1,8 @@
 //! A grant deleted and applied again under the same name (a GitOps tool re-creating it from the
 //! same manifest) is a new object: it is decided at once, every time. The lanes once missed the
 //! new object's events when the old one's were read after it had left the cache (see
-//! `lapse_controller::fanout`), and such a grant sat without a status until something else woke
-//! its lane.
+//! `crates/controller/src/fanout.rs`), and such a grant sat without a status until something
+//! else woke its lane.
 
 use std::time::{Duration, Instant};
 

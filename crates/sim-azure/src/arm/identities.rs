@@ -14,8 +14,8 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids::{key, segments};
 use crate::server::Shared;
+use crate::tenant::{Fic, Identity};
 use crate::tokens::AccessClaims;
-use crate::world::{Fic, Identity};
 
 /// 2025-01-31-preview is served for flexible FICs (`claimsMatchingExpression`).
 const VERSIONS: &[&str] = &["2023-01-31", "2024-11-30", "2025-01-31-preview"];
@@ -270,7 +270,7 @@ fn identity(
 }
 
 /// Subscription and resource group names as seeded (IDs echo the stored case).
-fn canonical_names(world: &crate::world::World, sub: &str, rg: &str) -> (String, String) {
+fn canonical_names(world: &crate::tenant::Tenant, sub: &str, rg: &str) -> (String, String) {
     let s = world.subscriptions.get(&key(sub));
     let sub_name = s.map_or_else(|| sub.to_owned(), |s| s.id.clone());
     let rg_name = s

@@ -15,9 +15,9 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids::{self, split_at_ci};
 use crate::server::Shared;
+use crate::tenant::{Access, Tenant};
 use crate::throttle::{Draw, OpKind};
 use crate::tokens::AccessClaims;
-use crate::world::{Access, World};
 
 /// Audiences ARM accepts: Azure's own plus the simulator's URL (the operator may ask for
 /// `{LAPSE_ARM_ENDPOINT}/.default`).
@@ -87,7 +87,7 @@ fn authenticate(shared: &Shared, req: &Req) -> Result<AccessClaims, ApiError> {
 /// RBAC check of `action` at `scope` for the caller.
 pub(crate) fn authorize(
     shared: &Shared,
-    world: &World,
+    world: &Tenant,
     claims: &AccessClaims,
     action: &str,
     scope: &str,
@@ -105,7 +105,7 @@ pub(crate) fn authorize(
 /// scope Azure names when a condition refuses.
 pub(crate) fn authorize_conditioned(
     shared: &Shared,
-    world: &World,
+    world: &Tenant,
     claims: &AccessClaims,
     action: &str,
     scope: &str,

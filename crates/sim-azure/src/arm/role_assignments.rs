@@ -11,11 +11,11 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids;
 use crate::server::Shared;
-use crate::tokens::AccessClaims;
-use crate::world::{
+use crate::tenant::{
     AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
     role_definition_json,
 };
+use crate::tokens::AccessClaims;
 
 /// 2022-04-01 is the contract; 2020-10-01-preview has the same shapes (an upstream example
 /// still carries it).
@@ -177,7 +177,7 @@ fn assignment_id(scope: &str, name: &str) -> String {
 
 /// The `@Request` attributes of a role assignment PUT: the role definition GUID and principal
 /// of the body, and its `principalType` (else the directory's kind of that principal).
-fn write_facts(world: &crate::world::World, input: &AssignmentInput) -> Facts {
+fn write_facts(world: &crate::tenant::Tenant, input: &AssignmentInput) -> Facts {
     let role = input
         .role_definition_id
         .as_deref()
@@ -279,7 +279,7 @@ pub(crate) fn role_definitions(
             scope,
         )?;
     }
-    let visible = |r: &&crate::world::RoleDef| {
+    let visible = |r: &&crate::tenant::RoleDef| {
         r.assignable_scopes
             .iter()
             .any(|s| ids::is_at_or_above(s, scope) || ids::is_at_or_above(scope, s))
@@ -446,7 +446,7 @@ fn put_role_definition(
     }
     let permission = input.permissions.into_iter().next().unwrap_or_default();
     let written = arm_time(chrono::Utc::now());
-    let def = crate::world::RoleDef {
+    let def = crate::tenant::RoleDef {
         id: id.to_ascii_lowercase(),
         name,
         description: input.description.unwrap_or_default(),

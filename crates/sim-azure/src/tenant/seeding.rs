@@ -1,4 +1,4 @@
-//! Building the world from a `Seed`, with errors naming the offending seed field.
+//! Building the tenant from a `Seed`, with errors naming the offending seed field.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,18 +7,18 @@ use serde_json::json;
 
 use super::{
     Application, Assignment, DEFAULT_TENANT, Principal, PrincipalKind, Resource, ResourceGroup,
-    RoleDef, Subscription, World,
+    RoleDef, Subscription, Tenant,
 };
 use crate::error::SimAzureError;
 use crate::ids::{self, key};
-use crate::roles::built_in_roles;
+use crate::roles::built_in_role_definitions;
 use crate::seed::{Seed, derived_guid};
-use crate::world::arm_time;
+use crate::tenant::arm_time;
 
-impl World {
+impl Tenant {
     pub fn from_seed(seed: &Seed) -> Result<Self, SimAzureError> {
         let seeded_at = Utc::now();
-        let mut world = World {
+        let mut tenant = Tenant {
             tenant_id: seed
                 .tenant_id
                 .clone()
@@ -27,7 +27,7 @@ impl World {
             identities: BTreeMap::new(),
             principals: BTreeMap::new(),
             applications: BTreeMap::new(),
-            role_defs: built_in_roles()
+            role_defs: built_in_role_definitions()
                 .iter()
                 .map(|r| RoleDef {
                     id: r.id.to_owned(),
@@ -95,7 +95,7 @@ impl World {
                             &format!("{}/{}/{}", s.id, rg.name, ident.name),
                         )
                     });
-                    world.add_identity(
+                    tenant.add_identity(
                         &s.id,
                         &rg.name,
                         &ident.name,
@@ -108,7 +108,7 @@ impl World {
                 }
                 sub.resource_groups.insert(key(&rg.name), group);
             }
-            world.subscriptions.insert(key(&s.id), sub);
+            tenant.subscriptions.insert(key(&s.id), sub);
         }
         for p in &seed.principals {
             let object_id = p
@@ -123,7 +123,7 @@ impl World {
                 ),
                 _ => p.app_id.clone(),
             };
-            world.principals.insert(
+            tenant.principals.insert(
                 key(&object_id),
                 Principal {
                     object_id,
@@ -153,7 +153,7 @@ impl World {
                 .unwrap_or_else(|| derived_guid("application-sp", &a.display_name));
             let mut owners = Vec::new();
             for (j, owner) in a.owners.iter().enumerate() {
-                let p = world.find_principal(owner).ok_or_else(|| {
+                let p = tenant.find_principal(owner).ok_or_else(|| {
                     SimAzureError::seed(
                         format!("applications[{i}].owners[{j}]"),
                         format!("no principal `{owner}`"),
@@ -161,7 +161,7 @@ impl World {
                 })?;
                 owners.push(p.object_id.clone());
             }
-            world.principals.insert(
+            tenant.principals.insert(
                 key(&sp_id),
                 Principal {
                     object_id: sp_id,
@@ -175,7 +175,7 @@ impl World {
                     graph_roles: Vec::new(),
                 },
             );
-            world.applications.insert(
+            tenant.applications.insert(
                 key(&object_id),
                 Application {
                     object_id,
@@ -193,7 +193,7 @@ impl World {
                     format!("`{}` is not a GUID", d.id),
                 ));
             }
-            world.role_defs.push(RoleDef {
+            tenant.role_defs.push(RoleDef {
                 id: d.id.to_ascii_lowercase(),
                 name: d.role_name.clone(),
                 description: d.description.clone(),
@@ -215,7 +215,7 @@ impl World {
         }
         for (i, ra) in seed.role_assignments.iter().enumerate() {
             let field = |f: &str| format!("roleAssignments[{i}].{f}");
-            let principal = world
+            let principal = tenant
                 .find_principal(&ra.principal)
                 .ok_or_else(|| {
                     SimAzureError::seed(
@@ -224,7 +224,7 @@ impl World {
                     )
                 })?
                 .clone();
-            let role = world
+            let role = tenant
                 .find_role(&ra.role)
                 .ok_or_else(|| {
                     SimAzureError::seed(
@@ -234,7 +234,7 @@ impl World {
                 })?
                 .id
                 .clone();
-            world
+            tenant
                 .check_scope_exists(&ra.scope)
                 .map_err(|e| SimAzureError::seed(field("scope"), e.message))?;
             let name = ra.name.clone().unwrap_or_else(|| {
@@ -244,7 +244,7 @@ impl World {
                 )
             });
             let now = seeded_at;
-            world.insert_assignment(Assignment {
+            tenant.insert_assignment(Assignment {
                 name,
                 scope: ra.scope.trim_end_matches('/').to_owned(),
                 role_definition_guid: role,
@@ -260,6 +260,6 @@ impl World {
                 created: None,
             });
         }
-        Ok(world)
+        Ok(tenant)
     }
 }

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Assignment, RoleAssignmentView, RoleDef, World};
+use super::{Assignment, RoleAssignmentView, RoleDef, Tenant};
 use crate::api_error::ApiError;
 use crate::ids::{self, key};
 
@@ -83,7 +83,7 @@ fn unquote(s: &str) -> &str {
     s.trim_matches(|c| c == '\'' || c == '"')
 }
 
-impl World {
+impl Tenant {
     pub fn put_assignment(
         &mut self,
         scope: &str,
@@ -459,8 +459,8 @@ mod tests {
     #[test]
     fn assignment_rbac_follows_ancestor_scopes_and_propagation() {
         let seed = Seed::sandbox_default();
-        let mut world = World::from_seed(&seed).unwrap();
-        let ident = world.identities.values().next().unwrap().clone();
+        let mut tenant = Tenant::from_seed(&seed).unwrap();
+        let ident = tenant.identities.values().next().unwrap().clone();
         let rg_scope = format!(
             "/subscriptions/{}/resourceGroups/{}",
             ident.subscription, ident.resource_group
@@ -482,13 +482,13 @@ mod tests {
             per_subscription: 4000,
         };
         let name = "11111111-1111-4111-8111-111111111111";
-        world
+        tenant
             .put_assignment(&rg_scope, name, input, "caller", t0, limits)
             .unwrap();
         let read = "Microsoft.Storage/storageAccounts/read";
-        assert!(!world.authorized(&ident.principal_id, read, &account, t0, delay));
-        assert!(world.authorized(&ident.principal_id, read, &account, t0 + delay, delay));
-        assert!(!world.authorized(
+        assert!(!tenant.authorized(&ident.principal_id, read, &account, t0, delay));
+        assert!(tenant.authorized(&ident.principal_id, read, &account, t0 + delay, delay));
+        assert!(!tenant.authorized(
             &ident.principal_id,
             "Microsoft.Storage/storageAccounts/write",
             &account,
@@ -496,8 +496,8 @@ mod tests {
             delay
         ));
         let t1 = t0 + delay * 2;
-        world.delete_assignment(&rg_scope, name, t1).unwrap();
-        assert!(world.authorized(&ident.principal_id, read, &account, t1, delay));
-        assert!(!world.authorized(&ident.principal_id, read, &account, t1 + delay, delay));
+        tenant.delete_assignment(&rg_scope, name, t1).unwrap();
+        assert!(tenant.authorized(&ident.principal_id, read, &account, t1, delay));
+        assert!(!tenant.authorized(&ident.principal_id, read, &account, t1 + delay, delay));
     }
 }

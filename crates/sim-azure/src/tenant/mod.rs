@@ -218,9 +218,10 @@ pub(crate) struct Subscription {
     pub resource_groups: BTreeMap<String, ResourceGroup>,
 }
 
-/// The tenant.
+/// The simulated tenant: everything sim-azure serves, seeded from a [`crate::Seed`] and changed by
+/// the requests it answers.
 #[derive(Debug)]
-pub(crate) struct World {
+pub(crate) struct Tenant {
     pub tenant_id: String,
     pub subscriptions: BTreeMap<String, Subscription>,
     pub identities: BTreeMap<String, Identity>,
@@ -239,7 +240,7 @@ pub(crate) struct World {
 
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";
 
-impl World {
+impl Tenant {
     #[allow(clippy::too_many_arguments)]
     pub fn add_identity(
         &mut self,
@@ -577,7 +578,7 @@ mod tests {
     fn seed_errors_name_the_field() {
         let mut seed = Seed::sandbox_default();
         seed.role_assignments[0].role = "No Such Role".into();
-        let err = World::from_seed(&seed).unwrap_err().to_string();
+        let err = Tenant::from_seed(&seed).unwrap_err().to_string();
         assert!(err.contains("roleAssignments[0].role"), "{err}");
     }
 }
