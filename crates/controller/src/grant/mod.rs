@@ -29,6 +29,8 @@ pub const FIELD_MANAGER: &str = "lapse-operator";
 pub const MAX_ROUNDS: usize = 8;
 /// How soon a grant that used up its rounds is reconciled again.
 const YIELD: Duration = Duration::from_millis(100);
+/// How soon a grant whose cached copy is older than our own last write is looked at again.
+const CACHE_CATCH_UP: Duration = Duration::from_millis(50);
 /// How soon a namespace that holds its whole share of the activation lane is looked at again.
 const FAIR_SHARE_RETRY: Duration = Duration::from_millis(250);
 
@@ -74,21 +76,13 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
     };
     let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     let _guard = ctx.grant_locks.lock(&gref).await;
-    // The other lane may have written this grant while we waited: act on what the API server
-    // holds, not on a cache older than our own last write.
-    let grant = match ctx.written.fresher_than_cache(&gref, &grant) {
-        false => grant,
-        true => match api.get_opt(&gref.name).await {
-            Ok(Some(g)) => Arc::new(g),
-            Ok(None) => return Ok(Requeue::await_change()),
-            Err(e) => {
-                return Err(Error::StatusWrite {
-                    grant: gref.to_string(),
-                    source: e,
-                });
-            }
-        },
-    };
+    // The other lane may have written this grant while we waited: never act on a cached copy
+    // older than our own last write. The watch brings that write within moments (and its event
+    // reconciles the grant again), so wait for it rather than read the grant (which would also
+    // need `get` on accessgrants).
+    if ctx.written.fresher_than_cache(&gref, &grant) {
+        return Ok(Requeue::requeue(CACHE_CATCH_UP));
+    }
     if lane_of(&ctx, &grant, Utc::now()) != lane {
         return Ok(Requeue::requeue(Duration::ZERO));
     }

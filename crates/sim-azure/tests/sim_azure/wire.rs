@@ -360,7 +360,11 @@ async fn a_subscription_answers_with_an_empty_managed_by_tenants() {
 /// `x-ms-error-code`); the `Location` of a 201 is the brief's (not verified against Azure).
 #[tokio::test]
 async fn creates_carry_location_and_errors_carry_no_code_header() {
-    let env = Env::sandbox().await;
+    // Reads never refill here, so the budget shows exactly what the requests cost (a refill
+    // between two reads once made this test flaky under load).
+    let mut config = Config::default();
+    config.throttle.reads.refill_per_sec = 0.0;
+    let env = Env::start(config, Seed::sandbox_default()).await;
     let token = env.operator_token().await;
     let rg = env.rg_scope();
     let identity_id =
