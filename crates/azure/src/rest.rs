@@ -136,7 +136,8 @@ const TOKEN_REFRESH_MARGIN_SECONDS: i64 = 300;
 #[derive(Debug)]
 struct CachedCredential {
     inner: Arc<dyn TokenCredential>,
-    tokens: tokio::sync::Mutex<std::collections::HashMap<String, azure_core::credentials::AccessToken>>,
+    tokens:
+        tokio::sync::Mutex<std::collections::HashMap<String, azure_core::credentials::AccessToken>>,
 }
 
 impl CachedCredential {

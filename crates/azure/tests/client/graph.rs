@@ -271,9 +271,15 @@ async fn a_service_principal_is_read_by_object_id_with_its_type() {
         .unwrap()
         .unwrap();
     assert_eq!(sp.display_name.as_deref(), Some("legacy-etl"));
-    assert_eq!(sp.service_principal_type.as_deref(), Some("ManagedIdentity"));
     assert_eq!(
-        client.get_service_principal(&Uuid::from_u128(11)).await.unwrap(),
+        sp.service_principal_type.as_deref(),
+        Some("ManagedIdentity")
+    );
+    assert_eq!(
+        client
+            .get_service_principal(&Uuid::from_u128(11))
+            .await
+            .unwrap(),
         None
     );
     let sent = fake.requests();
