@@ -1502,7 +1502,8 @@ mod tests {
             ),
         )]);
         let r = audit(&e, Some(&c), &opts());
-        let found: Vec<(FindingKind, Option<&str>, Option<Vec<String>>)> = r
+        type Seen<'a> = (FindingKind, Option<&'a str>, Option<Vec<String>>);
+        let found: Vec<Seen<'_>> = r
             .findings
             .iter()
             .map(|f| (f.kind, f.subject.as_deref(), f.covered_by.clone()))
