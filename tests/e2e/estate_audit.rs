@@ -197,6 +197,23 @@ async fn the_audit_finds_exactly_what_was_planted_and_gates_on_it() -> anyhow::R
     assert_eq!(found(&doc), seeded(), "{}", clean.stdout);
     assert_eq!(doc["notChecked"], json!([]), "{}", clean.stdout);
 
+    // Graph throttles the audit: it waits out each Retry-After and finds the same.
+    w.azure_fault(
+        json!({"method": "GET", "pathPattern": "^/v1.0/applications$",
+        "action": {"type": "throttle", "retryAfterSecs": 1}, "times": 2}),
+    )
+    .await?;
+    let throttled = audit(&w, &["-o", "json"])?.expect(0)?;
+    let doc = throttled.json()?;
+    assert_eq!(found(&doc), seeded(), "{}", throttled.stdout);
+    assert_eq!(doc["reads"]["throttled"], 2, "{}", throttled.stdout);
+    assert!(
+        throttled.took >= Duration::from_secs(2),
+        "{:?}",
+        throttled.took
+    );
+    w.clear_azure_faults().await?;
+
     // Azure refuses every role assignment delete from here on: the operator can neither sweep
     // the orphan nor revoke the lapsed grant.
     w.azure_fault(json!({"method": "DELETE", "pathPattern": "/roleAssignments/",

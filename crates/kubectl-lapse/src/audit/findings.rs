@@ -331,7 +331,7 @@ pub struct Tally {
     pub governed_by_lapse: usize,
     /// Objects lapse marked for another cluster (their cluster's audit judges them).
     pub other_clusters: usize,
-    /// This cluster's objects not judged: the grants could not be read.
+    /// Lapse's objects not judged: the grants could not be read (or no cluster was).
     pub unchecked: usize,
     /// Credentials that have expired (no longer a path in).
     pub expired_credentials: usize,
@@ -408,12 +408,18 @@ struct Ours {
     names: BTreeSet<String>,
     /// Owners whose derived names are this cluster's (each name, with each shard seen).
     owners: Vec<Owner>,
+    /// No cluster was read: which lapse cluster is this one is unknown, so every object lapse
+    /// marked may be this cluster's, and none is judged.
+    blind: bool,
 }
 
 impl Ours {
     fn of(estate: &Estate, cluster: Option<&Cluster>) -> Self {
         let Some(cluster) = cluster else {
-            return Self::default();
+            return Self {
+                blind: true,
+                ..Self::default()
+            };
         };
         let cluster_id = cluster
             .cluster_id
@@ -466,12 +472,14 @@ impl Ours {
             cluster_id,
             names,
             owners,
+            blind: false,
         }
     }
 
-    /// Whether a marker says this cluster.
+    /// Whether a marker says this cluster (any lapse cluster, when the cluster is unknown).
     fn marker_is_ours(&self, m: &Marker) -> bool {
-        self.names.contains(&m.cluster)
+        self.blind
+            || self.names.contains(&m.cluster)
             || m.owner.as_deref().is_some_and(|o| {
                 let id = o.split_once('/').map_or(o, |(id, _)| id);
                 self.cluster_id.as_deref() == Some(id.to_ascii_lowercase().as_str())
@@ -903,7 +911,7 @@ impl<'a> Context<'a> {
             let by_name = fic_cluster(&f.name);
             let lapse = if verified {
                 Lapse::Ours { verified: true }
-            } else if by_name.is_some_and(|c| self.ours.names.contains(c))
+            } else if by_name.is_some_and(|c| self.ours.blind || self.ours.names.contains(c))
                 || marker.as_ref().is_some_and(|m| self.ours.marker_is_ours(m))
             {
                 Lapse::Ours { verified: false }
@@ -1447,11 +1455,11 @@ mod tests {
             r.findings[0].detail
         );
         assert_eq!(r.tally.other_clusters, 1);
-        // Without the cluster, a marker cannot make it this cluster's: lapse objects of some
-        // cluster are left to it, unmarked ones are standing.
+        // Without the cluster, whose they are is unknown: lapse's objects are left unjudged
+        // (and said so), never called standing.
         let r = audit(&e, None, &opts());
         assert!(r.findings.is_empty(), "{:?}", kinds(&r));
-        assert_eq!(r.tally.other_clusters, 2);
+        assert_eq!((r.tally.unchecked, r.tally.other_clusters), (2, 0));
     }
 
     #[test]

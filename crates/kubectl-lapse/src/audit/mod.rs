@@ -182,11 +182,9 @@ fn summary(report: &Report, run: &Run, reads: &estate::Reads, seconds: f64) -> S
     );
     let _ = writeln!(
         s,
-        "Listed {} ({} to users or groups, {} held by lapse leases, {} of other lapse clusters), {}, {}, {} with {}.",
+        "Listed {} ({} to users or groups), {}, {}, {} with {}.",
         plural(t.role_assignments, "role assignment", "role assignments"),
         t.user_and_group_assignments,
-        t.governed_by_lapse,
-        t.other_clusters,
         plural(
             t.identities,
             "user-assigned identity",
@@ -203,6 +201,11 @@ fn summary(report: &Report, run: &Run, reads: &estate::Reads, seconds: f64) -> S
             "secret or certificate",
             "secrets or certificates"
         ),
+    );
+    let _ = writeln!(
+        s,
+        "Lapse's own objects: {} held by live leases, {} of other lapse clusters, {} not judged.",
+        t.governed_by_lapse, t.other_clusters, t.unchecked,
     );
     match &run.cluster {
         Some(c) => {
