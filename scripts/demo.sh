@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a simulated cluster and Azure tenant on loopback (lapse-sandbox), the real
 # operator, and one short grant followed from apply to lapse, narrated with kubectl output and
-# a workload's own view of Azure. Needs the Rust toolchain and kubectl; leaves nothing running.
+# a workload's own view of Azure; then the estate audit (kubectl lapse audit) of the tenant's
+# standing privileges. Needs the Rust toolchain and kubectl; leaves nothing running.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -79,8 +80,8 @@ probe() {
     --service-account "$SA" --identity "$IDENTITY" --resource "$STORAGE"
 }
 
-say "Building lapse-sandbox and lapse-operator"
-"$CARGO" build --quiet -p lapse-sandbox -p lapse-operator
+say "Building lapse-sandbox, lapse-operator and kubectl-lapse"
+"$CARGO" build --quiet -p lapse-sandbox -p lapse-operator -p kubectl-lapse
 
 say "Starting the sandbox: sim-kube + sim-azure on loopback, lapse CRDs installed"
 "$BIN/lapse-sandbox" up --state-dir "$STATE" --apply config/crd >"$STATE/sandbox.log" 2>&1 &
@@ -150,4 +151,20 @@ deletes=$(grep -c ' DELETE .* 200$' "$STATE/writes" || true)
 say "The operator's own measure of the lapse (lease end → Azure DELETE acknowledged)"
 metrics "$METRICS_PORT" | grep -E '^lapse_(overstay_seconds_(count|sum)|grants\{phase="Expired"\}) '
 
-say "Done: one PUT and one DELETE per Azure object; stopping the operator and the sandbox"
+say "The estate audit: what in the tenant escapes lapse's lifecycle (kubectl lapse audit, as the sandbox's auditor)"
+(
+  # Reader on the subscription and Graph Application.Read.All; the sandbox's endpoints and CA.
+  set -a
+  # shellcheck disable=SC1091
+  . "$STATE/auditor.env"
+  set +a
+  # kubectl finds the plugin on PATH as `kubectl lapse`.
+  export PATH="$BIN:$PATH"
+  show kubectl lapse audit
+  rc=0
+  kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret >/dev/null 2>&1 || rc=$?
+  [[ $rc -eq 3 ]] || die "kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret exited $rc, not 3"
+  echo "kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret exits 3: a CI gate stops here"
+)
+
+say "Done: one PUT and one DELETE per Azure object, and the standing privileges left to replace; stopping the operator and the sandbox"
