@@ -323,7 +323,16 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
             Err(why) => (None, Some(why)),
         }
     };
-    let subscriptions = estate::subscriptions(&azure, &args.subscriptions).await?;
+    let subscriptions = estate::subscriptions(&azure, &args.subscriptions)
+        .await
+        .map_err(|e| match source {
+            // Say why the CLI was asked: no other credential was set.
+            connect::CredentialSource::AzureCli => e.context(
+                "no AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE is set, so the audit \
+                 asked the Azure CLI's login (az login)",
+            ),
+            _ => e,
+        })?;
     let listing = estate::list(&azure, subscriptions.clone(), &progress).await?;
     let mut report = findings::audit(
         &listing.estate,
