@@ -638,6 +638,10 @@ mod tests {
         let mut needed = Vec::new();
         for entry in std::fs::read_dir(root.join("tests/e2e"))? {
             let path = entry?.path();
+            // Shared modules (tests/e2e/support/) are no test binary of their own.
+            if !path.is_file() {
+                continue;
+            }
             let binary = path
                 .file_stem()
                 .unwrap_or_default()
