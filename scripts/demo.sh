@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a simulated cluster and Azure tenant on loopback (lapse-sandbox), the real
 # operator, and one short grant followed from apply to lapse, narrated with kubectl output and
-# a workload's own view of Azure. Needs the Rust toolchain and kubectl; leaves nothing running.
+# a workload's own view of Azure; then the estate audit (kubectl lapse audit) of the tenant's
+# standing privileges. Needs the Rust toolchain and kubectl; leaves nothing running.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -179,4 +180,18 @@ echo "the audit trail of it, one JSON line per transition (docs/audit.md):"
 grep -F '"target":"lapse::audit"' "$STATE/operator.log" | grep -F 'restore-test' |
   sed -n 's/.*"message":"\([^"]*\)".*"requester":"\([^"]*\)".*"approvals":"\([^"]*\)".*/  \1  [requester \2; approvals: \3]/p' || true
 
-say "Done: one PUT and one DELETE per Azure object; stopping the operator and the sandbox"
+say "The estate audit: what in the tenant escapes lapse's lifecycle (kubectl lapse audit, as the sandbox's auditor)"
+(
+  # Reader on the subscription and Graph Application.Read.All; the sandbox's endpoints and CA.
+  set -a
+  # shellcheck disable=SC1091
+  . "$STATE/auditor.env"
+  set +a
+  show kubectl lapse audit
+  rc=0
+  kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret >/dev/null 2>&1 || rc=$?
+  [[ $rc -eq 3 ]] || die "kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret exited $rc, not 3"
+  echo "kubectl lapse audit --fail-on StandingRoleAssignment,LongLivedSecret exits 3: a CI gate stops here"
+)
+
+say "Done: one PUT and one DELETE per Azure object, and the standing privileges left to replace; stopping the operator and the sandbox"

@@ -10,13 +10,15 @@ use crate::error::{AzureError, Operation};
 use crate::limiter::Budget;
 use crate::models::{
     ArmPage, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, WireArmFic, WireIdentity, WirePermissionEntry, WireRoleAssignment,
-    WireRoleAssignmentCreate, WireRoleDefinition,
+    RoleDefinition, Subscription, WireArmFic, WireIdentity, WirePermissionEntry,
+    WireRoleAssignment, WireRoleAssignmentCreate, WireRoleDefinition, WireSubscription,
 };
 use crate::rest::Api;
 
 pub const ROLE_API_VERSION: &str = "2022-04-01";
 pub const MSI_API_VERSION: &str = "2023-01-31";
+/// Microsoft.Resources subscriptions.
+pub const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
 
 const AUTHZ: [&str; 2] = ["providers", "Microsoft.Authorization"];
 
@@ -278,6 +280,26 @@ impl AzureClient {
         )?;
         let call = call(op, Api::Arm, budget, Method::Get, url, &target);
         self.list_all(call, |page: ArmPage<WireIdentity>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
+    /// Every subscription the caller can see (`GET /subscriptions`, api-version 2022-12-01,
+    /// all pages). Paid from the tenant-level budget: the call names no subscription.
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, AzureError> {
+        let op = Operation::ListSubscriptions;
+        let target = "subscriptions".to_owned();
+        let url = self.arm_url(
+            op,
+            ["subscriptions"],
+            &[("api-version", SUBSCRIPTIONS_API_VERSION)],
+        )?;
+        let call = call(op, Api::Arm, Budget::Tenant, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WireSubscription>| {
             (
                 page.value.into_iter().map(Into::into).collect(),
                 page.next_link,

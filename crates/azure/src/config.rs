@@ -106,20 +106,31 @@ pub enum CredentialConfig {
         client_id: String,
         token_file: PathBuf,
     },
+    /// Whoever is logged in to the Azure CLI (`az account get-access-token`), for people
+    /// running tools such as `kubectl lapse audit` from their own machine. Tokens are cached
+    /// until shortly before they expire (the CLI itself is slow to ask).
+    AzureCli {
+        /// The tenant to ask the CLI for; its default tenant when `None`.
+        tenant_id: Option<String>,
+    },
 }
 
 impl CredentialConfig {
-    pub fn tenant_id(&self) -> &str {
+    /// The tenant, when the configuration names one.
+    pub fn tenant_id(&self) -> Option<&str> {
         match self {
             CredentialConfig::ClientSecret { tenant_id, .. }
-            | CredentialConfig::WorkloadIdentity { tenant_id, .. } => tenant_id,
+            | CredentialConfig::WorkloadIdentity { tenant_id, .. } => Some(tenant_id),
+            CredentialConfig::AzureCli { tenant_id } => tenant_id.as_deref(),
         }
     }
 
-    pub fn client_id(&self) -> &str {
+    /// The client (application) ID, when the configuration names one.
+    pub fn client_id(&self) -> Option<&str> {
         match self {
             CredentialConfig::ClientSecret { client_id, .. }
-            | CredentialConfig::WorkloadIdentity { client_id, .. } => client_id,
+            | CredentialConfig::WorkloadIdentity { client_id, .. } => Some(client_id),
+            CredentialConfig::AzureCli { .. } => None,
         }
     }
 }
@@ -147,6 +158,10 @@ impl fmt::Debug for CredentialConfig {
                 .field("tenant_id", tenant_id)
                 .field("client_id", client_id)
                 .field("token_file", token_file)
+                .finish(),
+            CredentialConfig::AzureCli { tenant_id } => f
+                .debug_struct("AzureCli")
+                .field("tenant_id", tenant_id)
                 .finish(),
         }
     }
@@ -209,10 +224,13 @@ impl AzureConfig {
             return Err(ConfigError::Timeout);
         }
         let cred = &self.credential;
-        non_empty("credential.tenant_id", cred.tenant_id())?;
-        non_empty("credential.client_id", cred.client_id())?;
+        if !matches!(cred, CredentialConfig::AzureCli { .. }) {
+            non_empty("credential.tenant_id", cred.tenant_id().unwrap_or_default())?;
+            non_empty("credential.client_id", cred.client_id().unwrap_or_default())?;
+        }
         if cred
             .tenant_id()
+            .unwrap_or_default()
             .chars()
             .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         {
@@ -396,6 +414,23 @@ mod tests {
             tenant_id: "bad/tenant".into(),
             client_id: "c".into(),
             token_file: "/x".into(),
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("credential.tenant_id"), "{err}");
+    }
+
+    #[test]
+    fn the_azure_cli_needs_no_client_and_may_name_a_tenant() {
+        let mut cfg = secret_config();
+        cfg.credential = CredentialConfig::AzureCli { tenant_id: None };
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.credential.client_id(), None);
+        cfg.credential = CredentialConfig::AzureCli {
+            tenant_id: Some("contoso.onmicrosoft.com".into()),
+        };
+        assert!(cfg.validate().is_ok());
+        cfg.credential = CredentialConfig::AzureCli {
+            tenant_id: Some("bad tenant".into()),
         };
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("credential.tenant_id"), "{err}");

@@ -29,10 +29,14 @@ pub enum Operation {
     ListAppFics,
     /// The operator's own principal, read from its token (no ARM call).
     GetOwnIdentity,
+    /// The subscriptions the caller can see (`GET /subscriptions`).
+    ListSubscriptions,
+    /// App registrations with their credentials (Graph `GET /applications`).
+    ListApplications,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 17] = [
+    pub const ALL: [Operation; 19] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
@@ -50,6 +54,8 @@ impl Operation {
         Operation::DeleteAppFic,
         Operation::ListAppFics,
         Operation::GetOwnIdentity,
+        Operation::ListSubscriptions,
+        Operation::ListApplications,
     ];
 
     /// A stable snake_case name for metric labels and logs.
@@ -72,6 +78,8 @@ impl Operation {
             Operation::DeleteAppFic => "delete_app_fic",
             Operation::ListAppFics => "list_app_fics",
             Operation::GetOwnIdentity => "get_own_identity",
+            Operation::ListSubscriptions => "list_subscriptions",
+            Operation::ListApplications => "list_applications",
         }
     }
 }

@@ -8,13 +8,16 @@ use crate::client::{AzureClient, build_url, call, expect_json, invalid};
 use crate::error::{AzureError, Operation};
 use crate::limiter::Budget;
 use crate::models::{
-    Application, Fic, FicRequest, GraphPage, ServicePrincipal, WireGraphFic, WireGraphPrincipal,
+    AppRegistration, Application, Fic, FicRequest, GraphPage, ServicePrincipal, WireApplication,
+    WireGraphFic, WireGraphPrincipal,
 };
 use crate::rest::Api;
 
 const VERSION: &str = "v1.0";
 const FICS: &str = "federatedIdentityCredentials";
 const SELECT: (&str, &str) = ("$select", "id,appId,displayName");
+/// Graph's largest page of directory objects (the default is 100).
+const MAX_PAGE: (&str, &str) = ("$top", "999");
 
 impl AzureClient {
     /// The app registration with object ID `object_id`, if any.
@@ -50,6 +53,55 @@ impl AzureClient {
             404 => Ok(None),
             _ => expect_json::<WireGraphPrincipal>(&reply, &call, &[200]).map(|w| Some(w.into())),
         }
+    }
+
+    /// The service principal with object ID `object_id` (`GET /servicePrincipals/{id}`, with
+    /// `servicePrincipalType`), if any: a managed identity's or an application's.
+    pub async fn get_service_principal(
+        &self,
+        object_id: &Uuid,
+    ) -> Result<Option<ServicePrincipal>, AzureError> {
+        let op = Operation::GetServicePrincipal;
+        let target = format!("service principal {object_id}");
+        let id = object_id.to_string();
+        let url = self.graph_url(
+            op,
+            ["servicePrincipals", id.as_str()],
+            &[("$select", "id,appId,displayName,servicePrincipalType")],
+        )?;
+        let call = call(op, Api::Graph, Budget::Graph, Method::Get, url, &target);
+        let reply = self.rest().send(&call).await?;
+        match reply.status {
+            404 => Ok(None),
+            _ => expect_json::<WireGraphPrincipal>(&reply, &call, &[200]).map(|w| Some(w.into())),
+        }
+    }
+
+    /// Every app registration the caller may read, with the metadata of its client secrets
+    /// and certificates (`GET /applications?$select=…,passwordCredentials,keyCredentials`),
+    /// following `@odata.nextLink`. Needs `Application.Read.All` (or `Directory.Read.All`).
+    pub async fn list_applications(&self) -> Result<Vec<AppRegistration>, AzureError> {
+        let op = Operation::ListApplications;
+        let target = "applications".to_owned();
+        let url = self.graph_url(
+            op,
+            ["applications"],
+            &[
+                (
+                    "$select",
+                    "id,appId,displayName,passwordCredentials,keyCredentials",
+                ),
+                MAX_PAGE,
+            ],
+        )?;
+        let call = call(op, Api::Graph, Budget::Graph, Method::Get, url, &target);
+        self.list_all(call, |page: GraphPage<WireApplication>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
     }
 
     /// Creates a FIC on an application (`POST .../federatedIdentityCredentials`). If one with this

@@ -14,15 +14,16 @@ mod limiter;
 mod models;
 mod rest;
 
-pub use arm::{MSI_API_VERSION, ROLE_API_VERSION};
+pub use arm::{MSI_API_VERSION, ROLE_API_VERSION, SUBSCRIPTIONS_API_VERSION};
 pub use calls::{CallCount, Outcome};
 pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
 pub use error::{AzureError, ErrorClass, Operation};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
 pub use models::{
-    Application, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment,
-    RoleAssignmentRequest, RoleDefinition, RolePermission, ServicePrincipal,
+    AppCredential, AppRegistration, Application, Fic, FicRequest, ManagedIdentity, Permission,
+    RoleAssignment, RoleAssignmentRequest, RoleDefinition, RolePermission, ServicePrincipal,
+    Subscription,
 };
 
 /// Re-exported so callers can build credentials and custom transports without naming the crates.

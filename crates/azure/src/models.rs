@@ -1,5 +1,6 @@
 //! The typed objects the client returns and accepts, and their wire shapes.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -158,6 +159,46 @@ pub struct ServicePrincipal {
     pub id: Uuid,
     pub app_id: Uuid,
     pub display_name: Option<String>,
+    /// Graph's `servicePrincipalType`: `Application`, `ManagedIdentity`, `Legacy`,
+    /// `SocialIdp`; `None` when not asked for or not set.
+    pub service_principal_type: Option<String>,
+}
+
+/// An Azure subscription the caller can see (`GET /subscriptions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The subscription ID (a GUID).
+    pub id: String,
+    pub display_name: Option<String>,
+    /// `Enabled`, `Disabled`, `Warned`, `PastDue`, `Deleted`.
+    pub state: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// An app registration with its credentials (Graph `application`: `passwordCredentials` and
+/// `keyCredentials`; secrets themselves are never returned, only their metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRegistration {
+    /// The object ID.
+    pub id: Uuid,
+    /// The application (client) ID.
+    pub app_id: Uuid,
+    pub display_name: Option<String>,
+    /// Client secrets.
+    pub password_credentials: Vec<AppCredential>,
+    /// Certificates (and other keys).
+    pub key_credentials: Vec<AppCredential>,
+}
+
+/// One credential of an app registration: Graph's `passwordCredential` or `keyCredential`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppCredential {
+    pub key_id: Option<Uuid>,
+    pub display_name: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// `keyCredential.type` (`AsymmetricX509Cert`, `Symmetric`); `None` for passwords.
+    pub key_type: Option<String>,
 }
 
 // ---- wire shapes ----
@@ -429,6 +470,8 @@ pub(crate) struct WireGraphPrincipal {
     id: Uuid,
     app_id: Uuid,
     display_name: Option<String>,
+    #[serde(default)]
+    service_principal_type: Option<String>,
 }
 
 impl From<WireGraphPrincipal> for Application {
@@ -447,6 +490,95 @@ impl From<WireGraphPrincipal> for ServicePrincipal {
             id: w.id,
             app_id: w.app_id,
             display_name: w.display_name,
+            service_principal_type: w.service_principal_type,
+        }
+    }
+}
+
+/// A subscription in `SubscriptionListResult.value` (Microsoft.Resources 2022-12-01).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireSubscription {
+    subscription_id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+impl From<WireSubscription> for Subscription {
+    fn from(w: WireSubscription) -> Self {
+        Subscription {
+            id: w.subscription_id,
+            display_name: w.display_name,
+            state: w.state,
+            tenant_id: w.tenant_id,
+        }
+    }
+}
+
+/// A Graph `application` with the credential collections selected.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireApplication {
+    id: Uuid,
+    app_id: Uuid,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    password_credentials: Option<Vec<WireCredential>>,
+    #[serde(default)]
+    key_credentials: Option<Vec<WireCredential>>,
+}
+
+/// Graph's `passwordCredential` and `keyCredential` (the fields both share, and `type`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireCredential {
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    start_date_time: Option<String>,
+    #[serde(default)]
+    end_date_time: Option<String>,
+    #[serde(default, rename = "type")]
+    key_type: Option<String>,
+}
+
+/// An RFC 3339 time as Graph writes it; anything else reads as unknown rather than failing the
+/// whole page.
+fn graph_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl From<WireCredential> for AppCredential {
+    fn from(w: WireCredential) -> Self {
+        AppCredential {
+            key_id: w.key_id.as_deref().and_then(|k| Uuid::try_parse(k).ok()),
+            display_name: w.display_name,
+            start: graph_time(w.start_date_time.as_deref()),
+            end: graph_time(w.end_date_time.as_deref()),
+            key_type: w.key_type,
+        }
+    }
+}
+
+impl From<WireApplication> for AppRegistration {
+    fn from(w: WireApplication) -> Self {
+        let list = |v: Option<Vec<WireCredential>>| {
+            v.unwrap_or_default().into_iter().map(Into::into).collect()
+        };
+        AppRegistration {
+            id: w.id,
+            app_id: w.app_id,
+            display_name: w.display_name,
+            password_credentials: list(w.password_credentials),
+            key_credentials: list(w.key_credentials),
         }
     }
 }

@@ -13,8 +13,9 @@ use azure_core::http::{
     PipelineSendOptions, Request, RetryOptions, Transport,
 };
 use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -113,6 +114,59 @@ fn credential(
             })?;
             Ok(cred)
         }
+        CredentialConfig::AzureCli { tenant_id } => {
+            let cred = AzureCliCredential::new(Some(AzureCliCredentialOptions {
+                tenant_id: tenant_id.clone(),
+                ..Default::default()
+            }))
+            .map_err(|e| ConfigError::Credential {
+                field: "credential.tenant_id",
+                reason: scrub(&error_chain(&e), &[]),
+            })?;
+            Ok(Arc::new(CachedCredential::new(cred)))
+        }
+    }
+}
+
+/// Tokens are used until this long before they expire.
+const TOKEN_REFRESH_MARGIN_SECONDS: i64 = 300;
+
+/// Keeps a credential's tokens per scope until shortly before they expire: the Azure CLI
+/// credential runs `az` for every token it is asked for, which would cost a process per call.
+#[derive(Debug)]
+struct CachedCredential {
+    inner: Arc<dyn TokenCredential>,
+    tokens:
+        tokio::sync::Mutex<std::collections::HashMap<String, azure_core::credentials::AccessToken>>,
+}
+
+impl CachedCredential {
+    fn new(inner: Arc<dyn TokenCredential>) -> Self {
+        Self {
+            inner,
+            tokens: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for CachedCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let key = scopes.join(" ");
+        // Held across the fetch: concurrent callers wait for one `az` run, not one each.
+        let mut tokens = self.tokens.lock().await;
+        let fresh_until = azure_core::time::OffsetDateTime::now_utc()
+            + azure_core::time::Duration::seconds(TOKEN_REFRESH_MARGIN_SECONDS);
+        if let Some(t) = tokens.get(&key).filter(|t| t.expires_on > fresh_until) {
+            return Ok(t.clone());
+        }
+        let token = self.inner.get_token(scopes, options).await?;
+        tokens.insert(key, token.clone());
+        Ok(token)
     }
 }
 
@@ -211,7 +265,7 @@ impl Rest {
         );
         let secret = match &cfg.credential {
             CredentialConfig::ClientSecret { secret, .. } => Some(secret.clone()),
-            CredentialConfig::WorkloadIdentity { .. } => None,
+            CredentialConfig::WorkloadIdentity { .. } | CredentialConfig::AzureCli { .. } => None,
         };
         Ok(Rest {
             pipeline,

@@ -16,7 +16,8 @@ Exit codes:
   2  usage: unknown command or flag, or a flag value that cannot be parsed
   3  refused: lapse does not or would not grant it: no AccessPolicy allows the request (checked
      client-side, with the operator's own evaluation), the grant ended Denied, Failed, Revoked or
-     Expired while waiting, or the caller may not approve or deny it
+     Expired while waiting, or the caller may not approve or deny it;
+     audit: findings of a --fail-on kind exist
   4  timed out: --wait gave up before the grant became Active";
 
 /// kubectl plugin for lapse: just-in-time, time-bound Azure access through AccessGrants.
@@ -91,6 +92,10 @@ pub enum Command {
     /// What a namespace may request: per AccessPolicy covering it, identities, roles, scopes,
     /// durations, approval and break-glass
     Policies,
+    /// Audit Azure for credential paths outside lapse: standing role assignments, federated
+    /// credentials lapse did not create, long-lived secrets, orphaned and overstaying objects
+    #[command(after_help = AUDIT_HELP)]
+    Audit(AuditArgs),
     /// Shell completion script: bash, zsh, fish or powershell
     Completion(CompletionArgs),
     /// Print the plugin's version
@@ -115,6 +120,91 @@ Examples:
       --for 1h --justification 'OPS-7 nightly backup' --wait
   kubectl lapse request fix --identity sp:3fa85f64-5717-4562-b3fc-2c963f66afa6 \\
       --role 'Storage Blob Data Reader@/subscriptions/…/storageAccounts/data' --for 30m --dry-run";
+
+const AUDIT_HELP: &str = "\
+Azure credentials, the first that is set:
+  AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET    a service principal's secret
+  AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE    workload identity
+  otherwise the Azure CLI's login (az login; AZURE_TENANT_ID picks the tenant)
+They need Reader on the audited subscriptions and Microsoft Graph Application.Read.All.
+The endpoints and CA bundle come from the operator's variables (LAPSE_ARM_ENDPOINT,
+LAPSE_GRAPH_ENDPOINT, AZURE_AUTHORITY_HOST, LAPSE_AZURE_CA_BUNDLE, LAPSE_AZURE_CLOUD), so the
+sandbox's azure.env points the audit at it.
+
+The cluster (the kubeconfig, as every command) says which grants claim lapse's objects and
+which AccessPolicies exist; without one, Orphan and Overstay are not checked.
+
+Examples:
+  kubectl lapse audit
+  kubectl lapse audit --subscription 00000000-0000-0000-0000-000000000001 -o json
+  kubectl lapse audit --fail-on StandingRoleAssignment,Orphan,Overstay     # a CI gate
+  kubectl lapse audit --suggest -n payments > jit.yaml    # policies and grants to review";
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A subscription to audit (repeatable or comma-separated); default: every subscription
+    /// the credentials can see
+    #[arg(long = "subscription", value_name = "ID", value_delimiter = ',')]
+    pub subscriptions: Vec<String>,
+    /// Client secrets and certificates that live longer than this are findings: days (`90d`)
+    /// or a Go duration
+    #[arg(long, value_name = "AGE", default_value = "90d")]
+    pub max_secret_age: String,
+    /// Exit 3 when findings of these kinds exist (comma-separated: StandingRoleAssignment,
+    /// StandingFederation, LongLivedSecret, Orphan, Overstay, or all)
+    #[arg(long, value_name = "KINDS", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
+    /// Print, per standing role assignment, the AccessPolicy and AccessGrant that would replace
+    /// it with just-in-time access (YAML on stdout; with -o json, in each finding)
+    #[arg(long)]
+    pub suggest: bool,
+    /// The lease of the suggested grants and the policies' maxDuration (Go duration)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1h",
+        requires = "suggest"
+    )]
+    pub suggest_duration: String,
+    /// An object of this cluster still there this long after its grant's lease ended is an
+    /// Overstay (the operator's --overdue-after is 30s)
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub overstay_after: String,
+    /// The operator's cluster name (LAPSE_CLUSTER_NAME); default: read from the markers of
+    /// the objects it made for this cluster
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Vec<String>,
+    /// The operator's cluster ID (its --cluster-id); default: the kube-system namespace's UID
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// Audit Azure alone, even when a kubeconfig is usable
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Reads per second the audit may spend, per subscription and on Microsoft Graph (429
+    /// answers pause it for their Retry-After)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_reads_per_second: u32,
+    /// Azure cloud: public, usgovernment, china, or custom (all three endpoints given)
+    #[arg(
+        long,
+        env = "LAPSE_AZURE_CLOUD",
+        value_name = "CLOUD",
+        default_value = "public"
+    )]
+    pub azure_cloud: String,
+    /// Azure Resource Manager endpoint (overrides the cloud's)
+    #[arg(long, env = "LAPSE_ARM_ENDPOINT", value_name = "URL")]
+    pub arm_endpoint: Option<String>,
+    /// Microsoft Graph endpoint (overrides the cloud's)
+    #[arg(long, env = "LAPSE_GRAPH_ENDPOINT", value_name = "URL")]
+    pub graph_endpoint: Option<String>,
+    /// Entra authority host (overrides the cloud's)
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", value_name = "URL")]
+    pub authority_host: Option<String>,
+    /// Extra PEM CA certificates trusted for ARM, Graph and the token endpoint
+    #[arg(long, env = "LAPSE_AZURE_CA_BUNDLE", value_name = "PATH")]
+    pub azure_ca_bundle: Option<PathBuf>,
+}
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -271,6 +361,32 @@ mod tests {
                 "{args:?} must be a usage error"
             );
         }
+    }
+
+    #[test]
+    fn audit_takes_repeated_and_comma_separated_lists() {
+        let cli = Cli::try_parse_from([
+            "kubectl-lapse",
+            "audit",
+            "--subscription",
+            "a,b",
+            "--subscription=c",
+            "--fail-on",
+            "Orphan,Overstay",
+            "-o",
+            "json",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Audit(a) = cli.command else {
+            panic!("not audit")
+        };
+        assert_eq!(a.subscriptions, ["a", "b", "c"]);
+        assert_eq!(a.fail_on, ["Orphan", "Overstay"]);
+        assert_eq!(a.max_secret_age, "90d");
+        assert!(!a.suggest);
+        // --suggest-duration only with --suggest.
+        let err = Cli::try_parse_from(["kubectl-lapse", "audit", "--suggest-duration", "2h"]).err();
+        assert_eq!(err.map(|e| e.exit_code()), Some(2));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! kubectl plugin for lapse: list, describe, request, extend, revoke, approve and deny
-//! AccessGrants, and what a namespace may request (docs/kubectl-lapse.md).
+//! AccessGrants, what a namespace may request, and the estate audit of Azure
+//! (docs/kubectl-lapse.md).
 //!
 //! Thin on purpose: parse the command line, connect, hand over to the command's module, map the
 //! outcome to the documented exit code ([`cli::EXIT_CODES`]).
@@ -7,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod approve;
+mod audit;
 mod change;
 mod check;
 mod cli;
@@ -49,12 +51,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = exit::code_of(&e);
-            let label = match code {
-                3 => "refused",
-                4 => "timed out",
-                _ => "error",
-            };
-            eprintln!("{label}: {e:#}");
+            eprintln!("{}: {e:#}", exit::label_of(&e));
             ExitCode::from(code)
         }
     }
@@ -68,6 +65,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::completion(a.shell);
             return Ok(());
         }
+        // The audit reads Azure and, when it can, the cluster: it connects itself.
+        Command::Audit(a) => return audit::run(&cli.global, a, out).await,
         Command::Version => {
             let version = env!("CARGO_PKG_VERSION");
             return match out {
@@ -109,6 +108,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Policies => policies::run(&kube, out).await,
-        Command::Completion(_) | Command::Version => Ok(()),
+        Command::Completion(_) | Command::Version | Command::Audit(_) => Ok(()),
     }
 }

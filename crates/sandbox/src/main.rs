@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start both simulators; write DIR/kubeconfig, DIR/kube-ca.pem, DIR/azure.env,
-    /// DIR/azure-ca.pem and, last, DIR/ready; run until SIGINT/SIGTERM.
+    /// DIR/auditor.env, DIR/azure-ca.pem and, last, DIR/ready; run until SIGINT/SIGTERM.
     Up {
         /// Directory for the kubeconfig, CA files and the ready marker.
         #[arg(long)]
@@ -40,8 +40,9 @@ enum Command {
         /// Port for the Azure simulator: ARM, Entra and Graph (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         azure_port: u16,
-        /// Seed file (YAML) for the Azure tenant; the built-in sandbox tenant when absent
-        /// (see docs/sim-azure.md).
+        /// Seed file (YAML) for the Azure tenant; when absent, the built-in sandbox tenant
+        /// with its estate of standing privileges for `kubectl lapse audit` to find
+        /// (`Seed::sandbox_estate`, see docs/sim-azure.md).
         #[arg(long)]
         azure_seed: Option<PathBuf>,
         /// YAML manifests (files or directories of `*.yaml`) to create at start, CRDs first,
@@ -116,7 +117,7 @@ impl Sandbox {
         let seed = match azure_seed {
             Some(path) => Seed::from_file(path)
                 .with_context(|| format!("reading the Azure seed {}", path.display()))?,
-            None => Seed::sandbox_default(),
+            None => Seed::sandbox_estate(),
         };
         let azure = SimAzure::start(
             lapse_sim_azure::Config {
@@ -165,6 +166,11 @@ impl Sandbox {
         self.azure
             .write_env(dir, self.kube.issuer())
             .context("writing azure.env and azure-ca.pem")?;
+        if let Some(auditor) = self.azure.credentials(AUDITOR) {
+            let azure_env =
+                std::fs::read_to_string(dir.join("azure.env")).context("reading back azure.env")?;
+            write_atomic(&dir.join("auditor.env"), &auditor_env(&azure_env, &auditor))?;
+        }
         // Last: readers wait for this file, so everything above is complete when it appears.
         write_atomic(
             &dir.join("ready"),
@@ -177,6 +183,35 @@ impl Sandbox {
         self.azure.shutdown().await;
         self.kube.shutdown().await;
     }
+}
+
+/// The principal of the sandbox's estate seed that `kubectl lapse audit` runs as: Reader on the
+/// subscription and Graph `Application.Read.All`, what the audit's documentation asks for.
+const AUDITOR: &str = "lapse-auditor";
+
+/// `azure.env` with the auditor's client ID and secret in place of the operator's: source it
+/// and `kubectl lapse audit` reads the sandbox as an auditor would.
+fn auditor_env(azure_env: &str, auditor: &lapse_sim_azure::ClientCredentials) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+    let mut out = format!(
+        "# Written by lapse-sandbox: azure.env as the estate auditor ({AUDITOR}: Reader on the \
+         subscription, Graph Application.Read.All).\n"
+    );
+    for line in azure_env.lines().filter(|l| !l.starts_with('#')) {
+        let replaced = match line.split_once('=').map(|(k, _)| k) {
+            Some("export AZURE_CLIENT_ID") => {
+                format!("export AZURE_CLIENT_ID={}", quote(&auditor.client_id))
+            }
+            Some("export AZURE_CLIENT_SECRET") => format!(
+                "export AZURE_CLIENT_SECRET={}",
+                quote(auditor.client_secret.as_deref().unwrap_or_default())
+            ),
+            _ => line.to_owned(),
+        };
+        out.push_str(&replaced);
+        out.push('\n');
+    }
+    out
 }
 
 /// A manifest file, or the `*.yaml`/`*.yml` files of a directory in name order.
@@ -293,4 +328,32 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auditor_env_is_azure_env_with_the_auditors_client() {
+        let azure_env = "# header\nexport AZURE_TENANT_ID='t'\nexport AZURE_CLIENT_ID='operator'\nexport AZURE_CLIENT_SECRET='op-secret'\nexport LAPSE_ARM_ENDPOINT='https://127.0.0.1:1'\n";
+        let auditor = lapse_sim_azure::ClientCredentials {
+            tenant_id: "t".into(),
+            client_id: "auditor".into(),
+            client_secret: Some("it's".into()),
+            object_id: "o".into(),
+        };
+        let text = auditor_env(azure_env, &auditor);
+        assert!(
+            text.contains("export AZURE_CLIENT_ID='auditor'\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("export AZURE_CLIENT_SECRET='it'\\''s'\n"),
+            "{text}"
+        );
+        assert!(text.contains("export AZURE_TENANT_ID='t'\n"), "{text}");
+        assert!(text.contains("LAPSE_ARM_ENDPOINT"), "{text}");
+        assert!(!text.contains("op-secret"), "{text}");
+    }
 }

@@ -12,12 +12,20 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids::key;
 use crate::server::Shared;
-use crate::tenant::{Application, GraphFic, Principal, Tenant};
+use crate::tenant::{AppCredential, Application, GraphFic, Principal, Tenant};
 use crate::tokens::AccessClaims;
 
 const READ_ALL: &str = "Application.Read.All";
 const WRITE_ALL: &str = "Application.ReadWrite.All";
 const WRITE_OWNED: &str = "Application.ReadWrite.OwnedBy";
+/// Directory-wide read (and write) permissions, which include applications and service
+/// principals.
+const DIRECTORY_READ: &[&str] = &["Directory.Read.All", "Directory.ReadWrite.All"];
+/// Graph's default page of directory objects, and the largest `$top` it accepts ("The default
+/// and maximum page sizes are 100 and 999 application objects respectively": Graph v1.0 "List
+/// applications").
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 999;
 
 /// Whether a request path is Graph's (`/v1.0/...`).
 pub(crate) fn is_graph_path(path: &str) -> bool {
@@ -119,7 +127,104 @@ fn find_application<'w>(
 }
 
 fn can_read(claims: &AccessClaims, app: &Application) -> bool {
-    claims.roles.iter().any(|r| r == READ_ALL || r == WRITE_ALL) || can_write(claims, app)
+    claims
+        .roles
+        .iter()
+        .any(|r| r == READ_ALL || r == WRITE_ALL || DIRECTORY_READ.contains(&r.as_str()))
+        || can_write(claims, app)
+}
+
+/// Reading service principals: any of the application permissions Graph lists for "Get
+/// servicePrincipal" (`Application.Read.All`, `Application.ReadWrite.OwnedBy`,
+/// `Application.ReadWrite.All`, `Directory.Read.All`), or the caller reading itself ("A service
+/// principal can retrieve its own application and service principal details without being
+/// granted any application permissions").
+fn can_read_principals(claims: &AccessClaims, principal: Option<&Principal>) -> bool {
+    claims.roles.iter().any(|r| {
+        r == READ_ALL || r == WRITE_ALL || r == WRITE_OWNED || DIRECTORY_READ.contains(&r.as_str())
+    }) || principal.is_some_and(|p| p.object_id.eq_ignore_ascii_case(&claims.oid))
+}
+
+/// One page of a directory list: `$top` items (1 to 999, default 100) from `$skiptoken`, and
+/// the `@odata.nextLink` of the next page, which repeats the request's `$select`, `$filter`
+/// and `$top`.
+fn paged(
+    shared: &Shared,
+    req: &Req,
+    items: Vec<Value>,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let top = match req.query("$top") {
+        None => DEFAULT_PAGE,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(bad_request(
+                    "Request_BadRequest",
+                    format!(
+                        "Invalid page size specified: '{t}'. Must be between 1 and {MAX_PAGE} inclusive."
+                    ),
+                ));
+            }
+        },
+    };
+    let skip = match req.query("$skiptoken") {
+        None => 0,
+        Some(t) => t.parse::<usize>().map_err(|_| {
+            bad_request(
+                "Directory_ExpiredPageToken",
+                "The specified page token value has expired and can no longer be included in your request.",
+            )
+        })?,
+    };
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(skip).take(top).collect();
+    let next = (skip + top < total).then(|| {
+        // Graph's links keep the `$` of system query options literal.
+        let mut q: Vec<String> = ["$select", "$filter"]
+            .into_iter()
+            .filter_map(|name| {
+                req.query(name).map(|v| {
+                    format!(
+                        "{name}={}",
+                        url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                    )
+                })
+            })
+            .collect();
+        q.push(format!("$top={top}"));
+        q.push(format!("$skiptoken={}", skip + top));
+        format!("{}{}?{}", shared.base_url, req.path, q.join("&"))
+    });
+    Ok((page, next))
+}
+
+/// A list answer: its `@odata.context` (naming the `$select`ed properties, as Graph does), the
+/// page and the next page's link; items carry no context of their own.
+fn list_reply(
+    shared: &Shared,
+    req: &Req,
+    collection: &str,
+    items: Vec<Value>,
+) -> Result<Reply, ApiError> {
+    let (value, next) = paged(shared, req, items)?;
+    let value: Vec<Value> = value
+        .into_iter()
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("@odata.context");
+            }
+            v
+        })
+        .collect();
+    let context = match req.query("$select") {
+        Some(sel) => format!("{}/v1.0/$metadata#{collection}({sel})", shared.base_url),
+        None => format!("{}/v1.0/$metadata#{collection}", shared.base_url),
+    };
+    let mut body = json!({ "@odata.context": context, "value": value });
+    if let Some(link) = next {
+        body["@odata.nextLink"] = json!(link);
+    }
+    Ok(Reply::json(StatusCode::OK, &body))
 }
 
 fn can_write(claims: &AccessClaims, app: &Application) -> bool {
@@ -160,9 +265,11 @@ fn route(
             .strip_prefix("servicePrincipals(appId='")
             .and_then(|r| r.strip_suffix("')"))
         {
-            let p = world
-                .principal_by_app_id(app_id)
-                .ok_or_else(|| not_found(app_id))?;
+            let p = world.principal_by_app_id(app_id);
+            if !can_read_principals(claims, p) {
+                return Err(denied());
+            }
+            let p = p.ok_or_else(|| not_found(app_id))?;
             return Ok(Reply::json(StatusCode::OK, &sp_json(p)));
         }
         return match id {
@@ -170,11 +277,17 @@ fn route(
                 let p = world
                     .principals
                     .get(&key(id))
-                    .filter(|p| p.app_id.is_some())
-                    .ok_or_else(|| not_found(id))?;
+                    .filter(|p| p.app_id.is_some());
+                if !can_read_principals(claims, p) {
+                    return Err(denied());
+                }
+                let p = p.ok_or_else(|| not_found(id))?;
                 Ok(Reply::json(StatusCode::OK, &sp_json(p)))
             }
             None => {
+                if !can_read_principals(claims, None) {
+                    return Err(denied());
+                }
                 let filter = app_id_filter(req.query("$filter"))?;
                 let value: Vec<Value> = world
                     .principals
@@ -186,10 +299,7 @@ fn route(
                     })
                     .map(sp_json)
                     .collect();
-                Ok(Reply::json(
-                    StatusCode::OK,
-                    &json!({ "@odata.context": format!("{base}/$metadata#servicePrincipals"), "value": value }),
-                ))
+                list_reply(shared, req, "servicePrincipals", value)
             }
         };
     }
@@ -216,10 +326,7 @@ fn route(
             })
             .map(|a| selected(app_json(&base, a), req.query("$select")))
             .collect();
-        return Ok(Reply::json(
-            StatusCode::OK,
-            &json!({ "@odata.context": format!("{base}/$metadata#applications"), "value": value }),
-        ));
+        return list_reply(shared, req, "applications", value);
     }
     let mut world = lock(&shared.world);
     let tenant = world.tenant_id.clone();
@@ -492,6 +599,44 @@ fn app_json(base: &str, a: &Application) -> Value {
         "appId": a.app_id,
         "displayName": a.display_name,
         "signInAudience": "AzureADMyOrg",
+        "passwordCredentials": a.password_credentials.iter().map(password_json).collect::<Vec<_>>(),
+        "keyCredentials": a.key_credentials.iter().map(key_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Graph's time format: UTC, `Z`, fractions only when there are any.
+fn graph_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// A `passwordCredential` (Graph v1.0 resource: `customKeyIdentifier`, `displayName`,
+/// `endDateTime`, `hint`, `keyId`, `secretText` — null except in addPassword's answer —,
+/// `startDateTime`).
+fn password_json(c: &AppCredential) -> Value {
+    json!({
+        "customKeyIdentifier": null,
+        "displayName": c.display_name,
+        "endDateTime": graph_time(&c.end),
+        "hint": c.hint,
+        "keyId": c.key_id,
+        "secretText": null,
+        "startDateTime": graph_time(&c.start),
+    })
+}
+
+/// A `keyCredential` (Graph v1.0 resource: `customKeyIdentifier` — the thumbprint —,
+/// `displayName`, `endDateTime`, `key` — null in lists —, `keyId`, `startDateTime`, `type`,
+/// `usage`).
+fn key_json(c: &AppCredential) -> Value {
+    json!({
+        "customKeyIdentifier": c.custom_key_identifier,
+        "displayName": c.display_name,
+        "endDateTime": graph_time(&c.end),
+        "key": null,
+        "keyId": c.key_id,
+        "startDateTime": graph_time(&c.start),
+        "type": "AsymmetricX509Cert",
+        "usage": "Verify",
     })
 }
 

@@ -82,16 +82,20 @@ impl SimAzureHandle {
         })
     }
 
-    /// Credentials of the first seeded principal with a client secret (the operator's).
+    /// Credentials of the first principal of the seed with a client secret (the operator's),
+    /// else of any principal with one.
     pub fn operator_credentials(&self) -> Option<ClientCredentials> {
         let name = {
             let world = lock(&self.shared.world);
-            world
-                .principals
-                .values()
-                .find(|p| p.client_secret.is_some())?
-                .object_id
-                .clone()
+            match &world.operator {
+                Some(id) => id.clone(),
+                None => world
+                    .principals
+                    .values()
+                    .find(|p| p.client_secret.is_some())?
+                    .object_id
+                    .clone(),
+            }
         };
         self.credentials(&name)
     }

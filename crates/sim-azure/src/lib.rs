@@ -41,8 +41,9 @@ pub use handle::{ClientCredentials, SimAzureHandle};
 pub use issuer::TestIssuer;
 pub use roles::{BuiltInRoleDefinition, built_in_role_definitions};
 pub use seed::{
-    Seed, SeedApplication, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup,
-    SeedRoleAssignment, SeedRoleDefinition, SeedSubscription,
+    ESTATE_RESOURCE_GROUP, Seed, SeedApplication, SeedCredential, SeedFederatedCredential,
+    SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup, SeedRoleAssignment,
+    SeedRoleDefinition, SeedSubscription,
 };
 pub use server::SimAzure;
 pub use tenant::{PrincipalKind, RoleAssignmentView, ScopeDeletion};

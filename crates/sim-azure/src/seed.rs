@@ -84,6 +84,44 @@ pub struct SeedIdentity {
     /// Client (application) ID; derived from the name when absent.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Federated identity credentials it starts with (made by someone else than lapse).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<SeedFederatedCredential>,
+}
+
+/// A federated identity credential on a user-assigned identity or an application.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedFederatedCredential {
+    /// Name (`^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$`).
+    pub name: String,
+    /// Issuer URL (https).
+    pub issuer: String,
+    /// Subject, e.g. `repo:contoso/etl:ref:refs/heads/main`.
+    pub subject: String,
+    /// Audiences; `api://AzureADTokenExchange` when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Description (applications only: managed identity FICs have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A client secret (`passwordCredentials`) or certificate (`keyCredentials`) of an
+/// application: metadata only, as Graph returns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedCredential {
+    /// Friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// When it becomes valid (RFC 3339).
+    pub start_date_time: String,
+    /// When it expires (RFC 3339).
+    pub end_date_time: String,
+    /// Its `keyId`; derived from the application and display name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// A directory principal.
@@ -132,6 +170,15 @@ pub struct SeedApplication {
     /// `Application.ReadWrite.OwnedBy`.
     #[serde(default)]
     pub owners: Vec<String>,
+    /// Client secrets (metadata: Graph never returns a secret's value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub password_credentials: Vec<SeedCredential>,
+    /// Certificates (type `AsymmetricX509Cert`, usage `Verify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_credentials: Vec<SeedCredential>,
+    /// Federated identity credentials it starts with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<SeedFederatedCredential>,
 }
 
 /// A custom role definition.
@@ -276,6 +323,110 @@ impl Seed {
     }
 }
 
+/// The resource group of the sandbox's estate fixtures ([`Seed::sandbox_estate`]).
+pub const ESTATE_RESOURCE_GROUP: &str = "lapse-legacy-rg";
+
+impl Seed {
+    /// What `lapse-sandbox up` seeds: [`Seed::sandbox_default`] and an estate with the standing
+    /// privileges `kubectl lapse audit` exists to find, on identities, groups and an application
+    /// of their own, so the end-to-end suites' counts of their fixtures hold:
+    ///
+    /// - resource group `lapse-legacy-rg` with storage account `lapselegacydata` and identity
+    ///   `legacy-etl`, which trusts GitHub Actions through a federated credential
+    ///   (`repo:contoso/legacy-etl:ref:refs/heads/main`) nobody asked lapse for;
+    /// - standing role assignments: service principal `ci-deployer` Contributor on
+    ///   `lapse-legacy-rg`, `legacy-etl` Storage Blob Data Contributor on `lapselegacydata`,
+    ///   application `legacy-billing`'s service principal Reader on the subscription;
+    /// - `legacy-billing` with a two-year client secret (`billing-prod`, started 30 days ago)
+    ///   and a 30-day one (`billing-rotation`, shorter than the audit's 90-day threshold);
+    /// - service principal `lapse-auditor` (client secret `lapse-sandbox-auditor-secret`) with
+    ///   Reader on the subscription and Graph `Application.Read.All`: exactly what the audit
+    ///   needs (docs/kubectl-lapse.md). The operator stays the first principal with a secret.
+    ///
+    /// Credential dates are relative to today (UTC midnight), so the secrets never expire in a
+    /// sandbox started later.
+    pub fn sandbox_estate() -> Self {
+        let mut seed = Self::sandbox_default();
+        let today = chrono::Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or_else(chrono::Utc::now);
+        let at = |days: i64| {
+            (today + chrono::TimeDelta::days(days))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let Some(sub) = seed.subscriptions.first_mut() else {
+            return seed;
+        };
+        let sub_scope = format!("/subscriptions/{}", sub.id);
+        let rg_scope = format!("{sub_scope}/resourceGroups/{ESTATE_RESOURCE_GROUP}");
+        sub.resource_groups.push(SeedResourceGroup {
+            name: ESTATE_RESOURCE_GROUP.to_owned(),
+            location: Some("eastus".to_owned()),
+            resources: vec![SeedResource {
+                resource_type: "Microsoft.Storage/storageAccounts".to_owned(),
+                name: "lapselegacydata".to_owned(),
+            }],
+            identities: vec![SeedIdentity {
+                name: "legacy-etl".to_owned(),
+                federated_credentials: vec![SeedFederatedCredential {
+                    name: "github-main".to_owned(),
+                    issuer: "https://token.actions.githubusercontent.com".to_owned(),
+                    subject: "repo:contoso/legacy-etl:ref:refs/heads/main".to_owned(),
+                    ..SeedFederatedCredential::default()
+                }],
+                ..SeedIdentity::default()
+            }],
+        });
+        seed.principals.push(SeedPrincipal {
+            display_name: "ci-deployer".to_owned(),
+            ..SeedPrincipal::default()
+        });
+        seed.principals.push(SeedPrincipal {
+            display_name: "lapse-auditor".to_owned(),
+            client_secret: Some("lapse-sandbox-auditor-secret".to_owned()),
+            graph_roles: vec!["Application.Read.All".to_owned()],
+            ..SeedPrincipal::default()
+        });
+        seed.applications.push(SeedApplication {
+            display_name: "legacy-billing".to_owned(),
+            password_credentials: vec![
+                SeedCredential {
+                    display_name: Some("billing-prod".to_owned()),
+                    start_date_time: at(-30),
+                    end_date_time: at(-30 + 730),
+                    key_id: None,
+                },
+                SeedCredential {
+                    display_name: Some("billing-rotation".to_owned()),
+                    start_date_time: at(-10),
+                    end_date_time: at(20),
+                    key_id: None,
+                },
+            ],
+            ..SeedApplication::default()
+        });
+        let standing = |principal: &str, role: &str, scope: &str| SeedRoleAssignment {
+            principal: principal.to_owned(),
+            role: role.to_owned(),
+            scope: scope.to_owned(),
+            name: None,
+        };
+        seed.role_assignments.extend([
+            standing("lapse-auditor", "Reader", &sub_scope),
+            standing("ci-deployer", "Contributor", &rg_scope),
+            standing(
+                "legacy-etl",
+                "Storage Blob Data Contributor",
+                &format!("{rg_scope}/providers/Microsoft.Storage/storageAccounts/lapselegacydata"),
+            ),
+            standing("legacy-billing", "Reader", &sub_scope),
+        ]);
+        seed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +485,74 @@ roleAssignments:
         let seed = Seed::sandbox_default();
         let yaml = seed.to_yaml().unwrap();
         assert_eq!(Seed::from_yaml(&yaml).unwrap(), seed);
+    }
+
+    #[test]
+    fn the_estate_seed_builds_and_keeps_the_operator_first() {
+        let seed = Seed::sandbox_estate();
+        let yaml = seed.to_yaml().unwrap();
+        assert_eq!(Seed::from_yaml(&yaml).unwrap(), seed);
+        let tenant = crate::tenant::Tenant::from_seed(&seed).unwrap();
+        let operator = tenant.operator.clone().unwrap();
+        assert_eq!(
+            tenant.find_principal(&operator).unwrap().display_name,
+            "lapse-operator"
+        );
+        let etl = tenant
+            .identities
+            .values()
+            .find(|i| i.name == "legacy-etl")
+            .unwrap();
+        assert_eq!(etl.fics.len(), 1);
+        let billing = tenant
+            .applications
+            .values()
+            .find(|a| a.display_name == "legacy-billing")
+            .unwrap();
+        let lifetimes: Vec<i64> = billing
+            .password_credentials
+            .iter()
+            .map(|c| (c.end - c.start).num_days())
+            .collect();
+        assert_eq!(lifetimes, [730, 30]);
+        // The sandbox's own fixtures are untouched.
+        let default = crate::tenant::Tenant::from_seed(&Seed::sandbox_default()).unwrap();
+        for name in ["backup-runner", "report-agent"] {
+            let count = |w: &crate::tenant::Tenant| {
+                let i = w.identities.values().find(|i| i.name == name).unwrap();
+                (
+                    i.fics.len(),
+                    w.assignments
+                        .values()
+                        .filter(|a| a.principal_id == i.principal_id)
+                        .count(),
+                )
+            };
+            assert_eq!(count(&tenant), count(&default), "{name}");
+        }
+    }
+
+    #[test]
+    fn seeded_credentials_and_fics_are_checked_by_field() {
+        let mut seed = Seed::sandbox_estate();
+        seed.applications[1].password_credentials[0].end_date_time = "soon".into();
+        let err = crate::tenant::Tenant::from_seed(&seed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("applications[1].passwordCredentials[0].endDateTime"),
+            "{err}"
+        );
+        let mut seed = Seed::sandbox_estate();
+        seed.subscriptions[0].resource_groups[1].identities[0].federated_credentials[0].issuer =
+            "http://plain.example".into();
+        let err = crate::tenant::Tenant::from_seed(&seed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resourceGroups[1].identities[0].federatedCredentials[0].issuer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -676,3 +676,31 @@ async fn every_exchange_is_counted_by_operation_and_outcome() {
         ]
     );
 }
+
+#[tokio::test]
+async fn subscriptions_are_listed_across_pages() {
+    let (client, fake) = client();
+    let sub = |id: &str| {
+        json!({
+            "id": format!("/subscriptions/{id}"), "subscriptionId": id, "tenantId": "t",
+            "displayName": "prod", "state": "Enabled", "authorizationSource": "RoleBased",
+            "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "q", "spendingLimit": "Off"},
+            "managedByTenants": []
+        })
+    };
+    fake.push(reply(
+        200,
+        &json!({"value": [sub(SUB)], "nextLink": "https://arm.test/subscriptions?api-version=2022-12-01&$skiptoken=2"}).to_string(),
+    ));
+    fake.push(reply(200, &json!({"value": [sub("other")]}).to_string()));
+    let subs = client.list_subscriptions().await.unwrap();
+    assert_eq!(
+        subs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [SUB, "other"]
+    );
+    assert_eq!(subs[0].state.as_deref(), Some("Enabled"));
+    let sent = fake.requests();
+    assert_eq!(sent[0].url.path(), "/subscriptions");
+    assert_eq!(sent[0].query("api-version").as_deref(), Some("2022-12-01"));
+    assert_eq!(sent[1].query("$skiptoken").as_deref(), Some("2"));
+}

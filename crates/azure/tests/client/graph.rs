@@ -202,3 +202,93 @@ async fn graph_errors_carry_code_message_and_request_id() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn applications_are_listed_with_their_credentials_across_pages() {
+    let (client, fake) = client();
+    // Graph's passwordCredential and keyCredential shapes (Microsoft Graph v1.0 resource pages).
+    let first = json!({
+        "@odata.context": "https://graph.test/v1.0/$metadata#applications(id,appId,displayName,passwordCredentials,keyCredentials)",
+        "value": [{
+            "id": app(), "appId": Uuid::from_u128(9), "displayName": "billing",
+            "passwordCredentials": [{
+                "customKeyIdentifier": null, "displayName": "prod", "endDateTime": "2028-01-01T00:00:00Z",
+                "hint": "abc", "keyId": "6c8a4a7c-33b5-4d3a-9c8f-0c5b3e7f2a11", "secretText": null,
+                "startDateTime": "2026-01-01T00:00:00.123Z"
+            }],
+            "keyCredentials": [{
+                "customKeyIdentifier": "QUJD", "displayName": "CN=billing", "endDateTime": "not a time",
+                "key": null, "keyId": "2b1e1c1a-0d6b-4f55-9e0b-4a7c4c1f3e22",
+                "startDateTime": "2026-01-01T00:00:00Z", "type": "AsymmetricX509Cert", "usage": "Verify"
+            }]
+        }],
+        "@odata.nextLink": "https://graph.microsoft.com/v1.0/applications?$select=id&$top=999&$skiptoken=X1"
+    });
+    let second = json!({"value": [{"id": Uuid::from_u128(20), "appId": Uuid::from_u128(21)}]});
+    fake.push(reply(200, &first.to_string()));
+    fake.push(reply(200, &second.to_string()));
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 2);
+    let secret = &apps[0].password_credentials[0];
+    assert_eq!(secret.display_name.as_deref(), Some("prod"));
+    assert_eq!(
+        secret.end.map(|t| t.to_rfc3339()),
+        Some("2028-01-01T00:00:00+00:00".to_owned())
+    );
+    assert!(secret.start.is_some());
+    let cert = &apps[0].key_credentials[0];
+    assert_eq!(cert.key_type.as_deref(), Some("AsymmetricX509Cert"));
+    // A time Graph never writes reads as unknown instead of failing the page.
+    assert_eq!(cert.end, None);
+    assert!(apps[1].password_credentials.is_empty());
+    let sent = fake.requests();
+    assert_eq!(sent[0].url.path(), "/v1.0/applications");
+    assert_eq!(
+        sent[0].query("$select").as_deref(),
+        Some("id,appId,displayName,passwordCredentials,keyCredentials")
+    );
+    assert_eq!(sent[0].query("$top").as_deref(), Some("999"));
+    // The next link is followed on the configured endpoint.
+    assert_eq!(sent[1].url.host_str(), Some("graph.test"));
+    assert_eq!(sent[1].query("$skiptoken").as_deref(), Some("X1"));
+}
+
+#[tokio::test]
+async fn a_service_principal_is_read_by_object_id_with_its_type() {
+    let (client, fake) = client();
+    fake.push(reply(
+        200,
+        &json!({"id": Uuid::from_u128(10), "appId": Uuid::from_u128(9), "displayName": "legacy-etl", "servicePrincipalType": "ManagedIdentity"})
+            .to_string(),
+    ));
+    fake.push(reply(
+        404,
+        r#"{"error":{"code":"Request_ResourceNotFound","message":"gone"}}"#,
+    ));
+    let sp = client
+        .get_service_principal(&Uuid::from_u128(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sp.display_name.as_deref(), Some("legacy-etl"));
+    assert_eq!(
+        sp.service_principal_type.as_deref(),
+        Some("ManagedIdentity")
+    );
+    assert_eq!(
+        client
+            .get_service_principal(&Uuid::from_u128(11))
+            .await
+            .unwrap(),
+        None
+    );
+    let sent = fake.requests();
+    assert_eq!(
+        sent[0].url.path(),
+        format!("/v1.0/servicePrincipals/{}", Uuid::from_u128(10))
+    );
+    assert_eq!(
+        sent[0].query("$select").as_deref(),
+        Some("id,appId,displayName,servicePrincipalType")
+    );
+}

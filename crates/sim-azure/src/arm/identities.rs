@@ -197,8 +197,29 @@ fn list(
         })
         .filter(|i| super::authorize(shared, &world, claims, IDENTITY_READ, &i.id()).is_ok())
         .map(|i| identity_json(i, api_version, &world.tenant_id))
-        .collect();
-    Ok(Reply::json(StatusCode::OK, &super::page(items, None)))
+        .collect::<Vec<Value>>();
+    // Pages of `Config::page_size`, the next one named by `$skiptoken` as the MSI provider's
+    // list examples write it (`…/userAssignedIdentities?api-version=…&$skiptoken=…`).
+    let skip: usize = match req.query("$skiptoken") {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::bad_request(
+                "InvalidSkipToken",
+                format!("The skip token '{t}' is not valid."),
+            )
+        })?,
+    };
+    let size = shared.config.page_size.max(1);
+    let next = (skip + size < items.len()).then(|| {
+        format!(
+            "{}{}?api-version={api_version}&$skiptoken={}",
+            shared.base_url,
+            req.path,
+            skip + size
+        )
+    });
+    let page = items.into_iter().skip(skip).take(size).collect();
+    Ok(Reply::json(StatusCode::OK, &super::page(page, next)))
 }
 
 fn identity(

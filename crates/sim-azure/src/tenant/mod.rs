@@ -92,6 +92,23 @@ pub(crate) struct Application {
     /// Object IDs of its owners.
     pub owners: Vec<String>,
     pub fics: BTreeMap<String, GraphFic>,
+    /// Client secrets (`passwordCredentials`), metadata only.
+    pub password_credentials: Vec<AppCredential>,
+    /// Certificates (`keyCredentials`).
+    pub key_credentials: Vec<AppCredential>,
+}
+
+/// A client secret or certificate of an application, as Graph describes it (never its value).
+#[derive(Debug, Clone)]
+pub(crate) struct AppCredential {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// The first three characters of a secret (`hint`); `None` for certificates.
+    pub hint: Option<String>,
+    /// A certificate's thumbprint, base64 (`customKeyIdentifier`); `None` for secrets.
+    pub custom_key_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +253,8 @@ pub(crate) struct Tenant {
     per_subscription: HashMap<String, usize>,
     /// Deleted assignments and when: RBAC keeps honouring them for the propagation delay.
     pub tombstones: Vec<(Assignment, Instant)>,
+    /// Object ID of the first principal of the seed with a client secret: the operator's.
+    pub operator: Option<String>,
 }
 
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";

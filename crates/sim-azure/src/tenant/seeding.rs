@@ -6,14 +6,138 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{
-    Application, Assignment, DEFAULT_TENANT, Principal, PrincipalKind, Resource, ResourceGroup,
-    RoleDef, Subscription, Tenant,
+    AppCredential, Application, Assignment, DEFAULT_TENANT, Fic, GraphFic, Principal,
+    PrincipalKind, Resource, ResourceGroup, RoleDef, Subscription, Tenant,
 };
 use crate::error::SimAzureError;
 use crate::ids::{self, key};
 use crate::roles::built_in_role_definitions;
-use crate::seed::{Seed, derived_guid};
+use crate::seed::{Seed, SeedCredential, SeedFederatedCredential, derived_guid};
 use crate::tenant::arm_time;
+
+/// The audience of a seeded FIC that names none: Entra's token exchange.
+const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// A seeded FIC, checked as Azure checks a created one (name, https issuer, a subject, exactly
+/// one audience); errors name the seed field.
+fn seeded_fic(
+    f: &SeedFederatedCredential,
+    field: &str,
+) -> Result<(String, String, String, Vec<String>), SimAzureError> {
+    let name_ok = f.name.len() >= 3
+        && f.name.len() <= 120
+        && f.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && f.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(SimAzureError::seed(
+            format!("{field}.name"),
+            format!(
+                "`{}` does not match ^[a-zA-Z0-9][a-zA-Z0-9-_]{{2,119}}$",
+                f.name
+            ),
+        ));
+    }
+    if !url::Url::parse(&f.issuer).is_ok_and(|u| u.scheme() == "https") {
+        return Err(SimAzureError::seed(
+            format!("{field}.issuer"),
+            format!("`{}` is not an https URL", f.issuer),
+        ));
+    }
+    if f.subject.is_empty() {
+        return Err(SimAzureError::seed(
+            format!("{field}.subject"),
+            "is empty".to_owned(),
+        ));
+    }
+    let audiences = if f.audiences.is_empty() {
+        vec![DEFAULT_AUDIENCE.to_owned()]
+    } else {
+        f.audiences.clone()
+    };
+    if audiences.len() != 1 {
+        return Err(SimAzureError::seed(
+            format!("{field}.audiences"),
+            "Azure accepts exactly one audience".to_owned(),
+        ));
+    }
+    Ok((
+        f.name.clone(),
+        f.issuer.clone(),
+        f.subject.clone(),
+        audiences,
+    ))
+}
+
+/// When seeded FICs were written: long enough ago that any propagation delay has passed.
+fn long_ago() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_sub(std::time::Duration::from_secs(24 * 3600))
+        .unwrap_or(now)
+}
+
+/// A seeded secret or certificate of application `app`; errors name the seed field.
+fn seeded_credential(
+    c: &SeedCredential,
+    app: &str,
+    kind: &str,
+    index: usize,
+    field: &str,
+) -> Result<AppCredential, SimAzureError> {
+    let time = |f: &str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| SimAzureError::seed(format!("{field}.{f}"), format!("`{v}`: {e}")))
+    };
+    let start = time("startDateTime", &c.start_date_time)?;
+    let end = time("endDateTime", &c.end_date_time)?;
+    if end <= start {
+        return Err(SimAzureError::seed(
+            format!("{field}.endDateTime"),
+            "is not after startDateTime".to_owned(),
+        ));
+    }
+    let key_id = match &c.key_id {
+        Some(k) if ids::is_guid(k) => k.to_ascii_lowercase(),
+        Some(k) => {
+            return Err(SimAzureError::seed(
+                format!("{field}.keyId"),
+                format!("`{k}` is not a GUID"),
+            ));
+        }
+        None => derived_guid(
+            "credential",
+            &format!(
+                "{app}/{kind}/{index}/{}",
+                c.display_name.as_deref().unwrap_or("")
+            ),
+        ),
+    };
+    let value = derived_guid("credential-value", &key_id);
+    let (hint, custom_key_identifier) = if kind == "password" {
+        (Some(value.chars().take(3).collect()), None)
+    } else {
+        // A SHA-1 thumbprint is 20 bytes; Graph shows it base64-encoded.
+        use base64::Engine as _;
+        let mut thumbprint = uuid::Uuid::parse_str(&value)
+            .map(|u| u.as_bytes().to_vec())
+            .unwrap_or_default();
+        thumbprint.extend_from_slice(&[0x1a, 0x2b, 0x3c, 0x4d]);
+        (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(thumbprint)),
+        )
+    };
+    Ok(AppCredential {
+        key_id,
+        display_name: c.display_name.clone(),
+        start,
+        end,
+        hint,
+        custom_key_identifier,
+    })
+}
 
 impl Tenant {
     pub fn from_seed(seed: &Seed) -> Result<Self, SimAzureError> {
@@ -49,6 +173,7 @@ impl Tenant {
             tuples: HashMap::new(),
             per_subscription: HashMap::new(),
             tombstones: Vec::new(),
+            operator: None,
         };
         for (i, s) in seed.subscriptions.iter().enumerate() {
             let mut sub = Subscription {
@@ -82,7 +207,7 @@ impl Tenant {
                         },
                     );
                 }
-                for ident in &rg.identities {
+                for (n, ident) in rg.identities.iter().enumerate() {
                     let principal_id = ident.principal_id.clone().unwrap_or_else(|| {
                         derived_guid(
                             "identity-principal",
@@ -95,16 +220,37 @@ impl Tenant {
                             &format!("{}/{}/{}", s.id, rg.name, ident.name),
                         )
                     });
-                    tenant.add_identity(
-                        &s.id,
-                        &rg.name,
-                        &ident.name,
-                        &location,
-                        json!({}),
-                        principal_id,
-                        client_id,
-                        None,
-                    );
+                    let id = tenant
+                        .add_identity(
+                            &s.id,
+                            &rg.name,
+                            &ident.name,
+                            &location,
+                            json!({}),
+                            principal_id,
+                            client_id,
+                            None,
+                        )
+                        .id();
+                    for (k, f) in ident.federated_credentials.iter().enumerate() {
+                        let field = format!(
+                            "subscriptions[{i}].resourceGroups[{j}].identities[{n}].federatedCredentials[{k}]"
+                        );
+                        let (name, issuer, subject, audiences) = seeded_fic(f, &field)?;
+                        if let Some(identity) = tenant.identities.get_mut(&key(&id)) {
+                            identity.fics.insert(
+                                key(&name),
+                                Fic {
+                                    name,
+                                    written: long_ago(),
+                                    issuer,
+                                    subject: Some(subject),
+                                    audiences,
+                                    claims_matching_expression: None,
+                                },
+                            );
+                        }
+                    }
                 }
                 sub.resource_groups.insert(key(&rg.name), group);
             }
@@ -115,6 +261,9 @@ impl Tenant {
                 .object_id
                 .clone()
                 .unwrap_or_else(|| derived_guid("principal", &p.display_name));
+            if tenant.operator.is_none() && p.client_secret.is_some() {
+                tenant.operator = Some(object_id.clone());
+            }
             let app_id = match p.kind {
                 PrincipalKind::ServicePrincipal => Some(
                     p.app_id
@@ -175,6 +324,51 @@ impl Tenant {
                     graph_roles: Vec::new(),
                 },
             );
+            let mut fics = BTreeMap::new();
+            for (k, f) in a.federated_credentials.iter().enumerate() {
+                let (name, issuer, subject, audiences) =
+                    seeded_fic(f, &format!("applications[{i}].federatedCredentials[{k}]"))?;
+                fics.insert(
+                    key(&name),
+                    GraphFic {
+                        id: derived_guid("application-fic", &format!("{object_id}/{name}")),
+                        written: long_ago(),
+                        name,
+                        issuer,
+                        subject,
+                        audiences,
+                        description: f.description.clone(),
+                    },
+                );
+            }
+            let password_credentials = a
+                .password_credentials
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    seeded_credential(
+                        c,
+                        &object_id,
+                        "password",
+                        k,
+                        &format!("applications[{i}].passwordCredentials[{k}]"),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let key_credentials = a
+                .key_credentials
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    seeded_credential(
+                        c,
+                        &object_id,
+                        "key",
+                        k,
+                        &format!("applications[{i}].keyCredentials[{k}]"),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             tenant.applications.insert(
                 key(&object_id),
                 Application {
@@ -182,7 +376,9 @@ impl Tenant {
                     app_id,
                     display_name: a.display_name.clone(),
                     owners,
-                    fics: BTreeMap::new(),
+                    fics,
+                    password_credentials,
+                    key_credentials,
                 },
             );
         }

@@ -6,6 +6,7 @@
 
 mod common;
 mod contract;
+mod estate;
 mod federation;
 mod graph;
 mod identities;
