@@ -140,6 +140,9 @@ pub struct LeaseClock {
 struct ClockState {
     ends: HashMap<GrantRef, DateTime<Utc>>,
     by_end: BTreeSet<(DateTime<Utc>, GrantRef)>,
+    /// The newest version of each grant observed: the watch's events and the operator's own
+    /// writes race each other, and an older version must not bring back an end already cleared.
+    versions: HashMap<GrantRef, u64>,
 }
 
 impl LeaseClock {
@@ -158,6 +161,17 @@ impl LeaseClock {
             namespace: ns,
             name: g.name_any(),
         };
+        // resourceVersions are opaque; etcd's (and sim-kube's) are increasing integers, which
+        // tells an older version apart. Anything else is taken as news.
+        if let Some(v) = g.resource_version().and_then(|v| v.parse::<u64>().ok()) {
+            let mut state = locked(&self.state);
+            match state.versions.get(&grant) {
+                Some(seen) if *seen >= v => return,
+                _ => {
+                    state.versions.insert(grant.clone(), v);
+                }
+            }
+        }
         let st = sealed;
         let end = st.and_then(|st| {
             let live = st.activated_at.is_some() && !st.phase.is_terminal();
@@ -198,6 +212,12 @@ impl LeaseClock {
         }
     }
 
+    /// Forgets a grant that is gone (its finalizer released).
+    pub fn forget(&self, grant: &GrantRef) {
+        self.set(grant, None);
+        locked(&self.state).versions.remove(grant);
+    }
+
     /// Leases that ended at least `after` before `now` and still owe deletes.
     pub fn overdue(&self, now: DateTime<Utc>, after: TimeDelta) -> usize {
         let cutoff = now - after;
@@ -228,6 +248,40 @@ mod tests {
         drop(a1);
         assert!(fair.try_enter("a").is_some(), "released on drop");
         assert!(FairShare::new(1).try_enter("x").is_some(), "never zero");
+    }
+
+    /// The operator's own write and the watch's events race: an older version observed after a
+    /// newer one changes nothing.
+    #[test]
+    fn an_older_version_never_brings_back_an_end() {
+        use lapse_api::v1alpha1::{AccessGrantSpec, GrantPhase};
+        let clock = LeaseClock::default();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let at = |rv: &str, phase: GrantPhase| {
+            let mut g = AccessGrant::new("g", AccessGrantSpec::default());
+            g.metadata.namespace = Some("ns".into());
+            g.metadata.resource_version = Some(rv.into());
+            let st = AccessGrantStatus {
+                phase,
+                activated_at: Some(t),
+                expires_at: Some(t),
+                ended_at: Some(t),
+                ..Default::default()
+            };
+            (g, st)
+        };
+        let (revoking, st1) = at("10", GrantPhase::Revoking);
+        let (expired, st2) = at("11", GrantPhase::Expired);
+        clock.observe(&revoking, Some(&st1), t);
+        assert_eq!(clock.overdue(t + TimeDelta::hours(1), TimeDelta::zero()), 1);
+        clock.observe(&expired, Some(&st2), t);
+        assert_eq!(clock.overdue(t + TimeDelta::hours(1), TimeDelta::zero()), 0);
+        clock.observe(&revoking, Some(&st1), t);
+        assert_eq!(
+            clock.overdue(t + TimeDelta::hours(1), TimeDelta::zero()),
+            0,
+            "a late event of the older version"
+        );
     }
 
     #[test]

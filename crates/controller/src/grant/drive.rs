@@ -211,7 +211,7 @@ fn finish(
         if d.finalized {
             ctx.inventory.set_claims(gref, None);
             ctx.live.set(gref, None);
-            ctx.clock.set(gref, None);
+            ctx.clock.forget(gref);
             ctx.written.forget(gref);
             ctx.metrics.observe_grant(gref, None);
             return Ok(Requeue::await_change());
