@@ -41,8 +41,8 @@ pub use handle::{ClientCredentials, SimAzureHandle};
 pub use issuer::TestIssuer;
 pub use roles::{BuiltInRole, built_in_roles};
 pub use seed::{
-    Seed, SeedApplication, SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup,
+    Seed, SeedApplication, SeedIdentity, SeedLock, SeedPrincipal, SeedResource, SeedResourceGroup,
     SeedRoleAssignment, SeedRoleDefinition, SeedSubscription,
 };
 pub use server::SimAzure;
-pub use world::{PrincipalKind, RoleAssignmentView, ScopeDeletion};
+pub use world::{LockLevel, PrincipalKind, RoleAssignmentView, ScopeDeletion};

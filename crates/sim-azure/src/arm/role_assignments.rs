@@ -13,8 +13,8 @@ use crate::ids;
 use crate::server::Shared;
 use crate::tokens::AccessClaims;
 use crate::world::{
-    AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
-    role_definition_json,
+    AssignmentFilter, AssignmentInput, AssignmentLimits, LockedOp, Rendered, arm_time,
+    assignment_json, role_definition_json,
 };
 
 /// 2022-04-01 is the contract; 2020-10-01-preview has the same shapes (an upstream example
@@ -101,6 +101,7 @@ pub(crate) fn handle(
                 &assignment_id(scope, name),
                 &facts,
             )?;
+            world.check_locks(&assignment_id(scope, name), LockedOp::Write)?;
             let limits = AssignmentLimits {
                 replication_window: shared.faults.replication_window(),
                 per_subscription: shared.config.role_assignment_limit,
@@ -153,6 +154,8 @@ pub(crate) fn handle(
                 )?,
                 None => super::authorize(shared, &world, claims, DELETE, scope)?,
             }
+            // ARM's front door checks locks whether or not the assignment exists.
+            world.check_locks(&assignment_id(scope, name), LockedOp::Delete)?;
             let delay = shared.faults.propagation_delay();
             world.prune_tombstones(now, delay);
             match world.delete_assignment(scope, name, now) {

@@ -3,6 +3,7 @@
 //! assignments. Everything here is synchronous and guarded by one mutex in the server.
 
 mod assignments;
+mod locks;
 mod seeding;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,9 @@ pub(crate) use assignments::{
     AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
     role_definition_json,
 };
+pub use locks::LockLevel;
+pub(crate) use locks::{LockListing, LockedOp, MgmtLock};
+pub(crate) use seeding::lock_name_ok;
 
 /// The outcome of an RBAC check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +239,8 @@ pub(crate) struct World {
     per_subscription: HashMap<String, usize>,
     /// Deleted assignments and when: RBAC keeps honouring them for the propagation delay.
     pub tombstones: Vec<(Assignment, Instant)>,
+    /// Management locks by lower-cased lock ID.
+    pub locks: locks::Locks,
 }
 
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";

@@ -10,6 +10,7 @@ mod federation;
 mod graph;
 mod identities;
 mod least_privilege;
+mod locks;
 mod operations;
 mod role_assignments;
 mod sdk;
