@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod lanes;
 pub mod leader;
 pub mod locks;
+pub mod management_locks;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
