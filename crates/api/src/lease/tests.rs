@@ -2479,3 +2479,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_scheduled_grant_waits_for_its_start_before_the_locks_are_read() {
+    let mut h = Harness::new("8h");
+    // The controller reads locks once the window has started.
+    h.locks = LockObservation::Unknown;
+    let window = Window {
+        not_before: Some((t0() + mins(30)).to_rfc3339()),
+        not_after: None,
+    };
+    let spec = spec(Some("1h"), Some(window));
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Scheduled);
+    // At its start a lock is found: denied, nothing created.
+    h.locks = LockObservation::Known(vec![rg_lock()]);
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0() + mins(30),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(azure.puts.is_empty());
+}
