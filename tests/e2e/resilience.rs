@@ -1142,74 +1142,139 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
-/// A management lock at or above a scope lets Azure create a role assignment there but not
-/// delete it (`409 ScopeLocked`). Such a revocation is never given up and never silent: it
-/// stays overdue with Azure's message naming the lock, and goes through once the lock is
-/// removed.
+/// DESIGN §12 "Locks", on a real lock (created through sim-azure's
+/// `Microsoft.Authorization/locks`, no fault injected). A `CanNotDelete` lock at a scope lets
+/// Azure create a role assignment there but not delete it (`409 ScopeLocked`). By default a
+/// grant under it is `Denied` naming the lock, and nothing is created in Azure. Under a policy
+/// with `locks: Tolerate` it activates; its revocation is then blocked, which is never silent
+/// (`RevocationBlocked=True` naming the locked scope, `lapse_revocations_blocked`, overdue),
+/// and goes through once the lock is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_blocked_by_a_lock_stays_overdue_naming_the_lock() -> anyhow::Result<()> {
+async fn a_lock_denies_a_grant_and_blocks_a_tolerated_revocation_until_it_is_removed()
+-> anyhow::Result<()> {
     sandbox_only(
-        Capability::Faults,
-        "makes ARM refuse deletes with ScopeLocked",
+        Capability::DisposableTenant,
+        "puts a management lock on the fixtures' storage account",
     )?;
     let mut w = World::without_operator().await?;
     w.start_operator(&[("LAPSE_OVERDUE_AFTER", "2s"), ("LAPSE_RETRY_AFTER", "1s")])
         .await?;
     let timeout = w.scaled(TIMEOUT);
     let s = setup(&w, 0).await?;
-    let rg = w.fixtures.resource_group_id();
-    let lock = format!("{rg}/providers/Microsoft.Authorization/locks/no-delete");
-    let locked = GrantSpec {
+    let account = w.fixtures.storage_account_id();
+    let lock = format!("{account}/providers/Microsoft.Authorization/locks/no-delete");
+    let (status, body) = w
+        .arm_put(
+            &lock,
+            "2016-09-01",
+            &json!({"properties": {"level": "CanNotDelete", "notes": "lapse e2e"}}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "creating the lock: {status} {body}");
+
+    // Denied, naming the lock; nothing created in Azure.
+    let denied = GrantSpec {
         name: "locked".into(),
         identity: &s.identities[0],
         role: "Reader",
-        scope: &s.scopes[0],
+        scope: &account,
         service_account: None,
         lease: Lease::Duration(w.lease(3600)),
     };
-    w.apply_ok(&locked.yaml())?;
-    let names = names(std::slice::from_ref(&locked));
-    w.wait_all(NS, &names, timeout, phase_is(GrantPhase::Active))
+    w.apply_ok(&denied.yaml())?;
+    let got = w
+        .wait_all(
+            NS,
+            &names(std::slice::from_ref(&denied)),
+            timeout,
+            phase_is(GrantPhase::Denied),
+        )
         .await?;
-    // Azure's answer to a delete under a CanNotDelete lock.
-    w.azure_fault(json!({"method": "DELETE", "pathPattern": "roleAssignments/",
-        "action": {"type": "status", "status": 409, "code": "ScopeLocked",
-            "message": format!("The scope '{}' cannot perform delete operation because following scope(s) are locked: '{lock}'. Please remove the lock and try again.", s.scopes[0])}}))
-        .await?;
-    w.patch_grant(NS, "locked", r#"{"spec":{"revoked":true}}"#)?;
-    // Overdue, and once the retry has met the lock again, saying so (and staying so).
-    let overdue = w
-        .wait_all(NS, &names, timeout, |g| {
-            g.status.as_ref().is_some_and(|st| {
-                st.conditions.iter().any(|c| {
-                    c.type_ == "RevocationOverdue"
-                        && c.status == ConditionStatus::True
-                        && c.message.contains("ScopeLocked")
-                })
-            })
-        })
-        .await?;
-    let message = overdue[0]
+    let message = got[0]
         .status
         .as_ref()
+        .and_then(|st| st.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&lock) && message.contains("CanNotDelete"),
+        "the denial does not name the lock: {message}"
+    );
+    assert!(
+        w.owned_objects().await?.is_empty(),
+        "a denied grant created something in Azure"
+    );
+
+    // Tolerated: it activates under the lock.
+    w.kubectl_ok(&[
+        "patch",
+        "accesspolicy",
+        "ops",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"locks":"Tolerate"}}"#,
+    ])?;
+    let tolerated = GrantSpec {
+        name: "tolerated".into(),
+        ..denied
+    };
+    let names = names(std::slice::from_ref(&tolerated));
+    w.apply_ok(&tolerated.yaml())?;
+    w.wait_all(NS, &names, timeout, phase_is(GrantPhase::Active))
+        .await?;
+    assert_eq!(w.owned_objects().await?.len(), 1);
+
+    // Revoked: Azure refuses the DELETE; the grant says so, naming the locked scope.
+    w.patch_grant(NS, "tolerated", r#"{"spec":{"revoked":true}}"#)?;
+    let blocked = w
+        .wait_all(NS, &names, timeout, |g| {
+            condition(g, "RevocationBlocked") == Some(ConditionStatus::True)
+                && condition(g, "RevocationOverdue") == Some(ConditionStatus::True)
+        })
+        .await?;
+    let st = blocked[0].status.as_ref();
+    assert_eq!(st.map(|s| s.phase), Some(GrantPhase::Revoking));
+    let message = st
         .and_then(|st| {
             st.conditions
                 .iter()
-                .find(|c| c.type_ == "RevocationOverdue")
+                .find(|c| c.type_ == "RevocationBlocked")
         })
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(
-        message.contains("ScopeLocked") && message.contains(&lock),
-        "the overdue condition does not name the lock: {message}"
+        message.contains("ScopeLocked")
+            && message
+                .to_ascii_lowercase()
+                .contains(&account.to_ascii_lowercase()),
+        "RevocationBlocked does not name the locked scope: {message}"
     );
-    assert_eq!(
-        overdue[0].status.as_ref().map(|s| s.phase),
-        Some(GrantPhase::Revoking)
-    );
-    // The lock is removed: the revocation finishes.
-    w.clear_azure_faults().await?;
-    w.wait_all(NS, &names, timeout, phase_is(GrantPhase::Revoked))
+    assert_eq!(blocked_gauge(&w).await?, 1, "lapse_revocations_blocked");
+    assert_eq!(w.owned_objects().await?.len(), 1);
+
+    // The lock is removed: the revocation finishes and nothing is left.
+    let status = w.arm_delete(&lock, "2016-09-01").await?;
+    anyhow::ensure!(status == 200, "deleting the lock: {status}");
+    let done = w
+        .wait_all(NS, &names, timeout, phase_is(GrantPhase::Revoked))
         .await?;
+    assert_eq!(
+        condition(&done[0], "RevocationBlocked"),
+        Some(ConditionStatus::False)
+    );
+    assert!(w.owned_objects().await?.is_empty());
+    assert_eq!(blocked_gauge(&w).await?, 0, "lapse_revocations_blocked");
     Ok(())
+}
+
+/// `lapse_revocations_blocked` as the operator serves it.
+async fn blocked_gauge(w: &World) -> anyhow::Result<i64> {
+    let metrics = w.metrics().await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lapse_revocations_blocked "))
+        .ok_or_else(|| anyhow::anyhow!("lapse_revocations_blocked is not served"))?
+        .trim()
+        .parse()
+        .map_err(Into::into)
 }

@@ -7,6 +7,7 @@ pub mod arm;
 pub mod duration;
 pub mod field;
 pub mod lease;
+pub mod lock;
 pub mod naming;
 pub mod policy;
 pub mod role;

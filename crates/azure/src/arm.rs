@@ -10,7 +10,7 @@ use crate::error::{AzureError, Operation};
 use crate::limiter::Budget;
 use crate::models::{
     ArmPage, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, Subscription, WireArmFic, WireIdentity, WirePermissionEntry,
+    RoleDefinition, Subscription, WireArmFic, WireIdentity, WireLock, WirePermissionEntry,
     WireRoleAssignment, WireRoleAssignmentCreate, WireRoleDefinition, WireSubscription,
 };
 use crate::rest::Api;
@@ -19,6 +19,8 @@ pub const ROLE_API_VERSION: &str = "2022-04-01";
 pub const MSI_API_VERSION: &str = "2023-01-31";
 /// Microsoft.Resources subscriptions.
 pub const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
+/// Microsoft.Authorization management locks.
+pub const LOCKS_API_VERSION: &str = "2016-09-01";
 
 const AUTHZ: [&str; 2] = ["providers", "Microsoft.Authorization"];
 
@@ -234,6 +236,32 @@ impl AzureClient {
         )?;
         let call = call(op, Api::Arm, budget, Method::Get, url, &target);
         self.list_all(call, |page: ArmPage<WirePermissionEntry>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
+    /// The management locks that apply at `scope` (a subscription, resource group or resource,
+    /// a managed identity included): those at it and above it, as ARM answers
+    /// `GET {scope}/providers/Microsoft.Authorization/locks?$filter=atScope()` (api-version
+    /// 2016-09-01; all pages).
+    pub async fn list_locks(
+        &self,
+        scope: &str,
+    ) -> Result<Vec<lapse_api::lock::ManagementLock>, AzureError> {
+        let op = Operation::ListLocks;
+        let (scope, budget) = scope_budget(op, scope)?;
+        let target = format!("management locks at {}", scope.as_str());
+        let url = self.arm_url(
+            op,
+            segments(&scope).chain(AUTHZ).chain(["locks"]),
+            &[("api-version", LOCKS_API_VERSION), ("$filter", "atScope()")],
+        )?;
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WireLock>| {
             (
                 page.value.into_iter().map(Into::into).collect(),
                 page.next_link,

@@ -17,6 +17,8 @@ pub enum Operation {
     ListRoleAssignments,
     /// The caller's own permissions at a scope (`Microsoft.Authorization/permissions`).
     ListPermissions,
+    /// The management locks that apply at a scope (`Microsoft.Authorization/locks`).
+    ListLocks,
     GetManagedIdentity,
     ListManagedIdentities,
     PutFic,
@@ -36,13 +38,14 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
         Operation::DeleteRoleAssignment,
         Operation::ListRoleAssignments,
         Operation::ListPermissions,
+        Operation::ListLocks,
         Operation::GetManagedIdentity,
         Operation::ListManagedIdentities,
         Operation::PutFic,
@@ -67,6 +70,7 @@ impl Operation {
             Operation::DeleteRoleAssignment => "delete_role_assignment",
             Operation::ListRoleAssignments => "list_role_assignments",
             Operation::ListPermissions => "list_permissions",
+            Operation::ListLocks => "list_locks",
             Operation::GetManagedIdentity => "get_managed_identity",
             Operation::ListManagedIdentities => "list_managed_identities",
             Operation::PutFic => "put_fic",
@@ -213,7 +217,27 @@ impl AzureError {
     pub fn is_retryable(&self) -> bool {
         self.class() != ErrorClass::Terminal
     }
+
+    /// ARM refused because a management lock at or above the object forbids the operation
+    /// (`409 ScopeLocked`). Terminal for this request: only removing the lock helps, so callers
+    /// report it and retry with backoff rather than at once.
+    pub fn is_scope_locked(&self) -> bool {
+        matches!(self, AzureError::Terminal { status: 409, code, .. } if code.eq_ignore_ascii_case(SCOPE_LOCKED))
+    }
+
+    /// The scopes a `ScopeLocked` refusal names as locked (empty otherwise).
+    pub fn locked_scopes(&self) -> Vec<String> {
+        match self {
+            AzureError::Terminal { message, .. } if self.is_scope_locked() => {
+                lapse_api::lock::locked_scopes(message)
+            }
+            _ => Vec::new(),
+        }
+    }
 }
+
+/// ARM's code for an operation a management lock forbids.
+pub const SCOPE_LOCKED: &str = "ScopeLocked";
 
 /// Error codes that ARM documents as transient even though their status is 4xx.
 pub(crate) const CONCURRENT_FIC_WRITES: &str =

@@ -14,11 +14,11 @@ mod limiter;
 mod models;
 mod rest;
 
-pub use arm::{MSI_API_VERSION, ROLE_API_VERSION, SUBSCRIPTIONS_API_VERSION};
+pub use arm::{LOCKS_API_VERSION, MSI_API_VERSION, ROLE_API_VERSION, SUBSCRIPTIONS_API_VERSION};
 pub use calls::{CallCount, Outcome};
 pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
-pub use error::{AzureError, ErrorClass, Operation};
+pub use error::{AzureError, ErrorClass, Operation, SCOPE_LOCKED};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
 pub use models::{
     AppCredential, AppRegistration, Application, Fic, FicRequest, ManagedIdentity, Permission,

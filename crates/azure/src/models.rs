@@ -292,6 +292,34 @@ impl From<WirePermissionEntry> for Permission {
     }
 }
 
+/// `ManagementLockObject` (locks 2016-09-01).
+#[derive(Deserialize)]
+pub(crate) struct WireLock {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    properties: WireLockProperties,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireLockProperties {
+    level: String,
+    #[serde(default)]
+    notes: Option<String>,
+}
+
+impl From<WireLock> for lapse_api::lock::ManagementLock {
+    fn from(w: WireLock) -> Self {
+        lapse_api::lock::ManagementLock {
+            id: w.id,
+            name: w.name,
+            level: lapse_api::lock::LockLevel::parse(&w.properties.level),
+            notes: w.properties.notes,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct WireRoleAssignment {
     id: String,

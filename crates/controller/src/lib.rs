@@ -16,6 +16,7 @@ pub mod inventory;
 mod lanes;
 pub mod leader;
 mod locks;
+mod management_locks;
 mod metrics;
 pub mod notify;
 mod observe;

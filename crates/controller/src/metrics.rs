@@ -55,6 +55,8 @@ pub struct Metrics {
     /// Leases that ended more than the overdue threshold ago and still owe deletes, counted
     /// from the lease end whatever held the revocation up (set when scraped).
     pub overdue_revocations: Gauge,
+    /// Grants whose revocation a management lock refuses (`RevocationBlocked=True`).
+    pub revocations_blocked: Gauge,
     pub orphans_deleted: Family<SweepLabels, Counter>,
     /// Events dropped because the publishing queue was full.
     pub events_dropped: Counter,
@@ -69,6 +71,7 @@ pub struct Metrics {
     /// Notifications by kind and result (delivered, failed, dropped).
     pub notifications: Family<crate::notify::NotifyLabels, Counter>,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
+    blocked: Mutex<std::collections::HashSet<GrantRef>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
     azure_seen: Mutex<HashMap<(lapse_azure::Operation, lapse_azure::Outcome), u64>>,
 }
@@ -93,6 +96,7 @@ impl Metrics {
                 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
             overdue_revocations: Gauge::default(),
+            revocations_blocked: Gauge::default(),
             orphans_deleted: Family::default(),
             events_dropped: Counter::default(),
             status_tampered: Counter::default(),
@@ -101,6 +105,7 @@ impl Metrics {
             unreadable_objects: Family::default(),
             notifications: Family::default(),
             phases: Mutex::default(),
+            blocked: Mutex::default(),
             limiter_seen: Mutex::default(),
             azure_seen: Mutex::default(),
         };
@@ -177,6 +182,11 @@ impl Metrics {
             m.overdue_revocations.clone(),
         );
         r.register(
+            "revocations_blocked",
+            "Grants whose revocation a management lock refuses (409 ScopeLocked)",
+            m.revocations_blocked.clone(),
+        );
+        r.register(
             "orphans_deleted",
             "Orphaned Azure objects deleted by the sweep",
             m.orphans_deleted.clone(),
@@ -243,6 +253,22 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Records whether a management lock blocks a grant's revocation (`RevocationBlocked`);
+    /// `false` once it no longer does or the grant is gone.
+    pub fn observe_blocked(&self, grant: &GrantRef, blocked: bool) {
+        let mut set = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if blocked {
+            set.insert(grant.clone());
+        } else {
+            set.remove(grant);
+        }
+        self.revocations_blocked
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
     }
 
     /// Folds the Azure client's cumulative call counts into `lapse_azure_calls_total`.

@@ -7,8 +7,10 @@
 //!   form ("Constrain roles and principal types"): it may create and delete assignments of the
 //!   roles the policies name only, for service principals only.
 //! - **Reading**: a custom role with `roleAssignments/read`, `roleDefinitions/read`,
-//!   `userAssignedIdentities/read` and `permissions/read` at each subscription involved: the
-//!   orphan sweep lists role assignments per subscription, role names are looked up there,
+//!   `locks/read`, `userAssignedIdentities/read` and `permissions/read` at each subscription
+//!   involved: the orphan sweep lists role assignments per subscription, role names are looked
+//!   up there, the management locks at a grant's scopes and identity are read before it
+//!   activates,
 //!   identities are read to find their principals (and listed at start-up to find orphaned
 //!   FICs), and `check` reads the identity's own permissions.
 //! - **Federated identity credentials**: a custom role with `userAssignedIdentities/read` and
@@ -34,6 +36,8 @@ pub const ROLE_ASSIGNMENTS_READ: &str = "Microsoft.Authorization/roleAssignments
 pub const ROLE_ASSIGNMENTS_WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
 pub const ROLE_ASSIGNMENTS_DELETE: &str = "Microsoft.Authorization/roleAssignments/delete";
 pub const ROLE_DEFINITIONS_READ: &str = "Microsoft.Authorization/roleDefinitions/read";
+/// The management locks that apply at a grant's scopes and identity, read before activation.
+pub const LOCKS_READ: &str = "Microsoft.Authorization/locks/read";
 /// ARM's permissions API (what `check` and the start-up check call).
 pub const PERMISSIONS_READ: &str = "Microsoft.Authorization/permissions/read";
 pub const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
@@ -338,7 +342,7 @@ impl Plan {
             .filter(|(sub, _)| !plan.admin.iter().any(|a| a.scope == *sub))
             .collect();
         if !reader_scopes.is_empty() {
-            let mut actions = vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ];
+            let mut actions = vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ, LOCKS_READ];
             if any_identity {
                 actions.push(IDENTITY_READ);
             }
@@ -348,7 +352,8 @@ impl Plan {
                 name: READER_ROLE,
                 guid: custom_role_guid(READER_ROLE),
                 description: "lapse-operator: list role assignments (the orphan sweep), read role \
-                              definitions and user-assigned identities, and its own permissions.",
+                              definitions, management locks and user-assigned identities, and \
+                              its own permissions.",
                 actions,
                 scopes: reader_scopes,
             });
@@ -418,7 +423,7 @@ impl Plan {
             .reader
             .as_ref()
             .map(|r| r.actions.clone())
-            .unwrap_or_else(|| vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ])
+            .unwrap_or_else(|| vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ, LOCKS_READ])
             .into_iter()
             .filter(|a| *a != PERMISSIONS_READ)
             .collect();
@@ -863,6 +868,7 @@ mod tests {
             [
                 ROLE_ASSIGNMENTS_READ,
                 ROLE_DEFINITIONS_READ,
+                LOCKS_READ,
                 IDENTITY_READ,
                 PERMISSIONS_READ
             ]
@@ -1016,7 +1022,7 @@ mod tests {
             reqs,
             [
                 (rg("app"), 3),
-                (format!("/subscriptions/{SUB}"), 3),
+                (format!("/subscriptions/{SUB}"), 4),
                 (mi("app", "a"), 4)
             ]
         );

@@ -42,8 +42,8 @@ pub use issuer::TestIssuer;
 pub use roles::{BuiltInRoleDefinition, built_in_role_definitions};
 pub use seed::{
     ESTATE_RESOURCE_GROUP, Seed, SeedApplication, SeedCredential, SeedFederatedCredential,
-    SeedIdentity, SeedPrincipal, SeedResource, SeedResourceGroup, SeedRoleAssignment,
+    SeedIdentity, SeedLock, SeedPrincipal, SeedResource, SeedResourceGroup, SeedRoleAssignment,
     SeedRoleDefinition, SeedSubscription,
 };
 pub use server::SimAzure;
-pub use tenant::{PrincipalKind, RoleAssignmentView, ScopeDeletion};
+pub use tenant::{LockLevel, PrincipalKind, RoleAssignmentView, ScopeDeletion};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimAzureError;
-use crate::tenant::PrincipalKind;
+use crate::tenant::{LockLevel, PrincipalKind};
 
 /// The whole seed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,25 @@ pub struct Seed {
     /// Standing role assignments.
     #[serde(default)]
     pub role_assignments: Vec<SeedRoleAssignment>,
+    /// Management locks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<SeedLock>,
+}
+
+/// A management lock (`Microsoft.Authorization/locks`) at a subscription, resource group or
+/// resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedLock {
+    /// The scope it is placed at.
+    pub scope: String,
+    /// Lock name.
+    pub name: String,
+    /// `CanNotDelete` or `ReadOnly`.
+    pub level: LockLevel,
+    /// Notes.
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
 /// A subscription.
@@ -319,6 +338,7 @@ impl Seed {
                     name: None,
                 },
             ],
+            locks: Vec::new(),
         }
     }
 }
@@ -460,6 +480,9 @@ roleAssignments:
       scope: /subscriptions/00000000-0000-4000-8000-000000000001 }
   - { principal: backup-runner, role: Blob lister,
       scope: /subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/app-rg }
+locks:
+  - { scope: /subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/app-rg,
+      name: no-delete, level: CanNotDelete, notes: production data }
 "#;
 
     #[test]
@@ -471,6 +494,7 @@ roleAssignments:
         assert_eq!(tenant.applications.len(), 1);
         assert!(tenant.find_principal("alice").is_some());
         assert!(tenant.find_role("blob lister").is_some());
+        assert_eq!(tenant.locks.len(), 1);
         // Derived IDs are stable: the same seed yields the same tenant.
         let again =
             crate::tenant::Tenant::from_seed(&Seed::from_yaml(EXAMPLE_YAML).unwrap()).unwrap();

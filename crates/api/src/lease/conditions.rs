@@ -18,6 +18,9 @@ pub const POLICY_ALLOWED: &str = "PolicyAllowed";
 pub const STANDING_ACCESS: &str = "StandingAccess";
 /// The lease ended but its Azure objects are not all deleted yet.
 pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
+/// A management lock refuses the deletes of the ended lease's objects (`409 ScopeLocked`):
+/// only removing the lock lets the revocation finish.
+pub const REVOCATION_BLOCKED: &str = "RevocationBlocked";
 /// A requested extension (or a spec edit) was refused; the recorded lease stands.
 pub const EXTENSION_DENIED: &str = "ExtensionDenied";
 /// The status was written by someone other than the operator; the lease was ended for it.
@@ -36,6 +39,8 @@ pub(crate) struct Facts {
     pub extension_denied: Option<(Reason, String)>,
     /// Why the revocation is overdue.
     pub overdue: Option<String>,
+    /// Which lock refuses the revocation's deletes.
+    pub revocation_blocked: Option<String>,
     /// Standing assignments the lease uses.
     pub standing: Vec<String>,
     /// The last failed Azure call, for messages.
@@ -161,6 +166,18 @@ pub(crate) fn apply_conditions(
             generation,
         ),
         None => clear(st, REVOCATION_OVERDUE, Reason::Revoked, now, generation),
+    }
+    match &facts.revocation_blocked {
+        Some(msg) => set(
+            st,
+            REVOCATION_BLOCKED,
+            ConditionStatus::True,
+            Reason::ScopeLocked,
+            msg,
+            now,
+            generation,
+        ),
+        None => clear(st, REVOCATION_BLOCKED, Reason::Revoked, now, generation),
     }
     if let Some(msg) = &facts.tampered {
         set(

@@ -12,8 +12,8 @@ mod residual;
 mod tests;
 
 pub use conditions::{
-    EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_OVERDUE, STALLED,
-    STANDING_ACCESS, TAMPERED, find as find_condition,
+    EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_BLOCKED, REVOCATION_OVERDUE,
+    STALLED, STANDING_ACCESS, TAMPERED, find as find_condition,
 };
 pub use decide::decide;
 pub use model::*;

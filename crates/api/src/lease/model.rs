@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::reason::Reason;
 use crate::arm::ArmId;
+pub use crate::lock::{LockLevel, LockObservation, ManagementLock};
 use crate::naming::Owner;
 use crate::policy::PolicyContext;
 // Defined with policy evaluation, which reads them; the controller fills them in as lease input.
@@ -264,6 +265,9 @@ pub struct LeaseInput<'a> {
     pub policy: PolicyContext<'a>,
     pub identity: &'a IdentityObservation,
     pub privileges: &'a PrivilegeObservation,
+    /// The management locks that apply to the grant's scopes and identity (looked at before
+    /// activation only; a running or ending lease does not read it).
+    pub locks: &'a LockObservation,
     pub azure: &'a AzureView,
     /// The AccessApprovals for this grant, and whether they can be believed.
     pub approvals: &'a crate::approval::ApprovalView,

@@ -117,6 +117,10 @@ reasons! {
     IdentityNotFound: Event,
     /// The identity is lapse-operator's own.
     OperatorIdentity: Both,
+    /// A management lock applies to a scope or the identity of the grant: denied unless the
+    /// policy sets `locks: Tolerate` (Event, `PolicyAllowed=False`); a delete the lock refused
+    /// (`RevocationBlocked=True`, and its Event).
+    ScopeLocked: Both,
     /// The window ended before the grant could activate.
     WindowPassed: Event,
     /// The federated credential was deleted one token lifetime before the lease ends

@@ -156,6 +156,8 @@ enum Fault {
     Unauthorized,
     /// The call took effect but the answer was lost.
     LostAnswer,
+    /// A management lock: creates go through, deletes are refused (`409 ScopeLocked`).
+    Locked,
 }
 
 struct Harness {
@@ -166,6 +168,8 @@ struct Harness {
     labels: BTreeMap<String, String>,
     identity: IdentityObservation,
     privileges: PrivilegeObservation,
+    /// The management locks that apply to the grant's scopes and identity.
+    locks: LockObservation,
     /// `metadata.creationTimestamp` of the grant.
     created: DateTime<Utc>,
     /// Live grants of the namespace per policy (other than this one).
@@ -192,6 +196,7 @@ impl Harness {
                 principal_id: Uuid::parse_str(PRINCIPAL).unwrap(),
             },
             privileges: PrivilegeObservation::Known(Vec::new()),
+            locks: LockObservation::Known(Vec::new()),
             created: t0(),
             live: BTreeMap::new(),
             tamper_next: std::cell::RefCell::new(None),
@@ -254,6 +259,7 @@ impl Harness {
             },
             identity: &self.identity,
             privileges: &self.privileges,
+            locks: &self.locks,
             azure,
             approvals: &self.approvals,
         };
@@ -289,7 +295,14 @@ impl Harness {
                 let key = a.key().clone();
                 let create = a.is_create();
                 let outcome = match (&fault, create) {
-                    (Fault::Ok | Fault::LostAnswer, true) => {
+                    (Fault::Locked, false) => Observed::DeleteFailed(Failure::Terminal {
+                        code: "ScopeLocked".into(),
+                        message: format!(
+                            "The scope '{key:?}' cannot perform delete operation because following scope(s) are locked: '{}'. Please remove the lock and try again.",
+                            locked_rg()
+                        ),
+                    }),
+                    (Fault::Ok | Fault::LostAnswer | Fault::Locked, true) => {
                         azure.objects.entry(key.clone()).or_insert(true);
                         *azure.puts.entry(key.clone()).or_default() += 1;
                         if matches!(fault, Fault::Ok) {
@@ -2384,4 +2397,239 @@ proptest! {
             prop_assert!(st.approvals.is_empty());
         }
     }
+}
+
+/// The resource group the lock tests lock.
+fn locked_rg() -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/payments-rg")
+}
+
+fn rg_lock() -> ManagementLock {
+    ManagementLock {
+        id: format!(
+            "{}/providers/Microsoft.Authorization/locks/no-delete",
+            locked_rg()
+        ),
+        name: "no-delete".into(),
+        level: LockLevel::CanNotDelete,
+        notes: None,
+    }
+}
+
+fn tolerating(h: &mut Harness) {
+    h.policies = policy_with(|p| p.locks = LockTolerance::Tolerate);
+}
+
+#[test]
+fn a_lock_denies_the_grant_naming_it_and_creates_nothing() {
+    let mut h = Harness::new("8h");
+    h.locks = LockObservation::Known(vec![rg_lock()]);
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    let d = h.reconcile(
+        &mut azure,
+        &spec(Some("1h"), None),
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(azure.puts.is_empty());
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains(&rg_lock().id)
+            && msg.contains("CanNotDelete")
+            && msg.contains("locks: Tolerate"),
+        "{msg}"
+    );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == Reason::ScopeLocked && e.warning)
+    );
+    let allowed = conditions::find(&st, conditions::POLICY_ALLOWED).unwrap();
+    assert_eq!(
+        (allowed.status, allowed.reason.as_str()),
+        (ConditionStatus::False, "ScopeLocked")
+    );
+}
+
+#[test]
+fn unknown_locks_hold_the_activation_and_retry() {
+    let mut h = Harness::new("8h");
+    h.locks = LockObservation::Unknown;
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    let spec = spec(Some("1h"), None);
+    let d = h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert!(azure.puts.is_empty());
+    assert!(st.activated_at.is_none());
+    assert!(d.retry_after.is_some());
+    assert!(!st.phase.is_terminal(), "{:?}", st.phase);
+    // Known and empty: it activates.
+    h.locks = LockObservation::Known(Vec::new());
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+}
+
+#[test]
+fn a_tolerated_lock_activates_and_a_blocked_revocation_is_reported_until_the_lock_goes() {
+    let mut h = Harness::new("8h");
+    tolerating(&mut h);
+    h.locks = LockObservation::Known(vec![rg_lock()]);
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    let mut spec = spec(Some("1h"), None);
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(azure.objects.len(), 3);
+    // Revoked: every delete is refused by the lock.
+    spec.revoked = true;
+    let now = t0() + mins(5);
+    let d = h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        now,
+        &mut std::iter::repeat(Fault::Locked),
+    );
+    assert_eq!(st.phase, GrantPhase::Revoking);
+    assert_eq!(azure.objects.len(), 3);
+    let blocked = conditions::find(&st, conditions::REVOCATION_BLOCKED).unwrap();
+    assert_eq!(
+        (blocked.status, blocked.reason.as_str()),
+        (ConditionStatus::True, "ScopeLocked")
+    );
+    assert!(
+        blocked.message.contains(&locked_rg()),
+        "{}",
+        blocked.message
+    );
+    assert!(d.retry_after.is_some());
+    // A later retry that meets the lock again says so again.
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        now + mins(1),
+        &mut std::iter::repeat(Fault::Locked),
+    );
+    assert_eq!(
+        conditions::find(&st, conditions::REVOCATION_BLOCKED).map(|c| c.status),
+        Some(ConditionStatus::True)
+    );
+    // The lock is removed: the deletes go through and the condition clears.
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        now + mins(2),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Revoked);
+    assert!(azure.objects.is_empty());
+    let cleared = conditions::find(&st, conditions::REVOCATION_BLOCKED).unwrap();
+    assert_eq!(cleared.status, ConditionStatus::False);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// DESIGN §12 "Locks": under a policy that does not tolerate locks, nothing is ever created
+    /// while a lock applies or while the locks are unknown, whatever Azure does; a lock seen
+    /// before the window ends denies the grant, naming it.
+    #[test]
+    fn no_activation_under_an_untolerated_lock(
+        seen in prop::collection::vec(0u8..3, 1..10),
+        faults in prop::collection::vec(0u8..10, 0..20),
+        step in 0i64..20,
+        federated in any::<bool>(),
+    ) {
+        let mut h = Harness::new("8h");
+        let mut spec = spec(Some("2h"), None);
+        if !federated {
+            spec.federation = None;
+        }
+        let mut azure = AzureModel::default();
+        let mut st = AccessGrantStatus::default();
+        let mut faults = faults.iter().map(|n| fault_of(*n)).collect::<Vec<_>>().into_iter();
+        let mut now = t0();
+        let mut lock_seen = false;
+        for l in &seen {
+            h.locks = match l {
+                0 => LockObservation::Unknown,
+                _ => LockObservation::Known(vec![rg_lock()]),
+            };
+            lock_seen |= *l != 0;
+            h.reconcile(&mut azure, &spec, &mut st, false, now, &mut faults);
+            prop_assert!(azure.puts.is_empty(), "created under {:?}", h.locks);
+            prop_assert!(st.activated_at.is_none());
+            if lock_seen {
+                prop_assert_eq!(st.phase, GrantPhase::Denied);
+                let msg = st.message.clone().unwrap_or_default();
+                prop_assert!(msg.contains(&rg_lock().id), "{}", msg);
+            }
+            now += mins(step);
+        }
+    }
+}
+
+#[test]
+fn a_scheduled_grant_waits_for_its_start_before_the_locks_are_read() {
+    let mut h = Harness::new("8h");
+    // The controller reads locks once the window has started.
+    h.locks = LockObservation::Unknown;
+    let window = Window {
+        not_before: Some((t0() + mins(30)).to_rfc3339()),
+        not_after: None,
+    };
+    let spec = spec(Some("1h"), Some(window));
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0(),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Scheduled);
+    // At its start a lock is found: denied, nothing created.
+    h.locks = LockObservation::Known(vec![rg_lock()]);
+    h.reconcile(
+        &mut azure,
+        &spec,
+        &mut st,
+        false,
+        t0() + mins(30),
+        &mut std::iter::empty(),
+    );
+    assert_eq!(st.phase, GrantPhase::Denied);
+    assert!(azure.puts.is_empty());
 }

@@ -20,7 +20,7 @@ pub use grant::{
 pub use patterns::*;
 pub use policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, BreakGlassRules,
-    FederationRules, LabelSelector, LabelSelectorRequirement,
+    FederationRules, LabelSelector, LabelSelectorRequirement, LockTolerance,
 };
 
 /// The API group of every lapse kind.

@@ -101,6 +101,12 @@ pub struct AccessPolicySpec {
     /// this is off by default and such grants are denied naming the standing assignment.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_privileged_identities: bool,
+    /// What a management lock (`CanNotDelete` or `ReadOnly`) at or above a grant's scope or on
+    /// its identity means: `Deny` (the default) refuses the grant, naming the lock, because
+    /// Azure would let lapse create the access but not delete it; `Tolerate` activates anyway,
+    /// and a revocation the lock blocks is reported (`RevocationBlocked`) until it is removed.
+    #[serde(default, skip_serializing_if = "LockTolerance::is_default")]
+    pub locks: LockTolerance,
     /// At most this many live (activating or active) grants per namespace under this policy;
     /// a grant beyond it is denied. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +122,24 @@ pub struct AccessPolicySpec {
     /// How federation under this policy ends (docs/security.md, "When access really ends").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federation: Option<FederationRules>,
+}
+
+/// `spec.locks` of an AccessPolicy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum LockTolerance {
+    /// A lock that applies to a grant's scope or identity denies the grant (`ScopeLocked`).
+    #[default]
+    Deny,
+    /// Grants activate under locks; revocations the locks block are reported and retried.
+    Tolerate,
+}
+
+impl LockTolerance {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Deny
+    }
 }
 
 /// Approval a policy requires before its grants activate.

@@ -447,6 +447,8 @@ pub struct PolicyRules {
     /// Token audiences a federated credential may accept.
     pub audiences: Vec<String>,
     pub allow_privileged_identities: bool,
+    /// Whether grants may activate under a management lock.
+    pub locks: crate::v1alpha1::LockTolerance,
     pub max_active_grants: Option<u32>,
     /// Grants wait for approvals before they activate.
     pub approval: Option<ApprovalRule>,
@@ -716,6 +718,7 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
                 spec.audiences.clone()
             },
             allow_privileged_identities: spec.allow_privileged_identities,
+            locks: spec.locks,
             max_active_grants: spec.max_active_grants,
             approval,
             break_glass,

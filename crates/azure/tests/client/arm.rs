@@ -704,3 +704,96 @@ async fn subscriptions_are_listed_across_pages() {
     assert_eq!(sent[0].query("api-version").as_deref(), Some("2022-12-01"));
     assert_eq!(sent[1].query("$skiptoken").as_deref(), Some("2"));
 }
+
+/// ARM's locks answer (locks 2016-09-01, `ManagementLockListResult`) with `$filter=atScope()`:
+/// the locks at the scope and above it.
+#[tokio::test]
+async fn list_locks_reads_the_locks_that_apply_at_a_scope_across_pages() {
+    let (client, fake) = client();
+    let sub_lock = format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/locks/sub-lock");
+    let rg_lock = format!("{RG}/providers/Microsoft.Authorization/locks/no-delete");
+    fake.push(reply(
+        200,
+        &json!({
+            "value": [{"properties": {"level": "ReadOnly"}, "id": sub_lock,
+                "type": "Microsoft.Authorization/locks", "name": "sub-lock"}],
+            "nextLink": format!("https://management.azure.com{MI}/providers/Microsoft.Authorization/locks?api-version=2016-09-01&$filter=atScope()&$skipToken=1"),
+        })
+        .to_string(),
+    ));
+    fake.push(reply(
+        200,
+        &json!({"value": [{"properties": {"level": "CanNotDelete", "notes": "prod",
+            "owners": [{"applicationId": "x"}]}, "id": rg_lock,
+            "type": "Microsoft.Authorization/locks", "name": "no-delete"}]})
+        .to_string(),
+    ));
+    let locks = client.list_locks(MI).await.unwrap();
+    assert_eq!(
+        locks,
+        vec![
+            lapse_api::lock::ManagementLock {
+                id: sub_lock,
+                name: "sub-lock".into(),
+                level: lapse_api::lock::LockLevel::ReadOnly,
+                notes: None,
+            },
+            lapse_api::lock::ManagementLock {
+                id: rg_lock,
+                name: "no-delete".into(),
+                level: lapse_api::lock::LockLevel::CanNotDelete,
+                notes: Some("prod".into()),
+            },
+        ]
+    );
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].method, "GET");
+    assert_eq!(
+        sent[0].url.path(),
+        format!("{MI}/providers/Microsoft.Authorization/locks")
+    );
+    assert_eq!(sent[0].query("api-version").as_deref(), Some("2016-09-01"));
+    assert_eq!(sent[0].query("$filter").as_deref(), Some("atScope()"));
+    assert_eq!(sent[1].url.host_str(), Some("arm.test"));
+    assert_eq!(sent[1].query("$skipToken").as_deref(), Some("1"));
+    let counted = client
+        .call_counts()
+        .into_iter()
+        .find(|c| c.operation == lapse_azure::Operation::ListLocks)
+        .map(|c| (c.outcome, c.count));
+    assert_eq!(counted, Some((lapse_azure::Outcome::Ok, 2)));
+    assert!(client.list_locks("not a scope").await.is_err());
+}
+
+/// A delete under a lock: ARM's 409 `ScopeLocked` is terminal for the request, and says which
+/// scopes are locked.
+#[tokio::test]
+async fn a_delete_refused_by_a_lock_is_scope_locked_naming_the_locked_scope() {
+    let (client, fake) = client();
+    let id = format!(
+        "{RG}/providers/Microsoft.Authorization/roleAssignments/{}",
+        name()
+    );
+    fake.push(reply(
+        409,
+        &arm_error(
+            "ScopeLocked",
+            &format!("The scope '{id}' cannot perform delete operation because following scope(s) are locked: '{RG}'. Please remove the lock and try again."),
+        ),
+    ));
+    let err = client
+        .delete_role_assignment(RG, &name())
+        .await
+        .unwrap_err();
+    assert!(err.is_scope_locked(), "{err}");
+    assert_eq!(err.class(), ErrorClass::Terminal);
+    assert_eq!(err.locked_scopes(), vec![RG.to_owned()]);
+    let other = AzureError::Terminal {
+        operation: lapse_azure::Operation::DeleteRoleAssignment,
+        status: 409,
+        code: "RoleAssignmentExists".into(),
+        message: String::new(),
+    };
+    assert!(!other.is_scope_locked());
+}

@@ -49,6 +49,7 @@ async fn rounds(
         policies,
         identity,
         privileges,
+        locks,
         catalogue,
         keys,
         approvals,
@@ -91,6 +92,7 @@ async fn rounds(
             },
             identity: &identity,
             privileges: &privileges,
+            locks: &locks,
             azure: &view,
             approvals: &approvals,
         };
@@ -214,6 +216,7 @@ fn finish(
             ctx.clock.forget(gref);
             ctx.written.forget(gref);
             ctx.metrics.observe_grant(gref, None);
+            ctx.metrics.observe_blocked(gref, false);
             return Ok(Requeue::await_change());
         }
         // The finalizer stays until the revocation is done.
@@ -275,6 +278,11 @@ fn observe_metrics(
     now: chrono::DateTime<Utc>,
 ) {
     ctx.metrics.observe_grant(gref, Some(d.status.phase));
+    ctx.metrics.observe_blocked(
+        gref,
+        lease::find_condition(&d.status, lease::REVOCATION_BLOCKED)
+            .is_some_and(|c| c.status == lapse_api::v1alpha1::ConditionStatus::True),
+    );
     // Overstay: a lapsed lease's objects, each deleted now, past their expiry.
     if d.status.end_reason == Some(EndReason::Expired)
         && let Some(exp) = d.status.expires_at

@@ -30,6 +30,8 @@ pub(super) struct Observation {
     pub policies: Vec<NamedPolicy>,
     pub identity: IdentityObservation,
     pub privileges: PrivilegeObservation,
+    /// The management locks that apply to the grant (before its first activation only).
+    pub locks: lapse_api::lock::LockObservation,
     pub catalogue: RoleCatalogue,
     /// Every Azure object the grant may touch: what its status records and its spec plans.
     pub keys: Vec<ObjectKey>,
@@ -89,6 +91,14 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         }
         _ => PrivilegeObservation::Unknown,
     };
+    // Azure lets a role assignment or FIC be created under a management lock, not deleted:
+    // read the locks before the first activation (DESIGN §12 "Locks").
+    let locks = match &req {
+        Some(r) if !activated && !deleting && covered && started && !status.phase.is_terminal() => {
+            crate::management_locks::observe(ctx, r).await
+        }
+        _ => lapse_api::lock::LockObservation::Unknown,
+    };
     let needs_azure = !status.phase.is_terminal() || activated;
     if let Some(r) = &req
         && needs_azure
@@ -111,6 +121,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         policies,
         identity,
         privileges,
+        locks,
         catalogue,
         keys,
         approvals: ctx.approvals.view(&gref_namespace, &gref_name),

@@ -14,7 +14,7 @@ use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
 use crate::ids::{key, segments};
 use crate::server::Shared;
-use crate::tenant::{Fic, Identity};
+use crate::tenant::{Fic, Identity, LockedOp};
 use crate::tokens::AccessClaims;
 
 /// 2025-01-31-preview is served for flexible FICs (`claimsMatchingExpression`).
@@ -250,6 +250,7 @@ fn identity(
             super::authorize(shared, &world, claims, IDENTITY_WRITE, &id)?;
             world.check_scope_exists(&format!("/subscriptions/{sub}/resourceGroups/{rg}"))?;
             let body: IdentityBody = req.json()?;
+            world.check_locks(&id, LockedOp::Write)?;
             let location = body.location.ok_or_else(|| {
                 ApiError::bad_request(
                     "LocationRequired",
@@ -279,6 +280,7 @@ fn identity(
         }
         Method::DELETE => {
             super::authorize(shared, &world, claims, IDENTITY_DELETE, &id)?;
+            world.check_locks(&id, LockedOp::Delete)?;
             let Some(i) = world.identity(sub, rg, name).cloned() else {
                 return Ok(Reply::empty(StatusCode::NO_CONTENT));
             };
@@ -427,6 +429,15 @@ async fn fic_op(
                     claims,
                     if is_put { FIC_WRITE } else { FIC_DELETE },
                     &identity_id,
+                )?;
+                // A FIC is a child resource of the identity: locks on it and above it apply.
+                world.check_locks(
+                    &format!("{identity_id}/federatedIdentityCredentials/{fic}"),
+                    if is_put {
+                        LockedOp::Write
+                    } else {
+                        LockedOp::Delete
+                    },
                 )?;
                 let i = world
                     .identity_mut(sub, rg, name)

@@ -2,6 +2,7 @@
 //! resource providers the simulator serves, and RBAC on every operation.
 
 mod identities;
+mod locks;
 mod permissions;
 mod resources;
 mod role_assignments;
@@ -202,6 +203,12 @@ async fn dispatch(
     claims: &AccessClaims,
 ) -> Result<Reply, ApiError> {
     let path = req.path.trim_end_matches('/');
+    // Before the resource providers: a lock can sit on any resource (an identity's included).
+    if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/locks")
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return locks::handle(shared, req, claims, scope, rest.trim_start_matches('/'));
+    }
     if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/permissions")
     {
         return permissions::handle(shared, req, claims, scope, rest);

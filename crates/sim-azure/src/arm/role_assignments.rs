@@ -12,8 +12,8 @@ use crate::http::{Reply, Req, lock};
 use crate::ids;
 use crate::server::Shared;
 use crate::tenant::{
-    AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
-    role_definition_json,
+    AssignmentFilter, AssignmentInput, AssignmentLimits, LockedOp, Rendered, arm_time,
+    assignment_json, role_definition_json,
 };
 use crate::tokens::AccessClaims;
 
@@ -101,6 +101,7 @@ pub(crate) fn handle(
                 &assignment_id(scope, name),
                 &facts,
             )?;
+            world.check_locks(&assignment_id(scope, name), LockedOp::Write)?;
             let limits = AssignmentLimits {
                 replication_window: shared.faults.replication_window(),
                 per_subscription: shared.config.role_assignment_limit,
@@ -153,6 +154,8 @@ pub(crate) fn handle(
                 )?,
                 None => super::authorize(shared, &world, claims, DELETE, scope)?,
             }
+            // ARM's front door checks locks whether or not the assignment exists.
+            world.check_locks(&assignment_id(scope, name), LockedOp::Delete)?;
             let delay = shared.faults.propagation_delay();
             world.prune_tombstones(now, delay);
             match world.delete_assignment(scope, name, now) {

@@ -3,6 +3,7 @@
 //! assignments. Everything here is synchronous and guarded by one mutex in the server.
 
 mod assignments;
+mod locks;
 mod seeding;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,9 @@ pub(crate) use assignments::{
     AssignmentFilter, AssignmentInput, AssignmentLimits, Rendered, arm_time, assignment_json,
     role_definition_json,
 };
+pub use locks::LockLevel;
+pub(crate) use locks::{LockListing, LockedOp, MgmtLock};
+pub(crate) use seeding::lock_name_ok;
 
 /// The outcome of an RBAC check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +259,8 @@ pub(crate) struct Tenant {
     pub tombstones: Vec<(Assignment, Instant)>,
     /// Object ID of the first principal of the seed with a client secret: the operator's.
     pub operator: Option<String>,
+    /// Management locks by lower-cased lock ID.
+    pub locks: locks::Locks,
 }
 
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";

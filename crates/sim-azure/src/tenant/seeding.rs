@@ -13,6 +13,7 @@ use crate::error::SimAzureError;
 use crate::ids::{self, key};
 use crate::roles::built_in_role_definitions;
 use crate::seed::{Seed, SeedCredential, SeedFederatedCredential, derived_guid};
+use crate::tenant::MgmtLock;
 use crate::tenant::arm_time;
 
 /// The audience of a seeded FIC that names none: Entra's token exchange.
@@ -174,6 +175,7 @@ impl Tenant {
             per_subscription: HashMap::new(),
             tombstones: Vec::new(),
             operator: None,
+            locks: BTreeMap::new(),
         };
         for (i, s) in seed.subscriptions.iter().enumerate() {
             let mut sub = Subscription {
@@ -456,6 +458,35 @@ impl Tenant {
                 created: None,
             });
         }
+        for (i, l) in seed.locks.iter().enumerate() {
+            let field = |f: &str| format!("locks[{i}].{f}");
+            tenant
+                .check_scope_exists(&l.scope)
+                .map_err(|e| SimAzureError::seed(field("scope"), e.message))?;
+            if !lock_name_ok(&l.name) {
+                return Err(SimAzureError::seed(
+                    field("name"),
+                    format!("`{}` is not a valid lock name", l.name),
+                ));
+            }
+            tenant.put_lock(MgmtLock {
+                scope: l.scope.trim_end_matches('/').to_owned(),
+                name: l.name.clone(),
+                level: l.level,
+                notes: l.notes.clone(),
+                owners: None,
+            });
+        }
         Ok(tenant)
     }
+}
+
+/// Azure's rule for lock names: 1 to 90 characters, none of `<>*%&:\?.+/` nor a control
+/// character.
+pub(crate) fn lock_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 90
+        && !name
+            .chars()
+            .any(|c| "<>*%&:\\?.+/".contains(c) || c.is_control())
 }

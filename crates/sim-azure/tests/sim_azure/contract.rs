@@ -327,11 +327,17 @@ pub(crate) fn contract_seed() -> Seed {
         }],
         ..SeedResourceGroup::default()
     };
+    // The management lock examples' resource group.
+    let lock_rg = || SeedResourceGroup {
+        name: "resourcegroupname".into(),
+        ..SeedResourceGroup::default()
+    };
     let subs = [
         "a925f2f7-5c63-4b7b-8799-25a5f97bc3b2",
         "subid",
         "12345678-1234-5678-9012-123456789012",
         "c267c0e7-0a73-4789-9e17-d26aeb0904e5",
+        "subscriptionId",
     ];
     let mut role_assignments: Vec<SeedRoleAssignment> = subs
         .iter()
@@ -357,7 +363,7 @@ pub(crate) fn contract_seed() -> Seed {
             .map(|s| SeedSubscription {
                 id: (*s).into(),
                 display_name: None,
-                resource_groups: vec![rg_with_identity()],
+                resource_groups: vec![rg_with_identity(), lock_rg()],
             })
             .collect(),
         principals: vec![
@@ -386,6 +392,7 @@ pub(crate) fn contract_seed() -> Seed {
             ..SeedRoleDefinition::default()
         }],
         role_assignments,
+        locks: Vec::new(),
     }
 }
 
@@ -465,6 +472,17 @@ async fn every_example_replays_with_documented_status_and_valid_body() {
         )
         .await;
     assert_eq!(flexible.status, StatusCode::CREATED, "{}", flexible.body);
+    // The resource group lock example deletes a lock that must exist first (the upstream
+    // fixture has no example creating it).
+    let rg_lock = env
+        .arm(
+            Method::PUT,
+            "/subscriptions/subscriptionId/resourceGroups/resourcegroupname/providers/Microsoft.Authorization/locks/testlock?api-version=2016-09-01",
+            &token,
+            Some(json!({"properties": {"level": "CanNotDelete"}})),
+        )
+        .await;
+    assert_eq!(rg_lock.status, StatusCode::CREATED, "{}", rg_lock.body);
 
     let mut cases: Vec<(PathBuf, Operation, Value)> = examples
         .iter()

@@ -11,6 +11,7 @@ mod federation;
 mod graph;
 mod identities;
 mod least_privilege;
+mod locks;
 mod operations;
 mod role_assignments;
 mod sdk;

@@ -9,6 +9,7 @@ use super::step::{Step, failure_message};
 use crate::lease::model::{Action, Failure, IdentityObservation, ObjectKey, Observed};
 use crate::lease::plan::{LeasePlan, PlanError, plan};
 use crate::lease::reason::Reason;
+use crate::lock::LockObservation;
 use crate::policy::PrivilegeObservation;
 use crate::role::RoleCatalogue;
 use crate::v1alpha1::{EndReason, GrantPhase, ObjectState};
@@ -77,6 +78,20 @@ impl Step<'_> {
             self.retry(None);
             self.st.message =
                 Some("checking the identity's standing roles before federating it".into());
+            return;
+        }
+        // Azure lets lapse create under a management lock but not delete: know the locks
+        // first, unless the policy tolerates them (DESIGN §12 "Locks").
+        if *self.input.locks == LockObservation::Unknown
+            && !self
+                .st
+                .policy
+                .as_deref()
+                .is_some_and(|p| self.tolerates_locks(p))
+        {
+            self.retry(None);
+            self.st.message =
+                Some("checking the management locks on the grant's scopes and identity".into());
             return;
         }
         // The lease starts where no tenant can write it: the grant's creation (set by the API

@@ -6,9 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::step::Step;
 use crate::field::FieldErrors;
 use crate::lease::reason::Reason;
+use crate::lock::LockObservation;
 use crate::policy::{Verdict, evaluate};
 use crate::role::RoleCatalogue;
-use crate::v1alpha1::{EndReason, GrantPhase};
+use crate::v1alpha1::{EndReason, GrantPhase, LockTolerance};
 use crate::validate::GrantRequest;
 
 /// A grant admitted for activation.
@@ -67,12 +68,19 @@ impl Step<'_> {
                 return None;
             }
         };
+        // Known locks deny before anyone is asked to approve; unknown ones only hold back the
+        // activation itself (`activate`).
+        if !self.locks_allow(&policy) {
+            return None;
+        }
         // Closing federation a token lifetime early needs a lease longer than that.
         if let Some(closes) = self.federation_closes_at(&policy, req.federation.is_some(), expiry)
             && closes <= anchor
         {
             let msg = format!(
-                "spec.duration: a lease of {}s is not longer than a token lifetime ({}s), and                  AccessPolicy {policy} sets federation.closeEarly: the federated credential                  would be deleted before the lease starts; ask for a longer lease",
+                "spec.duration: a lease of {}s is not longer than a token lifetime and a margin \
+                 ({}s), and AccessPolicy {policy} sets federation.closeEarly: the federated \
+                 credential would be deleted before the lease starts; ask for a longer lease",
                 (expiry - anchor).num_seconds(),
                 (expiry - closes).num_seconds()
             );
@@ -105,6 +113,46 @@ impl Step<'_> {
             anchor: start,
             catalogue,
         })
+    }
+
+    /// Whether the AccessPolicy `policy` sets `locks: Tolerate`.
+    pub(super) fn tolerates_locks(&self, policy: &str) -> bool {
+        self.input
+            .policy
+            .policies
+            .iter()
+            .find(|p| p.name == policy)
+            .and_then(|p| p.rules.as_ref().ok())
+            .is_some_and(|r| r.locks == LockTolerance::Tolerate)
+    }
+
+    /// DESIGN §12 "Locks": lapse never creates what it could not remove. A management lock
+    /// that applies to a scope or the identity denies the grant (`ScopeLocked`, naming each
+    /// lock) unless the allowing policy tolerates locks. Unknown locks (not looked at yet, or
+    /// the look failed) pass here and hold back the activation itself (`activate`).
+    fn locks_allow(&mut self, policy: &str) -> bool {
+        let tolerate = self.tolerates_locks(policy);
+        match self.input.locks {
+            _ if tolerate => true,
+            LockObservation::Known(locks) if locks.is_empty() => true,
+            LockObservation::Known(locks) => {
+                let named: Vec<String> = locks.iter().map(ToString::to_string).collect();
+                let msg = format!(
+                    "management lock(s) apply to the grant's scopes or identity: {}; Azure would \
+                     let lapse create the access but not delete it. AccessPolicy {policy} must \
+                     set locks: Tolerate to allow it",
+                    named.join(", ")
+                );
+                self.facts.policy = Some((false, Reason::ScopeLocked, msg.clone()));
+                self.end_without_objects(
+                    GrantPhase::Denied,
+                    Reason::ScopeLocked,
+                    format!("denied: {msg}"),
+                );
+                false
+            }
+            LockObservation::Unknown => true,
+        }
     }
 
     fn window_passed(&mut self, end: DateTime<Utc>, field: &str) {

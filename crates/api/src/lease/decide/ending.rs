@@ -5,7 +5,7 @@
 use chrono::SecondsFormat;
 
 use super::step::{Step, failure_message};
-use crate::lease::conditions::{REVOCATION_OVERDUE, find};
+use crate::lease::conditions::{REVOCATION_BLOCKED, REVOCATION_OVERDUE, find};
 use crate::lease::model::{Failure, IdentityObservation, ObjectKey, Observed, StatusTrust};
 use crate::lease::plan::plan;
 use crate::lease::reason::Reason;
@@ -62,6 +62,7 @@ impl Step<'_> {
         let ended_at = *self.st.ended_at.get_or_insert(end);
         let mut states = Vec::new();
         let mut outstanding_failure = None;
+        let mut blocked: Vec<String> = Vec::new();
         for (i, (key, delete)) in self.recorded().into_iter().enumerate() {
             let current = self.recorded_state(i);
             if matches!(
@@ -84,6 +85,11 @@ impl Step<'_> {
                 Observed::DeleteFailed(f) => {
                     self.retry(Some(&f));
                     let msg = failure_message(&f);
+                    if let Failure::Terminal { code, message } = &f
+                        && code.eq_ignore_ascii_case(SCOPE_LOCKED)
+                    {
+                        blocked.push(blocked_message(message));
+                    }
                     self.event(
                         true,
                         Reason::RevocationRetrying,
@@ -129,6 +135,26 @@ impl Step<'_> {
                     self.event(true, Reason::RevocationOverdue, msg.clone());
                 }
                 self.facts.overdue = Some(msg);
+            }
+            let previous = find(self.input.grant.status, REVOCATION_BLOCKED)
+                .filter(|c| c.status == ConditionStatus::True);
+            match (blocked.is_empty(), previous) {
+                (false, _) => {
+                    blocked.dedup();
+                    let msg = format!(
+                        "a management lock refuses deleting this lease's Azure objects; remove \
+                         the lock to let the revocation finish: {}",
+                        blocked.join("; ")
+                    );
+                    if previous.is_none() {
+                        self.event(true, Reason::ScopeLocked, msg.clone());
+                    }
+                    self.facts.revocation_blocked = Some(msg);
+                }
+                // A retry that has not been refused yet this time: the lock stands until a
+                // delete goes through.
+                (true, Some(c)) => self.facts.revocation_blocked = Some(c.message.clone()),
+                (true, None) => {}
             }
             self.retry(None);
         } else if !self.st.phase.is_terminal() {
@@ -217,5 +243,18 @@ impl Step<'_> {
         self.st.role_assignments = ras;
         self.st.federated_credential = fic;
         true
+    }
+}
+
+/// ARM's code for a write or delete a management lock refuses.
+pub(crate) const SCOPE_LOCKED: &str = "ScopeLocked";
+
+/// What a `ScopeLocked` refusal names: the locked scopes, else Azure's whole message.
+fn blocked_message(message: &str) -> String {
+    let scopes = crate::lock::locked_scopes(message);
+    if scopes.is_empty() {
+        format!("ScopeLocked: {message}")
+    } else {
+        format!("ScopeLocked: locked scope(s) {}", scopes.join(", "))
     }
 }
