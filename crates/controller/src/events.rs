@@ -3,13 +3,14 @@
 //! must not queue behind its own "Expired" Event (the status, which crash safety needs first,
 //! is still patched before any Azure call).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
+
+use crate::repeat::RepeatWindow;
 
 /// Events waiting to be published, at most; beyond it new ones are dropped and counted
 /// (Kubernetes Events are best effort; the grant's status and the metrics are the record).
@@ -21,10 +22,13 @@ const CAPACITY: usize = 10_000;
 const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Events published in the last [`REPEAT_WINDOW`], by object, reason and note.
-#[derive(Debug, Default)]
-struct Recent {
-    seen: HashMap<(String, String, String), Instant>,
-    pruned: Option<Instant>,
+#[derive(Debug)]
+struct Recent(RepeatWindow<(String, String, String)>);
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self(RepeatWindow::new(REPEAT_WINDOW))
+    }
 }
 
 impl Recent {
@@ -35,14 +39,6 @@ impl Recent {
         reference: &ObjectReference,
         now: Instant,
     ) -> bool {
-        if self
-            .pruned
-            .is_none_or(|at| now.saturating_duration_since(at) >= REPEAT_WINDOW)
-        {
-            self.seen
-                .retain(|_, at| now.saturating_duration_since(*at) < REPEAT_WINDOW);
-            self.pruned = Some(now);
-        }
         let object = reference.uid.clone().unwrap_or_else(|| {
             format!(
                 "{}/{}",
@@ -55,13 +51,7 @@ impl Recent {
             event.reason.clone(),
             event.note.clone().unwrap_or_default(),
         );
-        match self.seen.get(&key) {
-            Some(at) if now.saturating_duration_since(*at) < REPEAT_WINDOW => false,
-            _ => {
-                self.seen.insert(key, now);
-                true
-            }
-        }
+        self.0.first(key, now)
     }
 }
 

@@ -28,18 +28,21 @@ pub async fn run(ctx: Arc<Context>) {
         interval.tick().await;
         let now = Utc::now();
         for g in ctx.grants.state() {
-            let Some(st) = ctx.sealed_status(&g) else {
+            // Cheap checks on the status as it stands first; the seal (an HMAC) only for the
+            // few leases about to end.
+            let ending_soon = |st: &lapse_api::v1alpha1::AccessGrantStatus| {
+                st.phase == GrantPhase::Active
+                    && st.expires_at.is_some_and(|e| now < e && e - now <= lead)
+            };
+            if g.spec.revoked || !g.status.as_ref().is_some_and(ending_soon) {
+                continue;
+            }
+            let Some(st) = ctx.sealed_status(&g).filter(|st| ending_soon(st)) else {
                 continue;
             };
             let Some(expires) = st.expires_at else {
                 continue;
             };
-            if st.phase != GrantPhase::Active || g.spec.revoked || now >= expires {
-                continue;
-            }
-            if expires - now > lead {
-                continue;
-            }
             let uid = g.uid().unwrap_or_default();
             let kind = Kind::ExpiringSoon;
             if !ctx.notifier.first(

@@ -23,6 +23,7 @@ mod observe;
 mod policy;
 mod privileges;
 mod quota;
+mod repeat;
 mod retention;
 mod route;
 mod seal;

@@ -5,24 +5,31 @@
 use chrono::Utc;
 use kube::ResourceExt;
 use lapse_api::lease::Decision;
+use lapse_api::policy::NamedPolicy;
 use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus};
 
 use crate::context::Context;
 use crate::notify::{GrantRecord, Notification, repeat_key, transitions};
 
-pub(super) fn announce(ctx: &Context, g: &AccessGrant, before: &AccessGrantStatus, d: &Decision) {
+/// `policies`: the ones the decision was taken with (for the allowing policy's approvers).
+pub(super) fn announce(
+    ctx: &Context,
+    g: &AccessGrant,
+    policies: &[NamedPolicy],
+    before: &AccessGrantStatus,
+    d: &Decision,
+) {
     let changes = transitions(before, d);
     if changes.is_empty() {
         return;
     }
     let uid = g.uid().unwrap_or_default();
     let approval = d.status.policy.as_deref().and_then(|name| {
-        ctx.policies
-            .snapshot()
-            .into_iter()
+        policies
+            .iter()
             .find(|p| p.name == name)
-            .and_then(|p| p.rules.ok())
-            .and_then(|r| r.approval)
+            .and_then(|p| p.rules.as_ref().ok())
+            .and_then(|r| r.approval.clone())
     });
     let record = GrantRecord::of(&ctx.settings.cluster, g, &d.status, approval.as_ref());
     for t in changes {

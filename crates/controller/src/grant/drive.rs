@@ -126,7 +126,7 @@ async fn rounds(
         }
         observe_metrics(ctx, &gref, &status, &d, now);
         publish(ctx, g, &d);
-        super::announce::announce(ctx, g, &status, &d);
+        super::announce::announce(ctx, g, &policies, &status, &d);
         status = d.status.clone();
         let actions: Vec<&lease::Action> = d
             .actions

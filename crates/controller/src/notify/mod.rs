@@ -7,7 +7,6 @@
 //! a revocation. The audit line of a transition is written by the reconcile itself: it is a log
 //! line, as cheap as the reconcile's own.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,8 @@ use prometheus_client::metrics::family::Family;
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::repeat::RepeatWindow;
 
 mod deliver;
 mod format;
@@ -166,7 +167,7 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(600);
 pub struct Notifier {
     tx: Option<mpsc::Sender<Notification>>,
     results: Family<NotifyLabels, Counter>,
-    recent: Mutex<HashMap<(String, String, String), Instant>>,
+    recent: Mutex<RepeatWindow<(String, String, String)>>,
     /// `ExpiringSoon` lead time, when notifications are on.
     pub expiring_before: Option<Duration>,
 }
@@ -177,7 +178,7 @@ impl Notifier {
         Self {
             tx: None,
             results,
-            recent: Mutex::default(),
+            recent: Mutex::new(RepeatWindow::new(REPEAT_WINDOW)),
             expiring_before: None,
         }
     }
@@ -230,29 +231,20 @@ impl Notifier {
         Ok(Self {
             tx: Some(tx),
             results,
-            recent: Mutex::default(),
+            recent: Mutex::new(RepeatWindow::new(REPEAT_WINDOW)),
             expiring_before: Some(settings.expiring_before),
         })
     }
 
     /// True the first time `(uid, what, detail)` is seen within the repeat window.
     pub fn first(&self, uid: &str, what: &str, detail: &str) -> bool {
-        let now = Instant::now();
-        let mut recent = self
-            .recent
+        self.recent
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if recent.len() > 10_000 {
-            recent.retain(|_, at| now.saturating_duration_since(*at) < REPEAT_WINDOW);
-        }
-        let key = (uid.to_owned(), what.to_owned(), detail.to_owned());
-        match recent.get(&key) {
-            Some(at) if now.saturating_duration_since(*at) < REPEAT_WINDOW => false,
-            _ => {
-                recent.insert(key, now);
-                true
-            }
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .first(
+                (uid.to_owned(), what.to_owned(), detail.to_owned()),
+                Instant::now(),
+            )
     }
 
     /// Queues a notification; never waits. A full queue drops it (counted and logged).
