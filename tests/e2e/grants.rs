@@ -1369,20 +1369,6 @@ async fn an_application_gets_a_graph_credential_and_roles_on_its_service_princip
     Ok(())
 }
 
-/// `exp` of a JWT, unverified (the test only reads what Entra wrote in it).
-fn jwt_exp(token: &str) -> anyhow::Result<i64> {
-    use base64::Engine as _;
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
-    let claims: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
-    claims["exp"]
-        .as_i64()
-        .ok_or_else(|| anyhow::anyhow!("no exp in {claims}"))
-}
-
 /// `federation.closeEarly`: the federated credential goes one token lifetime (and a margin)
 /// before the lease ends, so a token the workload mints at the last moment it still can expires
 /// by the lease's end; a lease not longer than a token lifetime is denied naming the setting.
@@ -1432,7 +1418,9 @@ async fn closing_federation_early_leaves_no_token_alive_past_the_lease() -> anyh
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (minted, token) = last.ok_or_else(|| anyhow::anyhow!("no token"))?;
-    let exp = jwt_exp(&token)?;
+    let exp = lapse_e2e::jwt_claims(&token)?["exp"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no exp in the token"))?;
     println!(
         "[close_early] last token minted {} ms before the lease's end, valid until {} s before it",
         (expires - minted).num_milliseconds(),

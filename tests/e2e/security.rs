@@ -353,7 +353,7 @@ async fn privileged_and_own_identities_are_refused() -> anyhow::Result<()> {
 
     // lapse-operator's own service principal, by object ID.
     let token = w.operator_token().await?;
-    let claims = jwt_claims(&token)?;
+    let claims = lapse_e2e::jwt_claims(&token)?;
     let own = claims["oid"].as_str().unwrap_or_default().to_owned();
     w.apply_ok(&fx.grant(
         NS,
@@ -371,13 +371,6 @@ async fn privileged_and_own_identities_are_refused() -> anyhow::Result<()> {
     assert!(msg.contains("lapse-operator's own identity"), "{msg}");
     let _ = w.arm_delete(&owner, "2022-04-01").await?;
     Ok(())
-}
-
-fn jwt_claims(token: &str) -> anyhow::Result<Value> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap_or_default();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
-    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// Hole 3: a noisy neighbour. One namespace fills the activation lane with grants whose role

@@ -1221,3 +1221,14 @@ impl World {
             .collect())
     }
 }
+
+/// The claims of a JWT, unverified: what a test reads of a token an issuer wrote.
+pub fn jwt_claims(token: &str) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
