@@ -35,6 +35,11 @@ const MARKER_PREFIX: &str = "lapse:";
 const FIC_PREFIX: &str = "lapse-";
 /// `-` and 32 lowercase hex digits.
 const FIC_SUFFIX_LEN: usize = 33;
+/// PIM request types, as Azure spells them (and as the request names' seeds do).
+pub const SCHEDULE_ASSIGN: &str = "AdminAssign";
+pub const SCHEDULE_EXTEND: &str = "AdminExtend";
+pub const SCHEDULE_UPDATE: &str = "AdminUpdate";
+pub const SCHEDULE_REMOVE: &str = "AdminRemove";
 
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum NamingError {
@@ -138,6 +143,53 @@ impl Owner {
             self.cluster,
             Uuid::new_v5(&NAMESPACE, seed.as_bytes()).simple()
         )
+    }
+
+    /// The name of a PIM schedule request (`AdminAssign`, `AdminExtend`, `AdminUpdate`,
+    /// `AdminRemove`) for (owner, principal, role, scope) at `at` (the schedule's start for an
+    /// assignment or removal, its new end for an extension or update): UUIDv5 of
+    /// `seed|schedule|kind|principal|role|scope key|at`. The same request made again has the
+    /// same name (Azure answers it idempotently); a new one has a new name.
+    pub fn schedule_request_name(
+        &self,
+        kind: &str,
+        principal_id: &Uuid,
+        role_guid: &Uuid,
+        scope: &ArmId,
+        at: DateTime<Utc>,
+    ) -> Uuid {
+        let seed = format!(
+            "{}|schedule|{kind}|{principal_id}|{role_guid}|{}|{}",
+            self.seed(),
+            scope.key(),
+            at.timestamp()
+        );
+        Uuid::new_v5(&NAMESPACE, seed.as_bytes())
+    }
+
+    /// Whether a listed PIM schedule is this owner's: the request that last shaped it is one
+    /// this owner derives for the schedule's own tuple, start (an assignment) or end (an
+    /// extension or update). Azure names the assignment and the schedule itself; the
+    /// request's name is the only name lapse chooses.
+    #[allow(clippy::too_many_arguments)]
+    pub fn owns_schedule(
+        &self,
+        request_name: &Uuid,
+        principal_id: &Uuid,
+        role_guid: &Uuid,
+        scope: &ArmId,
+        starts_at: Option<DateTime<Utc>>,
+        ends_at: Option<DateTime<Utc>>,
+    ) -> bool {
+        let name = |kind: &str, at: Option<DateTime<Utc>>| {
+            at.map(|at| self.schedule_request_name(kind, principal_id, role_guid, scope, at))
+        };
+        [
+            name(SCHEDULE_ASSIGN, starts_at),
+            name(SCHEDULE_EXTEND, ends_at),
+            name(SCHEDULE_UPDATE, ends_at),
+        ]
+        .contains(&Some(*request_name))
     }
 
     /// Whether a listed role assignment is this owner's: its name is the one this owner derives
@@ -417,6 +469,36 @@ mod tests {
             Owner::new("prod", &CLUSTER_ID.to_uppercase(), None).unwrap(),
             base
         );
+    }
+
+    #[test]
+    fn a_schedule_is_owned_by_the_request_that_last_shaped_it() {
+        let prod = owner("prod");
+        let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let end = start + chrono::TimeDelta::hours(1);
+        let s = scope(SCOPE);
+        let assign = prod.schedule_request_name(SCHEDULE_ASSIGN, &PRINCIPAL, &ROLE, &s, start);
+        let extend = prod.schedule_request_name(SCHEDULE_EXTEND, &PRINCIPAL, &ROLE, &s, end);
+        for request in [assign, extend] {
+            assert!(prod.owns_schedule(&request, &PRINCIPAL, &ROLE, &s, Some(start), Some(end)));
+        }
+        // Another owner, another tuple, a request lapse did not name, a moved start: not ours.
+        assert!(!owner("dev").owns_schedule(
+            &assign,
+            &PRINCIPAL,
+            &ROLE,
+            &s,
+            Some(start),
+            Some(end)
+        ));
+        let other = Uuid::from_u128(7);
+        assert!(!prod.owns_schedule(&assign, &other, &ROLE, &s, Some(start), Some(end)));
+        assert!(!prod.owns_schedule(&other, &PRINCIPAL, &ROLE, &s, Some(start), Some(end)));
+        let later = start + chrono::TimeDelta::seconds(1);
+        assert!(!prod.owns_schedule(&assign, &PRINCIPAL, &ROLE, &s, Some(later), Some(end)));
+        // The removal's name is neither of them.
+        let remove = prod.schedule_request_name(SCHEDULE_REMOVE, &PRINCIPAL, &ROLE, &s, start);
+        assert!(!prod.owns_schedule(&remove, &PRINCIPAL, &ROLE, &s, Some(start), Some(end)));
     }
 
     #[test]

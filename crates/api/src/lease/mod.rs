@@ -4,6 +4,7 @@
 mod conditions;
 mod decide;
 mod model;
+mod pim;
 mod plan;
 mod reason;
 mod residual;
@@ -17,6 +18,7 @@ pub use conditions::{
 };
 pub use decide::decide;
 pub use model::*;
+pub use pim::{ACTIVE_DURATION_TOO_SHORT, PIM_LICENCE_REQUIRED, PIM_MINIMUM, PimSettings};
 pub use plan::{
     LeasePlan, PlanError, definition_id_for, fic_target, plan, recorded_fic, recorded_objects,
     recorded_role_assignment, split_role_assignment_id,

@@ -11,6 +11,7 @@ use crate::arm::ArmId;
 pub use crate::lock::{LockLevel, LockObservation, ManagementLock};
 use crate::naming::Owner;
 use crate::policy::PolicyContext;
+pub use crate::v1alpha1::AssignmentSchedule;
 // Defined with policy evaluation, which reads them; the controller fills them in as lease input.
 pub use crate::policy::{PrivilegeObservation, StandingPrivilege};
 use crate::v1alpha1::{AccessGrantSpec, AccessGrantStatus};
@@ -34,6 +35,8 @@ pub struct CoreSettings {
     pub authorization_grace: TimeDelta,
     /// How long access may outlast the deletion of a lease's objects (`accessMayContinueUntil`).
     pub residual: super::ResidualBounds,
+    /// Azure-enforced expiry through PIM (`azure.expiry: PIM`): the grace and PIM's minimum.
+    pub pim: super::PimSettings,
 }
 
 /// How far the recorded status can be believed.
@@ -129,8 +132,10 @@ pub struct RoleAssignmentPlan {
     pub description: String,
     /// The role as the user wrote it.
     pub written_role: String,
-    /// The role assignment's resource ID.
+    /// The role assignment's resource ID (for a plain one; Azure names one made through PIM).
     pub id: String,
+    /// Requested through Azure PIM with this schedule (`azure.expiry: PIM`), not created.
+    pub schedule: Option<AssignmentSchedule>,
 }
 
 /// A federated identity credential to create.
@@ -155,6 +160,9 @@ pub enum Action {
         scope: String,
         name: Uuid,
         id: String,
+        /// The assignment was made through PIM with a schedule starting here: it is removed by
+        /// an `AdminRemove` request (named from this start), not deleted.
+        schedule_start: Option<DateTime<Utc>>,
     },
     DeleteFic {
         key: ObjectKey,
@@ -163,6 +171,22 @@ pub enum Action {
     },
     CreateRoleAssignment(RoleAssignmentPlan),
     CreateFic(FicPlan),
+    /// Moves the end Azure enforces on a PIM-made assignment (`AdminExtend` when later,
+    /// `AdminUpdate` when earlier).
+    RescheduleRoleAssignment(Reschedule),
+}
+
+/// A new end for a PIM-made role assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reschedule {
+    pub key: ObjectKey,
+    pub scope: ArmId,
+    pub principal_id: Uuid,
+    pub role_guid: Uuid,
+    pub role_definition_id: String,
+    pub ends_at: DateTime<Utc>,
+    /// Later than the end Azure holds now.
+    pub extend: bool,
 }
 
 impl Action {
@@ -171,11 +195,19 @@ impl Action {
             Self::DeleteRoleAssignment { key, .. } | Self::DeleteFic { key, .. } => key,
             Self::CreateRoleAssignment(p) => &p.key,
             Self::CreateFic(p) => &p.key,
+            Self::RescheduleRoleAssignment(r) => &r.key,
         }
     }
 
     pub fn is_create(&self) -> bool {
         matches!(self, Self::CreateRoleAssignment(_) | Self::CreateFic(_))
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Self::DeleteRoleAssignment { .. } | Self::DeleteFic { .. }
+        )
     }
 }
 
@@ -209,6 +241,8 @@ pub enum Observed {
     CreateFailed(Failure),
     /// This reconcile's delete failed.
     DeleteFailed(Failure),
+    /// This reconcile's move of a PIM-made assignment's end failed; the assignment stands.
+    RescheduleFailed(Failure),
 }
 
 /// One object's observation plus what the other leases need.
@@ -217,6 +251,8 @@ pub struct ObjectObservation {
     pub observed: Observed,
     /// Another live lease (not this grant) needs this object: ending this lease must not delete it.
     pub needed_by_other_lease: bool,
+    /// A role assignment made through PIM: the schedule Azure holds for it.
+    pub schedule: Option<AssignmentSchedule>,
 }
 
 /// The Azure objects observed for one grant.
@@ -234,7 +270,7 @@ impl AzureView {
             Some(o) => o.clone(),
             None if self.complete => ObjectObservation {
                 observed: Observed::Absent,
-                needed_by_other_lease: false,
+                ..ObjectObservation::default()
             },
             None => ObjectObservation::default(),
         }

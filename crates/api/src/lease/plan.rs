@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::model::{Action, CoreSettings, FicPlan, FicTarget, ObjectKey, RoleAssignmentPlan};
+use super::model::{
+    Action, AssignmentSchedule, CoreSettings, FicPlan, FicTarget, ObjectKey, RoleAssignmentPlan,
+};
 use crate::arm::ArmId;
 use crate::naming::{Marker, Owner};
 use crate::role::{RoleCatalogue, role_definition_id};
@@ -43,13 +45,15 @@ pub enum PlanError {
     Duplicate(usize, String),
 }
 
-/// Derives the plan.
+/// Derives the plan. With `schedule`, role assignments are requested through PIM with it.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     req: &GrantRequest,
     namespace: &str,
     grant_name: &str,
     principal_id: Uuid,
     expires_at: DateTime<Utc>,
+    schedule: Option<AssignmentSchedule>,
     settings: &CoreSettings,
     catalogue: &RoleCatalogue,
 ) -> Result<LeasePlan, PlanError> {
@@ -94,6 +98,7 @@ pub fn plan(
             description: marker.clone(),
             written_role: r.written.clone(),
             id: format!("{}{ROLE_ASSIGNMENTS}{name}", r.scope),
+            schedule,
         });
     }
     let fic = match (&req.federation, &req.identity) {
@@ -136,8 +141,10 @@ impl LeasePlan {
                 role: p.written_role.clone(),
                 role_definition_id: Some(p.role_definition_id.clone()),
                 scope: p.scope.to_string(),
-                id: Some(p.id.clone()),
+                // Azure names an assignment made through PIM; it is recorded once seen.
+                id: p.schedule.is_none().then(|| p.id.clone()),
                 state: ObjectState::Pending,
+                schedule: p.schedule,
             })
             .collect();
         let fic = self.fic.as_ref().map(|f| FederatedCredentialStatus {
@@ -174,6 +181,7 @@ pub fn recorded_role_assignment(
             id: format!("{scope}{ROLE_ASSIGNMENTS}{name}"),
             scope: scope.to_string(),
             name,
+            schedule_start: entry.schedule.map(|s| s.starts_at),
         },
     ))
 }

@@ -126,6 +126,9 @@ reasons! {
     /// The federated credential was deleted one token lifetime before the lease ends
     /// (`federation.closeEarly`): no token minted through it outlives the lease.
     FederationClosed: Event,
+    /// A revocation waits for PIM's minimum active duration: Azure refuses to remove an
+    /// assignment within 5 minutes of its start.
+    PimMinimumActive: Event,
     /// The status was written by someone other than the operator.
     StatusTampered: Both,
     /// This operator version cannot read the object.

@@ -45,6 +45,7 @@ fn settings() -> CoreSettings {
         retry_after: Duration::from_secs(5),
         authorization_grace: TimeDelta::minutes(10),
         residual: crate::lease::ResidualBounds::default(),
+        pim: crate::lease::PimSettings::default(),
     }
 }
 
@@ -118,6 +119,8 @@ struct AzureModel {
     deletes: HashMap<ObjectKey, u32>,
     /// Keys other leases hold.
     shared: Vec<ObjectKey>,
+    /// The PIM schedules of PIM-made assignments: Azure removes them at their end.
+    schedules: HashMap<ObjectKey, AssignmentSchedule>,
 }
 
 impl AzureModel {
@@ -132,6 +135,7 @@ impl AzureModel {
                         id: Some("standing".into()),
                     },
                     needed_by_other_lease: self.shared.contains(k),
+                    schedule: self.schedules.get(k).copied(),
                 };
                 (k.clone(), obs)
             })
@@ -293,6 +297,50 @@ impl Harness {
             for a in actions {
                 let fault = faults.next().unwrap_or(Fault::Ok);
                 let key = a.key().clone();
+                if let Action::DeleteRoleAssignment {
+                    schedule_start: Some(start),
+                    ..
+                } = &a
+                {
+                    // PIM refuses a removal within its minimum of the schedule's start.
+                    let held = azure.schedules.get(&key).map_or(*start, |s| s.starts_at);
+                    assert!(
+                        now >= held + self.settings.pim.minimum,
+                        "a PIM removal at {now} within the minimum of its start {held}"
+                    );
+                }
+                if let Action::RescheduleRoleAssignment(r) = &a {
+                    let outcome = match fault {
+                        Fault::Ok => {
+                            if let Some(s) = azure.schedules.get_mut(&key) {
+                                s.ends_at = r.ends_at;
+                            }
+                            Observed::Present {
+                                owned: true,
+                                id: None,
+                            }
+                        }
+                        _ => Observed::RescheduleFailed(Failure::Retryable {
+                            message: "500 Internal Server Error".into(),
+                        }),
+                    };
+                    view.set(key.clone(), outcome);
+                    view.objects.entry(key.clone()).or_default().schedule =
+                        azure.schedules.get(&key).copied();
+                    continue;
+                }
+                if let Action::CreateRoleAssignment(RoleAssignmentPlan {
+                    schedule: Some(schedule),
+                    ..
+                }) = &a
+                    && matches!(fault, Fault::Ok | Fault::LostAnswer | Fault::Locked)
+                    && !azure.objects.contains_key(&key)
+                {
+                    azure.schedules.insert(key.clone(), *schedule);
+                }
+                if a.is_delete() && matches!(fault, Fault::Ok | Fault::LostAnswer) {
+                    azure.schedules.remove(&key);
+                }
                 let create = a.is_create();
                 let outcome = match (&fault, create) {
                     (Fault::Locked, false) => Observed::DeleteFailed(Failure::Terminal {
@@ -365,7 +413,9 @@ impl Harness {
                         }
                     }
                 };
-                view.set(key, outcome);
+                view.set(key.clone(), outcome);
+                view.objects.entry(key.clone()).or_default().schedule =
+                    azure.schedules.get(&key).copied();
             }
         }
         let mut out = last.unwrap();
@@ -465,6 +515,33 @@ fn check_invariants(
             "lease to {e} is longer than maxDuration from {anchor}"
         );
     }
+    // With PIM, Azure's end of every assignment requested or moved is at most one grace after
+    // the lease's end (or PIM's minimum after its start, which a lease too short for it is
+    // denied before it could need).
+    for a in &d.actions {
+        let ends = match a {
+            Action::CreateRoleAssignment(RoleAssignmentPlan {
+                schedule: Some(s), ..
+            }) => Some((s.ends_at, s.starts_at)),
+            Action::RescheduleRoleAssignment(r) => Some((
+                r.ends_at,
+                azure.schedules.get(&r.key).map_or(now, |s| s.starts_at),
+            )),
+            _ => None,
+        };
+        if let Some((ends_at, starts_at)) = ends {
+            let exp = after
+                .expires_at
+                .expect("a PIM request needs a recorded expiry");
+            let pim = &h.settings.pim;
+            assert!(
+                ends_at <= (exp + pim.grace).max(starts_at + pim.minimum),
+                "Azure would end an assignment at {ends_at}, past the lease's end {exp} and \
+                 the grace: {a:?} before {:?}",
+                before.expires_at
+            );
+        }
+    }
     // Never a create at or after expiry.
     for _create in d.actions.iter().filter(|a| a.is_create()) {
         let exp = after.expires_at.expect("a create needs a recorded expiry");
@@ -517,15 +594,19 @@ fn check_invariants(
         assert!(!keys.is_empty());
         for k in keys {
             assert!(
-                matches!(view.get(&k).observed, Observed::Present { .. }),
+                matches!(
+                    view.get(&k).observed,
+                    Observed::Present { .. } | Observed::RescheduleFailed(_)
+                ),
                 "Active with {k:?} not present"
             );
         }
         assert!(
             d.actions
                 .iter()
-                .all(|a| closing && !a.is_create() && matches!(a.key(), ObjectKey::Fic { .. })),
-            "Active with calls other than closing federation: {:?}",
+                .all(|a| matches!(a, Action::RescheduleRoleAssignment(_))
+                    || (closing && !a.is_create() && matches!(a.key(), ObjectKey::Fic { .. }))),
+            "Active with calls other than closing federation or moving a PIM end: {:?}",
             d.actions
         );
     }
@@ -598,8 +679,16 @@ fn check_invariants(
             }
         }
     }
-    // Never touch what is not ours.
-    for a in d.actions.iter().filter(|a| !a.is_create()) {
+    // Never touch what is not ours; never remove what another lease shares (moving a PIM end
+    // later keeps it for them too).
+    for a in &d.actions {
+        if let Action::RescheduleRoleAssignment(r) = a {
+            assert!(
+                r.extend || !view.get(a.key()).needed_by_other_lease,
+                "a shared assignment's PIM end moved earlier"
+            );
+            continue;
+        }
         assert_ne!(
             azure.objects.get(a.key()),
             Some(&false),
@@ -1201,6 +1290,8 @@ struct Scenario {
     tamper_at: Option<(usize, Tamper)>,
     /// The policy closes federation a token lifetime (30 minutes here) before the end.
     close_early: bool,
+    /// The policy makes Azure enforce expiry through PIM.
+    pim: bool,
     steps: Vec<i64>,
     faults: Vec<u8>,
 }
@@ -1272,6 +1363,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
             prop::option::of((
                 0usize..12,
                 prop_oneof![
@@ -1294,7 +1386,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             |(
                 (d, b, a),
                 (ext, rev, del, drop, drift),
-                (plant, share, close_early, tamper_at),
+                (plant, share, close_early, pim, tamper_at),
                 steps,
                 faults,
             )| Scenario {
@@ -1310,6 +1402,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 share,
                 tamper_at,
                 close_early,
+                pim,
                 steps,
                 faults,
             },
@@ -1335,10 +1428,19 @@ fn mins(m: i64) -> TimeDelta {
 fn simulate(s: &Scenario) -> (AzureModel, AccessGrantStatus, bool, bool) {
     let mut h = Harness::new("8h");
     let lifetime = mins(30);
-    if s.close_early {
+    if s.close_early || s.pim {
         h.policies = policy_with(|p| {
-            p.federation = Some(crate::v1alpha1::FederationRules { close_early: true });
+            if s.close_early {
+                p.federation = Some(crate::v1alpha1::FederationRules { close_early: true });
+            }
+            if s.pim {
+                p.azure = Some(crate::v1alpha1::AzureRules {
+                    expiry: Expiry::Pim,
+                });
+            }
         });
+    }
+    if s.close_early {
         h.settings.residual.managed_identity_token = lifetime;
     }
     let window = (s.not_before_mins.is_some() || s.not_after_mins.is_some()).then(|| Window {
@@ -1421,6 +1523,17 @@ fn simulate(s: &Scenario) -> (AzureModel, AccessGrantStatus, bool, bool) {
                 .map(|(k, _)| k.clone())
                 .collect();
         }
+        // Azure ends what PIM scheduled, whatever lapse does.
+        let ended: Vec<ObjectKey> = azure
+            .schedules
+            .iter()
+            .filter(|(_, s)| s.ends_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            azure.schedules.remove(&k);
+            azure.objects.remove(&k);
+        }
         let puts_before: u32 = azure.puts.values().sum();
         let d = h.reconcile(&mut azure, &spec, &mut st, deleting, now, &mut faults);
         // Close-early: from one token lifetime before the end, no credential is created (nor
@@ -1498,7 +1611,7 @@ proptest! {
             duration_mins: Some(dur), not_before_mins: None, not_after_mins: None,
             extend_to_mins: None, revoke_at: None, delete_at: None, drop_policy_at: None,
             drift_at: None, plant_standing: false, share: false, tamper_at: None,
-            close_early: early && dur > 30, steps: vec![step; steps], faults: vec![],
+            close_early: early && dur > 30, pim: false, steps: vec![step; steps], faults: vec![],
         };
         let (azure, st, _, _) = simulate(&s);
         prop_assert_eq!(st.phase, GrantPhase::Expired);
@@ -2632,4 +2745,186 @@ fn a_scheduled_grant_waits_for_its_start_before_the_locks_are_read() {
     );
     assert_eq!(st.phase, GrantPhase::Denied);
     assert!(azure.puts.is_empty());
+}
+
+fn pim_harness() -> Harness {
+    let mut h = Harness::new("8h");
+    h.policies = policy_with(|p| {
+        p.azure = Some(AzureRules {
+            expiry: Expiry::Pim,
+        });
+    });
+    h
+}
+
+fn role_spec(duration: &str) -> AccessGrantSpec {
+    let mut s = spec(Some(duration), None);
+    s.federation = None;
+    s.justification = None;
+    s
+}
+
+#[test]
+fn under_pim_azure_ends_every_assignment_one_grace_after_the_lease() {
+    let h = pim_harness();
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    let start = t0() + TimeDelta::milliseconds(400);
+    let d = h.decide(&role_spec("1h"), &st, false, start, &azure.view());
+    let planned: Vec<_> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateRoleAssignment(p) => p.schedule,
+            _ => None,
+        })
+        .collect();
+    let expected = AssignmentSchedule {
+        starts_at: t0(),
+        ends_at: t0() + TimeDelta::minutes(65),
+    };
+    assert_eq!(planned, vec![expected; 2]);
+    // Recorded before the request is made, without an ID (Azure names the assignment).
+    assert!(
+        d.status
+            .role_assignments
+            .iter()
+            .all(|r| r.schedule == Some(expected) && r.id.is_none())
+    );
+    run_to(&h, &mut azure, &role_spec("1h"), &mut st, start);
+    assert_eq!(st.phase, GrantPhase::Active, "{:?}", st.message);
+    assert_eq!(azure.schedules.len(), 2);
+    // An extension moves Azure's end too, within the grace.
+    run_to(
+        &h,
+        &mut azure,
+        &role_spec("2h"),
+        &mut st,
+        t0() + TimeDelta::minutes(30),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(st.expires_at, Some(t0() + TimeDelta::hours(2)));
+    assert!(
+        azure
+            .schedules
+            .values()
+            .all(|s| s.ends_at == t0() + TimeDelta::minutes(125))
+    );
+    assert!(
+        st.role_assignments
+            .iter()
+            .all(|r| r.schedule.map(|s| s.ends_at) == Some(t0() + TimeDelta::minutes(125)))
+    );
+    // At expiry lapse removes them itself (AdminRemove, named from the schedule's start).
+    let d = h.decide(
+        &role_spec("2h"),
+        &st,
+        false,
+        t0() + TimeDelta::hours(2),
+        &azure.view(),
+    );
+    let removals: Vec<_> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteRoleAssignment { schedule_start, .. } => Some(*schedule_start),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removals, vec![Some(t0()); 2]);
+}
+
+#[test]
+fn a_revoke_within_pims_minimum_waits_for_it_and_says_why() {
+    let h = pim_harness();
+    let mut azure = AzureModel::default();
+    let mut spec = role_spec("1h");
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    spec.revoked = true;
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(1));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(st.phase, GrantPhase::Revoking);
+    assert_eq!(d.requeue_at, Some(t0() + TimeDelta::minutes(5)));
+    let why = d
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::PimMinimumActive)
+        .expect("the wait is told");
+    assert!(
+        why.message.contains("ActiveDurationTooShort"),
+        "{}",
+        why.message
+    );
+    assert!(
+        why.message.contains("2026-12-01T02:05:00Z"),
+        "{}",
+        why.message
+    );
+    // A deleted grant keeps its finalizer meanwhile.
+    let d = h.decide(
+        &spec,
+        &st,
+        true,
+        t0() + TimeDelta::minutes(2),
+        &azure.view(),
+    );
+    assert!(!d.finalized);
+    // Told once.
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(3));
+    assert!(
+        !d.events
+            .iter()
+            .any(|e| e.reason == Reason::PimMinimumActive)
+    );
+    // Right at the minimum the removal goes.
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::minutes(5));
+    assert_eq!(st.phase, GrantPhase::Revoked, "{:?}", st.message);
+    assert!(azure.objects.is_empty());
+}
+
+#[test]
+fn under_pim_a_lease_shorter_than_pims_minimum_is_denied() {
+    let h = pim_harness();
+    let mut azure = AzureModel::default();
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &role_spec("4m"), &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Denied);
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("azure.expiry: PIM") && msg.contains("300s"),
+        "{msg}"
+    );
+    assert!(azure.puts.is_empty());
+}
+
+#[test]
+fn a_tenant_without_pims_licence_fails_the_grant_naming_it() {
+    let h = pim_harness();
+    let mut st = AccessGrantStatus::default();
+    let mut view = AzureView {
+        complete: true,
+        ..Default::default()
+    };
+    let d = h.decide(&role_spec("1h"), &st, false, t0(), &view);
+    st = d.status.clone();
+    for a in &d.actions {
+        view.set(
+            a.key().clone(),
+            Observed::CreateFailed(Failure::Terminal {
+                code: PIM_LICENCE_REQUIRED.into(),
+                message: "The tenant needs an AAD Premium 2 license.".into(),
+            }),
+        );
+    }
+    let d = h.decide(&role_spec("1h"), &st, false, t0(), &view);
+    assert_eq!(d.status.end_reason, Some(EndReason::Failed));
+    let msg = d.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("AadPremiumLicenseRequired") && msg.contains("does not fall back"),
+        "{msg}"
+    );
+    // Nothing was made, nothing is created instead.
+    assert!(!d.actions.iter().any(Action::is_create));
 }

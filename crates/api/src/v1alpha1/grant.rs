@@ -261,10 +261,26 @@ pub struct RoleAssignmentStatus {
     pub role_definition_id: Option<String>,
     /// The normalised scope.
     pub scope: String,
-    /// The role assignment's resource ID.
+    /// The role assignment's resource ID (for one requested through PIM, known once Azure made
+    /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub state: ObjectState,
+    /// Set when the assignment is requested through Azure PIM (`azure.expiry: PIM`): Azure
+    /// itself removes it at `endsAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<AssignmentSchedule>,
+}
+
+/// The Azure PIM schedule of a role assignment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentSchedule {
+    /// When the schedule starts. PIM refuses to remove the assignment within its minimum
+    /// active duration (5 minutes) of this.
+    pub starts_at: DateTime<Utc>,
+    /// When Azure removes the assignment, whatever lapse does.
+    pub ends_at: DateTime<Utc>,
 }
 
 /// Status of the grant's federated identity credential.

@@ -13,14 +13,15 @@ mod policy;
 pub use approval::{AccessApproval, AccessApprovalSpec, ApprovalDecision, Approver, GrantTarget};
 pub use condition::{Condition, ConditionStatus};
 pub use grant::{
-    AccessGrant, AccessGrantSpec, AccessGrantStatus, ApprovalRecord, DEFAULT_AUDIENCE, EndReason,
-    FederatedCredentialStatus, Federation, GrantPhase, IdentityRef, ObjectIdRef, ObjectState,
-    RoleAssignmentStatus, RoleRequest, Window,
+    AccessGrant, AccessGrantSpec, AccessGrantStatus, ApprovalRecord, AssignmentSchedule,
+    DEFAULT_AUDIENCE, EndReason, FederatedCredentialStatus, Federation, GrantPhase, IdentityRef,
+    ObjectIdRef, ObjectState, RoleAssignmentStatus, RoleRequest, Window,
 };
 pub use patterns::*;
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, BreakGlassRules,
-    FederationRules, LabelSelector, LabelSelectorRequirement, LockTolerance,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, AzureRules,
+    BreakGlassRules, Expiry, FederationRules, LabelSelector, LabelSelectorRequirement,
+    LockTolerance,
 };
 
 /// The API group of every lapse kind.

@@ -122,6 +122,42 @@ pub struct AccessPolicySpec {
     /// How federation under this policy ends (docs/security.md, "When access really ends").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federation: Option<FederationRules>,
+    /// How Azure objects of this policy's grants are made and ended (docs/security.md, "When
+    /// access really ends").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureRules>,
+}
+
+/// `spec.azure` of an AccessPolicy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureRules {
+    /// Who ends a role assignment: `Delete` (the default) makes plain role assignments that
+    /// lapse deletes at expiry; `PIM` requests them through Azure PIM with an end time
+    /// (expiresAt plus the operator's PIM grace), so Azure removes them even if lapse, its
+    /// cluster or its credentials are gone. PIM needs Microsoft Entra ID P2 or Governance; a
+    /// tenant without it fails the grant, never falls back.
+    #[serde(default, skip_serializing_if = "Expiry::is_default")]
+    pub expiry: Expiry,
+}
+
+/// `spec.azure.expiry` of an AccessPolicy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum Expiry {
+    /// Plain role assignments, deleted by lapse at expiry.
+    #[default]
+    Delete,
+    /// Role assignments requested through Azure PIM with an end time Azure enforces.
+    #[serde(rename = "PIM")]
+    Pim,
+}
+
+impl Expiry {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Delete
+    }
 }
 
 /// `spec.locks` of an AccessPolicy.

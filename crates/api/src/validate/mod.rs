@@ -456,6 +456,8 @@ pub struct PolicyRules {
     pub break_glass: Option<LeaseDuration>,
     /// Delete the federated credential one token lifetime before the lease ends.
     pub close_federation_early: bool,
+    /// Role assignments are requested through Azure PIM with an end time Azure enforces.
+    pub pim_expiry: bool,
 }
 
 /// Who must approve, and by when.
@@ -723,6 +725,10 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             approval,
             break_glass,
             close_federation_early: spec.federation.as_ref().is_some_and(|f| f.close_early),
+            pim_expiry: spec
+                .azure
+                .as_ref()
+                .is_some_and(|a| a.expiry == crate::v1alpha1::Expiry::Pim),
         }),
         _ => Err(errs),
     }

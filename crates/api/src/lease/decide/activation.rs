@@ -6,7 +6,11 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use super::admission::Admitted;
 use super::step::{Step, failure_message};
-use crate::lease::model::{Action, Failure, IdentityObservation, ObjectKey, Observed};
+use crate::lease::model::{
+    Action, AssignmentSchedule, Failure, IdentityObservation, ObjectKey, ObjectObservation,
+    Observed, Reschedule, RoleAssignmentPlan,
+};
+use crate::lease::pim::PIM_LICENCE_REQUIRED;
 use crate::lease::plan::{LeasePlan, PlanError, plan};
 use crate::lease::reason::Reason;
 use crate::lock::LockObservation;
@@ -148,6 +152,7 @@ impl Step<'_> {
         expires_at: DateTime<Utc>,
         catalogue: &RoleCatalogue,
     ) -> Option<LeasePlan> {
+        let schedule = self.assignment_schedule(expires_at);
         let g = &self.input.grant;
         match plan(
             req,
@@ -155,6 +160,7 @@ impl Step<'_> {
             g.name,
             principal_id,
             expires_at,
+            schedule,
             self.input.settings,
             catalogue,
         ) {
@@ -213,10 +219,31 @@ impl Step<'_> {
             ));
         }
         let mut states = Vec::with_capacity(items.len());
-        for (key, create, what) in items {
+        for (i, (key, create, what)) in items.into_iter().enumerate() {
             let obs = self.input.azure.get(&key);
-            let state = match obs.observed {
-                Observed::Present { owned: true, .. } => ObjectState::Present,
+            let planned = plan
+                .role_assignments
+                .get(i)
+                .filter(|p| p.schedule.is_some());
+            let state = match obs.observed.clone() {
+                Observed::Present { owned: true, id } => {
+                    if let Some(p) = planned {
+                        self.keep_schedule(i, p, &obs, id);
+                    }
+                    ObjectState::Present
+                }
+                Observed::RescheduleFailed(f) => {
+                    // The assignment stands with the end Azure held before: look again soon.
+                    self.retry(Some(&f));
+                    let msg = failure_message(&f);
+                    self.event(
+                        true,
+                        Reason::AzureCallFailed,
+                        format!("moving the end Azure PIM enforces on {what}: {msg}; retrying"),
+                    );
+                    self.facts.last_failure = Some(msg);
+                    ObjectState::Present
+                }
                 Observed::Present { owned: false, id } => {
                     standing.push(format!(
                         "{what} ({})",
@@ -234,6 +261,18 @@ impl Step<'_> {
                                 Reason::DriftRepaired,
                                 format!("{what} vanished during the lease; recreating it"),
                             );
+                        }
+                        let mut create = create;
+                        if let (Some(_), Some(entry), Action::CreateRoleAssignment(p)) =
+                            (planned, self.st.role_assignments.get_mut(i), &mut create)
+                        {
+                            // A new request, a new schedule from now to the lease's end as it
+                            // stands (an extension may have moved it): recorded before it is
+                            // made.
+                            let schedule = self.input.settings.pim.schedule(self.now, expires_at);
+                            p.schedule = Some(schedule);
+                            entry.schedule = Some(schedule);
+                            entry.id = None;
                         }
                         creates.push(create);
                     }
@@ -268,6 +307,10 @@ impl Step<'_> {
                     let hint = if code.eq_ignore_ascii_case(AUTHORIZATION_FAILED) {
                         " (refused since the lease started: the operator lacks this permission; \
                          `lapse-operator check` names what is missing)"
+                    } else if code.eq_ignore_ascii_case(PIM_LICENCE_REQUIRED) {
+                        " (the policy's azure.expiry: PIM needs Microsoft Entra ID P2 or \
+                         Governance in the tenant; lapse does not fall back to role \
+                         assignments Azure would not end)"
                     } else {
                         ""
                     };
@@ -316,6 +359,60 @@ impl Step<'_> {
             };
             self.transition(GrantPhase::Activating, false, Reason::Activating, msg);
         }
+    }
+
+    /// A PIM-made assignment of this lease exists: record the schedule Azure holds (and the
+    /// assignment's ID), and move its end to one grace after the lease's when it differs. An
+    /// end is only ever moved earlier when no other lease shares the assignment, and never
+    /// within PIM's minimum of the start.
+    fn keep_schedule(
+        &mut self,
+        i: usize,
+        planned: &RoleAssignmentPlan,
+        obs: &ObjectObservation,
+        id: Option<String>,
+    ) {
+        let expires_at = self.st.expires_at.unwrap_or(self.now);
+        let pim = &self.input.settings.pim;
+        let Some(entry) = self.st.role_assignments.get_mut(i) else {
+            return;
+        };
+        if id.is_some() {
+            entry.id = id;
+        }
+        if obs.schedule.is_some() {
+            entry.schedule = obs.schedule;
+        }
+        let Some(held) = entry.schedule else {
+            return;
+        };
+        let wanted = pim.ends_at(expires_at).max(pim.removable_at(&held));
+        let extend = wanted > held.ends_at;
+        if wanted == held.ends_at || (!extend && obs.needed_by_other_lease) {
+            return;
+        }
+        let ObjectKey::RoleAssignment {
+            principal_id,
+            role_guid,
+            ..
+        } = planned.key
+        else {
+            return;
+        };
+        entry.schedule = Some(AssignmentSchedule {
+            ends_at: wanted,
+            ..held
+        });
+        self.actions
+            .push(Action::RescheduleRoleAssignment(Reschedule {
+                key: planned.key.clone(),
+                scope: planned.scope.clone(),
+                principal_id,
+                role_guid,
+                role_definition_id: planned.role_definition_id.clone(),
+                ends_at: wanted,
+                extend,
+            }));
     }
 
     /// Until when an `AuthorizationFailed` create is retried: the grace from the lease start.

@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::Step;
 use crate::field::FieldErrors;
+use crate::lease::pim::ACTIVE_DURATION_TOO_SHORT;
 use crate::lease::reason::Reason;
 use crate::lock::LockObservation;
 use crate::policy::{Verdict, evaluate};
@@ -83,6 +84,21 @@ impl Step<'_> {
                  credential would be deleted before the lease starts; ask for a longer lease",
                 (expiry - anchor).num_seconds(),
                 (expiry - closes).num_seconds()
+            );
+            self.facts.policy = Some((false, Reason::Denied, msg.clone()));
+            self.end_without_objects(GrantPhase::Denied, Reason::Denied, format!("denied: {msg}"));
+            return None;
+        }
+        // PIM could not remove the assignment before its minimum: such a lease would overstay.
+        let minimum = self.input.settings.pim.minimum;
+        if self.pim_expiry(&policy) && expiry - anchor < minimum {
+            let msg = format!(
+                "spec.duration: a lease of {}s is shorter than Azure PIM's minimum active \
+                 duration ({}s), and AccessPolicy {policy} sets azure.expiry: PIM: PIM would \
+                 refuse to remove the assignment when the lease ends ({ACTIVE_DURATION_TOO_SHORT}); \
+                 ask for a longer lease",
+                (expiry - anchor).num_seconds(),
+                minimum.num_seconds()
             );
             self.facts.policy = Some((false, Reason::Denied, msg.clone()));
             self.end_without_objects(GrantPhase::Denied, Reason::Denied, format!("denied: {msg}"));

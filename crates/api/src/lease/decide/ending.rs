@@ -2,11 +2,14 @@
 //! what this lease alone holds (never standing access, never what a live lease shares), retried
 //! forever, overdue past `overdue_after`.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::{Step, failure_message};
 use crate::lease::conditions::{REVOCATION_BLOCKED, REVOCATION_OVERDUE, find};
-use crate::lease::model::{Failure, IdentityObservation, ObjectKey, Observed, StatusTrust};
+use crate::lease::model::{
+    Action, Failure, IdentityObservation, ObjectKey, ObjectObservation, Observed, StatusTrust,
+};
+use crate::lease::pim::ACTIVE_DURATION_TOO_SHORT;
 use crate::lease::plan::plan;
 use crate::lease::reason::Reason;
 use crate::v1alpha1::{ConditionStatus, EndReason, GrantPhase, ObjectState};
@@ -63,7 +66,7 @@ impl Step<'_> {
         let mut states = Vec::new();
         let mut outstanding_failure = None;
         let mut blocked: Vec<String> = Vec::new();
-        for (i, (key, delete)) in self.recorded().into_iter().enumerate() {
+        for (i, (key, mut delete)) in self.recorded().into_iter().enumerate() {
             let current = self.recorded_state(i);
             if matches!(
                 current,
@@ -76,12 +79,20 @@ impl Step<'_> {
                 continue;
             }
             let obs = self.input.azure.get(&key);
+            // PIM: Azure's schedule names the removal, and PIM refuses it before its minimum.
+            let removable_at = self.pim_removal(&mut delete, &obs);
             let state = match obs.observed {
                 Observed::Present { owned: false, .. } => ObjectState::Standing,
                 Observed::Absent | Observed::CreateFailed(Failure::Terminal { .. }) => {
                     ObjectState::Deleted
                 }
                 _ if obs.needed_by_other_lease => ObjectState::Released,
+                _ if removable_at.is_some_and(|at| at > self.now) => {
+                    let at = removable_at.unwrap_or(self.now);
+                    let msg = self.wait_for_pim(&delete, at, current);
+                    outstanding_failure = Some(msg);
+                    ObjectState::Deleting
+                }
                 Observed::DeleteFailed(f) => {
                     self.retry(Some(&f));
                     let msg = failure_message(&f);
@@ -164,6 +175,45 @@ impl Step<'_> {
         }
     }
 
+    /// For a PIM-made role assignment: aims the removal at the schedule Azure holds (its start
+    /// names the `AdminRemove` request) and says from when PIM allows it. `None` for anything
+    /// else.
+    fn pim_removal(&self, delete: &mut Action, obs: &ObjectObservation) -> Option<DateTime<Utc>> {
+        let Action::DeleteRoleAssignment { schedule_start, .. } = delete else {
+            return None;
+        };
+        if let Some(held) = obs.schedule {
+            *schedule_start = Some(held.starts_at);
+        }
+        schedule_start.map(|start| start + self.input.settings.pim.minimum)
+    }
+
+    /// A removal PIM would refuse yet: nothing is sent; the lease looks again when it may,
+    /// and says (once) why it waits.
+    fn wait_for_pim(&mut self, delete: &Action, at: DateTime<Utc>, current: ObjectState) -> String {
+        self.waiting = true;
+        self.requeue_at = Some(self.requeue_at.map_or(at, |r| r.min(at)));
+        let what = match delete {
+            Action::DeleteRoleAssignment {
+                key: ObjectKey::RoleAssignment { scope, .. },
+                ..
+            } => {
+                format!("the role assignment at {scope}")
+            }
+            _ => "an Azure object".to_owned(),
+        };
+        let msg = format!(
+            "Azure PIM refuses to remove an assignment within {} minutes of its start \
+             ({ACTIVE_DURATION_TOO_SHORT}); {what} is removed at {}",
+            self.input.settings.pim.minimum.num_minutes(),
+            at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+        if current != ObjectState::Deleting {
+            self.event(false, Reason::PimMinimumActive, msg.clone());
+        }
+        msg
+    }
+
     /// Ends a lease that never created anything.
     pub(super) fn end_without_objects(&mut self, phase: GrantPhase, why: Reason, message: String) {
         // Without a record, objects this spec derives may still exist (the status was removed
@@ -211,6 +261,7 @@ impl Step<'_> {
             g.name,
             *principal_id,
             expiry,
+            None,
             self.input.settings,
             &catalogue,
         ) else {

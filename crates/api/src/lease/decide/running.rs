@@ -6,9 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::Step;
 use crate::field::FieldErrors;
+use crate::lease::model::ObjectKey;
 use crate::lease::model::Observed;
 use crate::lease::plan::LeasePlan;
-use crate::lease::plan::recorded_fic;
+use crate::lease::plan::{recorded_fic, recorded_objects};
 use crate::lease::reason::Reason;
 use crate::policy::{Verdict, evaluate};
 use crate::role::RoleCatalogue;
@@ -135,7 +136,7 @@ impl Step<'_> {
                 self.reconcile_objects(&roles_only);
                 self.close_federation(closes, expires_at);
                 // Deletes first, as everywhere (a repair of a role assignment may be queued).
-                self.actions.sort_by_key(|a| a.is_create());
+                self.actions.sort_by_key(|a| !a.is_delete());
             }
             closes => {
                 self.reconcile_objects(&plan);
@@ -259,18 +260,16 @@ impl Step<'_> {
         }
     }
 
+    /// The objects the spec derives are the ones recorded (role assignments compared by the
+    /// tuple Azure keeps unique: a PIM-made one has a name Azure chose).
     fn plan_matches_record(&self, plan: &LeasePlan) -> bool {
         let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
-        let planned: Vec<Option<String>> = plan
-            .role_assignments
+        let planned: Vec<&ObjectKey> = plan.role_assignments.iter().map(|p| &p.key).collect();
+        let recorded = recorded_objects(&self.st);
+        let recorded: Vec<&ObjectKey> = recorded
             .iter()
-            .map(|p| Some(p.id.to_ascii_lowercase()))
-            .collect();
-        let recorded: Vec<Option<String>> = self
-            .st
-            .role_assignments
-            .iter()
-            .map(|r| lower(&r.id))
+            .map(|(k, _)| k)
+            .filter(|k| matches!(k, ObjectKey::RoleAssignment { .. }))
             .collect();
         let fic_planned = plan.fic.as_ref().map(|f| f.id.to_ascii_lowercase());
         let fic_recorded = self
@@ -278,6 +277,8 @@ impl Step<'_> {
             .federated_credential
             .as_ref()
             .and_then(|f| lower(&f.id));
-        planned == recorded && fic_planned == fic_recorded
+        planned.len() == self.st.role_assignments.len()
+            && planned == recorded
+            && fic_planned == fic_recorded
     }
 }

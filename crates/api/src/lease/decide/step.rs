@@ -30,6 +30,8 @@ pub(super) struct Step<'a> {
     pub(super) finalized: bool,
     pub(super) tampered: Option<String>,
     pub(super) facts: Facts,
+    /// A removal waits for PIM's minimum active duration: not sent yet, still owed.
+    pub(super) waiting: bool,
 }
 
 impl<'a> Step<'a> {
@@ -51,6 +53,7 @@ impl<'a> Step<'a> {
             finalized: false,
             tampered: None,
             facts: Facts::default(),
+            waiting: false,
         }
     }
 
@@ -211,9 +214,9 @@ impl<'a> Step<'a> {
         self.retry_after = Some(self.retry_after.map_or(wait, |w| w.min(wait)));
     }
 
-    /// A delete is still to be made.
+    /// A delete is still to be made (or waits for PIM to allow it).
     pub(super) fn outstanding(&self) -> bool {
-        self.actions.iter().any(|a| !a.is_create())
+        self.waiting || self.actions.iter().any(Action::is_delete)
     }
 
     /// Whose tokens a federated credential of this grant mints: a service principal has no
@@ -248,6 +251,38 @@ impl<'a> Step<'a> {
         let kind = self.token_kind()?;
         (closes && federates)
             .then(|| expires_at - self.input.settings.residual.token_lifetime(kind) - CLOSE_MARGIN)
+    }
+
+    /// Whether the AccessPolicy `policy` makes Azure enforce expiry through PIM.
+    pub(super) fn pim_expiry(&self, policy: &str) -> bool {
+        self.input
+            .policy
+            .policies
+            .iter()
+            .find(|p| p.name == policy)
+            .and_then(|p| p.rules.as_ref().ok())
+            .is_some_and(|r| r.pim_expiry)
+    }
+
+    /// The PIM schedule a role assignment of this lease is requested with, if any: a lease
+    /// that recorded its assignments as PIM-made keeps them so (a policy change does not turn
+    /// them into plain ones mid-lease); a new one follows its policy.
+    pub(super) fn assignment_schedule(
+        &self,
+        expires_at: DateTime<Utc>,
+    ) -> Option<crate::v1alpha1::AssignmentSchedule> {
+        let pim = if self.activated() {
+            self.st
+                .role_assignments
+                .iter()
+                .any(|r| r.schedule.is_some())
+        } else {
+            self.st
+                .policy
+                .as_deref()
+                .is_some_and(|p| self.pim_expiry(p))
+        };
+        pim.then(|| self.input.settings.pim.schedule(self.now, expires_at))
     }
 
     pub(super) fn finish(mut self) -> Decision {

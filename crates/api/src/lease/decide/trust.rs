@@ -78,6 +78,7 @@ impl Step<'_> {
             g.name,
             *principal_id,
             expiry,
+            None,
             self.input.settings,
             &catalogue,
         ) {
