@@ -1453,3 +1453,122 @@ async fn closing_federation_early_leaves_no_token_alive_past_the_lease() -> anyh
     fx.assert_nothing_left(&principal, "close_early").await?;
     Ok(())
 }
+
+/// DESIGN §12 "Azure-enforced expiry": under `azure.expiry: PIM` the role assignment is made
+/// through a PIM schedule request with an end Azure keeps; with the operator SIGKILLed and kept
+/// down, Azure (the simulator's own clock) removes it at expiresAt + grace and the workload's
+/// read fails; the simulator's log shows its own removal, none by lapse. A revoke within PIM's
+/// minimum waits for it and says why. The sandbox's PIM minimum is 10 s here (Azure's is 5
+/// minutes), and the operator is told the same.
+#[tokio::test]
+async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableCluster,
+        "shortens the sandbox's PIM minimum to 10 s and kills the operator",
+    )?;
+    let sandbox = lapse_e2e::Sandbox::start_with(&["--pim-minimum-secs", "10"])?;
+    let mut w = World::on(Target::Sandbox(sandbox)).await?;
+    let pim_env = [("LAPSE_PIM_GRACE", "5s"), ("LAPSE_PIM_MINIMUM", "10s")];
+    w.start_operator(&pim_env).await?;
+    let mut fx = Fx::on(w).await?;
+    fx.apply_policy_with(3600, &[], json!({"azure": {"expiry": "PIM"}}))?;
+
+    // Shorter than PIM's minimum: denied naming it, nothing requested.
+    fx.w.apply_ok(&fx.reader_grant("tiny", Some(SA), duration("8s")))?;
+    let g = fx.wait("tiny", GrantPhase::Denied).await?;
+    assert!(message(&g).contains("azure.expiry: PIM"), "{}", message(&g));
+
+    let g = fx
+        .activate("pim", &fx.reader_grant("pim", Some(SA), duration("20s")))
+        .await?;
+    let expires = expires_at(&g)?;
+    let st = g.status.clone().unwrap_or_default();
+    let schedule = st.role_assignments[0]
+        .schedule
+        .ok_or_else(|| anyhow::anyhow!("no PIM schedule recorded: {st:?}"))?;
+    assert_eq!(schedule.ends_at, expires + TimeDelta::seconds(5));
+    assert_eq!(fx.workload_read(&fx.client_id).await?, Some(200));
+
+    // The operator dies and stays dead; Azure alone ends the access.
+    let killed_at = Utc::now();
+    let dead = fx.w.kill_operator();
+    anyhow::ensure!(dead.is_some(), "no operator was running");
+    let deadline = Instant::now() + fx.timeout();
+    let ended = loop {
+        if fx.workload_read(&fx.client_id).await? != Some(200) {
+            break Utc::now();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the access outlived the PIM schedule");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "[pim] operator killed {} ms before the lease's end; Azure ended the access {} ms after \
+         expiresAt ({} ms after expiresAt + grace)",
+        (expires - killed_at).num_milliseconds(),
+        (ended - expires).num_milliseconds(),
+        (ended - schedule.ends_at).num_milliseconds()
+    );
+    assert!(
+        ended >= schedule.ends_at,
+        "the access ended at {ended}, before Azure's end {}",
+        schedule.ends_at
+    );
+    if let Some(audit) = fx.w.audit_log().await? {
+        let expiry: Vec<_> = audit
+            .iter()
+            .filter(|e| e["origin"] == "pim-expiry")
+            .collect();
+        assert_eq!(expiry.len(), 1, "one removal by Azure's own clock: {expiry:?}");
+        let by_lapse_after_kill = audit
+            .iter()
+            .filter(|e| e["origin"].is_null() && e["method"] != "GET")
+            .filter(|e| {
+                e["time"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t.to_utc() > killed_at)
+            })
+            .filter(|e| {
+                let p = e["path"].as_str().unwrap_or_default();
+                p.contains("roleAssignment")
+            })
+            .count();
+        assert_eq!(by_lapse_after_kill, 0, "a role assignment write after the kill");
+    }
+
+    // Back up: the lease ends Expired, the credential goes, nothing is left.
+    fx.w.start_operator(&pim_env).await?;
+    fx.wait("pim", GrantPhase::Expired).await?;
+    let principal = fx.mi_principal().await?;
+    fx.assert_nothing_left(&principal, "pim").await?;
+
+    // A revoke in the first 10 s (PIM's minimum here) waits for it, says why, then completes.
+    let g = fx
+        .activate("early", &fx.reader_grant("early", Some(SA), duration("60s")))
+        .await?;
+    let starts = g.status.clone().unwrap_or_default().role_assignments[0]
+        .schedule
+        .ok_or_else(|| anyhow::anyhow!("no PIM schedule recorded"))?
+        .starts_at;
+    fx.w.patch_grant(NS, "early", r#"{"spec":{"revoked":true}}"#)?;
+    fx.w.wait_event(NS, "early", "PimMinimumActive", fx.timeout())
+        .await?;
+    fx.wait("early", GrantPhase::Revoked).await?;
+    let ended = Utc::now();
+    let removable = starts + TimeDelta::seconds(10);
+    println!(
+        "[pim] early revoke removed {} ms after PIM's minimum allowed it",
+        (ended - removable).num_milliseconds()
+    );
+    assert!(ended >= removable, "removed at {ended}, before {removable}");
+    // lapse waited instead of asking early: Azure never had to refuse a removal.
+    if let Some(audit) = fx.w.audit_log().await? {
+        let refused = audit
+            .iter()
+            .filter(|e| e["errorCode"] == "ActiveDurationTooShort")
+            .count();
+        assert_eq!(refused, 0, "lapse asked PIM to remove before its minimum");
+    }
+    fx.assert_nothing_left(&principal, "pim-early").await?;
+    Ok(())
+}

@@ -52,6 +52,8 @@ pub struct Settings {
     pub max_rounds: usize,
     /// How long access may outlast a lease's objects (`status.accessMayContinueUntil`).
     pub residual: lapse_api::lease::ResidualBounds,
+    /// Azure-enforced expiry: the grace after `expiresAt` and PIM's minimum.
+    pub pim: lapse_api::lease::PimSettings,
     /// The notification webhook; `None` sends none (the audit trail is written either way).
     pub notify: Option<crate::notify::NotifySettings>,
 }

@@ -60,6 +60,9 @@ async fn assignment_gone(ctx: &Context, key: &ObjectKey, name: &uuid::Uuid) -> O
 pub async fn execute(ctx: &Context, action: &Action) -> Observed {
     match action {
         Action::CreateRoleAssignment(p) => {
+            if let Some(schedule) = p.schedule {
+                return crate::pim::assign(ctx, p, schedule).await;
+            }
             let req = RoleAssignmentRequest {
                 scope: p.scope.to_string(),
                 name: p.name,
@@ -75,6 +78,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                         Some(Known {
                             id: ra.id.clone(),
                             owned: true,
+                            schedule: None,
                         }),
                     );
                     Observed::Present {
@@ -91,6 +95,12 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                 }
             }
         }
+        Action::RescheduleRoleAssignment(r) => crate::pim::reschedule(ctx, r).await,
+        Action::DeleteRoleAssignment {
+            key,
+            schedule_start: Some(start),
+            ..
+        } => crate::pim::remove(ctx, key, None, *start).await,
         Action::DeleteRoleAssignment {
             key, scope, name, ..
         } => match ctx.azure.delete_role_assignment(scope, name).await {
@@ -131,6 +141,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                         Some(Known {
                             id: f.id.clone(),
                             owned: true,
+                            schedule: None,
                         }),
                     );
                     Observed::Present {
@@ -175,8 +186,9 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
     }
 }
 
-/// After `RoleAssignmentExists`: find the assignment that holds the tuple.
-async fn standing_assignment(
+/// After `RoleAssignmentExists`: find the assignment that holds the tuple (ours by its derived
+/// name, or by the PIM request that shaped its schedule).
+pub(crate) async fn standing_assignment(
     ctx: &Context,
     key: &ObjectKey,
     scope: &ArmId,
@@ -194,14 +206,22 @@ async fn standing_assignment(
         .await
     {
         Ok(list) => {
+            let schedules =
+                match crate::inventory::schedules(&ctx.lister(), sub, Some(principal_id)).await {
+                    Ok(s) => s,
+                    Err(le) => return Observed::CreateFailed(failure(&le)),
+                };
             for ra in list {
                 if crate::inventory::assignment_key(&ra).as_ref() == Some(key) {
-                    let owned = crate::inventory::owns_assignment(&ctx.core.owner, &ra, key);
+                    let schedule = schedules.get(key);
+                    let owned = crate::inventory::owns_assignment(&ctx.core.owner, &ra, key)
+                        || schedule.is_some_and(|(owned, _)| *owned);
                     ctx.inventory.record(
                         key,
                         Some(Known {
                             id: ra.id.clone(),
                             owned,
+                            schedule: schedule.map(|(_, s)| *s),
                         }),
                     );
                     return Observed::Present {
@@ -249,6 +269,7 @@ async fn existing_fic(
                 Some(Known {
                     id: f.id.clone(),
                     owned,
+                    schedule: None,
                 }),
             );
             Observed::Present {

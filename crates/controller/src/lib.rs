@@ -20,6 +20,7 @@ mod management_locks;
 mod metrics;
 pub mod notify;
 mod observe;
+mod pim;
 mod policy;
 mod privileges;
 mod quota;
@@ -297,6 +298,7 @@ async fn assemble_context(
             .unwrap_or(chrono::TimeDelta::minutes(10)),
         operator_principal: Some(operator_principal),
         residual: settings.residual.clone(),
+        pim: settings.pim.clone(),
     };
     let (repair, repairs) = mpsc::unbounded_channel();
     let ctx = Context {

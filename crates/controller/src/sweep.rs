@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use lapse_api::arm::ArmId;
+use lapse_api::naming::Owner;
 use lapse_api::lease::{Action, ObjectKey, StatusTrust, fic_target, split_role_assignment_id};
 
 use crate::context::Context;
@@ -101,7 +102,7 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
             if ctx.inventory.is_claimed(&key) {
                 continue;
             }
-            let Some(action) = delete_action(&key, &known) else {
+            let Some(action) = delete_action(&ctx.core.owner, &key, &known) else {
                 continue;
             };
             let outcome = crate::execute::execute(ctx, &action).await;
@@ -123,15 +124,31 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
     deleted
 }
 
-fn delete_action(key: &ObjectKey, known: &Known) -> Option<Action> {
+fn delete_action(owner: &Owner, key: &ObjectKey, known: &Known) -> Option<Action> {
     match key {
-        ObjectKey::RoleAssignment { .. } => {
+        ObjectKey::RoleAssignment {
+            principal_id,
+            role_guid,
+            scope,
+        } => {
+            // A PIM-made one (Azure chose its name) is removed by a request for its tuple.
+            if let Some(schedule) = known.schedule {
+                let scope = ArmId::parse(scope).ok()?;
+                return Some(Action::DeleteRoleAssignment {
+                    key: key.clone(),
+                    name: owner.role_assignment_name(principal_id, role_guid, &scope),
+                    scope: scope.to_string(),
+                    id: known.id.clone(),
+                    schedule_start: Some(schedule.starts_at),
+                });
+            }
             let (scope, name) = split_role_assignment_id(&known.id)?;
             Some(Action::DeleteRoleAssignment {
                 key: key.clone(),
                 scope: scope.to_string(),
                 name,
                 id: known.id.clone(),
+                schedule_start: None,
             })
         }
         ObjectKey::Fic { target, .. } => {

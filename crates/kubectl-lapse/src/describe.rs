@@ -361,6 +361,24 @@ pub fn render(story: &Story, now: DateTime<Utc>) -> String {
         for line in t.render().lines() {
             let _ = writeln!(s, "  {line}");
         }
+        // Azure-enforced expiry (azure.expiry: PIM): when Azure itself ends each assignment.
+        for r in &st.role_assignments {
+            if let Some(sched) = r.schedule {
+                let _ = writeln!(
+                    s,
+                    "  Azure PIM removes {} at {} itself at {}, whatever lapse does (schedule \
+                     from {}).",
+                    r.role,
+                    r.scope,
+                    sched
+                        .ends_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    sched
+                        .starts_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
+        }
     }
 
     let _ = writeln!(s, "\nConditions:");

@@ -115,6 +115,17 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_TOKEN_LIFETIME_APPLICATION", default_value = "90m")]
     pub token_lifetime_application: LeaseDuration,
 
+    /// Under a policy with azure.expiry: PIM, how long after a lease's end Azure itself removes
+    /// its role assignments (Go duration): lapse removes them at the end; this is the longest
+    /// access outlives the lease when lapse cannot act at all.
+    #[arg(long, env = "LAPSE_PIM_GRACE", default_value = "5m")]
+    pub pim_grace: LeaseDuration,
+
+    /// Azure PIM's minimum active duration (5 minutes in Azure): shorter leases under a PIM
+    /// policy are denied and removals wait for it. Only for testing against a simulator.
+    #[arg(long, env = "LAPSE_PIM_MINIMUM", default_value = "5m", hide = true)]
+    pub pim_minimum: LeaseDuration,
+
     /// Webhook that receives lifecycle notifications (docs/notifications.md); none when unset.
     /// Set it from a Secret: a webhook URL usually carries its own secret, so lapse never logs
     /// or prints it.
@@ -242,6 +253,10 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
             propagation: args.propagation_bound.to_chrono(),
             managed_identity_token: args.token_lifetime_managed_identity.to_chrono(),
             application_token: args.token_lifetime_application.to_chrono(),
+        },
+        pim: lapse_api::lease::PimSettings {
+            grace: args.pim_grace.to_chrono(),
+            minimum: args.pim_minimum.to_chrono(),
         },
         notify: args
             .notify_url

@@ -140,11 +140,17 @@ async fn rounds(
             let outcome = crate::execute::execute(ctx, action).await;
             if matches!(
                 outcome,
-                lease::Observed::CreateFailed(_) | lease::Observed::DeleteFailed(_)
+                lease::Observed::CreateFailed(_)
+                    | lease::Observed::DeleteFailed(_)
+                    | lease::Observed::RescheduleFailed(_)
             ) {
                 failed.insert(action.key().clone());
             }
-            view.set(action.key().clone(), outcome);
+            let key = action.key().clone();
+            view.set(key.clone(), outcome);
+            // A PIM request moved (or made) the schedule Azure holds.
+            view.objects.entry(key.clone()).or_default().schedule =
+                ctx.inventory.schedule_of(&key);
         }
     }
     // Still busy after many rounds: yield, and come back soon. Soon replaces an earlier

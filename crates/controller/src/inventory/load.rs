@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{FicTarget, ObjectKey, fic_target};
+use lapse_api::lease::{AssignmentSchedule, FicTarget, ObjectKey, PIM_LICENCE_REQUIRED, fic_target};
 use lapse_api::naming;
 use lapse_azure::{AzureError, RoleAssignment};
 use uuid::Uuid;
@@ -47,6 +47,54 @@ pub fn owns_assignment(owner: &naming::Owner, ra: &RoleAssignment, key: &ObjectK
         .is_ok_and(|scope| owner.owns_role_assignment(&ra.name, principal_id, role_guid, &scope))
 }
 
+/// The PIM schedules visible from a subscription (optionally one principal's), by the key of
+/// the assignment each made, with whether this owner shaped it. A tenant without PIM (no
+/// licence) or an operator not allowed to read schedules has none that are lapse's: lapse
+/// never made any there. Any other failure fails the listing: without the schedules a
+/// PIM-made assignment of ours would look like someone else's.
+pub async fn schedules(
+    from: &Lister<'_>,
+    subscription: &str,
+    principal: Option<&Uuid>,
+) -> Result<HashMap<ObjectKey, (bool, AssignmentSchedule)>, AzureError> {
+    let list = match from
+        .azure
+        .list_role_assignment_schedules(subscription, principal)
+        .await
+    {
+        Ok(list) => list,
+        Err(e) if matches!(e.code(), Some(PIM_LICENCE_REQUIRED | "AuthorizationFailed")) => {
+            tracing::debug!(%subscription, error = %e, "no PIM schedules to read");
+            return Ok(HashMap::new());
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(list
+        .into_iter()
+        .filter_map(|s| {
+            let role_guid = s.role_definition_guid()?;
+            let scope = ArmId::parse(&s.scope).ok()?;
+            let (starts_at, ends_at) = (s.starts_at?, s.ends_at?);
+            let owned = s.request_name().is_some_and(|request| {
+                from.owner.owns_schedule(
+                    &request,
+                    &s.principal_id,
+                    &role_guid,
+                    &scope,
+                    Some(starts_at),
+                    Some(ends_at),
+                )
+            });
+            let key = ObjectKey::RoleAssignment {
+                principal_id: s.principal_id,
+                role_guid,
+                scope: scope.key().to_owned(),
+            };
+            Some((key, (owned, AssignmentSchedule { starts_at, ends_at })))
+        })
+        .collect())
+}
+
 impl Inventory {
     /// Lists one partition and replaces it in the inventory.
     pub async fn load(&self, from: &Lister<'_>, p: &Partition) -> Result<(), AzureError> {
@@ -62,15 +110,26 @@ impl Inventory {
                     // subscription-wide lists here could not see.
                     return Ok(());
                 };
-                let list = from.azure.list_role_assignments(sub, None).await;
-                for ra in list? {
+                let list = from.azure.list_role_assignments(sub, None).await?;
+                let schedules = schedules(from, sub, None).await?;
+                for ra in list {
                     if let Some(k) = assignment_key(&ra) {
-                        let owned = owns_assignment(owner, &ra, &k);
+                        let schedule = schedules.get(&k);
+                        let owned = owns_assignment(owner, &ra, &k)
+                            || schedule.is_some_and(|(owned, _)| *owned);
                         if !owned && owner.is_twin(ra.description.as_deref(), None) {
                             twins += 1;
                             sample.get_or_insert_with(|| ra.id.clone());
                         }
-                        objects.insert(k, Known { id: ra.id, owned });
+                        let schedule = schedule.map(|(_, s)| *s);
+                        objects.insert(
+                            k,
+                            Known {
+                                id: ra.id,
+                                owned,
+                                schedule,
+                            },
+                        );
                     }
                 }
             }
@@ -99,7 +158,14 @@ impl Inventory {
                         twins += 1;
                         sample.get_or_insert_with(|| f.id.clone());
                     }
-                    objects.insert(k, Known { id: f.id, owned });
+                    objects.insert(
+                        k,
+                        Known {
+                            id: f.id,
+                            owned,
+                            schedule: None,
+                        },
+                    );
                 }
             }
         }

@@ -6,13 +6,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lapse_api::lease::{AzureView, ObjectKey, ObjectObservation, Observed, recorded_objects};
+use lapse_api::lease::{
+    AssignmentSchedule, AzureView, ObjectKey, ObjectObservation, Observed, recorded_objects,
+};
 use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 
 mod load;
 
 pub use crate::grant_ref::GrantRef;
-pub use load::{Lister, assignment_key, owns_assignment};
+pub use load::{Lister, assignment_key, owns_assignment, schedules};
 
 /// How a grant holds an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,8 +30,11 @@ pub enum Claim {
 pub struct Known {
     /// Resource ID (role assignments, ARM FICs) or Graph path (application FICs).
     pub id: String,
-    /// Carries this cluster's marker.
+    /// This owner's (by derived name, or for a PIM-made assignment by the name of the request
+    /// that shaped its schedule).
     pub owned: bool,
+    /// A role assignment made through PIM: its schedule.
+    pub schedule: Option<AssignmentSchedule>,
 }
 
 /// Which part of Azure a key lives in: the unit the inventory lists at once.
@@ -165,21 +170,25 @@ impl Inventory {
                 c.iter()
                     .any(|(g, claim)| g != grant && *claim == Claim::Live)
             });
-            let observed = match st.partitions.get(&Partition::of(key)) {
+            let (observed, schedule) = match st.partitions.get(&Partition::of(key)) {
                 Some(p) if p.loaded_at.is_some() => match p.objects.get(key) {
-                    Some(k) => Observed::Present {
-                        owned: k.owned,
-                        id: Some(k.id.clone()),
-                    },
-                    None => Observed::Absent,
+                    Some(k) => (
+                        Observed::Present {
+                            owned: k.owned,
+                            id: Some(k.id.clone()),
+                        },
+                        k.schedule,
+                    ),
+                    None => (Observed::Absent, None),
                 },
-                _ => Observed::Unknown,
+                _ => (Observed::Unknown, None),
             };
             view.objects.insert(
                 key.clone(),
                 ObjectObservation {
                     observed,
                     needed_by_other_lease,
+                    schedule,
                 },
             );
         }
@@ -288,6 +297,15 @@ impl Inventory {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The PIM schedule the inventory holds for a key, if any.
+    pub fn schedule_of(&self, key: &ObjectKey) -> Option<AssignmentSchedule> {
+        self.lock()
+            .partitions
+            .get(&Partition::of(key))
+            .and_then(|p| p.objects.get(key))
+            .and_then(|k| k.schedule)
     }
 
     pub fn is_claimed(&self, key: &ObjectKey) -> bool {

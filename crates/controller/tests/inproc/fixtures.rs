@@ -217,6 +217,7 @@ impl World {
             max_rounds: opts.max_rounds,
             notify: None,
             residual: Default::default(),
+            pim: Default::default(),
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let (ctx, wiring) = lapse_controller::prepare(
