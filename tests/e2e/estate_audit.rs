@@ -3,7 +3,8 @@
 //! Application.Read.All), against the sandbox's estate (`Seed::sandbox_estate`: standing role
 //! assignments, a GitHub Actions federated credential, a two-year client secret) and the
 //! operator, with an orphan and an overstaying object planted: each found, nothing else; the
-//! CI gate; and `--suggest`'s manifests applied, their grants activating.
+//! CI gate; `--suggest`'s manifests applied, their grants activating; and a lease's object
+//! under a management lock reported, naming the lock.
 //!
 //! Each command's output is printed (`--nocapture` shows it): docs/kubectl-lapse.md quotes it.
 
@@ -386,6 +387,140 @@ spec:
         run.took.as_secs_f64(),
         doc["reads"]["arm"].as_u64().unwrap_or(0) + doc["reads"]["graph"].as_u64().unwrap_or(0)
     );
+    Ok(())
+}
+
+/// A lock added while a lease runs (the policy denies locks, but the lock came after the
+/// activation): the audit reports the lease's role assignment as `LockedLapseObject`, naming
+/// the lock, its level and the grant whose revocation it will block, for one ARM read more (the
+/// subscription's locks, read only because lapse has objects there); it gates on it and
+/// `--suggest` says how to lift it. Once the lock is gone, so is the finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapse_object_under_a_lock_is_reported_naming_the_lock() -> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableTenant,
+        "puts a management lock on the fixtures' storage account",
+    )?;
+    let w = World::start().await?;
+    let storage = w.fixtures.storage_account_id();
+    let arm_reads = |doc: &Value| doc["reads"]["arm"].as_u64().unwrap_or_default();
+
+    // Nothing of lapse's: no lock is read.
+    let clean = audit(&w, &["-o", "json"])?.expect(0)?;
+    let before = arm_reads(&clean.json()?);
+
+    w.kubectl_ok(&["create", "namespace", NS])?;
+    w.apply_ok(&policy(&w, NS))?;
+    let (report_agent, _) = w.identity("report-agent").await?;
+    w.apply_ok(&format!(
+        r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessGrant
+metadata: {{name: locked, namespace: {NS}}}
+spec:
+  identity: {{managedIdentity: "{report_agent}"}}
+  roles: [{{role: Reader, scope: "{storage}"}}]
+  duration: 1h
+"#
+    ))?;
+    let active = w
+        .wait_phase(NS, "locked", GrantPhase::Active, w.scaled(TIMEOUT))
+        .await?;
+    let ra_id = active
+        .status
+        .as_ref()
+        .and_then(|s| s.role_assignments.first())
+        .and_then(|r| r.id.clone())
+        .context("the grant records no role assignment")?;
+    // lapse's object, unlocked: one ARM read more (the subscription's locks), no finding.
+    let unlocked = audit(&w, &["-o", "json"])?.expect(0)?;
+    let doc = unlocked.json()?;
+    assert_eq!(found(&doc), seeded(), "{}", unlocked.stdout);
+    assert_eq!(arm_reads(&doc), before + 1, "{}", unlocked.stdout);
+
+    let lock = format!("{storage}/providers/Microsoft.Authorization/locks/keep-data");
+    let (status, body) = w
+        .arm_put(
+            &lock,
+            "2016-09-01",
+            &json!({"properties": {"level": "CanNotDelete", "notes": "estate audit e2e"}}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "creating the lock: {status} {body}");
+
+    let run = audit(&w, &["-o", "json"])?.expect(0)?;
+    let doc = run.json()?;
+    let mut want = seeded();
+    want.insert(row("LockedLapseObject", "report-agent", "Reader"));
+    assert_eq!(found(&doc), want, "{}", run.stdout);
+    assert_eq!(arm_reads(&doc), before + 1, "{}", run.stdout);
+    let f = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["kind"] == "LockedLapseObject")
+        .context("no LockedLapseObject")?;
+    assert_eq!(
+        f["objectId"].as_str().map(str::to_ascii_lowercase),
+        Some(ra_id.to_ascii_lowercase())
+    );
+    assert_eq!(f["grant"], format!("{NS}/locked"));
+    assert_eq!(f["locks"][0]["name"], "keep-data", "{f}");
+    assert_eq!(f["locks"][0]["level"], "CanNotDelete", "{f}");
+    assert_eq!(
+        f["locks"][0]["id"].as_str().map(str::to_ascii_lowercase),
+        Some(lock.to_ascii_lowercase()),
+        "{f}"
+    );
+    let detail = f["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("management lock \"keep-data\" (CanNotDelete, ")
+            && detail.contains("its revocation will be blocked (RevocationBlocked)"),
+        "{detail}"
+    );
+    assert_eq!(doc["summary"]["LockedLapseObject"], 1, "{}", run.stdout);
+
+    let table = audit(&w, &[])?.expect(0)?;
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("LockedLapseObject ")
+                && l.contains("lock keep-data (CanNotDelete); revocation will be blocked")),
+        "{}",
+        table.stdout
+    );
+    let gate = audit(&w, &["--fail-on", "LockedLapseObject"])?.expect(3)?;
+    assert!(
+        gate.stderr.contains("findings: 1 LockedLapseObject"),
+        "{}",
+        gate.stderr
+    );
+    let suggested = audit(&w, &["--suggest", "-n", NS])?.expect(0)?;
+    assert!(
+        suggested
+            .stdout
+            .contains(&format!("az lock delete --ids {lock}"))
+            && suggested
+                .stdout
+                .contains(&format!("kubectl lapse -n {NS} revoke locked")),
+        "{}",
+        suggested.stdout
+    );
+    assert!(
+        suggested
+            .stderr
+            .contains("1 object of lapse's under a management lock"),
+        "{}",
+        suggested.stderr
+    );
+
+    // The lock is lifted: nothing to report; the lease ends as it should.
+    let status = w.arm_delete(&lock, "2016-09-01").await?;
+    anyhow::ensure!(status == 200, "deleting the lock: {status}");
+    audit(&w, &["--fail-on", "LockedLapseObject"])?.expect(0)?;
+    w.patch_grant(NS, "locked", r#"{"spec":{"revoked":true}}"#)?;
+    w.wait_phase(NS, "locked", GrantPhase::Revoked, w.scaled(TIMEOUT))
+        .await?;
     Ok(())
 }
 

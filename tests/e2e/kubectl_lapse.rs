@@ -199,6 +199,8 @@ async fn request_list_describe_extend_and_revoke_without_approval() -> anyhow::R
         "Max duration:       1h (extensions included)",
         "Justification:      must match \"^OPS-[0-9]+\"",
         "Approval:           none",
+        "Close early:        no: the federated credential lasts the whole lease",
+        "Locks:              Deny: a management lock on a scope or the identity denies the grant",
     ] {
         assert!(out.stdout.contains(part), "{part:?}");
     }
@@ -206,6 +208,8 @@ async fn request_list_describe_extend_and_revoke_without_approval() -> anyhow::R
         .expect(0)?
         .json()?;
     assert_eq!(v["policies"][0]["maxDuration"], "1h");
+    assert_eq!(v["policies"][0]["locks"], "Deny");
+    assert_eq!(v["policies"][0]["federationCloseEarly"], false);
     let out = lapse(&w, &["policies", "-n", "lapse-uncovered"])?.expect(0)?;
     assert!(
         out.stdout

@@ -1147,7 +1147,8 @@ fn regex_escape(s: &str) -> String {
 /// Azure create a role assignment there but not delete it (`409 ScopeLocked`). By default a
 /// grant under it is `Denied` naming the lock, and nothing is created in Azure. Under a policy
 /// with `locks: Tolerate` it activates; its revocation is then blocked, which is never silent
-/// (`RevocationBlocked=True` naming the locked scope, `lapse_revocations_blocked`, overdue),
+/// (`RevocationBlocked=True` and a Warning Event naming the lock, its level and its scope,
+/// `lapse_revocations_blocked`, overdue),
 /// and goes through once the lock is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_denies_a_grant_and_blocks_a_tolerated_revocation_until_it_is_removed()
@@ -1248,6 +1249,22 @@ async fn a_lock_denies_a_grant_and_blocks_a_tolerated_revocation_until_it_is_rem
                 .to_ascii_lowercase()
                 .contains(&account.to_ascii_lowercase()),
         "RevocationBlocked does not name the locked scope: {message}"
+    );
+    // It names the lock to remove: its name, level and ID (the controller reads the locks
+    // that apply at the refused object, `controller/src/blocked.rs`), and so does the Event.
+    let named = format!("management lock \"no-delete\" (CanNotDelete, {lock})");
+    assert!(
+        message
+            .to_ascii_lowercase()
+            .contains(&named.to_ascii_lowercase()),
+        "RevocationBlocked does not name the lock ({named}): {message}"
+    );
+    let event = w
+        .wait_event(NS, "tolerated", "ScopeLocked", timeout)
+        .await?;
+    assert!(
+        event.type_ == "Warning" && event.message.contains("\"no-delete\""),
+        "the ScopeLocked Event does not name the lock: {event:?}"
     );
     assert_eq!(blocked_gauge(&w).await?, 1, "lapse_revocations_blocked");
     assert_eq!(w.owned_objects().await?.len(), 1);

@@ -270,6 +270,35 @@ impl AzureClient {
         .await
     }
 
+    /// Every management lock in a subscription: at it, on its resource groups and on their
+    /// resources, as ARM answers `GET /subscriptions/{id}/providers/Microsoft.Authorization/locks`
+    /// without a filter (api-version 2016-09-01; all pages). One read for a whole subscription,
+    /// where [`list_locks`](Self::list_locks) answers for one scope.
+    pub async fn list_subscription_locks(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<lapse_api::lock::ManagementLock>, AzureError> {
+        let op = Operation::ListLocks;
+        let budget = subscription_budget(op, subscription)?;
+        let target = format!("management locks in subscription {subscription}");
+        let url = self.arm_url(
+            op,
+            ["subscriptions", subscription]
+                .into_iter()
+                .chain(AUTHZ)
+                .chain(["locks"]),
+            &[("api-version", LOCKS_API_VERSION)],
+        )?;
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WireLock>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
     pub async fn get_managed_identity(
         &self,
         id: &ArmId,

@@ -119,7 +119,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                     ctx.inventory.record(key, None);
                     return Observed::Absent;
                 }
-                Observed::DeleteFailed(failure(&e))
+                crate::blocked::delete_failed(ctx, action, &e, failure(&e)).await
             }
         },
         Action::CreateFic(p) => {
@@ -179,7 +179,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                 }
                 Err(e) => {
                     tracing::warn!(fic = %name, error = %e, "deleting a federated identity credential");
-                    Observed::DeleteFailed(failure(&e))
+                    crate::blocked::delete_failed(ctx, action, &e, failure(&e)).await
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 mod approvals;
 mod audit;
+mod blocked;
 mod context;
 mod error;
 mod events;

@@ -1,11 +1,12 @@
 //! `policies`: what a namespace may request — per AccessPolicy covering it, the identities,
-//! roles, scopes, federation, lease lengths, approval and break-glass. The "eligible roles" view.
+//! roles, scopes, federation (and whether it closes early), lease lengths, approval,
+//! break-glass and its stance on management locks. The "eligible roles" view.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use lapse_api::policy::covers_namespace;
-use lapse_api::v1alpha1::{AccessPolicy, ConditionStatus};
+use lapse_api::v1alpha1::{AccessPolicy, ConditionStatus, LockTolerance};
 use lapse_api::validate::validate_policy;
 use serde::Serialize;
 
@@ -38,6 +39,12 @@ pub struct Offer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_active_grants: Option<u32>,
     pub allow_privileged_identities: bool,
+    /// `spec.locks`: whether a management lock on a scope or the identity denies a grant
+    /// (`Deny`) or is tolerated (`Tolerate`).
+    pub locks: LockTolerance,
+    /// `spec.federation.closeEarly`: the federated credential is deleted one token lifetime
+    /// before the lease ends.
+    pub federation_close_early: bool,
     /// The operator's `Ready` condition, when it has written one (`UnknownRole` still allows the
     /// rest).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +111,8 @@ pub fn offers(
             break_glass_max_duration: rules.break_glass.map(|d| d.to_string()),
             max_active_grants: s.max_active_grants,
             allow_privileged_identities: s.allow_privileged_identities,
+            locks: rules.locks,
+            federation_close_early: rules.close_federation_early,
             ready: p.status.as_ref().and_then(|st| {
                 st.conditions.iter().find(|c| c.type_ == "Ready").map(|c| {
                     if c.status == ConditionStatus::True {
@@ -172,6 +181,18 @@ pub fn render(ns: &str, offers: &[Offer], invalid: &[String]) -> String {
                 )
             },
         );
+        if !o.service_accounts.is_empty() {
+            field(
+                "Close early",
+                if o.federation_close_early {
+                    "yes: the federated credential is deleted one token lifetime before the lease \
+                     ends (a lease must be longer than that)"
+                } else {
+                    "no: the federated credential lasts the whole lease"
+                }
+                .into(),
+            );
+        }
         field(
             "Max duration",
             format!("{} (extensions included)", o.max_duration),
@@ -210,6 +231,19 @@ pub fn render(ns: &str, offers: &[Offer], invalid: &[String]) -> String {
         if let Some(m) = o.max_active_grants {
             field("Max active grants", format!("{m} per namespace"));
         }
+        field(
+            "Locks",
+            match o.locks {
+                LockTolerance::Deny => {
+                    "Deny: a management lock on a scope or the identity denies the grant"
+                }
+                LockTolerance::Tolerate => {
+                    "Tolerate: grants activate under management locks; a revocation a lock \
+                     refuses waits for its removal (RevocationBlocked)"
+                }
+            }
+            .into(),
+        );
         if o.allow_privileged_identities {
             field(
                 "Privileged",
@@ -270,7 +304,7 @@ pub async fn run(kube: &Kube, output: Option<Output>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use lapse_api::v1alpha1::{
-        AccessPolicySpec, ApprovalRules, Approvers, BreakGlassRules, LabelSelector,
+        AccessPolicySpec, ApprovalRules, Approvers, BreakGlassRules, FederationRules, LabelSelector,
     };
 
     use super::*;
@@ -338,8 +372,52 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part:?} in\n{text}");
         }
+        // The defaults: locks deny, no federation (so nothing closes early).
+        assert!(
+            text.contains("Locks:              Deny: a management lock"),
+            "{text}"
+        );
+        assert!(!text.contains("Close early:"), "{text}");
         let (none, _) = offers(&ps, "default", &BTreeMap::new());
         assert!(none.is_empty());
         assert!(render("default", &none, &[]).contains("No AccessPolicy covers namespace default"));
+    }
+
+    #[test]
+    fn the_lock_stance_and_close_early_are_shown_and_serialised() {
+        let ps = [
+            policy("a-tolerant", |s| {
+                s.locks = LockTolerance::Tolerate;
+                s.service_accounts = vec!["runner".into()];
+                s.federation = Some(FederationRules { close_early: true });
+            }),
+            policy("b-plain", |s| s.service_accounts = vec!["runner".into()]),
+        ];
+        let (offered, _) = offers(&ps, "team-a", &BTreeMap::new());
+        let stances: Vec<(LockTolerance, bool)> = offered
+            .iter()
+            .map(|o| (o.locks, o.federation_close_early))
+            .collect();
+        assert_eq!(
+            stances,
+            [
+                (LockTolerance::Tolerate, true),
+                (LockTolerance::Deny, false)
+            ]
+        );
+        let text = render("team-a", &offered, &[]);
+        for part in [
+            "Locks:              Tolerate: grants activate under management locks",
+            "Close early:        yes: the federated credential is deleted one token lifetime",
+            "Close early:        no: the federated credential lasts the whole lease",
+            "Locks:              Deny",
+        ] {
+            assert!(text.contains(part), "{part:?} in\n{text}");
+        }
+        let json = serde_json::to_value(&offered).unwrap_or_default();
+        assert_eq!(json[0]["locks"], "Tolerate");
+        assert_eq!(json[0]["federationCloseEarly"], true);
+        assert_eq!(json[1]["locks"], "Deny");
+        assert_eq!(json[1]["federationCloseEarly"], false);
     }
 }

@@ -766,6 +766,37 @@ async fn list_locks_reads_the_locks_that_apply_at_a_scope_across_pages() {
     assert!(client.list_locks("not a scope").await.is_err());
 }
 
+/// A subscription's locks in one list (no filter): those on its resource groups and resources
+/// too, as ARM's `ManagementLocks_ListAtSubscriptionLevel` answers.
+#[tokio::test]
+async fn list_subscription_locks_reads_every_lock_of_a_subscription() {
+    let (client, fake) = client();
+    let rg_lock = format!("{RG}/providers/Microsoft.Authorization/locks/no-delete");
+    let mi_lock = format!("{MI}/providers/Microsoft.Authorization/locks/frozen");
+    fake.push(reply(
+        200,
+        &json!({"value": [
+            {"properties": {"level": "CanNotDelete"}, "id": rg_lock, "name": "no-delete"},
+            {"properties": {"level": "ReadOnly"}, "id": mi_lock, "name": "frozen"},
+        ]})
+        .to_string(),
+    ));
+    let locks = client.list_subscription_locks(SUB).await.unwrap();
+    let got: Vec<(&str, &str)> = locks
+        .iter()
+        .map(|l| (l.name.as_str(), l.level.as_str()))
+        .collect();
+    assert_eq!(got, [("no-delete", "CanNotDelete"), ("frozen", "ReadOnly")]);
+    let sent = fake.requests();
+    assert_eq!(
+        sent[0].url.path(),
+        format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/locks")
+    );
+    assert_eq!(sent[0].query("api-version").as_deref(), Some("2016-09-01"));
+    assert_eq!(sent[0].query("$filter"), None);
+    assert!(client.list_subscription_locks("not/a/sub").await.is_err());
+}
+
 /// A delete under a lock: ARM's 409 `ScopeLocked` is terminal for the request, and says which
 /// scopes are locked.
 #[tokio::test]

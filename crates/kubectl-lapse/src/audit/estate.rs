@@ -1,7 +1,8 @@
 //! Listing the estate in Azure (the audit's I/O): subscriptions, their role assignments and
 //! user-assigned identities, every identity's and app registration's federated credentials,
 //! the app registrations' secrets and certificates, the names of the service principals role
-//! assignments name, and custom role names. Every list follows `nextLink` /
+//! assignments name, custom role names, and the management locks of the subscriptions that hold
+//! lapse's objects. Every list follows `nextLink` /
 //! `@odata.nextLink` (lapse-azure's `list_all`); every read waits for the client's budget, and
 //! a 429 pauses that budget for its `Retry-After` before the read is tried again.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::stream::{self, StreamExt as _};
 use lapse_api::arm::ArmId;
+use lapse_api::lock::ManagementLock;
 use lapse_api::role::RoleCatalogue;
 use lapse_azure::{AppCredential, AzureClient, AzureError, ErrorClass, Operation, Outcome};
 use uuid::Uuid;
@@ -357,6 +359,46 @@ pub async fn list(
         notes,
         applications_unread,
     })
+}
+
+/// The management locks of the subscriptions that hold lapse's objects
+/// (`findings::lock_subscriptions`): one list per subscription, every lock in it
+/// (`list_subscription_locks`). `Ok(None)` with a note when Azure refuses the read: which of
+/// lapse's objects are locked is then not known.
+pub async fn locks(
+    azure: &AzureClient,
+    subscriptions: &BTreeSet<String>,
+    progress: &Progress,
+) -> anyhow::Result<(Option<Vec<ManagementLock>>, Option<String>)> {
+    let mut locks = Vec::new();
+    for (i, sub) in subscriptions.iter().enumerate() {
+        progress.show(&format!(
+            "management locks: subscription {}/{}",
+            i + 1,
+            subscriptions.len()
+        ));
+        match retried(|| azure.list_subscription_locks(sub)).await {
+            Ok(found) => locks.extend(found),
+            Err(e) if refused(&e) => {
+                progress.clear();
+                return Ok((
+                    None,
+                    Some(format!(
+                        "management locks could not be read ({e}): LockedLapseObject was not \
+                         checked (the audit needs Microsoft.Authorization/locks/read, part of \
+                         Reader)"
+                    )),
+                ));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("listing the management locks of subscription {sub}")
+                });
+            }
+        }
+    }
+    progress.clear();
+    Ok((Some(locks), None))
 }
 
 fn credential(c: &AppCredential, kind: CredentialKind) -> ListedCredential {

@@ -17,6 +17,7 @@ use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use lapse_api::arm::ArmId;
+use lapse_api::lock::ManagementLock;
 use lapse_api::naming::{Marker, Owner, fic_cluster};
 use lapse_api::policy::NamedPolicy;
 use lapse_api::role::{PRIVILEGED_BUILT_IN_ROLES, RoleCatalogue};
@@ -40,15 +41,20 @@ pub enum FindingKind {
     Orphan,
     /// An object whose grant's lease has ended.
     Overstay,
+    /// An object of this cluster's lapse under a management lock (`CanNotDelete`, `ReadOnly`)
+    /// at or above its scope (a federated credential's: its identity): Azure refuses its
+    /// delete, so its lease cannot end it.
+    LockedLapseObject,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 6] = [
         Self::StandingRoleAssignment,
         Self::StandingFederation,
         Self::LongLivedSecret,
         Self::Orphan,
         Self::Overstay,
+        Self::LockedLapseObject,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,7 @@ impl FindingKind {
             Self::LongLivedSecret => "LongLivedSecret",
             Self::Orphan => "Orphan",
             Self::Overstay => "Overstay",
+            Self::LockedLapseObject => "LockedLapseObject",
         }
     }
 
@@ -96,6 +103,9 @@ pub struct Estate {
     pub role_names: BTreeMap<Uuid, String>,
     /// The principal the audit runs as.
     pub caller: Option<Uuid>,
+    /// The management locks of the subscriptions that hold lapse's objects
+    /// ([`lock_subscriptions`]); `None` when they could not be read.
+    pub locks: Option<Vec<ManagementLock>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,6 +289,18 @@ pub struct CredentialFacts {
     pub lifetime_days: Option<i64>,
 }
 
+/// A management lock a finding is under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockFacts {
+    pub id: String,
+    pub name: String,
+    /// `CanNotDelete` or `ReadOnly`.
+    pub level: String,
+    /// Where it sits: the scope itself or one above it.
+    pub scope: String,
+}
+
 /// One credential path outside lapse's lifecycle discipline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,9 +326,13 @@ pub struct Finding {
     /// The AccessPolicies that already allow this access just in time (standing findings);
     /// `None` when they are not known (no cluster) or it does not apply.
     pub covered_by: Option<Vec<String>>,
-    /// The grant an `Orphan`'s marker or an `Overstay`'s record names (`namespace/name`).
+    /// The grant an `Orphan`'s marker or an `Overstay`'s record names (`namespace/name`); a
+    /// `LockedLapseObject`'s grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The management locks a `LockedLapseObject` is under.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<LockFacts>,
     /// Why it matters, in a sentence.
     pub detail: String,
     /// The same, in a few words, for the table.
@@ -509,6 +535,8 @@ struct Context<'a> {
     identities: BTreeMap<Uuid, &'a ListedIdentity>,
     identity_by_id: BTreeMap<String, &'a ListedIdentity>,
     apps: BTreeMap<Uuid, &'a ListedApplication>,
+    /// Every lock read, with the scope it sits at.
+    locks: Vec<(ArmId, &'a ManagementLock)>,
 }
 
 impl<'a> Context<'a> {
@@ -544,7 +572,163 @@ impl<'a> Context<'a> {
                 .map(|i| (i.id.to_ascii_lowercase(), i))
                 .collect(),
             apps: estate.applications.iter().map(|a| (a.id, a)).collect(),
+            locks: estate
+                .locks
+                .iter()
+                .flatten()
+                .filter_map(|l| Some((lock_scope(&l.id)?, l)))
+                .collect(),
         }
+    }
+
+    /// A role assignment's scope when the audit judges it: at or below an audited
+    /// subscription (`None`: above them, or unreadable).
+    fn judged_scope(&self, ra: &ListedAssignment) -> Option<ArmId> {
+        let scope = ArmId::parse(&ra.scope).ok()?;
+        self.audited
+            .iter()
+            .any(|s| scope.is_at_or_below(s))
+            .then_some(scope)
+    }
+
+    /// Whether a role assignment is lapse's, and whose.
+    fn assignment_lapse(
+        &self,
+        ra: &ListedAssignment,
+        scope: &ArmId,
+        marker: Option<&Marker>,
+    ) -> Lapse {
+        let verified = role_guid(&ra.role_definition_id).is_some_and(|g| {
+            self.ours
+                .owners
+                .iter()
+                .any(|o| o.owns_role_assignment(&ra.name, &ra.principal_id, &g, scope))
+        });
+        if verified {
+            return Lapse::Ours { verified: true };
+        }
+        match marker {
+            Some(m) if self.ours.marker_is_ours(m) => Lapse::Ours { verified: false },
+            Some(_) => Lapse::Other,
+            None => Lapse::No,
+        }
+    }
+
+    /// Whether a federated credential is lapse's, and whose.
+    fn fic_lapse(&self, f: &ListedFic, target_key: &str, marker: Option<&Marker>) -> Lapse {
+        let verified = self
+            .ours
+            .owners
+            .iter()
+            .any(|o| o.fic_name(target_key, &f.subject) == f.name);
+        let by_name = fic_cluster(&f.name);
+        if verified {
+            Lapse::Ours { verified: true }
+        } else if by_name.is_some_and(|c| self.ours.blind || self.ours.names.contains(c))
+            || marker.is_some_and(|m| self.ours.marker_is_ours(m))
+        {
+            Lapse::Ours { verified: false }
+        } else if by_name.is_some() || marker.is_some() {
+            Lapse::Other
+        } else {
+            Lapse::No
+        }
+    }
+
+    /// A `LockedLapseObject` finding when management locks sit at or above `at` (the object's
+    /// scope, or a federated credential's identity): which locks, and what they will do to the
+    /// lease that holds the object.
+    fn locked(
+        &self,
+        at: &ArmId,
+        fic_name: Option<&str>,
+        marker: Option<&Marker>,
+        base: &Finding,
+        what: &str,
+    ) -> Option<Finding> {
+        let locks: Vec<&(ArmId, &ManagementLock)> = self
+            .locks
+            .iter()
+            .filter(|(scope, _)| at.is_at_or_below(scope))
+            .collect();
+        let (_, first) = locks.first()?;
+        let named: Vec<String> = locks
+            .iter()
+            .map(|(_, l)| format!("{:?} ({}, {})", l.name, l.level, l.id))
+            .collect();
+        let locks_words = match named.as_slice() {
+            [one] => format!("management lock {one} applies"),
+            many => format!("management locks {} apply", many.join(", ")),
+        };
+        let claimants = self.claimants(&base.object_id, fic_name);
+        let live = claimants
+            .iter()
+            .filter(|g| self.holds(g))
+            .max_by_key(|g| g.lease_end);
+        let marked = marker.and_then(|m| m.grant.clone());
+        let (grant, consequence, short) = match (self.grants(), live) {
+            (Some(_), Some(g)) => {
+                let until = g
+                    .lease_end
+                    .map(|t| {
+                        format!(
+                            " (lease until {}, {})",
+                            time::rfc3339(t),
+                            time::relative(t, self.opts.now)
+                        )
+                    })
+                    .unwrap_or_default();
+                (
+                    Some(g.full_name()),
+                    format!(
+                        "grant {}{until} holds it: when its lease ends, its revocation will be \
+                         blocked (RevocationBlocked) until the lock is removed",
+                        g.full_name()
+                    ),
+                    "revocation will be blocked",
+                )
+            }
+            (Some(_), None) => (
+                claimants
+                    .iter()
+                    .max_by_key(|g| g.lease_end)
+                    .map(|g| g.full_name())
+                    .or(marked),
+                "no live lease holds it, and the operator cannot delete it while the lock stands"
+                    .to_owned(),
+                "delete refused",
+            ),
+            (None, _) => (
+                marked,
+                "lapse will not be able to delete it when its lease ends: the revocation will be \
+                 blocked (RevocationBlocked) until the lock is removed"
+                    .to_owned(),
+                "delete will be refused",
+            ),
+        };
+        let more = match locks.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Some(Finding {
+            kind: FindingKind::LockedLapseObject,
+            grant,
+            locks: locks
+                .iter()
+                .map(|(scope, l)| LockFacts {
+                    id: l.id.clone(),
+                    name: l.name.clone(),
+                    level: l.level.to_string(),
+                    scope: scope.as_str().to_owned(),
+                })
+                .collect(),
+            detail: format!(
+                "{what}: {locks_words} at or above it, and Azure refuses to delete it while a \
+                 lock stands (409 ScopeLocked): {consequence}"
+            ),
+            note: format!("lock {} ({}){more}; {short}", first.name, first.level),
+            ..base.clone()
+        })
     }
 
     fn grants(&self) -> Option<&'a [GrantRecord]> {
@@ -709,38 +893,17 @@ impl<'a> Context<'a> {
                 continue;
             }
             report.tally.role_assignments += 1;
-            let Ok(scope) = ArmId::parse(&ra.scope) else {
+            let Some(scope) = self.judged_scope(ra) else {
                 report.tally.above_audited_scopes += 1;
                 continue;
             };
-            if !self.audited.iter().any(|s| scope.is_at_or_below(s)) {
-                report.tally.above_audited_scopes += 1;
-                continue;
-            }
-            if matches!(
-                ra.principal_type.as_deref(),
-                Some("User" | "Group" | "ForeignGroup" | "Device")
-            ) {
+            if is_person(ra) {
                 report.tally.user_and_group_assignments += 1;
                 continue;
             }
             let role_guid = role_guid(&ra.role_definition_id);
             let marker = ra.description.as_deref().and_then(Marker::parse);
-            let verified = role_guid.is_some_and(|g| {
-                self.ours
-                    .owners
-                    .iter()
-                    .any(|o| o.owns_role_assignment(&ra.name, &ra.principal_id, &g, &scope))
-            });
-            let lapse = if verified {
-                Lapse::Ours { verified: true }
-            } else {
-                match &marker {
-                    Some(m) if self.ours.marker_is_ours(m) => Lapse::Ours { verified: false },
-                    Some(_) => Lapse::Other,
-                    None => Lapse::No,
-                }
-            };
+            let lapse = self.assignment_lapse(ra, &scope, marker.as_ref());
             let role = role_guid
                 .map(|g| {
                     self.catalogue
@@ -761,19 +924,24 @@ impl<'a> Context<'a> {
                 credential: None,
                 covered_by: None,
                 grant: None,
+                locks: Vec::new(),
                 detail: String::new(),
                 note: String::new(),
             };
             match lapse {
                 Lapse::Other => report.tally.other_clusters += 1,
                 Lapse::Ours { verified } => {
+                    let what = format!("{role} at {}", scope.as_str());
+                    if let Some(f) = self.locked(&scope, None, marker.as_ref(), &base, &what) {
+                        report.findings.push(f);
+                    }
                     if let Some((kind, grant, detail, note)) =
                         self.judge_ours(&ra.id, None, marker.as_ref(), verified, &mut report.tally)
                     {
                         report.findings.push(Finding {
                             kind,
                             grant,
-                            detail: format!("{role} at {}: {detail}", scope.as_str()),
+                            detail: format!("{what}: {detail}"),
                             note,
                             ..base
                         });
@@ -874,8 +1042,7 @@ impl<'a> Context<'a> {
             report.tally.federated_credentials += 1;
             let (target_key, principal, identity_id) = match &f.parent {
                 FicParent::Identity(id) => {
-                    let key = ArmId::parse(id)
-                        .map_or_else(|_| id.to_ascii_lowercase(), |a| a.key().to_owned());
+                    let key = fic_target_key(&f.parent);
                     let principal = match self.identity_by_id.get(&id.to_ascii_lowercase()) {
                         Some(i) => self.principal(&i.principal_id),
                         None => Principal {
@@ -903,23 +1070,7 @@ impl<'a> Context<'a> {
                 }
             };
             let marker = f.description.as_deref().and_then(Marker::parse);
-            let verified = self
-                .ours
-                .owners
-                .iter()
-                .any(|o| o.fic_name(&target_key, &f.subject) == f.name);
-            let by_name = fic_cluster(&f.name);
-            let lapse = if verified {
-                Lapse::Ours { verified: true }
-            } else if by_name.is_some_and(|c| self.ours.blind || self.ours.names.contains(c))
-                || marker.as_ref().is_some_and(|m| self.ours.marker_is_ours(m))
-            {
-                Lapse::Ours { verified: false }
-            } else if by_name.is_some() || marker.is_some() {
-                Lapse::Other
-            } else {
-                Lapse::No
-            };
+            let lapse = self.fic_lapse(f, &target_key, marker.as_ref());
             let base = Finding {
                 kind: FindingKind::StandingFederation,
                 object_id: f.id.clone(),
@@ -932,12 +1083,20 @@ impl<'a> Context<'a> {
                 credential: None,
                 covered_by: None,
                 grant: None,
+                locks: Vec::new(),
                 detail: String::new(),
                 note: String::new(),
             };
             match lapse {
                 Lapse::Other => report.tally.other_clusters += 1,
                 Lapse::Ours { verified } => {
+                    let identity = base.scope.as_deref().and_then(|id| ArmId::parse(id).ok());
+                    if let Some(locked) = identity.and_then(|at| {
+                        let what = format!("federated credential {}", f.name);
+                        self.locked(&at, Some(&f.name), marker.as_ref(), &base, &what)
+                    }) {
+                        report.findings.push(locked);
+                    }
                     if let Some((kind, grant, detail, note)) = self.judge_ours(
                         &f.id,
                         Some(&f.name),
@@ -1052,6 +1211,7 @@ impl<'a> Context<'a> {
                     }),
                     covered_by: None,
                     grant: None,
+                    locks: Vec::new(),
                     detail: format!(
                         "{what}{named} of app registration {} {life}{expires}, longer than \
                          {} days (OWASP NHI-03: overlong credential lifetimes); a leaked copy \
@@ -1068,6 +1228,80 @@ impl<'a> Context<'a> {
             }
         }
     }
+}
+
+/// The subscriptions (lowercase IDs) holding objects the audit judges as this cluster's
+/// lapse objects in ARM: role assignments, and federated credentials of user-assigned
+/// identities (an app registration has no locks). Their locks are read, one list per
+/// subscription; none when lapse has no object there.
+pub fn lock_subscriptions(
+    estate: &Estate,
+    cluster: Option<&Cluster>,
+    opts: &Options,
+) -> BTreeSet<String> {
+    let ours = Ours::of(estate, cluster);
+    let ctx = Context::new(estate, cluster, &ours, opts);
+    let mut subs = BTreeSet::new();
+    let mut add = |at: &ArmId| {
+        if let Some(sub) = at.subscription() {
+            subs.insert(sub.to_ascii_lowercase());
+        }
+    };
+    for ra in &estate.role_assignments {
+        let Some(scope) = ctx.judged_scope(ra).filter(|_| !is_person(ra)) else {
+            continue;
+        };
+        let marker = ra.description.as_deref().and_then(Marker::parse);
+        if matches!(
+            ctx.assignment_lapse(ra, &scope, marker.as_ref()),
+            Lapse::Ours { .. }
+        ) {
+            add(&scope);
+        }
+    }
+    for f in &estate.federated_credentials {
+        let FicParent::Identity(id) = &f.parent else {
+            continue;
+        };
+        let Ok(identity) = ArmId::parse(id) else {
+            continue;
+        };
+        let marker = f.description.as_deref().and_then(Marker::parse);
+        if matches!(
+            ctx.fic_lapse(f, &fic_target_key(&f.parent), marker.as_ref()),
+            Lapse::Ours { .. }
+        ) {
+            add(&identity);
+        }
+    }
+    subs
+}
+
+/// A role assignment to a person or a group: the audit is about workload identities.
+fn is_person(ra: &ListedAssignment) -> bool {
+    matches!(
+        ra.principal_type.as_deref(),
+        Some("User" | "Group" | "ForeignGroup" | "Device")
+    )
+}
+
+/// The key a federated credential's derived name is built from: its identity's ARM key, or
+/// `/applications/{id}`.
+fn fic_target_key(parent: &FicParent) -> String {
+    match parent {
+        FicParent::Identity(id) => {
+            ArmId::parse(id).map_or_else(|_| id.to_ascii_lowercase(), |a| a.key().to_owned())
+        }
+        FicParent::Application(app) => format!("/applications/{app}"),
+    }
+}
+
+/// The scope a lock sits at, from its ID (`{scope}/providers/Microsoft.Authorization/locks/{name}`).
+fn lock_scope(id: &str) -> Option<ArmId> {
+    let at = id
+        .to_ascii_lowercase()
+        .rfind("/providers/microsoft.authorization/locks/")?;
+    ArmId::parse(&id[..at]).ok()
 }
 
 /// The role definition GUID of a `roleDefinitionId`, whatever its form.
@@ -1175,6 +1409,7 @@ fn covering_federation(
 
 #[cfg(test)]
 mod tests {
+    use lapse_api::lock::LockLevel;
     use lapse_api::v1alpha1::AccessPolicySpec;
     use lapse_api::validate::validate_policy;
 
@@ -1705,6 +1940,169 @@ mod tests {
             "{}",
             r.findings[0].detail
         );
+    }
+
+    fn mgmt_lock(scope: &str, name: &str, level: LockLevel) -> ManagementLock {
+        ManagementLock {
+            id: format!("{scope}/providers/Microsoft.Authorization/locks/{name}"),
+            name: name.into(),
+            level,
+            notes: None,
+        }
+    }
+
+    #[test]
+    fn this_clusters_objects_under_a_lock_are_reported_naming_it() {
+        let storage = format!("{}/providers/Microsoft.Storage/storageAccounts/data", rg());
+        let other_rg = format!("/subscriptions/{SUB}/resourceGroups/other-rg");
+        let mut e = estate();
+        let held = lapse_assignment(RUNNER, &storage, "payments/live");
+        let orphan = lapse_assignment(DEPLOYER, &rg(), "payments/gone");
+        let free = lapse_assignment(RUNNER, &other_rg, "payments/free");
+        let standing = assignment(DEPLOYER, CONTRIBUTOR, &storage, Uuid::from_u128(500));
+        let foreign = ListedAssignment {
+            description: Some(
+                "lapse:staging owner=0b3c6f0e-0000-4d0c-9a7e-2f6f1c0d9e11 grant=x/y".into(),
+            ),
+            ..assignment(RUNNER, READER, &storage, Uuid::from_u128(501))
+        };
+        e.role_assignments = vec![held.clone(), orphan.clone(), free, standing, foreign];
+        let target = ArmId::parse(&runner_id()).unwrap_or_else(|err| panic!("{err}"));
+        let subject = "system:serviceaccount:payments:runner";
+        let fic_name = owner().fic_name(target.key(), subject);
+        e.federated_credentials = vec![ListedFic {
+            id: format!("{}/federatedIdentityCredentials/{fic_name}", runner_id()),
+            name: fic_name.clone(),
+            parent: FicParent::Identity(runner_id()),
+            issuer: "https://oidc.example/prod".into(),
+            subject: subject.into(),
+            audiences: vec!["api://AzureADTokenExchange".into()],
+            description: None,
+        }];
+        let mut c = cluster();
+        c.grants = Some(vec![
+            grant("live", "Active", false, Some(600), &[&held.id]),
+            GrantRecord {
+                objects: vec![RecordedObject {
+                    id: None,
+                    fic_name: Some(fic_name.clone()),
+                    standing: false,
+                }],
+                ..grant("fed", "Active", false, Some(900), &[])
+            },
+        ]);
+        // Only lapse's objects decide where locks are read: this one subscription.
+        assert_eq!(
+            lock_subscriptions(&e, Some(&c), &opts()),
+            BTreeSet::from([SUB.to_owned()])
+        );
+        let keep = mgmt_lock(&rg(), "keep", LockLevel::CanNotDelete);
+        let frozen = mgmt_lock(&storage, "frozen", LockLevel::ReadOnly);
+        // Below the objects' scopes, or beside them: no lock on them.
+        let beside = mgmt_lock(
+            &format!("{}/providers/Microsoft.KeyVault/vaults/kv", rg()),
+            "kv",
+            LockLevel::CanNotDelete,
+        );
+        e.locks = Some(vec![keep.clone(), frozen.clone(), beside]);
+        let r = audit(&e, Some(&c), &opts());
+        let locked: Vec<(&str, Vec<&str>, Option<&str>)> = r
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::LockedLapseObject)
+            .map(|f| {
+                (
+                    f.object_id.as_str(),
+                    f.locks.iter().map(|l| l.name.as_str()).collect(),
+                    f.grant.as_deref(),
+                )
+            })
+            .collect();
+        let fic_id = e.federated_credentials[0].id.as_str();
+        assert_eq!(
+            locked,
+            [
+                (fic_id, vec!["keep"], Some("payments/fed")),
+                (
+                    held.id.as_str(),
+                    vec!["keep", "frozen"],
+                    Some("payments/live")
+                ),
+                (orphan.id.as_str(), vec!["keep"], Some("payments/gone")),
+            ]
+        );
+        // The orphans are still orphans (one of them unlocked); the standing assignment is
+        // standing and the other cluster's object not judged here.
+        assert_eq!(
+            r.findings
+                .iter()
+                .filter(|f| f.kind != FindingKind::LockedLapseObject)
+                .map(|f| f.kind)
+                .collect::<Vec<_>>(),
+            [
+                FindingKind::StandingRoleAssignment,
+                FindingKind::Orphan,
+                FindingKind::Orphan
+            ]
+        );
+        let live = r
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::LockedLapseObject && f.object_id == held.id)
+            .unwrap_or_else(|| panic!("no finding for the held assignment"));
+        assert!(
+            live.detail.contains(&format!(
+                "management locks \"keep\" (CanNotDelete, {}), \"frozen\" (ReadOnly, {})",
+                keep.id, frozen.id
+            )) && live.detail.contains("grant payments/live (lease until ")
+                && live
+                    .detail
+                    .contains("its revocation will be blocked (RevocationBlocked)"),
+            "{}",
+            live.detail
+        );
+        assert_eq!(
+            live.note,
+            "lock keep (CanNotDelete) and 1 more; revocation will be blocked"
+        );
+        assert_eq!(live.locks[1].scope, storage);
+        assert_eq!(live.locks[1].level, "ReadOnly");
+        let gone = r
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::LockedLapseObject && f.object_id == orphan.id)
+            .unwrap_or_else(|| panic!("no finding for the orphan"));
+        assert!(
+            gone.detail.contains("no live lease holds it"),
+            "{}",
+            gone.detail
+        );
+
+        // Without the cluster, any lapse cluster's object may be this one's (the other
+        // cluster's too): their locks are reported all the same.
+        let blind = audit(&e, None, &opts());
+        assert_eq!(
+            blind
+                .findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::LockedLapseObject)
+                .count(),
+            4,
+            "{:?}",
+            kinds(&blind)
+        );
+        // Locks not read: nothing said of them (the audit notes it as not checked).
+        e.locks = None;
+        assert!(
+            audit(&e, Some(&c), &opts())
+                .findings
+                .iter()
+                .all(|f| f.kind != FindingKind::LockedLapseObject)
+        );
+        // No object of lapse's: no lock is read at all.
+        e.role_assignments.drain(..3);
+        e.federated_credentials.clear();
+        assert!(lock_subscriptions(&e, Some(&c), &opts()).is_empty());
     }
 
     #[test]

@@ -333,16 +333,18 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
             ),
             _ => e,
         })?;
-    let listing = estate::list(&azure, subscriptions.clone(), &progress).await?;
-    let mut report = findings::audit(
-        &listing.estate,
-        cluster.as_ref(),
-        &Options {
-            now,
-            max_secret_age,
-            overstay_after,
-        },
-    );
+    let mut listing = estate::list(&azure, subscriptions.clone(), &progress).await?;
+    let options = Options {
+        now,
+        max_secret_age,
+        overstay_after,
+    };
+    // Locks only where lapse has objects: no read at all when it has none.
+    let locked_subs = findings::lock_subscriptions(&listing.estate, cluster.as_ref(), &options);
+    let (locks, locks_note) = estate::locks(&azure, &locked_subs, &progress).await?;
+    listing.estate.locks = locks;
+    listing.notes.extend(locks_note);
+    let mut report = findings::audit(&listing.estate, cluster.as_ref(), &options);
     report.notes.splice(0..0, listing.notes.iter().cloned());
     if let Some(why) = &no_cluster_reason {
         report
@@ -357,6 +359,9 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
     }
     if listing.applications_unread {
         not_checked.push(FindingKind::LongLivedSecret);
+    }
+    if listing.estate.locks.is_none() {
+        not_checked.push(FindingKind::LockedLapseObject);
     }
     let reads = estate::reads(&azure);
     let seconds = started.elapsed().as_secs_f64();
@@ -442,12 +447,21 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
                 println!("{}", s.yaml.trim_end());
             }
             eprint!("{}", summary(&report, &run, &reads, seconds));
-            if docs.is_empty() {
+            let (unlocks, replacements): (Vec<&Suggestion>, Vec<&Suggestion>) =
+                docs.iter().partition(|s| s.grant.is_none());
+            if replacements.is_empty() {
                 eprintln!("No standing role assignment to replace.");
             } else {
                 eprintln!(
                     "{} to review, apply, then remove the standing assignments they replace.",
-                    plural(docs.len(), "suggestion", "suggestions")
+                    plural(replacements.len(), "suggestion", "suggestions")
+                );
+            }
+            if !unlocks.is_empty() {
+                eprintln!(
+                    "{} under a management lock: lift the lock or remove the object (the \
+                     comments say how).",
+                    plural(unlocks.len(), "object of lapse's", "objects of lapse's")
                 );
             }
             for n in &report.notes {
@@ -516,7 +530,7 @@ mod tests {
         );
         assert_eq!(
             parse_fail_on(&["all".into()]).map(|k| k.len()).ok(),
-            Some(5)
+            Some(6)
         );
         let err = parse_fail_on(&["Standing".into()])
             .err()

@@ -1,6 +1,7 @@
 //! `--suggest`: per standing role assignment, the AccessPolicy and AccessGrant that would give
 //! the same access just in time, for a person to review, apply and then remove the standing
-//! assignment. Pure: built from the finding alone.
+//! assignment; per object of lapse's under a management lock, the commands that let its lease
+//! end it (lift the lock, or remove the object). Pure: built from the finding alone.
 
 use lapse_api::role::{RoleCatalogue, RoleRef};
 use serde::Serialize;
@@ -8,15 +9,22 @@ use serde_json::{Value, json};
 
 use super::findings::{Finding, FindingKind};
 
-/// The manifests replacing one standing role assignment.
+/// The manifests replacing one standing role assignment, or the commands that free an object
+/// of lapse's from a management lock.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Suggestion {
-    /// `None` when an AccessPolicy already allows the access.
+    /// `None` when an AccessPolicy already allows the access (or for a locked object).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Value>,
-    pub grant: Value,
-    /// Both as YAML documents, with comments saying what to do.
+    /// `None` for a locked object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Value>,
+    /// Shell commands, for a locked object: each one way out, to run with the lock's owner.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// The manifests as YAML documents, with comments saying what to do (only comments for a
+    /// locked object).
     pub yaml: String,
 }
 
@@ -87,11 +95,82 @@ fn role_ref(f: &Finding) -> String {
     }
 }
 
-/// The suggestion for a `StandingRoleAssignment` finding; `None` for other kinds.
+/// The suggestion for a `StandingRoleAssignment` or `LockedLapseObject` finding; `None` for
+/// other kinds.
 pub fn suggest(f: &Finding, opts: &SuggestOptions<'_>) -> Option<Suggestion> {
-    if f.kind != FindingKind::StandingRoleAssignment {
+    match f.kind {
+        FindingKind::StandingRoleAssignment => just_in_time(f, opts),
+        FindingKind::LockedLapseObject => unlock(f),
+        _ => None,
+    }
+}
+
+/// For an object of lapse's under a lock: lift the lock so the lease can end it, or remove the
+/// object now (which also needs the lock lifted for the moment it takes).
+fn unlock(f: &Finding) -> Option<Suggestion> {
+    if f.locks.is_empty() {
         return None;
     }
+    let what = match (&f.role, &f.scope) {
+        (Some(role), Some(scope)) if f.issuer.is_none() => format!("{role} at {scope}"),
+        _ => format!(
+            "federated credential {}",
+            f.object_id.rsplit('/').next().unwrap_or_default()
+        ),
+    };
+    let mut yaml = format!(
+        "# {}: {what} for {}\n#   {}\n",
+        f.kind,
+        f.principal.short(),
+        f.object_id
+    );
+    let mut commands = Vec::new();
+    for l in &f.locks {
+        yaml.push_str(&format!(
+            "# Under management lock {:?} ({}) at {}:\n#   {}\n",
+            l.name, l.level, l.scope, l.id
+        ));
+        commands.push(format!("az lock delete --ids {}", l.id));
+    }
+    yaml.push_str(
+        "# Azure refuses to delete the object while a lock stands, so its lease cannot end it.\n\
+         # Either remove the lock, and lapse deletes the object when its lease ends:\n",
+    );
+    for c in &commands {
+        yaml.push_str(&format!("#   {c}\n"));
+    }
+    let by_hand = if f.issuer.is_some() {
+        format!(
+            "az resource delete --ids {} --api-version 2023-01-31",
+            f.object_id
+        )
+    } else {
+        format!("az role assignment delete --ids {}", f.object_id)
+    };
+    yaml.push_str("# or remove the object now, the lock lifted for the moment it takes:\n");
+    if let Some((ns, name)) = f.grant.as_deref().and_then(|g| g.split_once('/')) {
+        let revoke = format!("kubectl lapse -n {ns} revoke {name}");
+        yaml.push_str(&format!(
+            "#   {revoke}    # end the grant's lease; or by hand:\n"
+        ));
+        commands.push(revoke);
+    }
+    yaml.push_str(&format!("#   {by_hand}\n"));
+    commands.push(by_hand);
+    yaml.push_str(
+        "# Locks expected there? An AccessPolicy's spec.locks: Deny (the default) refuses grants under them.\n",
+    );
+    Some(Suggestion {
+        policy: None,
+        grant: None,
+        commands,
+        yaml,
+    })
+}
+
+/// For a standing role assignment: the AccessPolicy (unless one allows it already) and the
+/// AccessGrant that give the same access just in time.
+fn just_in_time(f: &Finding, opts: &SuggestOptions<'_>) -> Option<Suggestion> {
     let scope = f.scope.clone()?;
     let name = name_for(f);
     let role = role_ref(f);
@@ -169,7 +248,8 @@ pub fn suggest(f: &Finding, opts: &SuggestOptions<'_>) -> Option<Suggestion> {
     }
     Some(Suggestion {
         policy,
-        grant,
+        grant: Some(grant),
+        commands: Vec::new(),
         yaml,
     })
 }
@@ -184,7 +264,7 @@ mod tests {
     use lapse_api::validate::{validate_grant, validate_policy};
 
     use super::*;
-    use crate::audit::findings::Principal;
+    use crate::audit::findings::{LockFacts, Principal};
 
     const RG: &str =
         "/subscriptions/00000000-0000-4000-8000-00000000a001/resourceGroups/lapse-legacy-rg";
@@ -204,6 +284,7 @@ mod tests {
             credential: None,
             covered_by: Some(Vec::new()),
             grant: None,
+            locks: Vec::new(),
             detail: String::new(),
             note: String::new(),
         }
@@ -355,6 +436,61 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_locked_object_gets_the_ways_out_as_comments_and_commands() {
+        let lock = "/subscriptions/00000000-0000-4000-8000-00000000a001/providers/Microsoft.Authorization/locks/keep";
+        let mut f = finding(sp(), "Reader", "acdd72a7-3385-48ef-bd42-f606fba81ae7");
+        f.kind = FindingKind::LockedLapseObject;
+        f.grant = Some("ci/deploy".into());
+        f.locks = vec![LockFacts {
+            id: lock.into(),
+            name: "keep".into(),
+            level: "CanNotDelete".into(),
+            scope: "/subscriptions/00000000-0000-4000-8000-00000000a001".into(),
+        }];
+        let opts = SuggestOptions {
+            namespace: "ignored",
+            duration: "1h",
+        };
+        let s = suggest(&f, &opts).unwrap_or_else(|| panic!("no suggestion"));
+        assert_eq!(
+            s.commands,
+            [
+                format!("az lock delete --ids {lock}"),
+                "kubectl lapse -n ci revoke deploy".to_owned(),
+                format!("az role assignment delete --ids {}", f.object_id),
+            ]
+        );
+        assert!(s.policy.is_none() && s.grant.is_none());
+        assert!(
+            s.yaml.lines().all(|l| l.starts_with('#')),
+            "only comments: {}",
+            s.yaml
+        );
+        assert!(
+            s.yaml.contains("management lock \"keep\" (CanNotDelete)"),
+            "{}",
+            s.yaml
+        );
+        assert!(docs(&s).iter().all(Value::is_null), "{}", s.yaml);
+        // A federated credential is deleted as an ARM resource; without a grant, no revoke.
+        f.issuer = Some("https://issuer".into());
+        f.grant = None;
+        f.object_id = format!(
+            "{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi/federatedIdentityCredentials/lapse-prod-0123"
+        );
+        let s = suggest(&f, &opts).unwrap_or_else(|| panic!("no suggestion"));
+        assert_eq!(s.commands.len(), 2, "{:?}", s.commands);
+        assert!(s.commands[1].starts_with("az resource delete --ids "));
+        assert!(
+            s.yaml.contains("federated credential lapse-prod-0123"),
+            "{}",
+            s.yaml
+        );
+        f.locks.clear();
+        assert!(suggest(&f, &opts).is_none());
     }
 
     #[test]

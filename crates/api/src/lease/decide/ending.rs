@@ -300,7 +300,8 @@ impl Step<'_> {
 /// ARM's code for a write or delete a management lock refuses.
 pub(crate) const SCOPE_LOCKED: &str = "ScopeLocked";
 
-/// What a `ScopeLocked` refusal names: the locked scopes, else Azure's whole message.
+/// What a `ScopeLocked` refusal names: the locked scopes when the message is ARM's own, else
+/// the whole message (the controller's, naming the lock: `controller/src/blocked.rs`).
 fn blocked_message(message: &str) -> String {
     let scopes = crate::lock::locked_scopes(message);
     if scopes.is_empty() {
