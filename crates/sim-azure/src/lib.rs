@@ -33,7 +33,7 @@ mod throttle;
 mod tls;
 mod tokens;
 
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditEntry, AuditLog, PIM_EXPIRY_ORIGIN};
 pub use config::{Config, ThrottleConfig, ThrottleLimit};
 pub use error::SimAzureError;
 pub use faults::{FaultAction, FaultRule, Faults};
