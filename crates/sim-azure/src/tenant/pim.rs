@@ -37,14 +37,9 @@ pub(crate) enum RequestType {
 
 impl RequestType {
     fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Assign,
-            Self::Update,
-            Self::Extend,
-            Self::Remove,
-        ]
-        .into_iter()
-        .find(|t| t.as_str().eq_ignore_ascii_case(s))
+        [Self::Assign, Self::Update, Self::Extend, Self::Remove]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -959,14 +954,8 @@ mod tests {
 
     #[test]
     fn request_types_parse_case_insensitively_and_others_are_refused() {
-        assert_eq!(
-            RequestType::parse("adminassign"),
-            Some(RequestType::Assign)
-        );
-        assert_eq!(
-            RequestType::parse("AdminRemove"),
-            Some(RequestType::Remove)
-        );
+        assert_eq!(RequestType::parse("adminassign"), Some(RequestType::Assign));
+        assert_eq!(RequestType::parse("AdminRemove"), Some(RequestType::Remove));
         let input = RequestInput {
             request_type: Some("SelfActivate".into()),
             ..RequestInput::default()
