@@ -1051,3 +1051,52 @@ async fn lists_follow_scope_inheritance_filters_and_pages() {
         unsupported.body
     );
 }
+
+/// Owner (`*`) and User Access Administrator (`Microsoft.Authorization/*`) allow schedule
+/// requests, as in Azure; Role Based Access Control Administrator's actions are
+/// `roleAssignments/write` and `/delete` (Microsoft's built-in roles reference), which do not.
+#[tokio::test]
+async fn built_in_roles_allow_schedule_requests_as_azures_do() {
+    let p = Pim::sandbox().await;
+    let rg = p.env.rg_scope();
+    for (role, allowed) in [
+        ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", true),
+        ("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", true),
+        ("f58310d9-a9f6-439a-9e8d-f62e7b41a168", false),
+    ] {
+        let admin = p
+            .env
+            .sim
+            .create_principal(role, lapse_sim_azure::PrincipalKind::ServicePrincipal);
+        let given = p
+            .env
+            .put_assignment(&p.token, &rg, &guid(), &admin.object_id, role, None)
+            .await;
+        assert_eq!(given.status, StatusCode::CREATED, "{}", given.body);
+        let token = p
+            .env
+            .secret_token(&admin.client_id, admin.client_secret.as_deref().unwrap())
+            .await;
+        // Each assigns Reader to itself: a tuple of its own.
+        let r = p
+            .env
+            .arm(
+                Method::PUT,
+                &requests_url(&rg, Some(&guid())),
+                &token,
+                Some(body(
+                    "AdminAssign",
+                    &admin.object_id,
+                    READER,
+                    Some(Utc::now() + chrono::Duration::hours(1)),
+                )),
+            )
+            .await;
+        let expected = if allowed {
+            StatusCode::CREATED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(r.status, expected, "{role}: {}", r.body);
+    }
+}
