@@ -368,7 +368,6 @@ pub(crate) fn parse_duration(s: &str) -> Option<chrono::Duration> {
     if !any || !millis.is_finite() || millis > 3.2e12 {
         return None;
     }
-    #[allow(clippy::cast_possible_truncation)]
     let ms = millis.round() as i64;
     Some(chrono::Duration::milliseconds(ms))
 }
@@ -485,7 +484,6 @@ impl Tenant {
     /// A schedule request PUT, after the caller's authorization and the licence were checked:
     /// idempotence, the principal and role, the schedule's length, then what the request type
     /// does. Answers the stored request (always 201, as Azure answers a create).
-    #[allow(clippy::too_many_lines)]
     pub fn put_schedule_request(
         &mut self,
         scope: &str,
