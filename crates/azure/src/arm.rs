@@ -1,5 +1,6 @@
-//! ARM calls: role definitions, role assignments (2022-04-01), user-assigned managed identities
-//! and their federated identity credentials (2023-01-31).
+//! ARM calls: role definitions, role assignments (2022-04-01), PIM role assignment schedules
+//! and their requests (2020-10-01), user-assigned managed identities and their federated
+//! identity credentials (2023-01-31).
 
 use azure_core::http::Method;
 use lapse_api::arm::ArmId;
@@ -10,8 +11,10 @@ use crate::error::{AzureError, Operation};
 use crate::limiter::Budget;
 use crate::models::{
     ArmPage, Fic, FicRequest, ManagedIdentity, Permission, RoleAssignment, RoleAssignmentRequest,
-    RoleDefinition, Subscription, WireArmFic, WireIdentity, WireLock, WirePermissionEntry,
-    WireRoleAssignment, WireRoleAssignmentCreate, WireRoleDefinition, WireSubscription,
+    RoleAssignmentSchedule, RoleDefinition, ScheduleRequest, ScheduleRequestRecord, Subscription,
+    WireArmFic, WireIdentity, WireLock, WirePermissionEntry, WireRoleAssignment,
+    WireRoleAssignmentCreate, WireRoleAssignmentSchedule, WireRoleDefinition, WireScheduleRequest,
+    WireScheduleRequestCreate, WireSubscription,
 };
 use crate::rest::Api;
 
@@ -21,6 +24,8 @@ pub const MSI_API_VERSION: &str = "2023-01-31";
 pub const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
 /// Microsoft.Authorization management locks.
 pub const LOCKS_API_VERSION: &str = "2016-09-01";
+/// Microsoft.Authorization PIM role assignment schedules and their requests.
+pub const PIM_API_VERSION: &str = "2020-10-01";
 
 const AUTHZ: [&str; 2] = ["providers", "Microsoft.Authorization"];
 
@@ -215,6 +220,87 @@ impl AzureClient {
         self.list_all(call, |page: ArmPage<WireRoleAssignment>| {
             (
                 page.value.into_iter().map(|w| w.into_model("")).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
+    /// Sends a PIM role assignment schedule request (`PUT {scope}/providers/
+    /// Microsoft.Authorization/roleAssignmentScheduleRequests/{name}`, api-version 2020-10-01):
+    /// `AdminAssign` makes an active assignment that Azure itself removes at `ends_at`,
+    /// `AdminExtend`/`AdminUpdate` move its end, `AdminRemove` removes it. A re-PUT of the same
+    /// request under the same name answers the recorded one. Azure's refusals
+    /// (`AadPremiumLicenseRequired`, `ActiveDurationTooShort`, `RoleAssignmentExists`,
+    /// `RoleAssignmentDoesNotExist`, `InvalidRoleAssignmentRequest`) are terminal.
+    pub async fn put_schedule_request(
+        &self,
+        req: &ScheduleRequest,
+    ) -> Result<ScheduleRequestRecord, AzureError> {
+        let op = Operation::PutScheduleRequest;
+        let (scope, budget) = scope_budget(op, &req.scope)?;
+        if req.role_definition_id.trim().is_empty() {
+            return Err(invalid(op, "role_definition_id is empty"));
+        }
+        if req
+            .condition
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(invalid(op, "condition is empty; leave it out instead"));
+        }
+        let name = req.name.to_string();
+        let target = format!(
+            "role assignment schedule request {} ({}) at {}",
+            req.name,
+            req.request_type.as_str(),
+            scope.as_str()
+        );
+        let url = self.arm_url(
+            op,
+            segments(&scope)
+                .chain(AUTHZ)
+                .chain(["roleAssignmentScheduleRequests", name.as_str()]),
+            &[("api-version", PIM_API_VERSION)],
+        )?;
+        let mut call = call(op, Api::Arm, budget, Method::Put, url, &target);
+        call.body = Some(to_json(op, &WireScheduleRequestCreate::from(req))?);
+        let reply = self.rest().send(&call).await?;
+        expect_json::<WireScheduleRequest>(&reply, &call, &[200, 201]).map(Into::into)
+    }
+
+    /// Every active role assignment schedule visible from the subscription (at, above, below),
+    /// optionally one principal's (`$filter=principalId eq '...'`). Follows nextLink.
+    pub async fn list_role_assignment_schedules(
+        &self,
+        subscription: &str,
+        principal_id: Option<&Uuid>,
+    ) -> Result<Vec<RoleAssignmentSchedule>, AzureError> {
+        let op = Operation::ListRoleAssignmentSchedules;
+        let budget = subscription_budget(op, subscription)?;
+        let target = match principal_id {
+            Some(p) => {
+                format!("role assignment schedules of principal {p} in subscription {subscription}")
+            }
+            None => format!("role assignment schedules in subscription {subscription}"),
+        };
+        let filter = principal_id.map(|p| format!("principalId eq '{p}'"));
+        let mut query = vec![("api-version", PIM_API_VERSION)];
+        if let Some(f) = &filter {
+            query.push(("$filter", f));
+        }
+        let url = self.arm_url(
+            op,
+            ["subscriptions", subscription]
+                .into_iter()
+                .chain(AUTHZ)
+                .chain(["roleAssignmentSchedules"]),
+            &query,
+        )?;
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.list_all(call, |page: ArmPage<WireRoleAssignmentSchedule>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
                 page.next_link,
             )
         })

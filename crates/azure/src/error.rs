@@ -15,6 +15,10 @@ pub enum Operation {
     GetRoleAssignment,
     DeleteRoleAssignment,
     ListRoleAssignments,
+    /// A PIM role assignment schedule request (`roleAssignmentScheduleRequests` PUT).
+    PutScheduleRequest,
+    /// PIM's active role assignment schedules (`roleAssignmentSchedules` list).
+    ListRoleAssignmentSchedules,
     /// The caller's own permissions at a scope (`Microsoft.Authorization/permissions`).
     ListPermissions,
     /// The management locks that apply at a scope (`Microsoft.Authorization/locks`).
@@ -38,12 +42,14 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 22] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
         Operation::DeleteRoleAssignment,
         Operation::ListRoleAssignments,
+        Operation::PutScheduleRequest,
+        Operation::ListRoleAssignmentSchedules,
         Operation::ListPermissions,
         Operation::ListLocks,
         Operation::GetManagedIdentity,
@@ -69,6 +75,8 @@ impl Operation {
             Operation::GetRoleAssignment => "get_role_assignment",
             Operation::DeleteRoleAssignment => "delete_role_assignment",
             Operation::ListRoleAssignments => "list_role_assignments",
+            Operation::PutScheduleRequest => "put_schedule_request",
+            Operation::ListRoleAssignmentSchedules => "list_role_assignment_schedules",
             Operation::ListPermissions => "list_permissions",
             Operation::ListLocks => "list_locks",
             Operation::GetManagedIdentity => "get_managed_identity",
@@ -636,6 +644,55 @@ mod tests {
         assert!(!out.contains(jwt), "{out}");
         assert!(!out.contains("s3cr3t-value"), "{out}");
         assert!(out.contains("bad assertion"), "{out}");
+    }
+
+    /// PIM's refusals, in the bodies Azure answers them with: retrying the same request cannot
+    /// help (a licence, a longer schedule, another request type or name is needed).
+    #[test]
+    fn pim_refusals_are_terminal() {
+        let h = Headers::new();
+        for (code, message) in [
+            (
+                "AadPremiumLicenseRequired",
+                "The tenant needs an AAD Premium 2 license.",
+            ),
+            (
+                "ActiveDurationTooShort",
+                "The Active duration is too short. Minimum Required is 5 minutes.",
+            ),
+            (
+                "RoleAssignmentExists",
+                "The Role assignment already exists.",
+            ),
+            (
+                "RoleAssignmentDoesNotExist",
+                "The Role assignment does not exist.",
+            ),
+            (
+                "InvalidRoleAssignmentRequest",
+                "A request with name 4b1a7d2e-0c55-4d0e-9a7e-3f1f2b8c9d10 exists with other properties.",
+            ),
+        ] {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+            let e = Failure {
+                operation: Operation::PutScheduleRequest,
+                target: "role assignment schedule request 4b1a7d2e at /subscriptions/s",
+                status: 400,
+                headers: &h,
+                body: body.as_bytes(),
+            }
+            .into_error(SystemTime::now());
+            assert_eq!(e.class(), ErrorClass::Terminal, "{code}");
+            assert_eq!(e.code(), Some(code));
+            assert_eq!(e.status(), Some(400));
+            assert!(!e.is_retryable(), "{code}");
+            let text = e.to_string();
+            assert!(text.contains(message), "{text}");
+            assert!(
+                text.starts_with("put_schedule_request was refused by Azure (HTTP 400"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

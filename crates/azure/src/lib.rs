@@ -14,7 +14,10 @@ mod limiter;
 mod models;
 mod rest;
 
-pub use arm::{LOCKS_API_VERSION, MSI_API_VERSION, ROLE_API_VERSION, SUBSCRIPTIONS_API_VERSION};
+pub use arm::{
+    LOCKS_API_VERSION, MSI_API_VERSION, PIM_API_VERSION, ROLE_API_VERSION,
+    SUBSCRIPTIONS_API_VERSION,
+};
 pub use calls::{CallCount, Outcome};
 pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
@@ -22,8 +25,8 @@ pub use error::{AzureError, ErrorClass, Operation, SCOPE_LOCKED};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
 pub use models::{
     AppCredential, AppRegistration, Application, Fic, FicRequest, ManagedIdentity, Permission,
-    RoleAssignment, RoleAssignmentRequest, RoleDefinition, RolePermission, ServicePrincipal,
-    Subscription,
+    RoleAssignment, RoleAssignmentRequest, RoleAssignmentSchedule, RoleDefinition, RolePermission,
+    ScheduleRequest, ScheduleRequestRecord, ScheduleRequestType, ServicePrincipal, Subscription,
 };
 
 /// Re-exported so callers can build credentials and custom transports without naming the crates.

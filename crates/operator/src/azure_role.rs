@@ -7,10 +7,11 @@
 //!   form ("Constrain roles and principal types"): it may create and delete assignments of the
 //!   roles the policies name only, for service principals only.
 //! - **Reading**: a custom role with `roleAssignments/read`, `roleDefinitions/read`,
-//!   `locks/read`, `userAssignedIdentities/read` and `permissions/read` at each subscription
-//!   involved: the orphan sweep lists role assignments per subscription, role names are looked
-//!   up there, the management locks at a grant's scopes and identity are read before it
-//!   activates,
+//!   `locks/read`, `roleAssignmentSchedules/read`, `roleAssignmentScheduleInstances/read`,
+//!   `userAssignedIdentities/read` and `permissions/read` at each subscription
+//!   involved: the orphan sweep lists role assignments per subscription (and PIM's schedules),
+//!   role names are looked up there, the management locks at a grant's scopes and identity are
+//!   read before it activates,
 //!   identities are read to find their principals (and listed at start-up to find orphaned
 //!   FICs), and `check` reads the identity's own permissions.
 //! - **Federated identity credentials**: a custom role with `userAssignedIdentities/read` and
@@ -40,6 +41,11 @@ pub const ROLE_DEFINITIONS_READ: &str = "Microsoft.Authorization/roleDefinitions
 pub const LOCKS_READ: &str = "Microsoft.Authorization/locks/read";
 /// ARM's permissions API (what `check` and the start-up check call).
 pub const PERMISSIONS_READ: &str = "Microsoft.Authorization/permissions/read";
+/// PIM's active role assignment schedules, listed per subscription (lapse-azure's
+/// `list_role_assignment_schedules`).
+pub const PIM_SCHEDULES_READ: &str = "Microsoft.Authorization/roleAssignmentSchedules/read";
+/// The instances of those schedules.
+pub const PIM_INSTANCES_READ: &str = "Microsoft.Authorization/roleAssignmentScheduleInstances/read";
 pub const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
 pub const FIC_READ: &str =
     "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read";
@@ -336,13 +342,19 @@ impl Plan {
         .collect();
 
         // Reading, at each subscription an admin assignment does not already cover (its
-        // `*/read` includes all three actions).
+        // `*/read` includes every one of them).
         let reader_scopes: Vec<(ArmId, BTreeSet<String>)> = subscriptions
             .into_values()
             .filter(|(sub, _)| !plan.admin.iter().any(|a| a.scope == *sub))
             .collect();
         if !reader_scopes.is_empty() {
-            let mut actions = vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ, LOCKS_READ];
+            let mut actions = vec![
+                ROLE_ASSIGNMENTS_READ,
+                ROLE_DEFINITIONS_READ,
+                LOCKS_READ,
+                PIM_SCHEDULES_READ,
+                PIM_INSTANCES_READ,
+            ];
             if any_identity {
                 actions.push(IDENTITY_READ);
             }
@@ -351,9 +363,9 @@ impl Plan {
             plan.reader = Some(CustomRole {
                 name: READER_ROLE,
                 guid: custom_role_guid(READER_ROLE),
-                description: "lapse-operator: list role assignments (the orphan sweep), read role \
-                              definitions, management locks and user-assigned identities, and \
-                              its own permissions.",
+                description: "lapse-operator: list role assignments (the orphan sweep) and PIM's \
+                              role assignment schedules, read role definitions, management locks \
+                              and user-assigned identities, and its own permissions.",
                 actions,
                 scopes: reader_scopes,
             });
@@ -423,7 +435,15 @@ impl Plan {
             .reader
             .as_ref()
             .map(|r| r.actions.clone())
-            .unwrap_or_else(|| vec![ROLE_ASSIGNMENTS_READ, ROLE_DEFINITIONS_READ, LOCKS_READ])
+            .unwrap_or_else(|| {
+                vec![
+                    ROLE_ASSIGNMENTS_READ,
+                    ROLE_DEFINITIONS_READ,
+                    LOCKS_READ,
+                    PIM_SCHEDULES_READ,
+                    PIM_INSTANCES_READ,
+                ]
+            })
             .into_iter()
             .filter(|a| *a != PERMISSIONS_READ)
             .collect();
@@ -665,7 +685,7 @@ impl Plan {
         let sections = [
             (
                 &self.reader,
-                "2. Reading, at each subscription: role assignments (the orphan sweep lists them per\n#    subscription), role definitions (custom role names), user-assigned identities, and the\n#    identity's own permissions (for `lapse-operator check`).",
+                "2. Reading, at each subscription: role assignments (the orphan sweep lists them per\n#    subscription) and PIM's role assignment schedules, role definitions (custom role names),\n#    user-assigned identities, and the identity's own permissions (for `lapse-operator check`).",
             ),
             (
                 &self.federation,
@@ -869,6 +889,8 @@ mod tests {
                 ROLE_ASSIGNMENTS_READ,
                 ROLE_DEFINITIONS_READ,
                 LOCKS_READ,
+                PIM_SCHEDULES_READ,
+                PIM_INSTANCES_READ,
                 IDENTITY_READ,
                 PERMISSIONS_READ
             ]
@@ -1022,7 +1044,9 @@ mod tests {
             reqs,
             [
                 (rg("app"), 3),
-                (format!("/subscriptions/{SUB}"), 4),
+                // Role assignments, definitions, locks, PIM's schedules and instances,
+                // identities (not `permissions/read`: `check` reports its absence itself).
+                (format!("/subscriptions/{SUB}"), 6),
                 (mi("app", "a"), 4)
             ]
         );

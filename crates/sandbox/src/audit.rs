@@ -21,6 +21,9 @@ pub struct Entry {
     pub path: String,
     pub status: u16,
     pub error_code: Option<String>,
+    /// Set when the simulator made the change itself (`pim-expiry`: PIM ended a schedule).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl Entry {
@@ -167,7 +170,10 @@ pub fn render(entries: &[Entry], names: &HashMap<String, String>) -> Vec<String>
                         p.clone()
                     }
                 }),
-                None => "-".to_owned(),
+                None => e
+                    .origin
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |o| format!("({o})")),
             };
             let answer = match &e.error_code {
                 Some(code) => format!("{} {code}", e.status),
@@ -226,6 +232,7 @@ mod tests {
             path: path.into(),
             status,
             error_code: code.map(Into::into),
+            origin: None,
         }
     }
 
@@ -268,6 +275,28 @@ mod tests {
         );
         assert!(!entry("POST", "/t/oauth2/v2.0/token", 200, None).is_write());
         assert!(!entry("GET", "/x", 200, None).is_write());
+    }
+
+    #[test]
+    fn a_change_the_simulator_made_itself_names_its_origin() {
+        let mut expiry = entry(
+            "DELETE",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/x",
+            200,
+            None,
+        );
+        expiry.principal = None;
+        expiry.origin = Some("pim-expiry".into());
+        let parsed: Entry = serde_json::from_str(
+            r#"{"time":"2026-11-27T21:30:05.123456Z","principal":null,"method":"DELETE","path":"/x","status":200,"errorCode":null,"origin":"pim-expiry"}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.origin.as_deref(), Some("pim-expiry"));
+        assert!(expiry.is_write());
+        assert_eq!(
+            render(&[expiry], &HashMap::new()),
+            ["21:30:05.123  (pim-expiry)  DELETE  rg/roleAssignments/x  200"]
+        );
     }
 
     #[test]

@@ -53,6 +53,11 @@ enum Command {
         /// (Azure's is about 24 hours; shorter lets a test watch one expire).
         #[arg(long, default_value_t = 24 * 3600)]
         managed_identity_token_lifetime_secs: u64,
+        /// Start the tenant without the Entra ID P2 licence PIM needs: every PIM operation
+        /// (role assignment schedule requests, schedules, instances) answers 400
+        /// `AadPremiumLicenseRequired`, as Azure does.
+        #[arg(long)]
+        no_pim_licence: bool,
     },
     /// Act as a workload of a running sandbox: a ServiceAccount token (audience
     /// api://AzureADTokenExchange), exchanged at Entra for the identity, then one ARM read.
@@ -106,6 +111,7 @@ impl Sandbox {
         azure_port: u16,
         azure_seed: Option<&Path>,
         managed_identity_token_lifetime: Duration,
+        pim_licensed: bool,
     ) -> anyhow::Result<Self> {
         let kube = SimKube::start(Config {
             bind: SocketAddr::from(([127, 0, 0, 1], kube_port)),
@@ -125,6 +131,7 @@ impl Sandbox {
                 // sim-azure fetches the issuer's JWKS over HTTPS from sim-kube.
                 trusted_ca_pems: vec![kube.ca_pem().to_owned()],
                 managed_identity_token_lifetime,
+                pim_licensed,
                 ..lapse_sim_azure::Config::default()
             },
             seed,
@@ -267,6 +274,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             azure_seed,
             apply,
             managed_identity_token_lifetime_secs,
+            no_pim_licence,
         } => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("creating state dir {}", state_dir.display()))?;
@@ -281,6 +289,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 azure_port,
                 azure_seed.as_deref(),
                 Duration::from_secs(managed_identity_token_lifetime_secs),
+                !no_pim_licence,
             )
             .await?;
             sandbox.apply(&apply)?;

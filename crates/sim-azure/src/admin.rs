@@ -1,6 +1,6 @@
 //! A small unauthenticated admin endpoint (loopback only) mirroring the Rust API:
 //! `GET|DELETE /admin/audit`, `POST|DELETE /admin/faults`, `PUT /admin/delays`,
-//! `POST /admin/principals`, `DELETE /admin/scopes/{scope}`.
+//! `PUT /admin/pim`, `POST /admin/principals`, `DELETE /admin/scopes/{scope}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,14 @@ struct Delays {
     replication_window_ms: Option<u64>,
     propagation_delay_ms: Option<u64>,
     fic_propagation_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PimSettings {
+    licensed: Option<bool>,
+    clock_offset_secs: Option<u64>,
+    minimum_duration_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +89,23 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
                     .faults
                     .set_fic_propagation_delay(Duration::from_millis(ms));
             }
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::PUT, ["pim"]) => {
+            let p: PimSettings = req.json()?;
+            {
+                let mut world = lock(&shared.world);
+                if let Some(l) = p.licensed {
+                    world.pim.licensed = l;
+                }
+                if let Some(s) = p.clock_offset_secs {
+                    world.pim.clock_offset = Duration::from_secs(s);
+                }
+                if let Some(s) = p.minimum_duration_secs {
+                    world.pim.minimum = Duration::from_secs(s);
+                }
+            }
+            crate::arm::pim_sweep(shared);
             Ok(Reply::empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, ["principals"]) => {

@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::http::lock;
 
+/// [`AuditEntry::origin`] of a role assignment PIM removed at its schedule's end.
+pub const PIM_EXPIRY_ORIGIN: &str = "pim-expiry";
+
 /// One request as the simulator saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,6 +35,10 @@ pub struct AuditEntry {
     pub latency: Duration,
     /// `x-ms-request-id` answered.
     pub request_id: String,
+    /// Set when the simulator itself made the change rather than a caller: `pim-expiry` for a
+    /// role assignment PIM removed at its schedule's end (`principal` is then `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +121,7 @@ mod tests {
             error_code: None,
             latency: Duration::ZERO,
             request_id: String::new(),
+            origin: None,
         }
     }
 

@@ -77,6 +77,14 @@ pub struct Config {
     /// Extra CA certificates (PEM) trusted when fetching an OIDC issuer's discovery document
     /// and JWKS (e.g. sim-kube's CA). The simulator's own CA is always trusted.
     pub trusted_ca_pems: Vec<String>,
+    /// Whether the tenant has the Entra ID P2 licence PIM needs; without it every PIM
+    /// operation answers 400 `AadPremiumLicenseRequired` (changeable at runtime:
+    /// `SimAzureHandle::set_pim_licensed`, `PUT /admin/pim`).
+    pub pim_licensed: bool,
+    /// PIM's shortest active assignment, and how long after its start an assignment cannot be
+    /// removed (Azure: 5 minutes, not configurable there). Tests that want Azure to end a
+    /// lease in seconds shorten it, or move PIM's clock instead (`set_pim_clock_offset`).
+    pub pim_minimum_duration: Duration,
 }
 
 impl Default for Config {
@@ -95,6 +103,8 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             audit_capacity: 100_000,
             trusted_ca_pems: Vec::new(),
+            pim_licensed: true,
+            pim_minimum_duration: Duration::from_secs(5 * 60),
         }
     }
 }

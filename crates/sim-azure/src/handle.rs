@@ -38,6 +38,8 @@ pub struct SimAzureHandle {
     pub(crate) ca_pem: String,
     pub(crate) stop: Option<oneshot::Sender<()>>,
     pub(crate) task: Option<JoinHandle<()>>,
+    /// PIM's clock (`server::spawn_pim_ticker`).
+    pub(crate) ticker: Option<JoinHandle<()>>,
 }
 
 impl SimAzureHandle {
@@ -168,9 +170,29 @@ impl SimAzureHandle {
             })
     }
 
-    /// All live role assignments.
+    /// All live role assignments (PIM's clock is applied first: none past its schedule's end).
     pub fn role_assignments(&self) -> Vec<RoleAssignmentView> {
+        crate::arm::pim_sweep(&self.shared);
         lock(&self.shared.world).assignment_views()
+    }
+
+    /// Gives the tenant the Entra ID P2 licence PIM needs, or takes it away (every PIM
+    /// operation then answers 400 `AadPremiumLicenseRequired`).
+    pub fn set_pim_licensed(&self, licensed: bool) {
+        lock(&self.shared.world).pim.licensed = licensed;
+    }
+
+    /// Moves PIM's clock `offset` ahead of the wall clock (tests: "five minutes later" without
+    /// waiting), then lets it act: schedules whose end has now passed are removed. Only PIM
+    /// reads this clock; tokens, audit times and RBAC propagation keep the wall clock.
+    pub fn set_pim_clock_offset(&self, offset: std::time::Duration) {
+        lock(&self.shared.world).pim.clock_offset = offset;
+        crate::arm::pim_sweep(&self.shared);
+    }
+
+    /// Sets PIM's shortest active assignment and removal delay (Azure's: 5 minutes).
+    pub fn set_pim_minimum_duration(&self, minimum: std::time::Duration) {
+        lock(&self.shared.world).pim.minimum = minimum;
     }
 
     /// The audit log.
@@ -191,6 +213,9 @@ impl SimAzureHandle {
 
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn shutdown(mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ignored = stop.send(());
         }
@@ -202,6 +227,9 @@ impl SimAzureHandle {
 
 impl Drop for SimAzureHandle {
     fn drop(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ignored = stop.send(());
         }

@@ -2,8 +2,9 @@
 //!
 //! `SimAzure::start(config, seed)` serves, on loopback with its own CA, the Azure surfaces lapse
 //! touches: the Entra token endpoint (client secret and workload identity federation), role
-//! definitions and assignments, user-assigned identities and their federated identity
-//! credentials, with Azure's status codes, error bodies, limits, throttling and RBAC evaluation.
+//! definitions and assignments, PIM role assignment schedules (with PIM's own clock ending
+//! them), user-assigned identities and their federated identity credentials, with Azure's
+//! status codes, error bodies, limits, throttling and RBAC evaluation.
 //! See `docs/sim-azure.md` for what is simulated and the Azure behaviour each part follows.
 
 #![forbid(unsafe_code)]
@@ -33,7 +34,7 @@ mod throttle;
 mod tls;
 mod tokens;
 
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditEntry, AuditLog, PIM_EXPIRY_ORIGIN};
 pub use config::{Config, ThrottleConfig, ThrottleLimit};
 pub use error::SimAzureError;
 pub use faults::{FaultAction, FaultRule, Faults};

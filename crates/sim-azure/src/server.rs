@@ -106,7 +106,9 @@ pub struct SimAzure;
 impl SimAzure {
     /// Seeds the tenant, generates the CA and signing key, and starts serving on `config.bind`.
     pub async fn start(config: Config, seed: Seed) -> Result<SimAzureHandle, SimAzureError> {
-        let tenant = Tenant::from_seed(&seed)?;
+        let mut tenant = Tenant::from_seed(&seed)?;
+        tenant.pim.licensed = config.pim_licensed;
+        tenant.pim.minimum = config.pim_minimum_duration;
         let pki = tls::generate("lapse sim-azure")?;
         let signer = RsaSigner::generate()?;
         let listener =
@@ -143,6 +145,7 @@ impl SimAzure {
             let shared = handler_shared.clone();
             async move { handle(shared, req).await }
         });
+        let ticker = spawn_pim_ticker(Arc::downgrade(&shared));
         tracing::info!(url = %shared.base_url, "sim-azure listening");
         Ok(SimAzureHandle {
             shared,
@@ -150,8 +153,27 @@ impl SimAzure {
             ca_pem: pki.ca_pem,
             stop: Some(stop),
             task: Some(task),
+            ticker: Some(ticker),
         })
     }
+}
+
+/// How often PIM's clock ends and starts schedules when no request comes in.
+const PIM_TICK: Duration = Duration::from_secs(1);
+
+/// PIM's clock, ticking while the simulator runs (the handle aborts it on stop).
+fn spawn_pim_ticker(shared: std::sync::Weak<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PIM_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            arm::pim_sweep(&shared);
+        }
+    })
 }
 
 /// Serves HTTPS on `listener` with `handler` until the returned sender fires or is dropped.
@@ -367,6 +389,7 @@ fn record(
         error_code,
         latency: started.elapsed(),
         request_id: request_id.to_owned(),
+        origin: None,
     });
 }
 

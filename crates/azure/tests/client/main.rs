@@ -11,3 +11,4 @@ mod errors;
 mod fake;
 mod graph;
 mod limits;
+mod pim;

@@ -10,6 +10,7 @@
 mod failing_delete;
 mod fic_conflict;
 mod fixtures;
+mod pim_wire;
 mod recreated;
 mod rounds;
 mod standing;

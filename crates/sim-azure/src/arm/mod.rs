@@ -4,8 +4,11 @@
 mod identities;
 mod locks;
 mod permissions;
+mod pim;
 mod resources;
 mod role_assignments;
+
+pub(crate) use pim::sweep as pim_sweep;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,6 +141,9 @@ pub(crate) async fn handle(
     request_id: &str,
     principal: &mut Option<String>,
 ) -> Reply {
+    // PIM's clock first: no answer may show a schedule past its end, and RBAC decisions must
+    // not count its role assignment.
+    pim::sweep(shared);
     let claims = match authenticate(shared, req) {
         Ok(c) => c,
         Err(e) => {
@@ -212,6 +218,21 @@ async fn dispatch(
     if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/permissions")
     {
         return permissions::handle(shared, req, claims, scope, rest);
+    }
+    // Before role assignments: `roleAssignments` is a prefix of the PIM types' names.
+    for (needle, kind) in pim::Kind::ROUTES {
+        if let Some((scope, rest)) = split_at_ci(path, needle)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return pim::handle(
+                shared,
+                req,
+                claims,
+                kind,
+                scope,
+                rest.trim_start_matches('/'),
+            );
+        }
     }
     if let Some((scope, rest)) =
         split_at_ci(path, "/providers/Microsoft.Authorization/roleAssignments")

@@ -190,22 +190,7 @@ impl Tenant {
                 ),
             ));
         }
-        if let Some(sub) = ids::subscription_of(&scope) {
-            let count = self
-                .per_subscription
-                .get(&sub.to_ascii_lowercase())
-                .copied()
-                .unwrap_or(0);
-            if count >= limits.per_subscription {
-                return Err(ApiError::bad_request(
-                    "RoleAssignmentLimitExceeded",
-                    format!(
-                        "No more role assignments can be created. The subscription '{sub}' has reached its limit of {} role assignments.",
-                        limits.per_subscription
-                    ),
-                ));
-            }
-        }
+        self.check_assignment_limit(&scope, limits)?;
         let assignment = Assignment {
             name: name.to_ascii_lowercase(),
             scope,
@@ -225,6 +210,31 @@ impl Tenant {
         Ok((StatusCode::CREATED, assignment))
     }
 
+    /// `RoleAssignmentLimitExceeded` when the scope's subscription has no room for another.
+    pub(super) fn check_assignment_limit(
+        &self,
+        scope: &str,
+        limits: AssignmentLimits,
+    ) -> Result<(), ApiError> {
+        if let Some(sub) = ids::subscription_of(scope) {
+            let count = self
+                .per_subscription
+                .get(&sub.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(0);
+            if count >= limits.per_subscription {
+                return Err(ApiError::bad_request(
+                    "RoleAssignmentLimitExceeded",
+                    format!(
+                        "No more role assignments can be created. The subscription '{sub}' has reached its limit of {} role assignments.",
+                        limits.per_subscription
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn insert_assignment(&mut self, a: Assignment) {
         let name_key = key(&a.name);
         self.tuples.insert(
@@ -242,6 +252,8 @@ impl Tenant {
 
     fn remove_assignment(&mut self, name_key: &str) -> Option<Assignment> {
         let a = self.assignments.remove(name_key)?;
+        // A PIM schedule's assignment deleted by other means takes its schedule with it.
+        self.pim.forget_assignment(name_key);
         self.tuples.remove(&tuple_key(
             &a.principal_id,
             &a.role_definition_guid,
@@ -290,6 +302,7 @@ impl Tenant {
                 self.tombstones.push((a, now));
             }
         }
+        self.pim.forget_scope(scope);
         doomed.len()
     }
 
@@ -329,7 +342,7 @@ impl Tenant {
     }
 }
 
-fn tuple_key(principal: &str, role: &str, scope: &str) -> (String, String, String) {
+pub(super) fn tuple_key(principal: &str, role: &str, scope: &str) -> (String, String, String) {
     (
         principal.to_ascii_lowercase(),
         role.to_ascii_lowercase(),
@@ -344,7 +357,7 @@ fn condition_version(condition: &Option<String>, version: Option<String>) -> Opt
     }
 }
 
-fn principal_not_found(principal_id: &str, tenant: &str) -> ApiError {
+pub(super) fn principal_not_found(principal_id: &str, tenant: &str) -> ApiError {
     ApiError::bad_request(
         "PrincipalNotFound",
         format!(

@@ -4,6 +4,7 @@
 
 mod assignments;
 mod locks;
+mod pim;
 mod seeding;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ pub(crate) use assignments::{
 };
 pub use locks::LockLevel;
 pub(crate) use locks::{LockListing, LockedOp, MgmtLock};
+pub(crate) use pim::RequestInput;
 pub(crate) use seeding::lock_name_ok;
 
 /// The outcome of an RBAC check.
@@ -261,6 +263,8 @@ pub(crate) struct Tenant {
     pub operator: Option<String>,
     /// Management locks by lower-cased lock ID.
     pub locks: locks::Locks,
+    /// Privileged Identity Management: settings, schedule requests and schedules.
+    pub pim: pim::Pim,
 }
 
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";

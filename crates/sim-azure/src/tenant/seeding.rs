@@ -176,6 +176,7 @@ impl Tenant {
             tombstones: Vec::new(),
             operator: None,
             locks: BTreeMap::new(),
+            pim: super::pim::Pim::default(),
         };
         for (i, s) in seed.subscriptions.iter().enumerate() {
             let mut sub = Subscription {

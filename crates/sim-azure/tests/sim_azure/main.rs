@@ -13,6 +13,7 @@ mod identities;
 mod least_privilege;
 mod locks;
 mod operations;
+mod pim;
 mod role_assignments;
 mod sdk;
 mod sim_kube;
