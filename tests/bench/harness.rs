@@ -215,6 +215,7 @@ impl Bench {
             .arg(&dir)
             .arg("--azure-seed")
             .arg(&seed)
+            .args(["--pim-minimum-secs", &crate::PIM_MINIMUM_SECS.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -11,6 +11,9 @@
 //!    and PUTs after the kill (each one a duplicate);
 //! 5. lapse: every lease ends at its `window.notAfter`, staggered at `LAPSE_BENCH_END_RATE`
 //!    (9) a second per subscription, inside ARM's delete budget: overstay, writes per object;
+//!    then (5b) Azure-enforced expiry: `LAPSE_BENCH_PIM_GRANTS` (200) leases under a policy
+//!    with `azure.expiry: PIM` (the sandbox's PIM minimum shortened to 10 s), apply to lapse:
+//!    schedule requests per object next to plain mode's 1 PUT + 1 DELETE;
 //! 6. memory at scale: grants whose window opens in 30 days, up to `LAPSE_BENCH_RSS_GRANTS`
 //!    (10 × grants) in all: held without any Azure call; RSS.
 //!
@@ -64,6 +67,8 @@ struct Config {
     stall_secs: u64,
     /// Extra environment for the operator only (a profiler's, say).
     operator_env: Vec<(String, String)>,
+    /// Leases of the Azure-enforced expiry round (phase 5b); 0 skips it.
+    pim_grants: usize,
 }
 
 impl Config {
@@ -81,6 +86,7 @@ impl Config {
             parallel: env_num("LAPSE_BENCH_CLIENTS", 32)?.max(1) as usize,
             batch: env_num("LAPSE_BENCH_BATCH", 5000)? as usize,
             stall_secs: env_num("LAPSE_BENCH_STALL_SECS", 90)?.max(1),
+            pim_grants: (env_num("LAPSE_BENCH_PIM_GRANTS", 200)? as usize).min(grants),
             operator_env: std::env::var("LAPSE_BENCH_OPERATOR_ENV")
                 .unwrap_or_default()
                 .split(',')
@@ -202,11 +208,18 @@ async fn main() -> anyhow::Result<()> {
     let subs = b.subscriptions.clone();
     b.kubectl(&["create", "namespace", "bench"])?;
     b.kubectl(&["create", "namespace", "bench-future"])?;
+    b.kubectl(&["create", "namespace", "bench-pim"])?;
     let scopes: Vec<String> = subs.iter().map(|s| format!("/subscriptions/{s}")).collect();
     b.apply(&format!(
         "apiVersion: lapse.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: bench\nspec:\n  \
          namespaces: [bench, bench-future]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  \
          scopes: [{}]\n  maxDuration: 2h\n",
+        scopes.join(", ")
+    ))?;
+    b.apply(&format!(
+        "apiVersion: lapse.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: bench-pim\nspec:\n  \
+         namespaces: [bench-pim]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  \
+         scopes: [{}]\n  maxDuration: 2h\n  azure:\n    expiry: PIM\n",
         scopes.join(", ")
     ))?;
     let t = Instant::now();
@@ -228,6 +241,10 @@ async fn main() -> anyhow::Result<()> {
             format!("{}s", cfg.sweep_secs),
         ),
         ("LAPSE_SWEEP_SUBSCRIPTIONS".into(), subs.join(",")),
+        // Phase 5b: the sandbox's PIM minimum is 10 s (Azure's 5 minutes would make the round
+        // last 5 minutes); a 5 s grace after each lease.
+        ("LAPSE_PIM_MINIMUM".into(), format!("{PIM_MINIMUM_SECS}s")),
+        ("LAPSE_PIM_GRACE".into(), "5s".into()),
     ];
     env.extend(cfg.operator_env.iter().cloned());
     b.spawn_operator(env)?;
@@ -467,6 +484,18 @@ async fn main() -> anyhow::Result<()> {
         },
     });
 
+    // 5b. Azure-enforced expiry.
+    if cfg.pim_grants > 0 {
+        match pim_round(&mut b, &cfg, &principals, &subs).await {
+            Ok(row) => rows.push(row),
+            Err(e) => rows.push(report::failed_row(
+                "ARM writes per PIM lease".into(),
+                "AdminAssign + AdminRemove per object",
+                format!("not measured: {e:#}"),
+            )),
+        }
+    }
+
     // 6. Memory at scale.
     let future = cfg.rss_grants.saturating_sub(n);
     if future > 0 {
@@ -496,6 +525,63 @@ async fn main() -> anyhow::Result<()> {
     }
     report::table(&cfg, run_started.elapsed(), &rows);
     Ok(())
+}
+
+/// The sandbox's PIM minimum active duration in the bench (Azure: 5 minutes).
+const PIM_MINIMUM_SECS: u64 = 10;
+
+/// Phase 5b: `cfg.pim_grants` leases under the PIM policy, 40 s each, from apply to lapse. Every
+/// earlier lease has ended, so the Active gauge counts this round's alone.
+async fn pim_round(
+    b: &mut Bench,
+    cfg: &Config,
+    principals: &[String],
+    subs: &[String],
+) -> anyhow::Result<report::Row> {
+    let p = cfg.pim_grants;
+    let from = Utc::now();
+    let end = from + TimeDelta::seconds(40);
+    let grants: Vec<AccessGrant> = (0..p)
+        .map(|i| {
+            grant(
+                &format!("p{i:05}"),
+                &principals[i],
+                format!("/subscriptions/{}/resourceGroups/{RESOURCE_GROUP}", subs[0]),
+                None,
+                end,
+            )
+        })
+        .collect();
+    b.create_grants("bench-pim", grants, cfg.parallel).await?;
+    wait_phase(
+        b,
+        "PIM leases active",
+        "Active",
+        p as u64,
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+    )
+    .await?;
+    let active_after = Utc::now() - from;
+    let wait = (end - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(120);
+    wait_phase(
+        b,
+        "PIM leases lapsed",
+        "Expired",
+        (cfg.grants + p) as u64,
+        wait,
+        Duration::from_millis(250),
+    )
+    .await?;
+    let lapsed_after = Utc::now() - end;
+    let audit = b.audit().await?;
+    let round = between(&audit, from, Utc::now());
+    Ok(report::pim_row(
+        p,
+        &round,
+        secs(active_after),
+        secs(lapsed_after),
+    ))
 }
 
 /// How phase 6 ended.

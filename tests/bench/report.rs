@@ -329,6 +329,38 @@ pub fn held_row(count: usize, rss: Option<u64>, hwm: Option<u64>, writes: usize)
     }
 }
 
+/// Phase 5b's row: schedule requests per object of `objects` PIM leases, next to plain mode's
+/// one PUT and one DELETE; role assignment writes lapse made outside PIM (there should be none)
+/// and refusals.
+pub fn pim_row(objects: usize, calls: &[&Call], active_s: f64, lapsed_s: f64) -> Row {
+    let requests = calls
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.contains("/roleassignmentschedulerequests/"))
+        .collect::<Vec<_>>();
+    let ok = requests.iter().filter(|c| c.ok()).count();
+    let refused = requests.len() - ok;
+    let plain = calls
+        .iter()
+        .filter(|c| c.is_assignment() && c.method != "GET")
+        .count();
+    let per_object = ok as f64 / objects.max(1) as f64;
+    println!(
+        "{:<46} {objects} leases: {ok} schedule requests ({per_object:.3} per object), {refused} \
+         refused, {plain} plain role assignment writes; all Active {active_s:.1}s after apply, \
+         all Expired {lapsed_s:.1}s after their end",
+        "ARM writes per PIM lease (azure.expiry: PIM)",
+    );
+    Row {
+        measure: "ARM writes per PIM lease".into(),
+        target: "AdminAssign + AdminRemove per object",
+        measured: format!(
+            "{per_object:.3} requests per object ({ok} for {objects}; plain mode 1 PUT + 1 \
+             DELETE), {refused} refused, Expired {lapsed_s:.1}s after the end"
+        ),
+        met: Some(ok == 2 * objects && refused == 0 && plain == 0),
+    }
+}
+
 /// A row for a phase that could not finish.
 pub fn failed_row(measure: String, target: &'static str, why: String) -> Row {
     Row {

@@ -1498,7 +1498,10 @@ async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow
         if fx.workload_read(&fx.client_id).await? != Some(200) {
             break Utc::now();
         }
-        anyhow::ensure!(Instant::now() < deadline, "the access outlived the PIM schedule");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the access outlived the PIM schedule"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!(
@@ -1518,7 +1521,11 @@ async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow
             .iter()
             .filter(|e| e["origin"] == "pim-expiry")
             .collect();
-        assert_eq!(expiry.len(), 1, "one removal by Azure's own clock: {expiry:?}");
+        assert_eq!(
+            expiry.len(),
+            1,
+            "one removal by Azure's own clock: {expiry:?}"
+        );
         let by_lapse_after_kill = audit
             .iter()
             .filter(|e| e["origin"].is_null() && e["method"] != "GET")
@@ -1533,7 +1540,10 @@ async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow
                 p.contains("roleAssignment")
             })
             .count();
-        assert_eq!(by_lapse_after_kill, 0, "a role assignment write after the kill");
+        assert_eq!(
+            by_lapse_after_kill, 0,
+            "a role assignment write after the kill"
+        );
     }
 
     // Back up: the lease ends Expired, the credential goes, nothing is left.
@@ -1544,7 +1554,10 @@ async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow
 
     // A revoke in the first 10 s (PIM's minimum here) waits for it, says why, then completes.
     let g = fx
-        .activate("early", &fx.reader_grant("early", Some(SA), duration("60s")))
+        .activate(
+            "early",
+            &fx.reader_grant("early", Some(SA), duration("60s")),
+        )
         .await?;
     let starts = g.status.clone().unwrap_or_default().role_assignments[0]
         .schedule

@@ -172,6 +172,7 @@ mod tests {
             subject: "system:serviceaccount:ns:sa".into(),
         };
         let ra = Action::DeleteRoleAssignment {
+            schedule_start: None,
             key: key.clone(),
             scope: RG.into(),
             name: uuid::Uuid::nil(),

@@ -100,7 +100,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
             key,
             schedule_start: Some(start),
             ..
-        } => crate::pim::remove(ctx, key, None, *start).await,
+        } => crate::pim::remove(ctx, action, key, *start).await,
         Action::DeleteRoleAssignment {
             key, scope, name, ..
         } => match ctx.azure.delete_role_assignment(scope, name).await {

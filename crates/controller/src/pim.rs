@@ -4,7 +4,7 @@
 
 use lapse_api::arm::ArmId;
 use lapse_api::lease::{
-    AssignmentSchedule, Failure, ObjectKey, Observed, Reschedule, RoleAssignmentPlan,
+    Action, AssignmentSchedule, Failure, ObjectKey, Observed, Reschedule, RoleAssignmentPlan,
 };
 use lapse_api::naming::{SCHEDULE_ASSIGN, SCHEDULE_EXTEND, SCHEDULE_REMOVE, SCHEDULE_UPDATE};
 use lapse_azure::{ScheduleRequest, ScheduleRequestType};
@@ -31,7 +31,11 @@ fn tuple(key: &ObjectKey) -> Option<(Uuid, Uuid, ArmId)> {
 
 /// `AdminAssign` with the plan's schedule. The request's name is derived from the schedule's
 /// start, so the same request made again (a lost answer) is the same request to Azure.
-pub async fn assign(ctx: &Context, p: &RoleAssignmentPlan, schedule: AssignmentSchedule) -> Observed {
+pub async fn assign(
+    ctx: &Context,
+    p: &RoleAssignmentPlan,
+    schedule: AssignmentSchedule,
+) -> Observed {
     let name = ctx.core.owner.schedule_request_name(
         SCHEDULE_ASSIGN,
         &p.principal_id,
@@ -85,10 +89,13 @@ pub async fn reschedule(ctx: &Context, r: &Reschedule) -> Observed {
     } else {
         (SCHEDULE_UPDATE, ScheduleRequestType::AdminUpdate)
     };
-    let name =
-        ctx.core
-            .owner
-            .schedule_request_name(kind, &r.principal_id, &r.role_guid, &r.scope, r.ends_at);
+    let name = ctx.core.owner.schedule_request_name(
+        kind,
+        &r.principal_id,
+        &r.role_guid,
+        &r.scope,
+        r.ends_at,
+    );
     let held = ctx.inventory.schedule_of(&r.key);
     let req = ScheduleRequest {
         scope: r.scope.to_string(),
@@ -140,21 +147,26 @@ pub async fn reschedule(ctx: &Context, r: &Reschedule) -> Observed {
 
 /// `AdminRemove`, named from the schedule's start: removing again after a lost answer is the
 /// same request. An assignment already gone is settled.
-pub async fn remove(ctx: &Context, key: &ObjectKey, role_definition: Option<&str>, start: chrono::DateTime<chrono::Utc>) -> Observed {
+pub async fn remove(
+    ctx: &Context,
+    action: &Action,
+    key: &ObjectKey,
+    start: chrono::DateTime<chrono::Utc>,
+) -> Observed {
     let Some((principal_id, role_guid, scope)) = tuple(key) else {
         return Observed::DeleteFailed(Failure::Terminal {
             code: "InvalidKey".into(),
             message: format!("{key:?} is not a role assignment"),
         });
     };
-    let name = ctx
-        .core
-        .owner
-        .schedule_request_name(SCHEDULE_REMOVE, &principal_id, &role_guid, &scope, start);
-    let role_definition_id = role_definition.map_or_else(
-        || lapse_api::lease::definition_id_for(&scope, &role_guid),
-        str::to_owned,
+    let name = ctx.core.owner.schedule_request_name(
+        SCHEDULE_REMOVE,
+        &principal_id,
+        &role_guid,
+        &scope,
+        start,
     );
+    let role_definition_id = lapse_api::lease::definition_id_for(&scope, &role_guid);
     let req = ScheduleRequest {
         scope: scope.to_string(),
         name,
@@ -177,7 +189,8 @@ pub async fn remove(ctx: &Context, key: &ObjectKey, role_definition: Option<&str
         }
         Err(e) => {
             tracing::warn!(%scope, request = %name, error = %e, "removing a PIM assignment");
-            Observed::DeleteFailed(failure(&e))
+            // A lock refuses it as it refuses a delete: named the same way.
+            crate::blocked::delete_failed(ctx, action, &e, failure(&e)).await
         }
     }
 }

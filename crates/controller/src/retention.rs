@@ -100,6 +100,7 @@ mod tests {
             phase: GrantPhase::Expired,
             ended_at: Some(t),
             role_assignments: vec![RoleAssignmentStatus {
+                schedule: None,
                 state: ObjectState::Deleted,
                 ..Default::default()
             }],

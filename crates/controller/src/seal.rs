@@ -165,6 +165,7 @@ mod tests {
             activated_at: chrono::DateTime::from_timestamp(1_790_000_000, 123_000_000),
             principal_id: Some("11111111-2222-3333-4444-555555555555".into()),
             role_assignments: vec![RoleAssignmentStatus {
+                schedule: None,
                 role: "Reader".into(),
                 scope: "/subscriptions/s".into(),
                 ..Default::default()

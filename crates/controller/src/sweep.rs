@@ -7,8 +7,8 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use lapse_api::arm::ArmId;
-use lapse_api::naming::Owner;
 use lapse_api::lease::{Action, ObjectKey, StatusTrust, fic_target, split_role_assignment_id};
+use lapse_api::naming::Owner;
 
 use crate::context::Context;
 use crate::inventory::{GrantRef, Known, Partition};

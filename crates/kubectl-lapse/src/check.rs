@@ -339,6 +339,7 @@ mod tests {
             phase: GrantPhase::Active,
             policy: Some("p".into()),
             role_assignments: vec![RoleAssignmentStatus {
+                schedule: None,
                 role: "Backup Operator".into(),
                 role_definition_id: Some(format!(
                     "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/{guid}"

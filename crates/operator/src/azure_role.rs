@@ -44,6 +44,8 @@ pub const PERMISSIONS_READ: &str = "Microsoft.Authorization/permissions/read";
 /// PIM's active role assignment schedules, listed per subscription (lapse-azure's
 /// `list_role_assignment_schedules`).
 pub const PIM_SCHEDULES_READ: &str = "Microsoft.Authorization/roleAssignmentSchedules/read";
+/// Requesting, moving and removing role assignments through PIM (`azure.expiry: PIM`).
+pub const PIM_REQUESTS_WRITE: &str = "Microsoft.Authorization/roleAssignmentScheduleRequests/write";
 /// The instances of those schedules.
 pub const PIM_INSTANCES_READ: &str = "Microsoft.Authorization/roleAssignmentScheduleInstances/read";
 pub const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
@@ -62,6 +64,7 @@ pub const RBAC_ADMIN: Uuid = Uuid::from_u128(0xf58310d9_a9f6_439a_9e8d_f62e7b41a
 /// cluster names the same definition).
 pub const READER_ROLE: &str = "Lapse Operator Reader";
 pub const FEDERATION_ROLE: &str = "Lapse Operator Federated Credentials";
+pub const PIM_ROLE: &str = "Lapse Operator PIM Requests";
 
 fn custom_role_guid(name: &str) -> Uuid {
     let slug = name.to_ascii_lowercase().replace(' ', "-");
@@ -148,6 +151,8 @@ pub struct Plan {
     pub policy_scopes: Vec<AdminScope>,
     pub reader: Option<CustomRole>,
     pub federation: Option<CustomRole>,
+    /// PIM schedule requests at the scopes of policies with `azure.expiry: PIM`.
+    pub pim: Option<CustomRole>,
     /// What else to know (skipped scopes, Graph permissions for applications).
     pub notes: Vec<String>,
     /// Why some policies or entries could not be planned, each naming the file, policy and
@@ -231,6 +236,7 @@ impl Plan {
         let mut federated: Vec<(ArmId, BTreeSet<String>)> = Vec::new();
         let mut any_identity = false;
         let mut applications = BTreeSet::new();
+        let mut pim: Vec<(ArmId, BTreeSet<String>)> = Vec::new();
         for p in policies {
             let rules = match validate_policy(&p.spec) {
                 Ok(r) => r,
@@ -285,6 +291,22 @@ impl Plan {
                 entry.roles.extend(roles.clone());
                 entry.policies.insert(p.name.clone());
                 add_subscription(&mut subscriptions, sub, &p.name);
+            }
+            if rules.pim_expiry {
+                pim.extend(
+                    rules
+                        .scopes
+                        .iter()
+                        .filter(|s| s.subscription().is_some())
+                        .map(|s| (s.clone(), BTreeSet::from([p.name.clone()]))),
+                );
+                plan.notes.push(format!(
+                    "{}: azure.expiry: PIM requests role assignments through PIM, which the \
+                     condition on the operator's role assignment rights does not restrict: at \
+                     its scopes the operator can request any role through PIM. Keep such \
+                     policies narrow (docs/security.md, \"Azure-enforced expiry\")",
+                    p.label()
+                ));
             }
             let federates = !rules.service_accounts.is_empty();
             for (i, glob) in p.spec.identities.iter().enumerate() {
@@ -381,6 +403,18 @@ impl Plan {
                 scopes: federated,
             });
         }
+        let pim = uncovered(pim, |_, _| true);
+        if !pim.is_empty() {
+            plan.pim = Some(CustomRole {
+                name: PIM_ROLE,
+                guid: custom_role_guid(PIM_ROLE),
+                description: "lapse-operator: request, extend and remove role assignments \
+                              through PIM schedule requests with an end Azure enforces \
+                              (AccessPolicies with azure.expiry: PIM), and read the schedules.",
+                actions: vec![PIM_REQUESTS_WRITE, PIM_SCHEDULES_READ, PIM_INSTANCES_READ],
+                scopes: pim,
+            });
+        }
         if !applications.is_empty() {
             plan.notes.push(format!(
                 "AccessPolicies {} let grants federate app registrations: that is Microsoft \
@@ -470,6 +504,18 @@ impl Plan {
                 });
             }
         }
+        if let Some(r) = &self.pim {
+            for (scope, policies) in &r.scopes {
+                out.push(Requirement {
+                    scope: scope.clone(),
+                    actions: r.actions.clone(),
+                    purpose: format!(
+                        "request role assignments through PIM (azure.expiry: PIM; AccessPolicy {})",
+                        names(policies)
+                    ),
+                });
+            }
+        }
         out
     }
 }
@@ -554,7 +600,12 @@ impl Plan {
                 "properties": props,
             }));
         }
-        for role in self.reader.iter().chain(self.federation.iter()) {
+        for role in self
+            .reader
+            .iter()
+            .chain(self.federation.iter())
+            .chain(self.pim.iter())
+        {
             definitions.push(json!({
                 "name": role.guid.to_string(),
                 "properties": {
@@ -691,6 +742,10 @@ impl Plan {
                 &self.federation,
                 "3. Federated identity credentials on the identities the policies let grants federate: a\n#    custom role with just those actions. Not Managed Identity Contributor, which can also\n#    create, change and delete the identities themselves.",
             ),
+            (
+                &self.pim,
+                "4. PIM schedule requests at the scopes of policies with azure.expiry: PIM (Azure removes\n#    each assignment at its end itself). The condition in 1. does not apply to them.",
+            ),
         ];
         for (role, heading) in sections {
             let Some(role) = role else { continue };
@@ -797,6 +852,31 @@ mod tests {
         crate::policies::parse(&format!("{name}.yaml"), &yaml)
             .unwrap()
             .remove(0)
+    }
+
+    #[test]
+    fn pim_policies_get_schedule_requests_at_their_scopes_and_a_warning() {
+        let plain = policy("plain", &["Reader"], &[rg("app")], &[mi("app", "a")], &[]);
+        assert!(Plan::build(std::slice::from_ref(&plain)).pim.is_none());
+        let mut pim = policy("pim", &["Reader"], &[rg("app")], &[mi("app", "a")], &[]);
+        pim.spec.azure = Some(lapse_api::v1alpha1::AzureRules {
+            expiry: lapse_api::v1alpha1::Expiry::Pim,
+        });
+        let plan = Plan::build(&[plain, pim]);
+        let role = plan.pim.as_ref().expect("a PIM role");
+        assert_eq!(role.name, PIM_ROLE);
+        assert!(role.actions.contains(&PIM_REQUESTS_WRITE));
+        let scopes: Vec<String> = role.scopes.iter().map(|(s, _)| s.to_string()).collect();
+        assert_eq!(scopes, [rg("app")]);
+        assert!(plan.notes.iter().any(|n| n.contains("azure.expiry: PIM")));
+        let required = plan.requirements();
+        assert!(
+            required.iter().any(
+                |r| r.actions.contains(&PIM_REQUESTS_WRITE) && r.scope.to_string() == rg("app")
+            )
+        );
+        let json = plan.to_json(None);
+        assert!(json.to_string().contains(PIM_ROLE));
     }
 
     const READER: Uuid = Uuid::from_u128(0xacdd72a7_3385_48ef_bd42_f606fba81ae7);

@@ -58,6 +58,12 @@ enum Command {
         /// `AadPremiumLicenseRequired`, as Azure does.
         #[arg(long)]
         no_pim_licence: bool,
+        /// PIM's minimum active duration, in seconds (Azure's is 5 minutes): a shorter schedule
+        /// is refused and an assignment cannot be removed within it of its start. Shorter lets
+        /// a test or the bench run PIM leases in seconds; tell the operator the same
+        /// (`LAPSE_PIM_MINIMUM`).
+        #[arg(long, default_value_t = 300)]
+        pim_minimum_secs: u64,
     },
     /// Act as a workload of a running sandbox: a ServiceAccount token (audience
     /// api://AzureADTokenExchange), exchanged at Entra for the identity, then one ARM read.
@@ -105,13 +111,19 @@ struct Sandbox {
     azure: SimAzureHandle,
 }
 
+/// The simulated tenant's settings `lapse-sandbox up` takes from its flags.
+struct TenantOptions {
+    managed_identity_token_lifetime: Duration,
+    pim_licensed: bool,
+    pim_minimum: Duration,
+}
+
 impl Sandbox {
     async fn start(
         kube_port: u16,
         azure_port: u16,
         azure_seed: Option<&Path>,
-        managed_identity_token_lifetime: Duration,
-        pim_licensed: bool,
+        tenant: TenantOptions,
     ) -> anyhow::Result<Self> {
         let kube = SimKube::start(Config {
             bind: SocketAddr::from(([127, 0, 0, 1], kube_port)),
@@ -130,8 +142,9 @@ impl Sandbox {
                 bind: SocketAddr::from(([127, 0, 0, 1], azure_port)),
                 // sim-azure fetches the issuer's JWKS over HTTPS from sim-kube.
                 trusted_ca_pems: vec![kube.ca_pem().to_owned()],
-                managed_identity_token_lifetime,
-                pim_licensed,
+                managed_identity_token_lifetime: tenant.managed_identity_token_lifetime,
+                pim_licensed: tenant.pim_licensed,
+                pim_minimum_duration: tenant.pim_minimum,
                 ..lapse_sim_azure::Config::default()
             },
             seed,
@@ -275,6 +288,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             apply,
             managed_identity_token_lifetime_secs,
             no_pim_licence,
+            pim_minimum_secs,
         } => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("creating state dir {}", state_dir.display()))?;
@@ -288,8 +302,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 kube_port,
                 azure_port,
                 azure_seed.as_deref(),
-                Duration::from_secs(managed_identity_token_lifetime_secs),
-                !no_pim_licence,
+                TenantOptions {
+                    managed_identity_token_lifetime: Duration::from_secs(
+                        managed_identity_token_lifetime_secs,
+                    ),
+                    pim_licensed: !no_pim_licence,
+                    pim_minimum: Duration::from_secs(pim_minimum_secs),
+                },
             )
             .await?;
             sandbox.apply(&apply)?;

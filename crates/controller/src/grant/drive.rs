@@ -149,8 +149,7 @@ async fn rounds(
             let key = action.key().clone();
             view.set(key.clone(), outcome);
             // A PIM request moved (or made) the schedule Azure holds.
-            view.objects.entry(key.clone()).or_default().schedule =
-                ctx.inventory.schedule_of(&key);
+            view.objects.entry(key.clone()).or_default().schedule = ctx.inventory.schedule_of(&key);
         }
     }
     // Still busy after many rounds: yield, and come back soon. Soon replaces an earlier

@@ -151,6 +151,7 @@ pub(super) fn keys_of(
             &gref.name,
             *principal_id,
             Utc::now(),
+            None,
             &ctx.core,
             &catalogue,
         ) {

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{AssignmentSchedule, FicTarget, ObjectKey, PIM_LICENCE_REQUIRED, fic_target};
+use lapse_api::lease::{
+    AssignmentSchedule, FicTarget, ObjectKey, PIM_LICENCE_REQUIRED, fic_target,
+};
 use lapse_api::naming;
 use lapse_azure::{AzureError, RoleAssignment};
 use uuid::Uuid;

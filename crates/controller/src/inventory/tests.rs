@@ -11,6 +11,7 @@ fn status(phase: GrantPhase, state: ObjectState) -> AccessGrantStatus {
         phase,
         principal_id: Some(P.into()),
         role_assignments: vec![RoleAssignmentStatus {
+            schedule: None,
             role: "Reader".into(),
             role_definition_id: Some(format!("/subscriptions/00000000-0000-0000-0000-0000000000aa/providers/Microsoft.Authorization/roleDefinitions/{ROLE}")),
             scope: SCOPE.into(),
@@ -71,6 +72,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
         Known {
             id: "ours".into(),
             owned: true,
+            schedule: None,
         },
     );
     let standing = ObjectKey::RoleAssignment {
@@ -83,6 +85,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
         Known {
             id: "theirs".into(),
             owned: false,
+            schedule: None,
         },
     );
     inv.replace(part.clone(), objects, 0, Instant::now());
@@ -131,6 +134,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
         Some(Known {
             id: "ours".into(),
             owned: true,
+            schedule: None,
         }),
     );
     inv.replace(part.clone(), HashMap::new(), 0, listing_started);
@@ -165,6 +169,7 @@ fn only_partitions_in_use_are_swept_again() {
         Some(Known {
             id: "ours".into(),
             owned: true,
+            schedule: None,
         }),
     );
     assert!(inv.partitions().contains(&part));

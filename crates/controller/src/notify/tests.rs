@@ -158,6 +158,7 @@ fn notification(kind: Kind) -> Notification {
     st.activated_at = Some(at);
     st.expires_at = Some(at + chrono::TimeDelta::hours(1));
     st.role_assignments = vec![RoleAssignmentStatus {
+        schedule: None,
         role: "Storage Blob Data Reader".into(),
         role_definition_id: None,
         scope: "/subscriptions/s/resourceGroups/rg".into(),

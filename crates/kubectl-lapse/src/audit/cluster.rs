@@ -123,11 +123,13 @@ mod tests {
             ended_at: Some(at(60)),
             role_assignments: vec![
                 RoleAssignmentStatus {
+                    schedule: None,
                     id: Some("/ra/1".into()),
                     state: ObjectState::Deleting,
                     ..Default::default()
                 },
                 RoleAssignmentStatus {
+                    schedule: None,
                     id: Some("/ra/2".into()),
                     state: ObjectState::Standing,
                     ..Default::default()
