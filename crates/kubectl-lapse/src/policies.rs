@@ -333,6 +333,7 @@ mod tests {
                         groups: vec!["oncall".into()],
                     },
                     timeout: "4h".into(),
+                    ..Default::default()
                 });
                 s.break_glass = Some(BreakGlassRules {
                     max_duration: "1h".into(),

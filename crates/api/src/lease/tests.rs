@@ -106,6 +106,7 @@ fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
         justification: Some("OPS-1234 nightly backup".into()),
         revoked: false,
         requester: None,
+        requester_groups: Vec::new(),
         break_glass: false,
     }
 }
@@ -1876,6 +1877,7 @@ fn approval_policy(required: u32, break_glass: Option<&str>) -> Vec<NamedPolicy>
                 groups: vec!["oncall".into()],
             },
             timeout: "4h".into(),
+            ..Default::default()
         });
         p.break_glass = break_glass.map(|m| BreakGlassRules {
             max_duration: m.into(),
@@ -2633,3 +2635,6 @@ fn a_scheduled_grant_waits_for_its_start_before_the_locks_are_read() {
     assert_eq!(st.phase, GrantPhase::Denied);
     assert!(azure.puts.is_empty());
 }
+
+// ---- Workflows (docs/approval.md): auto-approval, escalation, extension limits, hours ----
+mod workflows;

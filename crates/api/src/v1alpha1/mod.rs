@@ -19,8 +19,9 @@ pub use grant::{
 };
 pub use patterns::*;
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, BreakGlassRules,
-    FederationRules, LabelSelector, LabelSelectorRequirement, LockTolerance,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ActiveHours, ApprovalRules, Approvers,
+    AutoApproveRule, BreakGlassRules, EscalationTier, FederationRules, LabelSelector,
+    LabelSelectorRequirement, LockTolerance, Weekday,
 };
 
 /// The API group of every lapse kind.
