@@ -44,7 +44,12 @@ fn clock(field: &'static str, s: &str) -> Result<NaiveTime, (&'static str, Strin
     let ok = s.len() == 5 && s.as_bytes()[2] == b':';
     ok.then(|| NaiveTime::parse_from_str(s, "%H:%M").ok())
         .flatten()
-        .ok_or_else(|| (field, format!("{s:?} is not a time of day as HH:MM (00:00 to 23:59)")))
+        .ok_or_else(|| {
+            (
+                field,
+                format!("{s:?} is not a time of day as HH:MM (00:00 to 23:59)"),
+            )
+        })
 }
 
 impl ActiveWindow {
@@ -93,7 +98,10 @@ impl ActiveWindow {
             // Skipped: the first wall-clock minute after the gap, which is the jump's instant
             // (a gap is whole minutes in every zone of the database, and at most a day long).
             LocalResult::None => (1..=24 * 60).find_map(|m| {
-                match self.tz.from_local_datetime(&(local + TimeDelta::minutes(m))) {
+                match self
+                    .tz
+                    .from_local_datetime(&(local + TimeDelta::minutes(m)))
+                {
                     LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
                         Some(t.with_timezone(&Utc))
                     }

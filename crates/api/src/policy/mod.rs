@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::TimeDelta;
+
+mod outlook;
+pub use outlook::{ExtensionOutlook, extension_outlook};
 use uuid::Uuid;
 
 use crate::duration::LeaseDuration;
@@ -77,6 +80,9 @@ pub enum Gate {
         /// The rule lists `requesterGroups`: it matched on `spec.requesterGroups`, which only
         /// the requester admission policy makes believable.
         on_groups: bool,
+        /// The first rule that matches without `requesterGroups` (index, in words), for when
+        /// the groups cannot be believed.
+        fallback: Option<(usize, String)>,
     },
     /// `spec.breakGlass` under a policy that allows it: activates without approval, loudly, and
     /// an eligible approver's Deny still ends it.
@@ -88,9 +94,7 @@ impl Gate {
     pub fn approval(&self) -> Option<&ApprovalRule> {
         match self {
             Gate::Open => None,
-            Gate::Approval(r) | Gate::BreakGlass(r) | Gate::AutoApproved { rule: r, .. } => {
-                Some(r)
-            }
+            Gate::Approval(r) | Gate::BreakGlass(r) | Gate::AutoApproved { rule: r, .. } => Some(r),
         }
     }
 
@@ -298,12 +302,15 @@ fn gate(
         return Gate::Open;
     };
     if !grant.break_glass {
-        return match auto_approval(grant, lease, approval, ctx.catalogue) {
+        let describe = |i: usize| approval.auto_approve[i].describe();
+        return match auto_approval(grant, lease, approval, ctx.catalogue, true) {
             Some(index) => Gate::AutoApproved {
                 rule: approval.clone(),
                 index,
-                description: approval.auto_approve[index].describe(),
+                description: describe(index),
                 on_groups: !approval.auto_approve[index].requester_groups.is_empty(),
+                fallback: auto_approval(grant, lease, approval, ctx.catalogue, false)
+                    .map(|i| (i, describe(i))),
             },
             None => Gate::Approval(approval.clone()),
         };
@@ -350,12 +357,14 @@ fn gate(
 /// The first `approval.autoApprove` rule that covers the whole grant: a lease (extensions
 /// included) of at most its `maxDuration`, every role among its roles (by role definition GUID,
 /// as the policy's roles compare), and, when it lists `requesterGroups`, one of them among the
-/// grant's. A role that does not resolve matches no rule.
+/// grant's (only when `use_groups`: otherwise such a rule matches nothing). A role that does
+/// not resolve matches no rule.
 pub fn auto_approval(
     grant: &GrantRequest,
     lease: TimeDelta,
     approval: &ApprovalRule,
     catalogue: &RoleCatalogue,
+    use_groups: bool,
 ) -> Option<usize> {
     let roles: Option<Vec<Uuid>> = grant
         .roles
@@ -373,10 +382,11 @@ pub fn auto_approval(
             && !roles.is_empty()
             && roles.iter().all(|g| allowed.contains(g))
             && (rule.requester_groups.is_empty()
-                || grant
-                    .requester_groups
-                    .iter()
-                    .any(|g| rule.requester_groups.contains(g)))
+                || use_groups
+                    && grant
+                        .requester_groups
+                        .iter()
+                        .any(|g| rule.requester_groups.contains(g)))
     })
 }
 

@@ -202,9 +202,7 @@ pub struct ActiveHours {
 }
 
 /// A day of the week.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Weekday {
     Mon,
     Tue,

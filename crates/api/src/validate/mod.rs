@@ -12,13 +12,13 @@ use uuid::Uuid;
 use crate::arm::ArmId;
 use crate::duration::LeaseDuration;
 use crate::field::FieldErrors;
+use crate::hours::ActiveWindow;
 use crate::role::RoleRef;
 use crate::v1alpha1::{
     AccessGrantSpec, AccessPolicySpec, DEFAULT_AUDIENCE, LabelSelector, MAX_AUDIENCE_LEN,
     MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_REQUESTER_GROUPS, MAX_ROLES,
     MAX_USERNAME_LEN,
 };
-use crate::hours::ActiveWindow;
 
 /// The identity a grant gives access to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -348,7 +348,9 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
         if g.trim().is_empty() || g.len() > MAX_USERNAME_LEN as usize || !printable(g) {
             errs.push(
                 format!("spec.requesterGroups[{i}]"),
-                format!("must be a Kubernetes group name: 1 to {MAX_USERNAME_LEN} printable characters"),
+                format!(
+                    "must be a Kubernetes group name: 1 to {MAX_USERNAME_LEN} printable characters"
+                ),
             );
         }
     }
@@ -935,7 +937,11 @@ fn escalation_tiers(
                     "must list at least one user or group",
                 );
             }
-            names_ok(&format!("{field}.approvers.users"), &t.approvers.users, errs);
+            names_ok(
+                &format!("{field}.approvers.users"),
+                &t.approvers.users,
+                errs,
+            );
             names_ok(
                 &format!("{field}.approvers.groups"),
                 &t.approvers.groups,

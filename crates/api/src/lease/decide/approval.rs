@@ -67,7 +67,10 @@ fn tiers_note(rule: &ApprovalRule, since: DateTime<Utc>, now: DateTime<Utc>) -> 
             ..rule.clone()
         });
         if opens <= now {
-            out.push_str(&format!("; escalated since {}: {who} may decide", rfc3339(opens)));
+            out.push_str(&format!(
+                "; escalated since {}: {who} may decide",
+                rfc3339(opens)
+            ));
         } else {
             out.push_str(&format!("; escalates at {} to {who}", rfc3339(opens)));
         }
@@ -101,8 +104,18 @@ impl Step<'_> {
             Gate::AutoApproved {
                 rule,
                 on_groups: true,
+                fallback,
                 ..
-            } if self.input.approvals.admission.is_err() => Gate::Approval(rule.clone()),
+            } if self.input.approvals.admission.is_err() => match fallback {
+                Some((index, description)) => Gate::AutoApproved {
+                    rule: rule.clone(),
+                    index: *index,
+                    description: description.clone(),
+                    on_groups: false,
+                    fallback: None,
+                },
+                None => Gate::Approval(rule.clone()),
+            },
             g => g.clone(),
         }
     }

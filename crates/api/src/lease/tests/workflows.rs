@@ -74,12 +74,24 @@ fn a_grant_a_rule_covers_activates_without_a_human_and_names_the_rule() {
          for at most 30m"
     );
     // Said once: the next reconcile does not repeat the Event.
-    let d = run_to(&h, &mut azure, &asked("alice", "20m", &[]), &mut st, t0() + mins(1));
+    let d = run_to(
+        &h,
+        &mut azure,
+        &asked("alice", "20m", &[]),
+        &mut st,
+        t0() + mins(1),
+    );
     assert!(!d.events.iter().any(|e| e.reason == Reason::Approved));
 
     // Longer than every rule allows: it waits for a human.
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut AzureModel::default(), &asked("alice", "45m", &[]), &mut st, t0());
+    run_to(
+        &h,
+        &mut AzureModel::default(),
+        &asked("alice", "45m", &[]),
+        &mut st,
+        t0(),
+    );
     assert_eq!(st.phase, GrantPhase::PendingApproval);
 }
 
@@ -93,14 +105,25 @@ fn a_rule_with_requester_groups_needs_them_and_the_admission_policy() {
     )]);
     let run = |h: &Harness, groups: &[&str]| {
         let mut st = AccessGrantStatus::default();
-        run_to(h, &mut AzureModel::default(), &asked("alice", "20m", groups), &mut st, t0());
+        run_to(
+            h,
+            &mut AzureModel::default(),
+            &asked("alice", "20m", groups),
+            &mut st,
+            t0(),
+        );
         st
     };
     assert_eq!(run(&h, &[]).phase, GrantPhase::PendingApproval);
     assert_eq!(run(&h, &["devs"]).phase, GrantPhase::PendingApproval);
     let st = run(&h, &["devs", "sre"]);
     assert_eq!(st.phase, GrantPhase::Active);
-    assert!(approved_by(&st).unwrap().2.contains("requested as a member of sre"));
+    assert!(
+        approved_by(&st)
+            .unwrap()
+            .2
+            .contains("requested as a member of sre")
+    );
     // Groups nobody vouches for approve nothing.
     h.approvals.admission = Err("the requester rule is missing".into());
     let st = run(&h, &["sre"]);
@@ -143,9 +166,16 @@ fn a_tier_approver_counts_only_once_the_tier_opens_and_must_approve_again() {
     let spec = asked("alice", "1h", &[]);
     let mut st = AccessGrantStatus::default();
     let d = run_to(&h, &mut azure, &spec, &mut st, t0());
-    assert_eq!(d.requeue_at, Some(t0() + mins(15)), "wakes when the tier opens");
+    assert_eq!(
+        d.requeue_at,
+        Some(t0() + mins(15)),
+        "wakes when the tier opens"
+    );
     let (_, _, msg) = approved_by(&st).unwrap();
-    assert!(msg.contains("escalates at 2026-12-01T02:15:00Z to users erin or groups managers"), "{msg}");
+    assert!(
+        msg.contains("escalates at 2026-12-01T02:15:00Z to users erin or groups managers"),
+        "{msg}"
+    );
 
     // erin approves at 00:05: too early, never counted.
     h.approvals.decisions = vec![decision(
@@ -160,9 +190,17 @@ fn a_tier_approver_counts_only_once_the_tier_opens_and_must_approve_again() {
         run_to(&h, &mut azure, &spec, &mut st, now);
         assert_eq!(st.phase, GrantPhase::PendingApproval);
         let (_, _, msg) = approved_by(&st).unwrap();
-        assert!(msg.contains("erin (an escalation approver deciding before their tier opened"), "{msg}");
+        assert!(
+            msg.contains("erin (an escalation approver deciding before their tier opened"),
+            "{msg}"
+        );
     }
-    assert!(approved_by(&st).unwrap().2.contains("escalated since 2026-12-01T02:15:00Z"));
+    assert!(
+        approved_by(&st)
+            .unwrap()
+            .2
+            .contains("escalated since 2026-12-01T02:15:00Z")
+    );
     // A member of the tier's group, once it opened: counts, and the lease starts then.
     h.approvals.decisions.push(decision(
         "late",
@@ -175,7 +213,13 @@ fn a_tier_approver_counts_only_once_the_tier_opens_and_must_approve_again() {
     run_to(&h, &mut azure, &spec, &mut st, t0() + mins(21));
     assert_eq!(st.phase, GrantPhase::Active);
     assert_eq!(st.activated_at, Some(t0() + mins(20)));
-    assert_eq!(st.approvals.iter().map(|a| a.approver.as_str()).collect::<Vec<_>>(), ["frank"]);
+    assert_eq!(
+        st.approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect::<Vec<_>>(),
+        ["frank"]
+    );
 }
 
 #[test]
@@ -184,16 +228,43 @@ fn the_timeout_still_ends_an_escalated_wait() {
     h.policies = workflow_policy(Vec::new());
     let mut st = AccessGrantStatus::default();
     let spec = asked("alice", "1h", &[]);
-    run_to(&h, &mut AzureModel::default(), &spec, &mut st, t0() + mins(30));
+    run_to(
+        &h,
+        &mut AzureModel::default(),
+        &spec,
+        &mut st,
+        t0() + mins(30),
+    );
     assert_eq!(st.phase, GrantPhase::PendingApproval);
-    run_to(&h, &mut AzureModel::default(), &spec, &mut st, t0() + mins(240));
+    run_to(
+        &h,
+        &mut AzureModel::default(),
+        &spec,
+        &mut st,
+        t0() + mins(240),
+    );
     assert_eq!(st.phase, GrantPhase::Denied);
     assert_eq!(approved_by(&st).unwrap().1, Reason::ApprovalTimedOut);
 }
 
-fn extended(h: &mut Harness, azure: &mut AzureModel, st: &mut AccessGrantStatus, d: &str, now: DateTime<Utc>) -> Decision {
+fn extended(
+    h: &mut Harness,
+    azure: &mut AzureModel,
+    st: &mut AccessGrantStatus,
+    d: &str,
+    now: DateTime<Utc>,
+) -> Decision {
     h.generation += 1;
-    run_to(h, azure, &AccessGrantSpec { duration: Some(d.into()), ..spec(None, None) }, st, now)
+    run_to(
+        h,
+        azure,
+        &AccessGrantSpec {
+            duration: Some(d.into()),
+            ..spec(None, None)
+        },
+        st,
+        now,
+    )
 }
 
 #[test]
@@ -203,7 +274,13 @@ fn one_extension_past_max_extensions_is_refused_and_the_lease_is_unchanged() {
     let mut azure = AzureModel::default();
     let mut st = active(&h, &mut azure, &spec(Some("1h"), None));
     for (i, d) in ["2h", "3h"].iter().enumerate() {
-        let dec = extended(&mut h, &mut azure, &mut st, d, t0() + mins(10 * (i as i64 + 1)));
+        let dec = extended(
+            &mut h,
+            &mut azure,
+            &mut st,
+            d,
+            t0() + mins(10 * (i as i64 + 1)),
+        );
         assert!(dec.events.iter().any(|e| e.reason == Reason::Extended));
         assert_eq!(st.extensions, i as u32 + 1);
     }
@@ -214,7 +291,10 @@ fn one_extension_past_max_extensions_is_refused_and_the_lease_is_unchanged() {
     assert_eq!(st.extensions, 2);
     assert_eq!(st.phase, GrantPhase::Active);
     let c = find_condition(&st, "ExtensionDenied").unwrap();
-    assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::True, "ExtensionLimitReached"));
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::True, "ExtensionLimitReached")
+    );
     assert!(c.message.contains("maxExtensions is 2"), "{}", c.message);
     // Shortening is not an extension, and stays possible.
     let dec = extended(&mut h, &mut azure, &mut st, "90m", t0() + mins(50));
@@ -225,7 +305,13 @@ fn one_extension_past_max_extensions_is_refused_and_the_lease_is_unchanged() {
 fn weekdays(from: &str, to: &str, tz: &str) -> ActiveHours {
     ActiveHours {
         time_zone: tz.into(),
-        days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri],
+        days: vec![
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+        ],
         from: from.into(),
         to: to.into(),
     }
@@ -246,7 +332,8 @@ fn outside_active_hours_a_grant_waits_for_the_opening_and_its_lease_ends_at_the_
     assert_eq!(d.requeue_at, Some(at("2026-12-01T09:00:00Z")));
     let msg = st.message.clone().unwrap();
     assert!(
-        msg.contains("Mon,Tue,Wed,Thu,Fri 09:00-17:00 UTC") && msg.contains("activates at 2026-12-01T09:00:00Z"),
+        msg.contains("Mon,Tue,Wed,Thu,Fri 09:00-17:00 UTC")
+            && msg.contains("activates at 2026-12-01T09:00:00Z"),
         "{msg}"
     );
     // Still waiting past its duration from creation: it is not lost.
@@ -265,7 +352,13 @@ fn outside_active_hours_a_grant_waits_for_the_opening_and_its_lease_ends_at_the_
     assert_eq!(st.expires_at, Some(at("2026-12-01T17:00:00Z")));
     // Asking for more does not carry it past the close, nor count as an extension.
     let longer = super::spec(Some("7h"), None);
-    let d = run_to(&h, &mut AzureModel::default(), &longer, &mut st, h.created + mins(5));
+    let d = run_to(
+        &h,
+        &mut AzureModel::default(),
+        &longer,
+        &mut st,
+        h.created + mins(5),
+    );
     assert_eq!(st.expires_at, Some(at("2026-12-01T17:00:00Z")));
     assert_eq!(st.extensions, 0);
     assert!(!d.events.iter().any(|e| e.reason == Reason::Extended));
@@ -286,19 +379,37 @@ fn the_close_follows_daylight_saving_time_on_both_edges_in_berlin() {
     // 29 March 2026: 01:00 CET is 00:00Z; 04:00 CEST is 02:00Z (the clocks skip 02:00-03:00).
     h.created = at("2026-03-29T00:30:00Z");
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut AzureModel::default(), &spec(Some("3h"), None), &mut st, h.created);
+    run_to(
+        &h,
+        &mut AzureModel::default(),
+        &spec(Some("3h"), None),
+        &mut st,
+        h.created,
+    );
     assert_eq!(st.phase, GrantPhase::Active);
     assert_eq!(st.expires_at, Some(at("2026-03-29T02:00:00Z")));
     // 25 October 2026: 01:00 CEST is 23:00Z the day before; 04:00 CET is 03:00Z (02:00-03:00
     // happens twice).
     h.created = at("2026-10-25T00:30:00Z");
     let mut st = AccessGrantStatus::default();
-    run_to(&h, &mut AzureModel::default(), &spec(Some("8h"), None), &mut st, h.created);
+    run_to(
+        &h,
+        &mut AzureModel::default(),
+        &spec(Some("8h"), None),
+        &mut st,
+        h.created,
+    );
     assert_eq!(st.expires_at, Some(at("2026-10-25T03:00:00Z")));
     // Before the window on the spring day: waits for 00:00Z.
     h.created = at("2026-03-28T22:00:00Z");
     let mut st = AccessGrantStatus::default();
-    let d = run_to(&h, &mut AzureModel::default(), &spec(Some("1h"), None), &mut st, h.created);
+    let d = run_to(
+        &h,
+        &mut AzureModel::default(),
+        &spec(Some("1h"), None),
+        &mut st,
+        h.created,
+    );
     assert_eq!(st.phase, GrantPhase::Scheduled);
     assert_eq!(d.requeue_at, Some(at("2026-03-29T00:00:00Z")));
 }
