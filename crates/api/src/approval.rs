@@ -263,7 +263,14 @@ mod tests {
         }];
         let since = at(0);
         let early = decision("d1", "dora", &[], ApprovalDecision::Approve, 1, 899);
-        let t = tally_since(&r, "uid-1", 1, Some("alice"), &[early.clone()], since);
+        let t = tally_since(
+            &r,
+            "uid-1",
+            1,
+            Some("alice"),
+            std::slice::from_ref(&early),
+            since,
+        );
         assert!(!t.approved());
         assert!(t.ignored[0].why.contains("before their tier opened"));
         // An early Deny does not count either.
