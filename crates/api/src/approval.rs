@@ -3,7 +3,9 @@
 //!
 //! A decision counts when it names the grant's uid, comes from an eligible approver (a user
 //! the rule lists, or deciding as a group it lists) and that approver is not the grant's
-//! requester. Approvals count for the generation they name only (an edited grant is a new
+//! requester. An escalation tier's approvers count only for decisions made (by the API server's
+//! clock) once their tier had opened, `after` the wait started; one made earlier never counts,
+//! not even once the tier opens: it must be made again. Approvals count for the generation they name only (an edited grant is a new
 //! request); a Deny counts whatever generation it names (a Deny always ends the lease).
 
 use std::collections::BTreeSet;
@@ -11,7 +13,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use crate::v1alpha1::ApprovalDecision;
-use crate::validate::ApprovalRule;
+use crate::validate::{ApprovalRule, Eligibility};
 
 /// One AccessApproval as the core sees it: its spec and its server-set creation time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,13 +78,27 @@ impl Tally {
     }
 }
 
-/// Tallies `decisions` for the grant `uid` at `generation`, requested by `requester`.
+/// Tallies `decisions` for the grant `uid` at `generation`, requested by `requester`, without
+/// escalation: a tier approver's decision never counts (see [`tally_since`]).
 pub fn tally(
     rule: &ApprovalRule,
     uid: &str,
     generation: i64,
     requester: Option<&str>,
     decisions: &[ApprovalInput],
+) -> Tally {
+    tally_since(rule, uid, generation, requester, decisions, None)
+}
+
+/// Tallies `decisions` for a grant that has waited since `since` (its creation): escalation
+/// tiers open `after` that.
+pub fn tally_since(
+    rule: &ApprovalRule,
+    uid: &str,
+    generation: i64,
+    requester: Option<&str>,
+    decisions: &[ApprovalInput],
+    since: Option<DateTime<Utc>>,
 ) -> Tally {
     let mut sorted: Vec<&ApprovalInput> = decisions.iter().filter(|d| d.grant_uid == uid).collect();
     // Deterministic: by creation time, then name.
@@ -99,9 +115,18 @@ pub fn tally(
             out.ignored.push(ignore("the requester"));
             continue;
         }
-        if !rule.eligible(&d.username, &d.groups) {
-            out.ignored.push(ignore("not an approver under the policy"));
-            continue;
+        match rule.eligible_at(&d.username, &d.groups, d.created_at, since) {
+            Eligibility::Eligible => {}
+            Eligibility::TooEarly => {
+                out.ignored.push(ignore(
+                    "an escalation approver deciding before their tier opened; decide again",
+                ));
+                continue;
+            }
+            Eligibility::NotAnApprover => {
+                out.ignored.push(ignore("not an approver under the policy"));
+                continue;
+            }
         }
         match d.decision {
             ApprovalDecision::Deny => {
@@ -144,6 +169,8 @@ mod tests {
             users: vec!["bob".into()],
             groups: vec!["oncall".into()],
             timeout: LeaseDuration::parse("24h").unwrap_or_else(|e| panic!("{e}")),
+            auto_approve: Vec::new(),
+            escalation: Vec::new(),
         }
     }
 
@@ -224,6 +251,41 @@ mod tests {
         let t = tally(&rule(2), "uid-1", 2, Some("alice"), &more);
         assert!(t.approved());
         assert_eq!(t.quorum_at, at(9));
+    }
+
+    #[test]
+    fn an_escalation_approver_counts_only_once_their_tier_has_opened() {
+        let mut r = rule(1);
+        r.escalation = vec![crate::validate::EscalationTier {
+            after: LeaseDuration::parse("15m").unwrap_or_else(|e| panic!("{e}")),
+            users: vec!["dora".into()],
+            groups: vec!["managers".into()],
+        }];
+        let since = at(0);
+        let early = decision("d1", "dora", &[], ApprovalDecision::Approve, 1, 899);
+        let t = tally_since(
+            &r,
+            "uid-1",
+            1,
+            Some("alice"),
+            std::slice::from_ref(&early),
+            since,
+        );
+        assert!(!t.approved());
+        assert!(t.ignored[0].why.contains("before their tier opened"));
+        // An early Deny does not count either.
+        let deny = decision("d0", "erin", &["managers"], ApprovalDecision::Deny, 1, 10);
+        let t = tally_since(&r, "uid-1", 1, Some("alice"), &[deny], since);
+        assert_eq!(t.denial, None);
+        // Made again once the tier opened, it counts; the early one still does not.
+        let again = decision("d2", "dora", &[], ApprovalDecision::Approve, 1, 900);
+        let t = tally_since(&r, "uid-1", 1, Some("alice"), &[early, again], since);
+        assert!(t.approved());
+        assert_eq!(t.approvals[0].name, "d2");
+        assert_eq!(t.quorum_at, at(900));
+        // Without knowing when the wait started, no tier opens.
+        let late = decision("d3", "dora", &[], ApprovalDecision::Approve, 1, 5000);
+        assert!(!tally(&r, "uid-1", 1, Some("alice"), &[late]).approved());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod approval;
 pub mod arm;
 pub mod duration;
 pub mod field;
+pub mod hours;
 pub mod lease;
 pub mod lock;
 pub mod naming;

@@ -24,14 +24,17 @@ pub struct Expected {
     pub expressions: &'static [&'static str],
 }
 
-/// `spec.requester` is the creating user and never changes.
+/// `spec.requester` is the creating user, `spec.requesterGroups` groups that user is in, and
+/// neither ever changes.
 pub const REQUESTER: Expected = Expected {
-    what: "the requester rule (spec.requester is the creating user)",
+    what: "the requester rule (spec.requester is the creating user, spec.requesterGroups their groups)",
     resource: "accessgrants",
     operations: &["CREATE", "UPDATE"],
     expressions: &[
         "request.operation != 'CREATE' || !has(object.spec.requester) || object.spec.requester == request.userInfo.username",
         "request.operation != 'UPDATE' || (has(object.spec.requester) == has(oldObject.spec.requester) && (!has(object.spec.requester) || object.spec.requester == oldObject.spec.requester))",
+        "request.operation != 'CREATE' || !has(object.spec.requesterGroups) || object.spec.requesterGroups.all(g, has(request.userInfo.groups) && g in request.userInfo.groups)",
+        "request.operation != 'UPDATE' || (has(object.spec.requesterGroups) == has(oldObject.spec.requesterGroups) && (!has(object.spec.requesterGroups) || object.spec.requesterGroups == oldObject.spec.requesterGroups))",
     ],
 };
 

@@ -1,5 +1,7 @@
 //! `ExpiringSoon` notifications: a lease that ends within `LAPSE_NOTIFY_EXPIRING_BEFORE` is
-//! announced once per expiry (an extension moves the expiry, and warns again before the new
+//! announced once per expiry, saying how much time is left, whether its policy still allows an
+//! extension (`maxDuration`, `maxExtensions`, `activeHours`) and the `kubectl lapse extend`
+//! command that asks for it (an extension moves the expiry, and warns again before the new
 //! one). Its own small loop over the grant caches, so no reconcile has to wake up for it.
 
 use std::sync::Arc;
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
+use lapse_api::policy::extension_outlook;
 use lapse_api::v1alpha1::GrantPhase;
 
 use crate::context::Context;
@@ -53,11 +56,24 @@ pub async fn run(ctx: Arc<Context>) {
                 continue;
             }
             let left = (expires - now).num_seconds().max(0);
+            // Whether (and how) it can still be extended: the policy that allows it decides.
+            let policies = ctx.policies.snapshot();
+            let rules = st
+                .policy
+                .as_deref()
+                .and_then(|p| policies.iter().find(|n| n.name == p))
+                .and_then(|n| n.rules.as_ref().ok());
+            let outlook = extension_outlook(
+                rules,
+                st.activated_at.unwrap_or(expires),
+                expires,
+                st.extensions,
+            );
             let message = format!(
-                "access ends in {} (at {}); to keep it, extend spec.duration or \
-                 spec.window.notAfter within the policy's maxDuration",
+                "access ends in {} (at {}); {}",
                 human(left),
-                expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                outlook.sentence(&g.namespace().unwrap_or_default(), &g.name_any())
             );
             ctx.notifier.send(Notification {
                 id: uuid::Uuid::new_v4(),

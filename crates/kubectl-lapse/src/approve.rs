@@ -422,6 +422,8 @@ mod tests {
             users: vec!["bob@example.com".into()],
             groups: vec!["platform-oncall".into()],
             timeout: LeaseDuration::from_secs(3600).unwrap_or(LeaseDuration::MIN),
+            auto_approve: Vec::new(),
+            escalation: Vec::new(),
         }
     }
 

@@ -578,6 +578,8 @@ mod tests {
                 users: vec!["bob".into()],
                 groups: vec![],
                 timeout: LeaseDuration::from_secs(3600).unwrap_or(LeaseDuration::MIN),
+                auto_approve: Vec::new(),
+                escalation: Vec::new(),
             }),
         }
     }

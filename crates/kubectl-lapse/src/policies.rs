@@ -38,6 +38,12 @@ pub struct Offer {
     pub break_glass_max_duration: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_active_grants: Option<u32>,
+    /// `spec.maxExtensions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_extensions: Option<u32>,
+    /// `spec.activeHours`, in words (`Mon,Fri 08:00-18:00 Europe/Berlin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_hours: Option<String>,
     pub allow_privileged_identities: bool,
     /// `spec.locks`: whether a management lock on a scope or the identity denies a grant
     /// (`Deny`) or is tolerated (`Tolerate`).
@@ -58,6 +64,12 @@ pub struct ApprovalOffer {
     pub users: Vec<String>,
     pub groups: Vec<String>,
     pub timeout: String,
+    /// `approval.autoApprove`, each rule in words, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve: Vec<String>,
+    /// `approval.escalation`, each tier in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<String>,
 }
 
 /// The offers of the valid policies covering `ns` (with these labels), and the names of the
@@ -107,9 +119,26 @@ pub fn offers(
                 users: a.users.clone(),
                 groups: a.groups.clone(),
                 timeout: a.timeout.to_string(),
+                auto_approve: a.auto_approve.iter().map(|r| r.describe()).collect(),
+                escalation: a
+                    .escalation
+                    .iter()
+                    .map(|t| {
+                        let mut who = Vec::new();
+                        if !t.users.is_empty() {
+                            who.push(format!("users {}", t.users.join(", ")));
+                        }
+                        if !t.groups.is_empty() {
+                            who.push(format!("groups {}", t.groups.join(", ")));
+                        }
+                        format!("after {}: {}", t.after, who.join(" or "))
+                    })
+                    .collect(),
             }),
             break_glass_max_duration: rules.break_glass.map(|d| d.to_string()),
             max_active_grants: s.max_active_grants,
+            max_extensions: rules.max_extensions,
+            active_hours: rules.active_hours.as_ref().map(ToString::to_string),
             allow_privileged_identities: s.allow_privileged_identities,
             locks: rules.locks,
             federation_close_early: rules.close_federation_early,
@@ -221,6 +250,23 @@ pub fn render(ns: &str, offers: &[Offer], invalid: &[String]) -> String {
                 ),
             },
         );
+        if let Some(a) = &o.approval {
+            for (i, r) in a.auto_approve.iter().enumerate() {
+                field("Auto-approve", format!("rule {i}: {r}"));
+            }
+            for t in &a.escalation {
+                field("Escalation", t.clone());
+            }
+        }
+        if let Some(n) = o.max_extensions {
+            field("Extensions", format!("at most {n}"));
+        }
+        if let Some(h) = &o.active_hours {
+            field(
+                "Hours",
+                format!("{h} (activation only then; leases end at the close)"),
+            );
+        }
         field(
             "Break-glass",
             o.break_glass_max_duration
@@ -333,6 +379,7 @@ mod tests {
                         groups: vec!["oncall".into()],
                     },
                     timeout: "4h".into(),
+                    ..Default::default()
                 });
                 s.break_glass = Some(BreakGlassRules {
                     max_duration: "1h".into(),

@@ -162,6 +162,7 @@ pub fn build_spec(a: &RequestArgs) -> Result<AccessGrantSpec, FlagError> {
         justification: a.justification.clone(),
         revoked: false,
         requester: None,
+        requester_groups: Vec::new(),
         break_glass: a.break_glass,
     })
 }
@@ -191,6 +192,12 @@ pub fn gate_sentence(verdict: &Verdict) -> Option<String> {
             rule.required,
             approvers(rule),
             rule.timeout
+        ),
+        Gate::AutoApproved {
+            index, description, ..
+        } => format!(
+            "allowed by AccessPolicy {policy} without waiting: its approval.autoApprove rule \
+             {index} ({description}) approves it"
         ),
         Gate::BreakGlass(rule) => format!(
             "allowed by AccessPolicy {policy} as break-glass: it activates without approval, \

@@ -151,6 +151,8 @@ reasons! {
     Allowed: Condition,
     /// `ExtensionDenied=True`: the extension exceeds the policy's `maxDuration`.
     ExceedsMaxDuration: Condition,
+    /// `ExtensionDenied=True`: the lease was already extended the policy's `maxExtensions` times.
+    ExtensionLimitReached: Condition,
     /// `ExtensionDenied=False`.
     Accepted: Condition,
     /// `StandingAccess=True`: an assignment lapse does not own already gives the access.

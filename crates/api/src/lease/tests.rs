@@ -107,6 +107,7 @@ fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
         justification: Some("OPS-1234 nightly backup".into()),
         revoked: false,
         requester: None,
+        requester_groups: Vec::new(),
         break_glass: false,
     }
 }
@@ -1989,6 +1990,7 @@ fn approval_policy(required: u32, break_glass: Option<&str>) -> Vec<NamedPolicy>
                 groups: vec!["oncall".into()],
             },
             timeout: "4h".into(),
+            ..Default::default()
         });
         p.break_glass = break_glass.map(|m| BreakGlassRules {
             max_duration: m.into(),
@@ -2928,3 +2930,5 @@ fn a_tenant_without_pims_licence_fails_the_grant_naming_it() {
     // Nothing was made, nothing is created instead.
     assert!(!d.actions.iter().any(Action::is_create));
 }
+// ---- Workflows (docs/approval.md): auto-approval, escalation, extension limits, hours ----
+mod workflows;

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::TimeDelta;
+
+mod outlook;
+pub use outlook::{ExtensionOutlook, extension_outlook};
 use uuid::Uuid;
 
 use crate::duration::LeaseDuration;
@@ -66,6 +69,21 @@ pub enum Gate {
     Open,
     /// The policy's approvers must approve first.
     Approval(ApprovalRule),
+    /// The policy has approvers, but one of its `approval.autoApprove` rules matches: no human
+    /// needs to approve. Its approvers may still deny.
+    AutoApproved {
+        rule: ApprovalRule,
+        /// The matching rule's index in `approval.autoApprove`.
+        index: usize,
+        /// The rule in words (`Reader for at most 30m`).
+        description: String,
+        /// The rule lists `requesterGroups`: it matched on `spec.requesterGroups`, which only
+        /// the requester admission policy makes believable.
+        on_groups: bool,
+        /// The first rule that matches without `requesterGroups` (index, in words), for when
+        /// the groups cannot be believed.
+        fallback: Option<(usize, String)>,
+    },
     /// `spec.breakGlass` under a policy that allows it: activates without approval, loudly, and
     /// an eligible approver's Deny still ends it.
     BreakGlass(ApprovalRule),
@@ -76,7 +94,7 @@ impl Gate {
     pub fn approval(&self) -> Option<&ApprovalRule> {
         match self {
             Gate::Open => None,
-            Gate::Approval(r) | Gate::BreakGlass(r) => Some(r),
+            Gate::Approval(r) | Gate::BreakGlass(r) | Gate::AutoApproved { rule: r, .. } => Some(r),
         }
     }
 
@@ -84,7 +102,7 @@ impl Gate {
     /// allow a grant.
     fn rank(&self) -> u8 {
         match self {
-            Gate::Open => 0,
+            Gate::Open | Gate::AutoApproved { .. } => 0,
             Gate::BreakGlass(_) | Gate::Approval(_) => 1,
         }
     }
@@ -215,7 +233,7 @@ pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>)
             }
         };
         let mut denials = check(grant, lease, ctx, &policy.name, rules);
-        let gate = gate(grant, lease, &policy.name, rules, &mut denials);
+        let gate = gate(grant, lease, ctx, &policy.name, rules, &mut denials);
         if denials.is_empty() {
             let better = allowed.as_ref().is_none_or(|(_, max, g)| {
                 (gate.rank(), std::cmp::Reverse(rules.max_duration))
@@ -274,6 +292,7 @@ pub fn evaluate(grant: &GrantRequest, lease: TimeDelta, ctx: &PolicyContext<'_>)
 fn gate(
     grant: &GrantRequest,
     lease: TimeDelta,
+    ctx: &PolicyContext<'_>,
     name: &str,
     rules: &PolicyRules,
     denials: &mut Vec<Denial>,
@@ -283,7 +302,18 @@ fn gate(
         return Gate::Open;
     };
     if !grant.break_glass {
-        return Gate::Approval(approval.clone());
+        let describe = |i: usize| approval.auto_approve[i].describe();
+        return match auto_approval(grant, lease, approval, ctx.catalogue, true) {
+            Some(index) => Gate::AutoApproved {
+                rule: approval.clone(),
+                index,
+                description: describe(index),
+                on_groups: !approval.auto_approve[index].requester_groups.is_empty(),
+                fallback: auto_approval(grant, lease, approval, ctx.catalogue, false)
+                    .map(|i| (i, describe(i))),
+            },
+            None => Gate::Approval(approval.clone()),
+        };
     }
     let Some(max) = rules.break_glass else {
         denials.push(deny(
@@ -322,6 +352,42 @@ fn gate(
         ));
     }
     Gate::BreakGlass(approval.clone())
+}
+
+/// The first `approval.autoApprove` rule that covers the whole grant: a lease (extensions
+/// included) of at most its `maxDuration`, every role among its roles (by role definition GUID,
+/// as the policy's roles compare), and, when it lists `requesterGroups`, one of them among the
+/// grant's (only when `use_groups`: otherwise such a rule matches nothing). A role that does
+/// not resolve matches no rule.
+pub fn auto_approval(
+    grant: &GrantRequest,
+    lease: TimeDelta,
+    approval: &ApprovalRule,
+    catalogue: &RoleCatalogue,
+    use_groups: bool,
+) -> Option<usize> {
+    let roles: Option<Vec<Uuid>> = grant
+        .roles
+        .iter()
+        .map(|r| catalogue.resolve(&r.role).ok().map(|r| r.guid))
+        .collect();
+    let roles = roles?;
+    approval.auto_approve.iter().position(|rule| {
+        let allowed: Vec<Uuid> = rule
+            .roles
+            .iter()
+            .filter_map(|(_, r)| catalogue.resolve(r).ok().map(|r| r.guid))
+            .collect();
+        lease <= rule.max_duration.to_chrono()
+            && !roles.is_empty()
+            && roles.iter().all(|g| allowed.contains(g))
+            && (rule.requester_groups.is_empty()
+                || use_groups
+                    && grant
+                        .requester_groups
+                        .iter()
+                        .any(|g| rule.requester_groups.contains(g)))
+    })
 }
 
 fn deny(

@@ -40,6 +40,7 @@ pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
     validation = Rule::new("has(self.duration) || (has(self.window) && has(self.window.notAfter))").message("either spec.duration or spec.window.notAfter is required").field_path(".duration"),
     validation = Rule::new("!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)").message("spec.revoked cannot be undone once set").field_path(".revoked"),
     validation = Rule::new("has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester)").message("spec.requester cannot be set, changed or removed after creation").field_path(".requester"),
+    validation = Rule::new("has(self.requesterGroups) == has(oldSelf.requesterGroups) && (!has(self.requesterGroups) || self.requesterGroups == oldSelf.requesterGroups)").message("spec.requesterGroups cannot be set, changed or removed after creation").field_path(".requesterGroups"),
     validation = Rule::new("!has(oldSelf.breakGlass) || !oldSelf.breakGlass || (has(self.breakGlass) && self.breakGlass)").message("spec.breakGlass cannot be undone once set").field_path(".breakGlass"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -74,6 +75,13 @@ pub struct AccessGrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_USERNAME_LEN))]
     pub requester: Option<String>,
+    /// Groups the requester asks as: admission makes them a subset of the creating user's
+    /// groups (`config/admission/approval.yaml`) and they never change. An AccessPolicy's
+    /// `approval.autoApprove` rule that lists `requesterGroups` matches only a grant whose
+    /// groups meet them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_REQUESTER_GROUPS), inner(length(min = 1, max = MAX_USERNAME_LEN)))]
+    pub requester_groups: Vec<String>,
     /// Activate without waiting for approvals, where the policy allows break-glass: limited to
     /// its `breakGlass.maxDuration`, justification required, loud (condition, Warning Event,
     /// notification, audit line), and revoked at once by an eligible approver's Deny.
@@ -350,11 +358,18 @@ pub struct AccessGrantStatus {
     /// name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalRecord>,
+    /// Extensions of the running lease accepted so far (held to the policy's `maxExtensions`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub extensions: u32,
     /// The operator's seal over the rest of the status (an HMAC keyed by a Secret in the
     /// operator's namespace). A status anyone else writes does not carry a valid seal, and the
     /// operator then believes nothing in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One counted decision of an approver.

@@ -19,9 +19,9 @@ pub use grant::{
 };
 pub use patterns::*;
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalRules, Approvers, AzureRules,
-    BreakGlassRules, Expiry, FederationRules, LabelSelector, LabelSelectorRequirement,
-    LockTolerance,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ActiveHours, ApprovalRules, Approvers,
+    AutoApproveRule, AzureRules, BreakGlassRules, EscalationTier, Expiry, FederationRules,
+    LabelSelector, LabelSelectorRequirement, LockTolerance, Weekday,
 };
 
 /// The API group of every lapse kind.

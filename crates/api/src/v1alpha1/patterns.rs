@@ -25,6 +25,12 @@ pub const MANAGED_IDENTITY_PATTERN: &str = "^/[sS][uU][bB][sS][cC][rR][iI][pP][t
 pub const SERVICE_ACCOUNT_PATTERN: &str =
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// A wall-clock time of day, `HH:MM` on a 24-hour clock (`activeHours.from` and `to`).
+pub const CLOCK_TIME_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
+/// Most groups in `spec.requesterGroups` (and in an approval's `approver.groups`).
+pub const MAX_REQUESTER_GROUPS: u32 = 64;
+
 /// A glob over ServiceAccount or namespace names: DNS characters plus `*` and `?`.
 pub const NAME_GLOB_PATTERN: &str = "^[a-z0-9*?]([-a-z0-9.*?]*[a-z0-9*?])?$";
 

@@ -112,6 +112,16 @@ pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_active_grants: Option<u32>,
+    /// At most this many extensions of one lease (each accepted lengthening of its expiry
+    /// counts one); one more is refused (`ExtensionDenied`, reason `ExtensionLimitReached`) and
+    /// the lease keeps its expiry. `maxDuration` still bounds the total. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
+    pub max_extensions: Option<u32>,
+    /// Grants under this policy activate only inside these hours and their leases end at the
+    /// window's close. Unset: any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_hours: Option<ActiveHours>,
     /// Grants this policy allows wait for approvers (`PendingApproval`) before they activate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRules>,
@@ -194,6 +204,93 @@ pub struct ApprovalRules {
     #[serde(default = "default_approval_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
     pub timeout: String,
+    /// Grants matching one of these rules need no human: approved at once, the `Approved`
+    /// condition naming the rule. The approvers may still deny them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub auto_approve: Vec<AutoApproveRule>,
+    /// Further approvers, each tier eligible (and notified) once a grant has waited its
+    /// `after`. A tier approver's decision made before then never counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub escalation: Vec<EscalationTier>,
+}
+
+/// Working hours: a window opening at `from` on each of `days` and closing at `to` (the next
+/// day when `to` is not after `from`), on the wall clock of `timeZone`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("self.from != self.to").message("spec.activeHours.from and to must differ (a window of no time; for all day use 00:00 to 23:59)").field_path(".to"))]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveHours {
+    /// An IANA time zone (`Europe/Berlin`, `America/New_York`, `UTC`); daylight saving time
+    /// follows the zone's rules.
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+    /// The days a window opens on (the day of `from`).
+    #[schemars(length(min = 1, max = 7))]
+    pub days: Vec<Weekday>,
+    /// When the window opens, `HH:MM`.
+    #[schemars(regex(pattern = CLOCK_TIME_PATTERN))]
+    pub from: String,
+    /// When the window closes, `HH:MM`; not after `from`: the next day.
+    #[schemars(regex(pattern = CLOCK_TIME_PATTERN))]
+    pub to: String,
+}
+
+/// A day of the week.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    /// chrono's weekday.
+    pub fn to_chrono(self) -> chrono::Weekday {
+        match self {
+            Self::Mon => chrono::Weekday::Mon,
+            Self::Tue => chrono::Weekday::Tue,
+            Self::Wed => chrono::Weekday::Wed,
+            Self::Thu => chrono::Weekday::Thu,
+            Self::Fri => chrono::Weekday::Fri,
+            Self::Sat => chrono::Weekday::Sat,
+            Self::Sun => chrono::Weekday::Sun,
+        }
+    }
+}
+
+/// A rule under which a grant needs no human approval.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoApproveRule {
+    /// The longest lease (extensions included) the rule approves, as a Go duration.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub max_duration: String,
+    /// Every role of the grant must be one of these (names, GUIDs or role definition IDs,
+    /// compared after resolution as the policy's `roles` are).
+    #[schemars(length(min = 1, max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = MAX_ROLE_LEN)))]
+    pub roles: Vec<String>,
+    /// When listed, the grant's `spec.requesterGroups` must include one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_POLICY_ENTRIES), inner(length(min = 1, max = MAX_USERNAME_LEN)))]
+    pub requester_groups: Vec<String>,
+}
+
+/// A further tier of approvers, eligible once the grant has waited `after`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("size(self.approvers.users) + size(self.approvers.groups) > 0").message("an escalation tier's approvers must list at least one user or group").field_path(".approvers"))]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationTier {
+    /// How long after the grant's creation this tier's approvers may decide, as a Go duration.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 64))]
+    pub after: String,
+    /// Who joins the approvers then.
+    pub approvers: Approvers,
 }
 
 fn one() -> u32 {

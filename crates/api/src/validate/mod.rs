@@ -12,10 +12,12 @@ use uuid::Uuid;
 use crate::arm::ArmId;
 use crate::duration::LeaseDuration;
 use crate::field::FieldErrors;
+use crate::hours::ActiveWindow;
 use crate::role::RoleRef;
 use crate::v1alpha1::{
     AccessGrantSpec, AccessPolicySpec, DEFAULT_AUDIENCE, LabelSelector, MAX_AUDIENCE_LEN,
-    MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_ROLES, MAX_USERNAME_LEN,
+    MAX_CONDITION_LEN, MAX_JUSTIFICATION_LEN, MAX_POLICY_ENTRIES, MAX_REQUESTER_GROUPS, MAX_ROLES,
+    MAX_USERNAME_LEN,
 };
 
 /// The identity a grant gives access to.
@@ -74,6 +76,8 @@ pub struct GrantRequest {
     pub revoked: bool,
     /// The Kubernetes user who asked (admission makes it the creating user).
     pub requester: Option<String>,
+    /// The groups the requester asks as (admission makes them groups the creating user is in).
+    pub requester_groups: Vec<String>,
     pub break_glass: bool,
 }
 
@@ -334,6 +338,22 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
             format!("must be a Kubernetes user name: 1 to {MAX_USERNAME_LEN} printable characters"),
         );
     }
+    if spec.requester_groups.len() > MAX_REQUESTER_GROUPS as usize {
+        errs.push(
+            "spec.requesterGroups",
+            format!("must list at most {MAX_REQUESTER_GROUPS} groups"),
+        );
+    }
+    for (i, g) in spec.requester_groups.iter().enumerate() {
+        if g.trim().is_empty() || g.len() > MAX_USERNAME_LEN as usize || !printable(g) {
+            errs.push(
+                format!("spec.requesterGroups[{i}]"),
+                format!(
+                    "must be a Kubernetes group name: 1 to {MAX_USERNAME_LEN} printable characters"
+                ),
+            );
+        }
+    }
 
     match identity {
         Some(identity) if errs.is_empty() => Ok(GrantRequest {
@@ -346,6 +366,7 @@ pub fn validate_grant(spec: &AccessGrantSpec) -> Result<GrantRequest, FieldError
             justification: spec.justification.clone(),
             revoked: spec.revoked,
             requester: spec.requester.clone(),
+            requester_groups: spec.requester_groups.clone(),
             break_glass: spec.break_glass,
         }),
         _ => Err(errs),
@@ -458,6 +479,10 @@ pub struct PolicyRules {
     pub close_federation_early: bool,
     /// Role assignments are requested through Azure PIM with an end time Azure enforces.
     pub pim_expiry: bool,
+    /// At most this many accepted extensions of one lease.
+    pub max_extensions: Option<u32>,
+    /// Grants activate only inside these hours; leases end at the window's close.
+    pub active_hours: Option<ActiveWindow>,
 }
 
 /// Who must approve, and by when.
@@ -467,12 +492,100 @@ pub struct ApprovalRule {
     pub users: Vec<String>,
     pub groups: Vec<String>,
     pub timeout: LeaseDuration,
+    /// Rules under which a grant needs no human, in the policy's order.
+    pub auto_approve: Vec<AutoApprove>,
+    /// Further approvers, by the time they become eligible.
+    pub escalation: Vec<EscalationTier>,
+}
+
+/// One `approval.autoApprove` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoApprove {
+    pub max_duration: LeaseDuration,
+    /// Role references as written; resolved at evaluation, like the policy's roles.
+    pub roles: Vec<(String, RoleRef)>,
+    /// Empty: any requester.
+    pub requester_groups: Vec<String>,
+}
+
+impl AutoApprove {
+    /// The rule in words, for the `Approved` condition: `Reader for at most 30m`.
+    pub fn describe(&self) -> String {
+        let roles: Vec<&str> = self.roles.iter().map(|(w, _)| w.as_str()).collect();
+        let groups = if self.requester_groups.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", requested as a member of {}",
+                self.requester_groups.join(" or ")
+            )
+        };
+        format!(
+            "{} for at most {}{groups}",
+            roles.join(", "),
+            self.max_duration
+        )
+    }
+}
+
+/// One `approval.escalation` tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscalationTier {
+    /// How long after the wait started its approvers become eligible.
+    pub after: LeaseDuration,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl EscalationTier {
+    pub fn lists(&self, username: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == username) || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// Whether a decision's author may decide, under escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eligibility {
+    Eligible,
+    /// Listed only in escalation tiers none of which had opened when the decision was made
+    /// (or its time is unknown): it never counts, and must be made again once the tier opens.
+    TooEarly,
+    NotAnApprover,
 }
 
 impl ApprovalRule {
-    /// May this user, deciding as these groups, approve or deny?
+    /// May this user, deciding as these groups, approve or deny — ignoring escalation tiers.
     pub fn eligible(&self, username: &str, groups: &[String]) -> bool {
         self.users.iter().any(|u| u == username) || groups.iter().any(|g| self.groups.contains(g))
+    }
+
+    /// May this user, deciding as these groups at `decided_at`, approve or deny a grant that has
+    /// waited since `since`? The first approvers always; a tier's only once `since + after` has
+    /// passed at the decision's own (server-set) creation time. Unknown times never open a tier.
+    pub fn eligible_at(
+        &self,
+        username: &str,
+        groups: &[String],
+        decided_at: Option<DateTime<Utc>>,
+        since: Option<DateTime<Utc>>,
+    ) -> Eligibility {
+        if self.eligible(username, groups) {
+            return Eligibility::Eligible;
+        }
+        let mut listed = false;
+        for tier in self.escalation.iter().filter(|t| t.lists(username, groups)) {
+            listed = true;
+            if let (Some(at), Some(since)) = (decided_at, since)
+                && at >= since + tier.after.to_chrono()
+            {
+                return Eligibility::Eligible;
+            }
+        }
+        if listed {
+            Eligibility::TooEarly
+        } else {
+            Eligibility::NotAnApprover
+        }
     }
 }
 
@@ -689,12 +802,30 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
         let timeout = LeaseDuration::parse(&a.timeout)
             .map_err(|e| errs.push("spec.approval.timeout", e.to_string()))
             .ok();
-        timeout.filter(|_| ok).map(|timeout| ApprovalRule {
-            required: a.required,
-            users: a.approvers.users.clone(),
-            groups: a.approvers.groups.clone(),
-            timeout,
-        })
+        let auto_approve = auto_approve_rules(&a.auto_approve, &mut errs);
+        let escalation = escalation_tiers(&a.escalation, &mut errs);
+        timeout
+            .filter(|_| ok)
+            .zip(auto_approve)
+            .zip(escalation)
+            .map(|((timeout, auto_approve), escalation)| ApprovalRule {
+                required: a.required,
+                users: a.approvers.users.clone(),
+                groups: a.approvers.groups.clone(),
+                timeout,
+                auto_approve,
+                escalation,
+            })
+    });
+    if let Some(n) = spec.max_extensions
+        && n > 1000
+    {
+        errs.push("spec.maxExtensions", "must be at most 1000");
+    }
+    let active_hours = spec.active_hours.as_ref().and_then(|h| {
+        ActiveWindow::parse(h)
+            .map_err(|(field, msg)| errs.push(format!("spec.activeHours.{field}"), msg))
+            .ok()
     });
     let break_glass = spec.break_glass.as_ref().and_then(|b| {
         LeaseDuration::parse(&b.max_duration)
@@ -729,9 +860,110 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
                 .azure
                 .as_ref()
                 .is_some_and(|a| a.expiry == crate::v1alpha1::Expiry::Pim),
+            max_extensions: spec.max_extensions,
+            active_hours,
         }),
         _ => Err(errs),
     }
+}
+
+fn names_ok(field: &str, list: &[String], errs: &mut FieldErrors) -> bool {
+    let mut ok = true;
+    for (i, n) in list.iter().enumerate() {
+        if n.trim().is_empty() || n.len() > MAX_USERNAME_LEN as usize || !printable(n) {
+            errs.push(
+                format!("{field}[{i}]"),
+                format!("must be 1 to {MAX_USERNAME_LEN} printable characters"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn auto_approve_rules(
+    rules: &[crate::v1alpha1::AutoApproveRule],
+    errs: &mut FieldErrors,
+) -> Option<Vec<AutoApprove>> {
+    let before = errs.len();
+    let out: Vec<AutoApprove> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let field = format!("spec.approval.autoApprove[{i}]");
+            let max_duration = LeaseDuration::parse(&r.max_duration)
+                .map_err(|e| errs.push(format!("{field}.maxDuration"), e.to_string()))
+                .ok();
+            if r.roles.is_empty() {
+                errs.push(
+                    format!("{field}.roles"),
+                    "must list at least one role: a rule for no role approves nothing",
+                );
+            }
+            let roles: Vec<(String, RoleRef)> = r
+                .roles
+                .iter()
+                .enumerate()
+                .filter_map(|(j, w)| match RoleRef::parse(w) {
+                    Ok(role) => Some((w.clone(), role)),
+                    Err(e) => {
+                        errs.push(format!("{field}.roles[{j}]"), e.to_string());
+                        None
+                    }
+                })
+                .collect();
+            names_ok(
+                &format!("{field}.requesterGroups"),
+                &r.requester_groups,
+                errs,
+            );
+            max_duration.map(|max_duration| AutoApprove {
+                max_duration,
+                roles,
+                requester_groups: r.requester_groups.clone(),
+            })
+        })
+        .collect();
+    (errs.len() == before).then_some(out)
+}
+
+fn escalation_tiers(
+    tiers: &[crate::v1alpha1::EscalationTier],
+    errs: &mut FieldErrors,
+) -> Option<Vec<EscalationTier>> {
+    let before = errs.len();
+    let out: Vec<EscalationTier> = tiers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let field = format!("spec.approval.escalation[{i}]");
+            if t.approvers.users.is_empty() && t.approvers.groups.is_empty() {
+                errs.push(
+                    format!("{field}.approvers"),
+                    "must list at least one user or group",
+                );
+            }
+            names_ok(
+                &format!("{field}.approvers.users"),
+                &t.approvers.users,
+                errs,
+            );
+            names_ok(
+                &format!("{field}.approvers.groups"),
+                &t.approvers.groups,
+                errs,
+            );
+            LeaseDuration::parse(&t.after)
+                .map_err(|e| errs.push(format!("{field}.after"), e.to_string()))
+                .ok()
+                .map(|after| EscalationTier {
+                    after,
+                    users: t.approvers.users.clone(),
+                    groups: t.approvers.groups.clone(),
+                })
+        })
+        .collect();
+    (errs.len() == before).then_some(out)
 }
 
 /// Does a label selector match these labels? An empty selector matches everything.

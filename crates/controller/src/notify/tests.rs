@@ -184,6 +184,8 @@ fn notification(kind: Kind) -> Notification {
         users: vec!["bob@example.com".into()],
         groups: vec!["platform-oncall".into()],
         timeout: "24h".parse().unwrap(),
+        auto_approve: Vec::new(),
+        escalation: Vec::new(),
     };
     Notification {
         id: uuid::Uuid::nil(),

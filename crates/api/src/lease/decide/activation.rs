@@ -44,6 +44,9 @@ impl Step<'_> {
             );
             return;
         }
+        let Some(anchor) = self.within_active_hours(anchor) else {
+            return;
+        };
         let principal_id = match self.input.identity {
             IdentityObservation::Resolved { principal_id } => *principal_id,
             IdentityObservation::Unknown => {
@@ -102,7 +105,7 @@ impl Step<'_> {
         // server) or window.notBefore. Whole seconds in the record (and so in kubectl's EXPIRES
         // column); rounding the start down only ever shortens the lease.
         let activated_at = anchor.trunc_subsecs(0);
-        let expiry = req.expiry_from(activated_at);
+        let expiry = self.within_hours_close(activated_at, req.expiry_from(activated_at));
         if expiry <= self.now {
             self.st.ended_at = Some(expiry);
             self.st.end_reason = Some(EndReason::Expired);

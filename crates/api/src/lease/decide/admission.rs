@@ -114,7 +114,8 @@ impl Step<'_> {
         let start = self.pass_gate(&req, &gate, &policy, anchor);
         self.st.policy = Some(policy);
         let start = start?;
-        let expiry = req.expiry_from(start);
+        // Under activeHours the lease cannot start before the window opens.
+        let expiry = req.expiry_from(self.earliest_in_hours(start));
         if expiry <= self.now {
             let field = if req.not_before.is_some() {
                 "spec.window.notBefore + spec.duration"

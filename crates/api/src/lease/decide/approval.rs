@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::Step;
-use crate::approval::{Tally, tally};
+use crate::approval::{Tally, tally_since};
 use crate::lease::conditions::{APPROVED, find};
 use crate::lease::reason::Reason;
 use crate::policy::Gate;
@@ -25,6 +25,10 @@ fn who(rule: &ApprovalRule) -> String {
         parts.push(format!("groups {}", rule.groups.join(", ")));
     }
     parts.join(" or ")
+}
+
+fn auto_message(policy: &str, index: usize, description: &str) -> String {
+    format!("auto-approved by rule {index} of AccessPolicy {policy}: {description}")
 }
 
 fn denial_message(t: &Tally) -> Option<String> {
@@ -52,15 +56,68 @@ fn ignored_note(t: &Tally) -> String {
     format!("; not counted: {}", list.join(", "))
 }
 
+/// The escalation tiers open at `now` and the next to open, for the pending message.
+fn tiers_note(rule: &ApprovalRule, since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    for t in &rule.escalation {
+        let opens = since + t.after.to_chrono();
+        let who = who(&ApprovalRule {
+            users: t.users.clone(),
+            groups: t.groups.clone(),
+            ..rule.clone()
+        });
+        if opens <= now {
+            out.push_str(&format!(
+                "; escalated since {}: {who} may decide",
+                rfc3339(opens)
+            ));
+        } else {
+            out.push_str(&format!("; escalates at {} to {who}", rfc3339(opens)));
+        }
+    }
+    out
+}
+
 impl Step<'_> {
+    /// When the grant's wait for approvers started: its creation (server-set). Escalation tiers
+    /// and the timeout count from here.
+    fn waiting_since(&self) -> DateTime<Utc> {
+        self.input.grant.created_at.unwrap_or(self.now)
+    }
+
     fn tally(&self, req: &GrantRequest, rule: &ApprovalRule) -> Tally {
-        tally(
+        tally_since(
             rule,
             self.input.grant.uid,
             self.input.grant.generation.unwrap_or(0),
             req.requester.as_deref(),
             &self.input.approvals.decisions,
+            Some(self.waiting_since()),
         )
+    }
+
+    /// The gate as far as it can be believed: an auto-approval rule that matched on
+    /// `spec.requesterGroups` counts only while the admission policy that ties them to the
+    /// creating user is in force; otherwise the grant asks its approvers like any other.
+    fn trusted_gate(&self, gate: &Gate) -> Gate {
+        match gate {
+            Gate::AutoApproved {
+                rule,
+                on_groups: true,
+                fallback,
+                ..
+            } if self.input.approvals.admission.is_err() => match fallback {
+                Some((index, description)) => Gate::AutoApproved {
+                    rule: rule.clone(),
+                    index: *index,
+                    description: description.clone(),
+                    on_groups: false,
+                    fallback: None,
+                },
+                None => Gate::Approval(rule.clone()),
+            },
+            g => g.clone(),
+        }
     }
 
     fn record_approvals(&mut self, t: &Tally) {
@@ -88,6 +145,7 @@ impl Step<'_> {
         policy: &str,
         anchor: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
+        let gate = &self.trusted_gate(gate);
         let rule = match gate {
             Gate::Open => return Some(anchor),
             Gate::BreakGlass(rule) => {
@@ -106,7 +164,7 @@ impl Step<'_> {
                 ));
                 return Some(anchor);
             }
-            Gate::Approval(rule) => rule,
+            Gate::Approval(rule) | Gate::AutoApproved { rule, .. } => rule,
         };
         if req.requester.is_none() {
             let msg = format!(
@@ -118,7 +176,13 @@ impl Step<'_> {
             self.end_without_objects(GrantPhase::Denied, Reason::Denied, format!("denied: {msg}"));
             return None;
         }
-        let created = self.input.grant.created_at.unwrap_or(self.now);
+        if let Gate::AutoApproved {
+            index, description, ..
+        } = gate
+        {
+            return self.auto_approve(req, rule, policy, *index, description, anchor);
+        }
+        let created = self.waiting_since();
         let deadline = created + rule.timeout.to_chrono();
         let t = self.tally(req, rule);
         let pending = match &self.input.approvals.admission {
@@ -159,10 +223,11 @@ impl Step<'_> {
                 Some((
                     Reason::PendingApproval,
                     format!(
-                        "waiting for {} more approval(s) from {} (AccessPolicy {policy}) until {}{so_far}{}",
+                        "waiting for {} more approval(s) from {} (AccessPolicy {policy}) until {}{}{so_far}{}",
                         t.missing,
                         who(rule),
                         rfc3339(deadline),
+                        tiers_note(rule, created, self.now),
                         ignored_note(&t)
                     ),
                 ))
@@ -179,7 +244,15 @@ impl Step<'_> {
         }
         if let Some((reason, msg)) = pending {
             self.facts.approval = Some((false, reason, msg.clone()));
-            self.requeue_at = Some(deadline);
+            // Wake up when the next tier opens (its message changes, its approvers count), or
+            // at the deadline.
+            let next_tier = rule
+                .escalation
+                .iter()
+                .map(|t| created + t.after.to_chrono())
+                .filter(|opens| *opens > self.now)
+                .min();
+            self.requeue_at = Some(next_tier.map_or(deadline, |t| t.min(deadline)));
             self.transition(
                 GrantPhase::PendingApproval,
                 false,
@@ -190,6 +263,34 @@ impl Step<'_> {
         None
     }
 
+    /// A grant one of the policy's `autoApprove` rules covers: no human approves, the lease
+    /// starts at `anchor`, and the `Approved` condition names the rule. A Deny already given by
+    /// an eligible approver still stops it.
+    fn auto_approve(
+        &mut self,
+        req: &GrantRequest,
+        rule: &ApprovalRule,
+        policy: &str,
+        index: usize,
+        description: &str,
+        anchor: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if self.input.approvals.admission.is_ok()
+            && let Some(msg) = denial_message(&self.tally(req, rule))
+        {
+            self.end_denied(msg);
+            return None;
+        }
+        let msg = auto_message(policy, index, description);
+        let said = find(self.input.grant.status, APPROVED)
+            .is_some_and(|c| c.status == ConditionStatus::True && c.message == msg);
+        if !said {
+            self.event(false, Reason::Approved, msg.clone());
+        }
+        self.facts.approval = Some((true, Reason::Approved, msg));
+        Some(anchor)
+    }
+
     fn end_denied(&mut self, msg: String) {
         self.facts.approval = Some((false, Reason::ApprovalDenied, msg.clone()));
         self.end_without_objects(GrantPhase::Denied, Reason::ApprovalDenied, msg);
@@ -198,6 +299,7 @@ impl Step<'_> {
     /// A running lease under a gate: an eligible approver's Deny ends it (then `true`). Keeps
     /// the `Approved` and `BreakGlass` conditions current.
     pub(super) fn review(&mut self, req: &GrantRequest, gate: &Gate) -> bool {
+        let gate = &self.trusted_gate(gate);
         let Some(rule) = gate.approval() else {
             return false;
         };
@@ -216,6 +318,18 @@ impl Step<'_> {
             self.facts.approval = Some((false, Reason::ApprovalDenied, msg.clone()));
             self.wind_down(EndReason::Revoked, Reason::ApprovalDenied, msg);
             return true;
+        }
+        if let Gate::AutoApproved {
+            index, description, ..
+        } = gate
+            && self.facts.approval.is_none()
+        {
+            let policy = self.st.policy.clone().unwrap_or_default();
+            self.facts.approval = Some((
+                true,
+                Reason::Approved,
+                auto_message(&policy, *index, description),
+            ));
         }
         // An extension waiting for approval has said so already.
         if matches!(gate, Gate::Approval(_)) && self.facts.approval.is_none() {
@@ -242,7 +356,7 @@ impl Step<'_> {
     /// without approval or under break-glass; else once this generation is approved (until
     /// then the lease keeps its expiry, and `Approved=False` says what it waits for).
     pub(super) fn extension_approved(&mut self, req: &GrantRequest, gate: &Gate) -> bool {
-        let Gate::Approval(rule) = gate else {
+        let Gate::Approval(rule) = &self.trusted_gate(gate) else {
             return true;
         };
         if let Err(missing) = &self.input.approvals.admission {

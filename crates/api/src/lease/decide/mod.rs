@@ -14,7 +14,8 @@
 //! primitives, in `step`): `trust`, `admission`, `approval`, `activation`, `running`, `ending`.
 //! Calls go one way: every stage may end the lease (`ending`), `admission` asks `approval` and
 //! hands its result to `activation`, `running` asks `approval` and reuses `activation`'s
-//! planning and object stage; nothing calls back.
+//! planning and object stage; nothing calls back. `workflow` holds the policy's bounds
+//! (`activeHours`, `maxExtensions`) that `activation` and `running` apply.
 
 mod activation;
 mod admission;
@@ -23,6 +24,7 @@ mod ending;
 mod running;
 mod step;
 mod trust;
+mod workflow;
 
 use step::Step;
 

@@ -209,20 +209,21 @@ impl Step<'_> {
         expires_at: DateTime<Utc>,
         catalogue: &RoleCatalogue,
     ) -> DateTime<Utc> {
-        let wanted = req.expiry_from(activated_at);
+        let wanted = self.within_hours_close(activated_at, req.expiry_from(activated_at));
         if wanted > expires_at {
             let verdict = evaluate(
                 req,
                 wanted - activated_at,
                 &self.policy_ctx(catalogue, false),
             );
-            if let Verdict::Allowed { gate, .. } = &verdict
-                && !self.extension_approved(req, gate)
+            if let Verdict::Allowed { policy, gate, .. } = &verdict
+                && (!self.extension_within_limit(policy) || !self.extension_approved(req, gate))
             {
                 return expires_at;
             }
             if verdict.is_allowed() {
                 self.st.expires_at = Some(wanted);
+                self.st.extensions = self.st.extensions.saturating_add(1);
                 self.event(
                     false,
                     Reason::Extended,
