@@ -271,7 +271,7 @@ async fn the_operator_works_with_exactly_the_roles_azure_role_generates() -> any
     println!("$ lapse-operator check --policies generated\n{ok_text}");
     assert_eq!(ok.status.code(), Some(0), "{ok_text}{err}");
     assert!(
-        ok_text.contains("All 11 actions at 3 scopes are granted"),
+        ok_text.contains("All 13 actions at 3 scopes are granted"),
         "{ok_text}"
     );
     let short = operator_cli(&w, &dir, &["check", "--policies", all])?;

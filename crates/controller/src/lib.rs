@@ -21,6 +21,7 @@ mod management_locks;
 mod metrics;
 pub mod notify;
 mod observe;
+mod outcome;
 mod pim;
 mod policy;
 mod privileges;

@@ -11,8 +11,8 @@ use lapse_azure::{ScheduleRequest, ScheduleRequestType};
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::execute::failure;
 use crate::inventory::Known;
+use crate::outcome::failure;
 
 /// Azure's answer to a request about an assignment that is not there.
 const DOES_NOT_EXIST: &str = "RoleAssignmentDoesNotExist";
@@ -73,7 +73,7 @@ pub async fn assign(
             }
         }
         Err(e) if e.code() == Some("RoleAssignmentExists") => {
-            crate::execute::standing_assignment(ctx, &p.key, &p.scope, &e).await
+            crate::outcome::standing_assignment(ctx, &p.key, &p.scope, &e).await
         }
         Err(e) => {
             tracing::warn!(scope = %p.scope, request = %name, error = %e, "requesting a role assignment through PIM");
