@@ -196,8 +196,13 @@ fn shipped_rules(kind: &str) -> anyhow::Result<Value> {
 
 /// The environment variables `lapse-operator run --help` documents (`[env: NAME=]`).
 fn operator_settings() -> anyhow::Result<BTreeSet<String>> {
+    settings_of("run")
+}
+
+/// The environment variables `lapse-operator <subcommand> --help` documents (`[env: NAME=]`).
+fn settings_of(subcommand: &str) -> anyhow::Result<BTreeSet<String>> {
     let out = Command::new(binary("lapse-operator")?)
-        .args(["run", "--help"])
+        .args([subcommand, "--help"])
         .output()?;
     let help = String::from_utf8_lossy(&out.stdout);
     let names: BTreeSet<String> = help
@@ -211,8 +216,8 @@ fn operator_settings() -> anyhow::Result<BTreeSet<String>> {
             (!name.is_empty()).then_some(name)
         })
         .collect();
-    if names.len() < 10 {
-        bail!("`lapse-operator run --help` lists too few environment variables: {help}");
+    if names.len() < 8 {
+        bail!("`lapse-operator {subcommand} --help` lists too few environment variables: {help}");
     }
     Ok(names)
 }
@@ -714,5 +719,224 @@ async fn the_chart_names_missing_values_and_can_leave_the_crds_out() -> anyhow::
         m.env("AZURE_CLIENT_SECRET").is_err(),
         "workload identity also set a client secret"
     );
+    Ok(())
+}
+
+/// The approval bridge (docs/approval.md, "Approve from Slack or Teams"): off by default (the
+/// tests above install without it); on, it is its own Deployment, ServiceAccount, Service and
+/// ClusterRole allowing only creating AccessApprovals and impersonating exactly the users and
+/// groups in values, and the operator's notifications carry the actions. Values that would let
+/// it impersonate everyone, or map a user it may not impersonate, are refused naming the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_the_approval_bridge_impersonating_exactly_the_listed_approvers()
+-> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableCluster,
+        "installs a Helm release with the approval bridge's cluster-wide RBAC; it starts a fresh \
+         sandbox of its own",
+    )?;
+    let sb = Sandbox::start()?;
+    let helm = Helm {
+        kubeconfig: sb.kubeconfig.clone(),
+    };
+    let bridge = |extra: Value| {
+        let mut b = json!({
+            "enabled": true,
+            "slack": {"existingSecret": "lapse-slack"},
+            "users": {"slack": {"U024BE7LH": {"user": "bob@example.com", "groups": ["platform-oncall"]}}},
+            "impersonate": {"users": ["bob@example.com", "carol@example.com"], "groups": ["platform-oncall"]},
+        });
+        merge(&mut b, extra);
+        b
+    };
+    for (extra, message) in [
+        (
+            json!({"slack": {"existingSecret": ""}}),
+            "approvalBridge.enabled needs approvalBridge.slack.existingSecret",
+        ),
+        (
+            json!({"impersonate": {"users": []}}),
+            "approvalBridge.impersonate.users is empty",
+        ),
+        (
+            json!({"users": {"teams": {"6f5b": {"user": "mallory@example.com"}}}}),
+            "approvalBridge.users.teams.6f5b maps to user \"mallory@example.com\", which approvalBridge.impersonate.users does not list",
+        ),
+        (
+            json!({"impersonate": {"groups": ["other"]}}),
+            "decides as group \"platform-oncall\", which approvalBridge.impersonate.groups does not list",
+        ),
+    ] {
+        let mut values = required_values(&sb)?;
+        merge(
+            &mut values,
+            json!({"approvalBridge": bridge(extra.clone())}),
+        );
+        let err = helm.install_error("bad-bridge", &values)?;
+        assert!(
+            err.contains(message),
+            "{extra}: expected {message:?}, Helm said: {err}"
+        );
+    }
+
+    kubectl_ok(&sb, &["create", "namespace", NAMESPACE])?;
+    for (name, literal) in [
+        ("lapse-slack", "signing-secret=e2e-signing-secret"),
+        (
+            "lapse-notify",
+            "url=https://hooks.example.com/services/T0/SECRET",
+        ),
+    ] {
+        kubectl_ok(
+            &sb,
+            &[
+                "-n",
+                NAMESPACE,
+                "create",
+                "secret",
+                "generic",
+                name,
+                &format!("--from-literal={literal}"),
+            ],
+        )?;
+    }
+    let mut values = required_values(&sb)?;
+    merge(
+        &mut values,
+        json!({
+            "notifications": {"existingSecret": "lapse-notify", "format": "slack"},
+            "approvalBridge": bridge(json!({})),
+        }),
+    );
+    let m = helm.install("lapse", &values)?;
+
+    // Its own Deployment, whose pods the operator's selector never matches.
+    let deploy = m.named("Deployment", "lapse-approval-bridge")?;
+    let operator = m.named("Deployment", "lapse")?;
+    let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    let operator_selects_bridge = operator["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .is_some_and(|sel| sel.iter().all(|(k, v)| pod_labels[k] == *v));
+    assert!(
+        !operator_selects_bridge,
+        "the operator's selector matches the bridge's pods"
+    );
+    let c = match deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .map(Vec::as_slice)
+    {
+        Some([c]) => c,
+        _ => bail!("the bridge should run exactly one container: {deploy}"),
+    };
+    assert_eq!(c["args"], json!(["approval-bridge"]));
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["serviceAccountName"],
+        "lapse-approval-bridge"
+    );
+    let env = |name: &str| {
+        c["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let known = settings_of("approval-bridge")?;
+    let names: Vec<String> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    let unknown: Vec<&String> = names.iter().filter(|n| !known.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the bridge is given variables it ignores: {unknown:?}"
+    );
+    // The signing secret comes from its Secret, never from a value in the manifest.
+    assert_eq!(
+        env("LAPSE_BRIDGE_SLACK_SIGNING_SECRET")["valueFrom"]["secretKeyRef"],
+        json!({"name": "lapse-slack", "key": "signing-secret"})
+    );
+    assert!(env("LAPSE_BRIDGE_TEAMS_SECRET").is_null());
+    // The user map is the rendered ConfigMap, mounted where the bridge reads it.
+    let users_path = env("LAPSE_BRIDGE_USERS")["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mount = c["volumeMounts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|vm| vm["name"] == "users"))
+        .and_then(|vm| vm["mountPath"].as_str())
+        .unwrap_or_default();
+    assert_eq!(users_path, format!("{mount}/users.yaml"));
+    let cm = m.named("ConfigMap", "lapse-approval-bridge-users")?;
+    let map: Value =
+        serde_yaml_ng::from_str(cm["data"]["users.yaml"].as_str().unwrap_or_default())?;
+    assert_eq!(
+        map,
+        json!({"slack": {"U024BE7LH": {"user": "bob@example.com", "groups": ["platform-oncall"]}}, "teams": {}})
+    );
+    // RBAC: create approvals, impersonate exactly the listed users and groups; nothing else.
+    assert_eq!(
+        m.named("ClusterRole", "lapse-approval-bridge")?["rules"],
+        json!([
+            {"apiGroups": ["lapse.dev"], "resources": ["accessapprovals"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+             "resourceNames": ["bob@example.com", "carol@example.com"]},
+            {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
+             "resourceNames": ["platform-oncall"]},
+        ])
+    );
+    let binding = m.named("ClusterRoleBinding", "lapse-approval-bridge")?;
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "lapse-approval-bridge", "namespace": NAMESPACE}])
+    );
+    // The Service reaches the bridge's actions port.
+    let svc = m.named("Service", "lapse-approval-bridge")?;
+    assert_eq!(
+        svc["spec"]["selector"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "actions");
+    // The operator's notifications carry Approve and Deny.
+    let op_env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        op_env
+            .iter()
+            .any(|e| e["name"] == "LAPSE_NOTIFY_ACTIONS" && e["value"] == "true"),
+        "{op_env:?}"
+    );
+
+    // Installed for real.
+    for obj in [
+        vec!["-n", NAMESPACE, "deployment", "lapse-approval-bridge"],
+        vec!["-n", NAMESPACE, "serviceaccount", "lapse-approval-bridge"],
+        vec!["-n", NAMESPACE, "service", "lapse-approval-bridge"],
+        vec!["-n", NAMESPACE, "configmap", "lapse-approval-bridge-users"],
+        vec!["clusterrole", "lapse-approval-bridge"],
+        vec!["clusterrolebinding", "lapse-approval-bridge"],
+    ] {
+        assert!(exists(&sb, &obj)?, "{obj:?} was not created");
+    }
+    // The API server's own authorizer agrees: the bridge may impersonate bob, not dave.
+    let sa = format!("system:serviceaccount:{NAMESPACE}:lapse-approval-bridge");
+    for (user, want) in [("bob@example.com", "yes"), ("dave@example.com", "no")] {
+        let out = kubectl(
+            &sb,
+            &[
+                "auth",
+                "can-i",
+                "impersonate",
+                &format!("users/{user}"),
+                "--as",
+                &sa,
+            ],
+        )?;
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{user}");
+    }
     Ok(())
 }

@@ -62,3 +62,49 @@ names the value, instead of a pod that crash-loops. Included by the Deployment.
 {{- fail (printf "replicas is %d with leaderElection.enabled=false: replicas would act at the same time; enable leader election or set replicas=1" (int .Values.replicas)) }}
 {{- end }}
 {{- end }}
+
+{{/* The approval bridge: its own name and labels, so the operator's selectors never match it. */}}
+{{- define "lapse.bridge.fullname" -}}
+{{- printf "%s-approval-bridge" (include "lapse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lapse.bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lapse.name" . }}-approval-bridge
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lapse.bridge.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "lapse.bridge.selectorLabels" . }}
+app.kubernetes.io/component: approval-bridge
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lapse
+{{- end }}
+
+{{/*
+The bridge's values: a secret to verify requests with, and users it may impersonate (RBAC reads
+an empty resourceNames as every name, so an empty list is refused); every user and group the
+inline user map names must be impersonatable, or its approvals would all be refused.
+*/}}
+{{- define "lapse.bridge.validate" -}}
+{{- $b := .Values.approvalBridge }}
+{{- if not (or $b.slack.existingSecret $b.teams.existingSecret) }}
+{{- fail "approvalBridge.enabled needs approvalBridge.slack.existingSecret (the Slack signing secret) or approvalBridge.teams.existingSecret (the Teams security token)" }}
+{{- end }}
+{{- if not $b.impersonate.users }}
+{{- fail "approvalBridge.impersonate.users is empty: list the Kubernetes users the bridge may act as (an empty RBAC resourceNames would let it impersonate everyone)" }}
+{{- end }}
+{{- range $platform, $entries := dict "slack" ($b.users.slack | default dict) "teams" ($b.users.teams | default dict) }}
+{{- range $id, $m := $entries }}
+{{- if not (has $m.user $b.impersonate.users) }}
+{{- fail (printf "approvalBridge.users.%s.%s maps to user %q, which approvalBridge.impersonate.users does not list" $platform $id $m.user) }}
+{{- end }}
+{{- range $g := ($m.groups | default list) }}
+{{- if not (has $g $b.impersonate.groups) }}
+{{- fail (printf "approvalBridge.users.%s.%s decides as group %q, which approvalBridge.impersonate.groups does not list" $platform $id $g) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

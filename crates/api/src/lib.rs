@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod arm;
+pub mod chat;
 pub mod duration;
 pub mod field;
 pub mod hours;

@@ -3,6 +3,7 @@
 
 mod azure_args;
 mod azure_role;
+mod bridge;
 mod check;
 mod crd;
 mod policies;
@@ -64,6 +65,19 @@ enum Command {
     /// action is missing or a scope could not be checked, 1 on any other error. ABAC conditions
     /// are not visible to this check. `run` logs the same check as warnings at start-up.
     Check(Box<check::CheckArgs>),
+    /// Approve and deny from Slack and Teams: an HTTP server for Slack interactivity requests
+    /// (POST /slack/actions) and Teams outgoing-webhook messages (POST /teams/actions).
+    ///
+    /// Each request's signature is verified (Slack: X-Slack-Signature over the timestamp and
+    /// body with the app's signing secret; Teams: the outgoing webhook's HMAC), its timestamp
+    /// must be within five minutes and it is acted on once. The chat user is mapped to a
+    /// Kubernetes user through --users, and the AccessApproval is created impersonating that
+    /// user, so the API server's RBAC and the approver admission policy judge the real approver:
+    /// the bridge's own RBAC allows only impersonating the mapped users and groups. Refusals
+    /// (bad signature, stale timestamp, replay, unknown user) are answered in words, counted in
+    /// lapse_bridge_requests_total and create nothing. docs/approval.md, "Approve from Slack or
+    /// Teams", shows the set-up.
+    ApprovalBridge(Box<bridge::BridgeArgs>),
 }
 
 /// A multi-threaded runtime, with one rustls crypto provider chosen process-wide: both are
@@ -83,6 +97,9 @@ fn main() -> anyhow::Result<ExitCode> {
             runtime()?.block_on(run::run(*args))?;
         }
         Command::AzureRole(args) => azure_role::run(&args)?,
+        Command::ApprovalBridge(args) => {
+            runtime()?.block_on(bridge::run(*args))?;
+        }
         Command::Check(args) => {
             if !runtime()?.block_on(check::run(*args))? {
                 return Ok(ExitCode::from(2));

@@ -136,6 +136,12 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_NOTIFY_FORMAT", default_value = "json")]
     pub notify_format: lapse_controller::notify::Format,
 
+    /// Put Approve and Deny actions in slack and teams notifications, for the approval bridge
+    /// (`lapse-operator approval-bridge`, docs/approval.md): Slack buttons, and in Teams the
+    /// command to send the bridge's outgoing webhook. Only useful with the bridge running.
+    #[arg(long, env = "LAPSE_NOTIFY_ACTIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub notify_actions: bool,
+
     /// How long before a lease ends the ExpiringSoon notification is sent (Go duration).
     #[arg(long, env = "LAPSE_NOTIFY_EXPIRING_BEFORE", default_value = "10m")]
     pub notify_expiring_before: LeaseDuration,
@@ -172,7 +178,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAPSE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
@@ -268,6 +274,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
                     args.notify_format,
                 );
                 n.expiring_before = args.notify_expiring_before.to_std();
+                n.actions = args.notify_actions;
                 n
             }),
     };

@@ -15,6 +15,9 @@
 
 use serde_json::{Value, json};
 
+use lapse_api::chat::ChatAction;
+use lapse_api::v1alpha1::ApprovalDecision;
+
 use super::{Kind, Notification};
 
 /// How a notification is posted.
@@ -36,11 +39,19 @@ impl Format {
         }
     }
 
-    /// The `Content-Type` and the body of one notification.
+    /// The `Content-Type` and the body of one notification, without chat actions.
     pub fn render(self, n: &Notification) -> (&'static str, Value) {
+        self.render_with(n, false)
+    }
+
+    /// The `Content-Type` and the body of one notification; with `actions` (the approval bridge
+    /// is on, `LAPSE_NOTIFY_ACTIONS`), Slack messages carry Approve and Deny buttons and Teams
+    /// cards the command that decides through the bridge's outgoing webhook.
+    pub fn render_with(self, n: &Notification, actions: bool) -> (&'static str, Value) {
+        let actions = if actions { chat_actions(n) } else { Vec::new() };
         match self {
-            Self::Slack => ("application/json", slack(n)),
-            Self::Teams => ("application/json", teams(n)),
+            Self::Slack => ("application/json", slack(n, &actions)),
+            Self::Teams => ("application/json", teams(n, &actions)),
             Self::Json => ("application/json", generic(n)),
             Self::CloudEvents => ("application/cloudevents+json; charset=utf-8", cloudevent(n)),
         }
@@ -147,7 +158,52 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
-fn slack(n: &Notification) -> Value {
+/// The decisions a notification offers: Approve and Deny while a grant waits for approval, Deny
+/// (review after the fact) on break-glass. None without the grant's uid and generation.
+fn chat_actions(n: &Notification) -> Vec<ChatAction> {
+    let decisions: &[ApprovalDecision] = match n.kind {
+        Kind::PendingApproval => &[ApprovalDecision::Approve, ApprovalDecision::Deny],
+        Kind::BreakGlassActivated => &[ApprovalDecision::Deny],
+        _ => &[],
+    };
+    let (Some(generation), false) = (n.grant.generation, n.grant.uid.is_empty()) else {
+        return Vec::new();
+    };
+    decisions
+        .iter()
+        .map(|&decision| ChatAction {
+            decision,
+            namespace: n.grant.namespace.clone(),
+            name: n.grant.name.clone(),
+            uid: n.grant.uid.clone(),
+            generation,
+        })
+        .collect()
+}
+
+/// A Block Kit `actions` block of buttons the approval bridge reads (`action_id`, `value`).
+fn slack_buttons(actions: &[ChatAction]) -> Option<Value> {
+    let buttons: Vec<Value> = actions
+        .iter()
+        .map(|a| {
+            let (label, style) = match a.decision {
+                ApprovalDecision::Approve => ("Approve", "primary"),
+                ApprovalDecision::Deny => ("Deny", "danger"),
+            };
+            json!({
+                "type": "button",
+                "action_id": a.action_id(),
+                "text": {"type": "plain_text", "text": label},
+                "style": style,
+                "value": a.value(),
+            })
+        })
+        .collect();
+    (!buttons.is_empty())
+        .then(|| json!({"type": "actions", "block_id": "lapse.decide", "elements": buttons}))
+}
+
+fn slack(n: &Notification, actions: &[ChatAction]) -> Value {
     let head = headline(n);
     let fields: Vec<Value> = facts(n)
         .into_iter()
@@ -157,7 +213,7 @@ fn slack(n: &Notification) -> Value {
             json!({"type": "mrkdwn", "text": clip(&format!("*{k}*\n{}", slack_escape(&v)), 2000)})
         })
         .collect();
-    json!({
+    let mut body = json!({
         "text": clip(&slack_escape(&format!("{head}: {}", n.message)), 3000),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(&head, 150), "emoji": true}},
@@ -170,16 +226,31 @@ fn slack(n: &Notification) -> Value {
                 n.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )), 3000)}]},
         ],
-    })
+    });
+    if let (Some(buttons), Some(blocks)) = (slack_buttons(actions), body["blocks"].as_array_mut()) {
+        blocks.push(buttons);
+    }
+    body
 }
 
-fn teams(n: &Notification) -> Value {
+fn teams(n: &Notification, actions: &[ChatAction]) -> Value {
     let facts: Vec<Value> = facts(n)
         .into_iter()
         .map(|(k, v)| json!({"title": k, "value": v}))
         .collect();
     let color = if n.warning { "Attention" } else { "Default" };
-    json!({
+    // Outgoing webhooks receive what people type, not card actions: the card says what to type.
+    let hint = (!actions.is_empty()).then(|| {
+        let commands: Vec<String> = actions
+            .iter()
+            .map(|a| format!("`{}`", a.command()))
+            .collect();
+        json!({"type": "TextBlock", "wrap": true, "text": format!(
+            "To decide, mention the lapse approval webhook with {} (and a comment if you like).",
+            commands.join(" or ")
+        )})
+    });
+    let mut body = json!({
         "type": "message",
         "summary": headline(n),
         "attachments": [{
@@ -203,7 +274,15 @@ fn teams(n: &Notification) -> Value {
                 ],
             },
         }],
-    })
+    });
+    if let (Some(hint), Some(blocks)) = (
+        hint,
+        body.pointer_mut("/attachments/0/content/body")
+            .and_then(Value::as_array_mut),
+    ) {
+        blocks.push(hint);
+    }
+    body
 }
 
 fn generic(n: &Notification) -> Value {

@@ -124,6 +124,9 @@ pub struct NotifySettings {
     pub retry: RetryPolicy,
     /// Notifications waiting for delivery, at most; beyond it new ones are dropped and counted.
     pub capacity: usize,
+    /// Approve and Deny actions in Slack and Teams messages, for the approval bridge
+    /// (`LAPSE_NOTIFY_ACTIONS`).
+    pub actions: bool,
 }
 
 impl NotifySettings {
@@ -134,6 +137,7 @@ impl NotifySettings {
             expiring_before: Duration::from_secs(600),
             retry: RetryPolicy::default(),
             capacity: 1_000,
+            actions: false,
         }
     }
 }
@@ -191,6 +195,7 @@ impl Notifier {
         let post = deliver::HttpPost::new(settings.url.clone(), &settings.retry)?;
         let (tx, rx) = mpsc::channel::<Notification>(settings.capacity.max(1));
         let (format, retry, counts) = (settings.format, settings.retry, results.clone());
+        let actions = settings.actions;
         let post = std::sync::Arc::new(post);
         tokio::spawn(async move {
             let rx =
@@ -202,7 +207,7 @@ impl Notifier {
             rx.for_each_concurrent(DELIVERIES_AT_ONCE, |n| {
                 let (post, counts) = (post.clone(), counts.clone());
                 async move {
-                    let (content_type, body) = format.render(&n);
+                    let (content_type, body) = format.render_with(&n, actions);
                     let body = serde_json::to_vec(&body).unwrap_or_default();
                     let result = deliver::deliver(post.as_ref(), &retry, content_type, &body).await;
                     let label = match &result {

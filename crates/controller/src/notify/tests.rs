@@ -318,3 +318,59 @@ fn formats_are_named_as_the_settings_spell_them() {
     let err = "xml".parse::<Format>().err().unwrap_or_default();
     assert!(err.contains("slack, teams, json or cloudevents"), "{err}");
 }
+
+#[test]
+fn with_the_bridge_on_slack_and_teams_offer_the_decisions_the_bridge_reads() {
+    use lapse_api::chat::{ACTION_APPROVE, ACTION_DENY, ChatAction, parse_command};
+    let n = notification(Kind::PendingApproval);
+    let (_, body) = Format::Slack.render_with(&n, true);
+    let blocks = body["blocks"].as_array().cloned().unwrap_or_default();
+    let buttons = blocks
+        .last()
+        .filter(|b| b["type"] == "actions")
+        .and_then(|b| b["elements"].as_array().cloned())
+        .unwrap_or_default();
+    let ids: Vec<&str> = buttons
+        .iter()
+        .filter_map(|b| b["action_id"].as_str())
+        .collect();
+    assert_eq!(ids, [ACTION_APPROVE, ACTION_DENY]);
+    for b in &buttons {
+        let a = ChatAction::parse(
+            b["action_id"].as_str().unwrap_or_default(),
+            b["value"].as_str().unwrap_or_default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (a.namespace.as_str(), a.name.as_str(), a.uid.as_str()),
+            (
+                n.grant.namespace.as_str(),
+                n.grant.name.as_str(),
+                n.grant.uid.as_str()
+            )
+        );
+        assert_eq!(Some(a.generation), n.grant.generation);
+    }
+    // Break-glass offers Deny (review after the fact); other kinds and the default, nothing.
+    let (_, glass) = Format::Slack.render_with(&notification(Kind::BreakGlassActivated), true);
+    assert!(glass.to_string().contains(ACTION_DENY) && !glass.to_string().contains(ACTION_APPROVE));
+    for kind in Kind::ALL {
+        let (_, off) = Format::Slack.render(&notification(kind));
+        assert!(!off.to_string().contains("lapse.deny"), "{kind:?}");
+    }
+    let (_, active) = Format::Slack.render_with(&notification(Kind::Activated), true);
+    assert!(!active.to_string().contains("\"actions\""));
+
+    // Teams: the card says what to send the outgoing webhook, and that reads back.
+    let (_, card) = Format::Teams.render_with(&n, true);
+    let hint = card
+        .pointer("/attachments/0/content/body")
+        .and_then(Value::as_array)
+        .and_then(|b| b.last())
+        .and_then(|b| b["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let command = hint.split('`').nth(1).unwrap_or_default().to_owned();
+    let (a, _) = parse_command(&format!("<at>lapse</at> {command}")).unwrap();
+    assert_eq!(a.name, n.grant.name, "{hint}");
+}
