@@ -12,5 +12,6 @@ pub mod lock;
 pub mod naming;
 pub mod policy;
 pub mod role;
+pub mod ticket;
 pub mod v1alpha1;
 pub mod validate;
