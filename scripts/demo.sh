@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a simulated cluster and Azure tenant on loopback (lapse-sandbox), the real
 # operator, and one short grant followed from apply to lapse, narrated with kubectl output and
-# a workload's own view of Azure; then the estate audit (kubectl lapse audit) of the tenant's
-# standing privileges. Needs the Rust toolchain and kubectl; leaves nothing running.
+# a workload's own view of Azure; then approval, auto-approval and escalation with kubectl
+# lapse; then the estate audit (kubectl lapse audit) of the tenant's standing privileges.
+# Needs the Rust toolchain and kubectl; leaves nothing running.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -112,12 +113,15 @@ HEALTH_PORT=$(free_port)
     LAPSE_LOG_FORMAT=json exec "$BIN/lapse-operator" run
 ) >"$STATE/operator.log" 2>&1 &
 OPERATOR_PID=$!
+# Remembered, not probed again: one 200 is enough, and a second probe racing the first answer's
+# connection teardown can fail on a loaded machine.
+UP=''
 for _ in $(seq 300); do
-  ready "$HEALTH_PORT" 2>/dev/null && break
+  ready "$HEALTH_PORT" 2>/dev/null && { UP=1; break; }
   kill -0 "$OPERATOR_PID" 2>/dev/null || { cat "$STATE/operator.log" >&2; die "the operator exited"; }
   sleep 0.1
 done
-ready "$HEALTH_PORT" 2>/dev/null || die "the operator was not ready after 30s"
+[[ -n $UP ]] || die "the operator was not ready after 30s"
 echo "operator ready: /readyz on 127.0.0.1:$HEALTH_PORT, /metrics on 127.0.0.1:$METRICS_PORT"
 
 say "A platform team's AccessPolicy, and the workload's ServiceAccount"
@@ -179,6 +183,40 @@ show kubectl lapse -n demo-ops describe restore-test
 echo "the audit trail of it, one JSON line per transition (docs/audit.md):"
 grep -F '"target":"lapse::audit"' "$STATE/operator.log" | grep -F 'restore-test' |
   sed -n 's/.*"message":"\([^"]*\)".*"requester":"\([^"]*\)".*"approvals":"\([^"]*\)".*/  \1  [requester \2; approvals: \3]/p' || true
+
+say "Workflows: short Reader requests approve themselves; unanswered ones escalate to carol after 6 s"
+show kubectl apply -f config/samples/workflows.yaml
+show kubectl lapse -n demo-flows --as alice@example.com policies
+
+say "alice asks for 10 minutes of Reader: auto-approve rule 0 covers it, no human involved"
+show kubectl lapse -n demo-flows --as alice@example.com request quick --identity "$MI" \
+  --role "Reader@$RG" --for 10m --justification "OPS-78 read the backup logs"
+show kubectl -n demo-flows wait --for=condition=Ready accessgrant/quick --timeout=60s
+approved() {
+  kubectl -n demo-flows get accessgrant "$1" -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'
+}
+printf '%s$ kubectl -n demo-flows get accessgrant quick -o jsonpath='"'"'{.status.conditions[?(@.type=="Approved")].message}'"'"'%s\n' "$D" "$N"
+approved quick; echo
+[[ $(approved quick) == "auto-approved by rule 0 of AccessPolicy demo-flows: Reader for at most 15m" ]] ||
+  die "the quick grant was not auto-approved by rule 0"
+
+say "alice asks for 45 minutes: no rule covers it, so it waits for bob, and for carol once 6 s have passed"
+show kubectl lapse -n demo-flows --as alice@example.com request long --identity "$MI" \
+  --role "Reader@$RG" --for 45m --justification "OPS-79 restore drill"
+echo "Approved: $(approved long)"
+echo "carol's tier is not open yet: kubectl lapse refuses (the operator would never count it)"
+if show kubectl lapse -n demo-flows --as carol@example.com approve long; then
+  die "carol approved before her escalation tier opened"
+fi
+for _ in $(seq 150); do
+  [[ $(approved long) == *"escalated since"* ]] && break
+  sleep 0.1
+done
+[[ $(approved long) == *"escalated since"* ]] || die "the long grant never escalated"
+echo "Approved: $(approved long)"
+show kubectl lapse -n demo-flows --as carol@example.com approve long --comment "bob is away; OPS-79 is fine"
+show kubectl -n demo-flows wait --for=condition=Ready accessgrant/long --timeout=60s
+show kubectl -n demo-flows get accessgrants,accessapprovals
 
 say "The estate audit: what in the tenant escapes lapse's lifecycle (kubectl lapse audit, as the sandbox's auditor)"
 (

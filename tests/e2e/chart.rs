@@ -353,11 +353,24 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
             "--from-literal=url=https://hooks.example.com/services/T0/SECRET",
         ],
     )?;
+    kubectl_ok(
+        &sb,
+        &[
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "lapse-ticket-checkers",
+            "--from-literal=jira=https://tickets.example.com/check?token=SECRET",
+        ],
+    )?;
     let mut values = required_values(&sb)?;
     merge(
         &mut values,
         json!({
             "notifications": {"existingSecret": "lapse-notify", "format": "slack", "expiringBefore": "15m"},
+            "ticketCheckers": {"secretName": "lapse-ticket-checkers", "recheckInterval": "30s"},
             "azure": {
                 "subscriptionId": sb.env("AZURE_SUBSCRIPTION_ID")?,
                 "sweepSubscriptions": ["00000000-0000-4000-8000-00000000a002"],
@@ -503,6 +516,27 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
     assert_eq!(m.env("LAPSE_NOTIFY_FORMAT")?["value"], "slack");
     assert_eq!(m.env("LAPSE_NOTIFY_EXPIRING_BEFORE")?["value"], "15m");
     assert_eq!(m.env("LAPSE_NAMESPACES")?["value"], "payments,team-a");
+    // Ticket checker URLs are files of their mounted Secret, never values in the manifest.
+    let checkers = m.env("LAPSE_TICKET_CHECKERS_DIR")?["value"].clone();
+    assert_eq!(m.env("LAPSE_TICKET_RECHECK_INTERVAL")?["value"], "30s");
+    let c = m.container()?;
+    assert!(
+        c["volumeMounts"].as_array().into_iter().flatten().any(|v| {
+            v["name"] == "ticket-checkers" && v["mountPath"] == checkers && v["readOnly"] == true
+        }),
+        "{c}"
+    );
+    let pod = &m.one("Deployment")?["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"].as_array().into_iter().flatten().any(|v| {
+            v["name"] == "ticket-checkers" && v["secret"]["secretName"] == "lapse-ticket-checkers"
+        }),
+        "{pod}"
+    );
+    assert!(
+        !serde_json::to_string(&m.0)?.contains("tickets.example.com"),
+        "a checker URL in the manifest"
+    );
     // Watching some namespaces means being one shard of the cluster's operators.
     assert_eq!(m.env("LAPSE_SHARD")?["value"], "lapse");
     assert_eq!(

@@ -292,3 +292,198 @@ spec:
     println!("whole test: {} ms", started.elapsed().as_millis());
     Ok(())
 }
+
+/// Reader for `duration` with this justification, no requester.
+fn ticketed(name: &str, ns: &str, mi: &str, rg: &str, justification: &str) -> String {
+    format!(
+        r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessGrant
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  identity: {{managedIdentity: {mi}}}
+  roles: [{{role: Reader, scope: {rg}}}]
+  duration: 10m
+  justification: "{justification}"
+"#
+    )
+}
+
+/// A World whose operator asks the reference checker `jira` (re-checking every second, its
+/// last answer standing 3 s while it is down), with a policy in namespace `changes` that needs
+/// an open `OPS-<n>` ticket.
+async fn ticket_world(
+    checker: &lapse_e2e::TicketChecker,
+) -> anyhow::Result<(World, String, String)> {
+    let mut w = World::without_operator().await?;
+    let dir = lapse_e2e::scratch_dir("lapse-ticket-checkers")?;
+    checker.write_to(&dir, "jira")?;
+    let dir = dir.to_string_lossy().into_owned();
+    w.start_operator(&[
+        ("LAPSE_TICKET_CHECKERS_DIR", dir.as_str()),
+        ("LAPSE_TICKET_RECHECK_INTERVAL", "1s"),
+        ("LAPSE_TICKET_STALE_AFTER", "3s"),
+        ("LAPSE_TICKET_CHECK_TIMEOUT", "1s"),
+    ])
+    .await?;
+    w.namespace_with("changes", &[])?;
+    let rg = w.fixtures.resource_group_id();
+    let (mi, _) = w.identity(w.fixtures.identity()).await?;
+    w.apply_ok(&format!(
+        r#"apiVersion: lapse.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: changes}}
+spec:
+  namespaces: ["changes"]
+  identities: ["{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/*"]
+  roles: ["Reader"]
+  scopes: ["{rg}"]
+  maxDuration: 1h
+  ticket: {{pattern: "OPS-[0-9]+", checker: jira}}
+"#
+    ))?;
+    Ok((w, mi, rg))
+}
+
+/// The `PolicyAllowed` condition's reason and message.
+fn policy_allowed(g: &AccessGrant) -> (String, String) {
+    condition(g, "PolicyAllowed")
+        .map(|(_, r, m)| (r, m))
+        .unwrap_or_default()
+}
+
+/// A grant whose ticket the checker says is closed is denied naming it, one naming no ticket
+/// is denied naming `spec.justification`, and a live lease is revoked (its role assignment
+/// deleted) within a re-check of its ticket closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_ticket_denies_a_grant_and_closing_it_revokes_a_live_lease() -> anyhow::Result<()>
+{
+    let started = Instant::now();
+    let checker = lapse_e2e::TicketChecker::start().await?;
+    checker.set("OPS-1", true);
+    checker.set("OPS-2", false);
+    let (w, mi, rg) = ticket_world(&checker).await?;
+    let timeout = w.scaled(TIMEOUT);
+
+    w.apply_ok(&ticketed(
+        "closed",
+        "changes",
+        &mi,
+        &rg,
+        "OPS-2 rotate keys",
+    ))?;
+    w.apply_ok(&ticketed("none", "changes", &mi, &rg, "rotate keys"))?;
+    w.apply_ok(&ticketed("live", "changes", &mi, &rg, "OPS-1 rotate keys"))?;
+    let g = w
+        .wait_phase("changes", "closed", GrantPhase::Denied, timeout)
+        .await?;
+    let (reason, msg) = policy_allowed(&g);
+    assert_eq!(reason, "TicketClosed", "{msg}");
+    assert!(
+        msg.contains("ticket OPS-2 (checker jira) is closed; AccessPolicy changes"),
+        "{msg}"
+    );
+    w.wait_event("changes", "closed", "TicketClosed", timeout)
+        .await?;
+    let g = w
+        .wait_phase("changes", "none", GrantPhase::Denied, timeout)
+        .await?;
+    let msg = g.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        msg.contains("spec.justification: must name a change ticket matching \"OPS-[0-9]+\""),
+        "{msg}"
+    );
+    let g = w
+        .wait_phase("changes", "live", GrantPhase::Active, timeout)
+        .await?;
+    let ids = lapse_e2e::recorded_ids(&g);
+    println!(
+        "open ticket: Active after {} ms",
+        started.elapsed().as_millis()
+    );
+
+    checker.set("OPS-1", false);
+    let closed = Instant::now();
+    let g = w
+        .wait_phase("changes", "live", GrantPhase::Revoked, timeout)
+        .await?;
+    let to_revoked = closed.elapsed();
+    let (reason, msg) = policy_allowed(&g);
+    assert_eq!(reason, "TicketClosed", "{msg}");
+    assert!(
+        msg.contains("ticket OPS-1 (checker jira) was closed"),
+        "{msg}"
+    );
+    w.wait_owned(timeout, |owned| ids.iter().all(|id| !owned.contains(id)))
+        .await?;
+    println!(
+        "ticket closed -> Revoked: {} ms; Azure objects gone: {} ms (re-check interval 1 s)",
+        to_revoked.as_millis(),
+        closed.elapsed().as_millis()
+    );
+    assert!(
+        to_revoked < w.scaled(std::time::Duration::from_secs(5)),
+        "revoked {to_revoked:?} after the ticket closed"
+    );
+    let metrics = w.metrics().await?;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("lapse_ticket_checks_total{result=\"closed\"}") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    println!("whole test: {} ms", started.elapsed().as_millis());
+    Ok(())
+}
+
+/// A checker that stops answering: the live lease stands on its last answer for the stale
+/// period (3 s), then is revoked (`TicketUnverified`, failing closed); a grant applied while
+/// it is down never activates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_checker_fails_closed_after_the_stale_period() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let checker = lapse_e2e::TicketChecker::start().await?;
+    checker.set("OPS-3", true);
+    checker.set("OPS-4", true);
+    let (w, mi, rg) = ticket_world(&checker).await?;
+    let timeout = w.scaled(TIMEOUT);
+    w.apply_ok(&ticketed("live", "changes", &mi, &rg, "OPS-3 migration"))?;
+    w.wait_phase("changes", "live", GrantPhase::Active, timeout)
+        .await?;
+
+    checker.set_down(true);
+    let down = Instant::now();
+    w.apply_ok(&ticketed("later", "changes", &mi, &rg, "OPS-4 migration"))?;
+    let g = w
+        .wait_phase("changes", "live", GrantPhase::Revoked, timeout)
+        .await?;
+    let to_revoked = down.elapsed();
+    let (reason, msg) = policy_allowed(&g);
+    assert_eq!(reason, "TicketUnverified", "{msg}");
+    assert!(
+        msg.contains("ticket OPS-3 (checker jira) could not be checked (the checker jira has not answered for"),
+        "{msg}"
+    );
+    println!(
+        "checker down -> Revoked: {} ms (stale period 3 s, re-check 1 s)",
+        to_revoked.as_millis()
+    );
+    assert!(
+        to_revoked >= std::time::Duration::from_secs(3),
+        "the last answer did not stand for the stale period: revoked after {to_revoked:?}"
+    );
+    let g = w
+        .wait_grant("changes", "later", timeout, |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("cannot be checked"))
+        })
+        .await?;
+    assert!(g.status.is_some_and(|s| s.activated_at.is_none()));
+    // Back up: the waiting grant's ticket is answered and it activates.
+    checker.set_down(false);
+    w.wait_phase("changes", "later", GrantPhase::Active, timeout)
+        .await?;
+    println!("whole test: {} ms", started.elapsed().as_millis());
+    Ok(())
+}

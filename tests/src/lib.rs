@@ -10,12 +10,14 @@
 mod layering;
 mod operator;
 pub mod target;
+mod ticket_checker;
 
 pub use operator::{Operator, binary, free_port, scratch_dir};
 pub use target::{
     Capability, External, ExternalSettings, Fixtures, Sandbox, TARGET_VAR, Target, Timing,
     external_selected, parse_env_file, sandbox_fixtures, sandbox_only,
 };
+pub use ticket_checker::TicketChecker;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

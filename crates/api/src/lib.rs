@@ -13,6 +13,7 @@ pub mod lock;
 pub mod naming;
 pub mod policy;
 pub mod role;
+pub mod ticket;
 pub mod usage;
 pub mod v1alpha1;
 pub mod validate;

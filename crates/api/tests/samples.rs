@@ -10,6 +10,7 @@ use lapse_api::policy::{NamedPolicy, PolicyContext, Verdict, evaluate};
 use lapse_api::role::RoleCatalogue;
 use lapse_api::v1alpha1::{AccessGrant, AccessPolicy};
 use lapse_api::validate::{validate_grant, validate_policy};
+use serde::Deserialize as _;
 
 fn sample(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,4 +77,40 @@ fn the_sample_service_account_is_the_one_the_grant_federates() {
             .as_ref()
             .map(|f| f.service_account.as_str())
     );
+}
+
+/// `make demo`'s workflows policy: 10 minutes of Reader approves itself by rule 0, 45 minutes
+/// does not (it waits for bob, then carol's tier).
+#[test]
+fn the_workflows_sample_auto_approves_a_short_reader_request_only() {
+    let text = sample("workflows.yaml");
+    let policy: AccessPolicy = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "AccessPolicy")
+        .map(|v| serde_yaml_ng::from_value(v).unwrap())
+        .expect("an AccessPolicy");
+    let rules = validate_policy(&policy.spec).unwrap_or_else(|e| panic!("workflows.yaml: {e}"));
+    let approval = rules.approval.expect("approval");
+    assert_eq!(approval.escalation.len(), 1);
+    assert!(
+        approval.escalation[0].after.as_secs() <= 10,
+        "the demo waits for the tier"
+    );
+    let ask = |minutes: u32| {
+        let spec: lapse_api::v1alpha1::AccessGrantSpec = serde_yaml_ng::from_str(&format!(
+            "identity: {{managedIdentity: {}}}\nroles: [{{role: Reader, scope: {}}}]\nduration: {minutes}m\n",
+            policy.spec.identities[0], policy.spec.scopes[0]
+        ))
+        .unwrap();
+        let req = validate_grant(&spec).unwrap();
+        lapse_api::policy::auto_approval(
+            &req,
+            chrono::TimeDelta::minutes(i64::from(minutes)),
+            &approval,
+            &RoleCatalogue::builtin(),
+            true,
+        )
+    };
+    assert_eq!(ask(10), Some(0));
+    assert_eq!(ask(45), None);
 }

@@ -56,6 +56,8 @@ pub struct Settings {
     pub pim: lapse_api::lease::PimSettings,
     /// The notification webhook; `None` sends none (the audit trail is written either way).
     pub notify: Option<crate::notify::NotifySettings>,
+    /// Ticket checkers and how their answers are cached (docs/approval.md, "Tickets").
+    pub tickets: crate::tickets::TicketSettings,
 }
 
 /// What every reconcile shares.
@@ -95,6 +97,8 @@ pub struct Context {
     pub written: crate::written::WrittenVersions,
     /// Counts policy and namespace-label changes: a decision taken before one is stale.
     pub policy_epoch: tokio::sync::watch::Receiver<u64>,
+    /// What the ticket checkers said, and the checks under way.
+    pub tickets: Arc<crate::tickets::Tickets>,
     /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
     pub repair:
         tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,

@@ -42,6 +42,9 @@ pub enum Error {
 
     #[error("configuring the Azure client: {0}")]
     AzureConfig(lapse_azure::ConfigError),
+
+    #[error("configuring the ticket checkers: {0}")]
+    Tickets(String),
 }
 
 impl Error {
@@ -59,6 +62,7 @@ impl Error {
             Self::Owner(_) => "owner",
             Self::AzureConfig(_) => "azure_config",
             Self::Notify(_) => "notify",
+            Self::Tickets(_) => "tickets",
         }
     }
 

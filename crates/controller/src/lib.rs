@@ -31,6 +31,7 @@ mod retention;
 mod route;
 mod seal;
 pub mod sweep;
+mod tickets;
 mod triggers;
 mod unreadable;
 mod written;
@@ -59,6 +60,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
+pub use tickets::TicketSettings;
 use unreadable::Unreadable;
 
 /// Room for grant events between the shared watch and its slowest lane. The lanes queue work
@@ -238,6 +240,16 @@ async fn assemble_context(
     // make decisions believable is news for every grant waiting on one. Either makes decisions
     // taken before it stale (the epoch), so the grant is not kept quiet until its last
     // decision's time to look again.
+    let tickets = Arc::new(
+        tickets::Tickets::new(
+            settings.tickets.clone(),
+            metrics.ticket_checks.clone(),
+            metrics.ticket_cache_entries.clone(),
+            affected_tx.clone(),
+            epoch_tx.clone(),
+        )
+        .map_err(Error::Tickets)?,
+    );
     let (approval_affected, approval_epoch) = (affected_tx.clone(), epoch_tx.clone());
     let approvals = approvals::ApprovalStores {
         approvals: reflect(
@@ -326,6 +338,7 @@ async fn assemble_context(
         live: Default::default(),
         written: Default::default(),
         policy_epoch: rx.clone(),
+        tickets,
         repair,
         settings,
     };
@@ -479,6 +492,7 @@ pub async fn run(
     }
     let policy_status = tokio::spawn(policy::run(ctx.clone()));
     let expiring = tokio::spawn(expiring::run(ctx.clone()));
+    let ticket_checks = tokio::spawn(recheck_tickets(ctx.clone()));
     let retention = ctx
         .settings
         .retain_finished
@@ -489,10 +503,50 @@ pub async fn run(
     }
     policy_status.abort();
     expiring.abort();
+    ticket_checks.abort();
     if let Some(r) = retention {
         r.abort();
     }
     starter.abort();
+}
+
+/// The ticket re-check loop (docs/approval.md, "Tickets"): every tick, the tickets that grants
+/// not yet ended name (under each policy covering their namespace that has a checker) go to
+/// [`tickets::Tickets::tick`], which checks those due and wakes the grants of any that changed.
+async fn recheck_tickets(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(ctx.tickets.tick_every());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    loop {
+        ticker.tick().await;
+        if !ctx.tickets.any_checker() {
+            continue;
+        }
+        let policies = ctx.policies.snapshot();
+        let mut named: HashMap<
+            lapse_api::ticket::TicketKey,
+            std::collections::BTreeSet<grant_ref::GrantRef>,
+        > = HashMap::new();
+        for g in ctx.grants.state() {
+            if ctx.sealed_status(&g).is_some_and(|s| s.phase.is_terminal()) {
+                continue;
+            }
+            let Some(ns) = g.namespace() else { continue };
+            let labels = observe::namespace_labels(&ctx.namespaces, &ns);
+            for key in lapse_api::ticket::tickets_to_check(
+                &policies,
+                &ns,
+                &labels,
+                g.spec.justification.as_deref(),
+            ) {
+                named.entry(key).or_default().insert(grant_ref::GrantRef {
+                    namespace: ns.clone(),
+                    name: g.name_any(),
+                });
+            }
+        }
+        ctx.tickets.tick(named);
+    }
 }
 
 /// Sets the gauges that are computed rather than counted; called when metrics are scraped.

@@ -70,6 +70,11 @@ pub struct Metrics {
     pub unreadable_objects: Family<KindLabels, Gauge>,
     /// Notifications by kind and result (delivered, failed, dropped).
     pub notifications: Family<crate::notify::NotifyLabels, Counter>,
+    /// Ticket checks by result: open, closed, error (no answer stands), stale (the check failed
+    /// and the last answer stands, within the stale period).
+    pub ticket_checks: Family<ResultLabels, Counter>,
+    /// Tickets in the checkers' cache.
+    pub ticket_cache_entries: Gauge,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     blocked: Mutex<std::collections::HashSet<GrantRef>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
@@ -104,6 +109,8 @@ impl Metrics {
             twin_objects: Gauge::default(),
             unreadable_objects: Family::default(),
             notifications: Family::default(),
+            ticket_checks: Family::default(),
+            ticket_cache_entries: Gauge::default(),
             phases: Mutex::default(),
             blocked: Mutex::default(),
             limiter_seen: Mutex::default(),
@@ -215,6 +222,16 @@ impl Metrics {
             "notifications",
             "Notifications by kind and result: delivered, failed (refused or retries exhausted), dropped (queue full)",
             m.notifications.clone(),
+        );
+        r.register(
+            "ticket_checks",
+            "Ticket checks by result: open, closed, error (no answer stands: fails closed after the stale period), stale (failed; the last answer stands)",
+            m.ticket_checks.clone(),
+        );
+        r.register(
+            "ticket_cache_entries",
+            "Tickets cached with their checkers' last answers",
+            m.ticket_cache_entries.clone(),
         );
         r.register(
             "unreadable_objects",

@@ -77,5 +77,18 @@ fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
             live_grants: None,
         },
     );
-    !verdict.is_allowed()
+    if !verdict.is_allowed() {
+        return true;
+    }
+    // A ticket closed (or no longer checkable) under the lease ends it in this lane too.
+    st.policy.as_deref().is_some_and(|policy| {
+        lapse_api::ticket::checked_ticket(&policies, policy, req.justification.as_deref())
+            .is_some_and(|key| {
+                matches!(
+                    ctx.tickets.peek(&key),
+                    lapse_api::ticket::TicketState::Closed
+                        | lapse_api::ticket::TicketState::Unavailable { .. }
+                )
+            })
+    })
 }

@@ -1,20 +1,21 @@
 //! `pending`, `approve` and `deny`: the approver's side (docs/api.md, AccessApproval).
 //!
 //! Who may decide is the allowing policy's `approval.approvers` (users, or groups the approver
-//! decides as), never the grant's requester: `lapse_api`'s own rule (`ApprovalRule::eligible`)
+//! decides as, and its escalation tiers' once open), never the grant's requester: `lapse_api`'s
+//! own rule (`ApprovalRule::eligible_at`)
 //! and tally (`lapse_api::approval::tally`) judge it here before anything is created. The
 //! approval admission policy then holds the AccessApproval to the caller: `approver.username`
 //! is the caller's and `approver.groups` a subset of theirs.
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Api, ListParams};
-use lapse_api::approval::{ApprovalInput, Tally, tally};
+use lapse_api::approval::{ApprovalInput, Tally, tally_since};
 use lapse_api::v1alpha1::{
     AccessApproval, AccessApprovalSpec, AccessGrant, ApprovalDecision, Approver, ConditionStatus,
     GrantPhase, GrantTarget,
 };
-use lapse_api::validate::ApprovalRule;
+use lapse_api::validate::{ApprovalRule, Eligibility};
 
 use crate::check;
 use crate::cli::Output;
@@ -25,12 +26,17 @@ use crate::summary;
 use crate::table::{Table, ellipsize};
 use crate::time;
 
-/// Why the caller may not decide on a grant, naming the policy; `None` when they may.
+/// Why the caller may not decide on a grant, naming the policy; `None` when they may. An
+/// escalation tier's approver may decide once the grant created at `created` has waited the
+/// tier's `after` by `now` (the operator judges by the decision's server-set creation time, so
+/// one made earlier would never count).
 pub fn ineligible(
     caller: &Caller,
     requester: Option<&str>,
     policy: &str,
     rule: &ApprovalRule,
+    created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) -> Option<String> {
     if requester == Some(caller.username.as_str()) {
         return Some(format!(
@@ -38,8 +44,27 @@ pub fn ineligible(
             caller.username
         ));
     }
-    if !rule.eligible(&caller.username, &caller.groups) {
-        return Some(format!(
+    match rule.eligible_at(&caller.username, &caller.groups, Some(now), created) {
+        Eligibility::Eligible => None,
+        Eligibility::TooEarly => {
+            let opens = created.and_then(|c| {
+                rule.escalation
+                    .iter()
+                    .filter(|t| t.lists(&caller.username, &caller.groups))
+                    .map(|t| c + t.after.to_chrono())
+                    .min()
+            });
+            Some(format!(
+                "you ({}) are an escalation approver under AccessPolicy {policy}, and your tier \
+                 opens {}: a decision before then never counts; decide again once it is open",
+                caller.username,
+                opens.map_or_else(
+                    || "once the grant's creation time is known".to_owned(),
+                    |t| format!("at {}", t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                )
+            ))
+        }
+        Eligibility::NotAnApprover => Some(format!(
             "you ({}, groups {}) are not an approver under AccessPolicy {policy}: \
              spec.approval.approvers lists {}",
             caller.username,
@@ -49,18 +74,17 @@ pub fn ineligible(
                 caller.groups.join(", ")
             },
             approvers(rule)
-        ));
+        )),
     }
-    None
 }
 
-/// The groups an approval decides as: those of the caller's that the rule lists (a subset of
-/// the caller's, as admission requires).
+/// The groups an approval decides as: those of the caller's that the rule (or one of its
+/// escalation tiers) lists (a subset of the caller's, as admission requires).
 pub fn deciding_groups(caller: &Caller, rule: &ApprovalRule) -> Vec<String> {
     caller
         .groups
         .iter()
-        .filter(|g| rule.groups.contains(g))
+        .filter(|g| rule.groups.contains(g) || rule.escalation.iter().any(|t| t.groups.contains(g)))
         .cloned()
         .collect()
 }
@@ -109,7 +133,8 @@ fn input(a: &AccessApproval) -> ApprovalInput {
     }
 }
 
-/// The tally of a grant's approvals, as the operator will count them.
+/// The tally of a grant's approvals, as the operator will count them (escalation tiers open
+/// from the grant's creation, as the operator counts them).
 pub fn tally_of(g: &AccessGrant, rule: &ApprovalRule, approvals: &[AccessApproval]) -> Tally {
     let name = g.metadata.name.as_deref().unwrap_or_default();
     let inputs: Vec<ApprovalInput> = approvals
@@ -117,12 +142,16 @@ pub fn tally_of(g: &AccessGrant, rule: &ApprovalRule, approvals: &[AccessApprova
         .filter(|a| a.spec.grant.name == name)
         .map(input)
         .collect();
-    tally(
+    tally_since(
         rule,
         g.metadata.uid.as_deref().unwrap_or_default(),
         g.metadata.generation.unwrap_or_default(),
         g.spec.requester.as_deref(),
         &inputs,
+        g.metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(time::from_k8s),
     )
 }
 
@@ -187,7 +216,21 @@ pub async fn pending(kube: &Kube, output: Option<Output>) -> anyhow::Result<()> 
         let Some((policy, rule)) = rule_of(&g, &policies) else {
             continue;
         };
-        if ineligible(&caller, g.spec.requester.as_deref(), policy, rule).is_some() {
+        let created = g
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(time::from_k8s);
+        if ineligible(
+            &caller,
+            g.spec.requester.as_deref(),
+            policy,
+            rule,
+            created,
+            Utc::now(),
+        )
+        .is_some()
+        {
             continue;
         }
         let ns = g.metadata.namespace.clone().unwrap_or_default();
@@ -307,7 +350,19 @@ pub async fn decide(
         ))
         .into());
     };
-    if let Some(why) = ineligible(&caller, g.spec.requester.as_deref(), &policy, rule) {
+    let created = g
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(time::from_k8s);
+    if let Some(why) = ineligible(
+        &caller,
+        g.spec.requester.as_deref(),
+        &policy,
+        rule,
+        created,
+        Utc::now(),
+    ) {
         return Err(
             Stop::Refused(format!("you may not {verb} AccessGrant {ns}/{name}: {why}")).into(),
         );
@@ -439,7 +494,14 @@ mod tests {
         let r = rule(1);
         let alice = Some("alice@example.com");
         assert_eq!(
-            ineligible(&caller("bob@example.com", &[]), alice, "p", &r),
+            ineligible(
+                &caller("bob@example.com", &[]),
+                alice,
+                "p",
+                &r,
+                None,
+                Utc::now()
+            ),
             None
         );
         assert_eq!(
@@ -447,7 +509,9 @@ mod tests {
                 &caller("carol", &["platform-oncall", "devs"]),
                 alice,
                 "p",
-                &r
+                &r,
+                None,
+                Utc::now()
             ),
             None
         );
@@ -456,14 +520,50 @@ mod tests {
             alice,
             "p",
             &r,
+            None,
+            Utc::now(),
         );
         assert!(why.is_some_and(|w| w.contains("requested it (spec.requester)")));
-        let why = ineligible(&caller("carol", &["devs"]), alice, "p", &r).unwrap_or_default();
+        let why = ineligible(
+            &caller("carol", &["devs"]),
+            alice,
+            "p",
+            &r,
+            None,
+            Utc::now(),
+        )
+        .unwrap_or_default();
         assert!(
             why.contains("not an approver under AccessPolicy p")
                 && why.contains("users bob@example.com or groups platform-oncall"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn an_escalation_approver_may_decide_only_once_their_tier_is_open() {
+        let mut r = rule(1);
+        r.escalation = vec![lapse_api::validate::EscalationTier {
+            after: LeaseDuration::from_secs(300).unwrap_or(LeaseDuration::MIN),
+            users: vec!["carol".into()],
+            groups: vec!["leads".into()],
+        }];
+        let created = chrono::DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        let at = |m: i64| created.unwrap_or_default() + chrono::TimeDelta::minutes(m);
+        let carol = caller("carol", &[]);
+        let why = ineligible(&carol, None, "p", &r, created, at(4)).unwrap_or_default();
+        assert!(
+            why.contains(
+                "your tier opens at 2026-12-01T08:05:00Z: a decision before then never counts"
+            ),
+            "{why}"
+        );
+        assert_eq!(ineligible(&carol, None, "p", &r, created, at(5)), None);
+        let lead = caller("dave", &["leads", "devs"]);
+        assert_eq!(ineligible(&lead, None, "p", &r, created, at(6)), None);
+        assert_eq!(deciding_groups(&lead, &r), ["leads"]);
     }
 
     #[test]

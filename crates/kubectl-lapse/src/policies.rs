@@ -32,6 +32,9 @@ pub struct Offer {
     pub max_duration: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub justification_pattern: Option<String>,
+    /// `spec.ticket`: the change ticket the justification must name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketOffer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalOffer>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +58,16 @@ pub struct Offer {
     /// rest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketOffer {
+    /// The pattern the justification must contain a match of (the ticket's ID).
+    pub pattern: String,
+    /// The operator's checker that must say the ticket is open; none: the pattern alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checker: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -114,6 +127,10 @@ pub fn offers(
             audiences: rules.audiences.clone(),
             max_duration: rules.max_duration.to_string(),
             justification_pattern: s.justification_pattern.clone(),
+            ticket: s.ticket.as_ref().map(|t| TicketOffer {
+                pattern: t.pattern.clone(),
+                checker: t.checker.clone(),
+            }),
             approval: rules.approval.as_ref().map(|a| ApprovalOffer {
                 required: a.required,
                 users: a.users.clone(),
@@ -228,6 +245,19 @@ pub fn render(ns: &str, offers: &[Offer], invalid: &[String]) -> String {
         );
         if let Some(p) = &o.justification_pattern {
             field("Justification", format!("must match {p:?}"));
+        }
+        if let Some(t) = &o.ticket {
+            field(
+                "Ticket",
+                match &t.checker {
+                    Some(c) => format!(
+                        "the justification must name one matching {:?}, open according to \
+                         checker {c} (a closed ticket denies, and revokes a live lease)",
+                        t.pattern
+                    ),
+                    None => format!("the justification must name one matching {:?}", t.pattern),
+                },
+            );
         }
         field(
             "Approval",
@@ -466,5 +496,41 @@ mod tests {
         assert_eq!(json[0]["federationCloseEarly"], true);
         assert_eq!(json[1]["locks"], "Deny");
         assert_eq!(json[1]["federationCloseEarly"], false);
+    }
+
+    #[test]
+    fn the_ticket_rule_is_shown_and_serialised() {
+        let ps = [
+            policy("a-checked", |s| {
+                s.ticket = Some(lapse_api::v1alpha1::TicketRules {
+                    pattern: "OPS-[0-9]+".into(),
+                    checker: Some("jira".into()),
+                });
+            }),
+            policy("b-pattern", |s| {
+                s.ticket = Some(lapse_api::v1alpha1::TicketRules {
+                    pattern: "CHG[0-9]{7}".into(),
+                    checker: None,
+                });
+            }),
+        ];
+        let (offered, _) = offers(&ps, "team-a", &BTreeMap::new());
+        let text = render("team-a", &offered, &[]);
+        for part in [
+            "Ticket:             the justification must name one matching \"OPS-[0-9]+\", open \
+             according to checker jira (a closed ticket denies, and revokes a live lease)",
+            "Ticket:             the justification must name one matching \"CHG[0-9]{7}\"\n",
+        ] {
+            assert!(text.contains(part), "{part:?} in\n{text}");
+        }
+        let json = serde_json::to_value(&offered).unwrap_or_default();
+        assert_eq!(
+            json[0]["ticket"],
+            serde_json::json!({"pattern": "OPS-[0-9]+", "checker": "jira"})
+        );
+        assert_eq!(
+            json[1]["ticket"],
+            serde_json::json!({"pattern": "CHG[0-9]{7}"})
+        );
     }
 }

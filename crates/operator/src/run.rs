@@ -146,6 +146,31 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_NOTIFY_EXPIRING_BEFORE", default_value = "10m")]
     pub notify_expiring_before: LeaseDuration,
 
+    /// A directory of ticket checkers (docs/approval.md, "Tickets"): each file is one checker,
+    /// named by the file's name and holding its URL. Mount a Secret here (the chart's
+    /// `ticketCheckers.secretName`): a checker URL may carry a token, so it lives in a Secret and
+    /// never in a policy, which only names the checker. Read at start-up; none when unset.
+    #[arg(long, env = "LAPSE_TICKET_CHECKERS_DIR")]
+    pub ticket_checkers_dir: Option<std::path::PathBuf>,
+
+    /// How long one ticket check may take, connecting included (Go duration).
+    #[arg(long, env = "LAPSE_TICKET_CHECK_TIMEOUT", default_value = "5s")]
+    pub ticket_check_timeout: LeaseDuration,
+
+    /// How old a checker's answer may get before the ticket is asked again (Go duration): a
+    /// ticket closed under a live lease ends it within this (plus a reconcile).
+    #[arg(long, env = "LAPSE_TICKET_RECHECK_INTERVAL", default_value = "1m")]
+    pub ticket_recheck_interval: LeaseDuration,
+
+    /// How long a checker's last answer stands while it cannot be reached (Go duration); then
+    /// no answer is believed: waiting grants wait, live leases are revoked (TicketUnverified).
+    #[arg(long, env = "LAPSE_TICKET_STALE_AFTER", default_value = "5m")]
+    pub ticket_stale_after: LeaseDuration,
+
+    /// Most tickets cached with their checkers' answers.
+    #[arg(long, env = "LAPSE_TICKET_CACHE_SIZE", default_value_t = 10_000)]
+    pub ticket_cache_size: usize,
+
     /// Address serving Prometheus metrics at /metrics.
     #[arg(long, env = "LAPSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -277,8 +302,53 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
                 n.actions = args.notify_actions;
                 n
             }),
+        tickets: lapse_controller::TicketSettings {
+            checkers: match &args.ticket_checkers_dir {
+                Some(dir) => ticket_checkers(dir)?,
+                None => Default::default(),
+            },
+            timeout: args.ticket_check_timeout.to_std(),
+            recheck: args.ticket_recheck_interval.to_std(),
+            stale_after: args.ticket_stale_after.to_std(),
+            cache_size: args.ticket_cache_size.max(1),
+        },
     };
     Ok((settings, azure))
+}
+
+/// The ticket checkers in `dir`: one per file, named by the file, holding its URL. Names
+/// starting with a dot are skipped (a mounted Secret keeps its data in `..data`). The URLs are
+/// never printed.
+fn ticket_checkers(
+    dir: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, lapse_azure::SecretString>> {
+    let what = || {
+        format!(
+            "--ticket-checkers-dir (LAPSE_TICKET_CHECKERS_DIR) {}",
+            dir.display()
+        )
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(what)? {
+        let entry = entry.with_context(what)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Follows the Secret volume's symbolic links to the files themselves.
+        if name.starts_with('.') || !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let url = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("{}: reading checker {name}", what()))?;
+        let url = url.trim();
+        if url.is_empty() {
+            bail!("{}: checker {name} holds no URL", what());
+        }
+        out.insert(name, url.to_owned().into());
+    }
+    tracing::info!(
+        checkers = ?out.keys().collect::<Vec<_>>(),
+        "ticket checkers"
+    );
+    Ok(out)
 }
 
 /// Fails fast, with the fix, when the operator's namespace does not exist: its leader Lease and

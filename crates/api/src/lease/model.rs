@@ -307,6 +307,9 @@ pub struct LeaseInput<'a> {
     pub azure: &'a AzureView,
     /// The AccessApprovals for this grant, and whether they can be believed.
     pub approvals: &'a crate::approval::ApprovalView,
+    /// What the ticket checkers said of the tickets the grant names (a ticket not in it is
+    /// unknown).
+    pub tickets: &'a crate::ticket::TicketView,
 }
 
 /// An Event to record on the grant.

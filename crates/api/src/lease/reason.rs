@@ -121,6 +121,13 @@ reasons! {
     /// policy sets `locks: Tolerate` (Event, `PolicyAllowed=False`); a delete the lock refused
     /// (`RevocationBlocked=True`, and its Event).
     ScopeLocked: Both,
+    /// The change ticket the justification names is closed: a waiting grant is denied, a live
+    /// lease revoked (Event, `PolicyAllowed=False`).
+    TicketClosed: Both,
+    /// The ticket checker could not be asked for longer than the stale period (or the operator
+    /// has no checker of the policy's name): a live lease is revoked, failing closed (Event,
+    /// `PolicyAllowed=False`).
+    TicketUnverified: Both,
     /// The window ended before the grant could activate.
     WindowPassed: Event,
     /// The federated credential was deleted one token lifetime before the lease ends

@@ -185,6 +185,8 @@ struct Harness {
     approvals: crate::approval::ApprovalView,
     /// `metadata.generation` of the grant.
     generation: i64,
+    /// What the ticket checkers said.
+    tickets: crate::ticket::TicketView,
 }
 
 impl Harness {
@@ -210,6 +212,7 @@ impl Harness {
                 decisions: Vec::new(),
             },
             generation: 1,
+            tickets: crate::ticket::TicketView::default(),
         }
     }
 
@@ -267,6 +270,7 @@ impl Harness {
             locks: &self.locks,
             azure,
             approvals: &self.approvals,
+            tickets: &self.tickets,
         };
         decide(&input)
     }
@@ -2931,4 +2935,5 @@ fn a_tenant_without_pims_licence_fails_the_grant_naming_it() {
     assert!(!d.actions.iter().any(Action::is_create));
 }
 // ---- Workflows (docs/approval.md): auto-approval, escalation, extension limits, hours ----
+mod tickets;
 mod workflows;

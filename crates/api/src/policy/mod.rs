@@ -47,6 +47,8 @@ pub enum DenialKind {
     PrivilegedIdentity,
     Duration,
     Justification,
+    /// The justification names no ticket matching the policy's `ticket.pattern`.
+    Ticket,
     /// The namespace already has `maxActiveGrants` live grants under the policy.
     Quota,
     /// `spec.breakGlass` where the policy allows none, or beyond its `breakGlass` bounds.
@@ -581,6 +583,20 @@ fn check(
                 DenialKind::Justification,
                 "spec.justification",
                 format!("must match {:?}", re.as_str()),
+            ));
+        }
+    }
+    if let Some(rule) = &rules.ticket {
+        let j = grant.justification.as_deref().unwrap_or("");
+        if rule.ticket_in(j).is_none() {
+            out.push(deny(
+                name,
+                DenialKind::Ticket,
+                "spec.justification",
+                format!(
+                    "must name a change ticket matching {:?} (spec.ticket.pattern)",
+                    rule.pattern.as_str()
+                ),
             ));
         }
     }

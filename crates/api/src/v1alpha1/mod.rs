@@ -21,7 +21,7 @@ pub use patterns::*;
 pub use policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ActiveHours, ApprovalRules, Approvers,
     AutoApproveRule, AzureRules, BreakGlassRules, EscalationTier, Expiry, FederationRules,
-    LabelSelector, LabelSelectorRequirement, LockTolerance, Weekday,
+    LabelSelector, LabelSelectorRequirement, LockTolerance, TicketRules, Weekday,
 };
 
 /// The API group of every lapse kind.

@@ -28,6 +28,10 @@ pub const SERVICE_ACCOUNT_PATTERN: &str =
 /// A wall-clock time of day, `HH:MM` on a 24-hour clock (`activeHours.from` and `to`).
 pub const CLOCK_TIME_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
 
+/// A ticket checker's name: a Secret key (of the operator's checkers Secret) that is also a
+/// plain file name, so no dot first.
+pub const TICKET_CHECKER_PATTERN: &str = "^[A-Za-z0-9][-_.A-Za-z0-9]*$";
+
 /// Most groups in `spec.requesterGroups` (and in an approval's `approver.groups`).
 pub const MAX_REQUESTER_GROUPS: u32 = 64;
 

@@ -122,6 +122,10 @@ pub struct AccessPolicySpec {
     /// window's close. Unset: any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_hours: Option<ActiveHours>,
+    /// Every grant must name a change ticket in its justification, and with a `checker` the
+    /// ticket must be open (docs/approval.md, "Tickets"). Unset: no ticket required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketRules>,
     /// Grants this policy allows wait for approvers (`PendingApproval`) before they activate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRules>,
@@ -136,6 +140,23 @@ pub struct AccessPolicySpec {
     /// access really ends").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureRules>,
+}
+
+/// `spec.ticket` of an AccessPolicy: the change ticket a grant's justification must name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketRules {
+    /// A regular expression (RE2) the justification must contain a match of; the first match
+    /// is the ticket's ID (`OPS-[0-9]+` finds `OPS-1234` in "OPS-1234 nightly backup").
+    #[schemars(length(min = 1, max = 1024))]
+    pub pattern: String,
+    /// The name of a ticket checker configured on the operator (a key of the Secret its chart
+    /// value `ticketCheckers.secretName` names; the URL, which may carry a token, never appears
+    /// in a policy). The operator asks it whether the ticket is open: a closed ticket denies a
+    /// waiting grant and revokes a live lease. Unset: the pattern alone is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TICKET_CHECKER_PATTERN), length(min = 1, max = 63))]
+    pub checker: Option<String>,
 }
 
 /// `spec.azure` of an AccessPolicy.

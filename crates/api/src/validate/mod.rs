@@ -483,6 +483,26 @@ pub struct PolicyRules {
     pub max_extensions: Option<u32>,
     /// Grants activate only inside these hours; leases end at the window's close.
     pub active_hours: Option<ActiveWindow>,
+    /// The change ticket a grant's justification must name, and who says whether it is open.
+    pub ticket: Option<TicketRule>,
+}
+
+/// A validated `spec.ticket`.
+#[derive(Clone, Debug)]
+pub struct TicketRule {
+    pub pattern: Regex,
+    /// The operator-configured checker asked whether the ticket is open; `None`: none asked.
+    pub checker: Option<String>,
+}
+
+impl TicketRule {
+    /// The ticket a justification names: the pattern's first match, if any.
+    pub fn ticket_in<'j>(&self, justification: &'j str) -> Option<&'j str> {
+        self.pattern
+            .find(justification)
+            .map(|m| m.as_str())
+            .filter(|t| !t.is_empty())
+    }
 }
 
 /// Who must approve, and by when.
@@ -827,6 +847,30 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             .map_err(|(field, msg)| errs.push(format!("spec.activeHours.{field}"), msg))
             .ok()
     });
+    let ticket = spec.ticket.as_ref().and_then(|t| {
+        if let Some(c) = &t.checker
+            && !checker_name_ok(c)
+        {
+            errs.push(
+                "spec.ticket.checker",
+                "must be 1 to 63 letters, digits, '-', '_' or '.', not starting with '.'",
+            );
+        }
+        regex::RegexBuilder::new(&t.pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                errs.push(
+                    "spec.ticket.pattern",
+                    format!("not a valid regular expression: {e}"),
+                )
+            })
+            .ok()
+            .map(|pattern| TicketRule {
+                pattern,
+                checker: t.checker.clone(),
+            })
+    });
     let break_glass = spec.break_glass.as_ref().and_then(|b| {
         LeaseDuration::parse(&b.max_duration)
             .map_err(|e| errs.push("spec.breakGlass.maxDuration", e.to_string()))
@@ -862,9 +906,19 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
                 .is_some_and(|a| a.expiry == crate::v1alpha1::Expiry::Pim),
             max_extensions: spec.max_extensions,
             active_hours,
+            ticket,
         }),
         _ => Err(errs),
     }
+}
+
+/// A ticket checker's name is a Secret key and a file name: no path, no leading dot.
+fn checker_name_ok(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn names_ok(field: &str, list: &[String], errs: &mut FieldErrors) -> bool {

@@ -53,6 +53,7 @@ async fn rounds(
         catalogue,
         keys,
         approvals,
+        tickets,
     } = obs;
     let mut view = ctx.inventory.view(&keys, &gref);
     let mut live = ctx.live.counts(&gref.namespace, &gref);
@@ -95,6 +96,7 @@ async fn rounds(
             locks: &locks,
             azure: &view,
             approvals: &approvals,
+            tickets: &tickets,
         };
         let d = lease::decide(&input);
         // A quota is admitted atomically before the first live status is written; losing the

@@ -37,6 +37,8 @@ pub(super) struct Observation {
     pub keys: Vec<ObjectKey>,
     /// The AccessApprovals naming the grant, and whether they can be believed.
     pub approvals: lapse_api::approval::ApprovalView,
+    /// What the checkers said of the tickets the grant names.
+    pub tickets: lapse_api::ticket::TicketView,
 }
 
 /// Reads what the decision needs. Azure is asked only what this grant's state calls for: a
@@ -111,6 +113,19 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     let keys = keys_of(ctx, &gref, sealed, req.as_ref(), &identity);
     ctx.inventory.ensure_loaded(&ctx.lister(), &keys).await;
     let catalogue = ctx.resolver.catalogue();
+    // Tickets are asked about only for a grant still to activate or live: the cache answers,
+    // and a check due starts in the background (its answer wakes the grant).
+    let tickets = if covered && !deleting && !status.phase.is_terminal() {
+        let keys = lapse_api::ticket::tickets_to_check(
+            &policies,
+            &gref.namespace,
+            &labels,
+            g.spec.justification.as_deref(),
+        );
+        ctx.tickets.view(&keys, &gref)
+    } else {
+        lapse_api::ticket::TicketView::default()
+    };
     let (gref_namespace, gref_name) = (gref.namespace.clone(), gref.name.clone());
     Ok(Observation {
         gref,
@@ -125,6 +140,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         catalogue,
         keys,
         approvals: ctx.approvals.view(&gref_namespace, &gref_name),
+        tickets,
     })
 }
 

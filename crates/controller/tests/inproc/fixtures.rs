@@ -218,6 +218,7 @@ impl World {
             notify: None,
             residual: Default::default(),
             pim: Default::default(),
+            tickets: Default::default(),
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let (ctx, wiring) = lapse_controller::prepare(

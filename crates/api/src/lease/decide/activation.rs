@@ -101,6 +101,10 @@ impl Step<'_> {
                 Some("checking the management locks on the grant's scopes and identity".into());
             return;
         }
+        // A checked ticket must be known open (DESIGN §11 "Tickets").
+        if !self.ticket_confirmed(&req) {
+            return;
+        }
         // The lease starts where no tenant can write it: the grant's creation (set by the API
         // server) or window.notBefore. Whole seconds in the record (and so in kubectl's EXPIRES
         // column); rounding the start down only ever shortens the lease.

@@ -74,6 +74,11 @@ impl Step<'_> {
         if !self.locks_allow(&policy) {
             return None;
         }
+        // A closed ticket denies before anyone is asked to approve; an unknown one only holds
+        // back the activation itself (`activate`).
+        if !self.ticket_not_closed(&policy, &req) {
+            return None;
+        }
         // Closing federation a token lifetime early needs a lease longer than that.
         if let Some(closes) = self.federation_closes_at(&policy, req.federation.is_some(), expiry)
             && closes <= anchor

@@ -103,6 +103,11 @@ impl Step<'_> {
                 if self.review(&req, gate) {
                     return;
                 }
+                // So does a ticket closed (or no longer checkable) under it.
+                let policy = policy.clone();
+                if self.ticket_ends_lease(&policy, &req) {
+                    return;
+                }
             }
             Verdict::Denied { .. } => {
                 let msg = verdict.message();

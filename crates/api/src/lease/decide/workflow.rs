@@ -1,14 +1,16 @@
 //! The policy's workflow bounds on a lease (docs/approval.md): `activeHours` (a grant activates
-//! only inside the window and its lease ends at the window's close) and `maxExtensions` (how
-//! many times a lease may be lengthened). Kept apart from the stages that call them.
+//! only inside the window and its lease ends at the window's close), `maxExtensions` (how
+//! many times a lease may be lengthened) and `ticket` (a checked ticket must be open). Kept
+//! apart from the stages that call them.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::step::Step;
 use crate::hours::ActiveWindow;
 use crate::lease::reason::Reason;
-use crate::v1alpha1::GrantPhase;
-use crate::validate::PolicyRules;
+use crate::ticket::{TicketKey, TicketState, checked_ticket};
+use crate::v1alpha1::{EndReason, GrantPhase};
+use crate::validate::{GrantRequest, PolicyRules};
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -113,5 +115,86 @@ impl Step<'_> {
             ),
         ));
         false
+    }
+
+    /// The ticket `policy` has checked for this grant, and what its checker said. `None` when
+    /// the policy checks none.
+    fn checked(&self, policy: &str, req: &GrantRequest) -> Option<(TicketKey, TicketState)> {
+        let key = checked_ticket(
+            self.input.policy.policies,
+            policy,
+            req.justification.as_deref(),
+        )?;
+        let state = self.input.tickets.get(&key);
+        Some((key, state))
+    }
+
+    /// Admission: a ticket its checker says is closed denies the grant before anyone is asked
+    /// to approve it. Returns whether the grant may go on.
+    pub(super) fn ticket_not_closed(&mut self, policy: &str, req: &GrantRequest) -> bool {
+        let Some((key, TicketState::Closed)) = self.checked(policy, req) else {
+            return true;
+        };
+        let msg = format!(
+            "spec.justification: {key} is closed; AccessPolicy {policy} allows grants only for \
+             an open ticket"
+        );
+        self.facts.policy = Some((false, Reason::TicketClosed, msg.clone()));
+        self.end_without_objects(
+            GrantPhase::Denied,
+            Reason::TicketClosed,
+            format!("denied: {msg}"),
+        );
+        false
+    }
+
+    /// Activation: a checked ticket must be known open. While its state is unknown (being
+    /// asked) or unavailable (the checker cannot be believed), the grant waits and says why.
+    pub(super) fn ticket_confirmed(&mut self, req: &GrantRequest) -> bool {
+        let Some(policy) = self.st.policy.clone() else {
+            return true;
+        };
+        let msg = match self.checked(&policy, req) {
+            None | Some((_, TicketState::Open)) => return true,
+            // Admission denied it already in this step; never activate on it.
+            Some((key, TicketState::Closed)) => format!("{key} is closed"),
+            Some((key, TicketState::Unknown)) => {
+                format!("checking that {key} is open before activating")
+            }
+            Some((key, TicketState::Unavailable { detail })) => format!(
+                "{key} cannot be checked ({detail}); the grant activates once its checker says \
+                 it is open"
+            ),
+        };
+        self.retry(None);
+        self.st.message = Some(msg);
+        false
+    }
+
+    /// A running lease: a closed ticket ends it (`TicketClosed`), and so does a checker that
+    /// has not answered for longer than the stale period (`TicketUnverified`: fail closed). An
+    /// unknown state (the operator restarted, the answer is on its way) leaves it standing.
+    /// Returns whether the lease ended.
+    pub(super) fn ticket_ends_lease(&mut self, policy: &str, req: &GrantRequest) -> bool {
+        let (why, msg) = match self.checked(policy, req) {
+            Some((key, TicketState::Closed)) => (
+                Reason::TicketClosed,
+                format!(
+                    "{key} was closed; AccessPolicy {policy} allows the lease only while it is \
+                     open: the lease was revoked"
+                ),
+            ),
+            Some((key, TicketState::Unavailable { detail })) => (
+                Reason::TicketUnverified,
+                format!(
+                    "{key} could not be checked ({detail}); AccessPolicy {policy} allows the \
+                     lease only while it is known open: the lease was revoked"
+                ),
+            ),
+            _ => return false,
+        };
+        self.facts.policy = Some((false, why, msg.clone()));
+        self.wind_down(EndReason::Revoked, why, msg);
+        true
     }
 }
