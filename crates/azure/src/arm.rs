@@ -583,7 +583,7 @@ pub(crate) fn check_fic_name(op: Operation, name: &str) -> Result<(), AzureError
     }
 }
 
-fn subscription_budget(op: Operation, subscription: &str) -> Result<Budget, AzureError> {
+pub(crate) fn subscription_budget(op: Operation, subscription: &str) -> Result<Budget, AzureError> {
     let ok = !subscription.is_empty()
         && subscription.len() <= 64
         && subscription

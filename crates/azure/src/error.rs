@@ -39,10 +39,14 @@ pub enum Operation {
     ListSubscriptions,
     /// App registrations with their credentials (Graph `GET /applications`).
     ListApplications,
+    /// A subscription's Activity Log (`Microsoft.Insights/eventtypes/management/values`).
+    ListActivityLog,
+    /// Workload sign-ins (Graph `beta/auditLogs/signIns`).
+    ListSignIns,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 22] = [
+    pub const ALL: [Operation; 24] = [
         Operation::GetRoleDefinition,
         Operation::PutRoleAssignment,
         Operation::GetRoleAssignment,
@@ -65,6 +69,8 @@ impl Operation {
         Operation::GetOwnIdentity,
         Operation::ListSubscriptions,
         Operation::ListApplications,
+        Operation::ListActivityLog,
+        Operation::ListSignIns,
     ];
 
     /// A stable snake_case name for metric labels and logs.
@@ -92,6 +98,8 @@ impl Operation {
             Operation::GetOwnIdentity => "get_own_identity",
             Operation::ListSubscriptions => "list_subscriptions",
             Operation::ListApplications => "list_applications",
+            Operation::ListActivityLog => "list_activity_log",
+            Operation::ListSignIns => "list_sign_ins",
         }
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod graph;
 mod limiter;
+mod logs;
 mod models;
 mod rest;
 
@@ -23,6 +24,7 @@ pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
 pub use error::{AzureError, ErrorClass, Operation, SCOPE_LOCKED};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
+pub use logs::{ACTIVITY_LOG_API_VERSION, ActivityEvent, SignInKind, SignInRecord};
 pub use models::{
     AppCredential, AppRegistration, Application, Fic, FicRequest, ManagedIdentity, Permission,
     RoleAssignment, RoleAssignmentRequest, RoleAssignmentSchedule, RoleDefinition, RolePermission,

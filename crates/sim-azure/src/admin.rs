@@ -33,6 +33,13 @@ struct PimSettings {
     minimum_duration_secs: Option<u64>,
 }
 
+/// `PUT /admin/logs`: how long the Activity Log and the sign-in log lag behind.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LogSettings {
+    ingestion_delay_secs: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewPrincipal {
@@ -88,6 +95,13 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
                 shared
                     .faults
                     .set_fic_propagation_delay(Duration::from_millis(ms));
+            }
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::PUT, ["logs"]) => {
+            let l: LogSettings = req.json()?;
+            if let Some(s) = l.ingestion_delay_secs {
+                shared.logs.set_delay(Duration::from_secs(s));
             }
             Ok(Reply::empty(StatusCode::NO_CONTENT))
         }

@@ -74,6 +74,11 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// Audit log entries kept (the oldest are discarded beyond this).
     pub audit_capacity: usize,
+    /// How long after an operation or a sign-in it appears in the Activity Log and the sign-in
+    /// log (Azure: minutes; `PUT /admin/logs {"ingestionDelaySecs"}` changes it).
+    pub log_ingestion_delay: Duration,
+    /// Events kept in each of the Activity Log and the sign-in log.
+    pub log_capacity: usize,
     /// Extra CA certificates (PEM) trusted when fetching an OIDC issuer's discovery document
     /// and JWKS (e.g. sim-kube's CA). The simulator's own CA is always trusted.
     pub trusted_ca_pems: Vec<String>,
@@ -102,6 +107,8 @@ impl Default for Config {
             page_size: 1000,
             throttle: ThrottleConfig::default(),
             audit_capacity: 100_000,
+            log_ingestion_delay: Duration::ZERO,
+            log_capacity: 100_000,
             trusted_ca_pems: Vec::new(),
             pim_licensed: true,
             pim_minimum_duration: Duration::from_secs(5 * 60),

@@ -151,7 +151,10 @@ async fn token_inner(
         )
     })?;
 
+    let mut federated: Option<(String, String)> = None;
+    let credential_type;
     if let Some(secret) = field("client_secret") {
+        credential_type = "clientSecret";
         if principal.client_secret.as_deref() != Some(secret) {
             return Err(EntraError::new(
                 StatusCode::UNAUTHORIZED,
@@ -171,7 +174,8 @@ async fn token_inner(
                 format!("The client_assertion_type must be '{JWT_BEARER}'."),
             ));
         }
-        verify_assertion(shared, &principal, assertion).await?;
+        federated = Some(verify_assertion(shared, &principal, assertion).await?);
+        credential_type = "federatedIdentityCredential";
     } else {
         return Err(EntraError::new(
             StatusCode::UNAUTHORIZED,
@@ -192,6 +196,18 @@ async fn token_inner(
             )
         })?;
     *principal_out = Some(principal.object_id.clone());
+    shared.logs.record_signin(crate::logs::SignIn {
+        id: uuid::Uuid::new_v4().to_string(),
+        time: Utc::now(),
+        principal: principal.object_id.clone(),
+        app_id: principal.app_id.clone(),
+        display_name: principal.display_name.clone(),
+        managed_identity: principal.identity_id.clone(),
+        resource: resource.to_owned(),
+        credential_type,
+        federated_credential: federated.as_ref().map(|(name, _)| name.clone()),
+        federated_issuer: federated.map(|(_, iss)| iss),
+    });
     Ok(Reply::json(
         StatusCode::OK,
         &json!({
@@ -309,7 +325,7 @@ async fn verify_assertion(
     shared: &Arc<Shared>,
     principal: &Principal,
     assertion: &str,
-) -> Result<(), EntraError> {
+) -> Result<(String, String), EntraError> {
     let malformed = |why: String| {
         EntraError::new(
             StatusCode::BAD_REQUEST,
@@ -370,9 +386,13 @@ async fn verify_assertion(
         .iter()
         .filter(|f| now.saturating_duration_since(f.written) >= delay)
         .collect();
-    if !effective.iter().any(|f| fic_matches(f, iss, sub, &auds)) {
+    let Some(matched) = effective
+        .iter()
+        .find(|f| fic_matches(f, iss, sub, &auds))
+        .map(|f| f.name.clone())
+    else {
         return Err(no_matching_fic(&fics, &effective, iss, sub, &auds));
-    }
+    };
     match shared.federation.verify_signature(assertion, iss).await {
         Ok(()) => {}
         Err(SignatureError::Fetch(why)) => {
@@ -404,7 +424,7 @@ async fn verify_assertion(
             ),
         ));
     }
-    Ok(())
+    Ok((matched, iss.to_owned()))
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.

@@ -29,7 +29,24 @@ const MAX_PAGE: usize = 999;
 
 /// Whether a request path is Graph's (`/v1.0/...`).
 pub(crate) fn is_graph_path(path: &str) -> bool {
-    path == "/v1.0" || path.starts_with("/v1.0/")
+    path == "/v1.0" || path.starts_with("/v1.0/") || path.starts_with("/beta/")
+}
+
+/// `GET /beta/auditLogs/signIns` (see [`crate::logs::list_signins`]).
+pub(crate) fn sign_ins(
+    shared: &Arc<Shared>,
+    req: &Req,
+    request_id: &str,
+    principal: &mut Option<String>,
+) -> Reply {
+    let result = authenticate(shared, req).and_then(|claims| {
+        *principal = Some(claims.oid.clone());
+        crate::logs::list_signins(shared, req, &claims)
+    });
+    match result {
+        Ok(r) => r,
+        Err(e) => Reply::error_for(&e, request_id, req.header("client-request-id")),
+    }
 }
 
 /// Audiences Graph accepts: Graph's own plus the simulator's URL.

@@ -25,6 +25,7 @@ mod handle;
 mod http;
 mod ids;
 mod issuer;
+mod logs;
 mod rbac;
 mod roles;
 mod seed;

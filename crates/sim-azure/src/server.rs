@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub federation: Federation,
     pub throttle: Throttle,
     pub audit: AuditLog,
+    /// Azure's own logs of what was served (Activity Log, sign-ins).
+    pub logs: crate::logs::Logs,
     pub faults: Faults,
     pub base_url: String,
 }
@@ -129,6 +131,7 @@ impl SimAzure {
         let shared = Arc::new(Shared {
             throttle: Throttle::new(config.throttle),
             audit: AuditLog::new(config.audit_capacity),
+            logs: crate::logs::Logs::new(config.log_capacity, config.log_ingestion_delay),
             faults: Faults::new(
                 config.replication_window,
                 config.propagation_delay,
@@ -346,6 +349,9 @@ async fn handle(
     for (name, value) in &reply.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
+    shared
+        .logs
+        .record_request(&req, time, principal.as_deref(), reply.status.as_u16());
     record(
         &shared,
         &req,
@@ -411,6 +417,7 @@ async fn route(
         [tenant, "discovery", "v2.0", "keys"] => entra::keys(shared, tenant, request_id),
         [_, "discovery", "instance"] => entra::instance_discovery(shared, req),
         ["v1.0", rest @ ..] => graph::handle(shared, req, rest, request_id, principal),
+        ["beta", "auditLogs", "signIns"] => graph::sign_ins(shared, req, request_id, principal),
         _ => arm::handle(shared, req, request_id, principal).await,
     }
 }

@@ -209,6 +209,14 @@ async fn dispatch(
     claims: &AccessClaims,
 ) -> Result<Reply, ApiError> {
     let path = req.path.trim_end_matches('/');
+    if let Some((scope, "")) = split_at_ci(
+        path,
+        "/providers/Microsoft.Insights/eventtypes/management/values",
+    ) && let ["subscriptions", sub] = crate::ids::segments(scope).as_slice()
+    {
+        req.require_api_version(&[crate::logs::ACTIVITY_API_VERSION])?;
+        return crate::logs::list_activity(shared, req, claims, sub);
+    }
     // Before the resource providers: a lock can sit on any resource (an identity's included).
     if let Some((scope, rest)) = split_at_ci(path, "/providers/Microsoft.Authorization/locks")
         && (rest.is_empty() || rest.starts_with('/'))

@@ -12,6 +12,7 @@ mod graph;
 mod identities;
 mod least_privilege;
 mod locks;
+mod logs;
 mod operations;
 mod pim;
 mod role_assignments;

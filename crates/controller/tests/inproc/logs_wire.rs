@@ -1,0 +1,124 @@
+//! The wire for usage evidence, end to end: lapse-azure's `list_activity_log` and
+//! `list_sign_ins` against sim-azure's Activity Log (2015-04-01) and Graph sign-in log, no
+//! controller involved: what the client reads is what the simulator logged, writes and deletes
+//! but no reads, every token a sign-in, each after the ingestion delay.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lapse_azure::{
+    AzureClient, AzureConfig, Cloud, CredentialConfig, LimitsConfig, RoleAssignmentRequest,
+    SignInKind,
+};
+use lapse_sim_azure::{Seed, SimAzure, SimAzureHandle};
+use uuid::Uuid;
+
+/// The sandbox tenant, the operator also allowed to read sign-ins, and a client with its
+/// credentials.
+async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut seed = Seed::sandbox_default();
+    for p in &mut seed.principals {
+        if p.graph_roles
+            .iter()
+            .any(|r| r == "Application.ReadWrite.OwnedBy")
+        {
+            p.graph_roles.push("AuditLog.Read.All".to_owned());
+        }
+    }
+    let azure = SimAzure::start(
+        lapse_sim_azure::Config {
+            log_ingestion_delay: delay,
+            ..lapse_sim_azure::Config::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("lapse-inproc-logs-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    azure.write_env(&dir, "https://issuer.invalid").unwrap();
+    let url = lapse_azure::Url::parse(azure.url()).unwrap();
+    let creds = azure.operator_credentials().unwrap();
+    let config = AzureConfig {
+        cloud: Cloud::Custom {
+            arm: url.clone(),
+            graph: url.clone(),
+            authority: url.clone(),
+        },
+        arm_endpoint: Some(url.clone()),
+        graph_endpoint: Some(url.clone()),
+        authority_host: Some(url),
+        credential: CredentialConfig::ClientSecret {
+            tenant_id: creds.tenant_id,
+            client_id: creds.client_id,
+            secret: creds.client_secret.unwrap_or_default().into(),
+        },
+        ca_bundle: Some(dir.join("azure-ca.pem")),
+        limits: LimitsConfig::default(),
+        timeout: Duration::from_secs(10),
+    };
+    (azure, AzureClient::new(config).unwrap())
+}
+
+#[tokio::test]
+async fn the_client_reads_what_the_simulator_logged_after_the_delay() {
+    let (azure, client) = start(Duration::from_secs(1)).await;
+    let from = Utc::now() - chrono::TimeDelta::seconds(1);
+    let sub = azure.subscription_id().unwrap();
+    let scope = format!("/subscriptions/{sub}/resourceGroups/lapse-demo-rg");
+    let (_, principal, _) = azure.identity("backup-runner").unwrap();
+    let principal = Uuid::parse_str(&principal).unwrap();
+    let reader = client
+        .role_definition_by_name(&sub, "Reader")
+        .await
+        .unwrap()
+        .unwrap();
+    let name = Uuid::new_v4();
+    client
+        .put_role_assignment(&RoleAssignmentRequest {
+            scope: scope.clone(),
+            name,
+            role_definition_id: reader.id.clone(),
+            principal_id: principal,
+            description: None,
+            condition: None,
+        })
+        .await
+        .unwrap();
+    // Within the delay: not there yet.
+    assert!(
+        client
+            .list_activity_log(&sub, from, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let events = client.list_activity_log(&sub, from, None).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e.action, "Microsoft.Authorization/roleAssignments/write");
+    assert!(e.succeeded());
+    let operator = Uuid::parse_str(&azure.operator_credentials().unwrap().object_id).unwrap();
+    assert_eq!(e.caller, Some(operator));
+    assert_eq!(e.grantee(), Some(principal));
+    assert!(e.resource_id.ends_with(&name.to_string()));
+    // The client's own token is a service principal sign-in.
+    let signins = client
+        .list_sign_ins(SignInKind::ServicePrincipal, from)
+        .await
+        .unwrap();
+    assert!(
+        signins.iter().any(|s| s.principal_id == Some(operator)
+            && s.credential_type.as_deref() == Some("clientSecret")),
+        "{signins:?}"
+    );
+    assert!(
+        client
+            .list_sign_ins(SignInKind::ManagedIdentity, from)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
