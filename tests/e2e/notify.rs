@@ -17,8 +17,9 @@ mod support;
 use support::*;
 
 /// Every kind the operator notifies about.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "PendingApproval",
+    "ApprovalEscalated",
     "Approved",
     "Denied",
     "Activated",
@@ -243,6 +244,11 @@ async fn every_kind_arrives(format: &str) -> anyhow::Result<()> {
     .await?;
     let timeout = w.scaled(TIMEOUT);
     let (mi, _) = setup(&w).await?;
+    // An escalation tier 2 s into the wait: a grant nobody decides on escalates to carol.
+    w.apply_ok(&policy(&w).replace(
+        "    timeout: 1h\n",
+        "    timeout: 1h\n    escalation:\n    - after: 2s\n      approvers:\n        users: [\"carol@example.com\"]\n",
+    ))?;
     let rg = w.fixtures.resource_group_id();
     let create = |who: &str, groups: &[&str], yaml: &str| -> anyhow::Result<()> {
         let out = w.create_as(who, groups, yaml)?;
@@ -263,11 +269,21 @@ async fn every_kind_arrives(format: &str) -> anyhow::Result<()> {
         .wait_phase(NS, "asked", GrantPhase::PendingApproval, timeout)
         .await?;
     create(BOB, &[], &approval("asked-bob", &g, "Approve", BOB, &[]))?;
-    // Asked and denied.
+    // Asked, escalated (nobody decided for 2 s), and denied.
     create(ALICE, &[], &short("refused", ""))?;
     let g = w
         .wait_phase(NS, "refused", GrantPhase::PendingApproval, timeout)
         .await?;
+    let deadline = Instant::now() + timeout;
+    while !hook.received().iter().any(|r| {
+        kind_and_grant(format, r).is_some_and(|(k, g)| k == "ApprovalEscalated" && g == "refused")
+    }) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no ApprovalEscalated for refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     create(BOB, &[], &approval("refused-bob", &g, "Deny", BOB, &[]))?;
     // Break-glass, then revoked while Azure refuses deletes: overdue first, revoked once it
     // lets them through.
@@ -307,6 +323,7 @@ async fn every_kind_arrives(format: &str) -> anyhow::Result<()> {
     // Every kind arrives, for the grant it is about, once.
     let expected: BTreeMap<&str, &str> = [
         ("PendingApproval", "asked"),
+        ("ApprovalEscalated", "refused"),
         ("Approved", "asked"),
         ("Activated", "asked"),
         ("ExpiringSoon", "asked"),

@@ -179,6 +179,21 @@ pub fn approvers(rule: &ApprovalRule) -> String {
     parts.join(" or ")
 }
 
+/// The groups stamped into `spec.requesterGroups`: the caller's own (admission checks they are a
+/// subset of the request's), without Kubernetes' `system:` groups, which no policy names, at
+/// most the schema's limit.
+fn requester_groups(groups: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = groups
+        .iter()
+        .filter(|g| !g.starts_with("system:"))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(lapse_api::v1alpha1::MAX_REQUESTER_GROUPS as usize);
+    out
+}
+
 /// What an allowing verdict means for the requester, in one sentence.
 pub fn gate_sentence(verdict: &Verdict) -> Option<String> {
     let Verdict::Allowed { policy, gate, .. } = verdict else {
@@ -278,7 +293,10 @@ pub async fn run(kube: &Kube, args: &RequestArgs, output: Option<Output>) -> any
     let timeout =
         time::parse_duration("--timeout", &args.timeout).map_err(|e| Stop::Usage(e.to_string()))?;
     match kube.whoami().await {
-        Ok(caller) => spec.requester = Some(caller.username),
+        Ok(caller) => {
+            spec.requester_groups = requester_groups(&caller.groups);
+            spec.requester = Some(caller.username);
+        }
         Err(e) if args.dry_run => eprintln!("warning: spec.requester left out: {e:#}"),
         Err(e) => return Err(e),
     }
@@ -361,6 +379,16 @@ pub async fn run(kube: &Kube, args: &RequestArgs, output: Option<Output>) -> any
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn requester_groups_are_the_callers_own_without_system_groups() {
+        let groups: Vec<String> = ["sre", "system:authenticated", "platform-oncall", "sre"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(super::requester_groups(&groups), ["platform-oncall", "sre"]);
+    }
+
     use clap::Parser as _;
 
     use super::*;

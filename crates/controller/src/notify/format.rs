@@ -87,6 +87,7 @@ fn headline(n: &Notification) -> String {
 fn title(kind: Kind) -> &'static str {
     match kind {
         Kind::PendingApproval => "Approval needed",
+        Kind::ApprovalEscalated => "Approval escalated",
         Kind::Approved => "Approved",
         Kind::Denied => "Denied",
         Kind::Activated => "Access active",
@@ -101,6 +102,7 @@ fn title(kind: Kind) -> &'static str {
 fn emoji(kind: Kind) -> &'static str {
     match kind {
         Kind::PendingApproval => "⏳",
+        Kind::ApprovalEscalated => "📣",
         Kind::Approved => "👍",
         Kind::Denied => "⛔",
         Kind::Activated => "✅",
@@ -158,11 +160,14 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
-/// The decisions a notification offers: Approve and Deny while a grant waits for approval, Deny
+/// The decisions a notification offers: Approve and Deny while a grant waits for approval (and
+/// when its escalation opens to more approvers), Deny
 /// (review after the fact) on break-glass. None without the grant's uid and generation.
 fn chat_actions(n: &Notification) -> Vec<ChatAction> {
     let decisions: &[ApprovalDecision] = match n.kind {
-        Kind::PendingApproval => &[ApprovalDecision::Approve, ApprovalDecision::Deny],
+        Kind::PendingApproval | Kind::ApprovalEscalated => {
+            &[ApprovalDecision::Approve, ApprovalDecision::Deny]
+        }
         Kind::BreakGlassActivated => &[ApprovalDecision::Deny],
         _ => &[],
     };

@@ -35,6 +35,8 @@ pub use record::GrantRecord;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Kind {
     PendingApproval,
+    /// An escalation tier opened while the grant waits: its approvers may now decide.
+    ApprovalEscalated,
     Approved,
     Denied,
     Activated,
@@ -46,8 +48,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PendingApproval,
+        Kind::ApprovalEscalated,
         Kind::Approved,
         Kind::Denied,
         Kind::Activated,
@@ -61,6 +64,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::PendingApproval => "PendingApproval",
+            Kind::ApprovalEscalated => "ApprovalEscalated",
             Kind::Approved => "Approved",
             Kind::Denied => "Denied",
             Kind::Activated => "Activated",
