@@ -7,7 +7,6 @@ use lapse_api::lease::{Failure, ObjectKey, Observed};
 use lapse_azure::{AzureError, ErrorClass};
 
 use crate::context::Context;
-use crate::inventory::Known;
 
 /// The core's view of an Azure failure.
 pub fn failure(e: &AzureError) -> Failure {
@@ -55,17 +54,10 @@ pub async fn standing_assignment(
                 };
             for ra in list {
                 if crate::inventory::assignment_key(&ra).as_ref() == Some(key) {
-                    let schedule = schedules.get(key);
-                    let owned = crate::inventory::owns_assignment(&ctx.core.owner, &ra, key)
-                        || schedule.is_some_and(|(owned, _)| *owned);
-                    ctx.inventory.record(
-                        key,
-                        Some(Known {
-                            id: ra.id.clone(),
-                            owned,
-                            schedule: schedule.map(|(_, s)| *s),
-                        }),
-                    );
+                    let known =
+                        crate::inventory::known_assignment(&ctx.core.owner, &ra, key, &schedules);
+                    let owned = known.owned;
+                    ctx.inventory.record(key, Some(known));
                     return Observed::Present {
                         owned,
                         id: Some(ra.id),

@@ -97,6 +97,22 @@ pub async fn schedules(
         .collect())
 }
 
+/// What the inventory knows of a listed role assignment: ours by its derived name, or (made
+/// through PIM) by the request that shaped its schedule in `schedules`.
+pub fn known_assignment(
+    owner: &naming::Owner,
+    ra: &RoleAssignment,
+    key: &ObjectKey,
+    schedules: &HashMap<ObjectKey, (bool, AssignmentSchedule)>,
+) -> Known {
+    let schedule = schedules.get(key);
+    Known {
+        id: ra.id.clone(),
+        owned: owns_assignment(owner, ra, key) || schedule.is_some_and(|(owned, _)| *owned),
+        schedule: schedule.map(|(_, s)| *s),
+    }
+}
+
 impl Inventory {
     /// Lists one partition and replaces it in the inventory.
     pub async fn load(&self, from: &Lister<'_>, p: &Partition) -> Result<(), AzureError> {
@@ -116,22 +132,12 @@ impl Inventory {
                 let schedules = schedules(from, sub, None).await?;
                 for ra in list {
                     if let Some(k) = assignment_key(&ra) {
-                        let schedule = schedules.get(&k);
-                        let owned = owns_assignment(owner, &ra, &k)
-                            || schedule.is_some_and(|(owned, _)| *owned);
-                        if !owned && owner.is_twin(ra.description.as_deref(), None) {
+                        let known = known_assignment(owner, &ra, &k, &schedules);
+                        if !known.owned && owner.is_twin(ra.description.as_deref(), None) {
                             twins += 1;
                             sample.get_or_insert_with(|| ra.id.clone());
                         }
-                        let schedule = schedule.map(|(_, s)| *s);
-                        objects.insert(
-                            k,
-                            Known {
-                                id: ra.id,
-                                owned,
-                                schedule,
-                            },
-                        );
+                        objects.insert(k, known);
                     }
                 }
             }

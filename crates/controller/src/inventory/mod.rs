@@ -14,7 +14,7 @@ use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 mod load;
 
 pub use crate::grant_ref::GrantRef;
-pub use load::{Lister, assignment_key, owns_assignment, schedules};
+pub use load::{Lister, assignment_key, known_assignment, owns_assignment, schedules};
 
 /// How a grant holds an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

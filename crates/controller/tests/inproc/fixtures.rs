@@ -116,12 +116,45 @@ fn init_logging() {
 
 /// A scratch directory for the Azure CA bundle (the client reads it from a file, as the
 /// operator reads `LAPSE_AZURE_CA_BUNDLE`).
-fn scratch_dir() -> anyhow::Result<PathBuf> {
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("lapse-inproc-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A client configuration for the operator's identity in `azure`: its endpoints, credentials
+/// and CA, from the `azure.env` and `azure-ca.pem` the simulator writes into `dir` (as the
+/// operator reads them), with `issuer` as the cluster's OIDC issuer.
+pub fn azure_config(
+    azure: &SimAzureHandle,
+    dir: &std::path::Path,
+    issuer: &str,
+) -> anyhow::Result<AzureConfig> {
+    azure.write_env(dir, issuer)?;
+    let url = lapse_azure::Url::parse(azure.url())?;
+    let creds = azure
+        .operator_credentials()
+        .ok_or_else(|| anyhow!("the seed has no operator principal"))?;
+    Ok(AzureConfig {
+        cloud: Cloud::Custom {
+            arm: url.clone(),
+            graph: url.clone(),
+            authority: url.clone(),
+        },
+        arm_endpoint: Some(url.clone()),
+        graph_endpoint: Some(url.clone()),
+        authority_host: Some(url),
+        credential: CredentialConfig::ClientSecret {
+            tenant_id: creds.tenant_id,
+            client_id: creds.client_id,
+            secret: creds.client_secret.unwrap_or_default().into(),
+        },
+        ca_bundle: Some(dir.join("azure-ca.pem")),
+        limits: LimitsConfig::default(),
+        timeout: Duration::from_secs(10),
+    })
 }
 
 impl World {
@@ -162,31 +195,9 @@ impl World {
             opts.seed,
         )
         .await?;
-        let dir = scratch_dir()?;
         // The sandbox's own azure.env and azure-ca.pem: the settings the operator would read.
-        azure.write_env(&dir, kube.issuer())?;
-        let url = lapse_azure::Url::parse(azure.url())?;
-        let creds = azure
-            .operator_credentials()
-            .ok_or_else(|| anyhow!("the seed has no operator principal"))?;
-        let azure_config = AzureConfig {
-            cloud: Cloud::Custom {
-                arm: url.clone(),
-                graph: url.clone(),
-                authority: url.clone(),
-            },
-            arm_endpoint: Some(url.clone()),
-            graph_endpoint: Some(url.clone()),
-            authority_host: Some(url),
-            credential: CredentialConfig::ClientSecret {
-                tenant_id: creds.tenant_id,
-                client_id: creds.client_id,
-                secret: creds.client_secret.unwrap_or_default().into(),
-            },
-            ca_bundle: Some(dir.join("azure-ca.pem")),
-            limits: LimitsConfig::default(),
-            timeout: Duration::from_secs(10),
-        };
+        let dir = scratch_dir()?;
+        let azure_config = azure_config(&azure, &dir, kube.issuer())?;
         let sub = azure
             .subscription_id()
             .ok_or_else(|| anyhow!("the seed has no subscription"))?;

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lapse_azure::{
-    AzureClient, AzureConfig, Cloud, CredentialConfig, LimitsConfig, RoleAssignmentRequest,
-    SignInKind,
-};
+use lapse_azure::{AzureClient, RoleAssignmentRequest, SignInKind};
 use lapse_sim_azure::{Seed, SimAzure, SimAzureHandle};
 use uuid::Uuid;
 
@@ -35,29 +32,8 @@ async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("lapse-inproc-logs-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    azure.write_env(&dir, "https://issuer.invalid").unwrap();
-    let url = lapse_azure::Url::parse(azure.url()).unwrap();
-    let creds = azure.operator_credentials().unwrap();
-    let config = AzureConfig {
-        cloud: Cloud::Custom {
-            arm: url.clone(),
-            graph: url.clone(),
-            authority: url.clone(),
-        },
-        arm_endpoint: Some(url.clone()),
-        graph_endpoint: Some(url.clone()),
-        authority_host: Some(url),
-        credential: CredentialConfig::ClientSecret {
-            tenant_id: creds.tenant_id,
-            client_id: creds.client_id,
-            secret: creds.client_secret.unwrap_or_default().into(),
-        },
-        ca_bundle: Some(dir.join("azure-ca.pem")),
-        limits: LimitsConfig::default(),
-        timeout: Duration::from_secs(10),
-    };
+    let dir = crate::fixtures::scratch_dir().unwrap();
+    let config = crate::fixtures::azure_config(&azure, &dir, "https://issuer.invalid").unwrap();
     (azure, AzureClient::new(config).unwrap())
 }
 

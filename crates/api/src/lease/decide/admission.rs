@@ -139,12 +139,7 @@ impl Step<'_> {
 
     /// Whether the AccessPolicy `policy` sets `locks: Tolerate`.
     pub(super) fn tolerates_locks(&self, policy: &str) -> bool {
-        self.input
-            .policy
-            .policies
-            .iter()
-            .find(|p| p.name == policy)
-            .and_then(|p| p.rules.as_ref().ok())
+        self.rules_of(policy)
             .is_some_and(|r| r.locks == LockTolerance::Tolerate)
     }
 

@@ -241,27 +241,26 @@ impl<'a> Step<'a> {
         expires_at: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let closes = self
-            .input
-            .policy
-            .policies
-            .iter()
-            .find(|p| p.name == policy)
-            .and_then(|p| p.rules.as_ref().ok())
+            .rules_of(policy)
             .is_some_and(|r| r.close_federation_early);
         let kind = self.token_kind()?;
         (closes && federates)
             .then(|| expires_at - self.input.settings.residual.token_lifetime(kind) - CLOSE_MARGIN)
     }
 
-    /// Whether the AccessPolicy `policy` makes Azure enforce expiry through PIM.
-    pub(super) fn pim_expiry(&self, policy: &str) -> bool {
+    /// The rules of the AccessPolicy named `policy`, when it is known and valid.
+    pub(super) fn rules_of(&self, policy: &str) -> Option<&crate::validate::PolicyRules> {
         self.input
             .policy
             .policies
             .iter()
             .find(|p| p.name == policy)
             .and_then(|p| p.rules.as_ref().ok())
-            .is_some_and(|r| r.pim_expiry)
+    }
+
+    /// Whether the AccessPolicy `policy` makes Azure enforce expiry through PIM.
+    pub(super) fn pim_expiry(&self, policy: &str) -> bool {
+        self.rules_of(policy).is_some_and(|r| r.pim_expiry)
     }
 
     /// The PIM schedule a role assignment of this lease is requested with, if any: a lease

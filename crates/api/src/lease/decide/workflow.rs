@@ -10,22 +10,13 @@ use crate::hours::ActiveWindow;
 use crate::lease::reason::Reason;
 use crate::ticket::{TicketKey, TicketState, checked_ticket};
 use crate::v1alpha1::{EndReason, GrantPhase};
-use crate::validate::{GrantRequest, PolicyRules};
+use crate::validate::GrantRequest;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 impl Step<'_> {
-    fn rules_of(&self, policy: &str) -> Option<&PolicyRules> {
-        self.input
-            .policy
-            .policies
-            .iter()
-            .find(|p| p.name == policy)
-            .and_then(|p| p.rules.as_ref().ok())
-    }
-
     /// The working hours of the policy that allows the lease, if it has any.
     fn active_hours(&self) -> Option<(&str, &ActiveWindow)> {
         let policy = self.st.policy.as_deref()?;
