@@ -41,12 +41,7 @@ async fn a_grant_activates_only_once_an_eligible_approver_other_than_its_request
     );
 
     // alice asks for herself.
-    let out = w.create_as(ALICE, &[], &grant("nightly", &mi, &storage, ALICE, ""))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(ALICE, &[], &grant("nightly", &mi, &storage, ALICE, ""))?;
     let g = w
         .wait_phase(NS, "nightly", GrantPhase::PendingApproval, timeout)
         .await?;
@@ -70,12 +65,7 @@ async fn a_grant_activates_only_once_an_eligible_approver_other_than_its_request
 
     // alice approves herself, carol (no approver) approves: neither counts, both are named.
     for (name, who) in [("self", ALICE), ("carol", CAROL)] {
-        let out = w.create_as(who, &[], &approval(name, &g, "Approve", who, &[]))?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        w.create_as_ok(who, &[], &approval(name, &g, "Approve", who, &[]))?;
     }
     let g = w
         .wait_grant(NS, "nightly", timeout, |g| {
@@ -101,12 +91,7 @@ async fn a_grant_activates_only_once_an_eligible_approver_other_than_its_request
 
     // bob approves: it activates, and the workload can read.
     let approved_at = Instant::now();
-    let out = w.create_as(BOB, &[], &approval("bob", &g, "Approve", BOB, &[]))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(BOB, &[], &approval("bob", &g, "Approve", BOB, &[]))?;
     let g = w
         .wait_phase(NS, "nightly", GrantPhase::Active, timeout)
         .await?;
@@ -148,16 +133,11 @@ async fn break_glass_is_loud_and_a_later_deny_ends_it_and_no_admission_no_approv
     let (mi, _) = setup(&w).await?;
     let rg = w.fixtures.resource_group_id();
 
-    let out = w.create_as(
+    w.create_as_ok(
         ALICE,
         &[],
         &grant("glass", &mi, &rg, ALICE, "  breakGlass: true\n"),
     )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let g = w
         .wait_phase(NS, "glass", GrantPhase::Active, timeout)
         .await?;
@@ -174,16 +154,11 @@ async fn break_glass_is_loud_and_a_later_deny_ends_it_and_no_admission_no_approv
 
     // Reviewed after the fact: a member of platform-oncall denies; the lease ends at once.
     let denied = Instant::now();
-    let out = w.create_as(
+    w.create_as_ok(
         CAROL,
         &["platform-oncall"],
         &approval("review", &g, "Deny", CAROL, &["platform-oncall"]),
     )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let g = w
         .wait_phase(NS, "glass", GrantPhase::Revoked, timeout)
         .await?;
@@ -204,21 +179,11 @@ async fn break_glass_is_loud_and_a_later_deny_ends_it_and_no_admission_no_approv
         "validatingadmissionpolicybinding",
         "lapse-approval-approver",
     ])?;
-    let out = w.create_as(ALICE, &[], &grant("waits", &mi, &rg, ALICE, ""))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(ALICE, &[], &grant("waits", &mi, &rg, ALICE, ""))?;
     let g = w
         .wait_phase(NS, "waits", GrantPhase::PendingApproval, timeout)
         .await?;
-    let out = w.create_as(BOB, &[], &approval("bob", &g, "Approve", BOB, &[]))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(BOB, &[], &approval("bob", &g, "Approve", BOB, &[]))?;
     let g = w
         .wait_grant(NS, "waits", timeout, |g| {
             approved(g).is_some_and(|(_, r, _)| r == "AdmissionPoliciesMissing")

@@ -344,12 +344,7 @@ async fn slack_and_teams_decide_as_the_mapped_approver_and_every_forgery_is_refu
     let bridge = start_bridge(&w, response_port).await?;
     let logs = || bridge.process.logs();
 
-    let out = w.create_as(ALICE, &[], &grant("nightly", &mi, &storage, ALICE, ""))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(ALICE, &[], &grant("nightly", &mi, &storage, ALICE, ""))?;
     let g = w
         .wait_phase(NS, "nightly", GrantPhase::PendingApproval, timeout)
         .await?;
@@ -491,12 +486,7 @@ async fn slack_and_teams_decide_as_the_mapped_approver_and_every_forgery_is_refu
     assert_eq!(approvals(&w).await?.len(), 1, "refusals created approvals");
 
     // Teams: carol, mapped with platform-oncall, approves a second grant from the channel.
-    let out = w.create_as(ALICE, &[], &grant("weekly", &mi, &storage, ALICE, ""))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.create_as_ok(ALICE, &[], &grant("weekly", &mi, &storage, ALICE, ""))?;
     let g = w
         .wait_phase(NS, "weekly", GrantPhase::PendingApproval, timeout)
         .await?;

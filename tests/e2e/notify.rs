@@ -250,15 +250,7 @@ async fn every_kind_arrives(format: &str) -> anyhow::Result<()> {
         "    timeout: 1h\n    escalation:\n    - after: 2s\n      approvers:\n        users: [\"carol@example.com\"]\n",
     ))?;
     let rg = w.fixtures.resource_group_id();
-    let create = |who: &str, groups: &[&str], yaml: &str| -> anyhow::Result<()> {
-        let out = w.create_as(who, groups, yaml)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
+    let create = |who: &str, groups: &[&str], yaml: &str| w.create_as_ok(who, groups, yaml);
     let short = |name: &str, extra: &str| {
         grant(name, &mi, &rg, ALICE, extra).replace("duration: 10m", "duration: 10s")
     };

@@ -82,7 +82,7 @@ spec:
     ))?;
 
     // 20 minutes of Reader: no human.
-    created(w.create_as(ALICE, &[], &reader("quick", NS, &mi, &rg, "20m", ALICE))?)?;
+    w.create_as_ok(ALICE, &[], &reader("quick", NS, &mi, &rg, "20m", ALICE))?;
     let g = w
         .wait_phase(NS, "quick", GrantPhase::Active, timeout)
         .await?;
@@ -108,15 +108,15 @@ spec:
     );
 
     // 45 minutes: waits; carol approves before her tier opens, which never counts.
-    created(w.create_as(ALICE, &[], &reader("long", NS, &mi, &rg, "45m", ALICE))?)?;
+    w.create_as_ok(ALICE, &[], &reader("long", NS, &mi, &rg, "45m", ALICE))?;
     let g = w
         .wait_phase(NS, "long", GrantPhase::PendingApproval, timeout)
         .await?;
-    created(w.create_as(
+    w.create_as_ok(
         CAROL,
         &[],
         &approval("carol-early", &g, "Approve", CAROL, &[]),
-    )?)?;
+    )?;
     let g = w
         .wait_grant(NS, "long", timeout, |g| {
             approved(g).is_some_and(|(_, _, m)| m.contains("escalated since"))
@@ -135,11 +135,11 @@ spec:
     );
     // Made again now that the tier is open: it counts.
     let again = Instant::now();
-    created(w.create_as(
+    w.create_as_ok(
         CAROL,
         &[],
         &approval("carol-again", &g, "Approve", CAROL, &[]),
-    )?)?;
+    )?;
     let g = w
         .wait_phase(NS, "long", GrantPhase::Active, timeout)
         .await?;

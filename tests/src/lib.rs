@@ -383,6 +383,18 @@ impl World {
         Ok(child.wait_with_output()?)
     }
 
+    /// [`World::create_as`], failing with kubectl's error when the API server refused it.
+    pub fn create_as_ok(&self, user: &str, groups: &[&str], yaml: &str) -> anyhow::Result<()> {
+        let out = self.create_as(user, groups, yaml)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl create as {user}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     pub fn apply_ok(&self, yaml: &str) -> anyhow::Result<()> {
         let out = self.apply(yaml)?;
         if !out.status.success() {
