@@ -27,6 +27,8 @@ pub const EXTENSION_DENIED: &str = "ExtensionDenied";
 pub const TAMPERED: &str = "Tampered";
 /// Under a policy with `approval`: whether enough eligible approvers approved.
 pub const APPROVED: &str = "Approved";
+/// Whether Azure's logs show the lease in use (present while the operator reads them).
+pub const USED: &str = "Used";
 /// The lease was activated without approval, under the policy's `breakGlass`.
 pub const BREAK_GLASS: &str = "BreakGlass";
 
@@ -179,6 +181,10 @@ pub(crate) fn apply_conditions(
         ),
         None => clear(st, REVOCATION_BLOCKED, Reason::Revoked, now, generation),
     }
+    if let Some(u) = &st.usage {
+        let (status, reason, msg) = used(u);
+        set(st, USED, status, reason, &msg, now, generation);
+    }
     if let Some(msg) = &facts.tampered {
         set(
             st,
@@ -285,4 +291,39 @@ fn clear(
 /// The condition of a type, if set.
 pub fn find<'s>(st: &'s AccessGrantStatus, type_: &str) -> Option<&'s Condition> {
     st.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// `Used` from `status.usage`.
+fn used(u: &crate::v1alpha1::UsageStatus) -> (ConditionStatus, Reason, String) {
+    let ts = |t: Option<DateTime<Utc>>| {
+        t.map_or_else(
+            || "-".to_owned(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    };
+    if u.tokens > 0 || u.operations > 0 {
+        (
+            ConditionStatus::True,
+            Reason::UsageLogged,
+            format!(
+                "{} token(s), last {}; {} operation(s), last {}",
+                u.tokens,
+                ts(u.last_token),
+                u.operations,
+                ts(u.last_operation)
+            ),
+        )
+    } else if u.concluded {
+        (
+            ConditionStatus::False,
+            Reason::UnusedGrant,
+            "the lease ended with no token issued and no operation logged".to_owned(),
+        )
+    } else {
+        (
+            ConditionStatus::False,
+            Reason::NoUsageLogged,
+            "no token issued and no operation logged yet".to_owned(),
+        )
+    }
 }

@@ -310,6 +310,9 @@ pub struct LeaseInput<'a> {
     /// What the ticket checkers said of the tickets the grant names (a ticket not in it is
     /// unknown).
     pub tickets: &'a crate::ticket::TicketView,
+    /// Usage ledger batches for this grant not yet counted in a status (docs/usage.md); the
+    /// ones at or below `status.usage.sequence` are ignored.
+    pub usage: &'a [crate::usage::UsageDelta],
 }
 
 /// An Event to record on the grant.

@@ -128,6 +128,27 @@ reasons! {
     /// has no checker of the policy's name): a live lease is revoked, failing closed (Event,
     /// `PolicyAllowed=False`).
     TicketUnverified: Both,
+    // Usage evidence from Azure's logs (docs/usage.md).
+    /// Azure's logs show the lease's access used after it ended: a token through its deleted
+    /// federated credential, or an operation after the end and the propagation bound (Event).
+    UseAfterEnd: Event,
+    /// A principal an AccessPolicy governs acted at a scope it governs with no lease covering
+    /// it: a standing path (Event on the AccessPolicy).
+    UseWithoutLease: Event,
+    /// The lease performed an action on its policy's `watch.sensitiveActions`; under
+    /// `onSensitiveAction: Revoke` the lease is revoked for it (Event, `PolicyAllowed=False`).
+    SensitiveAction: Both,
+    /// The lease's principal gave access (a role assignment, a federated credential) to another
+    /// principal (Event).
+    PrivilegeChain: Event,
+    /// The lease ended with no token issued and no operation logged (Event, `Used=False`).
+    UnusedGrant: Both,
+    /// Every logged action of the lease is allowed by a narrower role its policy allows (Event).
+    RightSize: Event,
+    /// Azure's logs show the lease in use (`Used=True`).
+    UsageLogged: Condition,
+    /// No token and no operation of the lease logged yet (`Used=False`).
+    NoUsageLogged: Condition,
     /// The window ended before the grant could activate.
     WindowPassed: Event,
     /// The federated credential was deleted one token lifetime before the lease ends

@@ -187,6 +187,8 @@ struct Harness {
     generation: i64,
     /// What the ticket checkers said.
     tickets: crate::ticket::TicketView,
+    /// Usage ledger batches handed to the next decisions.
+    usage: Vec<crate::usage::UsageDelta>,
 }
 
 impl Harness {
@@ -213,6 +215,7 @@ impl Harness {
             },
             generation: 1,
             tickets: crate::ticket::TicketView::default(),
+            usage: Vec::new(),
         }
     }
 
@@ -271,6 +274,7 @@ impl Harness {
             azure,
             approvals: &self.approvals,
             tickets: &self.tickets,
+            usage: &self.usage,
         };
         decide(&input)
     }
@@ -2936,4 +2940,5 @@ fn a_tenant_without_pims_licence_fails_the_grant_naming_it() {
 }
 // ---- Workflows (docs/approval.md): auto-approval, escalation, extension limits, hours ----
 mod tickets;
+mod usage;
 mod workflows;

@@ -1,17 +1,18 @@
 //! Findings (docs/usage.md): what an attributed event, or a finished lease, says about how the
 //! access was used.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use super::{
-    Attribution, GRANTING_ACTIONS, LeaseWindow, OnSensitive, Operation, TokenIssue, action_matches,
+    Attribution, GRANTING_ACTIONS, LeaseWindow, OnSensitiveAction, Operation, TokenIssue,
+    action_matches,
 };
 
 /// The kinds of finding, as Events, metrics, audit lines and `kubectl lapse audit` name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum FindingKind {
     /// A token through the lease's federated credential after its deletion, or an operation by
     /// the principal at a granted scope after the end and the propagation bound.
@@ -39,12 +40,32 @@ impl FindingKind {
             Self::RightSize => "RightSize",
         }
     }
+
+    pub const ALL: [FindingKind; 6] = [
+        Self::UseAfterEnd,
+        Self::UseWithoutLease,
+        Self::SensitiveAction,
+        Self::PrivilegeChain,
+        Self::UnusedGrant,
+        Self::RightSize,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether it says something went wrong (a Warning Event), rather than advice.
+    pub const fn warning(self) -> bool {
+        !matches!(self, Self::UnusedGrant | Self::RightSize)
+    }
 }
 
 /// One finding.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {
     pub kind: FindingKind,
+    /// When the event it rests on happened (for an end finding, the lease's end).
+    pub at: DateTime<Utc>,
     /// The grant it concerns (`namespace/name`), if any.
     pub grant: Option<String>,
     pub principal: Uuid,
@@ -71,6 +92,7 @@ pub fn findings_for_operation(
     }
     let finding = |kind, grant: Option<&LeaseWindow>, message: String, revoke| Finding {
         kind,
+        at: op.time,
         grant: grant.map(|l| l.grant.clone()),
         principal: op.caller,
         event: Some(op.id.clone()),
@@ -84,7 +106,7 @@ pub fn findings_for_operation(
             };
             let mut out = Vec::new();
             if let Some(pattern) = l.sensitive.iter().find(|p| action_matches(p, &op.action)) {
-                let revoke = l.on_sensitive == OnSensitive::Revoke;
+                let revoke = l.on_sensitive == OnSensitiveAction::Revoke;
                 out.push(finding(
                     FindingKind::SensitiveAction,
                     Some(l),
@@ -177,6 +199,7 @@ pub fn findings_for_token(token: &TokenIssue, leases: &[LeaseWindow]) -> Vec<Fin
         .filter(|l| l.fic_deleted_at.is_some_and(|d| token.time > d))
         .map(|l| Finding {
             kind: FindingKind::UseAfterEnd,
+            at: token.time,
             grant: Some(l.grant.clone()),
             principal: token.principal,
             event: Some(token.id.clone()),
@@ -192,47 +215,18 @@ pub fn findings_for_token(token: &TokenIssue, leases: &[LeaseWindow]) -> Vec<Fin
         .collect()
 }
 
-/// How a lease was used (`status.usage`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Usage {
-    pub tokens: u64,
-    pub last_token: Option<DateTime<Utc>>,
-    pub operations: u64,
-    pub last_operation: Option<DateTime<Utc>>,
-    /// The most frequent actions, most frequent first (ties by name), at most five.
-    pub top_actions: Vec<(String, u64)>,
-}
-
-/// The usage of one lease from the events attributed to it (succeeded operations only).
-pub fn summarise<'a>(
-    operations: impl IntoIterator<Item = &'a Operation>,
-    tokens: impl IntoIterator<Item = &'a TokenIssue>,
-) -> Usage {
-    let mut u = Usage::default();
-    let mut counts: HashMap<&str, u64> = HashMap::new();
-    for op in operations.into_iter().filter(|o| o.succeeded) {
-        u.operations += 1;
-        u.last_operation = u.last_operation.max(Some(op.time));
-        *counts.entry(op.action.as_str()).or_default() += 1;
-    }
-    for t in tokens {
-        u.tokens += 1;
-        u.last_token = u.last_token.max(Some(t.time));
-    }
-    let mut top: Vec<(String, u64)> = counts.into_iter().map(|(a, n)| (a.to_owned(), n)).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    top.truncate(5);
-    u.top_actions = top;
-    u
-}
-
 /// What an ended lease's usage shows: `UnusedGrant` when nothing used it (after the logs'
 /// delay has passed, which the caller waits for), `RightSize` naming the narrower roles that
 /// allow everything it did.
-pub fn end_findings(lease: &LeaseWindow, usage: &Usage, narrower: &[String]) -> Vec<Finding> {
+pub fn end_findings(
+    lease: &LeaseWindow,
+    usage: &crate::v1alpha1::UsageStatus,
+    narrower: &[String],
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let base = |kind, message| Finding {
         kind,
+        at: lease.ended_at.unwrap_or(lease.activated_at),
         grant: Some(lease.grant.clone()),
         principal: lease.principal,
         event: None,

@@ -8,6 +8,7 @@
 //! federated credential.
 
 mod findings;
+mod ledger;
 mod rightsize;
 
 #[cfg(test)]
@@ -17,11 +18,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::arm::ArmId;
+pub use crate::v1alpha1::OnSensitiveAction;
 
 pub use findings::{
-    Finding, FindingKind, Usage, end_findings, findings_for_operation, findings_for_token,
-    summarise,
+    Finding, FindingKind, end_findings, findings_for_operation, findings_for_token,
 };
+pub use ledger::{MAX_ACTIONS, MAX_FINDINGS, UsageDelta, apply_deltas};
 pub use rightsize::{RolePermissions, narrower_roles};
 
 /// One ARM Activity Log event (a write, delete or action; ARM does not log reads), as ingestion
@@ -58,14 +60,6 @@ pub struct TokenIssue {
     pub federated_credential: Option<String>,
 }
 
-/// What `spec.watch.onSensitiveAction` does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum OnSensitive {
-    #[default]
-    Notify,
-    Revoke,
-}
-
 /// A lease as attribution sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseWindow {
@@ -84,7 +78,7 @@ pub struct LeaseWindow {
     /// Action patterns (`*` within a segment, a trailing `/*` below) that are sensitive under
     /// its policy.
     pub sensitive: Vec<String>,
-    pub on_sensitive: OnSensitive,
+    pub on_sensitive: OnSensitiveAction,
 }
 
 impl LeaseWindow {

@@ -40,7 +40,7 @@ fn lease() -> LeaseWindow {
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
-        on_sensitive: OnSensitive::Notify,
+        on_sensitive: OnSensitiveAction::Notify,
     }
 }
 
@@ -115,7 +115,7 @@ fn a_governed_principal_acting_without_a_lease_is_a_standing_path() {
 #[test]
 fn a_sensitive_action_is_found_and_revokes_under_a_revoking_policy() {
     let mut l = lease();
-    l.on_sensitive = OnSensitive::Revoke;
+    l.on_sensitive = OnSensitiveAction::Revoke;
     let ra = format!(
         "{}/providers/Microsoft.Authorization/roleAssignments/{}",
         rg("payments-rg"),
@@ -195,13 +195,20 @@ fn usage_counts_and_ranks_what_a_lease_did() {
         principal: P,
         federated_credential: None,
     }];
-    let u = summarise(&ops, &tokens);
+    let mut d = UsageDelta::new(1);
+    ops.iter().for_each(|o| d.count_operation(o));
+    tokens.iter().for_each(|t| d.count_token(t));
+    let (u, _) = apply_deltas(None, &[d]);
+    let u = u.unwrap();
     assert_eq!(u.operations, 3);
     assert_eq!(u.tokens, 1);
     assert_eq!(u.last_operation, Some(t(3)));
-    assert_eq!(u.top_actions[0], (WRITE.to_ascii_lowercase(), 2));
+    assert_eq!(
+        (u.actions[0].action.as_str(), u.actions[0].count),
+        (WRITE.to_ascii_lowercase().as_str(), 2)
+    );
     assert!(end_findings(&lease(), &u, &[]).is_empty());
-    let unused = end_findings(&lease(), &Usage::default(), &[]);
+    let unused = end_findings(&lease(), &Default::default(), &[]);
     assert_eq!(unused[0].kind, FindingKind::UnusedGrant);
     let right = end_findings(&lease(), &u, &["Storage Account Contributor".into()]);
     assert_eq!(right[0].kind, FindingKind::RightSize);
@@ -339,4 +346,63 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_batch_is_counted_once_in_sequence_order_and_replays_change_nothing() {
+    let acct = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/acct",
+        rg("payments-rg")
+    );
+    let mut first = UsageDelta::new(1);
+    first.count_operation(&op(1, P, WRITE, &acct));
+    let mut second = UsageDelta::new(2);
+    second.count_operation(&op(2, P, WRITE, &acct));
+    let sensitive = op(3, P, "Microsoft.Authorization/roleAssignments/write", &acct);
+    second.count_operation(&sensitive);
+    second.findings = findings_for_operation(&sensitive, Attribution::Lease(0), &[lease()]);
+    // Out of order: still applied by sequence.
+    let (u, added) = apply_deltas(None, &[second.clone(), first.clone()]);
+    let u = u.unwrap();
+    assert_eq!((u.operations, u.sequence), (3, 2));
+    assert_eq!(added.len(), 1);
+    assert_eq!(u.findings[0].kind, "SensitiveAction");
+    // A restart replays both batches: the status's sequence says they are counted.
+    let (again, added) = apply_deltas(Some(&u), &[first, second]);
+    assert_eq!(again.as_ref(), Some(&u));
+    assert!(added.is_empty());
+    // No usage and nothing to count: no usage block.
+    assert_eq!(apply_deltas(None, &[]), (None, Vec::new()));
+}
+
+#[test]
+fn the_action_list_and_the_findings_stay_bounded() {
+    let acct = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/acct",
+        rg("payments-rg")
+    );
+    let mut d = UsageDelta::new(1);
+    for i in 0..(MAX_ACTIONS + 5) {
+        d.count_operation(&op(1, P, &format!("Microsoft.Foo/bars{i}/write"), &acct));
+        d.findings.push(Finding {
+            kind: FindingKind::UseAfterEnd,
+            at: t(i as i64),
+            grant: None,
+            principal: P,
+            event: Some(format!("e{i}")),
+            message: String::new(),
+            revoke: false,
+        });
+    }
+    let (u, added) = apply_deltas(None, &[d]);
+    let u = u.unwrap();
+    assert_eq!(u.actions.len(), MAX_ACTIONS);
+    assert!(u.actions_truncated);
+    assert_eq!(u.findings.len(), MAX_FINDINGS);
+    // The newest are kept.
+    assert_eq!(
+        u.findings.last().and_then(|f| f.event.clone()),
+        Some(format!("e{}", MAX_ACTIONS + 4))
+    );
+    assert_eq!(added.len(), MAX_ACTIONS + 5);
 }

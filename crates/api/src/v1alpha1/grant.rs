@@ -361,6 +361,10 @@ pub struct AccessGrantStatus {
     /// Extensions of the running lease accepted so far (held to the policy's `maxExtensions`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub extensions: u32,
+    /// What the lease was used for, from Azure's own logs (docs/usage.md). Absent while the
+    /// operator reads no logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
     /// The operator's seal over the rest of the status (an HMAC keyed by a Secret in the
     /// operator's namespace). A status anyone else writes does not carry a valid seal, and the
     /// operator then believes nothing in it.
@@ -370,6 +374,63 @@ pub struct AccessGrantStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// `status.usage` of an AccessGrant: what Azure's logs say the lease was used for.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    /// Tokens Entra issued to the principal inside the lease (through its federated credential,
+    /// for a federated lease).
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_token: Option<DateTime<Utc>>,
+    /// Succeeded ARM writes, deletes and actions by the principal at the lease's scopes inside
+    /// the lease (ARM does not log reads).
+    #[serde(default)]
+    pub operations: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_operation: Option<DateTime<Utc>>,
+    /// Every distinct action performed, most frequent first (at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionCount>,
+    /// More distinct actions were performed than `actions` holds (then no `RightSize`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub actions_truncated: bool,
+    /// The findings about this lease, newest last (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<UsageFinding>,
+    /// The logs have been read past the end and the propagation bound: `UnusedGrant` and
+    /// `RightSize` are decided.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concluded: bool,
+    /// The last batch of the operator's usage ledger counted here (exactly once across
+    /// restarts).
+    #[serde(default)]
+    pub sequence: u64,
+}
+
+/// One action and how often the lease performed it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionCount {
+    pub action: String,
+    pub count: u64,
+}
+
+/// One finding of usage evidence about a lease.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageFinding {
+    /// `UseAfterEnd`, `SensitiveAction`, `PrivilegeChain`, `UnusedGrant` or `RightSize`.
+    pub kind: String,
+    /// When the event it rests on happened (or when it was concluded).
+    pub at: DateTime<Utc>,
+    /// The log event's ID (Activity Log `eventDataId`, sign-in `id`), if one shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    pub message: String,
 }
 
 /// One counted decision of an approver.

@@ -13,15 +13,17 @@ mod policy;
 pub use approval::{AccessApproval, AccessApprovalSpec, ApprovalDecision, Approver, GrantTarget};
 pub use condition::{Condition, ConditionStatus};
 pub use grant::{
-    AccessGrant, AccessGrantSpec, AccessGrantStatus, ApprovalRecord, AssignmentSchedule,
-    DEFAULT_AUDIENCE, EndReason, FederatedCredentialStatus, Federation, GrantPhase, IdentityRef,
-    ObjectIdRef, ObjectState, RoleAssignmentStatus, RoleRequest, Window,
+    AccessGrant, AccessGrantSpec, AccessGrantStatus, ActionCount, ApprovalRecord,
+    AssignmentSchedule, DEFAULT_AUDIENCE, EndReason, FederatedCredentialStatus, Federation,
+    GrantPhase, IdentityRef, ObjectIdRef, ObjectState, RoleAssignmentStatus, RoleRequest,
+    UsageFinding, UsageStatus, Window,
 };
 pub use patterns::*;
 pub use policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ActiveHours, ApprovalRules, Approvers,
     AutoApproveRule, AzureRules, BreakGlassRules, EscalationTier, Expiry, FederationRules,
-    LabelSelector, LabelSelectorRequirement, LockTolerance, TicketRules, Weekday,
+    LabelSelector, LabelSelectorRequirement, LockTolerance, OnSensitiveAction, TicketRules,
+    WatchRules, Weekday,
 };
 
 /// The API group of every lapse kind.

@@ -140,6 +140,44 @@ pub struct AccessPolicySpec {
     /// access really ends").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureRules>,
+    /// What usage evidence (docs/usage.md) treats as sensitive under this policy, and what it
+    /// does about it. Read only when the operator reads Azure's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchRules>,
+}
+
+/// `spec.watch` of an AccessPolicy (docs/usage.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchRules {
+    /// ARM actions that raise `SensitiveAction` when a lease of this policy performs them
+    /// (`*` matches one segment, a trailing `/*` everything below; case-insensitive). Empty:
+    /// role assignment and federated credential writes, key listing and regeneration, identity
+    /// assignment and Key Vault secret writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    pub sensitive_actions: Vec<String>,
+    /// `Notify` (the default) reports a sensitive action; `Revoke` also ends the lease at once.
+    #[serde(default, skip_serializing_if = "OnSensitiveAction::is_default")]
+    pub on_sensitive_action: OnSensitiveAction,
+}
+
+/// `spec.watch.onSensitiveAction` of an AccessPolicy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum OnSensitiveAction {
+    /// Report it (Event, notification, metric, audit line).
+    #[default]
+    Notify,
+    /// Report it and revoke the lease.
+    Revoke,
+}
+
+impl OnSensitiveAction {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Notify
+    }
 }
 
 /// `spec.ticket` of an AccessPolicy: the change ticket a grant's justification must name.

@@ -15,7 +15,8 @@
 //! Calls go one way: every stage may end the lease (`ending`), `admission` asks `approval` and
 //! hands its result to `activation`, `running` asks `approval` and reuses `activation`'s
 //! planning and object stage; nothing calls back. `workflow` holds the policy's bounds
-//! (`activeHours`, `maxExtensions`) that `activation` and `running` apply.
+//! (`activeHours`, `maxExtensions`) that `activation` and `running` apply; `usage` counts
+//! what Azure's logs showed and ends a lease that did something its policy revokes for.
 
 mod activation;
 mod admission;
@@ -24,6 +25,7 @@ mod ending;
 mod running;
 mod step;
 mod trust;
+mod usage;
 mod workflow;
 
 use step::Step;
@@ -45,6 +47,7 @@ impl Step<'_> {
         if self.distrust() {
             return;
         }
+        self.count_usage();
         if self.input.grant.deleting {
             self.end_deleted();
             return;

@@ -59,6 +59,9 @@ impl Step<'_> {
             );
             return;
         }
+        if self.usage_ends_lease() {
+            return;
+        }
         let Some(principal_id) = self
             .st
             .principal_id

@@ -32,6 +32,8 @@ pub(super) struct Step<'a> {
     pub(super) facts: Facts,
     /// A removal waits for PIM's minimum active duration: not sent yet, still owed.
     pub(super) waiting: bool,
+    /// A usage finding that ends the lease (`watch.onSensitiveAction: Revoke`).
+    pub(super) usage_revoke: Option<crate::usage::Finding>,
 }
 
 impl<'a> Step<'a> {
@@ -54,6 +56,7 @@ impl<'a> Step<'a> {
             tampered: None,
             facts: Facts::default(),
             waiting: false,
+            usage_revoke: None,
         }
     }
 
