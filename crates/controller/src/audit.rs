@@ -103,3 +103,21 @@ pub fn transition(r: &crate::notify::GrantRecord, t: &crate::notify::Transition)
         t.message
     );
 }
+
+/// A usage finding (docs/usage.md): what Azure's logs showed about a lease or a principal.
+pub fn usage_finding(f: &lapse_api::usage::Finding, policy: Option<&str>) {
+    tracing::warn!(
+        target: "lapse::audit",
+        audit = true,
+        event = f.kind.as_str(),
+        grant = f.grant.as_deref().unwrap_or_default(),
+        principal = %f.principal,
+        policy = policy.unwrap_or_default(),
+        log_event = f.event.as_deref().unwrap_or_default(),
+        at = %f.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        revoke = f.revoke,
+        "{}: {}",
+        f.kind.as_str(),
+        f.message
+    );
+}

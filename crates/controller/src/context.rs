@@ -58,6 +58,8 @@ pub struct Settings {
     pub notify: Option<crate::notify::NotifySettings>,
     /// Ticket checkers and how their answers are cached (docs/approval.md, "Tickets").
     pub tickets: crate::tickets::TicketSettings,
+    /// Usage evidence: which of Azure's logs are read (docs/usage.md).
+    pub usage: crate::usage::UsageSettings,
 }
 
 /// What every reconcile shares.
@@ -99,6 +101,8 @@ pub struct Context {
     pub policy_epoch: tokio::sync::watch::Receiver<u64>,
     /// What the ticket checkers said, and the checks under way.
     pub tickets: Arc<crate::tickets::Tickets>,
+    /// Usage batches persisted but not yet in their grants' statuses.
+    pub usage: Arc<crate::usage::UsageBook>,
     /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
     pub repair:
         tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,

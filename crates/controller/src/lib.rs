@@ -34,6 +34,7 @@ pub mod sweep;
 mod tickets;
 mod triggers;
 mod unreadable;
+pub mod usage;
 mod written;
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +63,7 @@ pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
 pub use tickets::TicketSettings;
 use unreadable::Unreadable;
+pub use usage::UsageSettings;
 
 /// Room for grant events between the shared watch and its slowest lane. The lanes queue work
 /// in their schedulers at once, so this only smooths bursts.
@@ -250,6 +252,7 @@ async fn assemble_context(
         )
         .map_err(Error::Tickets)?,
     );
+    let usage = Arc::new(usage::UsageBook::new(affected_tx.clone(), epoch_tx.clone()));
     let (approval_affected, approval_epoch) = (affected_tx.clone(), epoch_tx.clone());
     let approvals = approvals::ApprovalStores {
         approvals: reflect(
@@ -339,6 +342,7 @@ async fn assemble_context(
         written: Default::default(),
         policy_epoch: rx.clone(),
         tickets,
+        usage,
         repair,
         settings,
     };
@@ -493,6 +497,7 @@ pub async fn run(
     let policy_status = tokio::spawn(policy::run(ctx.clone()));
     let expiring = tokio::spawn(expiring::run(ctx.clone()));
     let ticket_checks = tokio::spawn(recheck_tickets(ctx.clone()));
+    let usage = tokio::spawn(usage::run(ctx.clone()));
     let retention = ctx
         .settings
         .retain_finished
@@ -504,6 +509,7 @@ pub async fn run(
     policy_status.abort();
     expiring.abort();
     ticket_checks.abort();
+    usage.abort();
     if let Some(r) = retention {
         r.abort();
     }

@@ -36,6 +36,13 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `activity/<subscription>`, `signins/<kind>` or `conclusions`.
+    pub source: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SweepLabels {
     pub kind: String,
 }
@@ -75,6 +82,12 @@ pub struct Metrics {
     pub ticket_checks: Family<ResultLabels, Counter>,
     /// Tickets in the checkers' cache.
     pub ticket_cache_entries: Gauge,
+    /// Log events read for usage evidence, by source and result (counted, duplicate, ignored).
+    pub usage_events: Family<SourceLabels, Counter>,
+    /// Usage polls by source and result (ok, error).
+    pub usage_polls: Family<SourceLabels, Counter>,
+    /// Usage findings by kind.
+    pub usage_findings: Family<KindLabels, Counter>,
     phases: Mutex<HashMap<GrantRef, GrantPhase>>,
     blocked: Mutex<std::collections::HashSet<GrantRef>>,
     limiter_seen: Mutex<(u64, f64, u64)>,
@@ -111,6 +124,9 @@ impl Metrics {
             notifications: Family::default(),
             ticket_checks: Family::default(),
             ticket_cache_entries: Gauge::default(),
+            usage_events: Family::default(),
+            usage_polls: Family::default(),
+            usage_findings: Family::default(),
             phases: Mutex::default(),
             blocked: Mutex::default(),
             limiter_seen: Mutex::default(),
@@ -229,6 +245,21 @@ impl Metrics {
             m.ticket_checks.clone(),
         );
         r.register(
+            "usage_events",
+            "Log events read for usage evidence, by source and result: counted (attributed or a finding), duplicate (counted by an earlier read), ignored (nothing lapse governs)",
+            m.usage_events.clone(),
+        );
+        r.register(
+            "usage_polls",
+            "Usage log polls by source and result (ok, error)",
+            m.usage_polls.clone(),
+        );
+        r.register(
+            "usage_findings",
+            "Usage findings by kind: UseAfterEnd, UseWithoutLease, SensitiveAction, PrivilegeChain, UnusedGrant, RightSize",
+            m.usage_findings.clone(),
+        );
+        r.register(
             "ticket_cache_entries",
             "Tickets cached with their checkers' last answers",
             m.ticket_cache_entries.clone(),
@@ -270,6 +301,35 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn usage_events(&self, source: &str, result: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.usage_events
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn usage_poll(&self, source: &str, result: &str) {
+        self.usage_polls
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn usage_finding(&self, kind: lapse_api::usage::FindingKind) {
+        self.usage_findings
+            .get_or_create(&KindLabels {
+                kind: kind.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// Records whether a management lock blocks a grant's revocation (`RevocationBlocked`);

@@ -51,6 +51,10 @@ fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
     if g.spec.revoked || st.expires_at.is_some_and(|e| now >= e) {
         return true;
     }
+    // A sensitive action under `onSensitiveAction: Revoke` waits to be counted.
+    if ctx.usage.revokes(&uid) {
+        return true;
+    }
     // Continuous verification: a lease no policy allows any more ends in this lane too.
     let Ok(req) = validate_grant(&g.spec) else {
         return false;

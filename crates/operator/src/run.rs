@@ -171,6 +171,28 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_TICKET_CACHE_SIZE", default_value_t = 10_000)]
     pub ticket_cache_size: usize,
 
+    /// Read each governed subscription's ARM Activity Log for usage evidence (docs/usage.md):
+    /// status.usage, the Used condition and the findings. Needs
+    /// Microsoft.Insights/eventtypes/values/read at those subscriptions (`azure-role` plans it).
+    #[arg(long, env = "LAPSE_USAGE_ACTIVITY_LOG")]
+    pub usage_activity_log: bool,
+
+    /// Read Entra's workload sign-in log for usage evidence (tokens issued, federated
+    /// credentials used). Needs the Graph application permission AuditLog.Read.All and Microsoft
+    /// Entra ID P1 or P2.
+    #[arg(long, env = "LAPSE_USAGE_SIGN_INS")]
+    pub usage_sign_ins: bool,
+
+    /// How often each usage log source is read (Go duration).
+    #[arg(long, env = "LAPSE_USAGE_POLL_INTERVAL", default_value = "1m")]
+    pub usage_poll_interval: LeaseDuration,
+
+    /// How far back each read goes again for events Azure logs late (Go duration): the
+    /// Activity Log's and the sign-in log's delay. Findings at a lease's end wait this long
+    /// past its end and the propagation bound.
+    #[arg(long, env = "LAPSE_USAGE_REREAD", default_value = "20m")]
+    pub usage_reread: LeaseDuration,
+
     /// Address serving Prometheus metrics at /metrics.
     #[arg(long, env = "LAPSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -312,6 +334,16 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
             stale_after: args.ticket_stale_after.to_std(),
             cache_size: args.ticket_cache_size.max(1),
         },
+        usage: lapse_controller::UsageSettings {
+            activity_log: args.usage_activity_log,
+            sign_ins: args.usage_sign_ins,
+            poll_every: args
+                .usage_poll_interval
+                .to_std()
+                .max(std::time::Duration::from_millis(100)),
+            reread: args.usage_reread.to_std(),
+            ledger_name: usage_ledger_name(args.shard.as_deref()),
+        },
     };
     Ok((settings, azure))
 }
@@ -400,6 +432,14 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The usage ledger ConfigMap's name: one per shard, like the leader Lease.
+fn usage_ledger_name(shard: Option<&str>) -> String {
+    match shard.filter(|s| !s.trim().is_empty()) {
+        Some(s) => format!("lapse-usage-ledger-{s}"),
+        None => "lapse-usage-ledger".to_owned(),
+    }
 }
 
 /// The leader Lease's name: one per shard, so operators sharing a namespace do not compete.

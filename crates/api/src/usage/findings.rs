@@ -194,7 +194,7 @@ pub fn findings_for_token(token: &TokenIssue, leases: &[LeaseWindow]) -> Vec<Fin
         .filter(|l| {
             l.fic
                 .as_deref()
-                .is_some_and(|f| f.eq_ignore_ascii_case(used))
+                .is_some_and(|f| super::fic_matches(used, f))
         })
         .filter(|l| l.fic_deleted_at.is_some_and(|d| token.time > d))
         .map(|l| Finding {

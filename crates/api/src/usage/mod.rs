@@ -160,12 +160,20 @@ pub fn attribute_token(
 ) -> Option<usize> {
     leases.iter().position(|l| {
         let through = match (&token.federated_credential, &l.fic) {
-            (Some(used), Some(fic)) => used.eq_ignore_ascii_case(fic),
+            (Some(used), Some(fic)) => fic_matches(used, fic),
             (Some(_), None) => false,
             (None, _) => true,
         };
         l.principal == token.principal && through && l.covers(token.time, bound)
     })
+}
+
+/// Whether the credential a sign-in names (its name, or its resource ID) is `fic`.
+pub fn fic_matches(used: &str, fic: &str) -> bool {
+    used.eq_ignore_ascii_case(fic)
+        || used
+            .rsplit_once('/')
+            .is_some_and(|(_, last)| last.eq_ignore_ascii_case(fic))
 }
 
 /// Whether an action matches a pattern: segments compare case-insensitively, `*` matches one

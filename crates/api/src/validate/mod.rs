@@ -485,6 +485,10 @@ pub struct PolicyRules {
     pub active_hours: Option<ActiveWindow>,
     /// The change ticket a grant's justification must name, and who says whether it is open.
     pub ticket: Option<TicketRule>,
+    /// `watch.sensitiveActions`, the defaults when none are listed (docs/usage.md).
+    pub sensitive_actions: Vec<String>,
+    /// `watch.onSensitiveAction`.
+    pub on_sensitive_action: crate::v1alpha1::OnSensitiveAction,
 }
 
 /// A validated `spec.ticket`.
@@ -871,6 +875,24 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
                 checker: t.checker.clone(),
             })
     });
+    let watch = spec.watch.clone().unwrap_or_default();
+    for (i, a) in watch.sensitive_actions.iter().enumerate() {
+        if a.split('/').any(|seg| seg.trim().is_empty()) || !printable(a) {
+            errs.push(
+                format!("spec.watch.sensitiveActions[{i}]"),
+                "must be an ARM action pattern: printable segments separated by '/', none empty \
+                 (Microsoft.Storage/storageAccounts/listKeys/action, Microsoft.KeyVault/*)",
+            );
+        }
+    }
+    let sensitive_actions = if watch.sensitive_actions.is_empty() {
+        crate::usage::DEFAULT_SENSITIVE_ACTIONS
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect()
+    } else {
+        watch.sensitive_actions.clone()
+    };
     let break_glass = spec.break_glass.as_ref().and_then(|b| {
         LeaseDuration::parse(&b.max_duration)
             .map_err(|e| errs.push("spec.breakGlass.maxDuration", e.to_string()))
@@ -907,6 +929,8 @@ pub fn validate_policy(spec: &AccessPolicySpec) -> Result<PolicyRules, FieldErro
             max_extensions: spec.max_extensions,
             active_hours,
             ticket,
+            sensitive_actions,
+            on_sensitive_action: watch.on_sensitive_action,
         }),
         _ => Err(errs),
     }

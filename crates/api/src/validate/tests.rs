@@ -228,6 +228,13 @@ fn policies_validate_with_field_names() {
         scopes: vec!["relative".into()],
         max_duration: "forever".into(),
         justification_pattern: Some("(".into()),
+        watch: Some(crate::v1alpha1::WatchRules {
+            sensitive_actions: vec![
+                "Microsoft.Storage/storageAccounts/listKeys/action".into(),
+                "Microsoft.KeyVault//write".into(),
+            ],
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let e = validate_policy(&spec).unwrap_err();
@@ -240,9 +247,11 @@ fn policies_validate_with_field_names() {
         "spec.scopes[0]",
         "spec.maxDuration",
         "spec.justificationPattern",
+        "spec.watch.sensitiveActions[1]",
     ] {
         assert!(f.contains(&want), "missing {want} in {f:?}");
     }
+    assert!(!f.contains(&"spec.watch.sensitiveActions[0]"), "{f:?}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(super) fn announce(
     d: &Decision,
 ) {
     let changes = transitions(before, d);
+    let findings = new_findings(before, &d.status);
     let approval = d.status.policy.as_deref().and_then(|name| {
         policies
             .iter()
@@ -36,11 +37,15 @@ pub(super) fn announce(
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    if changes.is_empty() && escalated.is_empty() {
+    if changes.is_empty() && escalated.is_empty() && findings.is_empty() {
         return;
     }
     let uid = g.uid().unwrap_or_default();
     let record = GrantRecord::of(&ctx.settings.cluster, g, &d.status, approval.as_ref());
+    // Usage findings this decision counted (its Events are recorded with the decision's).
+    for f in &findings {
+        crate::usage::report_leased(ctx, f, &record);
+    }
     // Each tier that has opened, once per generation: its approvers are told they may decide.
     for (i, message) in escalated {
         let detail = format!("{}/{i}", g.metadata.generation.unwrap_or_default());
@@ -84,6 +89,41 @@ pub(super) fn announce(
             });
         }
     }
+}
+
+/// The usage findings in `after` that `before` did not record, as findings about the grant.
+fn new_findings(
+    before: &AccessGrantStatus,
+    after: &AccessGrantStatus,
+) -> Vec<lapse_api::usage::Finding> {
+    let Some(usage) = &after.usage else {
+        return Vec::new();
+    };
+    let known = before
+        .usage
+        .as_ref()
+        .map_or(&[][..], |u| u.findings.as_slice());
+    let principal = after
+        .principal_id
+        .as_deref()
+        .and_then(|p| uuid::Uuid::try_parse(p).ok())
+        .unwrap_or_default();
+    usage
+        .findings
+        .iter()
+        .filter(|f| !known.contains(f))
+        .filter_map(|f| {
+            Some(lapse_api::usage::Finding {
+                kind: crate::usage::finding_kind(&f.kind)?,
+                at: f.at,
+                grant: None,
+                principal,
+                event: f.event.clone(),
+                message: f.message.clone(),
+                revoke: false,
+            })
+        })
+        .collect()
 }
 
 /// The escalation tiers open at `now` for a grant created at `created` (tiers count from the

@@ -57,6 +57,12 @@ async fn rounds(
     } = obs;
     let mut view = ctx.inventory.view(&keys, &gref);
     let mut live = ctx.live.counts(&gref.namespace, &gref);
+    // Usage batches the sealed record already counts are done with.
+    if trust == StatusTrust::Sealed {
+        ctx.usage
+            .confirm(&uid, status.usage.as_ref().map_or(0, |u| u.sequence));
+    }
+    let usage = ctx.usage.pending_for(&uid);
 
     // Each object gets one attempt per reconcile: after a failure the core's retry delay (or
     // the throttle's) applies instead of hammering Azure in a tight loop.
@@ -97,6 +103,7 @@ async fn rounds(
             azure: &view,
             approvals: &approvals,
             tickets: &tickets,
+            usage: &usage,
         };
         let d = lease::decide(&input);
         // A quota is admitted atomically before the first live status is written; losing the
@@ -118,6 +125,9 @@ async fn rounds(
             // Status first: a crash after this point leaves a record of every object we create.
             patch_status(ctx, &gref, &uid, &d.status).await?;
             persisted = true;
+            if let Some(u) = &d.status.usage {
+                ctx.usage.confirm(&uid, u.sequence);
+            }
         }
         // From here on the status is the one this reconcile wrote.
         trust = StatusTrust::Sealed;

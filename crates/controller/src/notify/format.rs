@@ -96,6 +96,7 @@ fn title(kind: Kind) -> &'static str {
         Kind::Revoked => "Access revoked",
         Kind::RevocationOverdue => "Revocation overdue",
         Kind::BreakGlassActivated => "Break-glass access",
+        Kind::UsageFinding => "Usage finding",
     }
 }
 
@@ -111,6 +112,7 @@ fn emoji(kind: Kind) -> &'static str {
         Kind::Revoked => "🔒",
         Kind::RevocationOverdue => "🚨",
         Kind::BreakGlassActivated => "🚨",
+        Kind::UsageFinding => "🔎",
     }
 }
 

@@ -45,10 +45,13 @@ pub enum Kind {
     Revoked,
     RevocationOverdue,
     BreakGlassActivated,
+    /// Azure's logs showed something about a lease (docs/usage.md): the reason names the
+    /// finding (`UseAfterEnd`, `SensitiveAction`, ...).
+    UsageFinding,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PendingApproval,
         Kind::ApprovalEscalated,
         Kind::Approved,
@@ -59,6 +62,7 @@ impl Kind {
         Kind::Revoked,
         Kind::RevocationOverdue,
         Kind::BreakGlassActivated,
+        Kind::UsageFinding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Kind {
             Kind::Revoked => "Revoked",
             Kind::RevocationOverdue => "RevocationOverdue",
             Kind::BreakGlassActivated => "BreakGlassActivated",
+            Kind::UsageFinding => "UsageFinding",
         }
     }
 

@@ -81,6 +81,37 @@ pub struct DecisionRecord {
 }
 
 impl GrantRecord {
+    /// No grant: a finding about a principal acting without a lease. Only the principal and
+    /// the governing policy are known.
+    pub fn unleased(cluster: &str, principal: &str, policy: Option<&str>) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            namespace: String::new(),
+            name: String::new(),
+            uid: String::new(),
+            generation: None,
+            phase: String::new(),
+            requester: None,
+            break_glass: false,
+            justification: None,
+            identity: IdentityRecord {
+                kind: "servicePrincipal",
+                id: principal.to_owned(),
+                name: None,
+            },
+            principal_id: Some(principal.to_owned()),
+            roles: Vec::new(),
+            federated_credential: None,
+            policy: policy.map(str::to_owned),
+            approvers: Vec::new(),
+            approvals: Vec::new(),
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            end_reason: None,
+        }
+    }
+
     /// The grant with `status`, the operator's record after the transition. `approval` is the
     /// allowing policy's approval rule, when it has one, for its approvers.
     pub fn of(

@@ -52,6 +52,10 @@ pub struct Options {
     pub overdue_after: Duration,
     /// Decide/act rounds per reconcile (the operator's is `grant::MAX_ROUNDS`).
     pub max_rounds: usize,
+    /// Usage evidence (off by default, as in the operator).
+    pub usage: lapse_controller::UsageSettings,
+    /// `--propagation-bound`.
+    pub propagation: chrono::TimeDelta,
 }
 
 impl Default for Options {
@@ -60,6 +64,8 @@ impl Default for Options {
             seed: Seed::sandbox_default(),
             overdue_after: Duration::from_secs(30),
             max_rounds: lapse_controller::grant::MAX_ROUNDS,
+            usage: Default::default(),
+            propagation: lapse_api::lease::ResidualBounds::default().propagation,
         }
     }
 }
@@ -227,9 +233,13 @@ impl World {
             concurrency: 8,
             max_rounds: opts.max_rounds,
             notify: None,
-            residual: Default::default(),
+            residual: lapse_api::lease::ResidualBounds {
+                propagation: opts.propagation,
+                ..Default::default()
+            },
             pim: Default::default(),
             tickets: Default::default(),
+            usage: opts.usage.clone(),
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let (ctx, wiring) = lapse_controller::prepare(
