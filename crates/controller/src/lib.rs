@@ -378,6 +378,8 @@ pub async fn run(
 ) {
     // Claims must be complete before anything is swept or any lease ends, or a shared object
     // could look unneeded: reconciles wait for `ready`, set once every cache is loaded.
+    // Every task below ends with this function, however it ends (aborted included).
+    let mut tasks = Tasks::default();
     let starter = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -494,26 +496,33 @@ pub async fn run(
                 }),
         ));
     }
-    let policy_status = tokio::spawn(policy::run(ctx.clone()));
-    let expiring = tokio::spawn(expiring::run(ctx.clone()));
-    let ticket_checks = tokio::spawn(recheck_tickets(ctx.clone()));
-    let usage = tokio::spawn(usage::run(ctx.clone()));
-    let retention = ctx
-        .settings
-        .retain_finished
-        .map(|retain| tokio::spawn(retention::run(ctx.clone(), retain)));
+    tasks.0.push(starter);
+    tasks.0.push(tokio::spawn(policy::run(ctx.clone())));
+    tasks.0.push(tokio::spawn(expiring::run(ctx.clone())));
+    tasks.0.push(tokio::spawn(recheck_tickets(ctx.clone())));
+    tasks.0.push(tokio::spawn(usage::run(ctx.clone())));
+    if let Some(retain) = ctx.settings.retain_finished {
+        tasks
+            .0
+            .push(tokio::spawn(retention::run(ctx.clone(), retain)));
+    }
     tokio::select! {
         _ = future::join_all(lanes) => {}
         _ = future::join_all(feeds) => tracing::error!("the grant watches ended"),
     }
-    policy_status.abort();
-    expiring.abort();
-    ticket_checks.abort();
-    usage.abort();
-    if let Some(r) = retention {
-        r.abort();
+}
+
+/// Background tasks of [`run`], aborted when it returns or is dropped: a controller stopped (or
+/// killed in a test) leaves nothing of itself running.
+#[derive(Default)]
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
-    starter.abort();
 }
 
 /// The ticket re-check loop (docs/approval.md, "Tickets"): every tick, the tickets that grants

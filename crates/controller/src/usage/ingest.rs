@@ -22,6 +22,10 @@ use super::windows::{Leases, gather};
 use super::{UsageSettings, report};
 use crate::context::Context;
 
+/// How much earlier than its start a read may return events (its filter's time is sent in
+/// whole seconds).
+const FILTER_SLACK: TimeDelta = TimeDelta::seconds(2);
+
 /// A poll that could not finish; the next one starts where this one's source last stood.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -280,7 +284,9 @@ impl Ingest {
         let reread = self.reread();
         let cursor = self.ledger.sources.entry(key).or_default();
         cursor.through = Some(now);
-        cursor.prune(now - reread);
+        // The next read starts at `now - reread`, sent in whole seconds (rounded down): keep
+        // the IDs of that second and the one before, or they would be counted again.
+        cursor.prune(now - reread - FILTER_SLACK);
         Ok(())
     }
 

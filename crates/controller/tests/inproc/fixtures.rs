@@ -88,6 +88,7 @@ pub struct World {
     pub sub: String,
     azure_config: AzureConfig,
     dir: PathBuf,
+    settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     controllers: Option<JoinHandle<()>>,
 }
@@ -161,6 +162,27 @@ pub fn azure_config(
         limits: LimitsConfig::default(),
         timeout: Duration::from_secs(10),
     })
+}
+
+/// Builds and starts the controllers as `lapse-operator run` does.
+async fn launch(
+    client: &kube::Client,
+    azure_config: &AzureConfig,
+    settings: Settings,
+) -> anyhow::Result<(Arc<Context>, oneshot::Sender<()>, JoinHandle<()>)> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (ctx, wiring) = lapse_controller::prepare(
+        client.clone(),
+        azure_config.clone(),
+        settings,
+        &mut registry,
+    )
+    .await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let controllers = tokio::spawn(lapse_controller::run(ctx.clone(), wiring, async move {
+        let _ = stopped.await;
+    }));
+    Ok((ctx, stop, controllers))
 }
 
 impl World {
@@ -241,18 +263,7 @@ impl World {
             tickets: Default::default(),
             usage: opts.usage.clone(),
         };
-        let mut registry = prometheus_client::registry::Registry::default();
-        let (ctx, wiring) = lapse_controller::prepare(
-            client.clone(),
-            azure_config.clone(),
-            settings,
-            &mut registry,
-        )
-        .await?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let controllers = tokio::spawn(lapse_controller::run(ctx.clone(), wiring, async move {
-            let _ = stopped.await;
-        }));
+        let (ctx, stop, controllers) = launch(&client, &azure_config, settings.clone()).await?;
         let w = Self {
             kube,
             azure,
@@ -261,11 +272,28 @@ impl World {
             sub,
             azure_config,
             dir,
+            settings,
             stop: Some(stop),
             controllers: Some(controllers),
         };
         w.wait_started().await?;
         Ok(w)
+    }
+
+    /// Kills the operator where it stands (its tasks aborted, nothing flushed: what a SIGKILL
+    /// leaves) and starts a new one on the same cluster and tenant.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.controllers.take() {
+            c.abort();
+            let _ = c.await;
+        }
+        self.stop = None;
+        let (ctx, stop, controllers) =
+            launch(&self.client, &self.azure_config, self.settings.clone()).await?;
+        self.ctx = ctx;
+        self.stop = Some(stop);
+        self.controllers = Some(controllers);
+        self.wait_started().await
     }
 
     /// Caches loaded and the start-up sweep's listings done: from here on the operator's

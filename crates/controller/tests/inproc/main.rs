@@ -15,3 +15,4 @@ mod pim_wire;
 mod recreated;
 mod rounds;
 mod standing;
+mod usage;

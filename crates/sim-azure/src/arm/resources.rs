@@ -208,11 +208,78 @@ pub(crate) fn handle(
                 }),
             ))
         }
+        n if n >= 9
+            && is(0, "subscriptions")
+            && is(2, "resourceGroups")
+            && is(4, "providers")
+            && req.method != Method::GET =>
+        {
+            below_resource(shared, &world, req, claims, path, &segs)
+        }
         _ => Err(ApiError::bad_request(
             "InvalidResourceType",
             format!("The resource path '{path}' is not served by sim-azure."),
         )),
     }
+}
+
+/// A write, delete or action below a seeded resource (a blob container, `listKeys`): what a
+/// workload does with its lease. Authorized by RBAC for the action ARM would check, answered
+/// without keeping anything (the Activity Log records it, as Azure's does).
+fn below_resource(
+    shared: &Arc<Shared>,
+    world: &crate::tenant::Tenant,
+    req: &Req,
+    claims: &AccessClaims,
+    path: &str,
+    segs: &[&str],
+) -> Result<Reply, ApiError> {
+    require_dated_api_version(req)?;
+    let Some((action, resource)) = crate::logs::operation_of(&req.method, path) else {
+        return Err(ApiError::bad_request(
+            "InvalidResourceType",
+            format!("The resource path '{path}' is not served by sim-azure."),
+        ));
+    };
+    super::authorize(shared, world, claims, &action, &resource)?;
+    let parent = format!("/{}", segs[..8].join("/"));
+    world.check_scope_exists(&parent)?;
+    let found = world
+        .subscriptions
+        .get(&key(segs[1]))
+        .and_then(|sub| sub.resource_groups.get(&key(segs[3])))
+        .is_some_and(|rg| {
+            rg.resources
+                .contains_key(&key(&format!("{}/{}/{}", segs[5], segs[6], segs[7])))
+        });
+    if !found {
+        return Err(ApiError::not_found(
+            "ParentResourceNotFound",
+            format!(
+                "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
+                segs[7]
+            ),
+        ));
+    }
+    if req.method == Method::DELETE {
+        return Ok(Reply::empty(StatusCode::OK));
+    }
+    if req.method == Method::POST {
+        return Ok(Reply::json(
+            StatusCode::OK,
+            &json!({ "keys": [{ "keyName": "key1", "permissions": "FULL", "value": "c2ltLWF6dXJlLWtleQ==" }] }),
+        ));
+    }
+    let name = segs.last().copied().unwrap_or_default();
+    Ok(Reply::json(
+        StatusCode::CREATED,
+        &json!({
+            "id": path,
+            "name": name,
+            "type": action.trim_end_matches("/write"),
+            "properties": { "provisioningState": "Succeeded" },
+        }),
+    ))
 }
 
 fn subscription_json(id: &str, name: &str, tenant: &str) -> serde_json::Value {
