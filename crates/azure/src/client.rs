@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::{AzureConfig, ConfigError, Endpoints};
 use crate::error::{AzureError, CONCURRENT_FIC_WRITES, Operation};
-use crate::limiter::{Budget, CallKind, LimiterSnapshot};
+use crate::limiter::{Budget, CallKind, LimiterSnapshot, Priority};
 use crate::models::RoleDefinition;
 use crate::rest::{Api, Call, Reply, Rest};
 
@@ -267,6 +267,7 @@ pub(crate) fn call<'a>(
         api,
         budget,
         kind,
+        priority: Priority::Foreground,
         method,
         url,
         body: None,

@@ -4,7 +4,9 @@
 //! deletes. Mirroring those buckets here lets the operator pace itself instead of collecting
 //! 429s. A 429 pauses the bucket it hit until Azure's retry time has passed. A global cap on
 //! requests in flight hands free slots to waiting deletes first, then reads (a revocation may
-//! need a read), then writes: revocations are never queued behind creates.
+//! need a read), then writes: revocations are never queued behind creates. Background calls
+//! (reads of Azure's own logs for usage evidence) come after all of those, and spend only the
+//! upper half of their bucket: the lower half stays for the foreground reads a revocation needs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,20 @@ impl CallKind {
         self.priority() as usize
     }
 }
+
+/// How urgently a call needs its budget and slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) enum Priority {
+    /// The operator's own work: deletes, then reads, then writes.
+    #[default]
+    Foreground,
+    /// Work that may wait for everything else (log reads): a slot only when no foreground call
+    /// waits, and a token only while its bucket is more than half full.
+    Background,
+}
+
+/// Slot priority of a background call: behind every kind of foreground call.
+const BACKGROUND_SLOT_PRIORITY: u8 = 3;
 
 /// One token bucket: up to `capacity` calls at once, refilled at `refill_per_second`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -298,12 +314,23 @@ impl Limiter {
 
     /// Waits for budget, then for a slot. The slot is taken last so that a caller waiting for
     /// its bucket never holds a slot another kind could use.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self, budget: &Budget, kind: CallKind) -> Permit {
-        self.take_budget(budget, kind).await;
-        self.take_slot(kind).await
+        self.acquire_as(budget, kind, Priority::Foreground).await
     }
 
-    async fn take_budget(&self, budget: &Budget, kind: CallKind) {
+    /// [`Limiter::acquire`] at `priority`.
+    pub(crate) async fn acquire_as(
+        &self,
+        budget: &Budget,
+        kind: CallKind,
+        priority: Priority,
+    ) -> Permit {
+        self.take_budget(budget, kind, priority).await;
+        self.take_slot(kind, priority).await
+    }
+
+    async fn take_budget(&self, budget: &Budget, kind: CallKind, priority: Priority) {
         let config = self.bucket_config(budget, kind);
         let started = Instant::now();
         let mut reserved = false;
@@ -316,14 +343,28 @@ impl Limiter {
                 match bucket.paused_until {
                     Some(until) if until > now => Some(until),
                     _ if reserved => None,
-                    _ => match config {
-                        None => None,
-                        Some(c) => {
+                    _ => match (config, priority) {
+                        (None, _) => None,
+                        (Some(c), Priority::Foreground) => {
                             reserved = true;
                             bucket.tokens -= 1.0;
                             (bucket.tokens < 0.0).then(|| {
                                 now + Duration::from_secs_f64(-bucket.tokens / c.refill_per_second)
                             })
+                        }
+                        // No reservation: a foreground caller arriving meanwhile goes first, and
+                        // this one looks again when the refill should have raised the bucket
+                        // into its upper half.
+                        (Some(c), Priority::Background) => {
+                            let threshold = background_threshold(c);
+                            if bucket.tokens + 1e-9 >= threshold {
+                                reserved = true;
+                                bucket.tokens -= 1.0;
+                                None
+                            } else {
+                                let missing = threshold - bucket.tokens;
+                                Some(now + Duration::from_secs_f64(missing / c.refill_per_second))
+                            }
                         }
                     },
                 }
@@ -346,7 +387,11 @@ impl Limiter {
         }
     }
 
-    async fn take_slot(&self, kind: CallKind) -> Permit {
+    async fn take_slot(&self, kind: CallKind, priority: Priority) -> Permit {
+        let slot_priority = match priority {
+            Priority::Foreground => kind.priority(),
+            Priority::Background => BACKGROUND_SLOT_PRIORITY,
+        };
         loop {
             let (key, rx) = {
                 let mut state = self.lock();
@@ -356,7 +401,7 @@ impl Limiter {
                         limiter: self.clone(),
                     };
                 }
-                let key = (kind.priority(), state.next_seq);
+                let key = (slot_priority, state.next_seq);
                 state.next_seq += 1;
                 let (tx, rx) = oneshot::channel();
                 state.waiters.insert(key, tx);
@@ -422,6 +467,12 @@ impl Limiter {
             in_flight: self.lock().in_flight as u64,
         }
     }
+}
+
+/// The fewest tokens a bucket must hold for a background call to take one: more than half its
+/// capacity (a full bucket of one).
+fn background_threshold(c: BucketConfig) -> f64 {
+    f64::from(c.capacity / 2 + 1)
 }
 
 /// The bucket for (budget, kind), refilled up to now.
@@ -590,6 +641,105 @@ mod tests {
         );
         assert_eq!(limiter.snapshot().writes.slot_waits, 3);
         assert_eq!(limiter.snapshot().in_flight, 0);
+    }
+
+    /// A background caller queued first still gets a slot only after a delete, a read and a
+    /// write that arrived after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_background_waiter_gets_a_slot_after_later_foreground_callers() {
+        let limiter = Limiter::new(config(1000, 1000.0, 1));
+        let held = limiter.acquire(&sub("a"), CallKind::Write).await;
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        let arrivals = [
+            ("log1", CallKind::Read, Priority::Background),
+            ("log2", CallKind::Read, Priority::Background),
+            ("w1", CallKind::Write, Priority::Foreground),
+            ("r1", CallKind::Read, Priority::Foreground),
+            ("d1", CallKind::Delete, Priority::Foreground),
+        ];
+        let mut tasks = Vec::new();
+        for (name, kind, priority) in arrivals {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = limiter.acquire_as(&sub("a"), kind, priority).await;
+                order.lock().unwrap().push(name);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(permit);
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["d1", "r1", "w1", "log1", "log2"]
+        );
+        assert_eq!(limiter.snapshot().in_flight, 0);
+    }
+
+    /// With the read bucket at half its capacity a foreground read goes at once, a background
+    /// read waits until the refill lifts the bucket above half, and never spends the lower half.
+    #[tokio::test(start_paused = true)]
+    async fn a_background_read_leaves_the_lower_half_of_the_bucket_to_foreground_reads() {
+        // Capacity 10, one token a second: background needs at least 6 tokens.
+        let limiter = Limiter::new(config(10, 1.0, 100));
+        let start = Instant::now();
+        // Background takes the upper half (10 -> 5) without waiting.
+        for _ in 0..5 {
+            drop(
+                limiter
+                    .acquire_as(&sub("a"), CallKind::Read, Priority::Background)
+                    .await,
+            );
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // At half (5 tokens): a background read waits for one token of refill...
+        let l2 = limiter.clone();
+        let background = tokio::spawn(async move {
+            drop(
+                l2.acquire_as(&sub("a"), CallKind::Read, Priority::Background)
+                    .await,
+            );
+            start.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!background.is_finished());
+        // ...while foreground reads spend the lower half at once.
+        for _ in 0..5 {
+            drop(limiter.acquire(&sub("a"), CallKind::Read).await);
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(1));
+        // The bucket is (nearly) empty now, so the background read waits until the refill has
+        // brought it back to 6 tokens: 6 seconds after it stood at 0 (t = 0 plus the millisecond
+        // of refill the foreground reads found).
+        let waited = background.await.unwrap();
+        assert_eq!(waited, Duration::from_secs(6));
+        assert_eq!(limiter.snapshot().reads.throttle_waits, 1);
+    }
+
+    /// A 429 pauses the read budget for background reads as for foreground ones, until its
+    /// retry time.
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_background_reads_until_retry_after() {
+        let limiter = Limiter::new(config(10, 10.0, 100));
+        limiter.throttled(&sub("a"), CallKind::Read, Duration::from_secs(3));
+        let start = Instant::now();
+        drop(
+            limiter
+                .acquire_as(&sub("a"), CallKind::Read, Priority::Background)
+                .await,
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        // Other budgets are untouched.
+        drop(
+            limiter
+                .acquire_as(&sub("b"), CallKind::Read, Priority::Background)
+                .await,
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(limiter.snapshot().reads.throttle_waits, 1);
     }
 
     #[tokio::test(start_paused = true)]

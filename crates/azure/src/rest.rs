@@ -25,7 +25,7 @@ use url::Url;
 use crate::calls::{CallCounts, Outcome};
 use crate::config::{AzureConfig, ConfigError, CredentialConfig, Endpoints};
 use crate::error::{AzureError, Failure, Operation, scrub};
-use crate::limiter::{Budget, CallKind, Limiter, Permit};
+use crate::limiter::{Budget, CallKind, Limiter, Permit, Priority};
 
 /// The production transport: reqwest with the extra CA roots, bounded connect and total time,
 /// and no redirects (ARM and Graph never redirect; following one could carry the token away).
@@ -183,6 +183,8 @@ pub(crate) struct Call<'a> {
     pub api: Api,
     pub budget: Budget,
     pub kind: CallKind,
+    /// Background calls (log reads) wait behind every other call for budget and slot.
+    pub priority: Priority,
     pub method: Method,
     pub url: Url,
     pub body: Option<Vec<u8>>,
@@ -367,7 +369,9 @@ impl Rest {
 
     /// Waits for the call's budget and a slot.
     pub(crate) async fn acquire(&self, call: &Call<'_>) -> Permit {
-        self.limiter.acquire(&call.budget, call.kind).await
+        self.limiter
+            .acquire_as(&call.budget, call.kind, call.priority)
+            .await
     }
 
     /// Like [`Rest::send`], with budget and slot already held.
