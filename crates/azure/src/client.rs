@@ -137,8 +137,7 @@ impl AzureClient {
     }
 
     /// Fetches every page of a list, following `nextLink` (ARM) or `@odata.nextLink` (Graph).
-    /// Each page is a read against the call's budget. Links are re-rooted on the configured
-    /// endpoint so the token never goes to a host the operator was not configured for.
+    /// Each page is a read against the call's budget.
     pub(crate) async fn list_all<T, W, P>(
         &self,
         mut call: Call<'_>,
@@ -148,38 +147,13 @@ impl AzureClient {
         W: DeserializeOwned,
         P: Fn(W) -> (Vec<T>, Option<String>),
     {
-        let base = match call.api {
-            Api::Arm => self.endpoints().arm.clone(),
-            Api::Graph => self.endpoints().graph.clone(),
-        };
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let reply = self.rest().send(&call).await?;
-            if reply.status != 200 {
-                return Err(reply.failure(&call));
-            }
-            let (items, next) = page(reply.json::<W>(&call)?);
+            let (items, next) = self.fetch_page(&call, &page).await?;
             out.extend(items);
-            match next.filter(|n| !n.is_empty()) {
+            match next {
                 None => return Ok(out),
-                Some(next) => {
-                    let url =
-                        rebase(&base, &call.url, &next).ok_or_else(|| AzureError::Retryable {
-                            operation: call.operation,
-                            status: Some(200),
-                            code: "InvalidResponse".to_owned(),
-                            message: format!("{}: unusable next page link", call.target),
-                        })?;
-                    if url == call.url {
-                        return Err(AzureError::Retryable {
-                            operation: call.operation,
-                            status: Some(200),
-                            code: "InvalidResponse".to_owned(),
-                            message: format!("{}: next page link points to itself", call.target),
-                        });
-                    }
-                    call.url = url;
-                }
+                Some(url) => call.url = url,
             }
         }
         Err(AzureError::Retryable {
@@ -188,6 +162,43 @@ impl AzureClient {
             code: "InvalidResponse".to_owned(),
             message: format!("{}: more than {MAX_PAGES} pages", call.target),
         })
+    }
+
+    /// Fetches one page of a list and the URL of the next, if any. Links are re-rooted on the
+    /// configured endpoint so the token never goes to a host the operator was not configured
+    /// for; a link to the page itself is refused (a server looping).
+    pub(crate) async fn fetch_page<T, W, P>(
+        &self,
+        call: &Call<'_>,
+        page: P,
+    ) -> Result<(Vec<T>, Option<Url>), AzureError>
+    where
+        W: DeserializeOwned,
+        P: Fn(W) -> (Vec<T>, Option<String>),
+    {
+        let base = match call.api {
+            Api::Arm => &self.endpoints().arm,
+            Api::Graph => &self.endpoints().graph,
+        };
+        let reply = self.rest().send(call).await?;
+        if reply.status != 200 {
+            return Err(reply.failure(call));
+        }
+        let (items, next) = page(reply.json::<W>(call)?);
+        let Some(next) = next.filter(|n| !n.is_empty()) else {
+            return Ok((items, None));
+        };
+        let bad = |why: &str| AzureError::Retryable {
+            operation: call.operation,
+            status: Some(200),
+            code: "InvalidResponse".to_owned(),
+            message: format!("{}: {why}", call.target),
+        };
+        let url = rebase(base, &call.url, &next).ok_or_else(|| bad("unusable next page link"))?;
+        if url == call.url {
+            return Err(bad("next page link points to itself"));
+        }
+        Ok((items, Some(url)))
     }
 }
 

@@ -24,7 +24,9 @@ pub use client::AzureClient;
 pub use config::{AzureConfig, Cloud, ConfigError, CredentialConfig, Endpoints};
 pub use error::{AzureError, ErrorClass, Operation, SCOPE_LOCKED};
 pub use limiter::{BucketConfig, CallKind, KindStats, LimiterSnapshot, LimitsConfig};
-pub use logs::{ACTIVITY_LOG_API_VERSION, ActivityEvent, SignInKind, SignInRecord};
+pub use logs::{
+    ACTIVITY_LOG_API_VERSION, ActivityEvent, LogCursor, LogPage, SignInKind, SignInRecord,
+};
 pub use models::{
     AppCredential, AppRegistration, Application, Fic, FicRequest, ManagedIdentity, Permission,
     RoleAssignment, RoleAssignmentRequest, RoleAssignmentSchedule, RoleDefinition, RolePermission,

@@ -1,22 +1,50 @@
 //! Azure's own logs, read for usage evidence (docs/usage.md): the ARM Activity Log of a
 //! subscription (`Microsoft.Insights/eventtypes/management/values`, api-version 2015-04-01) and
 //! Entra's sign-in log of workload identities (Graph `beta/auditLogs/signIns`; the workload
-//! filters exist on beta only). Both are plain reads: like every read, they yield to deletes
-//! for a slot, so a log backlog never delays a revocation.
+//! filters exist on beta only). Both are read a page at a time (memory stays bounded by one
+//! page whatever the log's size) as background calls: they wait behind every other call for a
+//! slot and spend only the upper half of the read budget (`limiter.rs`), so a log backlog never
+//! delays a revocation.
 
 use azure_core::http::Method;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use url::Url;
+
 use crate::client::{AzureClient, build_url, call, invalid};
 use crate::error::{AzureError, Operation};
-use crate::limiter::Budget;
+use crate::limiter::{Budget, Priority};
 use crate::models::{ArmPage, GraphPage};
-use crate::rest::Api;
+use crate::rest::{Api, Call};
 
 /// api-version of the Activity Log.
 pub const ACTIVITY_LOG_API_VERSION: &str = "2015-04-01";
+
+/// One page of a log, and where the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPage<T> {
+    pub items: Vec<T>,
+    /// `None` on the last page.
+    pub next: Option<LogCursor>,
+}
+
+/// Where the next page of a log starts: Azure's next-page link, already moved onto the
+/// configured endpoint. Opaque; hand it back to the method that returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    log: Log,
+    url: Url,
+}
+
+/// Which log a cursor belongs to: a cursor of one is refused by the other (the ARM token must
+/// not go to Graph, nor Graph's to ARM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Log {
+    Activity,
+    SignIns,
+}
 
 /// One Activity Log event (a write, delete or action: ARM does not log reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,76 +199,128 @@ fn odata_time(t: DateTime<Utc>) -> String {
 }
 
 impl AzureClient {
-    /// The Activity Log of a subscription from `from` (to `to`, if given), every page
-    /// (`nextLink`). ARM requires a start. Needs `Microsoft.Insights/eventtypes/values/read`.
-    pub async fn list_activity_log(
+    /// One page of the Activity Log of a subscription from `from` (to `to`, if given), newest
+    /// first; `next` is the cursor of the previous page (`None` for the first). ARM requires a
+    /// start. Needs `Microsoft.Insights/eventtypes/values/read`. A background call.
+    pub async fn activity_log_page(
         &self,
         subscription: &str,
         from: DateTime<Utc>,
         to: Option<DateTime<Utc>>,
-    ) -> Result<Vec<ActivityEvent>, AzureError> {
+        next: Option<&LogCursor>,
+    ) -> Result<LogPage<ActivityEvent>, AzureError> {
         let op = Operation::ListActivityLog;
         let budget = crate::arm::subscription_budget(op, subscription)?;
         let target = format!("the Activity Log of subscription {subscription}");
-        let mut filter = format!("eventTimestamp ge '{}'", odata_time(from));
-        if let Some(to) = to {
-            filter.push_str(&format!(" and eventTimestamp le '{}'", odata_time(to)));
-        }
-        let url = build_url(
-            &self.endpoints().arm,
-            [
-                "subscriptions",
-                subscription,
-                "providers",
-                "Microsoft.Insights",
-                "eventtypes",
-                "management",
-                "values",
-            ],
-            &[
-                ("api-version", ACTIVITY_LOG_API_VERSION),
-                ("$filter", &filter),
-            ],
-        )
-        .ok_or_else(|| invalid(op, "the ARM endpoint cannot take a path"))?;
-        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
-        self.list_all(call, |page: ArmPage<WireActivityEvent>| {
-            (
-                page.value.into_iter().map(Into::into).collect(),
-                page.next_link,
-            )
+        let url = match next {
+            Some(cursor) => cursor.url_for(Log::Activity, op)?,
+            None => {
+                let mut filter = format!("eventTimestamp ge '{}'", odata_time(from));
+                if let Some(to) = to {
+                    filter.push_str(&format!(" and eventTimestamp le '{}'", odata_time(to)));
+                }
+                build_url(
+                    &self.endpoints().arm,
+                    [
+                        "subscriptions",
+                        subscription,
+                        "providers",
+                        "Microsoft.Insights",
+                        "eventtypes",
+                        "management",
+                        "values",
+                    ],
+                    &[
+                        ("api-version", ACTIVITY_LOG_API_VERSION),
+                        ("$filter", &filter),
+                    ],
+                )
+                .ok_or_else(|| invalid(op, "the ARM endpoint cannot take a path"))?
+            }
+        };
+        let call = background(call(op, Api::Arm, budget, Method::Get, url, &target));
+        let (items, next) = self
+            .fetch_page(&call, |page: ArmPage<WireActivityEvent>| {
+                (
+                    page.value.into_iter().map(Into::into).collect(),
+                    page.next_link,
+                )
+            })
+            .await?;
+        Ok(LogPage {
+            items,
+            next: next.map(|url| LogCursor {
+                log: Log::Activity,
+                url,
+            }),
         })
-        .await
     }
 
-    /// Workload sign-ins of `kind` from `from`, every page (`@odata.nextLink`), newest first as
-    /// Graph answers. Needs the Graph application permission `AuditLog.Read.All` and Microsoft
-    /// Entra ID P1 or P2.
-    pub async fn list_sign_ins(
+    /// One page (up to 1,000) of workload sign-ins of `kind` from `from`, newest first as Graph
+    /// answers; `next` is the cursor of the previous page (`None` for the first). Needs the
+    /// Graph application permission `AuditLog.Read.All` and Microsoft Entra ID P1 or P2. A
+    /// background call.
+    pub async fn sign_ins_page(
         &self,
         kind: SignInKind,
         from: DateTime<Utc>,
-    ) -> Result<Vec<SignInRecord>, AzureError> {
+        next: Option<&LogCursor>,
+    ) -> Result<LogPage<SignInRecord>, AzureError> {
         let op = Operation::ListSignIns;
         let target = format!("{} sign-ins", kind.as_str());
-        let filter = format!(
-            "signInEventTypes/any(t: t eq '{}') and createdDateTime ge {}",
-            kind.as_str(),
-            odata_time(from)
-        );
-        let url = build_url(
-            &self.endpoints().graph,
-            ["beta", "auditLogs", "signIns"],
-            &[("$filter", &filter), ("$top", "1000")],
-        )
-        .ok_or_else(|| invalid(op, "the Graph endpoint cannot take a path"))?;
-        let call = call(op, Api::Graph, Budget::Graph, Method::Get, url, &target);
-        self.list_all(call, |page: GraphPage<WireSignIn>| {
-            (
-                page.value.into_iter().map(Into::into).collect(),
-                page.next_link,
-            )
+        let url = match next {
+            Some(cursor) => cursor.url_for(Log::SignIns, op)?,
+            None => {
+                let filter = format!(
+                    "signInEventTypes/any(t: t eq '{}') and createdDateTime ge {}",
+                    kind.as_str(),
+                    odata_time(from)
+                );
+                build_url(
+                    &self.endpoints().graph,
+                    ["beta", "auditLogs", "signIns"],
+                    &[("$filter", &filter), ("$top", "1000")],
+                )
+                .ok_or_else(|| invalid(op, "the Graph endpoint cannot take a path"))?
+            }
+        };
+        let call = background(call(
+            op,
+            Api::Graph,
+            Budget::Graph,
+            Method::Get,
+            url,
+            &target,
+        ));
+        let (items, next) = self
+            .fetch_page(&call, |page: GraphPage<WireSignIn>| {
+                (
+                    page.value.into_iter().map(Into::into).collect(),
+                    page.next_link,
+                )
+            })
+            .await?;
+        Ok(LogPage {
+            items,
+            next: next.map(|url| LogCursor {
+                log: Log::SignIns,
+                url,
+            }),
         })
-        .await
     }
+}
+
+impl LogCursor {
+    fn url_for(&self, log: Log, op: Operation) -> Result<Url, AzureError> {
+        if self.log == log {
+            Ok(self.url.clone())
+        } else {
+            Err(invalid(op, "a cursor of another log"))
+        }
+    }
+}
+
+fn background(mut call: Call<'_>) -> Call<'_> {
+    call.priority = Priority::Background;
+    call
 }

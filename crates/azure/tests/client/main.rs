@@ -11,4 +11,5 @@ mod errors;
 mod fake;
 mod graph;
 mod limits;
+mod logs;
 mod pim;

@@ -1,12 +1,12 @@
-//! The wire for usage evidence, end to end: lapse-azure's `list_activity_log` and
-//! `list_sign_ins` against sim-azure's Activity Log (2015-04-01) and Graph sign-in log, no
+//! The wire for usage evidence, end to end: lapse-azure's `activity_log_page` and
+//! `sign_ins_page` against sim-azure's Activity Log (2015-04-01) and Graph sign-in log, no
 //! controller involved: what the client reads is what the simulator logged, writes and deletes
 //! but no reads, every token a sign-in, each after the ingestion delay.
 
 use std::time::Duration;
 
-use chrono::Utc;
-use lapse_azure::{AzureClient, RoleAssignmentRequest, SignInKind};
+use chrono::{DateTime, Utc};
+use lapse_azure::{ActivityEvent, AzureClient, RoleAssignmentRequest, SignInKind, SignInRecord};
 use lapse_sim_azure::{Seed, SimAzure, SimAzureHandle};
 use uuid::Uuid;
 
@@ -37,6 +37,48 @@ async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
     (azure, AzureClient::new(config).unwrap())
 }
 
+/// Every page of the Activity Log of `sub` from `from`.
+pub async fn activity_log(
+    client: &AzureClient,
+    sub: &str,
+    from: DateTime<Utc>,
+) -> Vec<ActivityEvent> {
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let page = client
+            .activity_log_page(sub, from, None, next.as_ref())
+            .await
+            .unwrap();
+        out.extend(page.items);
+        match page.next {
+            None => return out,
+            cursor => next = cursor,
+        }
+    }
+}
+
+/// Every page of the sign-ins of `kind` from `from`.
+pub async fn sign_ins(
+    client: &AzureClient,
+    kind: SignInKind,
+    from: DateTime<Utc>,
+) -> Vec<SignInRecord> {
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let page = client
+            .sign_ins_page(kind, from, next.as_ref())
+            .await
+            .unwrap();
+        out.extend(page.items);
+        match page.next {
+            None => return out,
+            cursor => next = cursor,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_client_reads_what_the_simulator_logged_after_the_delay() {
     let (azure, client) = start(Duration::from_secs(1)).await;
@@ -63,15 +105,9 @@ async fn the_client_reads_what_the_simulator_logged_after_the_delay() {
         .await
         .unwrap();
     // Within the delay: not there yet.
-    assert!(
-        client
-            .list_activity_log(&sub, from, None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(activity_log(&client, &sub, from).await.is_empty());
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let events = client.list_activity_log(&sub, from, None).await.unwrap();
+    let events = activity_log(&client, &sub, from).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(e.action, "Microsoft.Authorization/roleAssignments/write");
@@ -81,20 +117,15 @@ async fn the_client_reads_what_the_simulator_logged_after_the_delay() {
     assert_eq!(e.grantee(), Some(principal));
     assert!(e.resource_id.ends_with(&name.to_string()));
     // The client's own token is a service principal sign-in.
-    let signins = client
-        .list_sign_ins(SignInKind::ServicePrincipal, from)
-        .await
-        .unwrap();
+    let signins = sign_ins(&client, SignInKind::ServicePrincipal, from).await;
     assert!(
         signins.iter().any(|s| s.principal_id == Some(operator)
             && s.credential_type.as_deref() == Some("clientSecret")),
         "{signins:?}"
     );
     assert!(
-        client
-            .list_sign_ins(SignInKind::ManagedIdentity, from)
+        sign_ins(&client, SignInKind::ManagedIdentity, from)
             .await
-            .unwrap()
             .is_empty()
     );
 }
