@@ -23,6 +23,7 @@ struct Delays {
     replication_window_ms: Option<u64>,
     propagation_delay_ms: Option<u64>,
     fic_propagation_delay_ms: Option<u64>,
+    fic_delete_propagation_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +96,11 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
                 shared
                     .faults
                     .set_fic_propagation_delay(Duration::from_millis(ms));
+            }
+            if let Some(ms) = d.fic_delete_propagation_delay_ms {
+                shared
+                    .faults
+                    .set_fic_delete_propagation_delay(Duration::from_millis(ms));
             }
             Ok(Reply::empty(StatusCode::NO_CONTENT))
         }

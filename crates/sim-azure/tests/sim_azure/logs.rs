@@ -46,7 +46,7 @@ async fn env_with_log_reader(delay: Duration) -> Env {
     .await
 }
 
-async fn graph_token(env: &Env, principal: &str) -> String {
+pub(crate) async fn graph_token(env: &Env, principal: &str) -> String {
     let c = env.sim.credentials(principal).unwrap();
     let r = env
         .token_request(
