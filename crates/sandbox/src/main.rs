@@ -64,6 +64,11 @@ enum Command {
         /// (`LAPSE_PIM_MINIMUM`).
         #[arg(long, default_value_t = 300)]
         pim_minimum_secs: u64,
+        /// Seconds a deleted federated identity credential can still be exchanged for a token
+        /// (Azure's delete takes a while to reach every Entra replica; 0, the default, ends it
+        /// at once). Such a token's sign-in names the deleted credential.
+        #[arg(long, default_value_t = 0)]
+        fic_delete_propagation_secs: u64,
     },
     /// Act as a workload of a running sandbox: a ServiceAccount token (audience
     /// api://AzureADTokenExchange), exchanged at Entra for the identity, then one ARM read.
@@ -116,6 +121,7 @@ struct TenantOptions {
     managed_identity_token_lifetime: Duration,
     pim_licensed: bool,
     pim_minimum: Duration,
+    fic_delete_propagation: Duration,
 }
 
 impl Sandbox {
@@ -145,6 +151,7 @@ impl Sandbox {
                 managed_identity_token_lifetime: tenant.managed_identity_token_lifetime,
                 pim_licensed: tenant.pim_licensed,
                 pim_minimum_duration: tenant.pim_minimum,
+                fic_delete_propagation_delay: tenant.fic_delete_propagation,
                 ..lapse_sim_azure::Config::default()
             },
             seed,
@@ -289,6 +296,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             managed_identity_token_lifetime_secs,
             no_pim_licence,
             pim_minimum_secs,
+            fic_delete_propagation_secs,
         } => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("creating state dir {}", state_dir.display()))?;
@@ -308,6 +316,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     ),
                     pim_licensed: !no_pim_licence,
                     pim_minimum: Duration::from_secs(pim_minimum_secs),
+                    fic_delete_propagation: Duration::from_secs(fic_delete_propagation_secs),
                 },
             )
             .await?;

@@ -1,6 +1,6 @@
 //! A small unauthenticated admin endpoint (loopback only) mirroring the Rust API:
 //! `GET|DELETE /admin/audit`, `POST|DELETE /admin/faults`, `PUT /admin/delays`,
-//! `PUT /admin/pim`, `POST /admin/principals`, `DELETE /admin/scopes/{scope}`.
+//! `PUT /admin/logs`, `PUT /admin/pim`, `POST /admin/principals`, `DELETE /admin/scopes/{scope}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ struct Delays {
     replication_window_ms: Option<u64>,
     propagation_delay_ms: Option<u64>,
     fic_propagation_delay_ms: Option<u64>,
+    fic_delete_propagation_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,11 +34,13 @@ struct PimSettings {
     minimum_duration_secs: Option<u64>,
 }
 
-/// `PUT /admin/logs`: how long the Activity Log and the sign-in log lag behind.
+/// `PUT /admin/logs`: how long the Activity Log and the sign-in log lag behind, and a
+/// subscription's synthetic Activity Log events.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LogSettings {
     ingestion_delay_secs: Option<u64>,
+    synthetic_events: Option<crate::logs::SyntheticEvents>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,12 +99,20 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
                     .faults
                     .set_fic_propagation_delay(Duration::from_millis(ms));
             }
+            if let Some(ms) = d.fic_delete_propagation_delay_ms {
+                shared
+                    .faults
+                    .set_fic_delete_propagation_delay(Duration::from_millis(ms));
+            }
             Ok(Reply::empty(StatusCode::NO_CONTENT))
         }
         (&Method::PUT, ["logs"]) => {
             let l: LogSettings = req.json()?;
             if let Some(s) = l.ingestion_delay_secs {
                 shared.logs.set_delay(Duration::from_secs(s));
+            }
+            if let Some(events) = l.synthetic_events {
+                shared.logs.set_synthetic(events);
             }
             Ok(Reply::empty(StatusCode::NO_CONTENT))
         }

@@ -66,6 +66,9 @@ pub struct Config {
     pub fic_limit: usize,
     /// How long a written FIC takes before token exchanges can use it (Azure: seconds).
     pub fic_propagation_delay: Duration,
+    /// How long a deleted FIC can still be exchanged for a token (Azure: the delete takes a
+    /// while to reach every Entra replica). Such a token's sign-in names the deleted FIC.
+    pub fic_delete_propagation_delay: Duration,
     /// How long one FIC write holds its identity; a second write that overlaps gets 409.
     pub fic_write_duration: Duration,
     /// Items per page in role assignment lists before a `nextLink` is returned.
@@ -104,6 +107,7 @@ impl Default for Config {
             fic_limit: 20,
             fic_write_duration: Duration::ZERO,
             fic_propagation_delay: Duration::ZERO,
+            fic_delete_propagation_delay: Duration::ZERO,
             page_size: 1000,
             throttle: ThrottleConfig::default(),
             audit_capacity: 100_000,

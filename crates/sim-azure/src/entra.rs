@@ -363,21 +363,20 @@ async fn verify_assertion(
             .application_id
             .as_deref()
             .and_then(|id| world.applications.get(&key(id)))
-            .map(|a| {
-                a.fics
-                    .values()
-                    .map(|f| Fic {
-                        name: f.name.clone(),
-                        written: f.written,
-                        issuer: f.issuer.clone(),
-                        subject: Some(f.subject.clone()),
-                        audiences: f.audiences.clone(),
-                        claims_matching_expression: None,
-                    })
-                    .collect::<Vec<_>>()
-            })
+            .map(|a| a.fics.values().map(Fic::from).collect::<Vec<_>>())
             .unwrap_or_default();
-        identity_fics.into_iter().chain(application_fics).collect()
+        // Deleted FICs Entra still honours (FIC delete propagation).
+        let delay = shared.faults.fic_delete_propagation_delay();
+        let now = std::time::Instant::now();
+        let buried = [&principal.identity_id, &principal.application_id]
+            .into_iter()
+            .flatten()
+            .flat_map(|owner| world.buried_fics(&key(owner), delay, now));
+        identity_fics
+            .into_iter()
+            .chain(application_fics)
+            .chain(buried)
+            .collect()
     };
     // A FIC written less than the propagation delay ago is not yet known to Entra.
     let delay = shared.faults.fic_propagation_delay();

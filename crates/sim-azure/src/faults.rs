@@ -65,6 +65,7 @@ struct State {
     replication_window: Duration,
     propagation_delay: Duration,
     fic_propagation_delay: Duration,
+    fic_delete_propagation_delay: Duration,
 }
 
 /// Handle to the simulator's fault injection; cheap to clone.
@@ -76,6 +77,7 @@ impl Faults {
         replication_window: Duration,
         propagation_delay: Duration,
         fic_propagation_delay: Duration,
+        fic_delete_propagation_delay: Duration,
     ) -> Self {
         Self(Arc::new(Mutex::new(State {
             rules: Vec::new(),
@@ -83,6 +85,7 @@ impl Faults {
             replication_window,
             propagation_delay,
             fic_propagation_delay,
+            fic_delete_propagation_delay,
         })))
     }
 
@@ -123,6 +126,15 @@ impl Faults {
     /// Sets how long a written FIC takes before token exchanges can use it.
     pub fn set_fic_propagation_delay(&self, delay: Duration) {
         lock(&self.0).fic_propagation_delay = delay;
+    }
+
+    /// Sets how long a deleted FIC can still be exchanged for a token.
+    pub fn set_fic_delete_propagation_delay(&self, delay: Duration) {
+        lock(&self.0).fic_delete_propagation_delay = delay;
+    }
+
+    pub(crate) fn fic_delete_propagation_delay(&self) -> Duration {
+        lock(&self.0).fic_delete_propagation_delay
     }
 
     pub(crate) fn fic_propagation_delay(&self) -> Duration {
@@ -169,7 +181,12 @@ mod tests {
 
     #[test]
     fn one_shot_rules_fire_once_and_patterns_are_checked() {
-        let f = Faults::new(Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let f = Faults::new(
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
         f.add(FaultRule {
             method: Some("PUT".into()),
             path_pattern: "roleAssignments/".into(),

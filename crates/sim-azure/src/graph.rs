@@ -428,7 +428,15 @@ fn route(
                         return Err(denied());
                     }
                     let k = found.ok_or_else(|| not_found(which))?;
-                    app.fics.remove(&k);
+                    if let Some(gone) = app.fics.remove(&k) {
+                        // Entra keeps honouring it for a while (docs/sim-azure.md).
+                        world.bury_fic(
+                            app_key,
+                            crate::tenant::Fic::from(&gone),
+                            shared.faults.fic_delete_propagation_delay(),
+                            std::time::Instant::now(),
+                        );
+                    }
                     Ok(Reply::empty(StatusCode::NO_CONTENT))
                 }
                 Method::PATCH => {

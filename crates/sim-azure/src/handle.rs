@@ -200,6 +200,12 @@ impl SimAzureHandle {
         self.shared.audit.clone()
     }
 
+    /// Sets (a count of 0 removes) a subscription's synthetic Activity Log events, as
+    /// `PUT /admin/logs {"syntheticEvents": …}` does.
+    pub fn set_synthetic_events(&self, events: crate::logs::SyntheticEvents) {
+        self.shared.logs.set_synthetic(events);
+    }
+
     /// Fault injection and runtime delays.
     pub fn faults(&self) -> Faults {
         self.shared.faults.clone()

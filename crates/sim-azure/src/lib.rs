@@ -41,6 +41,7 @@ pub use error::SimAzureError;
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use handle::{ClientCredentials, SimAzureHandle};
 pub use issuer::TestIssuer;
+pub use logs::{SYNTHETIC_RESOURCE_GROUP, SyntheticEvents};
 pub use roles::{BuiltInRoleDefinition, built_in_role_definitions};
 pub use seed::{
     ESTATE_RESOURCE_GROUP, Seed, SeedApplication, SeedCredential, SeedFederatedCredential,

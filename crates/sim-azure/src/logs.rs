@@ -3,15 +3,18 @@
 //! 2015-04-01: writes, deletes and actions, never reads) and Entra's sign-in log (Graph
 //! `beta/auditLogs/signIns`: every token issued to a service principal or managed identity).
 //! Both appear after a configurable ingestion delay, as Azure's do (minutes there), and keep
-//! the latest `log_capacity` events each.
+//! the latest `log_capacity` events each. For benchmarks, a subscription's Activity Log can also
+//! serve any number of synthetic events, generated per page from their index, never stored.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::api_error::ApiError;
 use crate::http::{Reply, Req, lock};
@@ -54,6 +57,95 @@ pub(crate) struct SignIn {
     pub federated_issuer: Option<String>,
 }
 
+/// Synthetic Activity Log events for a benchmark (`PUT /admin/logs {"syntheticEvents": …}`):
+/// `count` events of `subscription` spread evenly over `from`..`to`, served with the real ones
+/// in the same newest-first pages but never stored. Event `i` (0 the oldest) is a successful
+/// `Microsoft.Compute/virtualMachines/write` of `vm-{i % 1000}` in resource group
+/// [`SYNTHETIC_RESOURCE_GROUP`], at `from + (to - from) * i / count`, by a caller whose object
+/// ID, like the event's ID, is derived from the subscription and `i` and matches nobody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyntheticEvents {
+    /// Subscription ID.
+    pub subscription: String,
+    /// How many; 0 removes the subscription's synthetic events.
+    pub count: u64,
+    /// The oldest event's time.
+    pub from: DateTime<Utc>,
+    /// The newest event's time is just before this (`from` when before it).
+    pub to: DateTime<Utc>,
+}
+
+/// The resource group synthetic events' resources are in.
+pub const SYNTHETIC_RESOURCE_GROUP: &str = "lapse-synthetic-rg";
+
+impl SyntheticEvents {
+    fn time(&self, i: u64) -> DateTime<Utc> {
+        let span = (self.to - self.from).num_microseconds().unwrap_or(0).max(0);
+        let offset = i128::from(span) * i128::from(i) / i128::from(self.count.max(1));
+        self.from + chrono::TimeDelta::microseconds(i64::try_from(offset).unwrap_or(0))
+    }
+
+    /// How many events are before `t` (`inclusive`: at or before it); times grow with the
+    /// index, so this is a binary search.
+    fn count_before(&self, t: DateTime<Utc>, inclusive: bool) -> u64 {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let time = self.time(mid);
+            if time < t || (inclusive && time == t) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn event(&self, i: u64) -> ActivityEvent {
+        let derive = |what: &str| {
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("lapse-synthetic:{}:{i}:{what}", self.subscription).as_bytes(),
+            )
+            .to_string()
+        };
+        ActivityEvent {
+            id: derive("event"),
+            time: self.time(i),
+            subscription: self.subscription.clone(),
+            caller: derive("caller"),
+            action: "Microsoft.Compute/virtualMachines/write".to_owned(),
+            resource: format!(
+                "/subscriptions/{}/resourceGroups/{SYNTHETIC_RESOURCE_GROUP}/providers/Microsoft.Compute/virtualMachines/vm-{}",
+                self.subscription,
+                i % 1000
+            ),
+            method: "PUT".to_owned(),
+            status: 200,
+            request_body: None,
+        }
+    }
+}
+
+/// The synthetic events one request may see: indices `lo..hi`, served newest first.
+struct SyntheticRange {
+    events: SyntheticEvents,
+    lo: u64,
+    hi: u64,
+}
+
+impl SyntheticRange {
+    fn len(&self) -> u64 {
+        self.hi - self.lo
+    }
+
+    /// The index of the `k`-th newest.
+    fn index(&self, k: u64) -> u64 {
+        self.hi - 1 - k
+    }
+}
+
 #[derive(Debug, Default)]
 struct Store {
     activity: VecDeque<ActivityEvent>,
@@ -66,6 +158,8 @@ pub(crate) struct Logs {
     store: Mutex<Store>,
     capacity: usize,
     delay: Mutex<Duration>,
+    /// By lower-cased subscription.
+    synthetic: Mutex<HashMap<String, SyntheticEvents>>,
 }
 
 impl Logs {
@@ -74,6 +168,19 @@ impl Logs {
             store: Mutex::new(Store::default()),
             capacity: capacity.max(1),
             delay: Mutex::new(delay),
+            synthetic: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets (or, with a count of 0, removes) a subscription's synthetic events.
+    pub(crate) fn set_synthetic(&self, mut events: SyntheticEvents) {
+        events.subscription = events.subscription.to_ascii_lowercase();
+        events.to = events.to.max(events.from);
+        let mut synthetic = lock(&self.synthetic);
+        if events.count == 0 {
+            synthetic.remove(&events.subscription);
+        } else {
+            synthetic.insert(events.subscription.clone(), events);
         }
     }
 
@@ -240,15 +347,33 @@ pub(crate) fn list_activity(
     let caller = filter_value(filter, "caller", "eq").map(str::to_ascii_lowercase);
     let resource_group =
         filter_value(filter, "resourceGroupName", "eq").map(str::to_ascii_lowercase);
-    let skip: usize = req
-        .query("$skipToken")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
+    // `{real}` or `{real}.{synthetic}`: how many of each this listing has served already.
+    let token = req.query("$skipToken").unwrap_or_default();
+    let (real_token, synthetic_token) = token.split_once('.').unwrap_or((token, ""));
+    let mut real_pos: usize = real_token.parse().unwrap_or(0);
+    let mut synthetic_pos: u64 = synthetic_token.parse().unwrap_or(0);
     let visible = shared.logs.visible_before();
     let sub = subscription.to_ascii_lowercase();
-    let events: Vec<Value> = {
+    // Synthetic events have random callers (no caller filter matches them) and their own group.
+    let synthetic = lock(&shared.logs.synthetic)
+        .get(&sub)
+        .filter(|_| caller.is_none())
+        .filter(|_| {
+            resource_group
+                .as_deref()
+                .is_none_or(|g| g.eq_ignore_ascii_case(SYNTHETIC_RESOURCE_GROUP))
+        })
+        .cloned()
+        .map(|events| {
+            let upper = to.map_or(visible, |t| t.min(visible));
+            let lo = events.count_before(from, false);
+            let hi = events.count_before(upper, true).max(lo);
+            SyntheticRange { events, lo, hi }
+        });
+    let (items, more) = {
         let s = lock(&shared.logs.store);
-        s.activity
+        let real: Vec<&ActivityEvent> = s
+            .activity
             .iter()
             .rev()
             .filter(|e| e.subscription == sub && e.time <= visible)
@@ -265,13 +390,34 @@ pub(crate) fn list_activity(
                     })
                 })
             })
-            .skip(skip)
-            .take(PAGE + 1)
-            .map(|e| activity_json(e, shared))
-            .collect()
+            .collect();
+        let synthetic_len = synthetic.as_ref().map_or(0, SyntheticRange::len);
+        let mut items = Vec::new();
+        // Both streams are newest first: merge them, the newer first (real on a tie).
+        while items.len() < PAGE {
+            let next_synthetic = synthetic
+                .as_ref()
+                .filter(|_| synthetic_pos < synthetic_len)
+                .map(|r| r.events.event(r.index(synthetic_pos)));
+            match (real.get(real_pos), next_synthetic) {
+                (None, None) => break,
+                (Some(e), Some(syn)) if syn.time <= e.time => {
+                    items.push(activity_json(e, shared));
+                    real_pos += 1;
+                }
+                (Some(e), None) => {
+                    items.push(activity_json(e, shared));
+                    real_pos += 1;
+                }
+                (_, Some(syn)) => {
+                    items.push(activity_json(&syn, shared));
+                    synthetic_pos += 1;
+                }
+            }
+        }
+        let more = real_pos < real.len() || synthetic_pos < synthetic_len;
+        (items, more)
     };
-    let more = events.len() > PAGE;
-    let items: Vec<Value> = events.into_iter().take(PAGE).collect();
     let next = more.then(|| {
         let mut q: Vec<(String, String)> = req
             .query
@@ -279,7 +425,12 @@ pub(crate) fn list_activity(
             .filter(|(k, _)| k != "$skipToken")
             .cloned()
             .collect();
-        q.push(("$skipToken".into(), (skip + PAGE).to_string()));
+        let token = if synthetic.is_some() {
+            format!("{real_pos}.{synthetic_pos}")
+        } else {
+            real_pos.to_string()
+        };
+        q.push(("$skipToken".into(), token));
         let qs = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(q)
             .finish();

@@ -136,6 +136,7 @@ impl SimAzure {
                 config.replication_window,
                 config.propagation_delay,
                 config.fic_propagation_delay,
+                config.fic_delete_propagation_delay,
             ),
             config,
             world: Mutex::new(tenant),

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lapse_azure::{ActivityEvent, AzureClient, RoleAssignmentRequest, SignInKind, SignInRecord};
+use lapse_azure::{
+    ActivityEvent, AzureClient, LimitsConfig, RoleAssignmentRequest, SignInKind, SignInRecord,
+};
 use lapse_sim_azure::{Seed, SimAzure, SimAzureHandle};
 use uuid::Uuid;
 
-/// The sandbox tenant, the operator also allowed to read sign-ins, and a client with its
-/// credentials.
-async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
+/// The sandbox tenant with the operator also allowed to read sign-ins, logs lagging `delay`.
+pub async fn sim(delay: Duration) -> SimAzureHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut seed = Seed::sandbox_default();
     for p in &mut seed.principals {
@@ -23,7 +24,7 @@ async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
             p.graph_roles.push("AuditLog.Read.All".to_owned());
         }
     }
-    let azure = SimAzure::start(
+    SimAzure::start(
         lapse_sim_azure::Config {
             log_ingestion_delay: delay,
             ..lapse_sim_azure::Config::default()
@@ -31,10 +32,21 @@ async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
         seed,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// A client with the operator's credentials in `azure`, paced by `limits`.
+pub fn client(azure: &SimAzureHandle, limits: LimitsConfig) -> AzureClient {
     let dir = crate::fixtures::scratch_dir().unwrap();
-    let config = crate::fixtures::azure_config(&azure, &dir, "https://issuer.invalid").unwrap();
-    (azure, AzureClient::new(config).unwrap())
+    let mut config = crate::fixtures::azure_config(azure, &dir, "https://issuer.invalid").unwrap();
+    config.limits = limits;
+    AzureClient::new(config).unwrap()
+}
+
+async fn start(delay: Duration) -> (SimAzureHandle, AzureClient) {
+    let azure = sim(delay).await;
+    let client = client(&azure, LimitsConfig::default());
+    (azure, client)
 }
 
 /// Every page of the Activity Log of `sub` from `from`.

@@ -10,6 +10,7 @@
 mod failing_delete;
 mod fic_conflict;
 mod fixtures;
+mod logs_backlog;
 mod logs_wire;
 mod pim_wire;
 mod recreated;

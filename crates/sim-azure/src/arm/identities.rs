@@ -456,14 +456,27 @@ async fn fic_op(
             let Some(i) = world.identity_mut(sub, rg, name) else {
                 return Err(parent_identity_not_found());
             };
+            let mut deleted = None;
             let result = match parsed {
                 Some(new) => put_fic(i, new, limit, &identity_id, &shared.base_url),
                 None => Ok(match i.fics.remove(&key(fic)) {
-                    Some(_) => Reply::empty(StatusCode::OK),
+                    Some(gone) => {
+                        deleted = Some(gone);
+                        Reply::empty(StatusCode::OK)
+                    }
                     None => Reply::empty(StatusCode::NO_CONTENT),
                 }),
             };
             i.fic_write_in_progress = false;
+            if let Some(gone) = deleted {
+                // Entra keeps honouring it for a while (docs/sim-azure.md).
+                world.bury_fic(
+                    key(&identity_id),
+                    gone,
+                    shared.faults.fic_delete_propagation_delay(),
+                    std::time::Instant::now(),
+                );
+            }
             result
         }
         _ => Err(method_not_allowed(req)),

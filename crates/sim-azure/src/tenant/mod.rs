@@ -196,6 +196,30 @@ pub(crate) struct Fic {
     pub claims_matching_expression: Option<Value>,
 }
 
+impl From<&GraphFic> for Fic {
+    /// An application's FIC as token exchange matches it (an exact subject, no expression).
+    fn from(f: &GraphFic) -> Self {
+        Fic {
+            name: f.name.clone(),
+            written: f.written,
+            issuer: f.issuer.clone(),
+            subject: Some(f.subject.clone()),
+            audiences: f.audiences.clone(),
+            claims_matching_expression: None,
+        }
+    }
+}
+
+/// A deleted FIC that token exchange still honours until the FIC delete propagation delay has
+/// passed since `deleted`.
+#[derive(Debug, Clone)]
+pub(crate) struct FicTombstone {
+    /// `key` of the user-assigned identity's ARM ID or of the application's object ID.
+    pub owner: String,
+    pub fic: Fic,
+    pub deleted: Instant,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub subscription: String,
@@ -259,6 +283,9 @@ pub(crate) struct Tenant {
     per_subscription: HashMap<String, usize>,
     /// Deleted assignments and when: RBAC keeps honouring them for the propagation delay.
     pub tombstones: Vec<(Assignment, Instant)>,
+    /// Deleted FICs and when: token exchange keeps honouring them for the FIC delete
+    /// propagation delay.
+    pub fic_tombstones: Vec<FicTombstone>,
     /// Object ID of the first principal of the seed with a client secret: the operator's.
     pub operator: Option<String>,
     /// Management locks by lower-cased lock ID.
@@ -270,6 +297,29 @@ pub(crate) struct Tenant {
 const DEFAULT_TENANT: &str = "00000000-0000-4000-8000-00000000e001";
 
 impl Tenant {
+    /// Remembers a FIC `owner` (see [`FicTombstone::owner`]) just deleted, for token exchange
+    /// to honour during `delay`; forgets those whose `delay` has passed.
+    pub fn bury_fic(&mut self, owner: String, fic: Fic, delay: Duration, now: Instant) {
+        self.fic_tombstones
+            .retain(|t| now.saturating_duration_since(t.deleted) < delay);
+        if !delay.is_zero() {
+            self.fic_tombstones.push(FicTombstone {
+                owner,
+                fic,
+                deleted: now,
+            });
+        }
+    }
+
+    /// The FICs of `owner` deleted less than `delay` before `now`.
+    pub fn buried_fics(&self, owner: &str, delay: Duration, now: Instant) -> Vec<Fic> {
+        self.fic_tombstones
+            .iter()
+            .filter(|t| t.owner == owner && now.saturating_duration_since(t.deleted) < delay)
+            .map(|t| t.fic.clone())
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn add_identity(
         &mut self,

@@ -174,6 +174,7 @@ impl Tenant {
             tuples: HashMap::new(),
             per_subscription: HashMap::new(),
             tombstones: Vec::new(),
+            fic_tombstones: Vec::new(),
             operator: None,
             locks: BTreeMap::new(),
             pim: super::pim::Pim::default(),

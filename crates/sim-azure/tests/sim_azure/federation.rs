@@ -313,3 +313,102 @@ async fn a_new_fic_works_only_after_its_propagation_delay() {
         StatusCode::OK
     );
 }
+
+/// Entra's delete of a FIC takes a while to reach every replica: within the FIC delete
+/// propagation delay the deleted FIC still gets a workload a token, and that sign-in names it
+/// as before the delete; once the delay has passed (here: shortened to nothing through the
+/// admin endpoint) the exchange is refused as for a FIC that never existed.
+#[tokio::test]
+async fn a_deleted_fic_still_exchanges_until_its_delete_has_propagated() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let mut seed = Seed::sandbox_default();
+    seed.principals.push(lapse_sim_azure::SeedPrincipal {
+        display_name: "log-reader".to_owned(),
+        client_secret: Some("log-reader-secret".to_owned()),
+        graph_roles: vec!["AuditLog.Read.All".to_owned()],
+        ..Default::default()
+    });
+    let config = Config {
+        trusted_ca_pems: vec![issuer.ca_pem().to_owned()],
+        fic_delete_propagation_delay: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let env = Env::start(config, seed).await;
+    let from = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let operator = env.operator_token().await;
+    let (identity_id, principal, client_id) = env.sim.identity("backup-runner").unwrap();
+    let fic_path =
+        format!("{identity_id}/federatedIdentityCredentials/payments-backup?api-version={MSI_API}");
+    let fic_body = json!({"properties": {"issuer": issuer.issuer(), "subject": SUBJECT, "audiences": [AUDIENCE]}});
+    assert_eq!(
+        env.arm(Method::PUT, &fic_path, &operator, Some(fic_body))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let sa_token = issuer
+        .mint(SUBJECT, AUDIENCE, Duration::from_secs(600))
+        .unwrap();
+    let before = exchange(&env, &client_id, &sa_token).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+
+    let deleted = env.arm(Method::DELETE, &fic_path, &operator, None).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    // Gone from ARM at once...
+    assert_eq!(
+        env.arm(Method::GET, &fic_path, &operator, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // ...but Entra still honours it.
+    let during = exchange(&env, &client_id, &sa_token).await;
+    assert_eq!(during.status, StatusCode::OK, "{}", during.body);
+
+    let delays = env
+        .http
+        .put(format!("{}/admin/delays", env.sim.url()))
+        .json(&json!({"ficDeletePropagationDelayMs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delays.status(), StatusCode::NO_CONTENT);
+    let after = exchange(&env, &client_id, &sa_token).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
+    assert_eq!(aadsts(&after), 700211);
+
+    // The sign-in log: both tokens, the one after the delete naming the FIC as the one before.
+    let reader = crate::logs::graph_token(&env, "log-reader").await;
+    let filter =
+        format!("signInEventTypes/any(t: t eq 'managedIdentity') and createdDateTime ge {from}");
+    let filter: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    let signins = to_resp(
+        env.http
+            .get(format!(
+                "{}/beta/auditLogs/signIns?$filter={filter}",
+                env.sim.url()
+            ))
+            .bearer_auth(reader)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(signins.status, StatusCode::OK, "{}", signins.body);
+    let items = signins.body["value"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", signins.body);
+    let (after_delete, before_delete) = (&items[0], &items[1]);
+    for field in [
+        "servicePrincipalId",
+        "clientCredentialType",
+        "federatedCredentialId",
+    ] {
+        assert_eq!(after_delete[field], before_delete[field], "{field}");
+    }
+    assert_eq!(after_delete["servicePrincipalId"], json!(principal));
+    assert_eq!(after_delete["federatedCredentialId"], "payments-backup");
+    assert_eq!(
+        after_delete["managedServiceIdentity"]["federatedTokenIssuer"],
+        json!(issuer.issuer())
+    );
+}

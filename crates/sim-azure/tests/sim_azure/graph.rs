@@ -271,3 +271,84 @@ async fn application_fic_enables_token_exchange() {
     let ok = exchange(assertion).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
 }
+
+/// An application's FIC deleted through Graph: refused at once by default, honoured within the
+/// FIC delete propagation delay when one is set.
+#[tokio::test]
+async fn a_deleted_application_fic_exchanges_only_within_the_delete_propagation_delay() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let config = Config {
+        trusted_ca_pems: vec![issuer.ca_pem().to_owned()],
+        ..Config::default()
+    };
+    let env = Env::start(config, Seed::sandbox_default()).await;
+    let token = graph_token(&env).await;
+    let app = env
+        .arm(Method::GET, "/v1.0/applications", &token, None)
+        .await
+        .body["value"][0]
+        .clone();
+    let subject = "system:serviceaccount:reports:agent";
+    let assertion = issuer
+        .mint(
+            subject,
+            "api://AzureADTokenExchange",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let client_id = app["appId"].as_str().unwrap().to_owned();
+    let exchange = || {
+        let (env, client_id, assertion) = (&env, &client_id, &assertion);
+        async move {
+            env.token_request(
+                &env.sim.tenant_id(),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion),
+                    ("scope", ARM_SCOPE),
+                ],
+            )
+            .await
+        }
+    };
+    let fics = format!(
+        "/v1.0/applications/{}/federatedIdentityCredentials",
+        app["id"].as_str().unwrap()
+    );
+    let create_and_delete = || {
+        let (env, fics, token, issuer) = (&env, &fics, &token, &issuer);
+        async move {
+            let created = env
+                .arm(
+                    Method::POST,
+                    fics,
+                    token,
+                    Some(fic("reports-agent", issuer.issuer(), subject)),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED);
+            let one = format!("{fics}/reports-agent");
+            let deleted = env.arm(Method::DELETE, &one, token, None).await;
+            assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        }
+    };
+    // No delay (the default): refused at once.
+    create_and_delete().await;
+    assert_eq!(exchange().await.body["error_codes"][0], 700211);
+    // With one: honoured until it has passed.
+    env.sim
+        .faults()
+        .set_fic_delete_propagation_delay(Duration::from_secs(3600));
+    create_and_delete().await;
+    let during = exchange().await;
+    assert_eq!(during.status, StatusCode::OK, "{}", during.body);
+    env.sim
+        .faults()
+        .set_fic_delete_propagation_delay(Duration::ZERO);
+    assert_eq!(exchange().await.body["error_codes"][0], 700211);
+}

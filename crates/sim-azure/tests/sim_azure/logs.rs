@@ -46,7 +46,7 @@ async fn env_with_log_reader(delay: Duration) -> Env {
     .await
 }
 
-async fn graph_token(env: &Env, principal: &str) -> String {
+pub(crate) async fn graph_token(env: &Env, principal: &str) -> String {
     let c = env.sim.credentials(principal).unwrap();
     let r = env
         .token_request(
@@ -285,4 +285,118 @@ async fn every_token_is_a_workload_sign_in() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// Synthetic events (set through the admin endpoint) are served with the real ones, newest
+/// first across pages, deterministic, within the time filter, and only for their subscription.
+#[tokio::test]
+async fn synthetic_events_page_with_the_real_ones() {
+    const COUNT: u64 = 2500;
+    let env = env_with_log_reader(Duration::ZERO).await;
+    let token = env.operator_token().await;
+    let start = Utc::now() - chrono::TimeDelta::hours(1);
+    let from = start.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let principal = env.sim.credentials("log-reader").unwrap().object_id;
+    let put = env
+        .put_assignment(
+            &token,
+            &env.account_scope(),
+            &guid(),
+            &principal,
+            READER,
+            Some("ServicePrincipal"),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    let set = env
+        .http
+        .put(format!("{}/admin/logs", env.sim.url()))
+        .json(&json!({"syntheticEvents": {
+            "subscription": env.sub().to_uppercase(),
+            "count": COUNT,
+            "from": start + chrono::TimeDelta::minutes(10),
+            "to": start + chrono::TimeDelta::minutes(50),
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+
+    let page_through = |url: String| {
+        let env = &env;
+        let token = token.clone();
+        async move {
+            let mut events: Vec<Value> = Vec::new();
+            let mut pages = 0;
+            let mut next = Some(format!("{}{url}", env.sim.url()));
+            while let Some(url) = next {
+                let r = to_resp(env.http.get(&url).bearer_auth(&token).send().await.unwrap()).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                events.extend(r.body["value"].as_array().unwrap().iter().cloned());
+                next = r.body["nextLink"].as_str().map(str::to_owned);
+                pages += 1;
+            }
+            (events, pages)
+        }
+    };
+    let (events, pages) = page_through(activity_url(&env.sub(), &from, "")).await;
+    assert_eq!(events.len() as u64, COUNT + 1);
+    assert_eq!(pages, 3);
+    // The real write is the newest; then the synthetic ones, newest first, each once.
+    assert_eq!(
+        events[0]["operationName"]["value"],
+        "Microsoft.Authorization/roleAssignments/write"
+    );
+    let times: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventTimestamp"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "not newest first");
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["eventDataId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), events.len());
+    let synthetic = &events[1];
+    assert_eq!(
+        synthetic["operationName"]["value"],
+        "Microsoft.Compute/virtualMachines/write"
+    );
+    assert_eq!(synthetic["status"]["value"], "Succeeded");
+    assert_ne!(synthetic["caller"], json!(principal));
+    // The same events on a second read.
+    let (again, _) = page_through(activity_url(&env.sub(), &from, "")).await;
+    assert_eq!(again, events);
+    // A time window: the first half of the synthetic range only.
+    let half = (start + chrono::TimeDelta::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let (window, _) = page_through(activity_url(
+        &env.sub(),
+        &from,
+        &format!(" and eventTimestamp le '{half}'"),
+    ))
+    .await;
+    assert!(
+        (window.len() as u64).abs_diff(COUNT / 2) <= 1,
+        "{} in the first half",
+        window.len()
+    );
+    // A caller filter matches none of them.
+    let operator = env.sim.operator_credentials().unwrap().object_id;
+    let (mine, _) = page_through(activity_url(
+        &env.sub(),
+        &from,
+        &format!(" and caller eq '{operator}'"),
+    ))
+    .await;
+    assert_eq!(mine.len(), 1);
+    // Removed with a count of 0.
+    env.sim
+        .set_synthetic_events(lapse_sim_azure::SyntheticEvents {
+            subscription: env.sub(),
+            count: 0,
+            from: start,
+            to: start,
+        });
+    let (real, _) = page_through(activity_url(&env.sub(), &from, "")).await;
+    assert_eq!(real.len(), 1);
 }
