@@ -1585,3 +1585,272 @@ async fn under_pim_azure_ends_the_access_even_with_the_operator_dead() -> anyhow
     fx.assert_nothing_left(&principal, "pim-early").await?;
     Ok(())
 }
+
+/// The roles the usage policy allows: Contributor and the narrower Storage Account Contributor
+/// (for `RightSize`), Reader, and User Access Administrator (to hand access on).
+const USAGE_ROLES: [&str; 4] = [
+    "Reader",
+    "Contributor",
+    "Storage Account Contributor",
+    "User Access Administrator",
+];
+
+/// Usage evidence end to end (docs/usage.md): Azure's logs, two seconds late, tell what each
+/// lease was used for; a sensitive action revokes; a token minted through a deleted
+/// credential while Entra still honours it, and an operation with no lease, are found.
+#[tokio::test]
+async fn what_each_lease_was_used_for_is_read_from_azures_own_logs() -> anyhow::Result<()> {
+    sandbox_only(
+        Capability::DisposableCluster,
+        "delays sim-azure's logs, keeps deleted FICs working for a while and consents the \
+         operator to AuditLog.Read.All",
+    )?;
+    const DELAY_SECS: i64 = 2;
+    let mut w = World::without_operator().await?;
+    w.azure_admin(
+        reqwest::Method::PUT,
+        "/admin/logs",
+        Some(json!({"ingestionDelaySecs": DELAY_SECS})),
+    )
+    .await?;
+    w.azure_admin(
+        reqwest::Method::PUT,
+        "/admin/delays",
+        Some(json!({"ficDeletePropagationDelayMs": 60_000})),
+    )
+    .await?;
+    w.azure_admin(
+        reqwest::Method::POST,
+        "/admin/principals/lapse-operator/graphRoles",
+        Some(json!({"role": "AuditLog.Read.All"})),
+    )
+    .await?;
+    w.start_operator(&[
+        ("LAPSE_USAGE_ACTIVITY_LOG", "true"),
+        ("LAPSE_USAGE_SIGN_INS", "true"),
+        ("LAPSE_USAGE_POLL_INTERVAL", "300ms"),
+        ("LAPSE_USAGE_REREAD", "4s"),
+        ("LAPSE_PROPAGATION_BOUND", "2s"),
+    ])
+    .await?;
+    let fx = Fx::on(w).await?;
+    fx.apply_policy_with(
+        3600,
+        &[],
+        json!({
+            "roles": USAGE_ROLES,
+            "serviceAccounts": ["*"],
+            "watch": {"onSensitiveAction": "Revoke"},
+        }),
+    )?;
+    let vault = format!(
+        "{}/providers/Microsoft.KeyVault/vaults/lapse-demo-kv",
+        fx.rg
+    );
+    let runner = fx.mi_principal().await?;
+    let agent_name =
+        fx.w.fixtures
+            .second_identity()
+            .ok_or_else(|| anyhow::anyhow!("the sandbox has a second identity"))?
+            .to_owned();
+    let (agent_mi, agent_client) = fx.w.identity(&agent_name).await?;
+
+    // A standing path lapse does not know of: Contributor on the vault, made by hand.
+    let contributor = fx.w.role_definition_id("Contributor").await?;
+    let (status, body) = fx
+        .w
+        .arm_put(
+            &format!(
+                "{vault}/providers/Microsoft.Authorization/roleAssignments/{}",
+                random_guid()
+            ),
+            "2022-04-01",
+            &json!({"properties": {"roleDefinitionId": contributor, "principalId": runner, "principalType": "ServicePrincipal"}}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+
+    // A federated lease the workload uses: a token, one write at its scope (and one at the
+    // vault, through the standing path).
+    fx.activate(
+        "used",
+        &grant(
+            "used",
+            fx.mi_identity(),
+            &[("Contributor", &fx.storage)],
+            Some(SA),
+            duration("25s"),
+        ),
+    )
+    .await?;
+    // A lease nobody uses.
+    fx.activate(
+        "idle",
+        &grant(
+            "idle",
+            json!({"managedIdentity": agent_mi}),
+            &[("Reader", &fx.storage)],
+            None,
+            duration("6s"),
+        ),
+    )
+    .await?;
+    let token = fx.workload_token().await?;
+    let (status, body) =
+        fx.w.arm_put_as(
+            &token,
+            &format!("{}/blobServices/default/containers/reports", fx.storage),
+            STORAGE_API,
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        fx.w.arm_put_as(
+            &token,
+            &format!("{vault}/secrets/exported"),
+            "2023-07-01",
+            &json!({"properties": {"value": "x"}}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+
+    // status.usage counts the token and the operation at the lease's scope.
+    let deadline = Instant::now() + fx.timeout();
+    let usage = loop {
+        let g = fx.w.grants(NS).get("used").await?;
+        let u = g.status.and_then(|s| s.usage).unwrap_or_default();
+        if u.tokens >= 1 && u.operations >= 1 {
+            break u;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "usage never counted: {u:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        usage.operations, 1,
+        "only the write at its scope: {usage:?}"
+    );
+    assert_eq!(
+        usage.actions[0].action,
+        "microsoft.storage/storageaccounts/blobservices/containers/write"
+    );
+    let g = fx.w.grants(NS).get("used").await?;
+    assert_eq!(
+        condition(&g, "Used").map(|c| (c.status, c.reason.clone())),
+        Some((ConditionStatus::True, "UsageLogged".to_owned()))
+    );
+    // The vault write had no lease: a standing path, reported on the policy.
+    fx.w.settle("UseWithoutLease is counted", true, async || {
+        Ok(fx
+            .w
+            .metrics()
+            .await?
+            .contains("lapse_usage_findings_total{kind=\"UseWithoutLease\"}"))
+    })
+    .await?;
+    let policy_events = fx.w.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "involvedObject.kind=AccessPolicy,reason=UseWithoutLease",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    assert!(
+        policy_events.contains(&runner) && policy_events.contains("lapse-demo-kv"),
+        "{policy_events}"
+    );
+
+    // A workload hands another principal access: revoked, both principals named.
+    fx.activate(
+        "escalate",
+        &grant(
+            "escalate",
+            json!({"managedIdentity": agent_mi}),
+            &[("User Access Administrator", &fx.storage)],
+            Some("report-agent"),
+            duration("60s"),
+        ),
+    )
+    .await?;
+    let assertion = fx.w.service_account_token(NS, "report-agent").await?;
+    let agent_token =
+        fx.w.exchange(&assertion, &agent_client)
+            .await?
+            .map_err(|e| anyhow::anyhow!("exchange refused: {e}"))?;
+    let reader = fx.w.role_definition_id("Reader").await?;
+    let (status, body) = fx
+        .w
+        .arm_put_as(
+            &agent_token,
+            &format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments/{}",
+                fx.storage,
+                random_guid()
+            ),
+            "2022-04-01",
+            &json!({"properties": {"roleDefinitionId": reader, "principalId": runner, "principalType": "ServicePrincipal"}}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let written = Utc::now();
+    let g = fx.wait("escalate", GrantPhase::Revoked).await?;
+    let st = g.status.clone().unwrap_or_default();
+    let findings = st.usage.clone().unwrap_or_default().findings;
+    let chain = findings
+        .iter()
+        .find(|f| f.kind == "PrivilegeChain")
+        .ok_or_else(|| anyhow::anyhow!("no PrivilegeChain: {findings:?}"))?;
+    let agent_principal = st.principal_id.clone().unwrap_or_default();
+    assert!(
+        chain.message.contains(&runner) && chain.message.contains(&agent_principal),
+        "{}",
+        chain.message
+    );
+    assert!(findings.iter().any(|f| f.kind == "SensitiveAction"));
+    if let Some(audit) = fx.w.audit_log().await? {
+        let visible = written + TimeDelta::seconds(DELAY_SECS);
+        let deleted = ok_calls(&audit, "DELETE", "/roleAssignments/")
+            .into_iter()
+            .filter_map(|e| acknowledged_at(e).ok())
+            .filter(|t| *t > written)
+            .min();
+        if let Some(d) = deleted {
+            println!(
+                "[usage] the sensitive write became visible in the log {DELAY_SECS} s after it \
+                 was made; the lease's role assignment was deleted {} ms after that",
+                (d - visible).num_milliseconds()
+            );
+        }
+    }
+
+    // The unused lease ends with UnusedGrant once the logs are read past its end.
+    fx.w.settle("idle is concluded unused", true, async || {
+        let g = fx.w.grants(NS).get("idle").await?;
+        Ok(condition(&g, "Used").is_some_and(|c| c.reason == "UnusedGrant"))
+    })
+    .await?;
+    assert!(
+        fx.w.events(NS, "idle")?
+            .iter()
+            .any(|e| e.reason == "UnusedGrant")
+    );
+
+    // After "used" ends, Entra still honours its deleted credential for a while: a token
+    // minted through it is use after the end.
+    fx.wait("used", GrantPhase::Expired).await?;
+    let assertion = fx.w.service_account_token(NS, SA).await?;
+    let late = fx.w.exchange(&assertion, &fx.client_id).await?;
+    assert!(late.is_ok(), "the deleted FIC still propagating: {late:?}");
+    fx.w.settle("UseAfterEnd and RightSize on used", true, async || {
+        let g = fx.w.grants(NS).get("used").await?;
+        let f = g.status.and_then(|s| s.usage).unwrap_or_default().findings;
+        Ok(f.iter().any(|f| f.kind == "UseAfterEnd")
+            && f.iter().any(|f| {
+                f.kind == "RightSize" && f.message.contains("Storage Account Contributor")
+            }))
+    })
+    .await?;
+    Ok(())
+}

@@ -1168,6 +1168,23 @@ impl World {
         Ok((object_id, app_id, field(&sp, "id")?))
     }
 
+    /// An ARM PUT with a bearer token (a workload acting with its lease).
+    pub async fn arm_put_as(
+        &self,
+        token: &str,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        status_and_body(
+            self.http
+                .put(self.arm_url(path, api_version)?)
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
     /// An ARM PUT as the operator's service principal (what a human with its rights could do).
     pub async fn arm_put(
         &self,

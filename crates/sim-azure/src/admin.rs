@@ -51,6 +51,13 @@ struct NewPrincipal {
     kind: PrincipalKind,
 }
 
+/// An application permission granted with admin consent (`AuditLog.Read.All`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GraphRoleGrant {
+    role: String,
+}
+
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Req, rest: &[&str], request_id: &str) -> Reply {
     match handle_inner(shared, req, rest) {
         Ok(r) => r,
@@ -160,6 +167,27 @@ fn handle_inner(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Result<Reply,
                 StatusCode::CREATED,
                 &json!({ "objectId": object_id, "appId": app_id, "clientSecret": secret, "tenantId": world.tenant_id }),
             ))
+        }
+        // An admin consenting to an application permission for a principal (by object ID,
+        // app ID or display name): its next token carries the role.
+        (&Method::POST, ["principals", principal, "graphRoles"]) => {
+            let g: GraphRoleGrant = req.json()?;
+            let mut world = lock(&shared.world);
+            let key = world
+                .find_principal(principal)
+                .map(|p| ids::key(&p.object_id))
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "Request_ResourceNotFound",
+                        format!("No principal '{principal}'."),
+                    )
+                })?;
+            if let Some(p) = world.principals.get_mut(&key)
+                && !p.graph_roles.contains(&g.role)
+            {
+                p.graph_roles.push(g.role);
+            }
+            Ok(Reply::empty(StatusCode::NO_CONTENT))
         }
         // The scope's ARM ID follows, e.g. /admin/scopes/subscriptions/s/resourceGroups/rg.
         (&Method::DELETE, ["scopes", scope @ ..]) if !scope.is_empty() => {
