@@ -255,6 +255,8 @@ fn uncovered<T: Clone>(
 }
 
 impl Plan {
+    /// The plan without usage evidence.
+    #[cfg(test)]
     pub fn build(policies: &[SourcedPolicy]) -> Plan {
         Self::build_with(policies, UsageLogs::default())
     }
