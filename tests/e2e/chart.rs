@@ -371,6 +371,7 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
         json!({
             "notifications": {"existingSecret": "lapse-notify", "format": "slack", "expiringBefore": "15m"},
             "ticketCheckers": {"secretName": "lapse-ticket-checkers", "recheckInterval": "30s"},
+            "usage": {"activityLog": true, "pollInterval": "2m"},
             "azure": {
                 "subscriptionId": sb.env("AZURE_SUBSCRIPTION_ID")?,
                 "sweepSubscriptions": ["00000000-0000-4000-8000-00000000a002"],
@@ -473,6 +474,16 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
     // election Lease is its own.
     let mut role = shipped_rules("Role")?;
     role[0]["resourceNames"] = json!(["lapse-operator-lapse"]);
+    // With usage evidence on, the usage ledger ConfigMap: its shard's, by name, and create.
+    if let Some(rules) = role.as_array_mut() {
+        rules.push(json!({
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["lapse-usage-ledger-lapse"],
+            "verbs": ["get", "patch"],
+        }));
+        rules.push(json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}));
+    }
     assert_eq!(m.one("Role")?["rules"], role);
     let sa = m.one("ServiceAccount")?["metadata"]["name"].clone();
     for binding in [
@@ -516,6 +527,11 @@ async fn the_chart_installs_the_operator_as_shipped_and_keeps_the_crds_on_uninst
     assert_eq!(m.env("LAPSE_NOTIFY_FORMAT")?["value"], "slack");
     assert_eq!(m.env("LAPSE_NOTIFY_EXPIRING_BEFORE")?["value"], "15m");
     assert_eq!(m.env("LAPSE_NAMESPACES")?["value"], "payments,team-a");
+    // Usage evidence: only the logs turned on, with their cadence.
+    assert_eq!(m.env("LAPSE_USAGE_ACTIVITY_LOG")?["value"], "true");
+    assert_eq!(m.env("LAPSE_USAGE_POLL_INTERVAL")?["value"], "2m");
+    assert_eq!(m.env("LAPSE_USAGE_REREAD")?["value"], "20m");
+    assert!(m.env("LAPSE_USAGE_SIGN_INS").is_err(), "sign-ins are off");
     // Ticket checker URLs are files of their mounted Secret, never values in the manifest.
     let checkers = m.env("LAPSE_TICKET_CHECKERS_DIR")?["value"].clone();
     assert_eq!(m.env("LAPSE_TICKET_RECHECK_INTERVAL")?["value"], "30s");

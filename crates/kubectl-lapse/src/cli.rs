@@ -151,7 +151,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "AGE", default_value = "90d")]
     pub max_secret_age: String,
     /// Exit 3 when findings of these kinds exist (comma-separated: StandingRoleAssignment,
-    /// StandingFederation, LongLivedSecret, Orphan, Overstay, or all)
+    /// StandingFederation, LongLivedSecret, Orphan, Overstay, LockedLapseObject, UseAfterEnd,
+    /// UseWithoutLease, SensitiveAction, PrivilegeChain, UnusedGrant, RightSize, or all)
     #[arg(long, value_name = "KINDS", value_delimiter = ',')]
     pub fail_on: Vec<String>,
     /// Print, per standing role assignment, the AccessPolicy and AccessGrant that would replace
@@ -177,6 +178,13 @@ pub struct AuditArgs {
     /// The operator's cluster ID (its --cluster-id); default: the kube-system namespace's UID
     #[arg(long, value_name = "ID")]
     pub cluster_id: Option<String>,
+    /// The operator's namespace, where its usage ledger ConfigMap keeps the UseWithoutLease
+    /// findings
+    #[arg(long, value_name = "NAMESPACE", default_value = "lapse-system")]
+    pub operator_namespace: String,
+    /// The operator's shard (its --shard), which names its usage ledger ConfigMap
+    #[arg(long, value_name = "SHARD")]
+    pub shard: Option<String>,
     /// Audit Azure alone, even when a kubeconfig is usable
     #[arg(long)]
     pub no_cluster: bool,

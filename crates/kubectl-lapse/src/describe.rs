@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 use lapse_api::approval::{ApprovalInput, tally};
-use lapse_api::v1alpha1::{AccessApproval, AccessGrant, AccessPolicy, ApprovalDecision};
+use lapse_api::v1alpha1::{
+    AccessApproval, AccessGrant, AccessPolicy, ApprovalDecision, UsageStatus,
+};
 use lapse_api::validate::{ApprovalRule, validate_policy};
 use serde::Serialize;
 
@@ -381,6 +383,10 @@ pub fn render(story: &Story, now: DateTime<Utc>) -> String {
         }
     }
 
+    if let Some(u) = &st.usage {
+        render_usage(&mut s, u, now);
+    }
+
     let _ = writeln!(s, "\nConditions:");
     if st.conditions.is_empty() {
         let _ = writeln!(s, "  none yet");
@@ -399,6 +405,68 @@ pub fn render(story: &Story, now: DateTime<Utc>) -> String {
         }
     }
     s
+}
+
+/// How many of the most frequent actions `describe` shows.
+const TOP_ACTIONS: usize = 5;
+
+/// The usage evidence section (`status.usage`, present only when the operator reads the logs).
+fn render_usage(s: &mut String, u: &UsageStatus, now: DateTime<Utc>) {
+    let last = |t: Option<DateTime<Utc>>| {
+        t.map(|t| format!(" (last {}, {})", time::rfc3339(t), time::relative(t, now)))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(s, "\nUsage:");
+    let _ = writeln!(s, "  {:<13}{}{}", "Tokens:", u.tokens, last(u.last_token));
+    let _ = writeln!(
+        s,
+        "  {:<13}{}{}",
+        "Operations:",
+        u.operations,
+        last(u.last_operation)
+    );
+    if !u.actions.is_empty() {
+        let shown: Vec<String> = u
+            .actions
+            .iter()
+            .take(TOP_ACTIONS)
+            .map(|a| format!("{} x{}", a.action, a.count))
+            .collect();
+        for (i, a) in shown.iter().enumerate() {
+            let _ = writeln!(s, "  {:<13}{a}", if i == 0 { "Actions:" } else { "" });
+        }
+        let more = u.actions.len().saturating_sub(TOP_ACTIONS);
+        if more > 0 {
+            let _ = writeln!(s, "  {:<13}+{more} more", "");
+        }
+    }
+    if u.actions_truncated {
+        let _ = writeln!(
+            s,
+            "  {:<13}more distinct actions were performed than the status keeps (no RightSize)",
+            ""
+        );
+    }
+    if !u.concluded {
+        let _ = writeln!(
+            s,
+            "  {:<13}not concluded yet (UnusedGrant and RightSize are decided once the logs are \
+             read past the end)",
+            ""
+        );
+    }
+    if u.findings.is_empty() {
+        let _ = writeln!(s, "  {:<13}none", "Findings:");
+    } else {
+        let _ = writeln!(s, "  Findings:");
+        let mut t = Table::new(&["kind", "at", "message"]);
+        for f in &u.findings {
+            t.row(vec![f.kind.clone(), time::rfc3339(f.at), f.message.clone()]);
+        }
+        for line in t.render().lines() {
+            let _ = writeln!(s, "    {line}");
+        }
+    }
 }
 
 /// Reads the grant, its Events, its approvals and its policy's approval rule.
@@ -495,8 +563,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use lapse_api::duration::LeaseDuration;
     use lapse_api::v1alpha1::{
-        AccessApprovalSpec, AccessGrantSpec, AccessGrantStatus, ApprovalRecord, Approver,
-        EndReason, GrantPhase, GrantTarget,
+        AccessApprovalSpec, AccessGrantSpec, AccessGrantStatus, ActionCount, ApprovalRecord,
+        Approver, EndReason, GrantPhase, GrantTarget, UsageFinding,
     };
 
     use super::*;
@@ -619,5 +687,68 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part:?} in\n{text}");
         }
+        assert!(
+            !text.contains("Usage:"),
+            "no usage section without status.usage:\n{text}"
+        );
+    }
+
+    #[test]
+    fn usage_shows_counts_the_top_five_actions_and_every_finding() {
+        let mut st = story();
+        let usage = UsageStatus {
+            tokens: 3,
+            last_token: Some(at(100)),
+            operations: 42,
+            last_operation: Some(at(640)),
+            actions: (1..=7u64)
+                .map(|i| ActionCount {
+                    action: format!("Microsoft.Storage/act{i}/write"),
+                    count: 10 - i,
+                })
+                .collect(),
+            actions_truncated: true,
+            findings: vec![
+                UsageFinding {
+                    kind: "SensitiveAction".into(),
+                    at: at(200),
+                    event: Some("ev-1".into()),
+                    message: "Microsoft.Authorization/roleAssignments/write at /subscriptions/s"
+                        .into(),
+                },
+                UsageFinding {
+                    kind: "UseAfterEnd".into(),
+                    at: at(640),
+                    event: None,
+                    message: "an operation 9s after the lease ended".into(),
+                },
+            ],
+            concluded: true,
+            sequence: 9,
+        };
+        if let Some(s) = st.grant.status.as_mut() {
+            s.usage = Some(usage);
+        }
+        let text = render(&st, at(700));
+        let usage = text
+            .split("\nUsage:\n")
+            .nth(1)
+            .and_then(|u| u.split("\nConditions:").next())
+            .unwrap_or_default();
+        let expected = "  Tokens:      3 (last 2027-01-15T08:01:40Z, 10m ago)
+  Operations:  42 (last 2027-01-15T08:10:40Z, 1m ago)
+  Actions:     Microsoft.Storage/act1/write x9
+               Microsoft.Storage/act2/write x8
+               Microsoft.Storage/act3/write x7
+               Microsoft.Storage/act4/write x6
+               Microsoft.Storage/act5/write x5
+               +2 more
+               more distinct actions were performed than the status keeps (no RightSize)
+  Findings:
+    KIND              AT                     MESSAGE
+    SensitiveAction   2027-01-15T08:03:20Z   Microsoft.Authorization/roleAssignments/write at /subscriptions/s
+    UseAfterEnd       2027-01-15T08:10:40Z   an operation 9s after the lease ended
+";
+        assert_eq!(usage, expected, "in\n{text}");
     }
 }

@@ -19,6 +19,10 @@
 //!   federate (the identity, or its resource group or subscription for a pattern). Not
 //!   *Managed Identity Contributor*: that role also creates, changes and deletes the identities
 //!   themselves, and deleting one ends every access of its workloads.
+//! - **Usage evidence** (only for the logs the operator is told to read, `--usage-activity-log`
+//!   and `--usage-sign-ins` as on `run`): `Microsoft.Insights/eventtypes/values/read` in the
+//!   reader role at each subscription; the sign-in log is Microsoft Graph's (`AuditLog.Read.All`
+//!   and an Entra ID P1 or P2 licence), which no Azure role gives: a note says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -49,6 +53,8 @@ pub const PIM_REQUESTS_WRITE: &str = "Microsoft.Authorization/roleAssignmentSche
 /// The instances of those schedules.
 pub const PIM_INSTANCES_READ: &str = "Microsoft.Authorization/roleAssignmentScheduleInstances/read";
 pub const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
+/// Reading a subscription's Activity Log (usage evidence, `run --usage-activity-log`).
+pub const ACTIVITY_LOG_READ: &str = "Microsoft.Insights/eventtypes/values/read";
 pub const FIC_READ: &str =
     "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read";
 pub const FIC_WRITE: &str =
@@ -90,7 +96,30 @@ pub struct AzureRoleArgs {
     /// it the commands read $LAPSE_OPERATOR_OBJECT_ID when run, and JSON leaves principalId out.
     #[arg(long, value_name = "OBJECT_ID")]
     pub assignee: Option<Uuid>,
+
+    #[command(flatten)]
+    pub usage: UsageLogs,
 }
+
+/// The usage logs the operator reads (`run`'s flags and variables of the same names): what
+/// they need is asked for only when they are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Args)]
+pub struct UsageLogs {
+    /// The operator reads the Activity Log (`run --usage-activity-log`): plan
+    /// Microsoft.Insights/eventtypes/values/read at each subscription
+    #[arg(long, env = "LAPSE_USAGE_ACTIVITY_LOG")]
+    pub usage_activity_log: bool,
+    /// The operator reads the sign-in log (`run --usage-sign-ins`): say what Microsoft Graph
+    /// needs (AuditLog.Read.All, Entra ID P1 or P2)
+    #[arg(long, env = "LAPSE_USAGE_SIGN_INS")]
+    pub usage_sign_ins: bool,
+}
+
+/// What reading the sign-in log needs, which no Azure role gives.
+pub const SIGN_INS_NEEDS: &str = "the sign-in log (--usage-sign-ins) is Microsoft Graph's: give \
+     the operator's service principal the Graph application permission AuditLog.Read.All (with \
+     admin consent), and the tenant needs Microsoft Entra ID P1 or P2 (Graph refuses sign-ins \
+     without it). No Azure role gives either.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -155,6 +184,8 @@ pub struct Plan {
     pub pim: Option<CustomRole>,
     /// What else to know (skipped scopes, Graph permissions for applications).
     pub notes: Vec<String>,
+    /// The usage logs planned for.
+    pub usage: UsageLogs,
     /// Why some policies or entries could not be planned, each naming the file, policy and
     /// field. `azure-role` refuses to print anything while there are any.
     pub problems: Vec<String>,
@@ -224,10 +255,18 @@ fn uncovered<T: Clone>(
 }
 
 impl Plan {
+    /// The plan without usage evidence.
+    #[cfg(test)]
     pub fn build(policies: &[SourcedPolicy]) -> Plan {
+        Self::build_with(policies, UsageLogs::default())
+    }
+
+    /// The plan, with what the usage logs the operator reads need.
+    pub fn build_with(policies: &[SourcedPolicy], usage: UsageLogs) -> Plan {
         let catalogue = RoleCatalogue::builtin();
         let mut plan = Plan {
             policies: policies.iter().map(|p| p.name.clone()).collect(),
+            usage,
             ..Plan::default()
         };
         // Every scope a policy allows, with the roles and policy names it brings there.
@@ -380,6 +419,13 @@ impl Plan {
             if any_identity {
                 actions.push(IDENTITY_READ);
             }
+            // The Activity Log, at each subscription, only when the operator reads it. One
+            // action in this custom role rather than the built-in Monitoring Reader or Reader:
+            // their `*/read` would also read every resource's configuration. Where the RBAC
+            // Administrator assignment sits at the subscription, its `*/read` includes it.
+            if usage.usage_activity_log {
+                actions.push(ACTIVITY_LOG_READ);
+            }
             // Not needed to run, but to see what it may do (`check`, the start-up check).
             actions.push(PERMISSIONS_READ);
             plan.reader = Some(CustomRole {
@@ -414,6 +460,16 @@ impl Plan {
                 actions: vec![PIM_REQUESTS_WRITE, PIM_SCHEDULES_READ, PIM_INSTANCES_READ],
                 scopes: pim,
             });
+        }
+        if usage.usage_activity_log {
+            plan.notes.push(format!(
+                "the Activity Log (--usage-activity-log): {ACTIVITY_LOG_READ} is in {READER_ROLE} \
+                 at each subscription (where {RBAC_ADMIN_NAME} is assigned at the subscription, \
+                 its */read includes it)"
+            ));
+        }
+        if usage.usage_sign_ins {
+            plan.notes.push(SIGN_INS_NEEDS.to_owned());
         }
         if !applications.is_empty() {
             plan.notes.push(format!(
@@ -470,13 +526,17 @@ impl Plan {
             .as_ref()
             .map(|r| r.actions.clone())
             .unwrap_or_else(|| {
-                vec![
+                let mut actions = vec![
                     ROLE_ASSIGNMENTS_READ,
                     ROLE_DEFINITIONS_READ,
                     LOCKS_READ,
                     PIM_SCHEDULES_READ,
                     PIM_INSTANCES_READ,
-                ]
+                ];
+                if self.usage.usage_activity_log {
+                    actions.push(ACTIVITY_LOG_READ);
+                }
+                actions
             })
             .into_iter()
             .filter(|a| *a != PERMISSIONS_READ)
@@ -795,7 +855,7 @@ impl Plan {
 /// `lapse-operator azure-role`.
 pub fn run(args: &AzureRoleArgs) -> anyhow::Result<()> {
     let policies = crate::policies::from_arg(&args.policies)?;
-    let plan = Plan::build(&policies);
+    let plan = Plan::build_with(&policies, args.usage);
     if !plan.problems.is_empty() {
         bail!(
             "cannot work out the operator's Azure roles from {}:\n  {}",
@@ -1129,6 +1189,72 @@ mod tests {
                 (format!("/subscriptions/{SUB}"), 6),
                 (mi("app", "a"), 4)
             ]
+        );
+    }
+
+    #[test]
+    fn usage_logs_are_planned_only_when_the_operator_reads_them() {
+        let policies = [policy(
+            "demo",
+            &["Reader"],
+            &[rg("app")],
+            &[mi("app", "a")],
+            &["runner"],
+        )];
+        let off = Plan::build(&policies);
+        let actions = |p: &Plan| {
+            p.reader
+                .as_ref()
+                .map(|r| r.actions.clone())
+                .unwrap_or_default()
+        };
+        assert!(!actions(&off).contains(&ACTIVITY_LOG_READ));
+        assert!(!off.to_az("p", None).contains("AuditLog.Read.All"));
+        let reader_req = |p: &Plan| {
+            p.requirements()
+                .into_iter()
+                .find(|r| r.scope.as_str() == format!("/subscriptions/{SUB}"))
+                .map(|r| r.actions)
+                .unwrap_or_default()
+        };
+        assert!(!reader_req(&off).contains(&ACTIVITY_LOG_READ));
+
+        let activity = Plan::build_with(
+            &policies,
+            UsageLogs {
+                usage_activity_log: true,
+                usage_sign_ins: false,
+            },
+        );
+        assert!(actions(&activity).contains(&ACTIVITY_LOG_READ));
+        // `check` verifies it at the subscription.
+        assert!(reader_req(&activity).contains(&ACTIVITY_LOG_READ));
+        let az = activity.to_az("p", None);
+        assert!(
+            az.contains("\"Microsoft.Insights/eventtypes/values/read\""),
+            "in the role definition: {az}"
+        );
+        assert!(!az.contains("AuditLog.Read.All"), "{az}");
+
+        let sign_ins = Plan::build_with(
+            &policies,
+            UsageLogs {
+                usage_activity_log: false,
+                usage_sign_ins: true,
+            },
+        );
+        assert!(!actions(&sign_ins).contains(&ACTIVITY_LOG_READ));
+        let az = sign_ins.to_az("p", None);
+        assert!(
+            az.contains("# Note: the sign-in log (--usage-sign-ins)")
+                && az.contains("AuditLog.Read.All")
+                && az.contains("P1 or P2"),
+            "{az}"
+        );
+        assert!(
+            sign_ins.to_json(None)["notes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(SIGN_INS_NEEDS))),
         );
     }
 

@@ -3,6 +3,10 @@
 //! the AccessPolicies involve, and names every action it lacks. The operator runs the same
 //! check at start-up and logs what is missing as warnings.
 //!
+//! With usage evidence on (`--usage-activity-log`, `--usage-sign-ins`, as on `run`), it also
+//! reads one page of each log the operator would read (each policy subscription's Activity
+//! Log from five minutes ago, each kind of workload sign-in) and names what a refusal lacks.
+//!
 //! ARM's answer does not show ABAC conditions: an assignment whose condition leaves a role out
 //! still lists `roleAssignments/write`, and Azure refuses that role only when it is assigned.
 
@@ -10,12 +14,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
+use chrono::{TimeDelta, Utc};
 use clap::Args;
 use lapse_api::arm::ArmId;
-use lapse_azure::{AzureClient, AzureError, ErrorClass, Permission};
+use lapse_azure::{AzureClient, AzureError, ErrorClass, Permission, SignInKind};
 
 use crate::azure_args::AzureArgs;
-use crate::azure_role::{Plan, Requirement};
+use crate::azure_role::{ACTIVITY_LOG_READ, Plan, Requirement, UsageLogs};
 use crate::policies::SourcedPolicy;
 
 #[derive(Debug, Args)]
@@ -27,6 +32,118 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub azure: AzureArgs,
+
+    #[command(flatten)]
+    pub usage: UsageLogs,
+}
+
+/// One read of a usage log: what was read, and what failed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogProbe {
+    pub log: String,
+    /// `None` when the page was read; else why not, naming what is missing when Azure says.
+    pub failure: Option<String>,
+}
+
+/// What a refused Activity Log read lacks.
+pub fn activity_log_failure(subscription: &str, e: &AzureError) -> String {
+    if e.code() == Some("AuthorizationFailed") || e.status() == Some(403) {
+        format!(
+            "missing {ACTIVITY_LOG_READ} at /subscriptions/{subscription} (`lapse-operator \
+             azure-role --usage-activity-log` plans it): {e}"
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// What a refused sign-in read lacks: the tenant's licence, or Graph's permission.
+pub fn sign_ins_failure(e: &AzureError) -> String {
+    let text = e.to_string().to_ascii_lowercase();
+    let unlicensed = e
+        .code()
+        .is_some_and(|c| c.to_ascii_lowercase().contains("nonpremium"))
+        || text.contains("premium licen")
+        || text.contains("p1 or p2");
+    if unlicensed {
+        format!(
+            "the tenant has no Microsoft Entra ID P1 or P2 licence, which Graph's sign-in log \
+             needs: {e}"
+        )
+    } else if e.status() == Some(403) {
+        format!(
+            "missing the Microsoft Graph application permission AuditLog.Read.All (admin \
+             consent) on the operator's service principal: {e}"
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// Reads one page of each usage log the operator would read.
+pub async fn probe_usage_logs(azure: &AzureClient, plan: &Plan) -> Vec<LogProbe> {
+    let mut out = Vec::new();
+    let from = Utc::now() - TimeDelta::minutes(5);
+    if plan.usage.usage_activity_log {
+        let mut subs: Vec<String> = plan
+            .policy_scopes
+            .iter()
+            .filter_map(|s| s.scope.subscription().map(str::to_ascii_lowercase))
+            .collect();
+        subs.sort();
+        subs.dedup();
+        for sub in subs {
+            let failure = azure
+                .activity_log_page(&sub, from, None, None)
+                .await
+                .err()
+                .map(|e| activity_log_failure(&sub, &e));
+            out.push(LogProbe {
+                log: format!("the Activity Log of subscription {sub}"),
+                failure,
+            });
+        }
+    }
+    if plan.usage.usage_sign_ins {
+        for (kind, name) in [
+            (SignInKind::ServicePrincipal, "service principal"),
+            (SignInKind::ManagedIdentity, "managed identity"),
+        ] {
+            let failure = azure
+                .sign_ins_page(kind, from, None)
+                .await
+                .err()
+                .map(|e| sign_ins_failure(&e));
+            out.push(LogProbe {
+                log: format!("the {name} sign-in log (Microsoft Graph)"),
+                failure,
+            });
+        }
+    }
+    out
+}
+
+/// The log reads as `check` prints them (nothing when usage evidence is off).
+pub fn render_probes(probes: &[LogProbe]) -> String {
+    let mut o = String::new();
+    if probes.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "\nUsage evidence: one page of each log the operator reads"
+    );
+    for p in probes {
+        match &p.failure {
+            None => {
+                let _ = writeln!(o, "  passed   {}", p.log);
+            }
+            Some(why) => {
+                let _ = writeln!(o, "  FAILED   {}: {why}", p.log);
+            }
+        }
+    }
+    o
 }
 
 /// What ARM said about one scope.
@@ -240,7 +357,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<bool> {
         }
         Err(_) => format!("client ID {}", args.azure.client_id),
     };
-    let (plan, notes) = plan_for_check(&policies);
+    let (plan, notes) = plan_for_check(&policies, args.usage);
     let source = format!(
         "{source} ({})",
         if plan.policies.is_empty() {
@@ -251,14 +368,16 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<bool> {
     );
     let report = evaluate(&azure, plan.requirements()).await?;
     print!("{}", render(&report, &who, &source, &notes));
-    Ok(report.complete())
+    let probes = probe_usage_logs(&azure, &plan).await;
+    print!("{}", render_probes(&probes));
+    Ok(report.complete() && probes.iter().all(|p| p.failure.is_none()))
 }
 
 /// The plan `check` verifies: every problem `azure-role` would refuse on is a note here (an
 /// unknown role name does not change which scopes need rights; an invalid policy allows
 /// nothing, so it needs nothing).
-fn plan_for_check(policies: &[SourcedPolicy]) -> (Plan, Vec<String>) {
-    let plan = Plan::build(policies);
+fn plan_for_check(policies: &[SourcedPolicy], usage: UsageLogs) -> (Plan, Vec<String>) {
+    let plan = Plan::build_with(policies, usage);
     let mut notes = plan.notes.clone();
     notes.extend(
         plan.problems
@@ -269,7 +388,7 @@ fn plan_for_check(policies: &[SourcedPolicy]) -> (Plan, Vec<String>) {
 }
 
 /// At start-up: the same check for the cluster's policies, as log lines. Never fails.
-pub async fn warn_at_startup(kube: kube::Client, azure: AzureClient) {
+pub async fn warn_at_startup(kube: kube::Client, azure: AzureClient, usage: UsageLogs) {
     let policies = match crate::policies::from_cluster(kube).await {
         Ok(p) => p,
         Err(e) => {
@@ -277,7 +396,7 @@ pub async fn warn_at_startup(kube: kube::Client, azure: AzureClient) {
             return;
         }
     };
-    let (plan, _) = plan_for_check(&policies);
+    let (plan, _) = plan_for_check(&policies, usage);
     let report = match evaluate(&azure, plan.requirements()).await {
         Ok(r) => r,
         Err(e) => {
@@ -314,6 +433,74 @@ mod tests {
             actions: actions.to_vec(),
             purpose: "test".into(),
         }
+    }
+
+    fn terminal(status: u16, code: &str, message: &str) -> AzureError {
+        AzureError::Terminal {
+            operation: lapse_azure::Operation::ListSignIns,
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_log_read_names_the_missing_permission_or_licence() {
+        let arm = AzureError::Terminal {
+            operation: lapse_azure::Operation::ListActivityLog,
+            status: 403,
+            code: "AuthorizationFailed".into(),
+            message: "The client does not have authorization to perform action \
+                      'Microsoft.Insights/eventtypes/values/read'"
+                .into(),
+        };
+        let why = activity_log_failure("sub-1", &arm);
+        assert!(
+            why.starts_with(
+                "missing Microsoft.Insights/eventtypes/values/read at /subscriptions/sub-1"
+            ),
+            "{why}"
+        );
+        let why = sign_ins_failure(&terminal(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        ));
+        assert!(
+            why.starts_with("missing the Microsoft Graph application permission AuditLog.Read.All"),
+            "{why}"
+        );
+        let why = sign_ins_failure(&terminal(
+            403,
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "Neither tenant is B2C or tenant doesn't have premium license",
+        ));
+        assert!(why.contains("Microsoft Entra ID P1 or P2"), "{why}");
+        // Anything else is Azure's own words.
+        let other = terminal(400, "BadRequest", "bad filter");
+        assert_eq!(sign_ins_failure(&other), other.to_string());
+
+        let text = render_probes(&[
+            LogProbe {
+                log: "the Activity Log of subscription sub-1".into(),
+                failure: None,
+            },
+            LogProbe {
+                log: "the managed identity sign-in log (Microsoft Graph)".into(),
+                failure: Some("missing AuditLog.Read.All".into()),
+            },
+        ]);
+        assert!(
+            text.contains("  passed   the Activity Log of subscription sub-1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  FAILED   the managed identity sign-in log (Microsoft Graph): missing AuditLog.Read.All\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(render_probes(&[]), "");
     }
 
     #[test]

@@ -488,6 +488,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::check::warn_at_startup(
         client.clone(),
         ctx.azure.clone(),
+        crate::azure_role::UsageLogs {
+            usage_activity_log: args.usage_activity_log,
+            usage_sign_ins: args.usage_sign_ins,
+        },
     ));
     let registry = Arc::new(registry);
     let standby = Arc::new(std::sync::atomic::AtomicBool::new(args.leader_elect));

@@ -21,6 +21,8 @@ use lapse_api::lock::ManagementLock;
 use lapse_api::naming::{Marker, Owner, fic_cluster};
 use lapse_api::policy::NamedPolicy;
 use lapse_api::role::{PRIVILEGED_BUILT_IN_ROLES, RoleCatalogue};
+pub use lapse_api::usage::Finding as UsageLogFinding;
+use lapse_api::v1alpha1::{IdentityRef, UsageFinding};
 use lapse_api::validate::{IdMatcher, PolicyRules, selector_matches};
 use serde::Serialize;
 use uuid::Uuid;
@@ -45,16 +47,46 @@ pub enum FindingKind {
     /// at or above its scope (a federated credential's: its identity): Azure refuses its
     /// delete, so its lease cannot end it.
     LockedLapseObject,
+    // Usage evidence (docs/usage.md), as the operator recorded it from Azure's logs: a
+    // grant's `status.usage.findings`, and the usage ledger's findings no grant carries.
+    /// A token or an operation after a lease ended and its propagation bound.
+    UseAfterEnd,
+    /// A principal lapse governs acting at a scope lapse governs with no lease covering it:
+    /// a standing path (from the usage ledger).
+    UseWithoutLease,
+    /// An action on the policy's `watch.sensitiveActions` list.
+    SensitiveAction,
+    /// A leased principal handing access to another principal.
+    PrivilegeChain,
+    /// A lease that ended with no token and no operation.
+    UnusedGrant,
+    /// A lease whose every logged action a narrower allowed role also allows.
+    RightSize,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 6] = [
+    pub const ALL: [FindingKind; 12] = [
         Self::StandingRoleAssignment,
         Self::StandingFederation,
         Self::LongLivedSecret,
         Self::Orphan,
         Self::Overstay,
         Self::LockedLapseObject,
+        Self::UseAfterEnd,
+        Self::UseWithoutLease,
+        Self::SensitiveAction,
+        Self::PrivilegeChain,
+        Self::UnusedGrant,
+        Self::RightSize,
+    ];
+
+    /// The kinds read from the grants' `status.usage.findings`.
+    pub const FROM_GRANTS: [FindingKind; 5] = [
+        Self::UseAfterEnd,
+        Self::SensitiveAction,
+        Self::PrivilegeChain,
+        Self::UnusedGrant,
+        Self::RightSize,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,7 +97,26 @@ impl FindingKind {
             Self::Orphan => "Orphan",
             Self::Overstay => "Overstay",
             Self::LockedLapseObject => "LockedLapseObject",
+            Self::UseAfterEnd => "UseAfterEnd",
+            Self::UseWithoutLease => "UseWithoutLease",
+            Self::SensitiveAction => "SensitiveAction",
+            Self::PrivilegeChain => "PrivilegeChain",
+            Self::UnusedGrant => "UnusedGrant",
+            Self::RightSize => "RightSize",
         }
+    }
+
+    /// A usage-evidence kind (from the cluster's records, not from listing Azure).
+    pub fn is_usage(self) -> bool {
+        matches!(
+            self,
+            Self::UseAfterEnd
+                | Self::UseWithoutLease
+                | Self::SensitiveAction
+                | Self::PrivilegeChain
+                | Self::UnusedGrant
+                | Self::RightSize
+        )
     }
 
     /// A kind by name, case-insensitively.
@@ -197,6 +248,11 @@ pub struct Cluster {
     pub policies: Option<Vec<NamedPolicy>>,
     /// Namespace labels (for policies that select namespaces by label); `None` when unknown.
     pub namespace_labels: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// The usage ledger's findings no grant carries (`UseWithoutLease`); `None` when the
+    /// ledger could not be read.
+    pub unleased: Option<Vec<UsageLogFinding>>,
+    /// What reading the usage ledger said, when it was not simply read (absent, refused).
+    pub ledger_note: Option<String>,
 }
 
 /// A grant's record of its lease and objects (its status).
@@ -209,6 +265,10 @@ pub struct GrantRecord {
     /// When the lease ended or ends: the earlier of `endedAt` and `expiresAt`.
     pub lease_end: Option<DateTime<Utc>>,
     pub objects: Vec<RecordedObject>,
+    /// The identity the grant is for (`spec.identity`).
+    pub identity: IdentityRef,
+    /// The usage findings the operator recorded (`status.usage.findings`).
+    pub usage: Vec<UsageFinding>,
 }
 
 impl GrantRecord {
@@ -301,6 +361,19 @@ pub struct LockFacts {
     pub scope: String,
 }
 
+/// The log event a usage-evidence finding rests on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageFacts {
+    /// When the event happened (or when the lease was concluded).
+    pub at: DateTime<Utc>,
+    /// The log event's ID (Activity Log `eventDataId`, sign-in `id`), if one shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The operator's words.
+    pub message: String,
+}
+
 /// One credential path outside lapse's lifecycle discipline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -333,6 +406,9 @@ pub struct Finding {
     /// The management locks a `LockedLapseObject` is under.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<LockFacts>,
+    /// The log event of a usage-evidence finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageFacts>,
     /// Why it matters, in a sentence.
     pub detail: String,
     /// The same, in a few words, for the table.
@@ -387,17 +463,23 @@ pub fn audit(estate: &Estate, cluster: Option<&Cluster>, opts: &Options) -> Repo
     ctx.role_assignments(&mut report);
     ctx.federated_credentials(&mut report);
     ctx.credentials(&mut report);
+    ctx.usage(&mut report);
     match cluster {
         None => report.notes.push(
-            "no cluster: Orphan and Overstay are not checked and AccessPolicy coverage is unknown"
+            "no cluster: Orphan, Overstay and the usage findings are not checked and \
+             AccessPolicy coverage is unknown"
                 .into(),
         ),
         Some(c) => {
             if c.grants.is_none() {
                 report.notes.push(
-                    "the AccessGrants could not be listed: Orphan and Overstay are not checked"
+                    "the AccessGrants could not be listed: Orphan, Overstay and the grants' \
+                     usage findings are not checked"
                         .into(),
                 );
+            }
+            if let Some(n) = &c.ledger_note {
+                report.notes.push(n.clone());
             }
             if c.policies.is_none() {
                 report.notes.push(
@@ -925,6 +1007,7 @@ impl<'a> Context<'a> {
                 covered_by: None,
                 grant: None,
                 locks: Vec::new(),
+                usage: None,
                 detail: String::new(),
                 note: String::new(),
             };
@@ -1084,6 +1167,7 @@ impl<'a> Context<'a> {
                 covered_by: None,
                 grant: None,
                 locks: Vec::new(),
+                usage: None,
                 detail: String::new(),
                 note: String::new(),
             };
@@ -1212,6 +1296,7 @@ impl<'a> Context<'a> {
                     covered_by: None,
                     grant: None,
                     locks: Vec::new(),
+                    usage: None,
                     detail: format!(
                         "{what}{named} of app registration {} {life}{expires}, longer than \
                          {} days (OWASP NHI-03: overlong credential lifetimes); a leaked copy \
@@ -1226,6 +1311,123 @@ impl<'a> Context<'a> {
                     principal,
                 });
             }
+        }
+    }
+}
+
+impl Context<'_> {
+    /// Who a grant is for, as far as the estate names it.
+    fn grant_principal(&self, identity: &IdentityRef) -> Principal {
+        if let Some(id) = &identity.managed_identity {
+            if let Some(i) = self.identity_by_id.get(&id.to_ascii_lowercase()) {
+                return self.principal(&i.principal_id);
+            }
+            return Principal {
+                id: id.clone(),
+                display_name: id.rsplit('/').next().map(str::to_owned),
+                kind: "ManagedIdentity".into(),
+                resource_id: Some(id.clone()),
+                is_caller: false,
+            };
+        }
+        if let Some(app) = &identity.application {
+            if let Some(a) = Uuid::try_parse(&app.object_id)
+                .ok()
+                .and_then(|id| self.apps.get(&id))
+            {
+                return self.app_principal(a);
+            }
+            return Principal {
+                id: app.object_id.clone(),
+                display_name: None,
+                kind: "Application".into(),
+                resource_id: None,
+                is_caller: false,
+            };
+        }
+        let sp = identity
+            .service_principal
+            .as_ref()
+            .map(|s| s.object_id.clone())
+            .unwrap_or_default();
+        match Uuid::try_parse(&sp) {
+            Ok(id) => self.principal(&id),
+            Err(_) => Principal {
+                id: sp,
+                display_name: None,
+                kind: "ServicePrincipal".into(),
+                resource_id: None,
+                is_caller: false,
+            },
+        }
+    }
+
+    /// The usage evidence the operator recorded: each grant's findings, and the ledger's
+    /// findings no grant carries.
+    fn usage(&self, report: &mut Report) {
+        let finding = |kind: FindingKind,
+                       principal: Principal,
+                       grant: Option<String>,
+                       at: DateTime<Utc>,
+                       event: Option<String>,
+                       message: &str| {
+            let detail = match &grant {
+                Some(g) => format!("grant {g}: {message}"),
+                None => message.to_owned(),
+            };
+            Finding {
+                kind,
+                object_id: event.clone().unwrap_or_default(),
+                principal,
+                scope: None,
+                role: None,
+                role_definition_id: None,
+                issuer: None,
+                subject: None,
+                credential: None,
+                covered_by: None,
+                grant,
+                locks: Vec::new(),
+                usage: Some(UsageFacts {
+                    at,
+                    event,
+                    message: message.to_owned(),
+                }),
+                detail,
+                note: message.to_owned(),
+            }
+        };
+        for g in self.grants().unwrap_or_default() {
+            for u in &g.usage {
+                let Some(kind) = FindingKind::parse(&u.kind).filter(|k| k.is_usage()) else {
+                    continue;
+                };
+                report.findings.push(finding(
+                    kind,
+                    self.grant_principal(&g.identity),
+                    Some(g.full_name()),
+                    u.at,
+                    u.event.clone(),
+                    &u.message,
+                ));
+            }
+        }
+        for u in self
+            .cluster
+            .and_then(|c| c.unleased.as_deref())
+            .unwrap_or_default()
+        {
+            if u.kind != lapse_api::usage::FindingKind::UseWithoutLease {
+                continue;
+            }
+            report.findings.push(finding(
+                FindingKind::UseWithoutLease,
+                self.principal(&u.principal),
+                u.grant.clone(),
+                u.at,
+                u.event.clone(),
+                &u.message,
+            ));
         }
     }
 }
@@ -1539,6 +1741,8 @@ mod tests {
                     standing: false,
                 })
                 .collect(),
+            identity: IdentityRef::default(),
+            usage: Vec::new(),
         }
     }
 
@@ -2103,6 +2307,122 @@ mod tests {
         e.role_assignments.drain(..3);
         e.federated_credentials.clear();
         assert!(lock_subscriptions(&e, Some(&c), &opts()).is_empty());
+    }
+
+    #[test]
+    fn usage_findings_come_from_the_grants_and_the_ledger_naming_grant_and_principal() {
+        let e = estate();
+        let mut c = cluster();
+        let finding = |kind: &str, s: i64, event: Option<&str>, message: &str| UsageFinding {
+            kind: kind.into(),
+            at: now() + TimeDelta::seconds(s),
+            event: event.map(str::to_owned),
+            message: message.into(),
+        };
+        c.grants = Some(vec![
+            GrantRecord {
+                identity: IdentityRef {
+                    managed_identity: Some(runner_id()),
+                    ..IdentityRef::default()
+                },
+                usage: vec![
+                    finding("SensitiveAction", -60, Some("ev-1"), "deleted a vault"),
+                    finding("UseAfterEnd", -30, Some("ev-2"), "after the end"),
+                    // A kind this audit does not know is left out.
+                    finding("Mystery", -10, None, "?"),
+                ],
+                ..grant("etl", "Expired", true, Some(-600), &[])
+            },
+            GrantRecord {
+                identity: IdentityRef {
+                    service_principal: Some(lapse_api::v1alpha1::ObjectIdRef {
+                        object_id: DEPLOYER.to_string(),
+                    }),
+                    ..IdentityRef::default()
+                },
+                usage: vec![
+                    finding("UnusedGrant", -5, None, "not needed"),
+                    finding("RightSize", -5, None, "Reader would do"),
+                    finding("PrivilegeChain", -50, Some("ev-3"), "gave access"),
+                ],
+                ..grant("deploy", "Expired", true, Some(-600), &[])
+            },
+        ]);
+        c.unleased = Some(vec![UsageLogFinding {
+            kind: lapse_api::usage::FindingKind::UseWithoutLease,
+            at: now() - TimeDelta::seconds(100),
+            grant: None,
+            principal: DEPLOYER,
+            event: Some("ev-4".into()),
+            message: "acted with no lease covering it".into(),
+            revoke: false,
+        }]);
+        c.ledger_note = Some("a ledger note".into());
+        let r = audit(&e, Some(&c), &opts());
+        let got: Vec<(FindingKind, String, Option<&str>, &str)> = r
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    f.principal.short(),
+                    f.grant.as_deref(),
+                    f.object_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    FindingKind::UseAfterEnd,
+                    "mi/runner".to_owned(),
+                    Some("payments/etl"),
+                    "ev-2"
+                ),
+                (
+                    FindingKind::UseWithoutLease,
+                    "sp/ci-deployer".to_owned(),
+                    None,
+                    "ev-4"
+                ),
+                (
+                    FindingKind::SensitiveAction,
+                    "mi/runner".to_owned(),
+                    Some("payments/etl"),
+                    "ev-1"
+                ),
+                (
+                    FindingKind::PrivilegeChain,
+                    "sp/ci-deployer".to_owned(),
+                    Some("payments/deploy"),
+                    "ev-3"
+                ),
+                (
+                    FindingKind::UnusedGrant,
+                    "sp/ci-deployer".to_owned(),
+                    Some("payments/deploy"),
+                    ""
+                ),
+                (
+                    FindingKind::RightSize,
+                    "sp/ci-deployer".to_owned(),
+                    Some("payments/deploy"),
+                    ""
+                ),
+            ]
+        );
+        let sensitive = &r.findings[2];
+        assert_eq!(sensitive.detail, "grant payments/etl: deleted a vault");
+        assert_eq!(
+            sensitive.usage.as_ref().map(|u| (u.at, u.event.as_deref())),
+            Some((now() - TimeDelta::seconds(60), Some("ev-1")))
+        );
+        assert!(
+            r.notes.contains(&"a ledger note".to_owned()),
+            "{:?}",
+            r.notes
+        );
     }
 
     #[test]

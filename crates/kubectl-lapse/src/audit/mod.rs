@@ -79,6 +79,15 @@ fn short_scope(scope: &str) -> String {
 }
 
 fn what_and_where(f: &Finding) -> (String, String) {
+    if let Some(u) = &f.usage {
+        // Usage evidence: which grant, and when.
+        return (
+            f.grant
+                .as_deref()
+                .map_or_else(|| "no lease".to_owned(), |g| format!("grant {g}")),
+            format!("at {}", time::rfc3339(u.at)),
+        );
+    }
     if let Some(issuer) = &f.issuer {
         let name = f.object_id.rsplit('/').next().unwrap_or_default();
         let host = url::Url::parse(issuer)
@@ -135,7 +144,11 @@ pub fn table(findings: &[Finding]) -> String {
             } else {
                 f.note.clone()
             },
-            f.object_id.clone(),
+            if f.object_id.is_empty() {
+                "-".into()
+            } else {
+                f.object_id.clone()
+            },
         ]);
     }
     t.render()
@@ -356,7 +369,12 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
     let mut not_checked = Vec::new();
     if cluster.as_ref().is_none_or(|c| c.grants.is_none()) {
         not_checked.extend([FindingKind::Orphan, FindingKind::Overstay]);
+        not_checked.extend(FindingKind::FROM_GRANTS);
     }
+    if cluster.as_ref().is_none_or(|c| c.unleased.is_none()) {
+        not_checked.push(FindingKind::UseWithoutLease);
+    }
+    not_checked.sort();
     if listing.applications_unread {
         not_checked.push(FindingKind::LongLivedSecret);
     }
@@ -447,8 +465,19 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
                 println!("{}", s.yaml.trim_end());
             }
             eprint!("{}", summary(&report, &run, &reads, seconds));
-            let (unlocks, replacements): (Vec<&Suggestion>, Vec<&Suggestion>) =
-                docs.iter().partition(|s| s.grant.is_none());
+            let usage = report
+                .findings
+                .iter()
+                .zip(&suggestions)
+                .filter(|(f, s)| f.kind.is_usage() && s.is_some())
+                .count();
+            let (unlocks, replacements): (Vec<&Suggestion>, Vec<&Suggestion>) = report
+                .findings
+                .iter()
+                .zip(&suggestions)
+                .filter(|(f, _)| !f.kind.is_usage())
+                .filter_map(|(_, s)| s.as_ref())
+                .partition(|s| s.grant.is_none());
             if replacements.is_empty() {
                 eprintln!("No standing role assignment to replace.");
             } else {
@@ -462,6 +491,12 @@ pub async fn run(global: &Global, args: &AuditArgs, out: Option<Output>) -> anyh
                     "{} under a management lock: lift the lock or remove the object (the \
                      comments say how).",
                     plural(unlocks.len(), "object of lapse's", "objects of lapse's")
+                );
+            }
+            if usage > 0 {
+                eprintln!(
+                    "{} from the logs: what to do is in the comments.",
+                    plural(usage, "usage finding", "usage findings")
                 );
             }
             for n in &report.notes {
@@ -530,7 +565,11 @@ mod tests {
         );
         assert_eq!(
             parse_fail_on(&["all".into()]).map(|k| k.len()).ok(),
-            Some(6)
+            Some(12)
+        );
+        assert_eq!(
+            parse_fail_on(&["UseWithoutLease".into(), "rightsize".into()]).ok(),
+            Some(vec![FindingKind::UseWithoutLease, FindingKind::RightSize])
         );
         let err = parse_fail_on(&["Standing".into()])
             .err()
@@ -540,6 +579,54 @@ mod tests {
                 .is_some_and(|e| e.contains("StandingRoleAssignment")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_usage_finding_reads_as_its_grant_and_time_and_serialises_its_event() {
+        let f = Finding {
+            kind: FindingKind::SensitiveAction,
+            object_id: String::new(),
+            principal: findings::Principal {
+                id: "p".into(),
+                display_name: Some("runner".into()),
+                kind: "ManagedIdentity".into(),
+                resource_id: None,
+                is_caller: false,
+            },
+            scope: None,
+            role: None,
+            role_definition_id: None,
+            issuer: None,
+            subject: None,
+            credential: None,
+            covered_by: None,
+            grant: Some("payments/etl".into()),
+            locks: Vec::new(),
+            usage: Some(findings::UsageFacts {
+                at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+                event: None,
+                message: "deleted a vault".into(),
+            }),
+            detail: "grant payments/etl: deleted a vault".into(),
+            note: "deleted a vault".into(),
+        };
+        let t = table(std::slice::from_ref(&f));
+        let row = t.lines().nth(1).unwrap_or_default();
+        for part in [
+            "SensitiveAction",
+            "mi/runner",
+            "grant payments/etl",
+            "at 2027-01-15T08:00:00Z",
+            "deleted a vault",
+        ] {
+            assert!(row.contains(part), "{part:?} in {row:?}");
+        }
+        assert!(row.trim_end().ends_with('-'), "no event: {row:?}");
+        let json = serde_json::to_value(&f).unwrap_or_default();
+        assert_eq!(json["kind"], "SensitiveAction");
+        assert_eq!(json["grant"], "payments/etl");
+        assert_eq!(json["usage"]["at"], "2027-01-15T08:00:00Z");
+        assert_eq!(json["usage"]["message"], "deleted a vault");
     }
 
     #[test]

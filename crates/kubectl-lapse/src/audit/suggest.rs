@@ -95,14 +95,98 @@ fn role_ref(f: &Finding) -> String {
     }
 }
 
-/// The suggestion for a `StandingRoleAssignment` or `LockedLapseObject` finding; `None` for
-/// other kinds.
+/// The suggestion for a `StandingRoleAssignment`, a `LockedLapseObject` or a usage-evidence
+/// finding; `None` for other kinds.
 pub fn suggest(f: &Finding, opts: &SuggestOptions<'_>) -> Option<Suggestion> {
     match f.kind {
         FindingKind::StandingRoleAssignment => just_in_time(f, opts),
         FindingKind::LockedLapseObject => unlock(f),
+        k if k.is_usage() => usage(f),
         _ => None,
     }
+}
+
+/// For a usage-evidence finding: what to do about it, as comments (and the commands that help).
+fn usage(f: &Finding) -> Option<Suggestion> {
+    let facts = f.usage.as_ref()?;
+    let grant = f.grant.as_deref().and_then(|g| g.split_once('/'));
+    let mut commands = Vec::new();
+    let advice: Vec<String> = match f.kind {
+        FindingKind::UseAfterEnd => {
+            if let Some((ns, name)) = grant {
+                commands.push(format!("kubectl lapse -n {ns} describe {name}"));
+            }
+            vec![
+                "Investigate: the access was used after the lease ended and its propagation bound; \
+                 find who holds the principal's tokens or credentials."
+                    .into(),
+                "Shorten how long access outlives a lease: a shorter token lifetime for the \
+                 workload, and the policy's federation.closeEarly: true (the federated credential \
+                 goes one token lifetime before the end)."
+                    .into(),
+            ]
+        }
+        FindingKind::UseWithoutLease => {
+            commands.push(format!(
+                "az role assignment list --assignee {} --all -o table",
+                f.principal.id
+            ));
+            vec![
+                "The principal acted with no lease covering it: a standing path lapse does not \
+                 govern. Find the standing role assignment (or group membership) that let it,"
+                    .into(),
+                "move the access to grants (kubectl lapse audit --suggest prints them for a \
+                 StandingRoleAssignment), then remove it: az role assignment delete --ids <its ID>."
+                    .into(),
+            ]
+        }
+        FindingKind::SensitiveAction | FindingKind::PrivilegeChain => {
+            if let Some((ns, name)) = grant {
+                commands.push(format!("kubectl lapse -n {ns} describe {name}"));
+            }
+            vec![
+                "Review the action: was it expected of this lease? If not, revoke the grant \
+                 (kubectl lapse revoke) and undo what it did."
+                    .into(),
+                "To have lapse end such leases itself, set the AccessPolicy's \
+                 watch.onSensitiveAction: Revoke (with the action in watch.sensitiveActions)."
+                    .into(),
+            ]
+        }
+        FindingKind::UnusedGrant => vec![
+            "Nothing used this lease: stop requesting it (or request it only when a run needs \
+             it)."
+                .into(),
+        ],
+        FindingKind::RightSize => vec![
+            "Every action performed is allowed by a narrower role the policy allows: request \
+             the role the message names next time."
+                .into(),
+        ],
+        _ => return None,
+    };
+    let mut yaml = format!(
+        "# {}: {}{}\n#   {}\n",
+        f.kind,
+        f.grant
+            .as_deref()
+            .map(|g| format!("grant {g}, "))
+            .unwrap_or_default(),
+        f.principal.short(),
+        facts.message
+    );
+    for a in &advice {
+        yaml.push_str(&format!("# {a}\n"));
+    }
+    for c in &commands {
+        yaml.push_str(&format!("#   {c}\n"));
+    }
+    Some(Suggestion {
+        policy: None,
+        grant: None,
+        commands,
+        yaml,
+    })
 }
 
 /// For an object of lapse's under a lock: lift the lock so the lease can end it, or remove the
@@ -285,6 +369,7 @@ mod tests {
             covered_by: Some(Vec::new()),
             grant: None,
             locks: Vec::new(),
+            usage: None,
             detail: String::new(),
             note: String::new(),
         }
@@ -435,6 +520,65 @@ mod tests {
                 }
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn each_usage_finding_says_what_to_do_as_comments() {
+        let opts = SuggestOptions {
+            namespace: "ignored",
+            duration: "1h",
+        };
+        let advice = |kind: FindingKind, grant: Option<&str>| {
+            let mut f = finding(sp(), "Reader", "acdd72a7-3385-48ef-bd42-f606fba81ae7");
+            f.kind = kind;
+            f.grant = grant.map(str::to_owned);
+            f.object_id = "ev-1".into();
+            f.usage = Some(crate::audit::findings::UsageFacts {
+                at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+                event: Some("ev-1".into()),
+                message: "what the operator saw".into(),
+            });
+            let s = suggest(&f, &opts).unwrap_or_else(|| panic!("no suggestion for {kind}"));
+            assert!(s.policy.is_none() && s.grant.is_none());
+            assert!(
+                s.yaml.lines().all(|l| l.starts_with('#')),
+                "only comments: {}",
+                s.yaml
+            );
+            assert!(s.yaml.contains("what the operator saw"), "{}", s.yaml);
+            s
+        };
+        let s = advice(FindingKind::UseAfterEnd, Some("ci/deploy"));
+        assert!(
+            s.yaml.contains("Investigate") && s.yaml.contains("federation.closeEarly: true"),
+            "{}",
+            s.yaml
+        );
+        assert_eq!(s.commands, ["kubectl lapse -n ci describe deploy"]);
+        let s = advice(FindingKind::UseWithoutLease, None);
+        assert!(s.yaml.contains("standing role assignment"), "{}", s.yaml);
+        assert_eq!(
+            s.commands,
+            [
+                "az role assignment list --assignee 9f1c2e3d-0000-4000-8000-000000000002 --all -o table"
+            ]
+        );
+        for kind in [FindingKind::SensitiveAction, FindingKind::PrivilegeChain] {
+            let s = advice(kind, Some("ci/deploy"));
+            assert!(
+                s.yaml.contains("watch.onSensitiveAction: Revoke"),
+                "{}",
+                s.yaml
+            );
+        }
+        let s = advice(FindingKind::UnusedGrant, Some("ci/deploy"));
+        assert!(s.yaml.contains("stop requesting it"), "{}", s.yaml);
+        let s = advice(FindingKind::RightSize, Some("ci/deploy"));
+        assert!(
+            s.yaml.contains("request the role the message names"),
+            "{}",
+            s.yaml
         );
     }
 
