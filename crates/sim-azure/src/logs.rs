@@ -292,8 +292,15 @@ fn filter_value<'a>(filter: &'a str, field: &str, op: &str) -> Option<&'a str> {
     let lower = filter.to_ascii_lowercase();
     let needle = format!("{} {op} ", field.to_ascii_lowercase());
     let at = lower.find(&needle)? + needle.len();
-    let rest = filter[at..].trim_start().strip_prefix('\'')?;
-    rest.split('\'').next()
+    let rest = filter[at..].trim_start();
+    match rest.strip_prefix('\'') {
+        Some(quoted) => quoted.split('\'').next(),
+        // OData's unquoted literals (Graph's DateTimeOffset: `createdDateTime ge 2026-…Z`).
+        None => rest
+            .split(|c: char| c.is_whitespace() || c == ')')
+            .next()
+            .filter(|v| !v.is_empty()),
+    }
 }
 
 fn filter_time(filter: &str, field: &str, op: &str) -> Result<Option<DateTime<Utc>>, String> {

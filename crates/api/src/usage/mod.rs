@@ -123,10 +123,7 @@ pub fn attribute(
     bound: TimeDelta,
 ) -> Attribution {
     let mine = |l: &&LeaseWindow| l.principal == op.caller && l.reaches(&op.resource);
-    if let Some(i) = leases
-        .iter()
-        .position(|l| mine(&l) && l.covers(op.time, bound))
-    {
+    if let Some(i) = best_cover(leases, op.time, bound, |l| mine(&l)) {
         return Attribution::Lease(i);
     }
     let after = leases
@@ -158,14 +155,31 @@ pub fn attribute_token(
     leases: &[LeaseWindow],
     bound: TimeDelta,
 ) -> Option<usize> {
-    leases.iter().position(|l| {
+    best_cover(leases, token.time, bound, |l| {
         let through = match (&token.federated_credential, &l.fic) {
             (Some(used), Some(fic)) => fic_matches(used, fic),
             (Some(_), None) => false,
             (None, _) => true,
         };
-        l.principal == token.principal && through && l.covers(token.time, bound)
+        l.principal == token.principal && through
     })
+}
+
+/// Of the leases `fits` accepts that cover `at`, the one it most plausibly belongs to: a lease
+/// running at `at` before one in its propagation tail (a lease that just ended must not take
+/// what the next lease of the same principal does), then the latest activated.
+fn best_cover(
+    leases: &[LeaseWindow],
+    at: DateTime<Utc>,
+    bound: TimeDelta,
+    fits: impl Fn(&LeaseWindow) -> bool,
+) -> Option<usize> {
+    leases
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| fits(l) && l.covers(at, bound))
+        .max_by_key(|(_, l)| (l.ended_at.is_none_or(|end| at <= end), l.activated_at))
+        .map(|(i, _)| i)
 }
 
 /// Whether the credential a sign-in names (its name, or its resource ID) is `fic`.

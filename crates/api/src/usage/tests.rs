@@ -406,3 +406,33 @@ fn the_action_list_and_the_findings_stay_bounded() {
     );
     assert_eq!(added.len(), MAX_ACTIONS + 5);
 }
+
+#[test]
+fn an_operation_belongs_to_the_running_lease_not_one_in_its_propagation_tail() {
+    let bound = TimeDelta::minutes(30);
+    let acct = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/acct",
+        rg("payments-rg")
+    );
+    let ended = lease();
+    let running = LeaseWindow {
+        grant: "payments/escalate".into(),
+        activated_at: t(61),
+        ended_at: None,
+        ..lease()
+    };
+    // The ended lease first in the list: still the running one takes it.
+    let leases = [ended, running];
+    let op = op(62, P, WRITE, &acct);
+    assert_eq!(
+        attribute(&op, &leases, &Governed::default(), bound),
+        Attribution::Lease(1)
+    );
+    let token = TokenIssue {
+        id: "si".into(),
+        time: t(62),
+        principal: P,
+        federated_credential: Some("lapse-prod-abc".into()),
+    };
+    assert_eq!(attribute_token(&token, &leases, bound), Some(1));
+}

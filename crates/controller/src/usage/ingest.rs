@@ -77,6 +77,23 @@ pub fn operation_of(e: &ActivityEvent) -> Option<Operation> {
     })
 }
 
+/// The items a read asked for: a log that returns events from before the read's start (its
+/// filter ignored) would otherwise have them counted again once their IDs are forgotten.
+fn within<T>(items: Vec<T>, time: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> Vec<T> {
+    let before = items.len();
+    let kept: Vec<T> = items
+        .into_iter()
+        .filter(|i| time(i) >= from - FILTER_SLACK)
+        .collect();
+    if kept.len() < before {
+        tracing::warn!(
+            dropped = before - kept.len(),
+            "a log read returned events from before its start; they are not counted"
+        );
+    }
+    kept
+}
+
 /// What a page of Activity Log events does to the leases.
 pub fn operations_page(
     items: &[ActivityEvent],
@@ -257,8 +274,9 @@ impl Ingest {
                         .activity_log_page(sub, from, Some(now), next.as_ref())
                         .await
                         .map_err(azure)?;
+                    let items = within(page.items, |e| e.time, from);
                     (
-                        operations_page(&page.items, leases, &seen, self.bound()),
+                        operations_page(&items, leases, &seen, self.bound()),
                         page.next,
                     )
                 }
@@ -269,10 +287,8 @@ impl Ingest {
                         .sign_ins_page(*kind, from, next.as_ref())
                         .await
                         .map_err(azure)?;
-                    (
-                        tokens_page(&page.items, leases, &seen, self.bound()),
-                        page.next,
-                    )
+                    let items = within(page.items, |s| s.time, from);
+                    (tokens_page(&items, leases, &seen, self.bound()), page.next)
                 }
             };
             self.commit(&key, fx, leases, policies).await?;
@@ -308,7 +324,8 @@ impl Ingest {
             };
             let settled = ended + self.bound() + self.reread() <= watermark;
             if !settled
-                || lease.window.activated_at < since
+                // The first read went back one re-read window before `since`.
+                || lease.window.activated_at < since - self.reread()
                 || lease.usage.as_ref().is_some_and(|u| u.concluded)
                 || self.ctx.usage.concluding(&lease.uid)
             {
@@ -327,6 +344,7 @@ impl Ingest {
                         continue;
                     }
                 };
+            tracing::debug!(grant = %lease.grant, operations = usage.operations, tokens = usage.tokens, ?narrower, "usage concluded");
             let d = fx.delta(i);
             d.concluded = true;
             d.findings = end_findings(&lease.window, &usage, &narrower);
@@ -349,6 +367,11 @@ impl Ingest {
             sources.push(Source::SignIns(SignInKind::ServicePrincipal));
             sources.push(Source::SignIns(SignInKind::ManagedIdentity));
         }
+        tracing::debug!(
+            sources = sources.len(),
+            leases = leases.leases.len(),
+            "usage round"
+        );
         let mut failed = None;
         for source in &sources {
             let result = self.poll_source(source, now, &leases, &policies).await;

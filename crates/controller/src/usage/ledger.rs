@@ -61,8 +61,8 @@ impl SourceCursor {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
-    /// When ingestion first read: leases that started earlier were not watched whole and are
-    /// never concluded unused.
+    /// When ingestion first read (it read back one re-read window from here): leases that
+    /// started earlier were not watched whole and are never concluded.
     pub since: Option<DateTime<Utc>>,
     /// The last batch number handed out.
     pub sequence: u64,

@@ -263,6 +263,23 @@ async fn every_token_is_a_workload_sign_in() {
     // No managed identity signed in.
     let mi = get(filter("managedIdentity")).await;
     assert_eq!(mi.body["value"].as_array().unwrap().len(), 0);
+    // The unquoted DateTimeOffset literal is a filter, not ignored: none from a minute on.
+    let later =
+        (Utc::now() + chrono::TimeDelta::minutes(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let f =
+        format!("signInEventTypes/any(t: t eq 'servicePrincipal') and createdDateTime ge {later}");
+    let f: String = url::form_urlencoded::byte_serialize(f.as_bytes()).collect();
+    let none = get(format!(
+        "{}/beta/auditLogs/signIns?$filter={f}",
+        env.sim.url()
+    ))
+    .await;
+    assert_eq!(
+        none.body["value"].as_array().unwrap().len(),
+        0,
+        "{}",
+        none.body
+    );
     // Without AuditLog.Read.All: refused.
     let c = env.sim.operator_credentials().unwrap();
     let r = env
