@@ -172,7 +172,7 @@ pub struct Bench {
     pub http: reqwest::Client,
     pub subscriptions: Vec<String>,
     pub operator: Option<Operator>,
-    operator_env: Vec<(String, String)>,
+    pub operator_env: Vec<(String, String)>,
     started: u32,
 }
 

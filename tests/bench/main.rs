@@ -15,7 +15,11 @@
 //!    with `azure.expiry: PIM` (the sandbox's PIM minimum shortened to 10 s), apply to lapse:
 //!    schedule requests per object next to plain mode's 1 PUT + 1 DELETE;
 //! 6. memory at scale: grants whose window opens in 30 days, up to `LAPSE_BENCH_RSS_GRANTS`
-//!    (10 × grants) in all: held without any Azure call; RSS.
+//!    (10 × grants) in all: held without any Azure call; RSS;
+//! 7. usage evidence: `LAPSE_BENCH_LOG_EVENTS` (1,000,000) Activity Log events in one
+//!    subscription (sim-azure's synthetic events, over the last 10 minutes), read by the
+//!    operator restarted with `--usage-activity-log`: events per second and RSS while it reads
+//!    (docs/usage.md).
 //!
 //! Sandbox only: it refuses `LAPSE_E2E_TARGET=external`.
 
@@ -69,6 +73,8 @@ struct Config {
     operator_env: Vec<(String, String)>,
     /// Leases of the Azure-enforced expiry round (phase 5b); 0 skips it.
     pim_grants: usize,
+    /// Activity Log events of the usage round (phase 7); 0 skips it.
+    log_events: u64,
 }
 
 impl Config {
@@ -87,6 +93,7 @@ impl Config {
             batch: env_num("LAPSE_BENCH_BATCH", 5000)? as usize,
             stall_secs: env_num("LAPSE_BENCH_STALL_SECS", 90)?.max(1),
             pim_grants: (env_num("LAPSE_BENCH_PIM_GRANTS", 200)? as usize).min(grants),
+            log_events: env_num("LAPSE_BENCH_LOG_EVENTS", 1_000_000)?,
             operator_env: std::env::var("LAPSE_BENCH_OPERATOR_ENV")
                 .unwrap_or_default()
                 .split(',')
@@ -523,8 +530,80 @@ async fn main() -> anyhow::Result<()> {
             )),
         }
     }
+
+    // 7. Usage evidence: the Activity Log read at volume.
+    if cfg.log_events > 0 {
+        match ingest_logs(&mut b, &cfg, &subs[0]).await {
+            Ok(row) => rows.push(row),
+            Err(e) => rows.push(report::failed_row(
+                "usage log ingestion".into(),
+                "bounded memory",
+                format!("not measured: {e:#}"),
+            )),
+        }
+    }
     report::table(&cfg, run_started.elapsed(), &rows);
     Ok(())
+}
+
+/// Phase 7: `log_events` synthetic Activity Log events in `sub` over the last 10 minutes, and
+/// the operator restarted to read them (one subscription of the bench's five holds them; the
+/// others are read too). Every event is someone else's: read, not counted.
+async fn ingest_logs(b: &mut Bench, cfg: &Config, sub: &str) -> anyhow::Result<report::Row> {
+    let now = Utc::now();
+    b.admin(
+        reqwest::Method::PUT,
+        "/admin/logs",
+        Some(json!({"syntheticEvents": {
+            "subscription": sub,
+            "count": cfg.log_events,
+            "from": now - TimeDelta::minutes(10),
+            "to": now,
+        }})),
+    )
+    .await?;
+    b.op()?.kill();
+    let mut env = b.operator_env.clone();
+    env.extend([
+        ("LAPSE_USAGE_ACTIVITY_LOG".to_owned(), "true".to_owned()),
+        ("LAPSE_USAGE_REREAD".to_owned(), "15m".to_owned()),
+        ("LAPSE_USAGE_POLL_INTERVAL".to_owned(), "5s".to_owned()),
+    ]);
+    b.spawn_operator(env)?;
+    b.wait_ready().await?;
+    let (rss_ready, _) = rss_kib(b.op()?.pid());
+    let source = format!("source=\"activity/{}\"", sub.to_ascii_lowercase());
+    let t = Instant::now();
+    let mut peak = rss_ready.unwrap_or_default();
+    let read = loop {
+        let m = b.metrics().await?;
+        let read = m.sum("lapse_usage_events_total", &[&source]) as u64;
+        let (rss, _) = rss_kib(b.op()?.pid());
+        peak = peak.max(rss.unwrap_or_default());
+        if read >= cfg.log_events {
+            break read;
+        }
+        if t.elapsed() > Duration::from_secs(cfg.stall_secs * 10) {
+            bail!(
+                "{read} of {} events read after {:.0}s",
+                cfg.log_events,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = t.elapsed().as_secs_f64();
+    let (rss_after, _) = rss_kib(b.op()?.pid());
+    let m = b.metrics().await?;
+    let throttled = m.sum("lapse_azure_throttled_responses_total", &[]) as u64;
+    Ok(report::logs_row(
+        read,
+        took,
+        rss_ready,
+        Some(peak),
+        rss_after,
+        throttled,
+    ))
 }
 
 /// The sandbox's PIM minimum active duration in the bench (Azure: 5 minutes).

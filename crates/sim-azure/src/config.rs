@@ -82,6 +82,8 @@ pub struct Config {
     pub log_ingestion_delay: Duration,
     /// Events kept in each of the Activity Log and the sign-in log.
     pub log_capacity: usize,
+    /// Most events per page of either log (Azure's 1,000; fewer makes a reader page more).
+    pub log_page_size: usize,
     /// Extra CA certificates (PEM) trusted when fetching an OIDC issuer's discovery document
     /// and JWKS (e.g. sim-kube's CA). The simulator's own CA is always trusted.
     pub trusted_ca_pems: Vec<String>,
@@ -113,6 +115,7 @@ impl Default for Config {
             audit_capacity: 100_000,
             log_ingestion_delay: Duration::ZERO,
             log_capacity: 100_000,
+            log_page_size: crate::logs::PAGE,
             trusted_ca_pems: Vec::new(),
             pim_licensed: true,
             pim_minimum_duration: Duration::from_secs(5 * 60),

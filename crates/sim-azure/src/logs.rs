@@ -23,8 +23,8 @@ use crate::tokens::AccessClaims;
 
 /// api-version of the Activity Log list.
 pub(crate) const ACTIVITY_API_VERSION: &str = "2015-04-01";
-/// Most events per page (both logs).
-const PAGE: usize = 1000;
+/// Most events per page (both logs), as Azure serves them.
+pub(crate) const PAGE: usize = 1000;
 
 /// One ARM Activity Log event.
 #[derive(Debug, Clone)]
@@ -157,16 +157,19 @@ struct Store {
 pub(crate) struct Logs {
     store: Mutex<Store>,
     capacity: usize,
+    /// Most events per page (Azure: 1,000 for both logs).
+    page: usize,
     delay: Mutex<Duration>,
     /// By lower-cased subscription.
     synthetic: Mutex<HashMap<String, SyntheticEvents>>,
 }
 
 impl Logs {
-    pub(crate) fn new(capacity: usize, delay: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, delay: Duration, page: usize) -> Self {
         Self {
             store: Mutex::new(Store::default()),
             capacity: capacity.max(1),
+            page: page.clamp(1, PAGE),
             delay: Mutex::new(delay),
             synthetic: Mutex::new(HashMap::new()),
         }
@@ -401,7 +404,7 @@ pub(crate) fn list_activity(
         let synthetic_len = synthetic.as_ref().map_or(0, SyntheticRange::len);
         let mut items = Vec::new();
         // Both streams are newest first: merge them, the newer first (real on a tie).
-        while items.len() < PAGE {
+        while items.len() < shared.logs.page {
             let next_synthetic = synthetic
                 .as_ref()
                 .filter(|_| synthetic_pos < synthetic_len)
@@ -525,8 +528,8 @@ pub(crate) fn list_signins(
     let top: usize = req
         .query("$top")
         .and_then(|t| t.parse().ok())
-        .unwrap_or(PAGE)
-        .clamp(1, PAGE);
+        .unwrap_or(shared.logs.page)
+        .clamp(1, shared.logs.page);
     let skip: usize = req
         .query("$skiptoken")
         .and_then(|t| t.parse().ok())

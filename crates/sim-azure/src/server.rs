@@ -131,7 +131,11 @@ impl SimAzure {
         let shared = Arc::new(Shared {
             throttle: Throttle::new(config.throttle),
             audit: AuditLog::new(config.audit_capacity),
-            logs: crate::logs::Logs::new(config.log_capacity, config.log_ingestion_delay),
+            logs: crate::logs::Logs::new(
+                config.log_capacity,
+                config.log_ingestion_delay,
+                config.log_page_size,
+            ),
             faults: Faults::new(
                 config.replication_window,
                 config.propagation_delay,

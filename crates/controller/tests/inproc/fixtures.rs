@@ -56,6 +56,8 @@ pub struct Options {
     pub usage: lapse_controller::UsageSettings,
     /// `--propagation-bound`.
     pub propagation: chrono::TimeDelta,
+    /// sim-azure's most events per page of its logs.
+    pub log_page_size: usize,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             max_rounds: lapse_controller::grant::MAX_ROUNDS,
             usage: Default::default(),
             propagation: lapse_api::lease::ResidualBounds::default().propagation,
+            log_page_size: lapse_sim_azure::Config::default().log_page_size,
         }
     }
 }
@@ -218,6 +221,7 @@ impl World {
         let azure = SimAzure::start(
             lapse_sim_azure::Config {
                 trusted_ca_pems: vec![kube.ca_pem().to_owned()],
+                log_page_size: opts.log_page_size,
                 ..Default::default()
             },
             opts.seed,

@@ -17,7 +17,7 @@ use crate::fixtures::*;
 const ARM: &str = "https://management.azure.com";
 
 /// The sandbox with Activity Log reading on: polled every 100 ms, re-read 3 s back, a
-/// propagation bound of 1 s.
+/// propagation bound of 1 s, the log served 7 events a page (so a kill lands between pages).
 async fn world() -> World {
     World::with(Options {
         seed: Seed::sandbox_default(),
@@ -29,6 +29,7 @@ async fn world() -> World {
             ledger_name: "lapse-usage-ledger".into(),
         },
         propagation: chrono::TimeDelta::seconds(1),
+        log_page_size: 7,
         ..Options::default()
     })
     .await
@@ -100,20 +101,37 @@ async fn every_operation_is_counted_once_though_the_operator_is_killed_while_it_
     w.wait_phase("nightly", GrantPhase::Active).await.unwrap();
     let mi = w.identity(SA).unwrap();
     let workload = Workload::of(&w, &mi.principal.to_string());
-    const WRITES: u64 = 60;
-    for i in 0..WRITES {
-        let path = format!("{}/blobServices/default/containers/c{i}", storage(&w));
-        assert_eq!(
-            workload
-                .put(&path, "2023-01-01", serde_json::json!({}))
-                .await,
-            201
-        );
-        // Killed three times while the writes are being read and counted.
-        if i % 20 == 10 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            w.restart().await.unwrap();
+    const BATCH: u64 = 20;
+    const WRITES: u64 = 3 * BATCH;
+    for batch in 0..3 {
+        for i in 0..BATCH {
+            let path = format!(
+                "{}/blobServices/default/containers/c{batch}-{i}",
+                storage(&w)
+            );
+            assert_eq!(
+                workload
+                    .put(&path, "2023-01-01", serde_json::json!({}))
+                    .await,
+                201
+            );
         }
+        // Each page is slow now: the operator is killed after it has counted part of the
+        // batch, between one page's commit and the next page.
+        w.azure.faults().set_latency(Duration::from_millis(60));
+        let before = batch * BATCH;
+        w.until("part of the batch counted", || {
+            operations(&w, "nightly").is_some_and(|n| n > before)
+        })
+        .await
+        .unwrap();
+        let seen = operations(&w, "nightly").unwrap_or_default();
+        w.restart().await.unwrap();
+        w.azure.faults().set_latency(Duration::ZERO);
+        eprintln!(
+            "[usage] killed with {seen} of {} writes counted",
+            before + BATCH
+        );
     }
     w.until("every write counted", || {
         operations(&w, "nightly") == Some(WRITES)
