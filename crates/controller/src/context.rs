@@ -59,7 +59,7 @@ pub struct Settings {
     /// Ticket checkers and how their answers are cached (docs/approval.md, "Tickets").
     pub tickets: crate::tickets::TicketSettings,
     /// Usage evidence: which of Azure's logs are read (docs/usage.md).
-    pub usage: crate::usage::UsageSettings,
+    pub usage: crate::usage_book::UsageSettings,
 }
 
 /// What every reconcile shares.
@@ -102,7 +102,7 @@ pub struct Context {
     /// What the ticket checkers said, and the checks under way.
     pub tickets: Arc<crate::tickets::Tickets>,
     /// Usage batches persisted but not yet in their grants' statuses.
-    pub usage: Arc<crate::usage::UsageBook>,
+    pub usage: Arc<crate::usage_book::UsageBook>,
     /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
     pub repair:
         tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,

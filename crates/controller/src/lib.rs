@@ -35,6 +35,7 @@ mod tickets;
 mod triggers;
 mod unreadable;
 pub mod usage;
+mod usage_book;
 mod written;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,7 +64,7 @@ pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
 pub use tickets::TicketSettings;
 use unreadable::Unreadable;
-pub use usage::UsageSettings;
+pub use usage_book::UsageSettings;
 
 /// Room for grant events between the shared watch and its slowest lane. The lanes queue work
 /// in their schedulers at once, so this only smooths bursts.
@@ -252,7 +253,10 @@ async fn assemble_context(
         )
         .map_err(Error::Tickets)?,
     );
-    let usage = Arc::new(usage::UsageBook::new(affected_tx.clone(), epoch_tx.clone()));
+    let usage = Arc::new(usage_book::UsageBook::new(
+        affected_tx.clone(),
+        epoch_tx.clone(),
+    ));
     let (approval_affected, approval_epoch) = (affected_tx.clone(), epoch_tx.clone());
     let approvals = approvals::ApprovalStores {
         approvals: reflect(

@@ -13,7 +13,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams};
 use lapse_api::usage::Finding;
 use serde::{Deserialize, Serialize};
 
-use super::book::PendingEntry;
+use crate::usage_book::PendingEntry;
 
 /// The key of the ledger document in the ConfigMap.
 pub const LEDGER_KEY: &str = "ledger.json";

@@ -3,7 +3,6 @@
 //! ledger persisted in the cluster, and findings told as Events, notifications, metrics and
 //! audit lines. Off unless a source is enabled.
 
-pub mod book;
 pub mod ingest;
 pub mod ledger;
 mod report;
@@ -11,46 +10,11 @@ mod rightsize;
 pub mod windows;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-pub use book::UsageBook;
+pub use crate::usage_book::{UsageBook, UsageSettings};
 pub use report::{finding_kind, leased as report_leased};
 
 use crate::context::Context;
-
-/// Which logs are read, and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsageSettings {
-    /// Read each governed subscription's ARM Activity Log (needs
-    /// `Microsoft.Insights/eventtypes/values/read`).
-    pub activity_log: bool,
-    /// Read Entra's workload sign-in log (needs Graph `AuditLog.Read.All` and Entra ID P1/P2).
-    pub sign_ins: bool,
-    /// How often each source is polled.
-    pub poll_every: Duration,
-    /// How far before its cursor each poll reads again, for events the log shows late.
-    pub reread: Duration,
-    /// The ConfigMap (in the operator's namespace) that holds the ledger.
-    pub ledger_name: String,
-}
-
-impl Default for UsageSettings {
-    fn default() -> Self {
-        Self {
-            activity_log: false,
-            sign_ins: false,
-            poll_every: Duration::from_secs(60),
-            reread: Duration::from_secs(20 * 60),
-            ledger_name: "lapse-usage-ledger".into(),
-        }
-    }
-}
-
-impl UsageSettings {
-    pub fn enabled(&self) -> bool {
-        self.activity_log || self.sign_ins
-    }
-}
 
 /// The ingestion loop: loads the ledger (retrying until it can: starting without it would
 /// count twice), hands its pending batches back to the reconcilers, then polls.

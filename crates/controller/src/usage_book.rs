@@ -1,16 +1,54 @@
-//! The usage batches persisted in the ledger but not yet in their grants' statuses, keyed by
+//! What usage evidence (`crate::usage`, docs/usage.md) shares with the rest of the controller,
+//! apart from it so that the context can hold it: its settings, and the book of batches.
+//!
+//! The book: the usage batches persisted in the ledger but not yet in their grants' statuses, keyed by
 //! grant UID (a grant recreated under the same name is another lease). The reconciler reads a
 //! grant's batches into its decision and confirms the sequence it wrote; ingestion hands new
 //! batches over only after the ledger holding them is persisted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use lapse_api::usage::UsageDelta;
 use tokio::sync::{broadcast, watch};
 
 use crate::grant_ref::GrantRef;
 use crate::triggers::Affected;
+
+/// Which logs are read, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// Read each governed subscription's ARM Activity Log (needs
+    /// `Microsoft.Insights/eventtypes/values/read`).
+    pub activity_log: bool,
+    /// Read Entra's workload sign-in log (needs Graph `AuditLog.Read.All` and Entra ID P1/P2).
+    pub sign_ins: bool,
+    /// How often each source is polled.
+    pub poll_every: Duration,
+    /// How far before its cursor each poll reads again, for events the log shows late.
+    pub reread: Duration,
+    /// The ConfigMap (in the operator's namespace) that holds the ledger.
+    pub ledger_name: String,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        Self {
+            activity_log: false,
+            sign_ins: false,
+            poll_every: Duration::from_secs(60),
+            reread: Duration::from_secs(20 * 60),
+            ledger_name: "lapse-usage-ledger".into(),
+        }
+    }
+}
+
+impl UsageSettings {
+    pub fn enabled(&self) -> bool {
+        self.activity_log || self.sign_ins
+    }
+}
 
 #[derive(Debug, Default)]
 struct Entry {
