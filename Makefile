@@ -12,7 +12,7 @@ CHART_CRD_DIR := charts/lapse/files/crds
 LAPSE_OPERATOR := $(CARGO) run --quiet -p lapse-operator --
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench e2e-external e2e-rehearse image actionlint
+.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench fuzz e2e-external e2e-rehearse image actionlint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -143,3 +143,16 @@ e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and ten
 bench: ## The targets of docs/architecture.md at their scale against the sandbox, ~17 min (LAPSE_BENCH_GRANTS=400 for a quick run; docs/testing.md)
 	$(CARGO) build --release --workspace --bins
 	$(CARGO_TARGET_DIR)/release/lapse-bench
+
+# Fuzz targets over what a tenant can write (fuzz/; docs/testing.md, "Fuzzing").
+FUZZ_TARGETS := duration arm_id role_ref grant_spec policy_match
+FUZZ_SECONDS ?= 30
+fuzz: ## Each cargo-fuzz target for FUZZ_SECONDS (30) on nightly, from fuzz/seeds; a crash fails (installs cargo-fuzz)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@cd $(ROOT)fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p "$(CARGO_TARGET_DIR)/fuzz-corpus/$$t" && \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s" && \
+		CARGO_TARGET_DIR="$(CARGO_TARGET_DIR)/fuzz" cargo +nightly fuzz run $$t \
+			"$(CARGO_TARGET_DIR)/fuzz-corpus/$$t" seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+			|| { echo "fuzz: $$t found a crash: fuzz/artifacts/$$t (make it a regression test)"; exit 1; }; \
+	done
