@@ -71,6 +71,9 @@ pub struct Finding {
     pub principal: Uuid,
     /// The log event that shows it, if one does.
     pub event: Option<String>,
+    /// The resource an operation acted on (for a finding that rests on one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub message: String,
     /// The lease must end now (`watch.onSensitiveAction: Revoke`).
     pub revoke: bool,
@@ -96,6 +99,7 @@ pub fn findings_for_operation(
         grant: grant.map(|l| l.grant.clone()),
         principal: op.caller,
         event: Some(op.id.clone()),
+        resource: Some(op.resource.as_str().to_owned()),
         message,
         revoke,
     };
@@ -203,6 +207,7 @@ pub fn findings_for_token(token: &TokenIssue, leases: &[LeaseWindow]) -> Vec<Fin
             grant: Some(l.grant.clone()),
             principal: token.principal,
             event: Some(token.id.clone()),
+            resource: None,
             message: format!(
                 "a token was issued to {} through federated credential {used} at {}, after \
                  lapse deleted it ({})",
@@ -230,6 +235,7 @@ pub fn end_findings(
         grant: Some(lease.grant.clone()),
         principal: lease.principal,
         event: None,
+        resource: None,
         message,
         revoke: false,
     };

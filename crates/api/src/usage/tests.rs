@@ -390,6 +390,7 @@ fn the_action_list_and_the_findings_stay_bounded() {
             grant: None,
             principal: P,
             event: Some(format!("e{i}")),
+            resource: None,
             message: String::new(),
             revoke: false,
         });

@@ -119,6 +119,7 @@ fn new_findings(
                 grant: None,
                 principal,
                 event: f.event.clone(),
+                resource: None,
                 message: f.message.clone(),
                 revoke: false,
             })

@@ -14,11 +14,7 @@ use crate::notify::{GrantRecord, Kind, Notification};
 
 /// A finding no grant carries (`UseWithoutLease`).
 pub fn unleased(ctx: &Context, f: &Finding, policies: &[NamedPolicy]) {
-    let resource = f
-        .message
-        .split_whitespace()
-        .find(|w| w.starts_with("/subscriptions/"))
-        .and_then(|w| ArmId::parse(w).ok());
+    let resource = f.resource.as_deref().and_then(|r| ArmId::parse(r).ok());
     let policy = resource
         .as_ref()
         .and_then(|r| super::windows::policy_governing(policies, r));

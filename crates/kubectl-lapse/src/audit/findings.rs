@@ -2354,6 +2354,7 @@ mod tests {
             grant: None,
             principal: DEPLOYER,
             event: Some("ev-4".into()),
+            resource: None,
             message: "acted with no lease covering it".into(),
             revoke: false,
         }]);

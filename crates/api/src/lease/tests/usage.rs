@@ -26,6 +26,7 @@ fn batch(sequence: u64, operations: u64, finding: Option<(FindingKind, bool)>) -
                 grant: Some("payments/nightly".into()),
                 principal: Uuid::parse_str(PRINCIPAL).unwrap(),
                 event: Some(format!("ev-{sequence}")),
+                resource: None,
                 message: format!("{} found", kind.as_str()),
                 revoke,
             })
