@@ -238,22 +238,14 @@ impl AzureClient {
                 .ok_or_else(|| invalid(op, "the ARM endpoint cannot take a path"))?
             }
         };
-        let call = background(call(op, Api::Arm, budget, Method::Get, url, &target));
-        let (items, next) = self
-            .fetch_page(&call, |page: ArmPage<WireActivityEvent>| {
-                (
-                    page.value.into_iter().map(Into::into).collect(),
-                    page.next_link,
-                )
-            })
-            .await?;
-        Ok(LogPage {
-            items,
-            next: next.map(|url| LogCursor {
-                log: Log::Activity,
-                url,
-            }),
+        let call = call(op, Api::Arm, budget, Method::Get, url, &target);
+        self.log_page(Log::Activity, call, |page: ArmPage<WireActivityEvent>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
         })
+        .await
     }
 
     /// One page (up to 1,000) of workload sign-ins of `kind` from `from`, newest first as Graph
@@ -284,28 +276,31 @@ impl AzureClient {
                 .ok_or_else(|| invalid(op, "the Graph endpoint cannot take a path"))?
             }
         };
-        let call = background(call(
-            op,
-            Api::Graph,
-            Budget::Graph,
-            Method::Get,
-            url,
-            &target,
-        ));
-        let (items, next) = self
-            .fetch_page(&call, |page: GraphPage<WireSignIn>| {
-                (
-                    page.value.into_iter().map(Into::into).collect(),
-                    page.next_link,
-                )
-            })
-            .await?;
+        let call = call(op, Api::Graph, Budget::Graph, Method::Get, url, &target);
+        self.log_page(Log::SignIns, call, |page: GraphPage<WireSignIn>| {
+            (
+                page.value.into_iter().map(Into::into).collect(),
+                page.next_link,
+            )
+        })
+        .await
+    }
+
+    /// One page of `log` through `call`, sent as a background call, with the cursor of the
+    /// page after it.
+    async fn log_page<T, W>(
+        &self,
+        log: Log,
+        call: Call<'_>,
+        items: impl Fn(W) -> (Vec<T>, Option<String>),
+    ) -> Result<LogPage<T>, AzureError>
+    where
+        W: serde::de::DeserializeOwned,
+    {
+        let (items, next) = self.fetch_page(&background(call), items).await?;
         Ok(LogPage {
             items,
-            next: next.map(|url| LogCursor {
-                log: Log::SignIns,
-                url,
-            }),
+            next: next.map(|url| LogCursor { log, url }),
         })
     }
 }

@@ -114,7 +114,7 @@ fn new_findings(
         .filter(|f| !known.contains(f))
         .filter_map(|f| {
             Some(lapse_api::usage::Finding {
-                kind: crate::usage::finding_kind(&f.kind)?,
+                kind: lapse_api::usage::FindingKind::parse(&f.kind)?,
                 at: f.at,
                 grant: None,
                 principal,

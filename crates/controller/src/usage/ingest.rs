@@ -222,11 +222,13 @@ impl Ingest {
             batch.push((lease.uid.clone(), lease.grant.clone(), d));
         }
         next.pending = self.ctx.usage.snapshot_with(&batch);
-        next.sources
-            .entry(source_key.to_owned())
-            .or_default()
-            .seen
-            .extend(fx.counted);
+        if !fx.counted.is_empty() {
+            next.sources
+                .entry(source_key.to_owned())
+                .or_default()
+                .seen
+                .extend(fx.counted);
+        }
         next.add_unleased(fx.unleased.iter().cloned());
         self.store.save(&next).await?;
         self.ledger = next;

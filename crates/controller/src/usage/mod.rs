@@ -12,7 +12,7 @@ pub mod windows;
 use std::sync::Arc;
 
 pub use crate::usage_book::{UsageBook, UsageSettings};
-pub use report::{finding_kind, leased as report_leased};
+pub use report::leased as report_leased;
 
 use crate::context::Context;
 

@@ -7,7 +7,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType};
 use lapse_api::arm::ArmId;
 use lapse_api::policy::NamedPolicy;
-use lapse_api::usage::{Finding, FindingKind};
+use lapse_api::usage::Finding;
 
 use crate::context::Context;
 use crate::notify::{GrantRecord, Kind, Notification};
@@ -64,9 +64,4 @@ fn tell(ctx: &Context, f: &Finding, record: Option<&GrantRecord>, policy: Option
         time: Utc::now(),
         grant,
     });
-}
-
-/// Whether an Event reason of a decision is a usage finding, and which.
-pub fn finding_kind(reason: &str) -> Option<FindingKind> {
-    FindingKind::parse(reason)
 }
