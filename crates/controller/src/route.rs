@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use lapse_api::lease::StatusTrust;
 use lapse_api::policy::{PolicyContext, covers_namespace, evaluate};
-use lapse_api::v1alpha1::{AccessGrant, GrantPhase};
+use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, GrantPhase};
 use lapse_api::validate::validate_grant;
 
 use crate::context::Context;
@@ -27,6 +27,26 @@ pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
     } else {
         Lane::Activation
     }
+}
+
+/// For a grant the activation lane holds: how long until the revocation lane must look at it,
+/// its lease's end, when that end is still ahead. A lease that ended (`Expired`, `Revoked`) or
+/// any other past end needs no timer: the activation lane finishes it, and the watch event of
+/// its status write brings it back here if objects remain. Requeueing a past end at once would
+/// spin every finished grant through this lane for good, starving the leases that must end.
+pub fn revocation_wake(
+    sealed: bool,
+    status: Option<&AccessGrantStatus>,
+    now: DateTime<Utc>,
+) -> Option<std::time::Duration> {
+    let st = status.filter(|_| sealed)?;
+    if st.phase.is_terminal() {
+        return None;
+    }
+    (st.expires_at? - now)
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
@@ -95,4 +115,49 @@ fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
                 )
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn status(phase: GrantPhase, ends_in: TimeDelta, now: DateTime<Utc>) -> AccessGrantStatus {
+        AccessGrantStatus {
+            phase,
+            activated_at: Some(now - TimeDelta::minutes(5)),
+            expires_at: Some(now + ends_in),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_live_lease_wakes_the_revocation_lane_at_its_end() {
+        let now = Utc::now();
+        let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
+        assert_eq!(
+            revocation_wake(true, Some(&st), now),
+            Some(std::time::Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_finished_or_past_lease_waits_for_a_change_instead_of_spinning() {
+        let now = Utc::now();
+        for phase in [GrantPhase::Expired, GrantPhase::Revoked, GrantPhase::Active] {
+            let past = status(phase, TimeDelta::seconds(-30), now);
+            assert_eq!(revocation_wake(true, Some(&past), now), None, "{phase:?}");
+        }
+        let ended_ahead = status(GrantPhase::Expired, TimeDelta::seconds(30), now);
+        assert_eq!(revocation_wake(true, Some(&ended_ahead), now), None);
+        assert_eq!(revocation_wake(true, None, now), None);
+    }
+
+    #[test]
+    fn an_unsealed_status_sets_no_timer() {
+        let now = Utc::now();
+        let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
+        assert_eq!(revocation_wake(false, Some(&st), now), None);
+    }
 }

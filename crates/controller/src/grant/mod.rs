@@ -18,7 +18,7 @@ mod gather;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
-use crate::route::{Lane, lane_of};
+use crate::route::{Lane, lane_of, revocation_wake};
 
 /// Added to every grant; removed only once its lease's Azure objects are gone.
 pub const FINALIZER: &str = "lapse.dev/revoke";
@@ -55,12 +55,9 @@ pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) ->
     if lane_of(&ctx, &grant, now) == Lane::Activation {
         // Not ours yet: wake when the lease ends.
         let uid = grant.uid().unwrap_or_default();
-        let end = match ctx.sealer.trust(&uid, grant.status.as_ref()) {
-            StatusTrust::Sealed => grant.status.as_ref().and_then(|s| s.expires_at),
-            _ => None,
-        };
-        return Ok(match end {
-            Some(end) => Requeue::requeue((end - now).to_std().unwrap_or(Duration::ZERO)),
+        let sealed = ctx.sealer.trust(&uid, grant.status.as_ref()) == StatusTrust::Sealed;
+        return Ok(match revocation_wake(sealed, grant.status.as_ref(), now) {
+            Some(wait) => Requeue::requeue(wait),
             None => Requeue::await_change(),
         });
     }
