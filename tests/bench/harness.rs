@@ -525,6 +525,12 @@ impl Bench {
         Ok(out)
     }
 
+    /// sim-kube's `/metrics` (`apiserver_request_total`), as the admin.
+    pub async fn kube_metrics(&self) -> anyhow::Result<Metrics> {
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(Metrics(self.kube.request_text(req).await?))
+    }
+
     /// RSS of the sandbox (both simulators), KiB.
     pub fn sandbox_rss(&self) -> Option<u64> {
         rss_kib(self.sandbox.id()).0

@@ -400,6 +400,17 @@ pub fn logs_row(
 }
 
 /// A row for a phase that could not finish.
+/// The create flood's row (phase 6a): `measured` says what happened, `met` whether every grant
+/// was Scheduled with no storm of refused writes and the sandbox's memory bounded.
+pub fn flood_row(n: usize, measured: String, met: bool) -> Row {
+    Row {
+        measure: format!("create flood, {n} grants"),
+        target: "all Scheduled, no 422 storm, sim-kube <= 1 GiB",
+        measured,
+        met: Some(met),
+    }
+}
+
 pub fn failed_row(measure: String, target: &'static str, why: String) -> Row {
     Row {
         measure,

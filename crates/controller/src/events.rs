@@ -2,15 +2,26 @@
 //! waits for the API server to record an Event before it acts on Azure: a revocation's DELETE
 //! must not queue behind its own "Expired" Event (the status, which crash safety needs first,
 //! is still patched before any Azure call).
+//!
+//! Publishing is kube-runtime's `Recorder`'s, without its cache: the Recorder keeps a copy of
+//! every Event it sent for six minutes (to count repeats into a series), about 2 KiB each, which
+//! at 10,000 leases was the operator's largest allocation (docs/performance.md). Here a repeat
+//! is remembered by a 64-bit hash of (object, reason, note) with the Event's name and count.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, Recorder};
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Reporter};
+use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
+use serde_json::json;
 use tokio::sync::mpsc;
-
-use crate::repeat::RepeatWindow;
 
 /// Events waiting to be published, at most; beyond it new ones are dropped and counted
 /// (Kubernetes Events are best effort; the grant's status and the metrics are the record).
@@ -21,37 +32,186 @@ const CAPACITY: usize = 10_000;
 /// the same transition twice; its Event must still appear once.
 const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
-/// Events published in the last [`REPEAT_WINDOW`], by object, reason and note.
-#[derive(Debug)]
-struct Recent(RepeatWindow<(String, String, String)>);
+/// How long after its last occurrence a repeat still counts into the same Event's series
+/// (kube-runtime's Recorder: 6 minutes), rather than being a new Event.
+const SERIES_TTL: Duration = Duration::from_secs(360);
 
-impl Default for Recent {
-    fn default() -> Self {
-        Self(RepeatWindow::new(REPEAT_WINDOW))
+/// What to do with an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Publish {
+    /// The same went out within [`REPEAT_WINDOW`].
+    Skip,
+    /// News: a new Event object.
+    Create,
+    /// A repeat after the window: count it into the Event already published.
+    Series {
+        namespace: String,
+        name: String,
+        count: i32,
+    },
+}
+
+/// An Event published in the last [`SERIES_TTL`].
+#[derive(Debug)]
+struct Published {
+    namespace: String,
+    name: String,
+    count: i32,
+    last: Instant,
+}
+
+/// Events published recently, by a hash of object, reason and note.
+#[derive(Debug, Default)]
+struct Recent {
+    by_key: HashMap<u64, Published>,
+    pruned: Option<Instant>,
+}
+
+fn key(event: &Event, reference: &ObjectReference) -> u64 {
+    let mut h = DefaultHasher::new();
+    match &reference.uid {
+        Some(uid) => uid.hash(&mut h),
+        None => (&reference.namespace, &reference.name).hash(&mut h),
     }
+    (&event.reason, &event.note).hash(&mut h);
+    h.finish()
 }
 
 impl Recent {
-    /// True unless the same Event went out for the same object within the window.
-    fn first_in_window(
-        &mut self,
-        event: &Event,
-        reference: &ObjectReference,
-        now: Instant,
-    ) -> bool {
-        let object = reference.uid.clone().unwrap_or_else(|| {
-            format!(
-                "{}/{}",
-                reference.namespace.as_deref().unwrap_or_default(),
-                reference.name.as_deref().unwrap_or_default()
-            )
-        });
-        let key = (
-            object,
-            event.reason.clone(),
-            event.note.clone().unwrap_or_default(),
+    /// Whether and how to publish `event` for `reference` at `now`.
+    fn decide(&mut self, event: &Event, reference: &ObjectReference, now: Instant) -> Publish {
+        self.prune(now);
+        match self.by_key.get_mut(&key(event, reference)) {
+            Some(p) if now.saturating_duration_since(p.last) < REPEAT_WINDOW => Publish::Skip,
+            Some(p) if now.saturating_duration_since(p.last) < SERIES_TTL => {
+                p.count += 1;
+                p.last = now;
+                Publish::Series {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    count: p.count,
+                }
+            }
+            _ => Publish::Create,
+        }
+    }
+
+    /// Remembers the Event just created under `name`.
+    fn created(&mut self, event: &Event, reference: &ObjectReference, name: String, now: Instant) {
+        self.by_key.insert(
+            key(event, reference),
+            Published {
+                namespace: reference.namespace.clone().unwrap_or_default(),
+                name,
+                count: 1,
+                last: now,
+            },
         );
-        self.0.first(key, now)
+    }
+
+    /// Forgets what is past its series once per repeat window, and gives the room back: a
+    /// burst of leases must not leave its peak allocated.
+    fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_some_and(|at| now.saturating_duration_since(at) < REPEAT_WINDOW)
+        {
+            return;
+        }
+        self.by_key
+            .retain(|_, p| now.saturating_duration_since(p.last) < SERIES_TTL);
+        if self.by_key.capacity() > 2 * self.by_key.len() + 64 {
+            self.by_key.shrink_to_fit();
+        }
+        self.pruned = Some(now);
+    }
+}
+
+/// What kube-runtime's Recorder writes for a new Event (events.k8s.io/v1).
+fn new_event(reporter: &Reporter, event: &Event, reference: &ObjectReference) -> K8sEvent {
+    let now = Timestamp::now();
+    K8sEvent {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference.clone()),
+        note: event.note.clone(),
+        metadata: ObjectMeta {
+            namespace: reference.namespace.clone(),
+            name: Some(format!(
+                "{}.{:x}",
+                reference.name.as_ref().unwrap_or(&reporter.controller),
+                now.as_nanosecond()
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        related: event.secondary.clone(),
+        ..Default::default()
+    }
+}
+
+/// Publishes one Event: created, counted into its series, or skipped.
+async fn publish(
+    client: &Client,
+    reporter: &Reporter,
+    recent: &mut Recent,
+    event: &Event,
+    reference: &ObjectReference,
+) -> Result<(), kube::Error> {
+    let now = Instant::now();
+    match recent.decide(event, reference, now) {
+        Publish::Skip => Ok(()),
+        Publish::Create => {
+            let e = new_event(reporter, event, reference);
+            let ns = e.metadata.namespace.as_deref().unwrap_or("default");
+            let created = Api::<K8sEvent>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &e)
+                .await?;
+            recent.created(
+                event,
+                reference,
+                created.metadata.name.unwrap_or_default(),
+                now,
+            );
+            Ok(())
+        }
+        Publish::Series {
+            namespace,
+            name,
+            count,
+        } => {
+            let series = EventSeries {
+                count,
+                last_observed_time: MicroTime(Timestamp::now()),
+            };
+            let ns = if namespace.is_empty() {
+                "default"
+            } else {
+                &namespace
+            };
+            Api::<K8sEvent>::namespaced(client.clone(), ns)
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "series": series })),
+                )
+                .await
+                .map(|_| ())
+        }
     }
 }
 
@@ -64,15 +224,13 @@ pub struct EventQueue {
 
 impl EventQueue {
     /// Starts the publishing task on the current runtime.
-    pub fn start(recorder: Recorder, dropped: Counter) -> Self {
+    pub fn start(client: Client, reporter: Reporter, dropped: Counter) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(CAPACITY);
         tokio::spawn(async move {
             let mut recent = Recent::default();
             while let Some((event, reference)) = rx.recv().await {
-                if !recent.first_in_window(&event, &reference, Instant::now()) {
-                    continue;
-                }
-                if let Err(err) = recorder.publish(&event, &reference).await {
+                if let Err(err) = publish(&client, &reporter, &mut recent, &event, &reference).await
+                {
                     tracing::warn!(error = %err, reason = event.reason, "publishing an Event");
                 }
             }
@@ -107,27 +265,107 @@ mod tests {
         }
     }
 
+    fn grant(uid: &str) -> ObjectReference {
+        ObjectReference {
+            uid: Some(uid.into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        }
+    }
+
+    /// `decide`, remembering a creation as the publisher does.
+    fn publish(recent: &mut Recent, e: &Event, r: &ObjectReference, at: Instant) -> Publish {
+        let d = recent.decide(e, r, at);
+        if d == Publish::Create {
+            recent.created(e, r, format!("{}.1", e.reason), at);
+        }
+        d
+    }
+
     #[test]
     fn the_same_event_for_the_same_object_goes_out_once_a_minute() {
         let mut recent = Recent::default();
-        let grant = |uid: &str| ObjectReference {
-            uid: Some(uid.into()),
-            ..Default::default()
-        };
         let mut activated = event("Activated");
         activated.note = Some("access is active until 10:00".into());
         let t0 = Instant::now();
-        assert!(recent.first_in_window(&activated, &grant("a"), t0));
+        assert_eq!(
+            publish(&mut recent, &activated, &grant("a"), t0),
+            Publish::Create
+        );
         // The same transition decided again on a lagging cache: not sent twice.
-        assert!(!recent.first_in_window(&activated, &grant("a"), t0 + Duration::from_secs(1)));
+        let again = t0 + Duration::from_secs(1);
+        assert_eq!(
+            publish(&mut recent, &activated, &grant("a"), again),
+            Publish::Skip
+        );
         // Another grant, another reason, another note: each its own Event.
-        assert!(recent.first_in_window(&activated, &grant("b"), t0));
-        assert!(recent.first_in_window(&event("Expired"), &grant("a"), t0));
+        assert_eq!(
+            publish(&mut recent, &activated, &grant("b"), t0),
+            Publish::Create
+        );
+        assert_eq!(
+            publish(&mut recent, &event("Expired"), &grant("a"), t0),
+            Publish::Create
+        );
         let mut extended = event("Activated");
         extended.note = Some("access is active until 11:00".into());
-        assert!(recent.first_in_window(&extended, &grant("a"), t0));
-        // After the window it is news again.
-        assert!(recent.first_in_window(&activated, &grant("a"), t0 + REPEAT_WINDOW));
+        assert_eq!(
+            publish(&mut recent, &extended, &grant("a"), t0),
+            Publish::Create
+        );
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_counts_into_the_same_event_until_its_series_lapses() {
+        let mut recent = Recent::default();
+        let pending = event("RevocationPending");
+        let t0 = Instant::now();
+        assert_eq!(
+            publish(&mut recent, &pending, &grant("a"), t0),
+            Publish::Create
+        );
+        let series = |count| Publish::Series {
+            namespace: "ns".into(),
+            name: "RevocationPending.1".into(),
+            count,
+        };
+        let t1 = t0 + REPEAT_WINDOW;
+        assert_eq!(publish(&mut recent, &pending, &grant("a"), t1), series(2));
+        let t2 = t1 + REPEAT_WINDOW;
+        assert_eq!(publish(&mut recent, &pending, &grant("a"), t2), series(3));
+        // Quiet for longer than the series lives: forgotten, and news again.
+        let t3 = t2 + SERIES_TTL;
+        assert_eq!(
+            publish(&mut recent, &pending, &grant("a"), t3),
+            Publish::Create
+        );
+    }
+
+    #[test]
+    fn what_a_burst_published_is_forgotten_and_its_room_given_back() {
+        let mut recent = Recent::default();
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            publish(
+                &mut recent,
+                &event("Activated"),
+                &grant(&format!("g{i}")),
+                t0,
+            );
+        }
+        assert_eq!(recent.by_key.len(), 10_000);
+        publish(
+            &mut recent,
+            &event("Activated"),
+            &grant("late"),
+            t0 + SERIES_TTL,
+        );
+        assert_eq!(recent.by_key.len(), 1);
+        assert!(
+            recent.by_key.capacity() < 1_000,
+            "{}",
+            recent.by_key.capacity()
+        );
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -98,7 +98,13 @@ where
         unreadable,
         |_| {},
     );
-    let stream = reflector::reflector(writer, readable.default_backoff());
+    // Managed fields are never read; dropping them keeps the caches small.
+    let stream = reflector::reflector(
+        writer,
+        readable
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+    );
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
@@ -112,6 +118,17 @@ where
     });
     reader
 }
+
+/// What the grant cache keeps of a grant: neither managed fields nor `kubectl apply`'s copy of
+/// the whole object in an annotation are ever read, and together they were about as large
+/// as the grant itself.
+fn slim(g: &mut AccessGrant) {
+    g.managed_fields_mut().clear();
+    g.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// `kubectl apply`'s record of the applied manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// One grant watch: what it lists, the cache it fills and that cache's reader.
 type GrantWatch = (
@@ -194,10 +211,8 @@ async fn assemble_context(
         Some(n) => notify::Notifier::start(n, metrics.notifications.clone())?,
         None => notify::Notifier::disabled(metrics.notifications.clone()),
     };
-    let events = events::EventQueue::start(
-        Recorder::new(client.clone(), reporter),
-        metrics.events_dropped.clone(),
-    );
+    let events =
+        events::EventQueue::start(client.clone(), reporter, metrics.events_dropped.clone());
     let unreadable = Arc::new(Unreadable::new(
         client.clone(),
         events.clone(),
@@ -435,7 +450,7 @@ pub async fn run(
             release,
         )
         .default_backoff()
-        .modify(|g: &mut AccessGrant| g.managed_fields_mut().clear())
+        .modify(slim)
         .reflect(writer);
         feeds.push(Box::pin(async move {
             let mut events = std::pin::pin!(events);

@@ -3,23 +3,28 @@
 //! audit lines) must still go out once.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-/// Keys seen in the last `window`, forgotten after it.
+/// Keys seen in the last `window`, forgotten after it. A key is remembered by its 64-bit hash
+/// (not a copy of its strings): thousands of leases announcing at once stay small, and a
+/// collision at worst silences one duplicate-looking announcement for a window.
 #[derive(Debug)]
 pub struct RepeatWindow<K> {
     window: Duration,
-    seen: HashMap<K, Instant>,
+    seen: HashMap<u64, Instant>,
     pruned: Option<Instant>,
+    keys: PhantomData<fn(K)>,
 }
 
-impl<K: Hash + Eq> RepeatWindow<K> {
+impl<K: Hash> RepeatWindow<K> {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
             seen: HashMap::new(),
             pruned: None,
+            keys: PhantomData,
         }
     }
 
@@ -33,8 +38,14 @@ impl<K: Hash + Eq> RepeatWindow<K> {
             let window = self.window;
             self.seen
                 .retain(|_, at| now.saturating_duration_since(*at) < window);
+            if self.seen.capacity() > 2 * self.seen.len() + 64 {
+                self.seen.shrink_to_fit();
+            }
             self.pruned = Some(now);
         }
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let key = h.finish();
         match self.seen.get(&key) {
             Some(at) if now.saturating_duration_since(*at) < self.window => false,
             _ => {

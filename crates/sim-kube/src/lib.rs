@@ -19,6 +19,7 @@ mod events;
 mod faults;
 mod fields;
 mod impersonation;
+mod load;
 mod openapi;
 mod patch;
 mod proto;
@@ -84,6 +85,11 @@ pub struct Config {
     /// Users who authenticate with a static bearer token (kube-apiserver's
     /// `--token-auth-file`); RBAC decides what they may do.
     pub users: Vec<StaticUser>,
+    /// Read-only requests served at once (kube-apiserver's `--max-requests-inflight`, 400);
+    /// beyond it, 429 with `Retry-After: 1`. Watches are not counted.
+    pub max_requests_inflight: usize,
+    /// Mutating requests served at once (`--max-mutating-requests-inflight`, 200).
+    pub max_mutating_requests_inflight: usize,
 }
 
 /// A user named by a static bearer token, like a line of kube-apiserver's `--token-auth-file`
@@ -132,6 +138,8 @@ impl Default for Config {
             namespaces: vec!["default".to_owned(), "kube-system".to_owned()],
             issuer: None,
             users: Vec::new(),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::faults::{FaultRequest, Faults};
 use crate::impersonation::Refused;
+use crate::load::{Load, RequestKind};
 use crate::rbac::{self, Attrs, User};
 use crate::status::ApiError;
 use crate::store::Store;
@@ -47,6 +48,8 @@ pub(crate) struct State {
     signer: OnceLock<Result<Signer, String>>,
     /// Static bearer tokens (`Config::users`, `SimKubeHandle::add_user`) and whom they name.
     users: Mutex<HashMap<String, User>>,
+    /// In-flight limits and request counts.
+    pub load: Load,
 }
 
 impl State {
@@ -56,6 +59,10 @@ impl State {
             .clone()
             .unwrap_or_else(|| format!("https://127.0.0.1:{}", addr.port()));
         let (watch_epoch, _) = watch::channel(0);
+        let load = Load::new(
+            config.max_requests_inflight,
+            config.max_mutating_requests_inflight,
+        );
         let users = config
             .users
             .iter()
@@ -72,6 +79,7 @@ impl State {
             issuer,
             signer: OnceLock::new(),
             users: Mutex::new(users),
+            load,
         }
     }
 
@@ -173,7 +181,18 @@ pub(crate) fn json_response_typed(code: u16, v: &Value, content_type: &str) -> R
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.code, &e.to_status())
+    let mut resp = json_response(e.code, &e.to_status());
+    if let Some(secs) = e
+        .details
+        .as_ref()
+        .and_then(|d| d["retryAfterSeconds"].as_u64())
+    {
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from(secs),
+        );
+    }
+    resp
 }
 
 fn text_response(code: u16, text: &str) -> Response<Body> {
@@ -293,11 +312,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         warnings: Mutex::new(Vec::new()),
     };
     tracing::debug!(method = %req.method, path = %req.path, query = ?req.query, "request");
+    let kind = RequestKind::of(&req.method, &req.path, &req.query, &req.content_type);
+    // The slot is held until the answer is built, as kube-apiserver holds it until its
+    // handler returns.
+    let _slot = match state.load.admit(&kind) {
+        Ok(slot) => slot,
+        Err(e) => {
+            state.load.record(kind, e.code);
+            return error_response(&e);
+        }
+    };
     let latency = state.faults().latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    route(&state, req).await
+    let resp = route(&state, req).await;
+    state.load.record(kind, resp.status().as_u16());
+    resp
 }
 
 /// Who is calling: the admin token, a static user token or a ServiceAccount token (before
@@ -379,6 +410,7 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
             opt(discovery::resource_list(&store.types, group, version))
         }
         ["sim-kube", "faults"] if req.method == Method::POST => fault(state, &req),
+        ["metrics"] if req.method == Method::GET => text_response(200, &state.load.exposition()),
         [".well-known", "openid-configuration"] => match state.signer() {
             Ok(s) => json_response(
                 200,
