@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use lapse_api::arm::ArmId;
 use lapse_api::naming::Owner;
 use lapse_api::v1alpha1::{AccessGrant, GrantPhase, ObjectState};
-use lapse_e2e::{Capability, Operator, World, calls, sandbox_only, succeeded, tail};
+use lapse_e2e::{
+    Capability, Operator, World, acknowledged_at, calls, sandbox_only, succeeded, tail,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -93,43 +95,6 @@ impl Cluster {
     }
 }
 
-/// When an object was absent while it should have been there: the gap's start and length.
-#[derive(Debug, Default)]
-struct Gap {
-    since: Option<Instant>,
-    total: Duration,
-    closed: bool,
-}
-
-impl Gap {
-    fn sample(&mut self, present: bool) {
-        match (present, self.since) {
-            (false, None) => self.since = Some(Instant::now()),
-            (true, Some(s)) => {
-                self.total += s.elapsed();
-                self.since = None;
-                self.closed = true;
-            }
-            _ => {}
-        }
-    }
-
-    fn report(&self) -> String {
-        match self.since {
-            Some(s) => format!(
-                "still open after {} ms",
-                (self.total + s.elapsed()).as_millis()
-            ),
-            None if self.closed => format!("{} ms", self.total.as_millis()),
-            None => "0 ms (never absent)".into(),
-        }
-    }
-
-    fn length(&self) -> Duration {
-        self.total + self.since.map_or(Duration::ZERO, |s| s.elapsed())
-    }
-}
-
 /// East grants first (short lease), west the same tuples later (long lease). The role
 /// assignment overlap is exact: same principal, role and scope. A federated credential's tuple
 /// is (identity, issuer, subject) and the subject names the namespace; two clusters share it only
@@ -146,6 +111,7 @@ async fn two_clusters_sharing_a_tuple_never_delete_each_other_and_access_survive
         Capability::DisposableCluster,
         "runs two operators posing as two clusters and reads Azure's request log",
     )?;
+    let t0 = Instant::now();
     let w = World::without_operator().await?;
     let (mi, west_client_id) = w.identity(w.fixtures.identity()).await?;
     let storage = w.fixtures.storage_account_id();
@@ -205,6 +171,7 @@ async fn two_clusters_sharing_a_tuple_never_delete_each_other_and_access_survive
         "planting north's FIC: {status} {v}"
     );
 
+    println!("[multicluster] sandbox up after {:?}", t0.elapsed());
     let east_op = EAST.start(&w).await?;
     let west_op = WEST.start(&w).await?;
     let logs = || {
@@ -215,11 +182,15 @@ async fn two_clusters_sharing_a_tuple_never_delete_each_other_and_access_survive
         )
     };
 
-    w.apply_ok(&EAST.grant(&w, &mi, &storage, 12))?;
+    println!(
+        "[multicluster] both operators ready after {:?}",
+        t0.elapsed()
+    );
+    w.apply_ok(&EAST.grant(&w, &mi, &storage, 8))?;
     let east_grant = wait_active(&w, EAST.apps)
         .await
         .map_err(|e| e.context(logs()))?;
-    w.apply_ok(&WEST.grant(&w, &mi, &storage, 32))?;
+    w.apply_ok(&WEST.grant(&w, &mi, &storage, 20))?;
     let west_grant = wait_active(&w, WEST.apps)
         .await
         .map_err(|e| e.context(logs()))?;
@@ -246,61 +217,59 @@ async fn two_clusters_sharing_a_tuple_never_delete_each_other_and_access_survive
         "deleting north's FIC: {status}"
     );
     let north_deleted = Utc::now();
+    println!("[multicluster] north's credential deleted at {north_deleted}");
 
-    // Sample the tuple and west's federation until both are back, or west's lease is over.
-    let (mut ra_gap, mut fic_gap) = (Gap::default(), Gap::default());
-    let mut east_gone = false;
-    while Utc::now() + chrono::TimeDelta::seconds(2) < west_ends {
-        let assignments = w.assignments_of(&principal.to_string()).await?;
-        let holders: Vec<String> = assignments
+    // Wait for east's end and west's own objects in place, while west's lease runs.
+    let deadline = west_ends.min(east_ends + chrono::TimeDelta::from_std(GAP_BOUND)?);
+    loop {
+        let names_held: Vec<String> = w
+            .assignments_of(&principal.to_string())
+            .await?
             .iter()
-            .filter(|ra| {
-                ra.pointer("/properties/scope")
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(&storage))
-                    && ra
-                        .pointer("/properties/roleDefinitionId")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| d.to_ascii_lowercase().ends_with(READER))
-            })
             .filter_map(|ra| ra["name"].as_str().map(str::to_ascii_lowercase))
             .collect();
-        east_gone |= !holders.contains(&names.east_ra);
-        ra_gap.sample(!holders.is_empty());
-        let federated = w
-            .exchange(
-                &w.service_account_token(WEST.apps, SA).await?,
-                &west_client_id,
-            )
+        let west_fics: Vec<String> = w
+            .fics(&mi)
             .await?
-            .is_ok();
-        fic_gap.sample(federated);
-        if east_gone && ra_gap.since.is_none() && fic_gap.since.is_none() {
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect();
+        if !names_held.contains(&names.east_ra)
+            && names_held.contains(&names.west_ra)
+            && west_fics.contains(&names.west_fic)
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        anyhow::ensure!(
+            Utc::now() < deadline,
+            "west did not put its own objects in place within {GAP_BOUND:?} of east's end \
+             (assignments {names_held:?}, credentials {west_fics:?})\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The gaps as Azure saw them: from the acknowledged DELETE of the holder's object to the
+    // acknowledged PUT of west's own.
+    let audit = w.audit().await?;
+    let ra_gap = handover(&audit, &names.east_ra, &names.west_ra)?;
+    let fic_gap = handover(&audit, &names.north_fic, &names.west_fic)?;
     println!(
-        "[multicluster] role assignment gap after east's lease ended (east ends {east_ends}): {}",
-        ra_gap.report()
+        "[multicluster] role assignment: {} ms with no assignment for the tuple between east's \
+         DELETE and west's PUT (east's lease ended {east_ends})",
+        ra_gap.num_milliseconds()
     );
     println!(
-        "[multicluster] federation gap after north's credential went ({north_deleted}): {}",
-        fic_gap.report()
+        "[multicluster] federation: {} ms with no credential for west's subject between \
+         north's DELETE and west's PUT",
+        fic_gap.num_milliseconds()
     );
-    assert!(east_gone, "east never deleted its assignment\n{}", logs());
-    assert!(
-        ra_gap.since.is_none() && ra_gap.length() < GAP_BOUND,
-        "west did not put its own role assignment in place within {GAP_BOUND:?}: {}\n{}",
-        ra_gap.report(),
-        logs()
-    );
-    assert!(
-        fic_gap.since.is_none() && fic_gap.length() < GAP_BOUND,
-        "west did not put its own federated credential in place within {GAP_BOUND:?}: {}\n{}",
-        fic_gap.report(),
-        logs()
-    );
+    for (what, gap) in [("role assignment", ra_gap), ("credential", fic_gap)] {
+        assert!(
+            gap.to_std().is_ok_and(|g| g < GAP_BOUND),
+            "{what}: {gap:?}\n{}",
+            logs()
+        );
+    }
     let west_now = wait_active(&w, WEST.apps).await?;
     let st = west_now.status.clone().unwrap_or_default();
     assert_eq!(
@@ -402,6 +371,25 @@ impl Names {
         }
         Ok(())
     }
+}
+
+/// From Azure's acknowledgement of the first DELETE of `gone` to that of the first PUT that
+/// created `created` after it.
+fn handover(audit: &[Value], gone: &str, created: &str) -> anyhow::Result<chrono::TimeDelta> {
+    let named = |e: &&Value, name: &str| {
+        e["path"]
+            .as_str()
+            .is_some_and(|p| p.to_ascii_lowercase().ends_with(&format!("/{name}")))
+    };
+    let deleted = calls(audit, "DELETE", "/")
+        .into_iter()
+        .find(|e| succeeded(e) && named(e, gone))
+        .ok_or_else(|| anyhow::anyhow!("no DELETE of {gone} in Azure's log"))?;
+    let put = calls(audit, "PUT", "/")
+        .into_iter()
+        .find(|e| e["status"] == 201 && named(e, created))
+        .ok_or_else(|| anyhow::anyhow!("no PUT creating {created} in Azure's log"))?;
+    Ok(acknowledged_at(put)? - acknowledged_at(deleted)?)
 }
 
 async fn wait_active(w: &World, ns: &str) -> anyhow::Result<AccessGrant> {
