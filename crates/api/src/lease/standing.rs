@@ -31,7 +31,7 @@ pub enum Holder {
 /// its name) is looked at this often.
 pub const UNDATED_HOLDER_POLL: Duration = Duration::from_secs(30);
 /// Past a holder's advertised end, looks come this soon at first...
-const OVERDUE_POLL_MIN: Duration = Duration::from_secs(1);
+const OVERDUE_POLL_MIN: Duration = Duration::from_millis(500);
 /// ...and back off to this: a holder whose lease was extended (its marker still names the
 /// first end) costs one look a minute.
 const OVERDUE_POLL_MAX: Duration = Duration::from_secs(60);
@@ -51,8 +51,8 @@ impl Holder {
 
     /// When a lease using this holder's object should look at it again: `None` leaves it to
     /// the sweep. Before the advertised end, at it; past it, soon (half the time already
-    /// overdue, between 1 s and 60 s), since the holder's own operator deletes it within
-    /// seconds of its lease's end.
+    /// overdue, between 0.5 s and 60 s), since the holder's own operator deletes it within
+    /// about a second of its lease's end.
     pub fn look_again_at(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let after = match self {
             Self::Unmarked => return None,
@@ -125,7 +125,8 @@ mod tests {
         assert!(!h.due(at(99)));
         assert_eq!(h.look_again_at(at(10)), Some(at(100)));
         assert!(h.due(at(100)));
-        assert_eq!(h.look_again_at(at(100)), Some(at(101)));
+        let half = TimeDelta::milliseconds(500);
+        assert_eq!(h.look_again_at(at(100)), Some(at(100) + half));
         assert_eq!(h.look_again_at(at(110)), Some(at(115)));
         assert_eq!(h.look_again_at(at(1000)), Some(at(1060)));
     }

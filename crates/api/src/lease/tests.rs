@@ -1195,7 +1195,7 @@ fn a_tuple_held_by_another_cluster_is_taken_over_when_it_goes() {
     // Their operator takes a moment to delete it: look again soon.
     let d = run_to(&h, &mut azure, &spec, &mut st, theirs);
     assert!(d.actions.is_empty());
-    assert_eq!(d.requeue_at, Some(theirs + TimeDelta::seconds(1)));
+    assert_eq!(d.requeue_at, Some(theirs + TimeDelta::milliseconds(500)));
     // Gone: the lease's own, by its derived name.
     azure.objects.remove(&key);
     azure.holders.remove(&key);
