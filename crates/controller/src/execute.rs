@@ -1,6 +1,6 @@
 //! Makes the calls the decision core asked for and reports what happened, in the core's terms.
 
-use lapse_api::lease::{Action, FicTarget, ObjectKey, Observed};
+use lapse_api::lease::{Action, FicTarget, Holder, ObjectKey, Observed};
 use lapse_azure::{AzureError, ErrorClass, FicRequest, RoleAssignmentRequest};
 
 use crate::context::Context;
@@ -60,6 +60,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                             id: ra.id.clone(),
                             owned: true,
                             schedule: None,
+                            holder: Holder::Unmarked,
                         }),
                     );
                     Observed::Present {
@@ -123,6 +124,7 @@ pub async fn execute(ctx: &Context, action: &Action) -> Observed {
                             id: f.id.clone(),
                             owned: true,
                             schedule: None,
+                            holder: Holder::Unmarked,
                         }),
                     );
                     Observed::Present {
@@ -198,6 +200,7 @@ async fn existing_fic(
                     id: f.id.clone(),
                     owned,
                     schedule: None,
+                    holder: Holder::of(f.description.as_deref(), Some(&f.name)),
                 }),
             );
             Observed::Present {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::inventory::Known;
 use crate::outcome::failure;
+use lapse_api::lease::Holder;
 
 /// Azure's answer to a request about an assignment that is not there.
 const DOES_NOT_EXIST: &str = "RoleAssignmentDoesNotExist";
@@ -65,6 +66,7 @@ pub async fn assign(
                     id: id.clone(),
                     owned: true,
                     schedule: Some(schedule),
+                    holder: Holder::Unmarked,
                 }),
             );
             Observed::Present {
@@ -125,6 +127,7 @@ pub async fn reschedule(ctx: &Context, r: &Reschedule) -> Observed {
                         id,
                         owned: true,
                         schedule: Some(moved),
+                        holder: Holder::Unmarked,
                     }),
                 );
             }

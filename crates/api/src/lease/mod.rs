@@ -8,6 +8,7 @@ mod pim;
 mod plan;
 mod reason;
 mod residual;
+mod standing;
 
 #[cfg(test)]
 mod tests;
@@ -25,3 +26,4 @@ pub use plan::{
 };
 pub use reason::{Reason, ReasonUsage};
 pub use residual::{ResidualBounds, TokenKind, access_may_continue_until};
+pub use standing::{Holder, UNDATED_HOLDER_POLL};

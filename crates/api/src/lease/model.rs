@@ -253,6 +253,9 @@ pub struct ObjectObservation {
     pub needed_by_other_lease: bool,
     /// A role assignment made through PIM: the schedule Azure holds for it.
     pub schedule: Option<AssignmentSchedule>,
+    /// For an object someone else holds (`Present { owned: false }`): who, as it says itself
+    /// (untrusted: it decides only when a lease using it looks again).
+    pub holder: super::Holder,
 }
 
 /// The Azure objects observed for one grant.

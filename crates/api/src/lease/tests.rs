@@ -122,6 +122,8 @@ struct AzureModel {
     shared: Vec<ObjectKey>,
     /// The PIM schedules of PIM-made assignments: Azure removes them at their end.
     schedules: HashMap<ObjectKey, AssignmentSchedule>,
+    /// What objects someone else holds say of their holder.
+    holders: HashMap<ObjectKey, Holder>,
 }
 
 impl AzureModel {
@@ -137,6 +139,7 @@ impl AzureModel {
                     },
                     needed_by_other_lease: self.shared.contains(k),
                     schedule: self.schedules.get(k).copied(),
+                    holder: self.holders.get(k).copied().unwrap_or_default(),
                 };
                 (k.clone(), obs)
             })
@@ -1137,6 +1140,121 @@ fn standing_access_is_used_and_never_touched() {
         "standing assignment must survive"
     );
     assert_eq!(azure.objects.len(), 1);
+}
+
+/// The key of the planned Reader assignment of `spec`.
+fn reader_key(h: &Harness, spec: &AccessGrantSpec) -> ObjectKey {
+    let probe = h.decide(
+        spec,
+        &AccessGrantStatus::default(),
+        false,
+        t0(),
+        &AzureView {
+            complete: true,
+            ..Default::default()
+        },
+    );
+    probe
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateRoleAssignment(p) if p.written_role == "Reader" => Some(p.key.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Another lapse cluster's assignment holds the tuple: the lease uses it, looks again at the
+/// end its marker advertises and soon after, and puts its own in place once it is gone; that
+/// one, like everything the lease creates, goes at the lease's end.
+#[test]
+fn a_tuple_held_by_another_cluster_is_taken_over_when_it_goes() {
+    let h = Harness::new("8h");
+    let mut azure = AzureModel::default();
+    let spec = spec(Some("1h"), None);
+    let key = reader_key(&h, &spec);
+    let theirs = t0() + TimeDelta::minutes(20);
+    azure.objects.insert(key.clone(), false);
+    azure.holders.insert(
+        key.clone(),
+        Holder::Lapse {
+            expires_at: Some(theirs),
+        },
+    );
+    let mut st = AccessGrantStatus::default();
+    let d = run_to(&h, &mut azure, &spec, &mut st, t0());
+    assert_eq!(st.phase, GrantPhase::Active);
+    let state = |st: &AccessGrantStatus| {
+        st.role_assignments
+            .iter()
+            .find(|r| r.role == "Reader")
+            .map(|r| r.state)
+    };
+    assert_eq!(state(&st), Some(ObjectState::Standing));
+    assert_eq!(d.requeue_at, Some(theirs));
+    // Their operator takes a moment to delete it: look again soon.
+    let d = run_to(&h, &mut azure, &spec, &mut st, theirs);
+    assert!(d.actions.is_empty());
+    assert_eq!(d.requeue_at, Some(theirs + TimeDelta::milliseconds(500)));
+    // Gone: the lease's own, by its derived name.
+    azure.objects.remove(&key);
+    azure.holders.remove(&key);
+    let now = theirs + TimeDelta::seconds(1);
+    let d = h.decide(&spec, &st, false, now, &azure.view());
+    let ObjectKey::RoleAssignment {
+        principal_id,
+        role_guid,
+        scope,
+    } = &key
+    else {
+        panic!("{key:?}")
+    };
+    let ours = owner().role_assignment_name(
+        principal_id,
+        role_guid,
+        &crate::arm::ArmId::parse(scope).unwrap(),
+    );
+    assert!(d.actions.iter().any(|a| matches!(
+        a, Action::CreateRoleAssignment(p) if p.key == key && p.name == ours
+    )));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == Reason::DriftRepaired && !e.warning)
+    );
+    run_to(&h, &mut azure, &spec, &mut st, now);
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(state(&st), Some(ObjectState::Present));
+    assert_eq!(azure.objects.get(&key), Some(&true));
+    run_to(&h, &mut azure, &spec, &mut st, t0() + TimeDelta::hours(1));
+    assert_eq!(st.phase, GrantPhase::Expired);
+    assert!(azure.objects.is_empty());
+    assert_eq!(azure.deletes.get(&key), Some(&1));
+}
+
+/// Access someone made by hand is left to the sweep; a holder's marker never moves the lease's
+/// own end, however late it says the holder ends.
+#[test]
+fn a_holder_never_moves_the_lease_and_unmarked_ones_are_left_to_the_sweep() {
+    let h = Harness::new("8h");
+    let spec = spec(Some("1h"), None);
+    let ends = t0() + TimeDelta::hours(1);
+    for holder in [
+        Holder::Unmarked,
+        Holder::Lapse {
+            expires_at: Some(t0() + TimeDelta::days(365)),
+        },
+    ] {
+        let mut azure = AzureModel::default();
+        let key = reader_key(&h, &spec);
+        azure.objects.insert(key.clone(), false);
+        azure.holders.insert(key, holder);
+        let mut st = AccessGrantStatus::default();
+        let d = run_to(&h, &mut azure, &spec, &mut st, t0());
+        assert_eq!(st.phase, GrantPhase::Active, "{holder:?}");
+        assert_eq!(st.expires_at, Some(ends), "{holder:?}");
+        assert_eq!(d.requeue_at, Some(ends), "{holder:?}");
+    }
 }
 
 #[test]

@@ -112,6 +112,15 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     }
     let keys = keys_of(ctx, &gref, sealed, req.as_ref(), &identity);
     ctx.inventory.ensure_loaded(&ctx.lister(), &keys).await;
+    // A tuple a live lease uses through someone else's object: when that object's holder is
+    // due to let it go, read it from Azure again rather than wait for the sweep, so the lease
+    // puts its own in place as soon as it is gone (lapse_api::lease::Holder).
+    if !deleting && !status.phase.is_terminal() {
+        let due = ctx.inventory.due_holders(&keys, now);
+        if !due.is_empty() {
+            ctx.inventory.refresh(&ctx.lister(), &due).await;
+        }
+    }
     let catalogue = ctx.resolver.catalogue();
     // Tickets are asked about only for a grant still to activate or live: the cache answers,
     // and a check due starts in the background (its answer wakes the grant).

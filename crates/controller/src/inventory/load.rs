@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lapse_api::arm::ArmId;
 use lapse_api::lease::{
-    AssignmentSchedule, FicTarget, ObjectKey, PIM_LICENCE_REQUIRED, fic_target,
+    AssignmentSchedule, FicTarget, Holder, ObjectKey, PIM_LICENCE_REQUIRED, fic_target,
 };
 use lapse_api::naming;
 use lapse_azure::{AzureError, RoleAssignment};
@@ -110,6 +110,7 @@ pub fn known_assignment(
         id: ra.id.clone(),
         owned: owns_assignment(owner, ra, key) || schedule.is_some_and(|(owned, _)| *owned),
         schedule: schedule.map(|(_, s)| *s),
+        holder: Holder::of(ra.description.as_deref(), None),
     }
 }
 
@@ -166,12 +167,14 @@ impl Inventory {
                         twins += 1;
                         sample.get_or_insert_with(|| f.id.clone());
                     }
+                    let holder = Holder::of(f.description.as_deref(), Some(&f.name));
                     objects.insert(
                         k,
                         Known {
                             id: f.id,
                             owned,
                             schedule: None,
+                            holder,
                         },
                     );
                 }
@@ -182,6 +185,59 @@ impl Inventory {
         }
         self.replace(p.clone(), objects, twins, started);
         Ok(())
+    }
+
+    /// Reads these keys from Azure again, whatever the inventory holds: a role assignment from
+    /// the list of its principal's (one filtered list, not the subscription's), a FIC with its
+    /// identity's. Failures leave what the inventory held.
+    pub async fn refresh(&self, from: &Lister<'_>, keys: &[ObjectKey]) {
+        let mut fic_parts = Vec::new();
+        for key in keys {
+            let started = Instant::now();
+            let ObjectKey::RoleAssignment {
+                principal_id,
+                scope,
+                ..
+            } = key
+            else {
+                fic_parts.push(Partition::of(key));
+                continue;
+            };
+            let Some(sub) = scope
+                .strip_prefix("/subscriptions/")
+                .and_then(|s| s.split('/').next())
+            else {
+                continue;
+            };
+            let listed = match from
+                .azure
+                .list_role_assignments(sub, Some(principal_id))
+                .await
+            {
+                Ok(list) => schedules(from, sub, Some(principal_id))
+                    .await
+                    .map(|schedules| (list, schedules)),
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok((list, schedules)) => {
+                    let found = list.iter().find_map(|ra| {
+                        (assignment_key(ra).as_ref() == Some(key))
+                            .then(|| known_assignment(from.owner, ra, key, &schedules))
+                    });
+                    self.observe(key, found, started);
+                }
+                Err(e) => {
+                    tracing::warn!(principal = %principal_id, error = %e, "reading a held role assignment again")
+                }
+            }
+        }
+        fic_parts.dedup();
+        for p in fic_parts {
+            if let Err(e) = self.load(from, &p).await {
+                tracing::warn!(partition = ?p, error = %e, "reading held federated credentials again");
+            }
+        }
     }
 
     /// Loads the partitions of these keys that are not loaded yet. Failures leave them unknown.

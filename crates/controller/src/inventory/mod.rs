@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use lapse_api::lease::{
-    AssignmentSchedule, AzureView, ObjectKey, ObjectObservation, Observed, recorded_objects,
+    AssignmentSchedule, AzureView, Holder, ObjectKey, ObjectObservation, Observed, recorded_objects,
 };
 use lapse_api::v1alpha1::{AccessGrantStatus, GrantPhase, ObjectState};
 
@@ -23,6 +23,9 @@ pub enum Claim {
     Live,
     /// An ending lease is deleting it: the sweep leaves it to that lease.
     Ending,
+    /// A live lease uses someone else's object for its tuple (`Standing`): it keeps nothing
+    /// alive, but the sweep looks for it, and when it is gone the lease creates its own.
+    Uses,
 }
 
 /// One Azure object the inventory knows of.
@@ -35,6 +38,8 @@ pub struct Known {
     pub owned: bool,
     /// A role assignment made through PIM: its schedule.
     pub schedule: Option<AssignmentSchedule>,
+    /// What an object someone else holds says of its holder (`owned` false).
+    pub holder: Holder,
 }
 
 /// Which part of Azure a key lives in: the unit the inventory lists at once.
@@ -160,6 +165,45 @@ impl Inventory {
         }
     }
 
+    /// Records what a read of `key` that started at `listed_at` found (`None`: nothing), unless
+    /// one of our own writes of it came later. Unlike [`Self::record`], not one of our writes.
+    pub fn observe(&self, key: &ObjectKey, known: Option<Known>, listed_at: Instant) {
+        let mut st = self.lock();
+        if st.writes.get(key).is_some_and(|(at, _)| *at >= listed_at) {
+            return;
+        }
+        let Some(part) = st
+            .partitions
+            .get_mut(&Partition::of(key))
+            .filter(|p| p.loaded_at.is_some())
+        else {
+            return;
+        };
+        match known {
+            Some(k) => part.objects.insert(key.clone(), k),
+            None => part.objects.remove(key),
+        };
+    }
+
+    /// Of these keys, those held by someone else whose holder is due a look now (see
+    /// [`Holder::due`]).
+    pub fn due_holders(
+        &self,
+        keys: &[ObjectKey],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<ObjectKey> {
+        let st = self.lock();
+        keys.iter()
+            .filter(|k| {
+                st.partitions
+                    .get(&Partition::of(k))
+                    .and_then(|p| p.objects.get(*k))
+                    .is_some_and(|o| !o.owned && o.holder.due(now))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Builds the core's view of these keys for one grant. Keys in unloaded partitions stay
     /// unknown, so the core neither creates nor trusts them.
     pub fn view(&self, keys: &[ObjectKey], grant: &GrantRef) -> AzureView {
@@ -170,7 +214,7 @@ impl Inventory {
                 c.iter()
                     .any(|(g, claim)| g != grant && *claim == Claim::Live)
             });
-            let (observed, schedule) = match st.partitions.get(&Partition::of(key)) {
+            let (observed, schedule, holder) = match st.partitions.get(&Partition::of(key)) {
                 Some(p) if p.loaded_at.is_some() => match p.objects.get(key) {
                     Some(k) => (
                         Observed::Present {
@@ -178,10 +222,11 @@ impl Inventory {
                             id: Some(k.id.clone()),
                         },
                         k.schedule,
+                        k.holder,
                     ),
-                    None => (Observed::Absent, None),
+                    None => (Observed::Absent, None, Holder::default()),
                 },
-                _ => (Observed::Unknown, None),
+                _ => (Observed::Unknown, None, Holder::default()),
             };
             view.objects.insert(
                 key.clone(),
@@ -189,6 +234,7 @@ impl Inventory {
                     observed,
                     needed_by_other_lease,
                     schedule,
+                    holder,
                 },
             );
         }
@@ -250,7 +296,7 @@ impl Inventory {
         };
         part.objects
             .iter()
-            .filter(|(k, v)| v.owned && !st.claims.contains_key(*k))
+            .filter(|(k, v)| v.owned && !keeps_alive(&st, k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -276,8 +322,9 @@ impl Inventory {
         self.lock().partitions.values().map(|p| p.twins).sum()
     }
 
-    /// Grants holding a live claim on an object of `p` that the latest listing of `p` does not
-    /// show: their access vanished behind their back and they need a look now.
+    /// Grants holding a live claim on an object of `p` (theirs, or someone else's they use)
+    /// that the latest listing of `p` does not show: their access vanished behind their back
+    /// and they need a look now (to create their own, for one they used).
     pub fn live_claims_missing(&self, p: &Partition) -> Vec<GrantRef> {
         let st = self.lock();
         let Some(part) = st.partitions.get(p).filter(|ps| ps.loaded_at.is_some()) else {
@@ -290,7 +337,7 @@ impl Inventory {
             .flat_map(|(_, grants)| {
                 grants
                     .iter()
-                    .filter(|(_, c)| **c == Claim::Live)
+                    .filter(|(_, c)| matches!(c, Claim::Live | Claim::Uses))
                     .map(|(g, _)| g.clone())
             })
             .collect();
@@ -308,8 +355,9 @@ impl Inventory {
             .and_then(|k| k.schedule)
     }
 
+    /// Whether a lease keeps this object alive (a claim other than [`Claim::Uses`]).
     pub fn is_claimed(&self, key: &ObjectKey) -> bool {
-        self.lock().claims.contains_key(key)
+        keeps_alive(&self.lock(), key)
     }
 
     /// The partitions worth sweeping: those a grant claims an object in, and those holding an
@@ -326,8 +374,15 @@ impl Inventory {
     }
 }
 
+/// Whether a lease keeps this object alive: a claim other than [`Claim::Uses`].
+fn keeps_alive(st: &State, key: &ObjectKey) -> bool {
+    st.claims
+        .get(key)
+        .is_some_and(|c| c.values().any(|c| *c != Claim::Uses))
+}
+
 /// The claims a grant's status implies. Only a status the operator sealed may be passed here:
-/// a claim keeps an object alive.
+/// a claim (but [`Claim::Uses`]) keeps an object alive.
 pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
     let claim = match status.phase {
         GrantPhase::Activating | GrantPhase::Active => Claim::Live,
@@ -347,11 +402,15 @@ pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
             s,
             ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
         ),
+        Claim::Uses => false,
     };
     recorded_objects(status)
         .into_iter()
-        .filter(|(_, s)| holds(*s))
-        .map(|(k, _)| (k, claim))
+        .filter_map(|(k, s)| match s {
+            _ if holds(s) => Some((k, claim)),
+            ObjectState::Standing if claim == Claim::Live => Some((k, Claim::Uses)),
+            _ => None,
+        })
         .collect()
 }
 

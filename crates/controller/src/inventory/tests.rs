@@ -73,6 +73,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
             id: "ours".into(),
             owned: true,
             schedule: None,
+            holder: Holder::Unmarked,
         },
     );
     let standing = ObjectKey::RoleAssignment {
@@ -86,6 +87,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
             id: "theirs".into(),
             owned: false,
             schedule: None,
+            holder: Holder::Unmarked,
         },
     );
     inv.replace(part.clone(), objects, 0, Instant::now());
@@ -135,6 +137,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
             id: "ours".into(),
             owned: true,
             schedule: None,
+            holder: Holder::Unmarked,
         }),
     );
     inv.replace(part.clone(), HashMap::new(), 0, listing_started);
@@ -170,6 +173,7 @@ fn only_partitions_in_use_are_swept_again() {
             id: "ours".into(),
             owned: true,
             schedule: None,
+            holder: Holder::Unmarked,
         }),
     );
     assert!(inv.partitions().contains(&part));
@@ -199,4 +203,95 @@ fn a_lagging_watch_cache_never_overrides_claims_we_wrote() {
     inv.set_claims(&grant("c"), Some(&active));
     inv.retain_grants(&HashSet::new());
     assert!(!inv.is_claimed(&key));
+}
+
+/// A live lease using someone else's object keeps it alive for nobody, but the sweep looks for
+/// it and, when it is gone, sends the lease to put its own in place.
+#[test]
+fn a_standing_object_in_use_is_watched_but_kept_alive_for_nobody() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Standing);
+    let claims = claims_of(&st);
+    assert!(claims.iter().all(|(_, c)| *c == Claim::Uses), "{claims:?}");
+    let key = claims[0].0.clone();
+    let part = Partition::of(&key);
+    inv.set_claims(&grant("a"), Some(&st));
+    assert!(inv.partitions().contains(&part), "the sweep lists it");
+    assert!(!inv.is_claimed(&key));
+    assert!(
+        !inv.view(std::slice::from_ref(&key), &grant("b"))
+            .get(&key)
+            .needed_by_other_lease
+    );
+    // Ours under that tuple (no lease recorded it) is an orphan all the same.
+    let mut objects = HashMap::new();
+    objects.insert(
+        key.clone(),
+        Known {
+            id: "ours".into(),
+            owned: true,
+            schedule: None,
+            holder: Holder::Unmarked,
+        },
+    );
+    inv.replace(part.clone(), objects, 0, Instant::now());
+    assert_eq!(inv.unclaimed_owned(&part).len(), 1);
+    assert!(inv.live_claims_missing(&part).is_empty());
+    // Gone: the lease is sent to create its own.
+    inv.replace(part.clone(), HashMap::new(), 0, Instant::now());
+    assert_eq!(inv.live_claims_missing(&part), vec![grant("a")]);
+    // Ended leases use nothing.
+    assert!(claims_of(&status(GrantPhase::Expired, ObjectState::Standing)).is_empty());
+}
+
+/// A holder due a look is read again; the read replaces the inventory's object unless one of
+/// our own writes came after the read started.
+#[test]
+fn held_objects_due_a_look_are_read_again() {
+    let inv = Inventory::default();
+    let key = claims_of(&status(GrantPhase::Active, ObjectState::Present))
+        .remove(0)
+        .0;
+    let part = Partition::of(&key);
+    let end = chrono::Utc::now();
+    let theirs = Known {
+        id: "theirs".into(),
+        owned: false,
+        schedule: None,
+        holder: Holder::Lapse {
+            expires_at: Some(end),
+        },
+    };
+    let mut objects = HashMap::new();
+    objects.insert(key.clone(), theirs.clone());
+    inv.replace(part.clone(), objects, 0, Instant::now());
+    let keys = std::slice::from_ref(&key);
+    assert!(
+        inv.due_holders(keys, end - chrono::TimeDelta::seconds(1))
+            .is_empty()
+    );
+    assert_eq!(inv.due_holders(keys, end), keys.to_vec());
+    // A read that found it gone.
+    inv.observe(&key, None, Instant::now());
+    assert_eq!(
+        inv.view(keys, &grant("a")).get(&key).observed,
+        Observed::Absent
+    );
+    assert!(inv.due_holders(keys, end).is_empty());
+    // A read older than our create does not undo it.
+    let read_started = Instant::now();
+    inv.record(
+        &key,
+        Some(Known {
+            id: "ours".into(),
+            owned: true,
+            schedule: None,
+            holder: Holder::Unmarked,
+        }),
+    );
+    inv.observe(&key, Some(theirs), read_started);
+    assert!(matches!(
+        inv.view(keys, &grant("a")).get(&key).observed,
+        Observed::Present { owned: true, .. }
+    ));
 }

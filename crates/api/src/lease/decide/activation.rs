@@ -206,6 +206,9 @@ impl Step<'_> {
         let mut all_present = true;
         let mut refusal: Option<String> = None;
         let mut standing = Vec::new();
+        // When a held tuple may have come free (docs/architecture.md, "Scaling past one
+        // cluster and one subscription").
+        let mut look_again: Option<DateTime<Utc>> = None;
         let mut creates = Vec::new();
         let mut items: Vec<(ObjectKey, Action, String)> = plan
             .role_assignments
@@ -252,6 +255,9 @@ impl Step<'_> {
                     ObjectState::Present
                 }
                 Observed::Present { owned: false, id } => {
+                    if let Some(t) = obs.holder.look_again_at(self.now) {
+                        look_again = Some(look_again.map_or(t, |l| l.min(t)));
+                    }
                     standing.push(format!(
                         "{what} ({})",
                         id.unwrap_or_else(|| "existing assignment".into())
@@ -262,7 +268,25 @@ impl Step<'_> {
                     all_present = false;
                     // Never a create at or after expiry.
                     if self.now < expires_at {
-                        if was_active {
+                        let held = self
+                            .st
+                            .role_assignments
+                            .get(i)
+                            .map(|r| r.state)
+                            .or_else(|| self.st.federated_credential.as_ref().map(|f| f.state))
+                            == Some(ObjectState::Standing);
+                        if held {
+                            // Another's object held the tuple and is gone: the lease's own
+                            // takes its place, bounded by this lease as everything it creates.
+                            self.event(
+                                false,
+                                Reason::DriftRepaired,
+                                format!(
+                                    "{what} was held by an object lapse did not create here, \
+                                     which is gone; creating the lease's own"
+                                ),
+                            );
+                        } else if was_active {
                             self.event(
                                 true,
                                 Reason::DriftRepaired,
@@ -365,6 +389,10 @@ impl Step<'_> {
                 (None, None) => "creating Azure objects".into(),
             };
             self.transition(GrantPhase::Activating, false, Reason::Activating, msg);
+        }
+        if let Some(t) = look_again {
+            let t = t.min(expires_at);
+            self.requeue_at = Some(self.requeue_at.map_or(t, |r| r.min(t)));
         }
     }
 
