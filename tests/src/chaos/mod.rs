@@ -352,7 +352,10 @@ pub async fn run(c: &Campaign) -> anyhow::Result<ChaosReport> {
                 let (activating, revoking) = in_flight(&w).await?;
                 report.kills_during_activation += usize::from(activating > 0);
                 report.kills_during_revocation += usize::from(revoking > 0);
-                let what = replicas.kill(&w, *target, *restart).await?;
+                let (what, was_leading) = replicas.kill(&w, *target, *restart).await?;
+                if was_leading {
+                    report.kills_of_leader += 1;
+                }
                 println!("+{now:>7.3}s  {what} ({activating} activating, {revoking} revoking)");
                 *report.faults.entry(fault.kind()).or_default() += 1;
             }

@@ -94,13 +94,13 @@ impl Replicas {
     }
 
     /// SIGKILLs the leader or the standby and restarts it at once, in place or as a
-    /// rescheduled pod. Returns who was killed.
+    /// rescheduled pod. Returns who was killed, and whether it was leading.
     pub async fn kill(
         &mut self,
         w: &World,
         target: KillTarget,
         restart: Restart,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(String, bool)> {
         let leader = self.leader(w).await?;
         let victim = match (target, leader) {
             (KillTarget::Leader, Some(i)) => i,
@@ -129,7 +129,7 @@ impl Replicas {
         let what = format!("killed {} ({role}), restarted as {name}", r.name);
         self.dead.push(r);
         self.spawn(w, &name)?;
-        Ok(what)
+        Ok((what, leader == Some(victim)))
     }
 
     /// Restarts, under the same name, any replica that exited by itself (an operator that

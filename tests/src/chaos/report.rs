@@ -32,6 +32,9 @@ pub struct ChaosReport {
     pub seed: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, usize>,
+    /// Kills that struck the replica leading at the time (the rest struck a standby: the one
+    /// aimed at the leader, too, when none led, mid-failover).
+    pub kills_of_leader: usize,
     /// Kills that struck while some grant was activating, or revoking.
     pub kills_during_activation: usize,
     pub kills_during_revocation: usize,
@@ -115,6 +118,17 @@ impl fmt::Display for ChaosReport {
         for (kind, n) in &self.faults {
             writeln!(f, "  {n:>4}  {kind}")?;
         }
+        let kills: usize = self
+            .faults
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("SIGKILL"))
+            .map(|(_, n)| n)
+            .sum();
+        writeln!(
+            f,
+            "kills: {kills}, of which {} struck the replica leading then (the rest a standby, also when a kill aimed at the leader found none mid-failover)",
+            self.kills_of_leader
+        )?;
         writeln!(
             f,
             "kills while activations were in flight: {}, while revocations were: {}",
