@@ -73,7 +73,7 @@ impl Campaign {
         }
     }
 
-    /// The variant `make test` runs: 4 kills (one a failover), 8 grants, about 80 s.
+    /// The variant `make test` runs: 4 kills (one a failover), 8 grants, about 60 s.
     pub fn short(seed: u64) -> Self {
         Self {
             kills: 4,
