@@ -12,7 +12,7 @@ CHART_CRD_DIR := charts/lapse/files/crds
 LAPSE_OPERATOR := $(CARGO) run --quiet -p lapse-operator --
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench fuzz e2e-external e2e-rehearse image actionlint
+.PHONY: help test lint fmt fmt-check clippy crds crd-check unit-tests build demo bench chaos fuzz e2e-external e2e-rehearse image actionlint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -143,6 +143,14 @@ e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and ten
 bench: ## The targets of docs/architecture.md at their scale against the sandbox, ~17 min (LAPSE_BENCH_GRANTS=400 for a quick run; docs/testing.md)
 	$(CARGO) build --release --workspace --bins
 	$(CARGO_TARGET_DIR)/release/lapse-bench
+
+# The chaos campaign (tests/src/chaos/, docs/testing.md "Chaos"). Debug binaries, the ones
+# `make test` builds: no second (release) build of the workspace, and a slower operator only
+# makes the overstay check stricter. CHAOS_ARGS="--seed N" reruns another seed's schedule.
+CHAOS_ARGS ?=
+chaos: ## Seeded chaos campaign against the sandbox: 30 SIGKILLs, watch and Azure faults, 120 grants; fails on a broken invariant (~6 min)
+	$(CARGO) build --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/lapse-chaos $(CHAOS_ARGS)
 
 # Fuzz targets over what a tenant can write (fuzz/; docs/testing.md, "Fuzzing").
 FUZZ_TARGETS := duration arm_id role_ref grant_spec policy_match

@@ -7,6 +7,7 @@
 //! on a fresh sandbox per test.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 mod layering;
 mod operator;
 pub mod target;

@@ -27,6 +27,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
             }
             let out = Command::new(cargo)
                 .args(&args)
+                // Set by cargo and nextest for the test process; ring's build script reruns
+                // when it changes, and with it most of the workspace: without this the first
+                // test of every run rebuilt what `make test` had just built.
+                .env_remove("CARGO_MANIFEST_DIR")
                 .current_dir(workspace_root())
                 .output()
                 .map_err(|e| format!("running cargo build: {e}"))?;
