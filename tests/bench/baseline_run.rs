@@ -16,6 +16,7 @@ use crate::figures::{Figures, Lease, figures};
 use crate::harness::{Bench, Call, rss_kib};
 use crate::plan::{Plan, in_burst};
 use crate::{Config, secs};
+use lapse_e2e::tail;
 
 /// Where the baseline records its role assignments (tests/bench/baseline/main.rs).
 const ASSIGNMENTS_ANNOTATION: &str = "baseline.lapse.dev/role-assignments";
@@ -62,6 +63,25 @@ fn spawn(b: &Bench, cfg: &Config) -> anyhow::Result<Process> {
         .spawn()
         .context("starting lapse-baseline")?;
     Ok(Process(child))
+}
+
+/// When the baseline began its first pass (it logs "lapse-baseline started" just before).
+async fn started(b: &Bench, process: &mut Process) -> anyhow::Result<Instant> {
+    let log = b.dir.join("baseline.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("lapse-baseline started") {
+            return Ok(Instant::now());
+        }
+        if let Some(status) = process.0.try_wait()? {
+            anyhow::bail!("lapse-baseline exited with {status}:\n{}", tail(&text, 20));
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("lapse-baseline did not start in 60s:\n{}", tail(&text, 20));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Grant name → the role assignments the baseline recorded on it (lower case, as sim-azure logs
@@ -156,14 +176,18 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
         Some(json!({"latencyMs": cfg.latency_ms})),
     )
     .await?;
-    let process = spawn(&b, cfg)?;
+    let mut process = spawn(&b, cfg)?;
     let pid = process.0.id();
     let mut notes = Vec::new();
     let mut audit = AuditBook::default();
+    let resync = Duration::from_secs(cfg.baseline_resync_secs);
+    // The burst lands half-way between two passes: a fixed resync's phase against the
+    // workload is arbitrary, and half an interval is its average.
+    let first_pass = started(&b, &mut process).await?;
+    tokio::time::sleep_until((first_pass + resync / 2).into()).await;
 
     let plan = Plan::new(cfg, Utc::now());
     let grants = plan.grants(&principals, &subs);
-    let resync = Duration::from_secs(cfg.baseline_resync_secs);
 
     // 1. Burst; 2. fill: both waited for until the baseline has recorded an assignment on each.
     let mut applied: HashMap<String, DateTime<Utc>> = b

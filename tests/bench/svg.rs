@@ -12,10 +12,11 @@ pub struct Series<'a> {
 }
 
 const W: f64 = 760.0;
-const H: f64 = 460.0;
+const H: f64 = 500.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 24.0;
-const TOP: f64 = 48.0;
+/// Room for the title and, under it, the legend.
+const TOP: f64 = 84.0;
 const BOTTOM: f64 = 62.0;
 /// The smallest time the axis shows (1 ms): shorter values sit on its left edge.
 const FLOOR_EXP: i32 = -3;
@@ -30,6 +31,15 @@ fn seconds_label(exp: i32) -> String {
     match exp {
         e if e < 0 => format!("{} ms", 10f64.powi(e + 3).round()),
         e => format!("{} s", 10f64.powi(e).round()),
+    }
+}
+
+/// A minor tick's label: "20 ms", "5 s".
+fn seconds_value(v: f64) -> String {
+    if v < 1.0 {
+        format!("{} ms", (v * 1000.0).round())
+    } else {
+        format!("{} s", v.round())
     }
 }
 
@@ -91,12 +101,22 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series<'_>]) -> String {
         );
         if e < hi {
             for m in 2..10 {
-                let x = x_of(f64::from(m) * 10f64.powi(e));
+                let v = f64::from(m) * 10f64.powi(e);
+                let x = x_of(v);
                 let _ = writeln!(
                     s,
                     r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/>"##,
                     TOP + ph
                 );
+                // A short axis has room for 2x and 5x labels.
+                if hi - lo <= 2 && (m == 2 || m == 5) {
+                    let _ = writeln!(
+                        s,
+                        r##"<text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="#666" font-size="10">{}</text>"##,
+                        TOP + ph + 16.0,
+                        seconds_value(v)
+                    );
+                }
             }
         }
     }
@@ -155,9 +175,9 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series<'_>]) -> String {
             serie.colour
         );
     }
-    // The legend, top left inside the plot.
+    // The legend, between the title and the plot, where no curve can hide it.
     for (i, (serie, v)) in series.iter().zip(&sorted).enumerate() {
-        let y = TOP + 18.0 + 18.0 * i as f64;
+        let y = 46.0 + 18.0 * i as f64;
         let text = match (percentile(v, 0.5), percentile(v, 0.99)) {
             (Some(p50), Some(p99)) => format!(
                 "{} (n={}, p50 {p50:.3} s, p99 {p99:.3} s)",
