@@ -103,30 +103,32 @@ fn recorded(grants: &[AccessGrant]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Lists the grants every `every` until `done(annotated count)` or `timeout`; the last listing's
-/// records, and a note when the wait ran out.
+/// Lists the grants every `every` until `done(annotated count)` or `timeout`, adding every
+/// record seen to `records`; a note when the wait ran out.
 async fn wait_records(
     b: &Bench,
+    records: &mut HashMap<String, String>,
     what: &str,
     timeout: Duration,
     every: Duration,
     done: impl Fn(usize) -> bool,
-) -> anyhow::Result<(HashMap<String, String>, Option<String>)> {
+) -> anyhow::Result<Option<String>> {
     let t = Instant::now();
     loop {
         let rec = recorded(&b.list_grants(NAMESPACE).await?);
-        if done(rec.len()) {
+        let count = rec.len();
+        records.extend(rec);
+        if done(count) {
             println!("baseline {what} after {:.1}s", t.elapsed().as_secs_f64());
-            return Ok((rec, None));
+            return Ok(None);
         }
         if t.elapsed() > timeout {
             let note = format!(
-                "{what}: not after {:.0}s ({} grants had a role assignment recorded)",
+                "{what}: not after {:.0}s ({count} grants had a role assignment recorded)",
                 timeout.as_secs_f64(),
-                rec.len()
             );
             println!("baseline: {note}");
-            return Ok((rec, Some(note)));
+            return Ok(Some(note));
         }
         tokio::time::sleep(every).await;
     }
@@ -196,8 +198,11 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
         .into_iter()
         .collect();
     let burst = cfg.burst;
-    let (_, note) = wait_records(
+    // Every assignment the baseline recorded, by grant: it removes a record once deleted.
+    let mut records = HashMap::new();
+    let note = wait_records(
         &b,
+        &mut records,
         "burst: all recorded",
         Duration::from_secs_f64(plan.burst_ideal * 3.0 + 120.0) + 2 * resync,
         Duration::from_millis(500),
@@ -209,8 +214,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
         b.create_grants(NAMESPACE, grants[cfg.burst..].to_vec(), cfg.parallel)
             .await?,
     );
-    let (mut records, note) = wait_records(
+    let note = wait_records(
         &b,
+        &mut records,
         "fill: all recorded",
         Duration::from_secs_f64(plan.fill_ideal * 3.0 + 180.0) + 2 * resync,
         Duration::from_secs(1),
@@ -235,8 +241,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
     let wait = (plan.lapse_end - Utc::now()).to_std().unwrap_or_default()
         + Duration::from_secs(300)
         + 10 * resync;
-    let (_, note) = wait_records(
+    let note = wait_records(
         &b,
+        &mut records,
         "lapse: every assignment deleted",
         wait,
         Duration::from_secs(1),

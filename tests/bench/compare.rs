@@ -70,9 +70,9 @@ fn lines(cfg: &Config, l: &Figures, b: Option<&Figures>) -> Vec<Line> {
         col(&|f| seconds(f.overstay.max)),
     );
     push(
-        "leases never revoked".into(),
-        "0",
-        col(&|f| f.unrevoked.to_string()),
+        "leases never revoked / never activated".into(),
+        "0 / 0",
+        col(&|f| format!("{} / {}", f.unrevoked, f.never_activated)),
     );
     push(
         format!(

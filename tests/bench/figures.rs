@@ -61,7 +61,9 @@ pub struct Figures {
     pub activation: Distribution,
     /// Lease end → its role assignment's DELETE acknowledged by ARM, seconds.
     pub overstay: Distribution,
-    /// Leases whose assignment ARM never acknowledged deleting (or that never had one).
+    /// Leases that never had a role assignment (their window closed first).
+    pub never_activated: usize,
+    /// Leases with a role assignment ARM never acknowledged deleting.
     pub unrevoked: usize,
     /// ARM GETs (role assignments and anything else) from the start to the last lapse.
     pub arm_reads: usize,
@@ -122,7 +124,15 @@ pub fn figures(
     Figures {
         leases: leases.len(),
         activation: Distribution::new(activation),
-        unrevoked: leases.len() - overstay.len(),
+        never_activated: leases.iter().filter(|l| l.assignment.is_none()).count(),
+        unrevoked: leases
+            .iter()
+            .filter(|l| {
+                l.assignment
+                    .as_deref()
+                    .is_some_and(|a| !delete_acked.contains_key(a))
+            })
+            .count(),
         overstay: Distribution::new(overstay),
         arm_reads,
         arm_reads_per_lease: per_lease(arm_reads),

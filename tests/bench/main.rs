@@ -55,8 +55,9 @@ Usage: lapse-bench [--baseline]
                a naive resync reconciler, on a sandbox of its own, and print both side by side
                (also LAPSE_BENCH_BASELINE=1)
 
-Writes report.json, overstay.svg and activation.svg to LAPSE_BENCH_OUT (default
-$CARGO_TARGET_DIR/lapse-bench, else target/lapse-bench beside the binary).
+Writes report.json, overstay.svg and activation.svg to LAPSE_BENCH_OUT, by default to
+lapse-bench/ in the cargo target directory the binary was built in
+($CARGO_TARGET_DIR/lapse-bench).
 
 Environment (defaults): LAPSE_BENCH_GRANTS (10000), LAPSE_BENCH_BURST (1000),
 LAPSE_BENCH_SUBSCRIPTIONS (5), LAPSE_BENCH_RSS_GRANTS (10 x grants; 0 or <= grants skips),
