@@ -108,6 +108,7 @@ fn recorded(grants: &[AccessGrant]) -> HashMap<String, String> {
 async fn wait_records(
     b: &Bench,
     records: &mut HashMap<String, String>,
+    audit: &mut AuditBook,
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -118,6 +119,7 @@ async fn wait_records(
         let rec = recorded(&b.list_grants(NAMESPACE).await?);
         let count = rec.len();
         records.extend(rec);
+        audit.take_every(b, AUDIT_EVERY).await?;
         if done(count) {
             println!("baseline {what} after {:.1}s", t.elapsed().as_secs_f64());
             return Ok(None);
@@ -140,10 +142,25 @@ async fn wait_records(
 struct AuditBook {
     calls: Vec<Call>,
     seen: HashSet<(DateTime<Utc>, String, String, String, u16)>,
+    last: Option<Instant>,
 }
 
+/// How often a long wait reads the audit log: the baseline sends at most about 135 requests a
+/// second (ARM's read refill of 25/s in each of 5 subscriptions, and sleeping 429s), so a
+/// minute is far from 100,000.
+const AUDIT_EVERY: Duration = Duration::from_secs(60);
+
 impl AuditBook {
+    /// Takes a snapshot when the last is older than `every`.
+    async fn take_every(&mut self, b: &Bench, every: Duration) -> anyhow::Result<()> {
+        if self.last.is_none_or(|t| t.elapsed() >= every) {
+            self.take(b).await?;
+        }
+        Ok(())
+    }
+
     async fn take(&mut self, b: &Bench) -> anyhow::Result<()> {
+        self.last = Some(Instant::now());
         for c in b.audit().await? {
             let key = (
                 c.time,
@@ -203,6 +220,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
     let note = wait_records(
         &b,
         &mut records,
+        &mut audit,
         "burst: all recorded",
         Duration::from_secs_f64(plan.burst_ideal * 3.0 + 120.0) + 2 * resync,
         Duration::from_millis(500),
@@ -217,6 +235,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
     let note = wait_records(
         &b,
         &mut records,
+        &mut audit,
         "fill: all recorded",
         Duration::from_secs_f64(plan.fill_ideal * 3.0 + 180.0) + 2 * resync,
         Duration::from_secs(1),
@@ -244,6 +263,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<BaselineRun> {
     let note = wait_records(
         &b,
         &mut records,
+        &mut audit,
         "lapse: every assignment deleted",
         wait,
         Duration::from_secs(1),
