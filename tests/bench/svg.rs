@@ -3,12 +3,14 @@
 
 use std::fmt::Write as _;
 
-/// One curve: its name, colour and values (any order).
+/// One curve: its name, colour and values (any order), out of `total` (more than the values
+/// when some never happened, e.g. leases never revoked: the curve then stops short of 100%).
 #[derive(Debug)]
 pub struct Series<'a> {
     pub label: &'a str,
     pub colour: &'a str,
     pub values: &'a [f64],
+    pub total: usize,
 }
 
 const W: f64 = 760.0;
@@ -158,7 +160,7 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series<'_>]) -> String {
         if v.is_empty() {
             continue;
         }
-        let n = v.len() as f64;
+        let n = serie.total.max(v.len()) as f64;
         let mut d = format!("M{:.1},{:.1}", x_of(v[0]), y_of(0.0));
         let mut last_x = x_of(v[0]);
         for (i, x) in v.iter().enumerate() {
@@ -179,10 +181,17 @@ pub fn cdf(title: &str, x_label: &str, series: &[Series<'_>]) -> String {
     for (i, (serie, v)) in series.iter().zip(&sorted).enumerate() {
         let y = 46.0 + 18.0 * i as f64;
         let text = match (percentile(v, 0.5), percentile(v, 0.99)) {
-            (Some(p50), Some(p99)) => format!(
+            (Some(p50), Some(p99)) if v.len() >= serie.total => format!(
                 "{} (n={}, p50 {p50:.3} s, p99 {p99:.3} s)",
                 serie.label,
                 v.len()
+            ),
+            (Some(_), Some(_)) => format!(
+                "{} ({} of {} measured, the rest never happened; max {:.3} s)",
+                serie.label,
+                v.len(),
+                serie.total,
+                v.last().copied().unwrap_or_default()
             ),
             _ => format!("{} (no data)", serie.label),
         };
@@ -217,17 +226,21 @@ mod tests {
                     label: "lapse",
                     colour: "#1f77b4",
                     values: &fast,
+                    total: 3,
                 },
                 Series {
                     label: "baseline <naive>",
                     colour: "#d62728",
                     values: &slow,
+                    total: 4,
                 },
             ],
         );
         assert_eq!(svg.matches("<path ").count(), 2);
         assert!(svg.contains("lapse (n=3, p50 0.400 s, p99 0.500 s)"));
-        assert!(svg.contains("baseline &lt;naive&gt;"));
+        // One of the baseline's four never happened: its curve stops at 75%.
+        assert!(svg.contains("baseline &lt;naive&gt; (3 of 4 measured"));
+        assert!(svg.contains(&format!("V{:.1}", TOP + 0.25 * (H - TOP - BOTTOM))));
         // The axis runs from 100 ms to 100 s.
         assert!(svg.contains(">100 ms<") && svg.contains(">100 s<"));
         assert!(svg.ends_with("</svg>\n"));
@@ -242,6 +255,7 @@ mod tests {
                 label: "b",
                 colour: "red",
                 values: &[],
+                total: 0,
             }],
         );
         assert_eq!(svg.matches("<path ").count(), 0);
