@@ -140,9 +140,12 @@ e2e-external: ## The end-to-end suites on your cluster and Azure tenant (setting
 e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and tenant
 	@CARGO="$(CARGO)" scripts/e2e-rehearse.sh
 
-bench: ## The targets of docs/architecture.md at their scale against the sandbox, ~17 min (LAPSE_BENCH_GRANTS=400 for a quick run; docs/testing.md)
+# `make bench` runs the naive baseline after lapse and prints both side by side;
+# LAPSE_BENCH_BASELINE=0 skips it.
+LAPSE_BENCH_BASELINE ?= 1
+bench: ## The targets of docs/architecture.md at scale, then a naive baseline beside lapse, ~25 min (LAPSE_BENCH_GRANTS=400 quick, LAPSE_BENCH_BASELINE=0 lapse only; docs/testing.md)
 	$(CARGO) build --release --workspace --bins
-	$(CARGO_TARGET_DIR)/release/lapse-bench
+	LAPSE_BENCH_BASELINE=$(LAPSE_BENCH_BASELINE) $(CARGO_TARGET_DIR)/release/lapse-bench
 
 # The chaos campaign (tests/src/chaos/, docs/testing.md "Chaos"). Debug binaries, the ones
 # `make test` builds: no second (release) build of the workspace, and a slower operator only

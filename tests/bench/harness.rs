@@ -200,10 +200,11 @@ impl Drop for Bench {
 }
 
 impl Bench {
-    /// Starts a sandbox with `subs` subscriptions, applies the CRDs.
-    pub async fn start(subs: usize) -> anyhow::Result<Self> {
+    /// Starts a sandbox with `subs` subscriptions, applies the CRDs; `label` names its scratch
+    /// directory (one run starts one for lapse, and one for the baseline).
+    pub async fn start(subs: usize, label: &str) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = std::env::temp_dir().join(format!("lapse-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("lapse-bench-{}-{label}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let subscriptions = subscription_ids(subs);

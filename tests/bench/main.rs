@@ -23,9 +23,14 @@
 //!
 //! Sandbox only: it refuses `LAPSE_E2E_TARGET=external`.
 
+mod baseline_run;
+mod compare;
+mod figures;
 mod flood;
 mod harness;
+mod plan;
 mod report;
+mod svg;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,7 +43,31 @@ use lapse_api::v1alpha1::{
 use serde_json::json;
 
 use harness::{Bench, Call, Metrics, RESOURCE_GROUP, rss_kib};
+use plan::Plan;
 use report::mib;
+
+const USAGE: &str = "\
+lapse-bench: the operator against the sandbox at the scale of docs/architecture.md's targets;
+prints target against measured, asserts nothing (docs/testing.md, \"Benchmark\").
+
+Usage: lapse-bench [--baseline]
+
+  --baseline   also run the burst, fill, steady state and lapse phases against lapse-baseline,
+               a naive resync reconciler, on a sandbox of its own, and print both side by side
+               (also LAPSE_BENCH_BASELINE=1)
+
+Writes report.json, overstay.svg and activation.svg to LAPSE_BENCH_OUT, by default to
+lapse-bench/ in the cargo target directory the binary was built in
+($CARGO_TARGET_DIR/lapse-bench).
+
+Environment (defaults): LAPSE_BENCH_GRANTS (10000), LAPSE_BENCH_BURST (1000),
+LAPSE_BENCH_SUBSCRIPTIONS (5), LAPSE_BENCH_RSS_GRANTS (10 x grants; 0 or <= grants skips),
+LAPSE_BENCH_LATENCY_MS (50), LAPSE_BENCH_SWEEP_SECS (20), LAPSE_BENCH_END_RATE (9),
+LAPSE_BENCH_CONCURRENCY (64), LAPSE_BENCH_CLIENTS (32), LAPSE_BENCH_BATCH (5000),
+LAPSE_BENCH_STALL_SECS (90), LAPSE_BENCH_PIM_GRANTS (200; 0 skips),
+LAPSE_BENCH_LOG_EVENTS (1000000; 0 skips), LAPSE_BENCH_OPERATOR_ENV (K=V,K=V),
+LAPSE_BENCH_BASELINE (0), LAPSE_BENCH_BASELINE_RESYNC_SECS (10),
+LAPSE_BENCH_BASELINE_CONCURRENCY (8), LAPSE_E2E_KEEP (keep the scratch directories).";
 
 fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -56,7 +85,8 @@ const WRITE_REFILL: f64 = 10.0;
 /// Role assignments ARM allows per subscription, less the operator's own.
 const PER_SUBSCRIPTION: usize = 4000 - 1;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Config {
     grants: usize,
     burst: usize,
@@ -78,10 +108,15 @@ struct Config {
     log_events: u64,
     /// Grants of the create flood (phase 6a); 0 skips it.
     flood: usize,
+    /// Whether phases 1, 2, 3 and 5 run again against `lapse-baseline`, and its settings.
+    baseline: bool,
+    baseline_resync_secs: u64,
+    baseline_concurrency: u64,
 }
 
 impl Config {
-    fn from_env() -> anyhow::Result<Self> {
+    /// From the environment and the command line (`--baseline`).
+    fn from_env(args: &[String]) -> anyhow::Result<Self> {
         let grants = env_num("LAPSE_BENCH_GRANTS", 10_000)? as usize;
         let c = Self {
             grants,
@@ -98,6 +133,10 @@ impl Config {
             pim_grants: (env_num("LAPSE_BENCH_PIM_GRANTS", 200)? as usize).min(grants),
             log_events: env_num("LAPSE_BENCH_LOG_EVENTS", 1_000_000)?,
             flood: env_num("LAPSE_BENCH_FLOOD", 20_000)? as usize,
+            baseline: args.iter().any(|a| a == "--baseline")
+                || env_num("LAPSE_BENCH_BASELINE", 0)? != 0,
+            baseline_resync_secs: env_num("LAPSE_BENCH_BASELINE_RESYNC_SECS", 10)?.max(1),
+            baseline_concurrency: env_num("LAPSE_BENCH_BASELINE_CONCURRENCY", 8)?.max(1),
             operator_env: std::env::var("LAPSE_BENCH_OPERATOR_ENV")
                 .unwrap_or_default()
                 .split(',')
@@ -120,6 +159,11 @@ impl Config {
             );
         }
         Ok(c)
+    }
+
+    /// Phase 3: two sweep intervals.
+    fn steady_window(&self) -> Duration {
+        Duration::from_secs(2 * self.sweep_secs)
     }
 }
 
@@ -200,7 +244,15 @@ async fn main() -> anyhow::Result<()> {
             lapse_e2e::TARGET_VAR
         );
     }
-    let cfg = Config::from_env()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    if let Some(a) = args.iter().find(|a| *a != "--baseline") {
+        bail!("unknown argument {a:?}\n\n{USAGE}");
+    }
+    let cfg = Config::from_env(&args)?;
     let run_started = Instant::now();
     let n = cfg.grants;
     let s = cfg.subscriptions;
@@ -215,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.concurrency
     );
 
-    let mut b = Bench::start(s).await?;
+    let mut b = Bench::start(s, "lapse").await?;
     let subs = b.subscriptions.clone();
     b.kubectl(&["create", "namespace", "bench"])?;
     b.kubectl(&["create", "namespace", "bench-future"])?;
@@ -262,71 +314,9 @@ async fn main() -> anyhow::Result<()> {
     b.wait_ready().await?;
     let (rss_idle, _) = rss_kib(b.op()?.pid());
 
-    // Which subscription each grant goes to: the burst all in the first, the rest evening out.
-    let mut sub_of = vec![0usize; n];
-    let mut per_sub = vec![0usize; s];
-    per_sub[0] = cfg.burst;
-    for slot in sub_of.iter_mut().skip(cfg.burst) {
-        let (i, _) = per_sub
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| **c)
-            .unwrap_or((0, &0));
-        *slot = i;
-        per_sub[i] += 1;
-    }
-    // When leases start to end: after the activations the write budget allows (with a margin),
-    // the steady-state window and the restart. Each subscription's leases then end
-    // `end_rate` a second, interleaved across subscriptions.
-    let burst_ideal = (cfg.burst as f64 - WRITE_BURST).max(0.0) / WRITE_REFILL;
-    let fill_ideal = (0..s)
-        .map(|i| {
-            let rest = per_sub[i] - if i == 0 { cfg.burst } else { 0 };
-            let bucket = if i == 0 && cfg.burst > 0 {
-                0.0
-            } else {
-                WRITE_BURST
-            };
-            (rest as f64 - bucket).max(0.0) / WRITE_REFILL
-        })
-        .fold(0.0, f64::max);
-    let steady_window = Duration::from_secs(2 * cfg.sweep_secs);
-    let lead = 1.3 * (burst_ideal + fill_ideal)
-        + n as f64 / 300.0
-        + 30.0
-        + steady_window.as_secs_f64()
-        + 60.0;
-    let t0 = Utc::now();
-    let lapse_start = t0 + TimeDelta::milliseconds((lead * 1000.0) as i64);
-    let mut ends = vec![lapse_start; n];
-    let mut k_of_sub = vec![0usize; s];
-    for (i, end) in ends.iter_mut().enumerate() {
-        let sub = sub_of[i];
-        let k = k_of_sub[sub];
-        k_of_sub[sub] += 1;
-        let offset = (k as f64 + sub as f64 / s as f64) / cfg.end_rate;
-        *end = lapse_start + TimeDelta::milliseconds((offset * 1000.0) as i64);
-    }
-    let lapse_end = ends.iter().max().copied().unwrap_or(lapse_start);
-    println!(
-        "plan: write budget allows the burst in {burst_ideal:.0}s and the rest in \
-         {fill_ideal:.0}s; leases end from +{lead:.0}s for {:.0}s",
-        secs(lapse_end - lapse_start)
-    );
-    let grants: Vec<AccessGrant> = (0..n)
-        .map(|i| {
-            grant(
-                &format!("g{i:05}"),
-                &principals[i],
-                format!(
-                    "/subscriptions/{}/resourceGroups/{RESOURCE_GROUP}",
-                    subs[sub_of[i]]
-                ),
-                None,
-                ends[i],
-            )
-        })
-        .collect();
+    let plan = Plan::new(&cfg, Utc::now());
+    let (lapse_start, lapse_end) = (plan.lapse_start, plan.lapse_end);
+    let grants = plan.grants(&principals, &subs);
 
     // 1. Burst.
     let burst_from = Utc::now();
@@ -337,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .collect();
     let burst_created = t.elapsed();
-    let timeout = Duration::from_secs_f64(burst_ideal * 3.0 + 120.0);
+    let timeout = Duration::from_secs_f64(plan.burst_ideal * 3.0 + 120.0);
     wait_phase(
         &mut b,
         "burst activation",
@@ -363,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
             .await?,
     );
     let fill_created = t.elapsed();
-    let timeout = Duration::from_secs_f64(fill_ideal * 3.0 + 180.0);
+    let timeout = Duration::from_secs_f64(plan.fill_ideal * 3.0 + 180.0);
     wait_phase(
         &mut b,
         "activation of every grant",
@@ -386,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
             g.metadata
                 .name
                 .as_deref()
-                .is_some_and(|n| n < format!("g{:05}", cfg.burst).as_str())
+                .is_some_and(|n| plan::in_burst(n, cfg.burst))
         })
         .filter_map(|g| {
             let name = g.metadata.name.as_deref()?;
@@ -395,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
 
     // 3. Steady state.
+    let steady_window = cfg.steady_window();
     let steady_from = Utc::now();
     tokio::time::sleep(steady_window).await;
     let steady_to = Utc::now();
@@ -451,7 +442,9 @@ async fn main() -> anyhow::Result<()> {
 
     // 5. Lapse.
     let wait = (lapse_end - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(300);
-    wait_phase(
+    // A stall is a finding, not the end of the run: the leases left are counted as never
+    // revoked, and the baseline still runs.
+    match wait_phase(
         &mut b,
         "every lease lapsed",
         "Expired",
@@ -459,13 +452,34 @@ async fn main() -> anyhow::Result<()> {
         wait,
         Duration::from_secs(1),
     )
-    .await?;
+    .await
+    {
+        Ok(_) => println!(
+            "lapse: all {n} Expired {:.1}s after the last lease end",
+            secs(Utc::now() - lapse_end)
+        ),
+        Err(e) => println!("lapse: {e:#}"),
+    }
     let lapsed_at = Utc::now();
-    println!(
-        "lapse: all {n} Expired {:.1}s after the last lease end",
-        secs(lapsed_at - lapse_end)
-    );
     let listed = b.list_grants("bench").await?;
+    let leases: Vec<figures::Lease> = listed
+        .iter()
+        .filter_map(|g| {
+            let name = g.metadata.name.as_deref()?;
+            let s = g.status.as_ref()?;
+            Some(figures::Lease {
+                applied: *applied.get(name)?,
+                end: s.expires_at?,
+                burst: plan::in_burst(name, cfg.burst),
+                assignment: s
+                    .role_assignments
+                    .first()?
+                    .id
+                    .as_deref()
+                    .map(str::to_ascii_lowercase),
+            })
+        })
+        .collect();
     // Role assignment ID (lower case) → the lease's end.
     let expiry: HashMap<String, DateTime<Utc>> = listed
         .into_iter()
@@ -479,6 +493,8 @@ async fn main() -> anyhow::Result<()> {
     // Azure's view of phases 1 to 5, printed before the memory phase so a stall there loses
     // nothing.
     let audit = b.audit().await?;
+    let lapse_figures = figures::figures(&audit, &leases, lapsed_at, (rss_active, hwm_active));
+    let ready_activation = figures::Distribution::new(activation.clone());
     let mut rows = report::numbers(&report::Inputs {
         cfg: &cfg,
         subs: &subs,
@@ -565,7 +581,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     report::table(&cfg, run_started.elapsed(), &rows);
-    Ok(())
+    // The baseline gets the machine to itself.
+    drop(b);
+    let baseline = if cfg.baseline {
+        match baseline_run::run(&cfg).await {
+            Ok(run) => Some(Ok(run)),
+            Err(e) => {
+                println!("baseline: not measured: {e:#}");
+                Some(Err(format!("{e:#}")))
+            }
+        }
+    } else {
+        None
+    };
+    compare::report(&compare::Report {
+        cfg: &cfg,
+        wall_secs: run_started.elapsed().as_secs_f64(),
+        lapse: &lapse_figures,
+        lapse_ready_activation: &ready_activation,
+        rows: &rows,
+        baseline: baseline.as_ref(),
+    })
 }
 
 /// Phase 7: `log_events` synthetic Activity Log events in `sub` over the last 10 minutes, and

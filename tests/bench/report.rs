@@ -73,12 +73,12 @@ pub struct Rss {
 }
 
 /// One row of the final table.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct Row {
-    measure: String,
-    target: &'static str,
-    measured: String,
-    met: Option<bool>,
+    pub measure: String,
+    pub target: &'static str,
+    pub measured: String,
+    pub met: Option<bool>,
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
