@@ -533,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Err(e) => rows.push(report::failed_row(
                 format!("create flood, {} grants", cfg.flood),
-                "all Scheduled, no 422 storm, sim-kube <= 1 GiB",
+                "all Scheduled, no 422 storm",
                 format!("not measured: {e:#}"),
             )),
         }
