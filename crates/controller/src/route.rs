@@ -34,13 +34,16 @@ pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
 /// any other past end needs no timer: the activation lane finishes it, and the watch event of
 /// its status write brings it back here if objects remain. Requeueing a past end at once would
 /// spin every finished grant through this lane for good, starving the leases that must end.
+/// Nor does a lease not yet activated (`Scheduled`, `Pending`): this lane never takes one on
+/// its clock, and the status write that activates it wakes this lane. A timer for each of
+/// 90,000 grants scheduled a month out cost 50 MiB (docs/performance.md).
 pub fn revocation_wake(
     sealed: bool,
     status: Option<&AccessGrantStatus>,
     now: DateTime<Utc>,
 ) -> Option<std::time::Duration> {
     let st = status.filter(|_| sealed)?;
-    if st.phase.is_terminal() {
+    if st.phase.is_terminal() || st.activated_at.is_none() {
         return None;
     }
     (st.expires_at? - now)
@@ -152,6 +155,14 @@ mod tests {
         let ended_ahead = status(GrantPhase::Expired, TimeDelta::seconds(30), now);
         assert_eq!(revocation_wake(true, Some(&ended_ahead), now), None);
         assert_eq!(revocation_wake(true, None, now), None);
+    }
+
+    #[test]
+    fn a_lease_not_yet_activated_sets_no_timer_here() {
+        let now = Utc::now();
+        let mut st = status(GrantPhase::Scheduled, TimeDelta::days(30), now);
+        st.activated_at = None;
+        assert_eq!(revocation_wake(true, Some(&st), now), None);
     }
 
     #[test]
