@@ -1,5 +1,9 @@
 use std::time::Duration;
 
+/// How soon a grant whose finalizer patch was refused for a stale cached copy is tried again,
+/// unless the watch brings the fresh copy first.
+const STALE_COPY_RETRY: Duration = Duration::from_secs(15);
+
 /// Why a reconcile did not finish. Each says what was being done.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
@@ -73,6 +77,16 @@ impl Error {
             Self::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::CleanupFailed(inner)
                 | kube::runtime::finalizer::Error::ApplyFailed(inner) => inner.retry_after(),
+                // The finalizer's JSON patch tests the cached list of finalizers: 422 or 409
+                // means the cache is behind the grant. The watch event that catches it up
+                // reconciles the grant again; retrying every few seconds before that only
+                // adds refused writes to an API server already behind (a flood of creates).
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                    if s.code == 409 || s.code == 422 =>
+                {
+                    Some(STALE_COPY_RETRY)
+                }
                 _ => None,
             },
             _ => None,
@@ -81,3 +95,32 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+
+    fn refused(code: u16) -> kube::Error {
+        kube::Error::Api(
+            Status::failure("the server rejected our request", "Invalid")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_finalizer_patch_refused_for_a_stale_copy_waits_for_the_watch() {
+        for code in [409, 422] {
+            let add = Error::Finalizer(Box::new(FinalizerError::AddFinalizer(refused(code))));
+            assert_eq!(add.retry_after(), Some(STALE_COPY_RETRY), "{code}");
+            let remove = Error::Finalizer(Box::new(FinalizerError::RemoveFinalizer(refused(code))));
+            assert_eq!(remove.retry_after(), Some(STALE_COPY_RETRY), "{code}");
+        }
+        // Anything else keeps the default backoff.
+        let unavailable = Error::Finalizer(Box::new(FinalizerError::AddFinalizer(refused(503))));
+        assert_eq!(unavailable.retry_after(), None);
+    }
+}
