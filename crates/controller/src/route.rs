@@ -35,8 +35,8 @@ pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
 /// its status write brings it back here if objects remain. Requeueing a past end at once would
 /// spin every finished grant through this lane for good, starving the leases that must end.
 /// Nor does a lease not yet activated (`Scheduled`, `Pending`): this lane never takes one on
-/// its clock, and the status write that activates it wakes this lane. A timer for each of
-/// 90,000 grants scheduled a month out cost 50 MiB (docs/performance.md).
+/// its clock, and the status write that activates it wakes this lane. A timer for each grant
+/// scheduled a month out held a scheduler entry per grant (docs/performance.md).
 pub fn revocation_wake(
     sealed: bool,
     status: Option<&AccessGrantStatus>,

@@ -11,7 +11,7 @@ use lapse_api::lease::{
 };
 use lapse_api::policy::{NamedPolicy, covers_namespace};
 use lapse_api::role::{RoleCatalogue, RoleRef};
-use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus};
+use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, GrantPhase};
 use lapse_api::validate::{GrantRequest, validate_grant};
 
 use crate::context::Context;
@@ -116,7 +116,13 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     // due to let it go, read it from Azure again rather than wait for the sweep, so the lease
     // puts its own in place as soon as it is gone (lapse_api::lease::Holder).
     if !deleting && !status.phase.is_terminal() {
-        let due = ctx.inventory.due_holders(&keys, now);
+        let mut due = ctx.inventory.due_holders(&keys, now);
+        // A live lease's object missing from the last listing: read it again before the core
+        // repairs it with a PUT (a listing paged while others delete can skip it). A healthy
+        // lease reads nothing more; a real deletion costs one filtered read before the repair.
+        if status.phase == GrantPhase::Active {
+            due.extend(ctx.inventory.unlisted(&keys));
+        }
         if !due.is_empty() {
             ctx.inventory.refresh(&ctx.lister(), &due).await;
         }

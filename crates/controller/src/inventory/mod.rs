@@ -185,6 +185,21 @@ impl Inventory {
         };
     }
 
+    /// Of these keys, those a loaded listing does not show. ARM pages a list by continuation
+    /// token while others delete, so a listing can miss an object that exists: a live lease
+    /// reads these again before it repairs what only looks gone.
+    pub fn unlisted(&self, keys: &[ObjectKey]) -> Vec<ObjectKey> {
+        let st = self.lock();
+        keys.iter()
+            .filter(|k| {
+                st.partitions
+                    .get(&Partition::of(k))
+                    .is_some_and(|p| p.loaded_at.is_some() && !p.objects.contains_key(*k))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Of these keys, those held by someone else whose holder is due a look now (see
     /// [`Holder::due`]).
     pub fn due_holders(

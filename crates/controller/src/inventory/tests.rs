@@ -295,3 +295,29 @@ fn held_objects_due_a_look_are_read_again() {
         Observed::Present { owned: true, .. }
     ));
 }
+
+#[test]
+fn only_what_a_loaded_listing_left_out_is_read_again() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let keys: Vec<ObjectKey> = claims_of(&st).into_iter().map(|(k, _)| k).collect();
+    // Nothing listed yet: unknown, not missing.
+    assert!(inv.unlisted(&keys).is_empty());
+    let known = Known {
+        id: "ours".into(),
+        owned: true,
+        schedule: None,
+        holder: Holder::Unmarked,
+    };
+    let listed: HashMap<ObjectKey, Known> =
+        keys.iter().map(|k| (k.clone(), known.clone())).collect();
+    for k in &keys {
+        inv.replace(Partition::of(k), listed.clone(), 0, Instant::now());
+    }
+    assert!(inv.unlisted(&keys).is_empty());
+    // A listing that skipped the role assignment (paged while others deleted).
+    let mut skipped = listed.clone();
+    skipped.remove(&keys[0]);
+    inv.replace(Partition::of(&keys[0]), skipped, 0, Instant::now());
+    assert_eq!(inv.unlisted(&keys), vec![keys[0].clone()]);
+}
