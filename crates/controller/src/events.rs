@@ -6,7 +6,8 @@
 //! Publishing is kube-runtime's `Recorder`'s, without its cache: the Recorder keeps a copy of
 //! every Event it sent for six minutes (to count repeats into a series), about 2 KiB each, which
 //! at 10,000 leases was the operator's largest allocation (docs/performance.md). Here a repeat
-//! is remembered by a 64-bit hash of (object, reason, note) with the Event's name and count.
+//! is remembered by a 64-bit hash of what the Recorder keys a series on (object, type, action,
+//! reason, related) with the Event's name and count.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -22,6 +23,8 @@ use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio::sync::mpsc;
+
+use crate::repeat::RepeatWindow;
 
 /// Events waiting to be published, at most; beyond it new ones are dropped and counted
 /// (Kubernetes Events are best effort; the grant's status and the metrics are the record).
@@ -60,29 +63,65 @@ struct Published {
     last: Instant,
 }
 
-/// Events published recently, by a hash of object, reason and note.
-#[derive(Debug, Default)]
+/// Events published recently: exact repeats (object, reason, note) within [`REPEAT_WINDOW`],
+/// and, by a hash of what kube-runtime's Recorder keys a series on (object, type, action,
+/// reason, related; not the note), the Event a later repeat counts into.
+#[derive(Debug)]
 struct Recent {
-    by_key: HashMap<u64, Published>,
+    exact: RepeatWindow<(String, String, String)>,
+    series: HashMap<u64, Published>,
     pruned: Option<Instant>,
 }
 
-fn key(event: &Event, reference: &ObjectReference) -> u64 {
-    let mut h = DefaultHasher::new();
-    match &reference.uid {
-        Some(uid) => uid.hash(&mut h),
-        None => (&reference.namespace, &reference.name).hash(&mut h),
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            exact: RepeatWindow::new(REPEAT_WINDOW),
+            series: HashMap::new(),
+            pruned: None,
+        }
     }
-    (&event.reason, &event.note).hash(&mut h);
+}
+
+fn object_of(reference: &ObjectReference) -> String {
+    reference.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+fn series_key(event: &Event, reference: &ObjectReference) -> u64 {
+    let mut h = DefaultHasher::new();
+    object_of(reference).hash(&mut h);
+    let type_ = match event.type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    (type_, &event.action, &event.reason).hash(&mut h);
+    event
+        .secondary
+        .as_ref()
+        .map(|r| (&r.uid, &r.namespace, &r.name))
+        .hash(&mut h);
     h.finish()
 }
 
 impl Recent {
     /// Whether and how to publish `event` for `reference` at `now`.
     fn decide(&mut self, event: &Event, reference: &ObjectReference, now: Instant) -> Publish {
+        let exact = (
+            object_of(reference),
+            event.reason.clone(),
+            event.note.clone().unwrap_or_default(),
+        );
+        if !self.exact.first(exact, now) {
+            return Publish::Skip;
+        }
         self.prune(now);
-        match self.by_key.get_mut(&key(event, reference)) {
-            Some(p) if now.saturating_duration_since(p.last) < REPEAT_WINDOW => Publish::Skip,
+        match self.series.get_mut(&series_key(event, reference)) {
             Some(p) if now.saturating_duration_since(p.last) < SERIES_TTL => {
                 p.count += 1;
                 p.last = now;
@@ -98,8 +137,8 @@ impl Recent {
 
     /// Remembers the Event just created under `name`.
     fn created(&mut self, event: &Event, reference: &ObjectReference, name: String, now: Instant) {
-        self.by_key.insert(
-            key(event, reference),
+        self.series.insert(
+            series_key(event, reference),
             Published {
                 namespace: reference.namespace.clone().unwrap_or_default(),
                 name,
@@ -118,10 +157,10 @@ impl Recent {
         {
             return;
         }
-        self.by_key
+        self.series
             .retain(|_, p| now.saturating_duration_since(p.last) < SERIES_TTL);
-        if self.by_key.capacity() > 2 * self.by_key.len() + 64 {
-            self.by_key.shrink_to_fit();
+        if self.series.capacity() > 2 * self.series.len() + 64 {
+            self.series.shrink_to_fit();
         }
         self.pruned = Some(now);
     }
@@ -298,7 +337,7 @@ mod tests {
             publish(&mut recent, &activated, &grant("a"), again),
             Publish::Skip
         );
-        // Another grant, another reason, another note: each its own Event.
+        // Another grant, another reason: each its own Event.
         assert_eq!(
             publish(&mut recent, &activated, &grant("b"), t0),
             Publish::Create
@@ -307,11 +346,17 @@ mod tests {
             publish(&mut recent, &event("Expired"), &grant("a"), t0),
             Publish::Create
         );
+        // Another note for the same reason counts into that Event's series, as kube-runtime's
+        // Recorder does (its series key leaves the note out).
         let mut extended = event("Activated");
         extended.note = Some("access is active until 11:00".into());
         assert_eq!(
             publish(&mut recent, &extended, &grant("a"), t0),
-            Publish::Create
+            Publish::Series {
+                namespace: "ns".into(),
+                name: "Activated.1".into(),
+                count: 2
+            }
         );
     }
 
@@ -353,18 +398,18 @@ mod tests {
                 t0,
             );
         }
-        assert_eq!(recent.by_key.len(), 10_000);
+        assert_eq!(recent.series.len(), 10_000);
         publish(
             &mut recent,
             &event("Activated"),
             &grant("late"),
             t0 + SERIES_TTL,
         );
-        assert_eq!(recent.by_key.len(), 1);
+        assert_eq!(recent.series.len(), 1);
         assert!(
-            recent.by_key.capacity() < 1_000,
+            recent.series.capacity() < 1_000,
             "{}",
-            recent.by_key.capacity()
+            recent.series.capacity()
         );
     }
 
