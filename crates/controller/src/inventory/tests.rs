@@ -29,6 +29,26 @@ fn status(phase: GrantPhase, state: ObjectState) -> AccessGrantStatus {
     }
 }
 
+/// An object of ours as a listing shows it.
+fn ours() -> Known {
+    Known {
+        id: "ours".into(),
+        owned: true,
+        schedule: None,
+        holder: Holder::Unmarked,
+    }
+}
+
+/// Someone else's object, unmarked (made by hand).
+fn theirs() -> Known {
+    Known {
+        id: "theirs".into(),
+        owned: false,
+        schedule: None,
+        holder: Holder::Unmarked,
+    }
+}
+
 fn grant(n: &str) -> GrantRef {
     GrantRef {
         namespace: "ns".into(),
@@ -67,29 +87,13 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
     let keys: Vec<ObjectKey> = claims_of(&st).into_iter().map(|(k, _)| k).collect();
     let part = Partition::of(&keys[0]);
     let mut objects = HashMap::new();
-    objects.insert(
-        keys[0].clone(),
-        Known {
-            id: "ours".into(),
-            owned: true,
-            schedule: None,
-            holder: Holder::Unmarked,
-        },
-    );
+    objects.insert(keys[0].clone(), ours());
     let standing = ObjectKey::RoleAssignment {
         principal_id: uuid::Uuid::nil(),
         role_guid: uuid::Uuid::nil(),
         scope: SCOPE.to_lowercase(),
     };
-    objects.insert(
-        standing,
-        Known {
-            id: "theirs".into(),
-            owned: false,
-            schedule: None,
-            holder: Holder::Unmarked,
-        },
-    );
+    objects.insert(standing, theirs());
     inv.replace(part.clone(), objects, 0, Instant::now());
     assert_eq!(inv.unclaimed_owned(&part).len(), 1);
     inv.set_claims(&grant("a"), Some(&st));
@@ -131,15 +135,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
     let part = Partition::of(&key);
     let listing_started = Instant::now();
     // We create the object while the listing is in flight; the listing does not show it.
-    inv.record(
-        &key,
-        Some(Known {
-            id: "ours".into(),
-            owned: true,
-            schedule: None,
-            holder: Holder::Unmarked,
-        }),
-    );
+    inv.record(&key, Some(ours()));
     inv.replace(part.clone(), HashMap::new(), 0, listing_started);
     assert!(matches!(
         inv.view(std::slice::from_ref(&key), &grant("a"))
@@ -167,15 +163,7 @@ fn only_partitions_in_use_are_swept_again() {
     inv.replace(part.clone(), HashMap::new(), 0, Instant::now());
     assert!(inv.partitions().is_empty());
     // Something of ours in it: swept.
-    inv.record(
-        &key,
-        Some(Known {
-            id: "ours".into(),
-            owned: true,
-            schedule: None,
-            holder: Holder::Unmarked,
-        }),
-    );
+    inv.record(&key, Some(ours()));
     assert!(inv.partitions().contains(&part));
     // Or claimed by a grant.
     inv.record(&key, None);
@@ -225,15 +213,7 @@ fn a_standing_object_in_use_is_watched_but_kept_alive_for_nobody() {
     );
     // Ours under that tuple (no lease recorded it) is an orphan all the same.
     let mut objects = HashMap::new();
-    objects.insert(
-        key.clone(),
-        Known {
-            id: "ours".into(),
-            owned: true,
-            schedule: None,
-            holder: Holder::Unmarked,
-        },
-    );
+    objects.insert(key.clone(), ours());
     inv.replace(part.clone(), objects, 0, Instant::now());
     assert_eq!(inv.unclaimed_owned(&part).len(), 1);
     assert!(inv.live_claims_missing(&part).is_empty());
@@ -280,15 +260,7 @@ fn held_objects_due_a_look_are_read_again() {
     assert!(inv.due_holders(keys, end).is_empty());
     // A read older than our create does not undo it.
     let read_started = Instant::now();
-    inv.record(
-        &key,
-        Some(Known {
-            id: "ours".into(),
-            owned: true,
-            schedule: None,
-            holder: Holder::Unmarked,
-        }),
-    );
+    inv.record(&key, Some(ours()));
     inv.observe(&key, Some(theirs), read_started);
     assert!(matches!(
         inv.view(keys, &grant("a")).get(&key).observed,
@@ -303,14 +275,7 @@ fn only_what_a_loaded_listing_left_out_is_read_again() {
     let keys: Vec<ObjectKey> = claims_of(&st).into_iter().map(|(k, _)| k).collect();
     // Nothing listed yet: unknown, not missing.
     assert!(inv.unlisted(&keys).is_empty());
-    let known = Known {
-        id: "ours".into(),
-        owned: true,
-        schedule: None,
-        holder: Holder::Unmarked,
-    };
-    let listed: HashMap<ObjectKey, Known> =
-        keys.iter().map(|k| (k.clone(), known.clone())).collect();
+    let listed: HashMap<ObjectKey, Known> = keys.iter().map(|k| (k.clone(), ours())).collect();
     for k in &keys {
         inv.replace(Partition::of(k), listed.clone(), 0, Instant::now());
     }
