@@ -11,13 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
 use kube::Api;
-use kube::api::PostParams;
 use lapse_api::v1alpha1::AccessGrant;
 
-use crate::harness::{Bench, Metrics, RESOURCE_GROUP, rss_kib};
+use crate::harness::{Bench, Metrics, RESOURCE_GROUP, create_grant, rss_kib};
 use crate::report::{self, Row, mib};
 use crate::{Config, grant};
 
@@ -56,38 +54,6 @@ fn refused(m: &Metrics) -> Refused {
     }
 }
 
-/// Creates `grant`, retrying a 429 after its Retry-After for as long as the server asks (a real
-/// client's behaviour) and anything else a few times.
-async fn create(
-    api: &Api<AccessGrant>,
-    g: &AccessGrant,
-    turned_away: &AtomicU64,
-) -> anyhow::Result<()> {
-    let name = g.metadata.name.clone().unwrap_or_default();
-    let mut failures = 0;
-    loop {
-        match api.create(&PostParams::default(), g).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 429 => {
-                turned_away.fetch_add(1, Ordering::Relaxed);
-                let wait = s
-                    .details
-                    .as_ref()
-                    .map(|d| d.retry_after_seconds)
-                    .unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(u64::from(wait.max(1)))).await;
-            }
-            Err(e) if failures < 5 => {
-                failures += 1;
-                eprintln!("flood: creating {name}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * failures)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("creating {name}")),
-        }
-    }
-}
-
 /// Runs the flood and returns its row of the table.
 pub async fn flood(b: &mut Bench, cfg: &Config, principal: &str, sub: &str) -> anyhow::Result<Row> {
     let n = cfg.flood;
@@ -113,7 +79,7 @@ pub async fn flood(b: &mut Bench, cfg: &Config, principal: &str, sub: &str) -> a
             let (api, sem, turned_away) = (api.clone(), sem.clone(), turned_away.clone());
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await?;
-                create(&api, &g, &turned_away).await
+                create_grant(&api, &g, &turned_away).await
             });
         }
         tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -158,6 +159,39 @@ impl Call {
     /// An ARM call (not a token request).
     pub fn is_arm(&self) -> bool {
         self.path.starts_with("/subscriptions/") || self.path.starts_with("/providers/")
+    }
+}
+
+/// Creates `g`, retrying a 429 after its Retry-After for as long as the server asks (a real
+/// client's behaviour; each one counted in `throttled`) and anything else a few times. A 409
+/// means an earlier attempt already made it.
+pub async fn create_grant(
+    api: &Api<AccessGrant>,
+    g: &AccessGrant,
+    throttled: &AtomicU64,
+) -> anyhow::Result<()> {
+    let name = g.metadata.name.clone().unwrap_or_default();
+    let mut failures = 0;
+    loop {
+        match api.create(&PostParams::default(), g).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 429 => {
+                throttled.fetch_add(1, Ordering::Relaxed);
+                let wait = s
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(u64::from(wait.max(1)))).await;
+            }
+            Err(e) if failures < 5 => {
+                failures += 1;
+                eprintln!("creating {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * failures)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {name}")),
+        }
     }
 }
 
@@ -502,21 +536,8 @@ impl Bench {
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await?;
                 let name = g.metadata.name.clone().unwrap_or_default();
-                let mut attempt = 0;
-                loop {
-                    match api.create(&PostParams::default(), &g).await {
-                        Ok(_) => return anyhow::Ok((name, Utc::now())),
-                        Err(kube::Error::Api(s)) if s.code == 409 => {
-                            return anyhow::Ok((name, Utc::now()));
-                        }
-                        Err(e) if attempt < 5 => {
-                            attempt += 1;
-                            eprintln!("creating {name}: {e}; retrying");
-                            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                        }
-                        Err(e) => return Err(e).with_context(|| format!("creating {name}")),
-                    }
-                }
+                create_grant(&api, &g, &AtomicU64::new(0)).await?;
+                anyhow::Ok((name, Utc::now()))
             }));
         }
         let mut out = Vec::with_capacity(tasks.len());
