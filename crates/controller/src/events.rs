@@ -93,9 +93,9 @@ fn object_of(reference: &ObjectReference) -> String {
     })
 }
 
-fn series_key(event: &Event, reference: &ObjectReference) -> u64 {
+fn series_key(event: &Event, object: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    object_of(reference).hash(&mut h);
+    object.hash(&mut h);
     let type_ = match event.type_ {
         EventType::Normal => "Normal",
         EventType::Warning => "Warning",
@@ -112,8 +112,10 @@ fn series_key(event: &Event, reference: &ObjectReference) -> u64 {
 impl Recent {
     /// Whether and how to publish `event` for `reference` at `now`.
     fn decide(&mut self, event: &Event, reference: &ObjectReference, now: Instant) -> Publish {
+        let object = object_of(reference);
+        let series = series_key(event, &object);
         let exact = (
-            object_of(reference),
+            object,
             event.reason.clone(),
             event.note.clone().unwrap_or_default(),
         );
@@ -121,7 +123,7 @@ impl Recent {
             return Publish::Skip;
         }
         self.prune(now);
-        match self.series.get_mut(&series_key(event, reference)) {
+        match self.series.get_mut(&series) {
             Some(p) if now.saturating_duration_since(p.last) < SERIES_TTL => {
                 p.count += 1;
                 p.last = now;
@@ -138,7 +140,7 @@ impl Recent {
     /// Remembers the Event just created under `name`.
     fn created(&mut self, event: &Event, reference: &ObjectReference, name: String, now: Instant) {
         self.series.insert(
-            series_key(event, reference),
+            series_key(event, &object_of(reference)),
             Published {
                 namespace: reference.namespace.clone().unwrap_or_default(),
                 name,
