@@ -932,8 +932,8 @@ async fn an_unreadable_grant_beside_a_hundred_good_ones_stalls_nothing() -> anyh
         "turns",
         &format!("--timeout={}s", timeout.as_secs()),
     ])?;
-    w.settle("unreadable grants", 1.0, async || {
-        Ok(unreadable(&w.metrics().await?))
+    w.wait_metrics(timeout, "one unreadable grant left", |m| {
+        unreadable(m) == 1.0
     })
     .await?;
     w.wait_all(

@@ -931,6 +931,30 @@ impl World {
         }
     }
 
+    /// Waits until `pred` holds for the operator's `/metrics` text: a gauge changes when the
+    /// operator's watch has seen the change, a moment after the API call that made it returned.
+    pub async fn wait_metrics(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await?;
+            if pred(&text) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not so after {timeout:?}\n--- operator log ---\n{}",
+                    tail(&self.operator_logs(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until `pred` holds for the Azure objects carrying this cluster's marker.
     pub async fn wait_owned(
         &self,
