@@ -52,6 +52,15 @@ pub fn revocation_wake(
         .filter(|d| !d.is_zero())
 }
 
+/// Whether `at`, a decision's time to look again, is the end of a live lease: the moment
+/// [`revocation_wake`] sets the revocation lane's timer for. The activation lane sets no timer
+/// of its own for it (at the end the grant is the revocation lane's, and its reconcile would
+/// only hand it over), which keeps one scheduler entry per live lease instead of two
+/// (docs/performance.md).
+pub fn is_lease_end(status: &AccessGrantStatus, at: DateTime<Utc>) -> bool {
+    !status.phase.is_terminal() && status.activated_at.is_some() && status.expires_at == Some(at)
+}
+
 fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
     let uid = g.uid().unwrap_or_default();
     let trust = ctx.sealer.trust(&uid, g.status.as_ref());
@@ -143,6 +152,27 @@ mod tests {
             revocation_wake(true, Some(&st), now),
             Some(std::time::Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn the_activation_lane_leaves_a_live_lease_s_end_to_the_revocation_lane() {
+        let now = Utc::now();
+        let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
+        let end = now + TimeDelta::seconds(30);
+        assert!(is_lease_end(&st, end));
+        assert_eq!(
+            revocation_wake(true, Some(&st), now),
+            Some(std::time::Duration::from_secs(30)),
+            "the revocation lane wakes for that end"
+        );
+        // An earlier look (an active-hours window closing, say) stays the activation lane's.
+        assert!(!is_lease_end(&st, end - TimeDelta::seconds(10)));
+        // A lease not yet activated wakes the activation lane at its start: no other lane does.
+        let mut scheduled = st.clone();
+        scheduled.activated_at = None;
+        assert!(!is_lease_end(&scheduled, end));
+        let finished = status(GrantPhase::Expired, TimeDelta::seconds(30), now);
+        assert!(!is_lease_end(&finished, end));
     }
 
     #[test]

@@ -21,6 +21,8 @@ struct Written {
     rv: Option<String>,
     /// The decision wants to look again at this instant (a retry, or the lease's end).
     next: Option<Instant>,
+    /// `next` is the end of a live lease: the revocation lane's moment, not the activation's.
+    next_is_end: bool,
     /// The policy epoch the decision saw: a policy or namespace change is news.
     epoch: u64,
     /// Decisions in a row that asked for a retry: the backoff's exponent.
@@ -30,6 +32,31 @@ struct Written {
 /// The longest a retry backs off to (unless Azure asked for longer). Deletes are retried
 /// forever, so this bounds how late a revocation can notice that Azure recovered.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When a decision wants to look at a grant again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Next {
+    pub at: Instant,
+    /// The moment is the end of a live lease, which the revocation lane wakes for.
+    pub lease_end: bool,
+}
+
+impl Next {
+    pub fn at(at: Instant) -> Self {
+        Self {
+            at,
+            lease_end: false,
+        }
+    }
+}
+
+/// How long our own last write leaves a grant with nothing new, and whether that wait runs to
+/// the lease's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quiet {
+    pub wait: Duration,
+    pub lease_end: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct WrittenVersions {
@@ -51,10 +78,11 @@ impl WrittenVersions {
     }
 
     /// Remembers when the last decision wants to look again, and the policy epoch it saw.
-    pub fn settle(&self, grant: &GrantRef, next: Option<Instant>, epoch: u64) {
+    pub fn settle(&self, grant: &GrantRef, next: Option<Next>, epoch: u64) {
         let mut map = self.lock();
         let w = map.entry(grant.clone()).or_default();
-        w.next = next;
+        w.next = next.map(|n| n.at);
+        w.next_is_end = next.is_some_and(|n| n.lease_end);
         w.epoch = epoch;
     }
 
@@ -89,13 +117,17 @@ impl WrittenVersions {
         cached: &AccessGrant,
         epoch: u64,
         now: Instant,
-    ) -> Option<Duration> {
+    ) -> Option<Quiet> {
         let map = self.lock();
         let w = map.get(grant)?;
         let next = w.next?;
         let ours = w.rv.as_deref()?;
-        (cached.resource_version().as_deref() == Some(ours) && w.epoch == epoch && next > now)
-            .then(|| next - now)
+        (cached.resource_version().as_deref() == Some(ours) && w.epoch == epoch && next > now).then(
+            || Quiet {
+                wait: next - now,
+                lease_end: w.next_is_end,
+            },
+        )
     }
 
     pub fn forget(&self, grant: &GrantRef) {
@@ -182,10 +214,13 @@ mod tests {
         };
         let t = Instant::now();
         w.record(&r, &grant("7"));
-        w.settle(&r, Some(t + Duration::from_secs(2)), 1);
+        w.settle(&r, Some(Next::at(t + Duration::from_secs(2))), 1);
         assert_eq!(
             w.quiet_for(&r, &grant("7"), 1, t),
-            Some(Duration::from_secs(2))
+            Some(Quiet {
+                wait: Duration::from_secs(2),
+                lease_end: false
+            })
         );
         assert_eq!(
             w.quiet_for(&r, &grant("8"), 1, t),

@@ -18,18 +18,21 @@ use super::{FIELD_MANAGER, YIELD};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
+use crate::route::{Lane, is_lease_end};
+use crate::written::Next;
 
 pub(super) async fn drive(
     g: &AccessGrant,
     ctx: &Context,
     deleting: bool,
     epoch: u64,
+    lane: Lane,
 ) -> Result<Requeue> {
     let obs = gather(g, ctx, deleting).await?;
     // Hold every object this grant touches, so a lease sharing one cannot end under us (and
     // the sweep waits too).
     let _guards = ctx.locks.lock(&obs.keys).await;
-    rounds(g, ctx, obs, deleting, epoch).await
+    rounds(g, ctx, obs, deleting, epoch, lane).await
 }
 
 /// Decide, persist the sealed status, act; again with what the calls observed.
@@ -39,6 +42,7 @@ async fn rounds(
     obs: Observation,
     deleting: bool,
     epoch: u64,
+    lane: Lane,
 ) -> Result<Requeue> {
     let Observation {
         gref,
@@ -146,7 +150,7 @@ async fn rounds(
             .filter(|a| !failed.contains(a.key()))
             .collect();
         if actions.is_empty() {
-            return finish(ctx, &gref, &d, deleting, epoch);
+            return finish(ctx, &gref, &d, deleting, epoch, lane);
         }
         for action in actions {
             let outcome = crate::execute::execute(ctx, action).await;
@@ -169,7 +173,7 @@ async fn rounds(
     // until then; and a grant being deleted keeps its finalizer: only a finished revocation
     // lets it go.
     ctx.written
-        .settle(&gref, Some(Instant::now() + YIELD), epoch);
+        .settle(&gref, Some(Next::at(Instant::now() + YIELD)), epoch);
     if deleting {
         return Err(Error::RevocationPending {
             grant: gref.to_string(),
@@ -214,6 +218,7 @@ fn finish(
     d: &Decision,
     deleting: bool,
     epoch: u64,
+    lane: Lane,
 ) -> Result<Requeue> {
     let now = Utc::now();
     let at = d
@@ -224,8 +229,18 @@ fn finish(
         (Some(a), Some(r)) => Some(a.min(r)),
         (a, r) => a.or(r),
     };
-    ctx.written
-        .settle(gref, wait.map(|w| Instant::now() + w), epoch);
+    // Waiting for a live lease's end, still ahead: the revocation lane's timer.
+    let lease_end = wait.is_some_and(|w| !w.is_zero())
+        && wait == at
+        && d.requeue_at.is_some_and(|t| is_lease_end(&d.status, t));
+    ctx.written.settle(
+        gref,
+        wait.map(|w| Next {
+            at: Instant::now() + w,
+            lease_end,
+        }),
+        epoch,
+    );
     if deleting {
         if d.finalized {
             ctx.inventory.set_claims(gref, None);
@@ -243,6 +258,8 @@ fn finish(
         });
     }
     Ok(match wait {
+        // At the end the grant is the revocation lane's, which has its own timer for it.
+        Some(_) if lease_end && lane == Lane::Activation => Requeue::await_change(),
         Some(w) => Requeue::requeue(w),
         // Nothing scheduled: the sweep and watch events bring it back when needed.
         None => Requeue::await_change(),

@@ -85,13 +85,18 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
     }
     // The event may be our own status write echoing back: not news before the decision's time.
     let epoch = *ctx.policy_epoch.borrow();
-    if let Some(wait) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
-        return Ok(Requeue::requeue(wait));
+    if let Some(quiet) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
+        // A live lease's end is the revocation lane's to wake for.
+        return Ok(if quiet.lease_end && lane == Lane::Activation {
+            Requeue::await_change()
+        } else {
+            Requeue::requeue(quiet.wait)
+        });
     }
     let result = finalizer(&api, FINALIZER, grant, |event| async {
         match event {
-            Finalizer::Apply(g) => drive::drive(&g, &ctx, false, epoch).await,
-            Finalizer::Cleanup(g) => drive::drive(&g, &ctx, true, epoch).await,
+            Finalizer::Apply(g) => drive::drive(&g, &ctx, false, epoch, lane).await,
+            Finalizer::Cleanup(g) => drive::drive(&g, &ctx, true, epoch, lane).await,
         }
     })
     .await;

@@ -88,8 +88,9 @@ struct State {
     partitions: HashMap<Partition, PartitionState>,
     /// Our own recent writes: a listing that started before one of them is older news.
     writes: HashMap<ObjectKey, (Instant, Option<Known>)>,
-    /// key -> grants claiming it.
-    claims: HashMap<ObjectKey, HashMap<GrantRef, Claim>>,
+    /// key -> grants claiming it: almost always one, so a list (a map per key cost about
+    /// 250 bytes per live lease; docs/performance.md).
+    claims: HashMap<ObjectKey, Vec<(GrantRef, Claim)>>,
     /// grant -> keys it claims (to replace a grant's claims in one go).
     by_grant: HashMap<GrantRef, Vec<ObjectKey>>,
     /// Grants whose claims this process set from a status it wrote itself: fresher than the
@@ -286,7 +287,7 @@ impl Inventory {
         if let Some(old) = st.by_grant.remove(grant) {
             for k in old {
                 if let Some(c) = st.claims.get_mut(&k) {
-                    c.remove(grant);
+                    c.retain(|(g, _)| g != grant);
                     if c.is_empty() {
                         st.claims.remove(&k);
                     }
@@ -298,7 +299,11 @@ impl Inventory {
         }
         let keys: Vec<ObjectKey> = claims.iter().map(|(k, _)| k.clone()).collect();
         for (k, claim) in claims {
-            st.claims.entry(k).or_default().insert(grant.clone(), claim);
+            let claimants = st.claims.entry(k).or_default();
+            match claimants.iter_mut().find(|(g, _)| g == grant) {
+                Some((_, c)) => *c = claim,
+                None => claimants.push((grant.clone(), claim)),
+            }
         }
         st.by_grant.insert(grant.clone(), keys);
     }
@@ -393,7 +398,7 @@ impl Inventory {
 fn keeps_alive(st: &State, key: &ObjectKey) -> bool {
     st.claims
         .get(key)
-        .is_some_and(|c| c.values().any(|c| *c != Claim::Uses))
+        .is_some_and(|c| c.iter().any(|(_, c)| *c != Claim::Uses))
 }
 
 /// The claims a grant's status implies. Only a status the operator sealed may be passed here:
