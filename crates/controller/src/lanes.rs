@@ -11,7 +11,7 @@
 //! The [`LeaseClock`] remembers when each lease ends (or ended), whichever lane gets to it, so
 //! the overdue gauge counts from the lease end whatever held the revocation up.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -136,13 +136,19 @@ pub struct LeaseClock {
     state: Mutex<ClockState>,
 }
 
+/// One map, one key per grant (an index by end cost two more copies of every grant's name, for
+/// a count taken only when metrics are scraped; docs/performance.md).
 #[derive(Debug, Default)]
 struct ClockState {
-    ends: HashMap<GrantRef, DateTime<Utc>>,
-    by_end: BTreeSet<(DateTime<Utc>, GrantRef)>,
-    /// The newest version of each grant observed: the watch's events and the operator's own
+    grants: HashMap<GrantRef, Clocked>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Clocked {
+    end: Option<DateTime<Utc>>,
+    /// The newest version of the grant observed: the watch's events and the operator's own
     /// writes race each other, and an older version must not bring back an end already cleared.
-    versions: HashMap<GrantRef, u64>,
+    version: Option<u64>,
 }
 
 impl LeaseClock {
@@ -165,12 +171,11 @@ impl LeaseClock {
         // tells an older version apart. Anything else is taken as news.
         if let Some(v) = g.resource_version().and_then(|v| v.parse::<u64>().ok()) {
             let mut state = locked(&self.state);
-            match state.versions.get(&grant) {
-                Some(seen) if *seen >= v => return,
-                _ => {
-                    state.versions.insert(grant.clone(), v);
-                }
+            let clocked = state.grants.entry(grant.clone()).or_default();
+            if clocked.version.is_some_and(|seen| seen >= v) {
+                return;
             }
+            clocked.version = Some(v);
         }
         let st = sealed;
         let end = st.and_then(|st| {
@@ -197,34 +202,40 @@ impl LeaseClock {
     }
 
     fn end_of(&self, grant: &GrantRef) -> Option<DateTime<Utc>> {
-        locked(&self.state).ends.get(grant).copied()
+        locked(&self.state).grants.get(grant).and_then(|c| c.end)
     }
 
     /// Sets (or with `None` forgets) a lease's end.
     pub fn set(&self, grant: &GrantRef, end: Option<DateTime<Utc>>) {
         let mut st = locked(&self.state);
-        if let Some(old) = st.ends.remove(grant) {
-            st.by_end.remove(&(old, grant.clone()));
-        }
-        if let Some(end) = end {
-            st.ends.insert(grant.clone(), end);
-            st.by_end.insert((end, grant.clone()));
+        match st.grants.get_mut(grant) {
+            Some(c) => {
+                c.end = end;
+                if c.end.is_none() && c.version.is_none() {
+                    st.grants.remove(grant);
+                }
+            }
+            None if end.is_some() => {
+                st.grants
+                    .insert(grant.clone(), Clocked { end, version: None });
+            }
+            None => {}
         }
     }
 
     /// Forgets a grant that is gone (its finalizer released).
     pub fn forget(&self, grant: &GrantRef) {
-        self.set(grant, None);
-        locked(&self.state).versions.remove(grant);
+        locked(&self.state).grants.remove(grant);
     }
 
-    /// Leases that ended at least `after` before `now` and still owe deletes.
+    /// Leases that ended at least `after` before `now` and still owe deletes. A walk of every
+    /// lease, done when metrics are scraped.
     pub fn overdue(&self, now: DateTime<Utc>, after: TimeDelta) -> usize {
         let cutoff = now - after;
         locked(&self.state)
-            .by_end
-            .iter()
-            .take_while(|(end, _)| *end <= cutoff)
+            .grants
+            .values()
+            .filter(|c| c.end.is_some_and(|end| end <= cutoff))
             .count()
     }
 }

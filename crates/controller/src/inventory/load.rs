@@ -3,7 +3,6 @@
 //! Reconciles load what their keys need; the sweep reloads everything it covers.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use lapse_api::arm::ArmId;
 use lapse_api::lease::{
@@ -117,7 +116,7 @@ pub fn known_assignment(
 impl Inventory {
     /// Lists one partition and replaces it in the inventory.
     pub async fn load(&self, from: &Lister<'_>, p: &Partition) -> Result<(), AzureError> {
-        let started = Instant::now();
+        let read = self.begin_read();
         let owner = from.owner;
         let mut objects = HashMap::new();
         let mut twins = 0usize;
@@ -183,7 +182,7 @@ impl Inventory {
         if let Some(sample) = sample {
             crate::audit::twin_objects(twins, &sample);
         }
-        self.replace(p.clone(), objects, twins, started);
+        self.replace(p.clone(), objects, twins, &read);
         Ok(())
     }
 
@@ -193,7 +192,7 @@ impl Inventory {
     pub async fn refresh(&self, from: &Lister<'_>, keys: &[ObjectKey]) {
         let mut fic_parts = Vec::new();
         for key in keys {
-            let started = Instant::now();
+            let read = self.begin_read();
             let ObjectKey::RoleAssignment {
                 principal_id,
                 scope,
@@ -225,7 +224,7 @@ impl Inventory {
                         (assignment_key(ra).as_ref() == Some(key))
                             .then(|| known_assignment(from.owner, ra, key, &schedules))
                     });
-                    self.observe(key, found, started);
+                    self.observe(key, found, &read);
                 }
                 Err(e) => {
                     tracing::warn!(principal = %principal_id, error = %e, "reading a held role assignment again")

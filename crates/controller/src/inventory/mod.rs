@@ -2,7 +2,7 @@
 //! no ARM reads: role assignments listed once per subscription per sweep, FICs per identity,
 //! updated by every write the operator makes; and which grants claim which Azure object.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -80,14 +80,15 @@ struct PartitionState {
     twins: usize,
 }
 
-/// How long our own writes are remembered, to overrule listings that started before them.
-const WRITE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
-
 #[derive(Debug, Default)]
 struct State {
     partitions: HashMap<Partition, PartitionState>,
-    /// Our own recent writes: a listing that started before one of them is older news.
+    /// Our own writes made while a read was in flight: a read that started before one of them
+    /// is older news. Forgotten once no read that started before them is left (they were kept
+    /// ten minutes, about 0.5 KiB per lease activated in that time; docs/performance.md).
     writes: HashMap<ObjectKey, (Instant, Option<Known>)>,
+    /// When each read of Azure in flight started (listings and single reads), counted.
+    reads: BTreeMap<Instant, usize>,
     /// key -> grants claiming it: almost always one, so a list (a map per key cost about
     /// 250 bytes per live lease; docs/performance.md).
     claims: HashMap<ObjectKey, Vec<(GrantRef, Claim)>>,
@@ -102,6 +103,33 @@ struct State {
 #[derive(Debug, Default, Clone)]
 pub struct Inventory {
     state: Arc<Mutex<State>>,
+}
+
+/// A read of Azure in flight ([`Inventory::begin_read`]).
+#[derive(Debug)]
+pub struct Read {
+    inventory: Inventory,
+    started: Instant,
+}
+
+impl Drop for Read {
+    fn drop(&mut self) {
+        let mut st = self.inventory.lock();
+        if let Some(n) = st.reads.get_mut(&self.started) {
+            *n -= 1;
+            if *n == 0 {
+                st.reads.remove(&self.started);
+            }
+        }
+        // A write is news only for reads that started before it.
+        match st.reads.keys().next().copied() {
+            Some(oldest) => st.writes.retain(|_, (at, _)| *at >= oldest),
+            None => st.writes.clear(),
+        }
+        if st.writes.capacity() > 4 * st.writes.len().max(16) {
+            st.writes.shrink_to_fit();
+        }
+    }
 }
 
 impl Inventory {
@@ -120,18 +148,29 @@ impl Inventory {
             .is_some_and(|s| s.loaded_at.is_some())
     }
 
-    /// Replaces a partition with a listing that started at `listed_at`. Our own writes made
-    /// after that instant win over it: the listing cannot have seen them, and believing it
-    /// would look like drift (and cost a second PUT).
+    /// A read of Azure starts: until the returned [`Read`] is dropped, our own writes are
+    /// remembered so that what it finds cannot undo them.
+    pub fn begin_read(&self) -> Read {
+        let started = Instant::now();
+        *self.lock().reads.entry(started).or_default() += 1;
+        Read {
+            inventory: self.clone(),
+            started,
+        }
+    }
+
+    /// Replaces a partition with what `read`, a listing, found. Our own writes made after it
+    /// started win over it: the listing cannot have seen them, and believing it would look
+    /// like drift (and cost a second PUT).
     pub fn replace(
         &self,
         p: Partition,
         mut objects: HashMap<ObjectKey, Known>,
         twins: usize,
-        listed_at: Instant,
+        read: &Read,
     ) {
+        let listed_at = read.started;
         let mut st = self.lock();
-        st.writes.retain(|_, (t, _)| t.elapsed() < WRITE_MEMORY);
         for (key, (at, known)) in &st.writes {
             if *at >= listed_at && Partition::of(key) == p {
                 match known {
@@ -153,8 +192,11 @@ impl Inventory {
     /// Records the outcome of one of our own writes.
     pub fn record(&self, key: &ObjectKey, known: Option<Known>) {
         let mut st = self.lock();
-        st.writes
-            .insert(key.clone(), (Instant::now(), known.clone()));
+        // Only a read already in flight can bring older news of it.
+        if !st.reads.is_empty() {
+            st.writes
+                .insert(key.clone(), (Instant::now(), known.clone()));
+        }
         let part = st.partitions.entry(Partition::of(key)).or_default();
         match known {
             Some(k) => {
@@ -166,9 +208,10 @@ impl Inventory {
         }
     }
 
-    /// Records what a read of `key` that started at `listed_at` found (`None`: nothing), unless
-    /// one of our own writes of it came later. Unlike [`Self::record`], not one of our writes.
-    pub fn observe(&self, key: &ObjectKey, known: Option<Known>, listed_at: Instant) {
+    /// Records what `read` found of `key` (`None`: nothing), unless one of our own writes of
+    /// it came after the read started. Unlike [`Self::record`], not one of our writes.
+    pub fn observe(&self, key: &ObjectKey, known: Option<Known>, read: &Read) {
+        let listed_at = read.started;
         let mut st = self.lock();
         if st.writes.get(key).is_some_and(|(at, _)| *at >= listed_at) {
             return;
@@ -335,6 +378,12 @@ impl Inventory {
         for g in gone {
             self.set_claims(&g, None);
         }
+    }
+
+    /// How many of our writes are remembered.
+    #[cfg(test)]
+    fn remembered_writes(&self) -> usize {
+        self.lock().writes.len()
     }
 
     /// Twin objects (another operator's, under this cluster's name) in the latest listings.

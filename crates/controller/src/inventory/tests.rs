@@ -94,7 +94,7 @@ fn the_sweep_only_sees_owned_unclaimed_objects() {
         scope: SCOPE.to_lowercase(),
     };
     objects.insert(standing, theirs());
-    inv.replace(part.clone(), objects, 0, Instant::now());
+    inv.replace(part.clone(), objects, 0, &inv.begin_read());
     assert_eq!(inv.unclaimed_owned(&part).len(), 1);
     inv.set_claims(&grant("a"), Some(&st));
     assert!(inv.unclaimed_owned(&part).is_empty());
@@ -133,10 +133,10 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
     let st = status(GrantPhase::Active, ObjectState::Present);
     let key = claims_of(&st).remove(0).0;
     let part = Partition::of(&key);
-    let listing_started = Instant::now();
+    let listing = inv.begin_read();
     // We create the object while the listing is in flight; the listing does not show it.
     inv.record(&key, Some(ours()));
-    inv.replace(part.clone(), HashMap::new(), 0, listing_started);
+    inv.replace(part.clone(), HashMap::new(), 0, &listing);
     assert!(matches!(
         inv.view(std::slice::from_ref(&key), &grant("a"))
             .get(&key)
@@ -144,7 +144,7 @@ fn a_listing_older_than_our_write_does_not_undo_it() {
         Observed::Present { owned: true, .. }
     ));
     // A listing that started after the write is believed (the object vanished: drift).
-    inv.replace(part, HashMap::new(), 0, Instant::now());
+    inv.replace(part, HashMap::new(), 0, &inv.begin_read());
     assert_eq!(
         inv.view(std::slice::from_ref(&key), &grant("a"))
             .get(&key)
@@ -160,7 +160,7 @@ fn only_partitions_in_use_are_swept_again() {
     let key = claims_of(&st).remove(0).0;
     let part = Partition::of(&key);
     // Loaded, nothing of ours, nobody claims it: not worth listing again.
-    inv.replace(part.clone(), HashMap::new(), 0, Instant::now());
+    inv.replace(part.clone(), HashMap::new(), 0, &inv.begin_read());
     assert!(inv.partitions().is_empty());
     // Something of ours in it: swept.
     inv.record(&key, Some(ours()));
@@ -214,11 +214,11 @@ fn a_standing_object_in_use_is_watched_but_kept_alive_for_nobody() {
     // Ours under that tuple (no lease recorded it) is an orphan all the same.
     let mut objects = HashMap::new();
     objects.insert(key.clone(), ours());
-    inv.replace(part.clone(), objects, 0, Instant::now());
+    inv.replace(part.clone(), objects, 0, &inv.begin_read());
     assert_eq!(inv.unclaimed_owned(&part).len(), 1);
     assert!(inv.live_claims_missing(&part).is_empty());
     // Gone: the lease is sent to create its own.
-    inv.replace(part.clone(), HashMap::new(), 0, Instant::now());
+    inv.replace(part.clone(), HashMap::new(), 0, &inv.begin_read());
     assert_eq!(inv.live_claims_missing(&part), vec![grant("a")]);
     // Ended leases use nothing.
     assert!(claims_of(&status(GrantPhase::Expired, ObjectState::Standing)).is_empty());
@@ -244,7 +244,7 @@ fn held_objects_due_a_look_are_read_again() {
     };
     let mut objects = HashMap::new();
     objects.insert(key.clone(), theirs.clone());
-    inv.replace(part.clone(), objects, 0, Instant::now());
+    inv.replace(part.clone(), objects, 0, &inv.begin_read());
     let keys = std::slice::from_ref(&key);
     assert!(
         inv.due_holders(keys, end - chrono::TimeDelta::seconds(1))
@@ -252,16 +252,16 @@ fn held_objects_due_a_look_are_read_again() {
     );
     assert_eq!(inv.due_holders(keys, end), keys.to_vec());
     // A read that found it gone.
-    inv.observe(&key, None, Instant::now());
+    inv.observe(&key, None, &inv.begin_read());
     assert_eq!(
         inv.view(keys, &grant("a")).get(&key).observed,
         Observed::Absent
     );
     assert!(inv.due_holders(keys, end).is_empty());
     // A read older than our create does not undo it.
-    let read_started = Instant::now();
+    let read = inv.begin_read();
     inv.record(&key, Some(ours()));
-    inv.observe(&key, Some(theirs), read_started);
+    inv.observe(&key, Some(theirs), &read);
     assert!(matches!(
         inv.view(keys, &grant("a")).get(&key).observed,
         Observed::Present { owned: true, .. }
@@ -277,12 +277,41 @@ fn only_what_a_loaded_listing_left_out_is_read_again() {
     assert!(inv.unlisted(&keys).is_empty());
     let listed: HashMap<ObjectKey, Known> = keys.iter().map(|k| (k.clone(), ours())).collect();
     for k in &keys {
-        inv.replace(Partition::of(k), listed.clone(), 0, Instant::now());
+        inv.replace(Partition::of(k), listed.clone(), 0, &inv.begin_read());
     }
     assert!(inv.unlisted(&keys).is_empty());
     // A listing that skipped the role assignment (paged while others deleted).
     let mut skipped = listed.clone();
     skipped.remove(&keys[0]);
-    inv.replace(Partition::of(&keys[0]), skipped, 0, Instant::now());
+    inv.replace(Partition::of(&keys[0]), skipped, 0, &inv.begin_read());
     assert_eq!(inv.unlisted(&keys), vec![keys[0].clone()]);
+}
+
+/// Our writes are remembered only while a read that started before them is in flight: then
+/// they overrule what it finds; afterwards no read can bring older news of them.
+#[test]
+fn writes_are_remembered_only_while_an_older_read_is_in_flight() {
+    let inv = Inventory::default();
+    let st = status(GrantPhase::Active, ObjectState::Present);
+    let key = claims_of(&st).remove(0).0;
+    let part = Partition::of(&key);
+    inv.record(&key, Some(ours()));
+    assert_eq!(inv.remembered_writes(), 0, "no read in flight");
+    let slow = inv.begin_read();
+    inv.record(&key, Some(ours()));
+    // A read that started after the write and ends first does not end its memory.
+    let quick = inv.begin_read();
+    inv.replace(part.clone(), HashMap::new(), 0, &quick);
+    drop(quick);
+    assert_eq!(inv.remembered_writes(), 1);
+    // The slow listing, which cannot have seen our create, still does not undo it.
+    inv.replace(part, HashMap::new(), 0, &slow);
+    assert!(matches!(
+        inv.view(std::slice::from_ref(&key), &grant("a"))
+            .get(&key)
+            .observed,
+        Observed::Present { owned: true, .. }
+    ));
+    drop(slow);
+    assert_eq!(inv.remembered_writes(), 0);
 }
