@@ -632,9 +632,14 @@ async fn extension_within_policy_moves_the_expiry_and_beyond_it_is_refused() -> 
     Ok(())
 }
 
+/// The window opens beyond the operator's wake horizon (2 s here): the activation lane holds no
+/// timer for it, and the horizon scan must bring the grant back in time to activate at
+/// `notBefore`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_future_window_is_scheduled_and_activates_at_not_before() -> anyhow::Result<()> {
-    let fx = Fx::start().await?;
+    let mut w = World::without_operator().await?;
+    w.start_operator(&[("LAPSE_WAKE_HORIZON", "2s")]).await?;
+    let fx = Fx::on(w).await?;
     let w = &fx.w;
     fx.apply_policy(3600, &[])?;
     let principal = fx.mi_principal().await?;
@@ -677,6 +682,11 @@ async fn a_future_window_is_scheduled_and_activates_at_not_before() -> anyhow::R
     assert!(
         activated >= not_before,
         "activated at {activated}, before {not_before}"
+    );
+    // Woken by the horizon scan before notBefore, then held by the lane's own timer to it.
+    assert!(
+        activated - not_before <= fx.secs(3)?,
+        "activated at {activated}, late for {not_before}"
     );
     assert_eq!(expires_at(&g)?, not_after);
     fx.settle_read("the window's workload read", &fx.client_id, Some(200))

@@ -47,6 +47,10 @@ pub struct Settings {
     pub retain_finished: Option<Duration>,
     /// Grants reconciled at once in each lane (activation and revocation).
     pub concurrency: u16,
+    /// How far ahead the activation lane keeps a timer of its own for a grant. A grant whose
+    /// next look is further out (a window opening next month) holds none: a scan every half
+    /// horizon wakes it once that moment comes within the horizon (docs/performance.md).
+    pub wake_horizon: Duration,
     /// Decide/act rounds one reconcile makes before yielding to other grants and coming back;
     /// [`crate::grant::MAX_ROUNDS`] in the operator.
     pub max_rounds: usize,

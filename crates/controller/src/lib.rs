@@ -445,6 +445,7 @@ pub async fn run(
     let mut lanes: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut feeds: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut repairs = Some(wiring.repairs);
+    let mut wakers = Vec::new();
     for (api, writer, store) in wiring.grant_writers {
         // The one watch per grant cache; the lanes and the clock share what it sees (see
         // `fanout` for why not kube's shared subscribers). Managed fields are never read;
@@ -497,6 +498,11 @@ pub async fn run(
         if let Some(rx) = repairs.take() {
             activation = activation.reconcile_on(receiver_stream(rx));
         }
+        // Grants the horizon scan wakes; every activation controller hears of each (one not
+        // watching its namespace does not find it in its cache and does nothing).
+        let (wake, woken) = mpsc::unbounded_channel();
+        wakers.push(wake);
+        activation = activation.reconcile_on(receiver_stream(woken));
         lanes.push(Box::pin(
             activation
                 .run(
@@ -535,6 +541,7 @@ pub async fn run(
     tasks.0.push(tokio::spawn(policy::run(ctx.clone())));
     tasks.0.push(tokio::spawn(expiring::run(ctx.clone())));
     tasks.0.push(tokio::spawn(recheck_tickets(ctx.clone())));
+    tasks.0.push(tokio::spawn(wake_parked(ctx.clone(), wakers)));
     tasks.0.push(tokio::spawn(usage::run(ctx.clone())));
     if let Some(retain) = ctx.settings.retain_finished {
         tasks
@@ -596,6 +603,29 @@ async fn recheck_tickets(ctx: Arc<Context>) {
             }
         }
         ctx.tickets.tick(named);
+    }
+}
+
+/// The horizon scan: every half horizon, the grants the activation lane parked (their next look
+/// beyond the horizon, no timer held) whose look has come within the horizon go back to the
+/// activation lane, which then holds a timer of its own for the rest of the wait.
+async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRef<AccessGrant>>>) {
+    let horizon = ctx.settings.wake_horizon;
+    let mut ticker =
+        tokio::time::interval((horizon / 2).max(std::time::Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let due = ctx.written.due_within(std::time::Instant::now() + horizon);
+        if !due.is_empty() {
+            tracing::debug!(grants = due.len(), "waking parked grants");
+        }
+        for g in due {
+            let grant = ObjectRef::new(&g.name).within(&g.namespace);
+            for lane in &lanes {
+                let _ = lane.send(grant.clone());
+            }
+        }
     }
 }
 

@@ -23,6 +23,9 @@ struct Written {
     next: Option<Instant>,
     /// `next` is the end of a live lease: the revocation lane's moment, not the activation's.
     next_is_end: bool,
+    /// `next` is beyond the wake horizon and no lane holds a timer for it: the horizon scan
+    /// ([`WrittenVersions::due_within`]) wakes the grant.
+    parked: bool,
     /// The policy epoch the decision saw: a policy or namespace change is news.
     epoch: u64,
     /// Decisions in a row that asked for a retry: the backoff's exponent.
@@ -83,7 +86,28 @@ impl WrittenVersions {
         let w = map.entry(grant.clone()).or_default();
         w.next = next.map(|n| n.at);
         w.next_is_end = next.is_some_and(|n| n.lease_end);
+        w.parked = false;
         w.epoch = epoch;
+    }
+
+    /// The activation lane holds no timer for this grant's next look (it is beyond the wake
+    /// horizon): [`Self::due_within`] returns it once that look comes within the horizon.
+    pub fn park(&self, grant: &GrantRef) {
+        if let Some(w) = self.lock().get_mut(grant) {
+            w.parked = w.next.is_some();
+        }
+    }
+
+    /// The parked grants whose next look is at or before `until`, each returned once.
+    pub fn due_within(&self, until: Instant) -> Vec<GrantRef> {
+        self.lock()
+            .iter_mut()
+            .filter(|(_, w)| w.parked && w.next.is_some_and(|n| n <= until))
+            .map(|(g, w)| {
+                w.parked = false;
+                g.clone()
+            })
+            .collect()
     }
 
     /// The delay before the next retry of a grant whose decision asked for one after `wait`:
@@ -105,6 +129,7 @@ impl WrittenVersions {
     pub fn poke(&self, grant: &GrantRef) {
         if let Some(w) = self.lock().get_mut(grant) {
             w.next = None;
+            w.parked = false;
         }
     }
 
@@ -235,5 +260,33 @@ mod tests {
         );
         w.poke(&r);
         assert_eq!(w.quiet_for(&r, &grant("7"), 1, t), None, "poked");
+    }
+
+    #[test]
+    fn a_parked_grant_is_due_once_its_look_comes_within_the_horizon() {
+        let w = WrittenVersions::default();
+        let r = GrantRef {
+            namespace: "ns".into(),
+            name: "a".into(),
+        };
+        let t = Instant::now();
+        let month = Duration::from_secs(30 * 24 * 3600);
+        w.settle(&r, Some(Next::at(t + month)), 1);
+        assert!(
+            w.due_within(t + month).is_empty(),
+            "not parked: a timer holds it"
+        );
+        w.park(&r);
+        assert!(w.due_within(t + month - Duration::from_secs(1)).is_empty());
+        assert_eq!(w.due_within(t + month), std::slice::from_ref(&r));
+        assert!(w.due_within(t + month).is_empty(), "returned once");
+        // A new decision replaces the parked look.
+        w.park(&r);
+        w.settle(&r, Some(Next::at(t + month)), 1);
+        assert!(w.due_within(t + month).is_empty());
+        // Nothing to look at: nothing to park.
+        w.settle(&r, None, 1);
+        w.park(&r);
+        assert!(w.due_within(t + month).is_empty());
     }
 }

@@ -74,6 +74,11 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_OVERDUE_AFTER", default_value = "30s")]
     pub overdue_after: LeaseDuration,
 
+    /// How far ahead the activation lane keeps a timer for a grant; grants further out are
+    /// woken by a scan every half horizon (Go duration, at least 1s).
+    #[arg(long, env = "LAPSE_WAKE_HORIZON", default_value = "10m")]
+    pub wake_horizon: LeaseDuration,
+
     /// Base retry delay for failed Azure calls (Go duration).
     #[arg(long, env = "LAPSE_RETRY_AFTER", default_value = "2s")]
     pub retry_after: LeaseDuration,
@@ -300,6 +305,10 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
         retry_after: args.retry_after.to_std(),
         authorization_grace: args.authorization_grace.to_std(),
         concurrency: args.concurrency.max(1),
+        wake_horizon: args
+            .wake_horizon
+            .to_std()
+            .max(std::time::Duration::from_secs(1)),
         max_rounds: lapse_controller::grant::MAX_ROUNDS,
         retain_finished: args.retain_finished.map(|d| d.to_std()),
         residual: lapse_api::lease::ResidualBounds {

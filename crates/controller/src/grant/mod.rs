@@ -86,12 +86,18 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
     // The event may be our own status write echoing back: not news before the decision's time.
     let epoch = *ctx.policy_epoch.borrow();
     if let Some(quiet) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
-        // A live lease's end is the revocation lane's to wake for.
-        return Ok(if quiet.lease_end && lane == Lane::Activation {
-            Requeue::await_change()
-        } else {
-            Requeue::requeue(quiet.wait)
-        });
+        if lane == Lane::Activation {
+            // A live lease's end is the revocation lane's to wake for.
+            if quiet.lease_end {
+                return Ok(Requeue::await_change());
+            }
+            // Beyond the horizon the horizon scan wakes it (`drive::finish`).
+            if quiet.wait > ctx.settings.wake_horizon {
+                ctx.written.park(&gref);
+                return Ok(Requeue::await_change());
+            }
+        }
+        return Ok(Requeue::requeue(quiet.wait));
     }
     let result = finalizer(&api, FINALIZER, grant, |event| async {
         match event {

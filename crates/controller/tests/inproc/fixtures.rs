@@ -257,6 +257,7 @@ impl World {
             authorization_grace: Duration::from_secs(600),
             retain_finished: None,
             concurrency: 8,
+            wake_horizon: Duration::from_secs(600),
             max_rounds: opts.max_rounds,
             notify: None,
             residual: lapse_api::lease::ResidualBounds {
