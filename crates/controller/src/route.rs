@@ -42,14 +42,17 @@ pub fn revocation_wake(
     status: Option<&AccessGrantStatus>,
     now: DateTime<Utc>,
 ) -> Option<std::time::Duration> {
-    let st = status.filter(|_| sealed)?;
-    if st.phase.is_terminal() || st.activated_at.is_none() {
-        return None;
-    }
-    (st.expires_at? - now)
+    (live_end(status.filter(|_| sealed)?)? - now)
         .to_std()
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+/// The end of a lease that is live: activated and not finished.
+fn live_end(status: &AccessGrantStatus) -> Option<DateTime<Utc>> {
+    (!status.phase.is_terminal() && status.activated_at.is_some())
+        .then_some(status.expires_at)
+        .flatten()
 }
 
 /// Whether `at`, a decision's time to look again, is the end of a live lease: the moment
@@ -58,7 +61,7 @@ pub fn revocation_wake(
 /// only hand it over), which keeps one scheduler entry per live lease instead of two
 /// (docs/performance.md).
 pub fn is_lease_end(status: &AccessGrantStatus, at: DateTime<Utc>) -> bool {
-    !status.phase.is_terminal() && status.activated_at.is_some() && status.expires_at == Some(at)
+    live_end(status) == Some(at)
 }
 
 fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {

@@ -258,15 +258,7 @@ fn finish(
         });
     }
     Ok(match wait {
-        // At the end the grant is the revocation lane's, which has its own timer for it.
-        Some(_) if lease_end && lane == Lane::Activation => Requeue::await_change(),
-        // Beyond the horizon (a window opening next month): no timer held for weeks; the
-        // horizon scan wakes the grant.
-        Some(w) if lane == Lane::Activation && w > ctx.settings.wake_horizon => {
-            ctx.written.park(gref);
-            Requeue::await_change()
-        }
-        Some(w) => Requeue::requeue(w),
+        Some(w) => super::requeue_after(ctx, gref, lane, w, lease_end),
         // Nothing scheduled: the sweep and watch events bring it back when needed.
         None => Requeue::await_change(),
     })

@@ -86,18 +86,13 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
     // The event may be our own status write echoing back: not news before the decision's time.
     let epoch = *ctx.policy_epoch.borrow();
     if let Some(quiet) = ctx.written.quiet_for(&gref, &grant, epoch, Instant::now()) {
-        if lane == Lane::Activation {
-            // A live lease's end is the revocation lane's to wake for.
-            if quiet.lease_end {
-                return Ok(Requeue::await_change());
-            }
-            // Beyond the horizon the horizon scan wakes it (`drive::finish`).
-            if quiet.wait > ctx.settings.wake_horizon {
-                ctx.written.park(&gref);
-                return Ok(Requeue::await_change());
-            }
-        }
-        return Ok(Requeue::requeue(quiet.wait));
+        return Ok(requeue_after(
+            &ctx,
+            &gref,
+            lane,
+            quiet.wait,
+            quiet.lease_end,
+        ));
     }
     let result = finalizer(&api, FINALIZER, grant, |event| async {
         match event {
@@ -130,6 +125,29 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
         })
         .inc();
     result
+}
+
+/// How `lane` comes back to a grant whose next look is `wait` away (`lease_end`: the end of its
+/// live lease). The activation lane holds no timer for a live lease's end (the revocation lane
+/// has its own for it) nor for a look beyond the wake horizon (parked: the horizon scan wakes
+/// it, `crate::written::WrittenVersions::due_within`).
+fn requeue_after(
+    ctx: &Context,
+    gref: &GrantRef,
+    lane: Lane,
+    wait: Duration,
+    lease_end: bool,
+) -> Requeue {
+    if lane == Lane::Activation {
+        if lease_end {
+            return Requeue::await_change();
+        }
+        if wait > ctx.settings.wake_horizon {
+            ctx.written.park(gref);
+            return Requeue::await_change();
+        }
+    }
+    Requeue::requeue(wait)
 }
 
 /// Backs off on errors; a pending revocation retries at the pace the core asked for.
