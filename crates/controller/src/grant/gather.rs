@@ -120,7 +120,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         // A live lease's object missing from the last listing: read it again before the core
         // repairs it with a PUT (a listing paged while others delete can skip it). A healthy
         // lease reads nothing more; a real deletion costs one filtered read before the repair.
-        if status.phase == GrantPhase::Active {
+        if sealed.is_some_and(|s| s.phase == GrantPhase::Active) {
             due.extend(ctx.inventory.unlisted(&keys));
         }
         if !due.is_empty() {
