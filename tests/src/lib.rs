@@ -416,23 +416,21 @@ impl World {
         timeout: Duration,
         pred: impl Fn(&AccessGrant) -> bool,
     ) -> anyhow::Result<AccessGrant> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let g = self.grants(ns).get_opt(name).await?;
-            if let Some(g) = &g
-                && pred(g)
-            {
-                return Ok(g.clone());
-            }
-            if Instant::now() > deadline {
-                bail!(
+        poll(
+            timeout,
+            Duration::from_millis(100),
+            async || Ok(self.grants(ns).get_opt(name).await?),
+            |g| g.as_ref().is_some_and(&pred),
+            |g| {
+                format!(
                     "grant {ns}/{name} did not reach the expected state in {timeout:?}; last seen: {}\n--- operator log ---\n{}",
-                    serde_json::to_string_pretty(&g).unwrap_or_default(),
+                    serde_json::to_string_pretty(g).unwrap_or_default(),
                     tail(&self.operator_logs(), 60)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                )
+            },
+        )
+        .await?
+        .ok_or_else(|| anyhow!("grant {ns}/{name} gone"))
     }
 
     pub async fn wait_phase(
@@ -650,6 +648,28 @@ async fn status_and_body(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, V
 }
 
 /// The last `n` lines of a log.
+/// Reads with `read` every `every` until `done` holds for what it read, for at most `timeout`;
+/// then fails with `failed` of the last read (what a person needs to see why).
+async fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut read: impl AsyncFnMut() -> anyhow::Result<T>,
+    done: impl Fn(&T) -> bool,
+    failed: impl FnOnce(&T) -> String,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = read().await?;
+        if done(&last) {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            bail!("{}", failed(&last));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -939,20 +959,19 @@ impl World {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.metrics().await?;
-            if pred(&text) {
-                return Ok(text);
-            }
-            if Instant::now() > deadline {
-                bail!(
+        poll(
+            timeout,
+            Duration::from_millis(200),
+            async || self.metrics().await,
+            |text| pred(text),
+            |_| {
+                format!(
                     "{what}: not so after {timeout:?}\n--- operator log ---\n{}",
                     tail(&self.operator_logs(), 60)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                )
+            },
+        )
+        .await
     }
 
     /// Waits until `pred` holds for the Azure objects carrying this cluster's marker.
@@ -961,20 +980,19 @@ impl World {
         timeout: Duration,
         pred: impl Fn(&std::collections::BTreeSet<String>) -> bool,
     ) -> anyhow::Result<std::collections::BTreeSet<String>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let owned = self.owned_objects().await?;
-            if pred(&owned) {
-                return Ok(owned);
-            }
-            if Instant::now() > deadline {
-                bail!(
+        poll(
+            timeout,
+            Duration::from_millis(250),
+            async || self.owned_objects().await,
+            pred,
+            |owned| {
+                format!(
                     "Azure objects not as expected after {timeout:?}: {owned:#?}\n--- operator log ---\n{}",
                     tail(&self.operator_logs(), 60)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+                )
+            },
+        )
+        .await
     }
 }
 
@@ -1091,17 +1109,20 @@ impl World {
         reason: &str,
         timeout: Duration,
     ) -> anyhow::Result<KubeEvent> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.events(ns, name)?;
-            if let Some(e) = events.iter().find(|e| e.reason == reason) {
-                return Ok(e.clone());
-            }
-            if Instant::now() > deadline {
-                bail!("no {reason} Event on {ns}/{name} after {timeout:?}; seen: {events:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let events = poll(
+            timeout,
+            Duration::from_millis(200),
+            async || self.events(ns, name),
+            |events| events.iter().any(|e| e.reason == reason),
+            |events| {
+                format!("no {reason} Event on {ns}/{name} after {timeout:?}; seen: {events:#?}")
+            },
+        )
+        .await?;
+        events
+            .into_iter()
+            .find(|e| e.reason == reason)
+            .ok_or_else(|| anyhow!("no {reason} Event on {ns}/{name}"))
     }
 
     /// `kubectl patch --type merge` of a grant; returns the output (Ok or the refusal).

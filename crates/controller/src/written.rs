@@ -184,13 +184,17 @@ impl WrittenVersions {
 mod tests {
     use super::*;
 
+    fn gref(name: &str) -> GrantRef {
+        GrantRef {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn retries_back_off_exponentially_to_a_cap_and_reset_on_success() {
         let w = WrittenVersions::default();
-        let g = GrantRef {
-            namespace: "ns".into(),
-            name: "g".into(),
-        };
+        let g = gref("g");
         let two = Some(Duration::from_secs(2));
         let waits: Vec<u64> = (0..7)
             .filter_map(|_| w.backoff(&g, two))
@@ -213,10 +217,7 @@ mod tests {
     #[test]
     fn a_cache_older_than_our_write_is_read_again() {
         let w = WrittenVersions::default();
-        let r = GrantRef {
-            namespace: "ns".into(),
-            name: "a".into(),
-        };
+        let r = gref("a");
         assert!(!w.fresher_than_cache(&r, &grant("5")), "never written");
         w.record(&r, &grant("7"));
         assert!(w.fresher_than_cache(&r, &grant("5")));
@@ -233,10 +234,7 @@ mod tests {
     #[test]
     fn our_own_write_is_not_news_until_the_decision_s_time() {
         let w = WrittenVersions::default();
-        let r = GrantRef {
-            namespace: "ns".into(),
-            name: "a".into(),
-        };
+        let r = gref("a");
         let t = Instant::now();
         w.record(&r, &grant("7"));
         w.settle(&r, Some(Next::at(t + Duration::from_secs(2))), 1);
@@ -265,10 +263,7 @@ mod tests {
     #[test]
     fn a_parked_grant_is_due_once_its_look_comes_within_the_horizon() {
         let w = WrittenVersions::default();
-        let r = GrantRef {
-            namespace: "ns".into(),
-            name: "a".into(),
-        };
+        let r = gref("a");
         let t = Instant::now();
         let month = Duration::from_secs(30 * 24 * 3600);
         w.settle(&r, Some(Next::at(t + month)), 1);

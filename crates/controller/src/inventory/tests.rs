@@ -49,6 +49,13 @@ fn theirs() -> Known {
     }
 }
 
+/// The first object a live lease claims.
+fn live_key() -> ObjectKey {
+    claims_of(&status(GrantPhase::Active, ObjectState::Present))
+        .remove(0)
+        .0
+}
+
 fn grant(n: &str) -> GrantRef {
     GrantRef {
         namespace: "ns".into(),
@@ -130,8 +137,7 @@ fn partitions_group_by_subscription() {
 #[test]
 fn a_listing_older_than_our_write_does_not_undo_it() {
     let inv = Inventory::default();
-    let st = status(GrantPhase::Active, ObjectState::Present);
-    let key = claims_of(&st).remove(0).0;
+    let key = live_key();
     let part = Partition::of(&key);
     let listing = inv.begin_read();
     // We create the object while the listing is in flight; the listing does not show it.
@@ -229,9 +235,7 @@ fn a_standing_object_in_use_is_watched_but_kept_alive_for_nobody() {
 #[test]
 fn held_objects_due_a_look_are_read_again() {
     let inv = Inventory::default();
-    let key = claims_of(&status(GrantPhase::Active, ObjectState::Present))
-        .remove(0)
-        .0;
+    let key = live_key();
     let part = Partition::of(&key);
     let end = chrono::Utc::now();
     let theirs = Known {
@@ -292,8 +296,7 @@ fn only_what_a_loaded_listing_left_out_is_read_again() {
 #[test]
 fn writes_are_remembered_only_while_an_older_read_is_in_flight() {
     let inv = Inventory::default();
-    let st = status(GrantPhase::Active, ObjectState::Present);
-    let key = claims_of(&st).remove(0).0;
+    let key = live_key();
     let part = Partition::of(&key);
     inv.record(&key, Some(ours()));
     assert_eq!(inv.remembered_writes(), 0, "no read in flight");
