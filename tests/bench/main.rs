@@ -678,9 +678,9 @@ async fn ingest_logs(b: &mut Bench, cfg: &Config, sub: &str) -> anyhow::Result<r
 /// Waits until the operator's reconcile count has not moved for 5 s (at most 2 minutes).
 async fn settle_reconciles(b: &mut Bench) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut last, mut since) = (-1.0, Instant::now());
+    let (mut last, mut since) = (None, Instant::now());
     while started.elapsed() < Duration::from_secs(120) {
-        let n = b.metrics().await?.sum("lapse_reconciles_total", &[]);
+        let n = Some(b.metrics().await?.reconciles());
         if n != last {
             (last, since) = (n, Instant::now());
         } else if since.elapsed() >= Duration::from_secs(5) {
