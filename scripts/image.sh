@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The lapse-operator container image (Containerfile; docs/install.md#container-image).
 #
-#   scripts/image.sh build [BINARY]  stage the root filesystem from BINARY (default: the release
-#                                    build, CARGO_TARGET_DIR/release/lapse-operator) with
+#   scripts/image.sh build [BINARY]  stage the root filesystem from BINARY (default: the dist
+#                                    build, CARGO_TARGET_DIR/dist/lapse-operator) with
 #                                    scripts/image-rootfs.sh and build IMAGE from it
 #   scripts/image.sh builder         print the builder these commands use, or say why there is
 #                                    none (exit 1)
@@ -12,7 +12,7 @@
 #                                    Labels) as JSON
 #   scripts/image.sh remove          remove IMAGE
 #
-# `make image` runs `build` on the release binary. The builder is the first usable one of
+# `make image` runs `build` on the dist build (Cargo.toml's `[profile.dist]`). The builder is the first usable one of
 # docker (its daemon answers), podman and buildah, or IMAGE_BUILDER. buildah runs with
 # BUILDAH_STORAGE_DRIVER (default vfs, which works inside containers) and chroot isolation, so
 # it needs neither a daemon nor overlayfs. No base image is pulled (FROM scratch), so no
@@ -98,7 +98,7 @@ workspace_field() { # $1: a key of [workspace.package] in Cargo.toml
 }
 
 cmd_build() {
-    local binary=${1:-$CARGO_TARGET_DIR/release/lapse-operator}
+    local binary=${1:-$CARGO_TARGET_DIR/dist/lapse-operator}
     local b a context version revision created source
     b=$(builder)
     a=$(arch)

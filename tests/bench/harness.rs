@@ -89,6 +89,21 @@ impl Drop for Operator {
 }
 
 /// Resident set size and its peak, in KiB.
+/// The operator binary the bench measures: `LAPSE_BENCH_OPERATOR` (`make bench` passes the
+/// `dist` build, the one the image ships), else the one built beside the bench.
+fn operator_binary() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os("LAPSE_BENCH_OPERATOR") {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_file() {
+                anyhow::bail!("LAPSE_BENCH_OPERATOR: {} is not a file", path.display());
+            }
+            Ok(path)
+        }
+        None => lapse_e2e::binary("lapse-operator"),
+    }
+}
+
 pub fn rss_kib(pid: u32) -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return (None, None);
@@ -410,7 +425,7 @@ impl Bench {
         self.started += 1;
         let file = std::fs::File::create(&log)?;
         let (metrics_port, health_port) = (free_port()?, free_port()?);
-        let mut cmd = Command::new(lapse_e2e::binary("lapse-operator")?);
+        let mut cmd = Command::new(operator_binary()?);
         cmd.arg("run")
             .envs(&self.azure)
             .env("KUBECONFIG", &self.kubeconfig)

@@ -345,7 +345,12 @@ impl Inventory {
             let claimants = st.claims.entry(k).or_default();
             match claimants.iter_mut().find(|(g, _)| g == grant) {
                 Some((_, c)) => *c = claim,
-                None => claimants.push((grant.clone(), claim)),
+                None => {
+                    // Room for exactly one more: a first push would make room for four, and
+                    // almost every object has one claimant (docs/performance.md).
+                    claimants.reserve_exact(1);
+                    claimants.push((grant.clone(), claim));
+                }
             }
         }
         st.by_grant.insert(grant.clone(), keys);
