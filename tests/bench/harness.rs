@@ -88,7 +88,6 @@ impl Drop for Operator {
     }
 }
 
-/// Resident set size and its peak, in KiB.
 /// The operator binary the bench measures: `LAPSE_BENCH_OPERATOR` (`make bench` passes the
 /// `dist` build, the one the image ships), else the one built beside the bench.
 fn operator_binary() -> anyhow::Result<std::path::PathBuf> {
@@ -104,6 +103,7 @@ fn operator_binary() -> anyhow::Result<std::path::PathBuf> {
     }
 }
 
+/// Resident set size and its peak, in KiB.
 pub fn rss_kib(pid: u32) -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return (None, None);

@@ -647,7 +647,6 @@ async fn status_and_body(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, V
     ))
 }
 
-/// The last `n` lines of a log.
 /// Reads with `read` every `every` until `done` holds for what it read, for at most `timeout`;
 /// then fails with `failed` of the last read (what a person needs to see why).
 async fn poll<T>(
@@ -670,6 +669,7 @@ async fn poll<T>(
     }
 }
 
+/// The last `n` lines of a log.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
