@@ -192,10 +192,10 @@ fn grant(
                 scope,
                 condition: None,
             }],
-            window: Some(Window {
+            window: Some(Box::new(Window {
                 not_before: not_before.map(ts),
                 not_after: Some(ts(not_after)),
-            }),
+            })),
             ..Default::default()
         },
     )

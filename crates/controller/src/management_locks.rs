@@ -83,9 +83,11 @@ mod tests {
                     condition: None,
                 },
             ],
-            federation: federated.then(|| Federation {
-                service_account: "runner".into(),
-                audience: lapse_api::v1alpha1::DEFAULT_AUDIENCE.into(),
+            federation: federated.then(|| {
+                Box::new(Federation {
+                    service_account: "runner".into(),
+                    audience: lapse_api::v1alpha1::DEFAULT_AUDIENCE.into(),
+                })
             }),
             duration: Some("1h".into()),
             ..Default::default()

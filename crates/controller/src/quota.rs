@@ -35,7 +35,7 @@ impl LiveGrants {
     pub fn counts(&self, namespace: &str, except: &GrantRef) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
         for (g, policy) in self.lock().iter() {
-            if g.namespace == namespace && g != except {
+            if g.namespace() == namespace && g != except {
                 *out.entry(policy.clone()).or_default() += 1;
             }
         }
@@ -61,7 +61,7 @@ impl LiveGrants {
         if let Some(max) = max {
             let n = map
                 .iter()
-                .filter(|(g, p)| g.namespace == grant.namespace && *p == policy && *g != grant)
+                .filter(|(g, p)| g.namespace() == grant.namespace() && *p == policy && *g != grant)
                 .count();
             if n >= max as usize {
                 return false;
@@ -100,10 +100,7 @@ mod tests {
     use super::*;
 
     fn g(ns: &str, name: &str) -> GrantRef {
-        GrantRef {
-            namespace: ns.into(),
-            name: name.into(),
-        }
+        GrantRef::new(ns, name)
     }
 
     #[test]

@@ -66,10 +66,7 @@ pub async fn run(ctx: Arc<Context>, retain: Duration) {
             let Some(status) = g.status.as_ref().filter(|s| retirable(s, retain, now)) else {
                 continue;
             };
-            let grant = GrantRef {
-                namespace: ns.clone(),
-                name: g.name_any(),
-            };
+            let grant = GrantRef::new(&ns, g.name_any());
             let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
             // The uid precondition: never a grant re-created under the same name since.
             let params = DeleteParams {
@@ -79,7 +76,7 @@ pub async fn run(ctx: Arc<Context>, retain: Duration) {
                 }),
                 ..Default::default()
             };
-            match api.delete(&grant.name, &params).await {
+            match api.delete(grant.name(), &params).await {
                 Ok(_) => crate::audit::retired(&grant, &uid, status),
                 Err(e) => tracing::warn!(grant = %grant, error = %e, "retiring a finished grant"),
             }

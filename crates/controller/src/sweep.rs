@@ -24,10 +24,7 @@ pub fn rebuild_claims(ctx: &Context) {
         let Some(namespace) = g.namespace() else {
             continue;
         };
-        let r = GrantRef {
-            namespace,
-            name: g.name_any(),
-        };
+        let r = GrantRef::new(namespace, g.name_any());
         let uid = g.uid().unwrap_or_default();
         let status = match ctx.sealer.trust(&uid, g.status.as_ref()) {
             StatusTrust::Sealed => g.status.as_ref(),
@@ -94,7 +91,7 @@ pub async fn sweep_once(ctx: &Arc<Context>, full: bool) -> usize {
             ctx.written.poke(&g);
             let _ = ctx
                 .repair
-                .send(ObjectRef::new(&g.name).within(&g.namespace));
+                .send(ObjectRef::new(g.name()).within(g.namespace()));
         }
         for (key, known) in ctx.inventory.unclaimed_owned(&p) {
             let _guard = ctx.locks.lock(std::slice::from_ref(&key)).await;

@@ -398,7 +398,10 @@ impl Tickets {
         }
         self.epoch.send_modify(|n| *n += 1);
         for g in grants {
-            let _ = self.affected.send(Affected::Grant(g.namespace, g.name));
+            let _ = self.affected.send(Affected::Grant(
+                g.namespace().to_owned(),
+                g.name().to_owned(),
+            ));
         }
     }
 

@@ -162,7 +162,10 @@ impl UsageBook {
         }
         self.epoch.send_modify(|n| *n += 1);
         for g in woken {
-            let _ = self.affected.send(Affected::Grant(g.namespace, g.name));
+            let _ = self.affected.send(Affected::Grant(
+                g.namespace().to_owned(),
+                g.name().to_owned(),
+            ));
         }
     }
 
@@ -191,10 +194,7 @@ pub struct PendingEntry {
 
 fn parse_grant(s: &str) -> Option<GrantRef> {
     let (namespace, name) = s.split_once('/')?;
-    Some(GrantRef {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    })
+    Some(GrantRef::new(namespace, name))
 }
 
 #[cfg(test)]
@@ -208,10 +208,7 @@ mod tests {
     }
 
     fn g() -> GrantRef {
-        GrantRef {
-            namespace: "payments".into(),
-            name: "nightly".into(),
-        }
+        GrantRef::new("payments", "nightly")
     }
 
     #[test]

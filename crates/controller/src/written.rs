@@ -185,10 +185,7 @@ mod tests {
     use super::*;
 
     fn gref(name: &str) -> GrantRef {
-        GrantRef {
-            namespace: "ns".into(),
-            name: name.into(),
-        }
+        GrantRef::new("ns", name)
     }
 
     #[test]

@@ -273,7 +273,7 @@ mod tests {
             window: not_after.map(|t| Window {
                 not_before: None,
                 not_after: Some(time::rfc3339(t)),
-            }),
+            }.into()),
             ..Default::default()
         }
     }

@@ -727,7 +727,7 @@ mod tests {
             sequence: 9,
         };
         if let Some(s) = st.grant.status.as_mut() {
-            s.usage = Some(usage);
+            s.usage = Some(Box::new(usage));
         }
         let text = render(&st, at(700));
         let usage = text

@@ -143,19 +143,25 @@ pub fn build_spec(a: &RequestArgs) -> Result<AccessGrantSpec, FlagError> {
     {
         return Err(FlagError::Lease("--from must be before --until".into()));
     }
-    let window = (from.is_some() || until.is_some()).then(|| Window {
-        not_before: from.map(time::rfc3339),
-        not_after: until.map(time::rfc3339),
+    let window = (from.is_some() || until.is_some()).then(|| {
+        Window {
+            not_before: from.map(time::rfc3339),
+            not_after: until.map(time::rfc3339),
+        }
+        .into()
     });
     Ok(AccessGrantSpec {
         identity,
         roles,
-        federation: a.service_account.as_ref().map(|sa| Federation {
-            service_account: sa.clone(),
-            audience: a
-                .audience
-                .clone()
-                .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        federation: a.service_account.as_ref().map(|sa| {
+            Federation {
+                service_account: sa.clone(),
+                audience: a
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+            }
+            .into()
         }),
         duration: duration.map(|d| d.to_string()),
         window,

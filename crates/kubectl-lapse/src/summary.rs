@@ -196,10 +196,10 @@ mod tests {
         });
         assert_eq!(when(&revoked, now), "revoked 2m ago");
         let scheduled = grant(GrantPhase::Scheduled, |g| {
-            g.spec.window = Some(Window {
+            g.spec.window = Some(Box::new(Window {
                 not_before: Some(time::rfc3339(at(300))),
                 not_after: None,
-            });
+            }));
         });
         assert_eq!(when(&scheduled, now), "starts in 5m");
         assert_eq!(

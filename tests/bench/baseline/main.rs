@@ -317,10 +317,10 @@ mod tests {
         let mut g = AccessGrant::new(
             "g",
             AccessGrantSpec {
-                window: Some(Window {
+                window: Some(Box::new(Window {
                     not_before: not_before.map(|t| t.to_rfc3339()),
                     not_after: Some(not_after.to_rfc3339()),
-                }),
+                })),
                 ..Default::default()
             },
         );

@@ -104,10 +104,12 @@ mod tests {
             phase,
             activated_at: Some(at(0)),
             expires_at: Some(at(1)),
-            federated_credential: federated.then(|| FederatedCredentialStatus {
-                name: "lapse-x".into(),
-                state: ObjectState::Present,
-                ..Default::default()
+            federated_credential: federated.then(|| {
+                Box::new(FederatedCredentialStatus {
+                    name: "lapse-x".into(),
+                    state: ObjectState::Present,
+                    ..Default::default()
+                })
             }),
             ..Default::default()
         }

@@ -98,12 +98,12 @@ fn spec(duration: Option<&str>, window: Option<Window>) -> AccessGrantSpec {
                 condition: None,
             },
         ],
-        federation: Some(Federation {
+        federation: Some(Box::new(Federation {
             service_account: "backup-runner".into(),
             audience: DEFAULT_AUDIENCE.into(),
-        }),
+        })),
         duration: duration.map(Into::into),
-        window,
+        window: window.map(Box::new),
         justification: Some("OPS-1234 nightly backup".into()),
         revoked: false,
         requester: None,
@@ -2074,10 +2074,10 @@ fn audiences_and_quotas_are_the_policy_s() {
     h.policies = policy_with(|p| p.max_active_grants = Some(2));
     let mut s = spec(Some("1h"), None);
     s.justification = None;
-    s.federation = Some(Federation {
+    s.federation = Some(Box::new(Federation {
         service_account: "backup-runner".into(),
         audience: "https://kubernetes.default.svc".into(),
-    });
+    }));
     let mut st = AccessGrantStatus::default();
     run_to(&h, &mut AzureModel::default(), &s, &mut st, t0());
     assert_eq!(st.phase, GrantPhase::Denied);

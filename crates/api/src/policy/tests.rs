@@ -52,10 +52,10 @@ fn grant() -> AccessGrantSpec {
             ),
             condition: None,
         }],
-        federation: Some(Federation {
+        federation: Some(Box::new(Federation {
             service_account: "backup-runner".into(),
             audience: "api://AzureADTokenExchange".into(),
-        }),
+        })),
         duration: Some("1h".into()),
         justification: Some("OPS-1 backup".into()),
         ..Default::default()

@@ -53,7 +53,7 @@ pub struct AccessGrantSpec {
     /// Lets a ServiceAccount of this namespace act as the identity through a federated identity
     /// credential (managed identities and applications only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub federation: Option<Federation>,
+    pub federation: Option<Box<Federation>>,
     /// Lease length from activation, as a Go duration (`90m`, `1h30m`). Required unless
     /// `window.notAfter` is set; with both, the lease ends at whichever comes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ pub struct AccessGrantSpec {
     pub duration: Option<String>,
     /// An absolute window for the lease. A grant whose `notAfter` has passed never activates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<Window>,
+    pub window: Option<Box<Window>>,
     /// Why the access is needed; policies may require a pattern (a ticket reference, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_JUSTIFICATION_LEN))]
@@ -346,7 +346,7 @@ pub struct AccessGrantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub role_assignments: Vec<RoleAssignmentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub federated_credential: Option<FederatedCredentialStatus>,
+    pub federated_credential: Option<Box<FederatedCredentialStatus>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -364,7 +364,7 @@ pub struct AccessGrantStatus {
     /// What the lease was used for, from Azure's own logs (docs/usage.md). Absent while the
     /// operator reads no logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<UsageStatus>,
+    pub usage: Option<Box<UsageStatus>>,
     /// The operator's seal over the rest of the status (an HMAC keyed by a Secret in the
     /// operator's namespace). A status anyone else writes does not carry a valid seal, and the
     /// operator then believes nothing in it.

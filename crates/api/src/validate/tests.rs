@@ -15,10 +15,10 @@ fn good() -> AccessGrantSpec {
             scope: SCOPE.into(),
             condition: None,
         }],
-        federation: Some(Federation {
+        federation: Some(Box::new(Federation {
             service_account: "runner".into(),
             audience: "api://AzureADTokenExchange".into(),
-        }),
+        })),
         duration: Some("1h".into()),
         ..Default::default()
     }
@@ -148,30 +148,30 @@ fn lease_length_is_required_and_checked() {
     s.duration = Some("-5m".into());
     assert_eq!(fields(&s), ["spec.duration"]);
     s.duration = None;
-    s.window = Some(Window {
+    s.window = Some(Box::new(Window {
         not_before: None,
         not_after: Some("2026-12-01T04:00:00Z".into()),
-    });
+    }));
     assert!(fields(&s).is_empty());
-    s.window = Some(Window {
+    s.window = Some(Box::new(Window {
         not_before: Some("2026-12-01T05:00:00Z".into()),
         not_after: Some("2026-12-01T04:00:00Z".into()),
-    });
+    }));
     assert_eq!(fields(&s), ["spec.window.notBefore"]);
-    s.window = Some(Window {
+    s.window = Some(Box::new(Window {
         not_before: Some("yesterday".into()),
         not_after: Some("2026-12-01T04:00:00+02:00".into()),
-    });
+    }));
     assert_eq!(fields(&s), ["spec.window.notBefore"]);
 }
 
 #[test]
 fn federation_fields_are_checked() {
     let mut s = good();
-    s.federation = Some(Federation {
+    s.federation = Some(Box::new(Federation {
         service_account: "Runner_1".into(),
         audience: "".into(),
-    });
+    }));
     assert_eq!(
         fields(&s),
         ["spec.federation.serviceAccount", "spec.federation.audience"]
@@ -181,10 +181,10 @@ fn federation_fields_are_checked() {
 #[test]
 fn expiry_is_duration_capped_by_not_after() {
     let mut s = good();
-    s.window = Some(Window {
+    s.window = Some(Box::new(Window {
         not_before: None,
         not_after: Some("2026-12-01T00:30:00Z".into()),
-    });
+    }));
     let req = validate_grant(&s).unwrap();
     let start = parse_timestamp("2026-12-01T00:00:00Z").unwrap();
     assert_eq!(
@@ -277,10 +277,10 @@ fn label_selectors_match_like_kubernetes() {
 #[test]
 fn a_window_start_anchors_the_duration() {
     let mut s = good();
-    s.window = Some(Window {
+    s.window = Some(Box::new(Window {
         not_before: Some("2026-12-01T02:00:00Z".into()),
         not_after: None,
-    });
+    }));
     let req = validate_grant(&s).unwrap();
     // Activated late, the lease still ends an hour after notBefore.
     let late = parse_timestamp("2026-12-01T02:40:00Z").unwrap();

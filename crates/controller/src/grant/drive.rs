@@ -60,7 +60,7 @@ async fn rounds(
         tickets,
     } = obs;
     let mut view = ctx.inventory.view(&keys, &gref);
-    let mut live = ctx.live.counts(&gref.namespace, &gref);
+    let mut live = ctx.live.counts(gref.namespace(), &gref);
     // Usage batches the sealed record already counts are done with.
     if trust == StatusTrust::Sealed {
         ctx.usage
@@ -79,8 +79,8 @@ async fn rounds(
             now,
             settings: &ctx.core,
             grant: GrantView {
-                namespace: &gref.namespace,
-                name: &gref.name,
+                namespace: gref.namespace(),
+                name: gref.name(),
                 uid: &uid,
                 generation: g.metadata.generation,
                 deleting,
@@ -94,7 +94,7 @@ async fn rounds(
                 trust: &trust,
             },
             policy: PolicyContext {
-                namespace: &gref.namespace,
+                namespace: gref.namespace(),
                 namespace_labels: &labels,
                 policies: &policies,
                 catalogue: &catalogue,
@@ -121,7 +121,7 @@ async fn rounds(
                 .and_then(|p| p.rules.as_ref().ok())
                 .and_then(|r| r.max_active_grants);
             if !ctx.live.admit(&gref, policy, max) {
-                live = ctx.live.counts(&gref.namespace, &gref);
+                live = ctx.live.counts(gref.namespace(), &gref);
                 continue;
             }
         }
@@ -198,9 +198,9 @@ async fn answer_tampering(
     if g.spec.revoked {
         return Ok(());
     }
-    let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &gref.namespace);
+    let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), gref.namespace());
     api.patch(
-        &gref.name,
+        gref.name(),
         &PatchParams::apply(FIELD_MANAGER),
         &Patch::Merge(&json!({"spec": {"revoked": true}})),
     )
@@ -272,7 +272,7 @@ async fn patch_status(
     uid: &str,
     status: &AccessGrantStatus,
 ) -> Result<()> {
-    let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &gref.namespace);
+    let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), gref.namespace());
     let sealed = ctx.sealer.seal(uid, status);
     let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "add", "path": "/status", "value": sealed}
@@ -283,7 +283,7 @@ async fn patch_status(
     })?;
     let written = api
         .patch_status(
-            &gref.name,
+            gref.name(),
             &PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()

@@ -44,10 +44,7 @@ pub(super) struct Observation {
 /// Reads what the decision needs. Azure is asked only what this grant's state calls for: a
 /// grant no policy can cover, or one already finished, costs no look-up.
 pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Result<Observation> {
-    let gref = GrantRef {
-        namespace: g.namespace().ok_or(Error::NoNamespace)?,
-        name: g.name_any(),
-    };
+    let gref = GrantRef::new(g.namespace().ok_or(Error::NoNamespace)?, g.name_any());
     let uid = g.uid().unwrap_or_default();
     let now = Utc::now();
     let trust = ctx.sealer.trust(&uid, g.status.as_ref());
@@ -55,10 +52,10 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     let status = g.status.clone().unwrap_or_default();
     let sealed = (trust == StatusTrust::Sealed).then_some(&status);
     let req = validate_grant(&g.spec).ok();
-    let labels = namespace_labels(&ctx.namespaces, &gref.namespace);
+    let labels = namespace_labels(&ctx.namespaces, gref.namespace());
     let policies = ctx.policies.snapshot();
     // Namespace first: a grant no policy can cover costs no Azure look-up.
-    let covered = covers_namespace(&policies, &gref.namespace, &labels);
+    let covered = covers_namespace(&policies, gref.namespace(), &labels);
     let recorded_principal = sealed
         .and_then(|s| s.principal_id.as_deref())
         .and_then(|p| uuid::Uuid::try_parse(p).ok());
@@ -133,7 +130,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     let tickets = if covered && !deleting && !status.phase.is_terminal() {
         let keys = lapse_api::ticket::tickets_to_check(
             &policies,
-            &gref.namespace,
+            gref.namespace(),
             &labels,
             g.spec.justification.as_deref(),
         );
@@ -141,7 +138,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
     } else {
         lapse_api::ticket::TicketView::default()
     };
-    let (gref_namespace, gref_name) = (gref.namespace.clone(), gref.name.clone());
+    let approvals = ctx.approvals.view(gref.namespace(), gref.name());
     Ok(Observation {
         gref,
         uid,
@@ -154,7 +151,7 @@ pub(super) async fn gather(g: &AccessGrant, ctx: &Context, deleting: bool) -> Re
         locks,
         catalogue,
         keys,
-        approvals: ctx.approvals.view(&gref_namespace, &gref_name),
+        approvals,
         tickets,
     })
 }
@@ -178,8 +175,8 @@ pub(super) fn keys_of(
         // Keys do not depend on the expiry; any instant serves.
         if let Ok(plan) = lease::plan(
             req,
-            &gref.namespace,
-            &gref.name,
+            gref.namespace(),
+            gref.name(),
             *principal_id,
             Utc::now(),
             None,

@@ -8,7 +8,6 @@ use chrono::Utc;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
-use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::AccessGrant;
 
 mod announce;
@@ -18,7 +17,7 @@ mod gather;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
-use crate::route::{Lane, lane_of, revocation_wake};
+use crate::route::{Lane, lane_of};
 
 /// Added to every grant; removed only once its lease's Azure objects are gone.
 pub const FINALIZER: &str = "lapse.dev/revoke";
@@ -53,13 +52,9 @@ pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) ->
     let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
     let now = Utc::now();
     if lane_of(&ctx, &grant, now) == Lane::Activation {
-        // Not ours yet: wake when the lease ends.
-        let uid = grant.uid().unwrap_or_default();
-        let sealed = ctx.sealer.trust(&uid, grant.status.as_ref()) == StatusTrust::Sealed;
-        return Ok(match revocation_wake(sealed, grant.status.as_ref(), now) {
-            Some(wait) => Requeue::requeue(wait),
-            None => Requeue::await_change(),
-        });
+        // Not ours yet: the lease clock hands the grant back when its lease ends
+        // (`crate::wake_lease_ends`), and any change of it comes with its watch event.
+        return Ok(Requeue::await_change());
     }
     run(grant, ctx, Lane::Revocation).await
 }
@@ -67,10 +62,7 @@ pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) ->
 async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<Requeue> {
     let started = Instant::now();
     let ns = grant.namespace().ok_or(Error::NoNamespace)?;
-    let gref = GrantRef {
-        namespace: ns.clone(),
-        name: grant.name_any(),
-    };
+    let gref = GrantRef::new(&ns, grant.name_any());
     let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     let _guard = ctx.grant_locks.lock(&gref).await;
     // The other lane may have written this grant while we waited: never act on a cached copy
@@ -128,8 +120,8 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
 }
 
 /// How `lane` comes back to a grant whose next look is `wait` away (`lease_end`: the end of its
-/// live lease). The activation lane holds no timer for a live lease's end (the revocation lane
-/// has its own for it) nor for a look beyond the wake horizon (parked: the horizon scan wakes
+/// live lease). The activation lane holds no timer for a live lease's end (the lease clock
+/// hands it to the revocation lane then) nor for a look beyond the wake horizon (parked: the horizon scan wakes
 /// it, `crate::written::WrittenVersions::due_within`).
 fn requeue_after(
     ctx: &Context,

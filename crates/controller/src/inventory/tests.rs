@@ -18,13 +18,13 @@ fn status(phase: GrantPhase, state: ObjectState) -> AccessGrantStatus {
             id: Some(format!("{SCOPE}/providers/Microsoft.Authorization/roleAssignments/{NAME}")),
             state,
         }],
-        federated_credential: Some(FederatedCredentialStatus {
+        federated_credential: Some(Box::new(FederatedCredentialStatus {
             id: Some("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi/federatedIdentityCredentials/lapse-dev-0123456789abcdef0123456789abcdef".into()),
             name: "lapse-dev-0123456789abcdef0123456789abcdef".into(),
             issuer: "https://issuer".into(),
             subject: "system:serviceaccount:a:b".into(),
             state,
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -57,10 +57,7 @@ fn live_key() -> ObjectKey {
 }
 
 fn grant(n: &str) -> GrantRef {
-    GrantRef {
-        namespace: "ns".into(),
-        name: n.into(),
-    }
+    GrantRef::new("ns", n)
 }
 
 #[test]

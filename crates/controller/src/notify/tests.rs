@@ -165,13 +165,13 @@ fn notification(kind: Kind) -> Notification {
         id: Some("/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/ra1".into()),
         state: ObjectState::Present,
     }];
-    st.federated_credential = Some(FederatedCredentialStatus {
+    st.federated_credential = Some(Box::new(FederatedCredentialStatus {
         id: Some("/subscriptions/s/fic1".into()),
         name: "lapse-e2e-0123".into(),
         issuer: "https://issuer".into(),
         subject: "system:serviceaccount:payments:backup-runner".into(),
         state: ObjectState::Present,
-    });
+    }));
     st.approvals = vec![ApprovalRecord {
         name: "nightly-backup-bob".into(),
         approver: "bob@example.com".into(),

@@ -95,10 +95,7 @@ pub fn gather(ctx: &Context, policies: &[NamedPolicy]) -> Leases {
         out.windows.push(window.clone());
         out.leases.push(Lease {
             uid: g.uid().unwrap_or_default(),
-            grant: GrantRef {
-                namespace: g.namespace().unwrap_or_default(),
-                name: g.name_any(),
-            },
+            grant: GrantRef::new(g.namespace().unwrap_or_default(), g.name_any()),
             window,
             roles: st
                 .role_assignments
@@ -106,7 +103,7 @@ pub fn gather(ctx: &Context, policies: &[NamedPolicy]) -> Leases {
                 .filter_map(|r| r.role_definition_id.clone())
                 .collect(),
             policy: st.policy.clone(),
-            usage: st.usage.clone(),
+            usage: st.usage.as_deref().cloned(),
         });
     }
     for p in policies {

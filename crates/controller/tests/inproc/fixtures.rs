@@ -569,10 +569,10 @@ impl GrantFixture for AccessGrant {
     }
 
     fn federated(mut self, service_account: &str) -> Self {
-        self.spec.federation = Some(Federation {
+        self.spec.federation = Some(Box::new(Federation {
             service_account: service_account.into(),
             audience: lapse_api::v1alpha1::DEFAULT_AUDIENCE.into(),
-        });
+        }));
         self
     }
 

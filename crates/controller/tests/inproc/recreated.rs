@@ -29,10 +29,10 @@ async fn a_grant_deleted_and_reapplied_under_its_name_is_decided_at_once_every_t
     // cycles are only Kubernetes events.
     let mut g = grant(&w, "old", SA).unwrap().role("Reader", &w.storage());
     g.spec.duration = None;
-    g.spec.window = Some(Window {
+    g.spec.window = Some(Box::new(Window {
         not_before: Some(rfc3339(now - TimeDelta::hours(2))),
         not_after: Some(rfc3339(now - TimeDelta::hours(1))),
-    });
+    }));
     let mut slowest = Duration::ZERO;
     let mut uids = Vec::new();
     for _ in 0..CYCLES {

@@ -261,12 +261,12 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            federated_credential: Some(FederatedCredentialStatus {
+            federated_credential: Some(Box::new(FederatedCredentialStatus {
                 id: Some("/fic".into()),
                 name: "lapse-prod-abc".into(),
                 state: ObjectState::Present,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         let r = record(&g);

@@ -133,7 +133,7 @@ impl Step<'_> {
         self.st.principal_id = Some(principal_id.to_string());
         let (ras, fic) = plan.status_entries();
         self.st.role_assignments = ras;
-        self.st.federated_credential = fic;
+        self.st.federated_credential = fic.map(Box::new);
         self.transition(
             GrantPhase::Activating,
             false,

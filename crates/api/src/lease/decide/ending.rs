@@ -292,7 +292,7 @@ impl Step<'_> {
         }
         self.st.principal_id = Some(principal_id.to_string());
         self.st.role_assignments = ras;
-        self.st.federated_credential = fic;
+        self.st.federated_credential = fic.map(Box::new);
         true
     }
 }

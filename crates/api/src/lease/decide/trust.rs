@@ -85,7 +85,7 @@ impl Step<'_> {
             let (ras, fic) = p.status_entries();
             self.st.principal_id = Some(principal_id.to_string());
             self.st.role_assignments = ras;
-            self.st.federated_credential = fic;
+            self.st.federated_credential = fic.map(Box::new);
         }
         true
     }

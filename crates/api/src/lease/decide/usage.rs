@@ -10,8 +10,8 @@ use crate::v1alpha1::EndReason;
 
 impl Step<'_> {
     pub(super) fn count_usage(&mut self) {
-        let (usage, added) = apply_deltas(self.st.usage.as_ref(), self.input.usage);
-        self.st.usage = usage;
+        let (usage, added) = apply_deltas(self.st.usage.as_deref(), self.input.usage);
+        self.st.usage = usage.map(Box::new);
         for f in added {
             let reason = match f.kind {
                 FindingKind::UseAfterEnd => Reason::UseAfterEnd,
