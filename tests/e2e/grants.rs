@@ -901,7 +901,7 @@ async fn deleting_the_policy_revokes_active_grants_at_once() -> anyhow::Result<(
     );
     let c = required_condition(&g, "PolicyAllowed")?;
     assert_eq!(
-        (c.status, c.reason.as_str()),
+        (c.status, c.reason.as_ref()),
         (ConditionStatus::False, "PolicyRevoked")
     );
     w.wait_event(NS, "nightly", "PolicyRevoked", fx.timeout())
@@ -1746,7 +1746,7 @@ async fn what_each_lease_was_used_for_is_read_from_azures_own_logs() -> anyhow::
     );
     let g = fx.w.grants(NS).get("used").await?;
     assert_eq!(
-        condition(&g, "Used").map(|c| (c.status, c.reason.clone())),
+        condition(&g, "Used").map(|c| (c.status, c.reason.to_string())),
         Some((ConditionStatus::True, "UsageLogged".to_owned()))
     );
     // The vault write had no lease: a standing path, reported on the policy.

@@ -851,5 +851,5 @@ fn approved_reason(g: &AccessGrant) -> Option<String> {
         .conditions
         .iter()
         .find(|c| c.type_ == "Approved")
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
 }

@@ -35,7 +35,7 @@ fn condition(g: &AccessGrant, type_: &str) -> Option<(ConditionStatus, String, S
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+        .map(|c| (c.status, c.reason.to_string(), c.message.clone()))
 }
 
 fn created(out: std::process::Output) -> anyhow::Result<()> {

@@ -27,12 +27,18 @@ use crate::config::{AzureConfig, ConfigError, CredentialConfig, Endpoints};
 use crate::error::{AzureError, Failure, Operation, scrub};
 use crate::limiter::{Budget, CallKind, Limiter, Permit, Priority};
 
+/// Idle connections kept per host. A burst of calls opens as many connections as calls in
+/// flight (HTTP/1.1), and each idle one holds its TLS and read buffers (about 60 KiB); steady
+/// state needs a few (docs/performance.md). A burst beyond this many reconnects.
+const IDLE_CONNECTIONS_PER_HOST: usize = 8;
+
 /// The production transport: reqwest with the extra CA roots, bounded connect and total time,
 /// and no redirects (ARM and Graph never redirect; following one could carry the token away).
 pub(crate) fn http_client(cfg: &AzureConfig) -> Result<Arc<dyn HttpClient>, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
         .timeout(cfg.timeout)
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &cfg.ca_bundle {
         let bad = |reason: String| ConfigError::CaBundle {

@@ -54,11 +54,11 @@ enum Publish {
     },
 }
 
-/// An Event published in the last [`SERIES_TTL`].
+/// An Event published in the last [`SERIES_TTL`]. Its namespace is the object's (the series
+/// key names the object), so it is not kept: one of these per Event of the last six minutes.
 #[derive(Debug)]
 struct Published {
-    namespace: String,
-    name: String,
+    name: Box<str>,
     count: i32,
     last: Instant,
 }
@@ -128,8 +128,8 @@ impl Recent {
                 p.count += 1;
                 p.last = now;
                 Publish::Series {
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
+                    namespace: reference.namespace.clone().unwrap_or_default(),
+                    name: p.name.to_string(),
                     count: p.count,
                 }
             }
@@ -142,8 +142,7 @@ impl Recent {
         self.series.insert(
             series_key(event, &object_of(reference)),
             Published {
-                namespace: reference.namespace.clone().unwrap_or_default(),
-                name,
+                name: name.into(),
                 count: 1,
                 last: now,
             },

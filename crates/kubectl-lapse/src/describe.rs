@@ -394,9 +394,9 @@ pub fn render(story: &Story, now: DateTime<Utc>) -> String {
         let mut t = Table::new(&["type", "status", "reason", "message"]);
         for c in &st.conditions {
             t.row(vec![
-                c.type_.clone(),
+                c.type_.to_string(),
                 format!("{:?}", c.status),
-                c.reason.clone(),
+                c.reason.to_string(),
                 c.message.clone(),
             ]);
         }

@@ -128,7 +128,7 @@ pub fn approved(g: &AccessGrant) -> Option<(ConditionStatus, String, String)> {
         .conditions
         .iter()
         .find(|c| c.type_ == "Approved")
-        .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+        .map(|c| (c.status, c.reason.to_string(), c.message.clone()))
 }
 
 pub fn refused(out: &std::process::Output) -> String {

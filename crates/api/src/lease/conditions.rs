@@ -32,6 +32,22 @@ pub const USED: &str = "Used";
 /// The lease was activated without approval, under the policy's `breakGlass`.
 pub const BREAK_GLASS: &str = "BreakGlass";
 
+/// Every condition type the operator writes.
+pub const CONDITION_TYPES: &[&str] = &[
+    READY,
+    RECONCILING,
+    STALLED,
+    POLICY_ALLOWED,
+    STANDING_ACCESS,
+    REVOCATION_OVERDUE,
+    REVOCATION_BLOCKED,
+    EXTENSION_DENIED,
+    TAMPERED,
+    APPROVED,
+    USED,
+    BREAK_GLASS,
+];
+
 /// What one decision learned that conditions report.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Facts {
@@ -248,14 +264,14 @@ fn set(
                 c.last_transition_time = now;
             }
             c.status = status;
-            c.reason = reason.as_str().to_owned();
+            c.reason = reason.as_str().into();
             c.message = message.to_owned();
             c.observed_generation = generation;
         }
         None => st.conditions.push(Condition {
-            type_: type_.to_owned(),
+            type_: crate::v1alpha1::condition_name(type_),
             status,
-            reason: reason.as_str().to_owned(),
+            reason: reason.as_str().into(),
             message: message.to_owned(),
             last_transition_time: now,
             observed_generation: generation,

@@ -2691,7 +2691,7 @@ fn a_lock_denies_the_grant_naming_it_and_creates_nothing() {
     );
     let allowed = conditions::find(&st, conditions::POLICY_ALLOWED).unwrap();
     assert_eq!(
-        (allowed.status, allowed.reason.as_str()),
+        (allowed.status, allowed.reason.as_ref()),
         (ConditionStatus::False, "ScopeLocked")
     );
 }
@@ -2761,7 +2761,7 @@ fn a_tolerated_lock_activates_and_a_blocked_revocation_is_reported_until_the_loc
     assert_eq!(azure.objects.len(), 3);
     let blocked = conditions::find(&st, conditions::REVOCATION_BLOCKED).unwrap();
     assert_eq!(
-        (blocked.status, blocked.reason.as_str()),
+        (blocked.status, blocked.reason.as_ref()),
         (ConditionStatus::True, "ScopeLocked")
     );
     assert!(

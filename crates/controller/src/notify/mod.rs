@@ -312,7 +312,7 @@ pub fn transitions(before: &AccessGrantStatus, d: &Decision) -> Vec<Transition> 
             .conditions
             .iter()
             .find(|c| c.type_ == lapse_api::lease::READY)
-            .map(|c| c.reason.clone())
+            .map(|c| c.reason.to_string())
             .unwrap_or_else(|| to.as_str().to_owned())
     };
     let mut out = Vec::new();

@@ -74,7 +74,7 @@ async fn a_revocation_azure_keeps_failing_stays_overdue_touches_nothing_else_and
     assert!(!is_true(&overdue, "Ready"));
     let stalled = condition(&overdue, "Stalled").unwrap();
     assert_eq!(
-        (stalled.status, stalled.reason.as_str()),
+        (stalled.status, stalled.reason.as_ref()),
         (ConditionStatus::True, "RevocationOverdue")
     );
     let st = overdue.status.clone().unwrap_or_default();

@@ -114,7 +114,7 @@ fn a_closed_ticket_denies_a_waiting_grant_naming_the_ticket() {
     assert!(d.events.iter().any(|e| e.reason == Reason::TicketClosed));
     let c = find_condition(&st, "PolicyAllowed").unwrap();
     assert_eq!(
-        (c.status, c.reason.as_str()),
+        (c.status, c.reason.as_ref()),
         (ConditionStatus::False, "TicketClosed")
     );
     assert!(

@@ -38,7 +38,7 @@ fn batch(sequence: u64, operations: u64, finding: Option<(FindingKind, bool)>) -
 
 fn used(st: &AccessGrantStatus) -> (ConditionStatus, String) {
     let c = find_condition(st, "Used").unwrap();
-    (c.status, c.reason.clone())
+    (c.status, c.reason.to_string())
 }
 
 #[test]

@@ -292,7 +292,7 @@ fn one_extension_past_max_extensions_is_refused_and_the_lease_is_unchanged() {
     assert_eq!(st.phase, GrantPhase::Active);
     let c = find_condition(&st, "ExtensionDenied").unwrap();
     assert_eq!(
-        (c.status, c.reason.as_str()),
+        (c.status, c.reason.as_ref()),
         (ConditionStatus::True, "ExtensionLimitReached")
     );
     assert!(c.message.contains("maxExtensions is 2"), "{}", c.message);
