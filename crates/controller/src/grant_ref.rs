@@ -10,7 +10,7 @@ use std::sync::Arc;
 ///
 /// One shared allocation (`namespace/name`): the operator keeps a grant's reference in about
 /// nine maps at once (claims, lease clock, written versions, quota, metrics, ...), and a clone
-/// is a reference count, where two strings per copy cost about 0.6 KiB per live lease
+/// is a reference count, where two strings per copy cost about 0.35 KiB per live lease
 /// (docs/performance.md).
 #[derive(Clone)]
 pub struct GrantRef {

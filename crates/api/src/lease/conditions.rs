@@ -1,5 +1,7 @@
 //! Conditions, computed in one place from the phase and the facts a decision gathered.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::reason::Reason;
@@ -47,6 +49,32 @@ pub const CONDITION_TYPES: &[&str] = &[
     USED,
     BREAK_GLASS,
 ];
+
+/// A condition type or reason as the operator's own constant when it is one, anything else as
+/// given.
+pub fn condition_name(name: &str) -> Cow<'static, str> {
+    CONDITION_TYPES
+        .iter()
+        .copied()
+        .chain(Reason::ALL.iter().map(|r| r.as_str()))
+        .find(|known| *known == name)
+        .map_or_else(|| Cow::Owned(name.to_owned()), Cow::Borrowed)
+}
+
+/// Makes the types and reasons of a status's conditions the operator's own constants where
+/// they are one: a cache of grants holds four conditions per grant, and their types and
+/// reasons come from a short fixed list, so they need not be eight strings per grant
+/// (docs/performance.md). No value changes, nor the seal over them.
+pub fn share_condition_names(st: &mut AccessGrantStatus) {
+    for c in &mut st.conditions {
+        if let Cow::Owned(t) = &c.type_ {
+            c.type_ = condition_name(t);
+        }
+        if let Cow::Owned(r) = &c.reason {
+            c.reason = condition_name(r);
+        }
+    }
+}
 
 /// What one decision learned that conditions report.
 #[derive(Clone, Debug, Default)]
@@ -269,7 +297,7 @@ fn set(
             c.observed_generation = generation;
         }
         None => st.conditions.push(Condition {
-            type_: crate::v1alpha1::condition_name(type_),
+            type_: condition_name(type_),
             status,
             reason: reason.as_str().into(),
             message: message.to_owned(),
@@ -341,5 +369,36 @@ fn used(u: &crate::v1alpha1::UsageStatus) -> (ConditionStatus, Reason, String) {
             Reason::NoUsageLogged,
             "no token issued and no operation logged yet".to_owned(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known types and reasons become the shared constants, anything else stays as read; either
+    /// way the condition reads and writes back unchanged (the seal covers those bytes).
+    #[test]
+    fn known_names_are_shared_and_every_name_round_trips() {
+        let json = r#"{"conditions":[
+            {"type":"Ready","status":"True","reason":"Active","message":"m",
+             "lastTransitionTime":"2026-12-06T01:45:18Z"},
+            {"type":"Custom","status":"False","reason":"SomethingElse",
+             "lastTransitionTime":"2026-12-06T01:45:18Z"}]}"#;
+        let read: AccessGrantStatus = serde_json::from_str(json).unwrap();
+        let mut st = read.clone();
+        share_condition_names(&mut st);
+        let [ready, custom] = &st.conditions[..] else {
+            panic!("{st:?}")
+        };
+        assert!(matches!(ready.type_, Cow::Borrowed(READY)));
+        assert!(matches!(ready.reason, Cow::Borrowed("Active")));
+        assert!(matches!(&custom.type_, Cow::Owned(t) if t == "Custom"));
+        assert!(matches!(&custom.reason, Cow::Owned(r) if r == "SomethingElse"));
+        assert_eq!(st, read);
+        assert_eq!(
+            serde_json::to_string(&st).unwrap(),
+            serde_json::to_string(&read).unwrap()
+        );
     }
 }

@@ -11,7 +11,7 @@ mod patterns;
 mod policy;
 
 pub use approval::{AccessApproval, AccessApprovalSpec, ApprovalDecision, Approver, GrantTarget};
-pub use condition::{Condition, ConditionStatus, condition_name};
+pub use condition::{Condition, ConditionStatus};
 pub use grant::{
     AccessGrant, AccessGrantSpec, AccessGrantStatus, ActionCount, ApprovalRecord,
     AssignmentSchedule, DEFAULT_AUDIENCE, EndReason, FederatedCredentialStatus, Federation,
