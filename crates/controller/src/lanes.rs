@@ -9,19 +9,15 @@
 //! (docs/architecture.md, "Revocations first").
 //!
 //! The [`LeaseClock`] remembers when each lease ends (or ended), whichever lane gets to it, so
-//! the overdue gauge counts from the lease end whatever held the revocation up. It is also the
-//! revocation lane's timer: [`LeaseClock::take_due`] hands over each lease whose end has come
-//! (`crate::wake_lease_ends` sends them to the lane), so the lane keeps no scheduler entry per
-//! live lease (docs/performance.md).
+//! the overdue gauge counts from the lease end whatever held the revocation up.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, ObjectState};
-use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::grant_ref::GrantRef;
 
@@ -138,18 +134,13 @@ impl Drop for FairPermit {
 #[derive(Debug, Default)]
 pub struct LeaseClock {
     state: Mutex<ClockState>,
-    /// Told when an end earlier than every other is recorded: the timer sleeps until then.
-    sooner: Notify,
 }
 
-/// One map, one key per grant, and the ends still to come in time order.
+/// One map, one key per grant (an index by end cost two more copies of every grant's name, for
+/// a count taken only when metrics are scraped; docs/performance.md).
 #[derive(Debug, Default)]
 struct ClockState {
     grants: HashMap<GrantRef, Clocked>,
-    /// Every end recorded and not yet due, soonest first. An end that moved or was cleared
-    /// stays until its time and is then dropped ([`LeaseClock::take_due`] checks it against
-    /// `grants`): cheaper than finding it, and bounded by the changes of ends.
-    upcoming: BinaryHeap<Reverse<(DateTime<Utc>, GrantRef)>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -214,71 +205,19 @@ impl LeaseClock {
     /// Sets (or with `None` forgets) a lease's end.
     pub fn set(&self, grant: &GrantRef, end: Option<DateTime<Utc>>) {
         let mut st = locked(&self.state);
-        let before = match st.grants.get_mut(grant) {
+        match st.grants.get_mut(grant) {
             Some(c) => {
-                let before = std::mem::replace(&mut c.end, end);
+                c.end = end;
                 if c.end.is_none() && c.version.is_none() {
                     st.grants.remove(grant);
                 }
-                before
             }
             None if end.is_some() => {
                 st.grants
                     .insert(grant.clone(), Clocked { end, version: None });
-                None
             }
-            None => None,
-        };
-        if let Some(end) = end.filter(|&e| Some(e) != before) {
-            let soonest = st
-                .upcoming
-                .peek()
-                .is_none_or(|Reverse((next, _))| end < *next);
-            st.upcoming.push(Reverse((end, grant.clone())));
-            // Ends that moved or were cleared far ahead (a month-long lease revoked early)
-            // would wait that long to be dropped: drop them once they outnumber the grants.
-            if st.upcoming.len() > 2 * st.grants.len() + 64 {
-                let ClockState { grants, upcoming } = &mut *st;
-                upcoming
-                    .retain(|Reverse((end, g))| grants.get(g).and_then(|c| c.end) == Some(*end));
-            }
-            if soonest {
-                self.sooner.notify_one();
-            }
+            None => {}
         }
-    }
-
-    /// The grants whose recorded end is at or before `now` (each once, when its end comes), and
-    /// the next end still ahead.
-    pub fn take_due(&self, now: DateTime<Utc>) -> (Vec<GrantRef>, Option<DateTime<Utc>>) {
-        let mut st = locked(&self.state);
-        let mut due = Vec::new();
-        while let Some(Reverse((end, _))) = st.upcoming.peek() {
-            if *end > now {
-                break;
-            }
-            let Some(Reverse((end, grant))) = st.upcoming.pop() else {
-                break;
-            };
-            // Only the end the grant still has: one moved later has its own entry, and one
-            // cleared has nothing left to end.
-            if st.grants.get(&grant).and_then(|c| c.end) == Some(end) {
-                due.push(grant);
-            }
-        }
-        // The heap keeps the room a burst of ends gave it; give most of it back.
-        let (len, cap) = (st.upcoming.len(), st.upcoming.capacity());
-        if cap > 64 && len < cap / 4 {
-            st.upcoming.shrink_to(len * 2);
-        }
-        let next = st.upcoming.peek().map(|Reverse((end, _))| *end);
-        (due, next)
-    }
-
-    /// Completes when an end sooner than the one [`Self::take_due`] last reported is recorded
-    /// (or was since).
-    pub async fn sooner(&self) {
-        self.sooner.notified().await;
     }
 
     /// Forgets a grant that is gone (its finalizer released).
@@ -370,110 +309,6 @@ mod tests {
         // Moving an end replaces it.
         clock.set(&g("c"), Some(t));
         assert_eq!(clock.overdue(t + TimeDelta::seconds(50), after), 2);
-    }
-
-    /// The revocation lane's timer: a live lease comes due at its end, once, and not before.
-    #[test]
-    fn a_live_lease_comes_due_at_its_end_once() {
-        use lapse_api::v1alpha1::{AccessGrantSpec, GrantPhase};
-        let clock = LeaseClock::default();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let mut g = AccessGrant::new("g", AccessGrantSpec::default());
-        g.metadata.namespace = Some("ns".into());
-        g.metadata.resource_version = Some("7".into());
-        let live = AccessGrantStatus {
-            phase: GrantPhase::Active,
-            activated_at: Some(t - TimeDelta::minutes(5)),
-            expires_at: Some(t + TimeDelta::seconds(30)),
-            ..Default::default()
-        };
-        clock.observe(&g, Some(&live), t);
-        let (due, next) = clock.take_due(t + TimeDelta::seconds(29));
-        assert!(due.is_empty(), "due before its end: {due:?}");
-        assert_eq!(next, Some(t + TimeDelta::seconds(30)));
-        let (due, next) = clock.take_due(t + TimeDelta::seconds(30));
-        assert_eq!(due, [GrantRef::new("ns", "g")]);
-        assert_eq!(next, None);
-        let (due, _) = clock.take_due(t + TimeDelta::seconds(60));
-        assert!(due.is_empty(), "handed over twice");
-    }
-
-    /// What the clock must not time: an unsealed status (its end is nobody's word) and a lease
-    /// not activated (the activation lane starts it; nothing ends before).
-    #[test]
-    fn no_timer_for_an_unsealed_or_unstarted_lease() {
-        use lapse_api::v1alpha1::{AccessGrantSpec, GrantPhase};
-        let clock = LeaseClock::default();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let at = |name: &str| {
-            let mut g = AccessGrant::new(name, AccessGrantSpec::default());
-            g.metadata.namespace = Some("ns".into());
-            g
-        };
-        let live = AccessGrantStatus {
-            phase: GrantPhase::Active,
-            activated_at: Some(t),
-            expires_at: Some(t + TimeDelta::seconds(30)),
-            ..Default::default()
-        };
-        clock.observe(&at("unsealed"), None, t);
-        let scheduled = AccessGrantStatus {
-            phase: GrantPhase::Scheduled,
-            activated_at: None,
-            ..live.clone()
-        };
-        clock.observe(&at("scheduled"), Some(&scheduled), t);
-        assert_eq!(clock.take_due(t + TimeDelta::days(1)), (Vec::new(), None));
-    }
-
-    /// An extended lease comes due at its new end only; a cleared one never.
-    #[test]
-    fn a_moved_end_comes_due_at_the_new_time_and_a_cleared_one_never() {
-        let clock = LeaseClock::default();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let g = |n: &str| GrantRef::new("ns", n);
-        clock.set(&g("extended"), Some(t));
-        clock.set(&g("extended"), Some(t + TimeDelta::hours(1)));
-        clock.set(&g("cleared"), Some(t));
-        clock.set(&g("cleared"), None);
-        let (due, next) = clock.take_due(t + TimeDelta::minutes(1));
-        assert!(due.is_empty(), "{due:?}");
-        assert_eq!(next, Some(t + TimeDelta::hours(1)));
-        let (due, _) = clock.take_due(t + TimeDelta::hours(1));
-        assert_eq!(due, [g("extended")]);
-    }
-
-    /// Stale entries do not pile up: ends moved far ahead are dropped once they outnumber the
-    /// grants, and the room a burst took is given back.
-    #[test]
-    fn the_timer_does_not_grow_with_moved_ends() {
-        let clock = LeaseClock::default();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let g = GrantRef::new("ns", "g");
-        for i in 0..10_000 {
-            clock.set(&g, Some(t + TimeDelta::seconds(i)));
-        }
-        assert!(locked(&clock.state).upcoming.len() <= 2 + 64 + 1);
-        let burst: Vec<_> = (0..10_000)
-            .map(|i| GrantRef::new("ns", format!("b{i}")))
-            .collect();
-        for b in &burst {
-            clock.set(b, Some(t));
-        }
-        let (due, _) = clock.take_due(t);
-        assert_eq!(due.len(), 10_000);
-        assert!(locked(&clock.state).upcoming.capacity() < 1_000);
-    }
-
-    /// A sooner end wakes the timer even if it was recorded before the timer waited.
-    #[tokio::test]
-    async fn a_sooner_end_wakes_the_timer() {
-        let clock = LeaseClock::default();
-        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        clock.set(&GrantRef::new("ns", "g"), Some(t));
-        tokio::time::timeout(std::time::Duration::from_secs(5), clock.sooner())
-            .await
-            .expect("woken");
     }
 
     #[tokio::test]

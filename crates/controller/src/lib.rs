@@ -448,7 +448,6 @@ pub async fn run(
     let mut feeds: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut repairs = Some(wiring.repairs);
     let mut wakers = Vec::new();
-    let mut lease_ends = Vec::new();
     for (api, writer, store) in wiring.grant_writers {
         // The one watch per grant cache; the lanes and the clock share what it sees (see
         // `fanout` for why not kube's shared subscribers). Managed fields are never read;
@@ -519,16 +518,12 @@ pub async fn run(
                     }
                 }),
         ));
-        // Leases whose end has come, from the lease clock (`wake_lease_ends`).
-        let (end, ended) = mpsc::unbounded_channel();
-        lease_ends.push(end);
         let revocation = Controller::for_shared_stream(revocation_events, store.clone())
             .with_config(config.clone())
             .reconcile_on(triggers::affected_grants(
                 wiring.affected.subscribe(),
                 store,
             ))
-            .reconcile_on(receiver_stream(ended))
             .graceful_shutdown_on(shutdown.clone());
         lanes.push(Box::pin(
             revocation
@@ -549,9 +544,6 @@ pub async fn run(
     tasks.0.push(tokio::spawn(expiring::run(ctx.clone())));
     tasks.0.push(tokio::spawn(recheck_tickets(ctx.clone())));
     tasks.0.push(tokio::spawn(wake_parked(ctx.clone(), wakers)));
-    tasks
-        .0
-        .push(tokio::spawn(wake_lease_ends(ctx.clone(), lease_ends)));
     tasks.0.push(tokio::spawn(usage::run(ctx.clone())));
     if let Some(retain) = ctx.settings.retain_finished {
         tasks
@@ -635,36 +627,6 @@ async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectR
             for lane in &lanes {
                 let _ = lane.send(grant.clone());
             }
-        }
-    }
-}
-
-/// The revocation lane's timer: sleeps until the soonest lease end the clock holds and hands
-/// every lease whose end has come to the revocation lanes (each lane not watching the grant's
-/// namespace does not find it and does nothing). One sorted list for every lease, where a
-/// timer per lease in kube-runtime's scheduler cost about 0.3 KiB each and kept its room after
-/// a burst (docs/performance.md).
-async fn wake_lease_ends(
-    ctx: Arc<Context>,
-    lanes: Vec<mpsc::UnboundedSender<ObjectRef<AccessGrant>>>,
-) {
-    /// How long to sleep with no end ahead: a new end wakes the loop anyway.
-    const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
-    loop {
-        let now = chrono::Utc::now();
-        let (due, next) = ctx.clock.take_due(now);
-        for g in due {
-            let grant = ObjectRef::new(g.name()).within(g.namespace());
-            for lane in &lanes {
-                let _ = lane.send(grant.clone());
-            }
-        }
-        let wait = next.map_or(IDLE, |next| {
-            (next - now).to_std().unwrap_or_default().min(IDLE)
-        });
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = ctx.clock.sooner() => {}
         }
     }
 }

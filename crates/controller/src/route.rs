@@ -29,6 +29,25 @@ pub fn lane_of(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> Lane {
     }
 }
 
+/// For a grant the activation lane holds: how long until the revocation lane must look at it,
+/// its lease's end, when that end is still ahead. A lease that ended (`Expired`, `Revoked`) or
+/// any other past end needs no timer: the activation lane finishes it, and the watch event of
+/// its status write brings it back here if objects remain. Requeueing a past end at once would
+/// spin every finished grant through this lane for good, starving the leases that must end.
+/// Nor does a lease not yet activated (`Scheduled`, `Pending`): this lane never takes one on
+/// its clock, and the status write that activates it wakes this lane. A timer for each grant
+/// scheduled a month out held a scheduler entry per grant (docs/performance.md).
+pub fn revocation_wake(
+    sealed: bool,
+    status: Option<&AccessGrantStatus>,
+    now: DateTime<Utc>,
+) -> Option<std::time::Duration> {
+    (live_end(status.filter(|_| sealed)?)? - now)
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
 /// The end of a lease that is live: activated and not finished.
 fn live_end(status: &AccessGrantStatus) -> Option<DateTime<Utc>> {
     (!status.phase.is_terminal() && status.activated_at.is_some())
@@ -36,11 +55,11 @@ fn live_end(status: &AccessGrantStatus) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
-/// Whether `at`, a decision's time to look again, is the end of a live lease: the moment the
-/// lease clock hands the grant to the revocation lane (`crate::lanes::LeaseClock::take_due`).
-/// The activation lane sets no timer of its own for it (at the end the grant is the revocation
-/// lane's, and its reconcile would only hand it over), so a live lease holds no scheduler entry
-/// at all (docs/performance.md).
+/// Whether `at`, a decision's time to look again, is the end of a live lease: the moment
+/// [`revocation_wake`] sets the revocation lane's timer for. The activation lane sets no timer
+/// of its own for it (at the end the grant is the revocation lane's, and its reconcile would
+/// only hand it over), which keeps one scheduler entry per live lease instead of two
+/// (docs/performance.md).
 pub fn is_lease_end(status: &AccessGrantStatus, at: DateTime<Utc>) -> bool {
     live_end(status) == Some(at)
 }
@@ -129,11 +148,26 @@ mod tests {
     }
 
     #[test]
+    fn a_live_lease_wakes_the_revocation_lane_at_its_end() {
+        let now = Utc::now();
+        let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
+        assert_eq!(
+            revocation_wake(true, Some(&st), now),
+            Some(std::time::Duration::from_secs(30))
+        );
+    }
+
+    #[test]
     fn the_activation_lane_leaves_a_live_lease_s_end_to_the_revocation_lane() {
         let now = Utc::now();
         let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
         let end = now + TimeDelta::seconds(30);
         assert!(is_lease_end(&st, end));
+        assert_eq!(
+            revocation_wake(true, Some(&st), now),
+            Some(std::time::Duration::from_secs(30)),
+            "the revocation lane wakes for that end"
+        );
         // An earlier look (an active-hours window closing, say) stays the activation lane's.
         assert!(!is_lease_end(&st, end - TimeDelta::seconds(10)));
         // A lease not yet activated wakes the activation lane at its start: no other lane does.
@@ -142,5 +176,32 @@ mod tests {
         assert!(!is_lease_end(&scheduled, end));
         let finished = status(GrantPhase::Expired, TimeDelta::seconds(30), now);
         assert!(!is_lease_end(&finished, end));
+    }
+
+    #[test]
+    fn a_finished_or_past_lease_waits_for_a_change_instead_of_spinning() {
+        let now = Utc::now();
+        for phase in [GrantPhase::Expired, GrantPhase::Revoked, GrantPhase::Active] {
+            let past = status(phase, TimeDelta::seconds(-30), now);
+            assert_eq!(revocation_wake(true, Some(&past), now), None, "{phase:?}");
+        }
+        let ended_ahead = status(GrantPhase::Expired, TimeDelta::seconds(30), now);
+        assert_eq!(revocation_wake(true, Some(&ended_ahead), now), None);
+        assert_eq!(revocation_wake(true, None, now), None);
+    }
+
+    #[test]
+    fn a_lease_not_yet_activated_sets_no_timer_here() {
+        let now = Utc::now();
+        let mut st = status(GrantPhase::Scheduled, TimeDelta::days(30), now);
+        st.activated_at = None;
+        assert_eq!(revocation_wake(true, Some(&st), now), None);
+    }
+
+    #[test]
+    fn an_unsealed_status_sets_no_timer() {
+        let now = Utc::now();
+        let st = status(GrantPhase::Active, TimeDelta::seconds(30), now);
+        assert_eq!(revocation_wake(false, Some(&st), now), None);
     }
 }

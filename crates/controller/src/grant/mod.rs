@@ -8,6 +8,7 @@ use chrono::Utc;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
+use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::AccessGrant;
 
 mod announce;
@@ -17,7 +18,7 @@ mod gather;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
-use crate::route::{Lane, lane_of};
+use crate::route::{Lane, lane_of, revocation_wake};
 
 /// Added to every grant; removed only once its lease's Azure objects are gone.
 pub const FINALIZER: &str = "lapse.dev/revoke";
@@ -52,9 +53,13 @@ pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) ->
     let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
     let now = Utc::now();
     if lane_of(&ctx, &grant, now) == Lane::Activation {
-        // Not ours yet: the lease clock hands the grant back when its lease ends
-        // (`crate::wake_lease_ends`), and any change of it comes with its watch event.
-        return Ok(Requeue::await_change());
+        // Not ours yet: wake when the lease ends.
+        let uid = grant.uid().unwrap_or_default();
+        let sealed = ctx.sealer.trust(&uid, grant.status.as_ref()) == StatusTrust::Sealed;
+        return Ok(match revocation_wake(sealed, grant.status.as_ref(), now) {
+            Some(wait) => Requeue::requeue(wait),
+            None => Requeue::await_change(),
+        });
     }
     run(grant, ctx, Lane::Revocation).await
 }
@@ -120,8 +125,8 @@ async fn run(grant: Arc<AccessGrant>, ctx: Arc<Context>, lane: Lane) -> Result<R
 }
 
 /// How `lane` comes back to a grant whose next look is `wait` away (`lease_end`: the end of its
-/// live lease). The activation lane holds no timer for a live lease's end (the lease clock
-/// hands it to the revocation lane then) nor for a look beyond the wake horizon (parked: the horizon scan wakes
+/// live lease). The activation lane holds no timer for a live lease's end (the revocation lane
+/// has its own for it) nor for a look beyond the wake horizon (parked: the horizon scan wakes
 /// it, `crate::written::WrittenVersions::due_within`).
 fn requeue_after(
     ctx: &Context,
