@@ -35,7 +35,7 @@ pub const USED: &str = "Used";
 pub const BREAK_GLASS: &str = "BreakGlass";
 
 /// Every condition type the operator writes.
-pub const CONDITION_TYPES: &[&str] = &[
+const CONDITION_TYPES: &[&str] = &[
     READY,
     RECONCILING,
     STALLED,
@@ -52,7 +52,7 @@ pub const CONDITION_TYPES: &[&str] = &[
 
 /// A condition type or reason as the operator's own constant when it is one, anything else as
 /// given.
-pub fn condition_name(name: &str) -> Cow<'static, str> {
+fn condition_name(name: &str) -> Cow<'static, str> {
     CONDITION_TYPES
         .iter()
         .copied()
@@ -279,7 +279,7 @@ pub(crate) fn apply_conditions(
 /// Sets a condition, keeping `lastTransitionTime` when the status does not change.
 fn set(
     st: &mut AccessGrantStatus,
-    type_: &str,
+    type_: &'static str,
     status: ConditionStatus,
     reason: Reason,
     message: &str,
@@ -297,7 +297,7 @@ fn set(
             c.observed_generation = generation;
         }
         None => st.conditions.push(Condition {
-            type_: condition_name(type_),
+            type_: Cow::Borrowed(type_),
             status,
             reason: reason.as_str().into(),
             message: message.to_owned(),
@@ -310,7 +310,7 @@ fn set(
 /// Turns a True condition False; an absent one stays absent.
 fn clear(
     st: &mut AccessGrantStatus,
-    type_: &str,
+    type_: &'static str,
     reason: Reason,
     now: DateTime<Utc>,
     generation: Option<i64>,

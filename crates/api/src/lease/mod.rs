@@ -14,9 +14,8 @@ mod standing;
 mod tests;
 
 pub use conditions::{
-    CONDITION_TYPES, EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_BLOCKED,
-    REVOCATION_OVERDUE, STALLED, STANDING_ACCESS, TAMPERED, condition_name, find as find_condition,
-    share_condition_names,
+    EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_BLOCKED, REVOCATION_OVERDUE,
+    STALLED, STANDING_ACCESS, TAMPERED, find as find_condition, share_condition_names,
 };
 pub use decide::decide;
 pub use model::*;
