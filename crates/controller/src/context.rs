@@ -7,6 +7,7 @@ use lapse_api::lease::CoreSettings;
 use lapse_api::v1alpha1::AccessGrant;
 use lapse_azure::AzureClient;
 
+use crate::cached::CachedGrant;
 use crate::inventory::Inventory;
 use crate::lanes::{FairShare, GrantLocks, LeaseClock};
 use crate::locks::KeyLocks;
@@ -109,7 +110,7 @@ pub struct Context {
     pub usage: Arc<crate::usage_book::UsageBook>,
     /// Asks the activation lane to look at a grant again (an object of a live lease vanished).
     pub repair:
-        tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<AccessGrant>>,
+        tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<CachedGrant>>,
 }
 
 impl Context {
@@ -146,10 +147,10 @@ impl std::fmt::Debug for Context {
 
 /// The grant caches: one per watched namespace, or one for all.
 #[derive(Clone, Debug, Default)]
-pub struct GrantStores(pub Vec<Store<AccessGrant>>);
+pub struct GrantStores(pub Vec<Store<CachedGrant>>);
 
 impl GrantStores {
-    pub fn state(&self) -> Vec<Arc<AccessGrant>> {
+    pub fn state(&self) -> Vec<Arc<CachedGrant>> {
         self.0.iter().flat_map(Store::state).collect()
     }
 

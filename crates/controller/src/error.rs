@@ -13,6 +13,9 @@ pub enum Error {
     #[error("encoding the status of AccessGrant {grant}: {reason}")]
     StatusEncode { grant: String, reason: String },
 
+    #[error(transparent)]
+    Unpack(#[from] crate::cached::UnpackError),
+
     #[error("AccessGrant {grant}: revocation not finished yet; retrying in {}s", retry_after.as_secs())]
     RevocationPending {
         grant: String,
@@ -57,6 +60,7 @@ impl Error {
         match self {
             Self::StatusWrite { .. } => "status_write",
             Self::StatusEncode { .. } => "status_encode",
+            Self::Unpack(_) => "unpack",
             Self::RevocationPending { .. } => "revocation_pending",
             Self::Finalizer(_) => "finalizer",
             Self::NoNamespace => "no_namespace",

@@ -30,16 +30,22 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         interval.tick().await;
         let now = Utc::now();
+        let ending_soon = |phase: Option<GrantPhase>, expires: Option<chrono::DateTime<Utc>>| {
+            phase == Some(GrantPhase::Active) && expires.is_some_and(|e| now < e && e - now <= lead)
+        };
         for g in ctx.grants.state() {
-            // Cheap checks on the status as it stands first; the seal (an HMAC) only for the
-            // few leases about to end.
-            let ending_soon = |st: &lapse_api::v1alpha1::AccessGrantStatus| {
-                st.phase == GrantPhase::Active
-                    && st.expires_at.is_some_and(|e| now < e && e - now <= lead)
-            };
-            if g.spec.revoked || !g.status.as_ref().is_some_and(ending_soon) {
+            // The cache's summary first; the grant itself only for the few leases about to end.
+            let summary = g.summary();
+            if summary.revoked || !summary.sealed || !ending_soon(summary.phase, summary.expires_at)
+            {
                 continue;
             }
+            let Some(g) = g.unpacked("expiring-soon notifications") else {
+                continue;
+            };
+            let ending_soon = |st: &lapse_api::v1alpha1::AccessGrantStatus| {
+                ending_soon(Some(st.phase), st.expires_at)
+            };
             let Some(st) = ctx.sealed_status(&g).filter(|st| ending_soon(st)) else {
                 continue;
             };

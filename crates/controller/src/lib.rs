@@ -5,6 +5,7 @@
 mod approvals;
 mod audit;
 mod blocked;
+mod cached;
 mod context;
 mod error;
 mod events;
@@ -60,6 +61,7 @@ use lapse_azure::AzureClient;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc, watch};
 
+pub use cached::CachedGrant;
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
 pub use tickets::TicketSettings;
@@ -119,40 +121,11 @@ where
     reader
 }
 
-/// What the grant cache keeps of a grant: neither managed fields nor `kubectl apply`'s copy of
-/// the whole object in an annotation are ever read, and together they were about as large
-/// as the grant itself. And no spare room: serde grows a list by doubling as it reads it, so a
-/// grant's one role assignment sat in room for four; nor a copy of each condition's type and
-/// reason where they are the operator's own. Neither changes a value (nor the seal over the
-/// status).
-fn slim(g: &mut AccessGrant) {
-    g.metadata.managed_fields = None;
-    g.annotations_mut().remove(LAST_APPLIED);
-    if let Some(f) = g.metadata.finalizers.as_mut() {
-        f.shrink_to_fit();
-    }
-    g.spec.roles.shrink_to_fit();
-    g.spec.requester_groups.shrink_to_fit();
-    if let Some(st) = g.status.as_mut() {
-        lapse_api::lease::share_condition_names(st);
-        st.role_assignments.shrink_to_fit();
-        st.conditions.shrink_to_fit();
-        st.approvals.shrink_to_fit();
-        if let Some(u) = st.usage.as_mut() {
-            u.actions.shrink_to_fit();
-            u.findings.shrink_to_fit();
-        }
-    }
-}
-
-/// `kubectl apply`'s record of the applied manifest.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// One grant watch: what it lists, the cache it fills and that cache's reader.
 type GrantWatch = (
-    Api<DeserializeGuard<AccessGrant>>,
-    reflector::store::Writer<AccessGrant>,
-    Store<AccessGrant>,
+    Api<DeserializeGuard<CachedGrant>>,
+    reflector::store::Writer<CachedGrant>,
+    Store<CachedGrant>,
 );
 
 /// What [`prepare`] hands to [`run`]: the grant caches' writers, the re-evaluation triggers
@@ -160,7 +133,7 @@ type GrantWatch = (
 pub struct Wiring {
     affected: broadcast::Sender<triggers::Affected>,
     grant_writers: Vec<GrantWatch>,
-    repairs: mpsc::UnboundedReceiver<ObjectRef<AccessGrant>>,
+    repairs: mpsc::UnboundedReceiver<ObjectRef<CachedGrant>>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -326,7 +299,7 @@ async fn assemble_context(
             },
         ),
     };
-    let apis: Vec<Api<DeserializeGuard<AccessGrant>>> = if settings.namespaces.is_empty() {
+    let apis: Vec<Api<DeserializeGuard<CachedGrant>>> = if settings.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
         settings
@@ -469,7 +442,10 @@ pub async fn run(
             release,
         )
         .default_backoff()
-        .modify(slim)
+        .modify({
+            let ctx = ctx.clone();
+            move |g: &mut CachedGrant| g.pack(&ctx.sealer)
+        })
         .reflect(writer);
         feeds.push(Box::pin(async move {
             let mut events = std::pin::pin!(events);
@@ -482,8 +458,12 @@ pub async fn run(
         {
             let ctx = ctx.clone();
             feeds.push(Box::pin(clock_events.for_each(move |g| {
-                ctx.clock
-                    .observe(&g, ctx.sealed_status(&g), chrono::Utc::now());
+                match g.unpack() {
+                    Ok(g) => ctx
+                        .clock
+                        .observe(&g, ctx.sealed_status(&g), chrono::Utc::now()),
+                    Err(e) => tracing::error!(error = %e, "lease clock"),
+                }
                 future::ready(())
             })));
         }
@@ -587,10 +567,18 @@ async fn recheck_tickets(ctx: Arc<Context>) {
             std::collections::BTreeSet<grant_ref::GrantRef>,
         > = HashMap::new();
         for g in ctx.grants.state() {
-            if ctx.sealed_status(&g).is_some_and(|s| s.phase.is_terminal()) {
+            let summary = g.summary();
+            if summary.sealed && summary.phase.is_some_and(|p| p.is_terminal()) {
                 continue;
             }
             let Some(ns) = g.namespace() else { continue };
+            let g = match g.unpack() {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(error = %e, "ticket re-check");
+                    continue;
+                }
+            };
             let labels = observe::namespace_labels(&ctx.namespaces, &ns);
             for key in lapse_api::ticket::tickets_to_check(
                 &policies,
@@ -611,7 +599,7 @@ async fn recheck_tickets(ctx: Arc<Context>) {
 /// The horizon scan: every half horizon, the grants the activation lane parked (their next look
 /// beyond the horizon, no timer held) whose look has come within the horizon go back to the
 /// activation lane, which then holds a timer of its own for the rest of the wait.
-async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRef<AccessGrant>>>) {
+async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRef<CachedGrant>>>) {
     let horizon = ctx.settings.wake_horizon;
     let mut ticker =
         tokio::time::interval((horizon / 2).max(std::time::Duration::from_millis(100)));
@@ -650,43 +638,4 @@ fn receiver_stream<T: Send + 'static>(
     rx: mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use lapse_api::v1alpha1::{AccessGrantStatus, RoleAssignmentStatus};
-
-    use super::*;
-
-    #[test]
-    fn the_grant_cache_keeps_every_value_read_without_spare_room() {
-        let mut g = AccessGrant::new("g", Default::default());
-        g.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
-        g.annotations_mut().insert(LAST_APPLIED.into(), "{}".into());
-        g.annotations_mut().insert("team".into(), "payments".into());
-        let mut finalizers = Vec::with_capacity(4);
-        finalizers.push(grant::FINALIZER.to_owned());
-        g.metadata.finalizers = Some(finalizers);
-        let mut assignments = Vec::with_capacity(4);
-        assignments.push(RoleAssignmentStatus::default());
-        g.status = Some(AccessGrantStatus {
-            role_assignments: assignments,
-            seal: Some("seal".into()),
-            ..Default::default()
-        });
-        let before = g.clone();
-        slim(&mut g);
-        assert_eq!(g.metadata.managed_fields, None);
-        assert_eq!(
-            g.annotations().keys().collect::<Vec<_>>(),
-            ["team"],
-            "only kubectl's copy of the manifest goes"
-        );
-        assert_eq!(g.status, before.status, "the sealed status is unchanged");
-        assert_eq!(g.metadata.finalizers, before.metadata.finalizers);
-        let status = g.status.as_ref().map(|s| &s.role_assignments);
-        assert_eq!(status.map(Vec::capacity), Some(1));
-        assert_eq!(g.metadata.finalizers.as_ref().map(Vec::capacity), Some(1));
-    }
 }

@@ -55,6 +55,14 @@ pub async fn run(ctx: Arc<Context>, retain: Duration) {
         tick.tick().await;
         let now = Utc::now();
         for g in ctx.grants.state() {
+            // Only a finished lease retires: the cache's summary says which to look at.
+            let summary = g.summary();
+            if !summary.sealed || !summary.phase.is_some_and(|p| p.is_terminal()) {
+                continue;
+            }
+            let Some(g) = g.unpacked("retiring finished grants") else {
+                continue;
+            };
             let Some(ns) = g.namespace() else { continue };
             let uid = g.uid().unwrap_or_default();
             // Only the operator's own record says a lease is over.

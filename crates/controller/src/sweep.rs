@@ -20,16 +20,30 @@ use crate::metrics::SweepLabels;
 pub fn rebuild_claims(ctx: &Context) {
     let grants = ctx.grants.state();
     let mut present = std::collections::HashSet::new();
-    for g in &grants {
-        let Some(namespace) = g.namespace() else {
+    for cached in &grants {
+        let Some(namespace) = cached.namespace() else {
             continue;
         };
-        let r = GrantRef::new(namespace, g.name_any());
-        let uid = g.uid().unwrap_or_default();
-        let status = match ctx.sealer.trust(&uid, g.status.as_ref()) {
-            StatusTrust::Sealed => g.status.as_ref(),
-            _ => None,
+        let r = GrantRef::new(namespace, cached.name_any());
+        // Most grants claim nothing (scheduled, or ended and cleaned up): the cache's summary
+        // says so without unpacking them.
+        let g = if cached.summary().claims {
+            // Never dropped for failing to unpack: its claims keep its objects alive.
+            let Some(g) = cached.unpacked("rebuilding claims") else {
+                present.insert(r);
+                continue;
+            };
+            Some(g)
+        } else {
+            None
         };
+        let status = g.as_ref().and_then(|g| {
+            let uid = g.uid().unwrap_or_default();
+            match ctx.sealer.trust(&uid, g.status.as_ref()) {
+                StatusTrust::Sealed => g.status.as_ref(),
+                _ => None,
+            }
+        });
         ctx.inventory.seed_claims(&r, status);
         if !ctx.inventory.reconciled(&r) {
             ctx.live.set(&r, status.and_then(crate::quota::live_policy));

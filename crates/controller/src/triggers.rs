@@ -10,9 +10,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use lapse_api::policy::{NamedPolicy, covers_namespace};
-use lapse_api::v1alpha1::{AccessGrant, AccessPolicy, AccessPolicySpec};
+use lapse_api::v1alpha1::{AccessPolicy, AccessPolicySpec};
 use lapse_api::validate::validate_policy;
 use tokio::sync::broadcast;
+
+use crate::cached::CachedGrant;
 
 /// Grants to look at again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +97,8 @@ impl PolicyChanges {
 /// The grants of `store` each notification on `rx` names, as controller triggers.
 pub fn affected_grants(
     rx: broadcast::Receiver<Affected>,
-    store: Store<AccessGrant>,
-) -> impl Stream<Item = ObjectRef<AccessGrant>> + Send + 'static {
+    store: Store<CachedGrant>,
+) -> impl Stream<Item = ObjectRef<CachedGrant>> + Send + 'static {
     stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
             Ok(a) => Some((a, rx)),
@@ -106,7 +108,7 @@ pub fn affected_grants(
         }
     })
     .flat_map(move |affected| {
-        let refs: Vec<ObjectRef<AccessGrant>> = store
+        let refs: Vec<ObjectRef<CachedGrant>> = store
             .state()
             .iter()
             .filter(|g| affected.includes(&g.namespace().unwrap_or_default(), &g.name_any()))

@@ -216,49 +216,94 @@ pub(crate) fn matching(
         .unwrap_or_default()
 }
 
+/// One page of a list.
+struct Page {
+    items: Vec<Value>,
+    /// More items match after the last one.
+    more: bool,
+    /// How many: known only without selectors, as kube-apiserver says (`remainingItemCount`).
+    remaining: Option<usize>,
+}
+
+/// The objects after `after` (in key order) that match, at most `limit` of them. Only the page
+/// is copied out of the store: copying every object for each page made listing n objects in
+/// pages cost n²/limit copies, seconds under the store's lock at 10,000 grants.
+fn page(
+    store: &Store,
+    t: &Target,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    after: Option<(String, String)>,
+    limit: Option<usize>,
+) -> Page {
+    use std::ops::Bound;
+    let mut page = Page {
+        items: Vec::new(),
+        more: false,
+        remaining: None,
+    };
+    let Some(bucket) = store.bucket(&t.rt.storage_group, &t.rt.plural) else {
+        return page;
+    };
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut keys = bucket
+        .range((from, Bound::Unbounded))
+        .filter(|((ns, _), _)| t.ns.as_ref().is_none_or(|want| want == ns));
+    for (_, v) in keys.by_ref() {
+        let o = present(&t.rt, v);
+        if !(labels.matches(&o) && fields.matches(&o)) {
+            continue;
+        }
+        if limit.is_some_and(|l| page.items.len() == l) {
+            page.more = true;
+            break;
+        }
+        page.items.push(o);
+    }
+    if page.more && labels.is_empty() && fields.is_empty() {
+        page.remaining = Some(1 + keys.count());
+    }
+    page
+}
+
 fn list(state: &State, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())?;
     let fields = field_selector(req, &t.rt)?;
-    let store = state.store();
-    let mut items = matching(&store, t, &labels, &fields);
-    let rv = store.current_rv().to_string();
-    drop(store);
     // Pages continue after the last key served (a consistent snapshot is not kept).
-    if let Some(token) = req.q("continue") {
-        let decoded = B64
-            .decode(token)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .ok_or_else(|| {
-                ApiError::bad_request("continue key is not valid: illegal base64 data")
-            })?;
-        let (ns, name) = (
-            decoded["ns"].as_str().unwrap_or_default(),
-            decoded["name"].as_str().unwrap_or_default(),
-        );
-        items.retain(|o| {
-            let k = (
-                o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                o["metadata"]["name"].as_str().unwrap_or_default(),
-            );
-            k > (ns, name)
-        });
-    }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(limit) = req
+    let after = match req.q("continue") {
+        Some(token) => Some(
+            B64.decode(token)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .map(|d| {
+                    (
+                        d["ns"].as_str().unwrap_or_default().to_owned(),
+                        d["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request("continue key is not valid: illegal base64 data")
+                })?,
+        ),
+        None => None,
+    };
+    let limit = req
         .q("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0)
-        && items.len() > limit
-    {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        if let Some(last) = items.last() {
-            let token = json!({"ns": last["metadata"]["namespace"].as_str().unwrap_or_default(), "name": last["metadata"]["name"]});
-            meta["continue"] = json!(B64.encode(token.to_string()));
+        .filter(|l| *l > 0);
+    let store = state.store();
+    let rv = store.current_rv().to_string();
+    let page = page(&store, t, &labels, &fields, after, limit);
+    drop(store);
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(last) = page.items.last().filter(|_| page.more) {
+        let token = json!({"ns": last["metadata"]["namespace"].as_str().unwrap_or_default(), "name": last["metadata"]["name"]});
+        meta["continue"] = json!(B64.encode(token.to_string()));
+        if let Some(remaining) = page.remaining {
             meta["remainingItemCount"] = json!(remaining);
         }
     }
+    let items = page.items;
     if req.wants_table() {
         return Ok((
             200,

@@ -51,6 +51,10 @@ fn set_values(s: &str) -> Option<Vec<String>> {
 }
 
 impl LabelSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let bad = || {
             ApiError::bad_request(format!(
@@ -135,6 +139,10 @@ pub fn format_label_selector(sel: &Value) -> String {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// `allowed` decides which field paths the resource supports.
     pub fn parse(s: &str, allowed: impl Fn(&str) -> bool) -> Result<Self, ApiError> {
         let mut out = Vec::new();

@@ -103,6 +103,34 @@ async fn crud_optimistic_concurrency_and_status_errors() {
         .unwrap();
     assert_eq!(rest.items.len(), 1);
     assert!(rest.metadata.continue_.is_none());
+    assert_eq!(page.metadata.remaining_item_count, Some(1));
+    // With a selector the remaining count is unknown (kube-apiserver leaves it out), and pages
+    // hold only matching objects, in name order.
+    let first = api
+        .list(&ListParams::default().labels("app=y").limit(1))
+        .await
+        .unwrap();
+    assert_eq!(first.metadata.remaining_item_count, None);
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = api
+        .list(
+            &ListParams::default()
+                .labels("app=y")
+                .limit(1)
+                .continue_token(&token),
+        )
+        .await
+        .unwrap();
+    assert!(second.metadata.continue_.is_none());
+    let names: Vec<String> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names[0], "c");
+    assert!(names[1].starts_with("gen-"), "{names:?}");
     let by_name = api
         .list(&ListParams::default().fields("metadata.name=c"))
         .await

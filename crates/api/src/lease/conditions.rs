@@ -34,48 +34,6 @@ pub const USED: &str = "Used";
 /// The lease was activated without approval, under the policy's `breakGlass`.
 pub const BREAK_GLASS: &str = "BreakGlass";
 
-/// Every condition type the operator writes.
-const CONDITION_TYPES: &[&str] = &[
-    READY,
-    RECONCILING,
-    STALLED,
-    POLICY_ALLOWED,
-    STANDING_ACCESS,
-    REVOCATION_OVERDUE,
-    REVOCATION_BLOCKED,
-    EXTENSION_DENIED,
-    TAMPERED,
-    APPROVED,
-    USED,
-    BREAK_GLASS,
-];
-
-/// A condition type or reason as the operator's own constant when it is one, anything else as
-/// given.
-fn condition_name(name: &str) -> Cow<'static, str> {
-    CONDITION_TYPES
-        .iter()
-        .copied()
-        .chain(Reason::ALL.iter().map(|r| r.as_str()))
-        .find(|known| *known == name)
-        .map_or_else(|| Cow::Owned(name.to_owned()), Cow::Borrowed)
-}
-
-/// Makes the types and reasons of a status's conditions the operator's own constants where
-/// they are one: a cache of grants holds four conditions per grant, and their types and
-/// reasons come from a short fixed list, so they need not be eight strings per grant
-/// (docs/performance.md). No value changes, nor the seal over them.
-pub fn share_condition_names(st: &mut AccessGrantStatus) {
-    for c in &mut st.conditions {
-        if let Cow::Owned(t) = &c.type_ {
-            c.type_ = condition_name(t);
-        }
-        if let Cow::Owned(r) = &c.reason {
-            c.reason = condition_name(r);
-        }
-    }
-}
-
 /// What one decision learned that conditions report.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Facts {
@@ -369,36 +327,5 @@ fn used(u: &crate::v1alpha1::UsageStatus) -> (ConditionStatus, Reason, String) {
             Reason::NoUsageLogged,
             "no token issued and no operation logged yet".to_owned(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Known types and reasons become the shared constants, anything else stays as read; either
-    /// way the condition reads and writes back unchanged (the seal covers those bytes).
-    #[test]
-    fn known_names_are_shared_and_every_name_round_trips() {
-        let json = r#"{"conditions":[
-            {"type":"Ready","status":"True","reason":"Active","message":"m",
-             "lastTransitionTime":"2026-12-06T01:45:18Z"},
-            {"type":"Custom","status":"False","reason":"SomethingElse",
-             "lastTransitionTime":"2026-12-06T01:45:18Z"}]}"#;
-        let read: AccessGrantStatus = serde_json::from_str(json).unwrap();
-        let mut st = read.clone();
-        share_condition_names(&mut st);
-        let [ready, custom] = &st.conditions[..] else {
-            panic!("{st:?}")
-        };
-        assert!(matches!(ready.type_, Cow::Borrowed(READY)));
-        assert!(matches!(ready.reason, Cow::Borrowed("Active")));
-        assert!(matches!(&custom.type_, Cow::Owned(t) if t == "Custom"));
-        assert!(matches!(&custom.reason, Cow::Owned(r) if r == "SomethingElse"));
-        assert_eq!(st, read);
-        assert_eq!(
-            serde_json::to_string(&st).unwrap(),
-            serde_json::to_string(&read).unwrap()
-        );
     }
 }

@@ -15,7 +15,7 @@ mod tests;
 
 pub use conditions::{
     EXTENSION_DENIED, POLICY_ALLOWED, READY, RECONCILING, REVOCATION_BLOCKED, REVOCATION_OVERDUE,
-    STALLED, STANDING_ACCESS, TAMPERED, find as find_condition, share_condition_names,
+    STALLED, STANDING_ACCESS, TAMPERED, find as find_condition,
 };
 pub use decide::decide;
 pub use model::*;

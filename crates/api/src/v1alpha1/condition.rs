@@ -17,8 +17,7 @@ pub enum ConditionStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// CamelCase condition type, e.g. `Ready`, `PolicyAllowed`, `StandingAccess`.
-    // A `Cow`: the operator's own names are shared constants in its cache
-    // (`lapse_api::lease::share_condition_names`).
+    // A `Cow`: the operator sets its own types and reasons from constants, borrowed.
     #[serde(rename = "type")]
     pub type_: Cow<'static, str>,
     pub status: ConditionStatus,

@@ -15,6 +15,7 @@ mod announce;
 mod drive;
 mod gather;
 
+use crate::cached::CachedGrant;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::grant_ref::GrantRef;
@@ -35,8 +36,9 @@ const CACHE_CATCH_UP: Duration = Duration::from_millis(50);
 const FAIR_SHARE_RETRY: Duration = Duration::from_millis(250);
 
 /// The activation lane: everything but a lease that must end now.
-pub async fn reconcile_activation(grant: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Requeue> {
+pub async fn reconcile_activation(grant: Arc<CachedGrant>, ctx: Arc<Context>) -> Result<Requeue> {
     let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    let grant = Arc::new(grant.unpack()?);
     if lane_of(&ctx, &grant, Utc::now()) == Lane::Revocation {
         return Ok(Requeue::await_change());
     }
@@ -49,8 +51,9 @@ pub async fn reconcile_activation(grant: Arc<AccessGrant>, ctx: Arc<Context>) ->
 }
 
 /// The revocation lane: only leases that must end now, with slots of their own.
-pub async fn reconcile_revocation(grant: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Requeue> {
+pub async fn reconcile_revocation(grant: Arc<CachedGrant>, ctx: Arc<Context>) -> Result<Requeue> {
     let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    let grant = Arc::new(grant.unpack()?);
     let now = Utc::now();
     if lane_of(&ctx, &grant, now) == Lane::Activation {
         // Not ours yet: wake when the lease ends.
@@ -148,7 +151,7 @@ fn requeue_after(
 }
 
 /// Backs off on errors; a pending revocation retries at the pace the core asked for.
-pub fn error_policy(_grant: Arc<AccessGrant>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(_grant: Arc<CachedGrant>, error: &Error, ctx: Arc<Context>) -> Requeue {
     match error.retry_after() {
         Some(d) => Requeue::requeue(d),
         None => {

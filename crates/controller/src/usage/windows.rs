@@ -41,6 +41,14 @@ pub struct Leases {
 pub fn gather(ctx: &Context, policies: &[NamedPolicy]) -> Leases {
     let mut out = Leases::default();
     for g in ctx.grants.state() {
+        // Only a lease that started has a window: the cache's summary says which.
+        let summary = g.summary();
+        if !summary.sealed || summary.activated_at.is_none() {
+            continue;
+        }
+        let Some(g) = g.unpacked("usage windows") else {
+            continue;
+        };
         let Some(st) = ctx.sealed_status(&g) else {
             continue;
         };

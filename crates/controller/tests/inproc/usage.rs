@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use lapse_api::v1alpha1::{AccessPolicy, GrantPhase};
 use lapse_controller::UsageSettings;
 use lapse_sim_azure::Seed;
@@ -83,9 +83,8 @@ fn operations(w: &World, name: &str) -> Option<u64> {
         .grants
         .state()
         .iter()
-        .find(|g| g.metadata.name.as_deref() == Some(name))
-        .and_then(|g| g.status.as_ref())
-        .and_then(|s| s.usage.as_ref())
+        .find(|g| g.name_any() == name)
+        .and_then(|g| g.unpack().ok()?.status?.usage)
         .map(|u| u.operations)
 }
 
