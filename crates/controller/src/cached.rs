@@ -4,10 +4,11 @@
 //! whole `AccessGrant` was about 2.7 KB of heap per grant, the biggest share of the operator's
 //! memory at 10,000 live leases, although nothing reads a grant between its events but a few
 //! periodic scans. So the cache keeps a [`CachedGrant`]: the metadata as read (kube-runtime
-//! keys, triggers and finalizers on it), spec and status as one deflated JSON document
-//! (about 0.4 KB for a live lease: deflated against a dictionary of what grants share), and a [`Summary`] of the few facts the scans filter on,
-//! taken when the grant is packed, with the seal checked then. Every reconcile starts from
-//! [`CachedGrant::unpack`]: the grant exactly as it was read, status and seal included.
+//! keys, triggers and finalizers on it), spec and status as one JSON document deflated against
+//! a dictionary of what grants share (about 0.3 KB for a live lease), and a [`Summary`] of the
+//! few facts the scans filter on, taken when the grant is packed, with the seal checked then.
+//! Every reconcile starts from [`CachedGrant::unpack`]: the grant exactly as it was read,
+//! status and seal included.
 
 use std::borrow::Cow;
 use std::io::{Read as _, Write as _};
