@@ -61,7 +61,7 @@ use lapse_azure::AzureClient;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc, watch};
 
-pub use cached::CachedGrant;
+use cached::CachedGrant;
 pub use context::{Context, GrantStores, Settings};
 pub use error::{Error, Result};
 pub use tickets::TicketSettings;
@@ -458,11 +458,9 @@ pub async fn run(
         {
             let ctx = ctx.clone();
             feeds.push(Box::pin(clock_events.for_each(move |g| {
-                match g.unpack() {
-                    Ok(g) => ctx
-                        .clock
-                        .observe(&g, ctx.sealed_status(&g), chrono::Utc::now()),
-                    Err(e) => tracing::error!(error = %e, "lease clock"),
+                if let Some(g) = g.unpacked("lease clock") {
+                    ctx.clock
+                        .observe(&g, ctx.sealed_status(&g), chrono::Utc::now());
                 }
                 future::ready(())
             })));
@@ -572,12 +570,8 @@ async fn recheck_tickets(ctx: Arc<Context>) {
                 continue;
             }
             let Some(ns) = g.namespace() else { continue };
-            let g = match g.unpack() {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::error!(error = %e, "ticket re-check");
-                    continue;
-                }
+            let Some(g) = g.unpacked("ticket re-check") else {
+                continue;
             };
             let labels = observe::namespace_labels(&ctx.namespaces, &ns);
             for key in lapse_api::ticket::tickets_to_check(
