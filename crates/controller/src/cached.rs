@@ -25,6 +25,7 @@ use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::{AccessGrant, AccessGrantSpec, AccessGrantStatus, GrantPhase};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::seal::Sealer;
 
 /// A grant as the grant cache keeps it.
@@ -80,15 +81,6 @@ struct Body {
     status: Option<AccessGrantStatus>,
 }
 
-/// A packed grant that does not unpack: the cache holds only what this process packed, so it
-/// means a bug, never bad input; the reconcile fails and is retried.
-#[derive(Debug, thiserror::Error)]
-#[error("the cached copy of grant {grant} does not unpack: {reason}")]
-pub struct UnpackError {
-    grant: String,
-    reason: String,
-}
-
 impl CachedGrant {
     /// A grant as read, not packed yet.
     pub fn read(g: AccessGrant) -> Self {
@@ -133,11 +125,11 @@ impl CachedGrant {
     }
 
     /// The grant exactly as it was read (managed fields and `kubectl apply`'s annotation aside).
-    pub fn unpack(&self) -> Result<AccessGrant, UnpackError> {
+    pub fn unpack(&self) -> Result<AccessGrant, Error> {
         let (spec, status) = match &self.content {
             Content::Read { spec, status } => ((**spec).clone(), status.as_deref().cloned()),
             Content::Packed { body, .. } => {
-                let b: Body = inflate(body).map_err(|reason| UnpackError {
+                let b: Body = inflate(body).map_err(|reason| Error::Unpack {
                     grant: format!(
                         "{}/{}",
                         self.namespace().unwrap_or_default(),

@@ -13,8 +13,9 @@ pub enum Error {
     #[error("encoding the status of AccessGrant {grant}: {reason}")]
     StatusEncode { grant: String, reason: String },
 
-    #[error(transparent)]
-    Unpack(#[from] crate::cached::UnpackError),
+    /// The grant cache holds only what this process packed: a bug, never bad input.
+    #[error("the cached copy of grant {grant} does not unpack: {reason}")]
+    Unpack { grant: String, reason: String },
 
     #[error("AccessGrant {grant}: revocation not finished yet; retrying in {}s", retry_after.as_secs())]
     RevocationPending {
@@ -60,7 +61,7 @@ impl Error {
         match self {
             Self::StatusWrite { .. } => "status_write",
             Self::StatusEncode { .. } => "status_encode",
-            Self::Unpack(_) => "unpack",
+            Self::Unpack { .. } => "unpack",
             Self::RevocationPending { .. } => "revocation_pending",
             Self::Finalizer(_) => "finalizer",
             Self::NoNamespace => "no_namespace",
