@@ -66,6 +66,24 @@ pub struct Summary {
     pub claims: bool,
 }
 
+impl Summary {
+    /// `sealed`: whether the operator's seal holds on `status`.
+    fn of(spec: &AccessGrantSpec, status: Option<&AccessGrantStatus>, sealed: bool) -> Self {
+        Self {
+            sealed,
+            phase: status.map(|s| s.phase),
+            activated_at: status.and_then(|s| s.activated_at),
+            expires_at: status.and_then(|s| s.expires_at),
+            revoked: spec.revoked,
+            claims: sealed
+                && status.is_some_and(|s| {
+                    crate::quota::live_policy(s).is_some()
+                        || !crate::inventory::claims_of(s).is_empty()
+                }),
+        }
+    }
+}
+
 /// Spec and status, the part of a grant that is packed.
 #[derive(Serialize)]
 struct BodyRef<'a> {
@@ -108,18 +126,7 @@ impl CachedGrant {
         let uid = self.metadata.uid.as_deref().unwrap_or_default();
         let status = status.as_deref();
         let sealed = sealer.trust(uid, status) == StatusTrust::Sealed;
-        let summary = Summary {
-            sealed,
-            phase: status.map(|s| s.phase),
-            activated_at: status.and_then(|s| s.activated_at),
-            expires_at: status.and_then(|s| s.expires_at),
-            revoked: spec.revoked,
-            claims: sealed
-                && status.is_some_and(|s| {
-                    crate::quota::live_policy(s).is_some()
-                        || !crate::inventory::claims_of(s).is_empty()
-                }),
-        };
+        let summary = Summary::of(spec, status, sealed);
         let body = deflate(&BodyRef { spec, status });
         self.content = Content::Packed { body, summary };
     }
@@ -160,14 +167,7 @@ impl CachedGrant {
     pub fn summary(&self) -> Summary {
         match &self.content {
             Content::Packed { summary, .. } => *summary,
-            Content::Read { spec, status } => Summary {
-                sealed: false,
-                phase: status.as_ref().map(|s| s.phase),
-                activated_at: status.as_ref().and_then(|s| s.activated_at),
-                expires_at: status.as_ref().and_then(|s| s.expires_at),
-                revoked: spec.revoked,
-                claims: false,
-            },
+            Content::Read { spec, status } => Summary::of(spec, status.as_deref(), false),
         }
     }
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::Store;
 use lapse_api::lease::CoreSettings;
-use lapse_api::v1alpha1::AccessGrant;
 use lapse_azure::AzureClient;
 
 use crate::cached::CachedGrant;
@@ -114,19 +113,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// The grant's status if it carries the operator's seal: the operator's own record.
-    pub fn sealed_status<'g>(
-        &self,
-        g: &'g AccessGrant,
-    ) -> Option<&'g lapse_api::v1alpha1::AccessGrantStatus> {
-        use kube::ResourceExt;
-        let uid = g.uid().unwrap_or_default();
-        match self.sealer.trust(&uid, g.status.as_ref()) {
-            lapse_api::lease::StatusTrust::Sealed => g.status.as_ref(),
-            _ => None,
-        }
-    }
-
     /// What the inventory lists Azure with.
     pub fn lister(&self) -> crate::inventory::Lister<'_> {
         crate::inventory::Lister {

@@ -458,9 +458,10 @@ pub async fn run(
         {
             let ctx = ctx.clone();
             feeds.push(Box::pin(clock_events.for_each(move |g| {
+                let sealed = g.summary().sealed;
                 if let Some(g) = g.unpacked("lease clock") {
-                    ctx.clock
-                        .observe(&g, ctx.sealed_status(&g), chrono::Utc::now());
+                    let status = g.status.as_ref().filter(|_| sealed);
+                    ctx.clock.observe(&g, status, chrono::Utc::now());
                 }
                 future::ready(())
             })));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use lapse_api::arm::ArmId;
-use lapse_api::lease::{Action, ObjectKey, StatusTrust, fic_target, split_role_assignment_id};
+use lapse_api::lease::{Action, ObjectKey, fic_target, split_role_assignment_id};
 use lapse_api::naming::Owner;
 
 use crate::context::Context;
@@ -37,13 +37,8 @@ pub fn rebuild_claims(ctx: &Context) {
         } else {
             None
         };
-        let status = g.as_ref().and_then(|g| {
-            let uid = g.uid().unwrap_or_default();
-            match ctx.sealer.trust(&uid, g.status.as_ref()) {
-                StatusTrust::Sealed => g.status.as_ref(),
-                _ => None,
-            }
-        });
+        // A status claims only if sealed: the summary checked that when the grant was packed.
+        let status = g.as_ref().and_then(|g| g.status.as_ref());
         ctx.inventory.seed_claims(&r, status);
         if !ctx.inventory.reconciled(&r) {
             ctx.live.set(&r, status.and_then(crate::quota::live_policy));

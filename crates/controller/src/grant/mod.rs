@@ -8,7 +8,6 @@ use chrono::Utc;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
-use lapse_api::lease::StatusTrust;
 use lapse_api::v1alpha1::AccessGrant;
 
 mod announce;
@@ -53,12 +52,11 @@ pub async fn reconcile_activation(grant: Arc<CachedGrant>, ctx: Arc<Context>) ->
 /// The revocation lane: only leases that must end now, with slots of their own.
 pub async fn reconcile_revocation(grant: Arc<CachedGrant>, ctx: Arc<Context>) -> Result<Requeue> {
     let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    let sealed = grant.summary().sealed;
     let grant = Arc::new(grant.unpack()?);
     let now = Utc::now();
     if lane_of(&ctx, &grant, now) == Lane::Activation {
         // Not ours yet: wake when the lease ends.
-        let uid = grant.uid().unwrap_or_default();
-        let sealed = ctx.sealer.trust(&uid, grant.status.as_ref()) == StatusTrust::Sealed;
         return Ok(match revocation_wake(sealed, grant.status.as_ref(), now) {
             Some(wait) => Requeue::requeue(wait),
             None => Requeue::await_change(),

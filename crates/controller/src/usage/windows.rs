@@ -49,7 +49,8 @@ pub fn gather(ctx: &Context, policies: &[NamedPolicy]) -> Leases {
         let Some(g) = g.unpacked("usage windows") else {
             continue;
         };
-        let Some(st) = ctx.sealed_status(&g) else {
+        // Sealed: the summary's seal check was of this status.
+        let Some(st) = g.status.as_ref() else {
             continue;
         };
         let (Some(activated_at), Some(principal)) = (
