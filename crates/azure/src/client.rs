@@ -86,6 +86,11 @@ impl AzureClient {
         self.inner.rest.calls.snapshot()
     }
 
+    /// The budget this client paces itself to.
+    pub fn limits(&self) -> &crate::LimitsConfig {
+        self.inner.rest.limiter.config()
+    }
+
     pub fn limiter_snapshot(&self) -> LimiterSnapshot {
         self.inner.rest.limiter.snapshot()
     }

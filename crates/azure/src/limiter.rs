@@ -457,6 +457,10 @@ impl Limiter {
         bucket.tokens = bucket.tokens.min(f64::from(remaining));
     }
 
+    pub(crate) fn config(&self) -> &LimitsConfig {
+        &self.inner.config
+    }
+
     pub(crate) fn snapshot(&self) -> LimiterSnapshot {
         let [deletes, reads, writes] = [CallKind::Delete, CallKind::Read, CallKind::Write]
             .map(|k| self.inner.counters[k.index()].snapshot());

@@ -93,6 +93,8 @@ pub fn transition(r: &crate::notify::GrantRecord, t: &crate::notify::Transition)
         activated_at = %time(r.activated_at),
         expires_at = %time(r.expires_at),
         ended_at = %time(r.ended_at),
+        // 0 unless the lease ended early to keep its deletes within ARM's delete budget.
+        ended_early_seconds = r.ended_early_seconds.unwrap_or_default(),
         end_reason = r.end_reason.as_deref().unwrap_or_default(),
         "AccessGrant {}/{}: {} -> {} ({}): {}",
         r.namespace,

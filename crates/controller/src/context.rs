@@ -64,6 +64,9 @@ pub struct Settings {
     pub tickets: crate::tickets::TicketSettings,
     /// Usage evidence: which of Azure's logs are read (docs/usage.md).
     pub usage: crate::usage_book::UsageSettings,
+    /// The share (0 to 0.9) of ARM's delete budget the synchronized-expiry plan leaves for
+    /// deletes it cannot foresee (docs/architecture.md, "Synchronized expiry").
+    pub delete_headroom: f64,
 }
 
 /// What every reconcile shares.
@@ -97,6 +100,8 @@ pub struct Context {
     pub fair: FairShare,
     /// When each lease ends, for the overdue gauge.
     pub clock: LeaseClock,
+    /// The leases whose deletes start before their end (synchronized expiry).
+    pub early: crate::early::EarlyEnds,
     /// Live grants per namespace and policy (quotas, policy status).
     pub live: LiveGrants,
     /// The version of each grant this process last wrote.

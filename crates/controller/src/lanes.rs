@@ -19,7 +19,9 @@ use kube::ResourceExt;
 use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, ObjectState};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use crate::early::{BudgetKey, Footprint};
 use crate::grant_ref::GrantRef;
+use lapse_api::lease::Deletes;
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain maps: a panic elsewhere leaves them usable.
@@ -141,11 +143,16 @@ pub struct LeaseClock {
 #[derive(Debug, Default)]
 struct ClockState {
     grants: HashMap<GrantRef, Clocked>,
+    /// Bumped whenever a live lease's end or footprint changes: the early-end plan is made
+    /// again only then.
+    changes: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Clocked {
     end: Option<DateTime<Utc>>,
+    /// What a live lease deletes at its end, by ARM budget (synchronized expiry).
+    footprint: Footprint,
     /// The newest version of the grant observed: the watch's events and the operator's own
     /// writes race each other, and an older version must not bring back an end already cleared.
     version: Option<u64>,
@@ -175,6 +182,10 @@ impl LeaseClock {
             clocked.version = Some(v);
         }
         let st = sealed;
+        let footprint = st
+            .filter(|st| st.activated_at.is_some() && !st.phase.is_terminal())
+            .map(Footprint::of)
+            .unwrap_or_default();
         let end = st.and_then(|st| {
             let live = st.activated_at.is_some() && !st.phase.is_terminal();
             if !(live || holds_objects(st)) {
@@ -195,7 +206,7 @@ impl LeaseClock {
             }
             Some(end)
         });
-        self.set(&grant, end);
+        self.record(&grant, end, footprint);
     }
 
     fn end_of(&self, grant: &GrantRef) -> Option<DateTime<Utc>> {
@@ -203,26 +214,73 @@ impl LeaseClock {
     }
 
     /// Sets (or with `None` forgets) a lease's end.
+    #[cfg(test)]
     pub fn set(&self, grant: &GrantRef, end: Option<DateTime<Utc>>) {
+        self.record(grant, end, Footprint::None);
+    }
+
+    fn record(&self, grant: &GrantRef, end: Option<DateTime<Utc>>, footprint: Footprint) {
         let mut st = locked(&self.state);
-        match st.grants.get_mut(grant) {
+        let changed = match st.grants.get_mut(grant) {
             Some(c) => {
+                let changed = c.end != end || c.footprint != footprint;
                 c.end = end;
+                c.footprint = footprint;
                 if c.end.is_none() && c.version.is_none() {
                     st.grants.remove(grant);
                 }
+                changed
             }
             None if end.is_some() => {
-                st.grants
-                    .insert(grant.clone(), Clocked { end, version: None });
+                st.grants.insert(
+                    grant.clone(),
+                    Clocked {
+                        end,
+                        footprint,
+                        version: None,
+                    },
+                );
+                true
             }
-            None => {}
+            None => false,
+        };
+        if changed {
+            st.changes = st.changes.wrapping_add(1);
         }
     }
 
     /// Forgets a grant that is gone (its finalizer released).
     pub fn forget(&self, grant: &GrantRef) {
-        locked(&self.state).grants.remove(grant);
+        let mut st = locked(&self.state);
+        if st.grants.remove(grant).is_some() {
+            st.changes = st.changes.wrapping_add(1);
+        }
+    }
+
+    /// A number that changes whenever a lease's end or footprint does.
+    pub fn changes(&self) -> u64 {
+        locked(&self.state).changes
+    }
+
+    /// The deletes every live lease ending after `now` owes at its end, by budget: what the
+    /// early-end plan is made of.
+    pub fn deletes(&self, now: DateTime<Utc>) -> Vec<Deletes<GrantRef, BudgetKey>> {
+        let st = locked(&self.state);
+        let mut out = Vec::new();
+        for (g, c) in &st.grants {
+            let Some(end) = c.end.filter(|end| *end > now) else {
+                continue;
+            };
+            for (budget, count) in c.footprint.parts() {
+                out.push(Deletes {
+                    lease: g.clone(),
+                    ends_at: end,
+                    budget: *budget,
+                    count: u32::from(*count),
+                });
+            }
+        }
+        out
     }
 
     /// Leases that ended at least `after` before `now` and still owe deletes. A walk of every

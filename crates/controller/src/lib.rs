@@ -7,6 +7,7 @@ mod audit;
 mod blocked;
 mod cached;
 mod context;
+mod early;
 mod error;
 mod events;
 mod execute;
@@ -328,6 +329,12 @@ async fn assemble_context(
         pim: settings.pim.clone(),
     };
     let (repair, repairs) = mpsc::unbounded_channel();
+    let deletes = &azure.limits().deletes;
+    let early = early::EarlyEnds::new(
+        deletes.capacity,
+        deletes.refill_per_second,
+        settings.delete_headroom,
+    );
     let ctx = Context {
         events,
         unreadable,
@@ -348,6 +355,7 @@ async fn assemble_context(
         grant_locks: Default::default(),
         fair: lanes::FairShare::new(settings.concurrency),
         clock: Default::default(),
+        early,
         live: Default::default(),
         written: Default::default(),
         policy_epoch: rx.clone(),
@@ -421,6 +429,7 @@ pub async fn run(
     let mut feeds: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut repairs = Some(wiring.repairs);
     let mut wakers = Vec::new();
+    let mut early_wakers = Vec::new();
     for (api, writer, store) in wiring.grant_writers {
         // The one watch per grant cache; the lanes and the clock share what it sees (see
         // `fanout` for why not kube's shared subscribers). Managed fields are never read;
@@ -497,12 +506,16 @@ pub async fn run(
                     }
                 }),
         ));
+        // Grants whose deletes the early-end plan starts now (synchronized expiry).
+        let (wake, woken) = mpsc::unbounded_channel();
+        early_wakers.push(wake);
         let revocation = Controller::for_shared_stream(revocation_events, store.clone())
             .with_config(config.clone())
             .reconcile_on(triggers::affected_grants(
                 wiring.affected.subscribe(),
                 store,
             ))
+            .reconcile_on(receiver_stream(woken))
             .graceful_shutdown_on(shutdown.clone());
         lanes.push(Box::pin(
             revocation
@@ -523,6 +536,9 @@ pub async fn run(
     tasks.0.push(tokio::spawn(expiring::run(ctx.clone())));
     tasks.0.push(tokio::spawn(recheck_tickets(ctx.clone())));
     tasks.0.push(tokio::spawn(wake_parked(ctx.clone(), wakers)));
+    tasks
+        .0
+        .push(tokio::spawn(wake_early(ctx.clone(), early_wakers)));
     tasks.0.push(tokio::spawn(usage::run(ctx.clone())));
     if let Some(retain) = ctx.settings.retain_finished {
         tasks
@@ -611,6 +627,50 @@ async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectR
                 let _ = lane.send(grant.clone());
             }
         }
+    }
+}
+
+/// Synchronized expiry (docs/architecture.md): plans again whenever a live lease's end or
+/// footprint changed (at most once a second), and wakes the revocation lane for each lease at
+/// its planned start. The plan is empty unless more leases of one subscription end together
+/// than ARM's delete budget deletes in time.
+async fn wake_early(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRef<CachedGrant>>>) {
+    const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    let _ = ctx.ready.subscribe().wait_for(|ready| *ready).await;
+    let mut planned = None;
+    let mut early_leases = 0;
+    loop {
+        let changes = ctx.clock.changes();
+        if planned != Some(changes) {
+            planned = Some(changes);
+            let n = ctx.early.replan(ctx.clock.deletes(chrono::Utc::now()));
+            if n != early_leases {
+                tracing::info!(
+                    leases = n,
+                    "synchronized expiry: {n} leases start their deletes early to stay within \
+                     ARM's delete budget"
+                );
+                early_leases = n;
+            }
+        }
+        let now = chrono::Utc::now();
+        for g in ctx.early.take_due(now) {
+            // The lease's last decision said "nothing before the end": this is news.
+            ctx.written.poke(&g);
+            let grant = ObjectRef::new(g.name()).within(g.namespace());
+            for lane in &lanes {
+                let _ = lane.send(grant.clone());
+            }
+        }
+        let next = match ctx.early.next_wake() {
+            // A start passed meanwhile: at once.
+            Some(at) => (at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(REPLAN_EVERY),
+            None => REPLAN_EVERY,
+        };
+        tokio::time::sleep(next).await;
     }
 }
 

@@ -10,6 +10,7 @@ use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, GrantPhase};
 use lapse_api::validate::validate_grant;
 
 use crate::context::Context;
+use crate::grant_ref::GrantRef;
 use crate::lanes::holds_objects;
 use crate::observe::namespace_labels;
 
@@ -84,6 +85,16 @@ fn revocation_due(ctx: &Context, g: &AccessGrant, now: DateTime<Utc>) -> bool {
         return false;
     }
     if g.spec.revoked || st.expires_at.is_some_and(|e| now >= e) {
+        return true;
+    }
+    // Synchronized expiry: the delete plan starts this lease's deletes before its end.
+    if let Some(end) = st.expires_at.filter(|_| ctx.early.any())
+        && ctx.early.due(
+            &GrantRef::new(g.namespace().unwrap_or_default(), g.name_any()),
+            end,
+            now,
+        )
+    {
         return true;
     }
     // A sensitive action under `onSensitiveAction: Revoke` waits to be counted.

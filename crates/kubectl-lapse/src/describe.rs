@@ -203,10 +203,14 @@ pub fn timeline(story: &Story, now: DateTime<Utc>) -> Vec<Entry> {
             Some(end),
             false,
             format!(
-                "lease ended: {} (status.endedAt)",
+                "lease ended: {} (status.endedAt){}",
                 st.end_reason
                     .map_or(st.phase, |r| r.terminal_phase())
-                    .as_str()
+                    .as_str(),
+                st.ended_early_seconds.map_or_else(String::new, |s| format!(
+                    ", {s}s before status.expiresAt: many leases of its subscription ended \
+                     together and its deletes started early, within ARM's delete budget"
+                ))
             ),
         ),
         (None, Some(exp)) => {
@@ -669,6 +673,27 @@ mod tests {
                 "Activated: every Azure object exists",
                 "lease ended: Expired (status.endedAt)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_lease_ended_early_by_the_delete_budget_says_how_early() {
+        let mut story = story();
+        if let Some(st) = story.grant.status.as_mut() {
+            st.ended_at = Some(at(480));
+            st.ended_early_seconds = Some(150);
+        }
+        let ended = timeline(&story, at(700))
+            .into_iter()
+            .map(|e| e.what)
+            .find(|w| w.starts_with("lease ended"));
+        assert_eq!(
+            ended.as_deref(),
+            Some(
+                "lease ended: Expired (status.endedAt), 150s before status.expiresAt: many \
+                 leases of its subscription ended together and its deletes started early, \
+                 within ARM's delete budget"
+            )
         );
     }
 

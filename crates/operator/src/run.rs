@@ -79,6 +79,14 @@ pub struct RunArgs {
     #[arg(long, env = "LAPSE_WAKE_HORIZON", default_value = "10m")]
     pub wake_horizon: LeaseDuration,
 
+    /// The share of ARM's delete budget (percent, 0 to 90) kept free when many leases of one
+    /// subscription end together and their deletes are started early to stay within it
+    /// (synchronized expiry): room for the deletes no plan foresees (a grant revoked or deleted,
+    /// the sweep, another operator in the tenant). More headroom ends crowded leases earlier.
+    #[arg(long, env = "LAPSE_DELETE_HEADROOM", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(0..=90))]
+    pub delete_headroom: u8,
+
     /// Base retry delay for failed Azure calls (Go duration).
     #[arg(long, env = "LAPSE_RETRY_AFTER", default_value = "2s")]
     pub retry_after: LeaseDuration,
@@ -311,6 +319,7 @@ fn settings(args: &RunArgs) -> anyhow::Result<(Settings, AzureConfig)> {
             .max(std::time::Duration::from_secs(1)),
         max_rounds: lapse_controller::grant::MAX_ROUNDS,
         retain_finished: args.retain_finished.map(|d| d.to_std()),
+        delete_headroom: f64::from(args.delete_headroom) / 100.0,
         residual: lapse_api::lease::ResidualBounds {
             propagation: args.propagation_bound.to_chrono(),
             managed_identity_token: args.token_lifetime_managed_identity.to_chrono(),

@@ -3,6 +3,7 @@
 
 mod conditions;
 mod decide;
+mod early;
 mod model;
 mod pim;
 mod plan;
@@ -18,6 +19,7 @@ pub use conditions::{
     STALLED, STANDING_ACCESS, TAMPERED, find as find_condition,
 };
 pub use decide::decide;
+pub use early::{DeleteBudget, Deletes, EarlyEnd, schedule as schedule_early_ends};
 pub use model::*;
 pub use pim::{ACTIVE_DURATION_TOO_SHORT, PIM_LICENCE_REQUIRED, PIM_MINIMUM, PimSettings};
 pub use plan::{

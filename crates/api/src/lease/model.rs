@@ -316,6 +316,10 @@ pub struct LeaseInput<'a> {
     /// Usage ledger batches for this grant not yet counted in a status (docs/usage.md); the
     /// ones at or below `status.usage.sequence` are ignored.
     pub usage: &'a [crate::usage::UsageDelta],
+    /// When the controller's delete plan starts this lease's deletes before its end, because
+    /// more leases of a subscription end together than ARM's delete budget deletes in time
+    /// (`budget` names the subscription).
+    pub early_end: Option<&'a super::EarlyEnd<String>>,
 }
 
 /// An Event to record on the grant.

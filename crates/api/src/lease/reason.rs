@@ -95,6 +95,9 @@ reasons! {
     Extended: Event,
     /// The expiry moved earlier.
     Shortened: Event,
+    /// The lease ended before its expiry: more leases of its subscription end about then than
+    /// ARM's delete budget deletes in time, so their deletes start early (synchronized expiry).
+    EndedEarly: Event,
 
     // Why a lease ended (or never started).
     /// `spec.identity`, `spec.roles` or `spec.federation` changed after activation.

@@ -192,6 +192,8 @@ struct Harness {
     tickets: crate::ticket::TicketView,
     /// Usage ledger batches handed to the next decisions.
     usage: Vec<crate::usage::UsageDelta>,
+    /// The controller's delete plan for the grant (synchronized expiry).
+    early_end: Option<EarlyEnd<String>>,
 }
 
 impl Harness {
@@ -219,6 +221,7 @@ impl Harness {
             generation: 1,
             tickets: crate::ticket::TicketView::default(),
             usage: Vec::new(),
+            early_end: None,
         }
     }
 
@@ -278,6 +281,7 @@ impl Harness {
             approvals: &self.approvals,
             tickets: &self.tickets,
             usage: &self.usage,
+            early_end: self.early_end.as_ref(),
         };
         decide(&input)
     }
@@ -762,6 +766,84 @@ fn activates_then_lapses_with_one_put_and_one_delete_per_object() {
             .iter()
             .all(|r| r.state == ObjectState::Deleted)
     );
+}
+
+/// Synchronized expiry: the controller's delete plan starts a lease's deletes before its end.
+/// The lease ends then as `Expired`, its status says how early and why; a plan made for an
+/// end the lease no longer has is not followed.
+#[test]
+fn a_lease_the_delete_budget_crowds_ends_early_and_says_so() {
+    let mut h = Harness::new("8h");
+    let mut azure = AzureModel::default();
+    let spec = spec(Some("1h"), None);
+    let mut st = AccessGrantStatus::default();
+    run_to(&h, &mut azure, &spec, &mut st, t0());
+    let end = t0() + TimeDelta::hours(1);
+    let starts_at = end - TimeDelta::seconds(150);
+    let plan = EarlyEnd {
+        starts_at,
+        for_end: end,
+        budget: "subscription 00000000-0000-0000-0000-0000000000aa".to_owned(),
+        crowd: 2_000,
+        crowd_until: end,
+    };
+    // A plan for another end (the lease was extended since): the lease runs on.
+    h.early_end = Some(EarlyEnd {
+        for_end: end - TimeDelta::minutes(10),
+        ..plan.clone()
+    });
+    let d = run_to(&h, &mut azure, &spec, &mut st, starts_at);
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert!(d.actions.is_empty());
+    // Before the planned start: nothing yet.
+    h.early_end = Some(plan);
+    run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut st,
+        starts_at - TimeDelta::seconds(1),
+    );
+    assert_eq!(st.phase, GrantPhase::Active);
+    assert_eq!(azure.objects.len(), 3);
+    // At it (the lane woke a little late): the lease ends, every object deleted once.
+    let now = starts_at + TimeDelta::milliseconds(300);
+    let d = run_to(&h, &mut azure, &spec, &mut st, now);
+    assert_eq!(st.phase, GrantPhase::Expired, "{:?}", st.message);
+    assert_eq!(st.end_reason, Some(EndReason::Expired));
+    assert_eq!(st.ended_at, Some(now));
+    assert_eq!(
+        st.expires_at,
+        Some(end),
+        "the expiry as granted stays on record"
+    );
+    assert_eq!(st.ended_early_seconds, Some(150), "149.7 s, rounded up");
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("ended 150s before its expiry")
+            && msg.contains("2000 deletes in subscription 00000000-0000-0000-0000-0000000000aa"),
+        "{msg}"
+    );
+    assert!(azure.objects.is_empty());
+    assert!(azure.deletes.values().all(|n| *n == 1) && azure.deletes.len() == 3);
+    let _ = d;
+    let early = |d: &Decision| {
+        d.events
+            .iter()
+            .filter(|e| e.reason == Reason::EndedEarly && !e.warning)
+            .count()
+    };
+    // The Event is told once, in the decision that ended the lease.
+    let mut again = st.clone();
+    let d = run_to(
+        &h,
+        &mut azure,
+        &spec,
+        &mut again,
+        now + TimeDelta::seconds(5),
+    );
+    assert_eq!(early(&d), 0);
+    assert_eq!(again.ended_early_seconds, Some(150));
 }
 
 /// `accessMayContinueUntil`: a federated managed identity's token may outlive the lease by its

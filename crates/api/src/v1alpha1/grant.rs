@@ -319,6 +319,11 @@ pub struct AccessGrantStatus {
     /// When the lease ended (lapsed, revoked, denied or failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    /// How many seconds before `expiresAt` the lease ended because more leases of its
+    /// subscription end about then than ARM's delete budget can delete in time: their deletes
+    /// start early, within the budget (docs/architecture.md, "Synchronized expiry").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_early_seconds: Option<u32>,
     /// Why the lease ended; while `Revoking`, the terminal phase that follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,

@@ -67,6 +67,7 @@ async fn rounds(
             .confirm(&uid, status.usage.as_ref().map_or(0, |u| u.sequence));
     }
     let usage = ctx.usage.pending_for(&uid);
+    let early_end = ctx.early.for_grant(&gref);
 
     // Each object gets one attempt per reconcile: after a failure the core's retry delay (or
     // the throttle's) applies instead of hammering Azure in a tight loop.
@@ -108,6 +109,7 @@ async fn rounds(
             approvals: &approvals,
             tickets: &tickets,
             usage: &usage,
+            early_end: early_end.as_ref(),
         };
         let d = lease::decide(&input);
         // A quota is admitted atomically before the first live status is written; losing the

@@ -129,6 +129,11 @@ fn facts(n: &Notification) -> Vec<(&'static str, String)> {
         ("Policy", g.policy.clone()),
         ("Expires", time(g.expires_at)),
         ("Ended", time(g.ended_at)),
+        (
+            "Ended early",
+            g.ended_early_seconds
+                .map(|s| format!("{s}s before its expiry, to stay within ARM's delete budget")),
+        ),
         ("Justification", g.justification.clone()),
     ];
     let approvals = g.approvals_text();

@@ -37,6 +37,10 @@ pub struct GrantRecord {
     pub activated_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Seconds the lease ended before `expiresAt` so that its deletes stayed within ARM's
+    /// delete budget (synchronized expiry; `status.endedEarlySeconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_early_seconds: Option<u32>,
     /// `Expired`, `Revoked` or `Failed` once the lease ended.
     pub end_reason: Option<String>,
 }
@@ -108,6 +112,7 @@ impl GrantRecord {
             activated_at: None,
             expires_at: None,
             ended_at: None,
+            ended_early_seconds: None,
             end_reason: None,
         }
     }
@@ -198,6 +203,7 @@ impl GrantRecord {
             activated_at: status.activated_at,
             expires_at: status.expires_at,
             ended_at: status.ended_at,
+            ended_early_seconds: status.ended_early_seconds,
             end_reason: status
                 .end_reason
                 .map(|r| r.terminal_phase().as_str().to_owned()),

@@ -58,6 +58,11 @@ pub struct Options {
     pub propagation: chrono::TimeDelta,
     /// sim-azure's most events per page of its logs.
     pub log_page_size: usize,
+    /// ARM's delete budget per subscription (at once, then per second), in sim-azure's
+    /// throttling and in the operator's limiter alike; Azure's 200 + 10/s by default.
+    pub deletes: (u32, f64),
+    /// `--delete-headroom` as a share.
+    pub delete_headroom: f64,
 }
 
 impl Default for Options {
@@ -69,6 +74,8 @@ impl Default for Options {
             usage: Default::default(),
             propagation: lapse_api::lease::ResidualBounds::default().propagation,
             log_page_size: lapse_sim_azure::Config::default().log_page_size,
+            deletes: (200, 10.0),
+            delete_headroom: 0.1,
         }
     }
 }
@@ -222,6 +229,13 @@ impl World {
             lapse_sim_azure::Config {
                 trusted_ca_pems: vec![kube.ca_pem().to_owned()],
                 log_page_size: opts.log_page_size,
+                throttle: lapse_sim_azure::ThrottleConfig {
+                    deletes: lapse_sim_azure::ThrottleLimit {
+                        capacity: opts.deletes.0,
+                        refill_per_sec: opts.deletes.1,
+                    },
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             opts.seed,
@@ -229,7 +243,11 @@ impl World {
         .await?;
         // The sandbox's own azure.env and azure-ca.pem: the settings the operator would read.
         let dir = scratch_dir()?;
-        let azure_config = azure_config(&azure, &dir, kube.issuer())?;
+        let mut azure_config = azure_config(&azure, &dir, kube.issuer())?;
+        azure_config.limits.deletes = lapse_azure::BucketConfig {
+            capacity: opts.deletes.0,
+            refill_per_second: opts.deletes.1,
+        };
         let sub = azure
             .subscription_id()
             .ok_or_else(|| anyhow!("the seed has no subscription"))?;
@@ -256,6 +274,7 @@ impl World {
             retry_after: RETRY_AFTER,
             authorization_grace: Duration::from_secs(600),
             retain_finished: None,
+            delete_headroom: opts.delete_headroom,
             concurrency: 8,
             wake_horizon: Duration::from_secs(600),
             max_rounds: opts.max_rounds,

@@ -16,4 +16,5 @@ mod pim_wire;
 mod recreated;
 mod rounds;
 mod standing;
+mod synchronized;
 mod usage;

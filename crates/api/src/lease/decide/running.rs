@@ -134,6 +134,9 @@ impl Step<'_> {
             );
             return;
         }
+        if self.delete_budget_ends_lease(expires_at) {
+            return;
+        }
         let policy = self.st.policy.clone().unwrap_or_default();
         match self.federation_closes_at(&policy, plan.fic.is_some(), expires_at) {
             Some(closes) if self.now >= closes => {
@@ -153,6 +156,38 @@ impl Step<'_> {
                 }
             }
         }
+    }
+
+    /// Synchronized expiry: the controller's delete plan starts this lease's deletes before its
+    /// end, because more leases of one subscription end then than ARM's delete budget deletes in
+    /// time. The lease ends now, as `Expired`, and says how early and why. A plan made for
+    /// another end (the lease was extended or shortened since) waits for the next plan.
+    fn delete_budget_ends_lease(&mut self, expires_at: DateTime<Utc>) -> bool {
+        let Some(early) = self
+            .input
+            .early_end
+            .filter(|e| e.for_end == expires_at && self.now >= e.starts_at)
+        else {
+            return false;
+        };
+        let by = expires_at - self.now;
+        // Whole seconds, rounded up: "ended 0 s early" would hide that it did.
+        let seconds = (by.num_milliseconds().max(0) + 999) / 1000;
+        self.st.ended_early_seconds = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
+        self.wind_down(
+            EndReason::Expired,
+            Reason::EndedEarly,
+            format!(
+                "the lease ended {seconds}s before its expiry at {}: {} deletes in {} are due \
+                 by {}, more than ARM's delete budget deletes in time, so they start early \
+                 (synchronized expiry)",
+                expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                early.crowd,
+                early.budget,
+                early.crowd_until.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+        );
+        true
     }
 
     /// Deletes the lease's federated credential before the lease ends (`federation.closeEarly`),
