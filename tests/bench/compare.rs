@@ -20,6 +20,8 @@ pub struct Report<'a> {
     /// lapse's own activation measure (apply → Ready), beside the Azure-side one.
     pub lapse_ready_activation: &'a Distribution,
     pub rows: &'a [Row],
+    /// Phase 5c's figures, when it ran.
+    pub synchronized: Option<&'a crate::synchronized::Synchronized>,
     /// `None` when not asked for; `Err` when it could not run.
     pub baseline: Option<&'a Result<BaselineRun, String>>,
 }
@@ -195,6 +197,7 @@ pub fn report<'a>(r: &Report<'a>) -> anyhow::Result<()> {
             "figures": r.lapse,
             "readyActivation": r.lapse_ready_activation,
             "rows": r.rows,
+            "synchronized": r.synchronized,
         },
         "baseline": match r.baseline {
             None => serde_json::Value::Null,

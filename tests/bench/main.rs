@@ -13,7 +13,10 @@
 //!    (9) a second per subscription, inside ARM's delete budget: overstay, writes per object;
 //!    then (5b) Azure-enforced expiry: `LAPSE_BENCH_PIM_GRANTS` (200) leases under a policy
 //!    with `azure.expiry: PIM` (the sandbox's PIM minimum shortened to 10 s), apply to lapse:
-//!    schedule requests per object next to plain mode's 1 PUT + 1 DELETE;
+//!    schedule requests per object next to plain mode's 1 PUT + 1 DELETE; then (5c) synchronized
+//!    expiry: `LAPSE_BENCH_SYNC_GRANTS` (2,000) leases in one subscription all ending in the
+//!    same second, beyond ARM's delete budget: overstay, how early leases ended against what the
+//!    budget forces, and whether status and audit lines say so;
 //! 6. memory at scale: grants whose window opens in 30 days, up to `LAPSE_BENCH_RSS_GRANTS`
 //!    (10 × grants) in all: held without any Azure call; RSS;
 //! 7. usage evidence: `LAPSE_BENCH_LOG_EVENTS` (1,000,000) Activity Log events in one
@@ -33,6 +36,7 @@ mod harness;
 mod plan;
 mod report;
 mod svg;
+mod synchronized;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -67,6 +71,7 @@ LAPSE_BENCH_SUBSCRIPTIONS (5), LAPSE_BENCH_RSS_GRANTS (10 x grants; 0 or <= gran
 LAPSE_BENCH_LATENCY_MS (50), LAPSE_BENCH_SWEEP_SECS (20), LAPSE_BENCH_END_RATE (9),
 LAPSE_BENCH_CONCURRENCY (64), LAPSE_BENCH_CLIENTS (32), LAPSE_BENCH_BATCH (5000),
 LAPSE_BENCH_STALL_SECS (90), LAPSE_BENCH_PIM_GRANTS (200; 0 skips),
+LAPSE_BENCH_SYNC_GRANTS (2000; 0 skips),
 LAPSE_BENCH_LOG_EVENTS (1000000; 0 skips), LAPSE_BENCH_OPERATOR_ENV (K=V,K=V),
 LAPSE_BENCH_OPERATOR (the operator binary; `make bench` passes its dist build),
 LAPSE_BENCH_BASELINE (0), LAPSE_BENCH_BASELINE_RESYNC_SECS (10),
@@ -107,6 +112,8 @@ struct Config {
     operator_env: Vec<(String, String)>,
     /// Leases of the Azure-enforced expiry round (phase 5b); 0 skips it.
     pim_grants: usize,
+    /// Leases of the synchronized-expiry round (phase 5c); 0 skips it.
+    sync_grants: usize,
     /// Activity Log events of the usage round (phase 7); 0 skips it.
     log_events: u64,
     /// Grants of the create flood (phase 6a); 0 skips it.
@@ -134,6 +141,7 @@ impl Config {
             batch: env_num("LAPSE_BENCH_BATCH", 5000)? as usize,
             stall_secs: env_num("LAPSE_BENCH_STALL_SECS", 90)?.max(1),
             pim_grants: (env_num("LAPSE_BENCH_PIM_GRANTS", 200)? as usize).min(grants),
+            sync_grants: env_num("LAPSE_BENCH_SYNC_GRANTS", 2000)? as usize,
             log_events: env_num("LAPSE_BENCH_LOG_EVENTS", 1_000_000)?,
             flood: env_num("LAPSE_BENCH_FLOOD", 20_000)? as usize,
             baseline: args.iter().any(|a| a == "--baseline")
@@ -151,6 +159,13 @@ impl Config {
         };
         if c.grants == 0 {
             bail!("LAPSE_BENCH_GRANTS must be at least 1");
+        }
+        if c.sync_grants > PER_SUBSCRIPTION {
+            bail!(
+                "LAPSE_BENCH_SYNC_GRANTS: {} leases in one subscription exceed ARM's 4,000 role \
+                 assignments per subscription",
+                c.sync_grants
+            );
         }
         if c.burst > PER_SUBSCRIPTION || c.grants.div_ceil(c.subscriptions) > PER_SUBSCRIPTION {
             bail!(
@@ -275,10 +290,11 @@ async fn main() -> anyhow::Result<()> {
     b.kubectl(&["create", "namespace", "bench"])?;
     b.kubectl(&["create", "namespace", "bench-future"])?;
     b.kubectl(&["create", "namespace", "bench-pim"])?;
+    b.kubectl(&["create", "namespace", "bench-sync"])?;
     let scopes: Vec<String> = subs.iter().map(|s| format!("/subscriptions/{s}")).collect();
     b.apply(&format!(
         "apiVersion: lapse.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: bench\nspec:\n  \
-         namespaces: [bench, bench-future]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  \
+         namespaces: [bench, bench-future, bench-sync]\n  servicePrincipals: ['*']\n  roles: [Reader]\n  \
          scopes: [{}]\n  maxDuration: 2h\n",
         scopes.join(", ")
     ))?;
@@ -289,9 +305,10 @@ async fn main() -> anyhow::Result<()> {
         scopes.join(", ")
     ))?;
     let t = Instant::now();
-    let principals = b.principals(n, cfg.parallel).await?;
+    let principals = b.principals(n.max(cfg.sync_grants), cfg.parallel).await?;
     println!(
-        "setup: sandbox, {n} service principals in {:.1}s",
+        "setup: sandbox, {} service principals in {:.1}s",
+        principals.len(),
         t.elapsed().as_secs_f64()
     );
     b.admin(
@@ -526,6 +543,25 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // 5c. Synchronized expiry.
+    let mut synchronized = None;
+    if cfg.sync_grants > 0 {
+        match synchronized::round(&mut b, &cfg, &principals, &subs[0]).await {
+            Ok((row, measured)) => {
+                rows.push(row);
+                synchronized = Some(measured);
+            }
+            Err(e) => rows.push(report::failed_row(
+                format!(
+                    "synchronized expiry, {} leases ending in one second",
+                    cfg.sync_grants
+                ),
+                "no overstay > 3 s; early only as the budget forces; status and audit say so",
+                format!("not measured: {e:#}"),
+            )),
+        }
+    }
+
     // 7. Usage evidence: the Activity Log read at volume. Before the flood and the memory
     // phase: its restart with 100,000 grants in the cache outlasted the wait for readiness.
     if cfg.log_events > 0 {
@@ -604,6 +640,7 @@ async fn main() -> anyhow::Result<()> {
         lapse: &lapse_figures,
         lapse_ready_activation: &ready_activation,
         rows: &rows,
+        synchronized: synchronized.as_ref(),
         baseline: baseline.as_ref(),
     })
 }
@@ -613,7 +650,8 @@ async fn main() -> anyhow::Result<()> {
 /// others are read too). Every event is someone else's: read, not counted.
 async fn ingest_logs(b: &mut Bench, cfg: &Config, sub: &str) -> anyhow::Result<report::Row> {
     b.op()?.kill();
-    let mut env = b.operator_env.clone();
+    let base_env = b.operator_env.clone();
+    let mut env = base_env.clone();
     env.extend([
         ("LAPSE_USAGE_ACTIVITY_LOG".to_owned(), "true".to_owned()),
         ("LAPSE_USAGE_REREAD".to_owned(), "15m".to_owned()),
@@ -662,9 +700,10 @@ async fn ingest_logs(b: &mut Bench, cfg: &Config, sub: &str) -> anyhow::Result<r
     let (rss_after, _) = rss_kib(b.op()?.pid());
     let m = b.metrics().await?;
     let throttled = m.sum("lapse_azure_throttled_responses_total", &[]) as u64;
-    // The phases after this one measure the operator as configured for the bench.
+    // The phases after this one measure the operator as configured for the bench (not as
+    // `spawn_operator` last remembered it: with this phase's log reading).
     b.op()?.kill();
-    b.spawn_operator(b.operator_env.clone())?;
+    b.spawn_operator(base_env)?;
     b.wait_ready().await?;
     Ok(report::logs_row(
         read,

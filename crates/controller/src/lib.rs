@@ -644,6 +644,9 @@ async fn wake_early(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRe
         if planned != Some(changes) {
             planned = Some(changes);
             let n = ctx.early.replan(ctx.clock.deletes(chrono::Utc::now()));
+            ctx.metrics
+                .leases_ending_early
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
             if n != early_leases {
                 tracing::info!(
                     leases = n,

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub overdue_revocations: Gauge,
     /// Grants whose revocation a management lock refuses (`RevocationBlocked=True`).
     pub revocations_blocked: Gauge,
+    /// Live leases the synchronized-expiry plan ends early (their subscription's delete budget
+    /// cannot delete every lease ending with them in time).
+    pub leases_ending_early: Gauge,
     pub orphans_deleted: Family<SweepLabels, Counter>,
     /// Events dropped because the publishing queue was full.
     pub events_dropped: Counter,
@@ -115,6 +118,7 @@ impl Metrics {
             ]),
             overdue_revocations: Gauge::default(),
             revocations_blocked: Gauge::default(),
+            leases_ending_early: Gauge::default(),
             orphans_deleted: Family::default(),
             events_dropped: Counter::default(),
             status_tampered: Counter::default(),
@@ -208,6 +212,11 @@ impl Metrics {
             "revocations_blocked",
             "Grants whose revocation a management lock refuses (409 ScopeLocked)",
             m.revocations_blocked.clone(),
+        );
+        r.register(
+            "leases_ending_early",
+            "Live leases whose deletes start before their end: more leases of a subscription end together than its ARM delete budget deletes in time",
+            m.leases_ending_early.clone(),
         );
         r.register(
             "orphans_deleted",

@@ -93,6 +93,12 @@ async fn leases_ending_together_start_their_deletes_early_and_none_overstays() {
             .await
             .unwrap();
     }
+    // The plan is made within a second of the leases going live, and the gauge says so.
+    w.until("the plan to end leases early", || {
+        w.ctx.metrics.leases_ending_early.get() > 0
+    })
+    .await
+    .unwrap();
     let mut ended = Vec::new();
     for i in 0..LEASES {
         let name = format!("crowd-{i:02}");
@@ -174,6 +180,11 @@ async fn leases_ending_together_start_their_deletes_early_and_none_overstays() {
         "{} of {LEASES} leases ended early: the ones the burst covers end on time",
         early.len()
     );
+    w.until("the plan to be empty again", || {
+        w.ctx.metrics.leases_ending_early.get() == 0
+    })
+    .await
+    .unwrap();
     let first_early = ended
         .iter()
         .find(|(_, g)| {
