@@ -16,7 +16,8 @@
 //!    schedule requests per object next to plain mode's 1 PUT + 1 DELETE; then (5c) synchronized
 //!    expiry: `LAPSE_BENCH_SYNC_GRANTS` (2,000) leases in one subscription all ending in the
 //!    same second, beyond ARM's delete budget: overstay, how early leases ended against what the
-//!    budget forces, and whether status and audit lines say so;
+//!    budget forces, and whether status and audit lines say so (it runs after phase 7, so
+//!    that phase reads the log under the conditions it always did);
 //! 6. memory at scale: grants whose window opens in 30 days, up to `LAPSE_BENCH_RSS_GRANTS`
 //!    (10 × grants) in all: held without any Azure call; RSS;
 //! 7. usage evidence: `LAPSE_BENCH_LOG_EVENTS` (1,000,000) Activity Log events in one
@@ -543,7 +544,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // 5c. Synchronized expiry.
+    // 7. Usage evidence: the Activity Log read at volume. Before the flood and the memory
+    // phase: its restart with 100,000 grants in the cache outlasted the wait for readiness.
+    if cfg.log_events > 0 {
+        match ingest_logs(&mut b, &cfg, &subs[0]).await {
+            Ok(row) => rows.push(row),
+            Err(e) => rows.push(report::failed_row(
+                "usage log ingestion".into(),
+                "bounded memory",
+                format!("not measured: {e:#}"),
+            )),
+        }
+    }
+
+    // 5c. Synchronized expiry. After phase 7, which then measures the operator as it did
+    // before this round existed (right after 5b).
     let mut synchronized = None;
     if cfg.sync_grants > 0 {
         match synchronized::round(&mut b, &cfg, &principals, &subs[0]).await {
@@ -562,18 +577,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // 7. Usage evidence: the Activity Log read at volume. Before the flood and the memory
-    // phase: its restart with 100,000 grants in the cache outlasted the wait for readiness.
-    if cfg.log_events > 0 {
-        match ingest_logs(&mut b, &cfg, &subs[0]).await {
-            Ok(row) => rows.push(row),
-            Err(e) => rows.push(report::failed_row(
-                "usage log ingestion".into(),
-                "bounded memory",
-                format!("not measured: {e:#}"),
-            )),
-        }
-    }
     // 6a. The create flood; its grants count towards phase 6's.
     let mut flooded = 0;
     if cfg.flood > 0 {

@@ -10,17 +10,18 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use lapse_api::lease::{DeleteBudget, Deletes, EarlyEnd, schedule_early_ends};
-use lapse_api::v1alpha1::{AccessGrantStatus, ObjectState};
+use lapse_api::v1alpha1::AccessGrantStatus;
 
 use crate::grant_ref::GrantRef;
 
-/// Which ARM delete budget an object's delete draws from: its subscription as a number (the
-/// GUID), or [`TENANT`] for management-group scopes.
-pub type BudgetKey = u128;
+/// Which ARM delete budget an object's delete draws from: its subscription's GUID, or
+/// [`TENANT`] for management-group scopes. A `Uuid` (16 bytes, byte-aligned) keeps the lease
+/// clock's entry for every grant small.
+pub type BudgetKey = uuid::Uuid;
 
 /// Deletes above any subscription (a management-group scope): ARM's tenant-level budget. The
 /// nil GUID is no subscription's.
-pub const TENANT: BudgetKey = 0;
+pub const TENANT: BudgetKey = uuid::Uuid::nil();
 
 /// What a live lease will delete when it ends, by budget: a count per subscription. Role
 /// assignments made through PIM (Azure removes them) and app-registration credentials
@@ -37,21 +38,15 @@ pub enum Footprint {
 impl Footprint {
     /// The deletes `st` still owes, by budget.
     pub fn of(st: &AccessGrantStatus) -> Footprint {
-        let owes = |s: ObjectState| {
-            matches!(
-                s,
-                ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
-            )
-        };
         let roles = st
             .role_assignments
             .iter()
-            .filter(|r| owes(r.state) && r.schedule.is_none())
+            .filter(|r| r.state.owes_delete() && r.schedule.is_none())
             .map(|r| budget_of(&r.scope));
         let fic = st
             .federated_credential
             .as_ref()
-            .filter(|f| owes(f.state))
+            .filter(|f| f.state.owes_delete())
             .and_then(|f| f.id.as_deref())
             .filter(|id| !id.starts_with("/applications/"))
             .map(budget_of);
@@ -86,7 +81,6 @@ fn budget_of(scope_or_id: &str) -> Option<BudgetKey> {
         Some(s) if s.eq_ignore_ascii_case("subscriptions") => parts
             .next()
             .and_then(|sub| uuid::Uuid::try_parse(sub).ok())
-            .map(|u| u.as_u128())
             .filter(|k| *k != TENANT),
         Some(s) if s.eq_ignore_ascii_case("providers") => Some(TENANT),
         _ => None,
@@ -98,7 +92,7 @@ fn budget_name(key: BudgetKey) -> String {
     if key == TENANT {
         "the tenant's management-group scopes".to_owned()
     } else {
-        format!("subscription {}", uuid::Uuid::from_u128(key))
+        format!("subscription {key}")
     }
 }
 
@@ -210,7 +204,7 @@ impl EarlyEnds {
 mod tests {
     use chrono::TimeDelta;
     use lapse_api::v1alpha1::{
-        AssignmentSchedule, FederatedCredentialStatus, RoleAssignmentStatus,
+        AssignmentSchedule, FederatedCredentialStatus, ObjectState, RoleAssignmentStatus,
     };
 
     use super::*;
@@ -228,9 +222,7 @@ mod tests {
     }
 
     fn key(sub: &str) -> BudgetKey {
-        uuid::Uuid::parse_str(sub)
-            .map(|u| u.as_u128())
-            .unwrap_or_default()
+        uuid::Uuid::parse_str(sub).unwrap_or_default()
     }
 
     #[test]

@@ -16,32 +16,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
-use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus, ObjectState};
+use lapse_api::lease::Deletes;
+use lapse_api::v1alpha1::{AccessGrant, AccessGrantStatus};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::early::{BudgetKey, Footprint};
 use crate::grant_ref::GrantRef;
-use lapse_api::lease::Deletes;
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain maps: a panic elsewhere leaves them usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether an object state still owes a delete.
-fn owes_delete(s: ObjectState) -> bool {
-    matches!(
-        s,
-        ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
-    )
-}
-
 pub(crate) fn holds_objects(st: &AccessGrantStatus) -> bool {
-    st.role_assignments.iter().any(|r| owes_delete(r.state))
+    st.role_assignments.iter().any(|r| r.state.owes_delete())
         || st
             .federated_credential
             .as_ref()
-            .is_some_and(|f| owes_delete(f.state))
+            .is_some_and(|f| f.state.owes_delete())
 }
 
 /// One lock per grant: the two lanes never drive the same grant at once.

@@ -258,6 +258,14 @@ pub enum ObjectState {
     Failed,
 }
 
+impl ObjectState {
+    /// The object may exist and the lease will delete it: not created yet, present, or being
+    /// deleted.
+    pub fn owes_delete(self) -> bool {
+        matches!(self, Self::Pending | Self::Present | Self::Deleting)
+    }
+}
+
 /// Status of one role assignment of a grant.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -472,10 +472,7 @@ pub fn claims_of(status: &AccessGrantStatus) -> Vec<(ObjectKey, Claim)> {
     };
     let holds = |s: ObjectState| match claim {
         Claim::Live => matches!(s, ObjectState::Pending | ObjectState::Present),
-        Claim::Ending => matches!(
-            s,
-            ObjectState::Pending | ObjectState::Present | ObjectState::Deleting
-        ),
+        Claim::Ending => s.owes_delete(),
         Claim::Uses => false,
     };
     recorded_objects(status)
