@@ -73,17 +73,14 @@ impl Footprint {
     }
 }
 
-/// The budget a delete at `scope_or_id` (an ARM scope or resource ID) draws from; `None` when
-/// it names no subscription that parses (nothing to plan with).
+/// The budget a delete at `scope_or_id` (an ARM scope or resource ID) draws from, as the Azure
+/// client charges it: the ID's subscription, or the tenant when it has none. `None` when it
+/// does not parse or its subscription is no GUID (nothing to plan with).
 fn budget_of(scope_or_id: &str) -> Option<BudgetKey> {
-    let mut parts = scope_or_id.split('/').skip(1);
-    match parts.next() {
-        Some(s) if s.eq_ignore_ascii_case("subscriptions") => parts
-            .next()
-            .and_then(|sub| uuid::Uuid::try_parse(sub).ok())
-            .filter(|k| *k != TENANT),
-        Some(s) if s.eq_ignore_ascii_case("providers") => Some(TENANT),
-        _ => None,
+    let id = lapse_api::arm::ArmId::parse(scope_or_id).ok()?;
+    match id.subscription() {
+        Some(sub) => uuid::Uuid::try_parse(sub).ok().filter(|k| *k != TENANT),
+        None => Some(TENANT),
     }
 }
 

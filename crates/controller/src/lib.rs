@@ -622,11 +622,17 @@ async fn wake_parked(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectR
             tracing::debug!(grants = due.len(), "waking parked grants");
         }
         for g in due {
-            let grant = ObjectRef::new(g.name()).within(g.namespace());
-            for lane in &lanes {
-                let _ = lane.send(grant.clone());
-            }
+            wake(&lanes, &g);
         }
+    }
+}
+
+/// Asks each of `lanes` (one controller per grant cache) to reconcile `g`; a controller that
+/// does not watch its namespace does not find it and does nothing.
+fn wake(lanes: &[mpsc::UnboundedSender<ObjectRef<CachedGrant>>], g: &grant_ref::GrantRef) {
+    let grant = ObjectRef::new(g.name()).within(g.namespace());
+    for lane in lanes {
+        let _ = lane.send(grant.clone());
     }
 }
 
@@ -660,10 +666,7 @@ async fn wake_early(ctx: Arc<Context>, lanes: Vec<mpsc::UnboundedSender<ObjectRe
         for g in ctx.early.take_due(now) {
             // The lease's last decision said "nothing before the end": this is news.
             ctx.written.poke(&g);
-            let grant = ObjectRef::new(g.name()).within(g.namespace());
-            for lane in &lanes {
-                let _ = lane.send(grant.clone());
-            }
+            wake(&lanes, &g);
         }
         let next = match ctx.early.next_wake() {
             // A start passed meanwhile: at once.
